@@ -1,0 +1,1 @@
+"""The `pprl` command line: thin click shells over the linkage and stats libraries."""

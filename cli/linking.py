@@ -1,0 +1,211 @@
+"""``pprl link`` and ``pprl evaluate``: the linkage engine from the command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+
+from cli.common import progress, protocol_option
+from linkage.engine import link as link_encodings
+from linkage.engine import load_inputs, score_candidates, write_entities
+from linkage.errors import InputError
+from linkage.evaluate import (
+    blocking_scores,
+    cluster_scores,
+    pairwise_scores,
+    read_entities,
+    read_keymap,
+    read_truth,
+    record_people,
+    resolve_entities,
+    threshold_curve,
+    true_pairs,
+)
+from linkage.protocol import Protocol
+
+
+def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    if value is None or value == "auto":
+        return None
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise click.BadParameter("write 'auto' or a match probability between 0 and 1") from exc
+    if not 0 < number < 1:
+        raise click.BadParameter("a match probability must be between 0 and 1")
+    return number
+
+
+@click.command()
+@protocol_option
+@click.argument("inputs", metavar="ENC...", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="entities.csv to write.")
+@click.option(
+    "--threshold",
+    callback=_threshold,
+    help="'auto' (chosen from the data, no labels needed) or a match probability; default: the protocol's.",
+)
+@click.option("--include-singletons", is_flag=True, help="Also write records that matched no other party.")
+@click.option("--workers", type=click.IntRange(min=1), help="Processes to use (default: every core).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def link(
+    protocol: Protocol,
+    inputs: tuple[Path, ...],
+    out: Path,
+    threshold: float | None,
+    include_singletons: bool,
+    workers: int | None,
+    quiet: bool,
+) -> None:
+    """Match the encodings of two or more parties and group them into entities.
+
+    Each ENC is an encodings.pprl file or the folder `pprl encode` wrote. Writes
+    entity_id,party,token with at most one record per party per entity; similarity scores
+    never leave the engine.
+
+    Example: pprl link --protocol protocol.json msd-out police-out haven-out --out entities.csv
+    """
+    encodings = load_inputs(protocol, inputs)
+    if threshold is None and protocol.threshold is not None:
+        threshold = protocol.threshold
+    with progress("comparing", quiet=quiet) as on_progress:
+        result = link_encodings(
+            protocol,
+            encodings,
+            threshold=threshold,
+            workers=workers or os.cpu_count() or 1,
+            on_progress=on_progress,
+        )
+    entities = write_entities(result, out, include_singletons=include_singletons)
+    records = sum(len(entity.records) for entity in result.entities)
+    click.echo(
+        f"compared {result.pairs_compared:,} candidate pairs of {result.pairs_total:,} possible "
+        f"({result.pairs_compared / max(result.pairs_total, 1):.4%}); accepted {result.pairs_accepted:,} "
+        f"at match probability >= {result.threshold:.3f}"
+    )
+    click.echo(
+        f"{len(result.entities):,} entities of two or more records ({records:,} records) in {result.seconds:.1f} s"
+    )
+    click.echo(f"wrote {entities:,} entities to {out}")
+
+
+def _keymaps(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    out = {}
+    for value in values:
+        party, sep, file = value.partition("=")
+        if not sep or not party or not file:
+            raise InputError(f"--keymap {value!r}: write PARTY=PATH, e.g. --keymap msd=msd-out/keymap.csv")
+        out[party] = read_keymap(Path(file))
+    return out
+
+
+@click.command()
+@click.option(
+    "--truth",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="party,client_id,person_id",
+)
+@click.option("--entities", required=True, type=click.Path(dir_okay=False, path_type=Path), help="From `pprl link`.")
+@click.option("--keymap", "keymaps", multiple=True, required=True, help="PARTY=PATH of a key map; once per party.")
+@click.option(
+    "--protocol",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --encodings: also score blocking.",
+)
+@click.option("--encodings", "encoding_paths", multiple=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PNG of precision and recall by threshold.",
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Processes for re-scoring (default: every core).")
+def evaluate(
+    truth: Path,
+    entities: Path,
+    keymaps: tuple[str, ...],
+    protocol: Path | None,
+    encoding_paths: tuple[Path, ...],
+    plot: Path | None,
+    workers: int | None,
+) -> None:
+    """Score a linkage against the truth: pairwise and cluster measures, and blocking.
+
+    With --protocol and --encodings (one per party, as linked) it also reports blocking's
+    pair completeness and reduction ratio, and --plot draws precision and recall against
+    the match-probability threshold. For development and audit, on data with known truth.
+
+    Example: pprl evaluate --truth data/truth.csv --entities entities.csv
+    --keymap msd=msd-out/keymap.csv --keymap police=police-out/keymap.csv
+    """
+    from linkage.protocol import load_protocol
+
+    maps = _keymaps(keymaps)
+    known = read_truth(truth)
+    actual, clusters = true_pairs(known, maps)
+    predicted = resolve_entities(read_entities(entities), maps)
+    pairwise = pairwise_scores(predicted, actual)
+    clustered = cluster_scores(predicted, clusters)
+    click.echo(f"pairwise   precision {pairwise.precision:.4f}  recall {pairwise.recall:.4f}  F1 {pairwise.f1:.4f}")
+    click.echo(
+        f"           true pairs {len(actual):,}, found {pairwise.true_positives:,}, "
+        f"false {pairwise.false_positives:,}, missed {pairwise.false_negatives:,}"
+    )
+    click.echo(
+        f"clusters   {clustered.exact:,} of {clustered.true_entities:,} people linked exactly "
+        f"({clustered.exact_share:.4f}); {clustered.predicted_entities:,} entities predicted"
+    )
+    if not (protocol and encoding_paths):
+        if plot:
+            raise InputError("--plot needs --protocol and --encodings to re-score the candidates")
+        return
+    loaded = load_protocol(protocol)
+    encodings = load_inputs(loaded, encoding_paths)
+    scored = score_candidates(loaded, encodings, workers=workers or os.cpu_count() or 1)
+    people = record_people(encodings, maps, known)
+    blocking = blocking_scores(
+        scored.party_a, scored.party_b, scored.record_a, scored.record_b, people, scored.pairs_total
+    )
+    click.echo(
+        f"blocking   pair completeness {blocking.pair_completeness:.4f} "
+        f"({blocking.true_pairs_kept:,} of {blocking.true_pairs:,} true pairs kept), "
+        f"reduction ratio {blocking.reduction_ratio:.6f} ({blocking.candidate_pairs:,} candidates)"
+    )
+    if plot:
+        thresholds = [float(t) for t in np.round(np.linspace(0.05, 0.99, 40), 3)]
+        curve = threshold_curve(
+            scored.party_a,
+            scored.party_b,
+            scored.record_a,
+            scored.record_b,
+            scored.weight,
+            scored.probability,
+            people,
+            thresholds,
+        )
+        _plot(curve, plot)
+        click.echo(f"plot       {plot}")
+
+
+def _plot(curve: list, path: Path) -> None:  # type: ignore[type-arg]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    thresholds = [t for t, _ in curve]
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    axes.plot(thresholds, [s.precision for _, s in curve], label="precision")
+    axes.plot(thresholds, [s.recall for _, s in curve], label="recall")
+    axes.plot(thresholds, [s.f1 for _, s in curve], label="F1", linestyle="--")
+    axes.set_xlabel("match probability threshold")
+    axes.set_ylabel("pairwise score")
+    axes.set_title("Linkage quality by threshold")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,177 @@
+"""The ``pprl`` command line: thin shells over the library (parse, call, render)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from linkage.synth import synthesise_population
+
+from cli.common import PprlGroup, progress, protocol_option, read_secret
+from linkage.agency import encode_csv, generate_secret, write_secret
+from linkage.encodings import read_header
+from linkage.protocol import Protocol, load_protocol
+
+
+@click.group(cls=PprlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pprl")
+def main() -> None:
+    """Privacy-preserving record linkage and statistics for agencies that share clients.
+
+    Agencies encode their client lists locally (keygen, encode), a linkage service matches
+    the encodings (link), and analysts get differentially private statistics.
+
+    Example: pprl protocol validate schemas/examples/social_services.json
+    """
+
+
+@main.group(cls=PprlGroup)
+def protocol() -> None:
+    """Check information-sharing protocol files.
+
+    Example: pprl protocol validate schemas/examples/social_services.json
+    """
+
+
+@protocol.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def protocol_validate(file: Path) -> None:
+    """Validate a protocol and print its fingerprint.
+
+    The fingerprint is the SHA-256 of everything in the protocol that affects encodings;
+    every agency must see the same one before encoding. On error, every problem is listed
+    with its JSON path.
+
+    Example: pprl protocol validate schemas/examples/social_services.json
+    """
+    loaded = load_protocol(file)
+    click.echo(f"{file}: valid protocol {loaded.name!r} with parties {', '.join(p.id for p in loaded.parties)}")
+    click.echo(f"fingerprint: {loaded.fingerprint}")
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to create.")
+def keygen(out: Path) -> None:
+    """Create a new 256-bit shared secret in a file only you can read (mode 0600).
+
+    Share it with the other agencies by a secure channel, never with the linkage service.
+    An existing file is never overwritten.
+
+    Example: pprl keygen --out secret.key
+    """
+    write_secret(out, generate_secret())
+    click.echo(f"wrote a new 256-bit secret to {out} (mode 0600); keep it away from the linkage service")
+
+
+@main.command()
+@protocol_option
+@click.option("--people", type=click.IntRange(min=1), required=True, help="Number of distinct people.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same files.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def synth(protocol: Protocol, people: int, seed: int, out: Path, quiet: bool) -> None:
+    """Generate realistic synthetic client files for every party of a protocol.
+
+    People overlap between parties and their records are corrupted as real records are
+    (typos, nicknames, changed surnames, swapped day and month, moves, missing values).
+    Writes OUT/<party>.csv and OUT/truth.csv (party,client_id,person_id).
+
+    Example: pprl synth --protocol schemas/examples/social_services.json --people 20000 --seed 7 --out data
+    """
+    with progress("synthesising", quiet=quiet) as on_progress:
+        summary = synthesise_population(protocol, people, seed, out, on_progress=on_progress)
+    for party, count in summary.records_by_party.items():
+        click.echo(f"{party}: {count} records -> {out / (party + '.csv')}")
+    click.echo(f"truth: {out / 'truth.csv'} ({summary.people} people)")
+
+
+@main.command()
+@protocol_option
+@click.option("--party", required=True, help="Your party id in the protocol.")
+@click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File written by `pprl keygen`. Default: the PPRL_SECRET environment variable.",
+)
+@click.argument("input_csv", metavar="INPUT.csv", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="fail: stop on any bad row, listing all; skip: encode the rest, list bad rows in rejected.csv.",
+)
+@click.option("--workers", type=click.IntRange(min=1), help="Processes to use (default: every core).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def encode(
+    protocol: Protocol,
+    party: str,
+    secret_file: Path | None,
+    input_csv: Path,
+    out: Path,
+    on_error: str,
+    workers: int | None,
+    quiet: bool,
+) -> None:
+    """Encode your client list for linkage, on your own machine.
+
+    Writes OUT/encodings.pprl (for the linkage service), OUT/attributes.csv (token, consent
+    and outcome columns, for the statistics side) and OUT/keymap.csv (token -> your client
+    id: it never leaves your agency). Nothing is written unless all of it is complete.
+
+    Example: pprl encode --protocol protocol.json --party msd --secret-file secret.key clients.csv --out msd-out
+    """
+    secret = read_secret(secret_file)
+    with progress(f"encoding {input_csv.name}", quiet=quiet) as on_progress:
+        summary = encode_csv(
+            protocol,
+            party,
+            secret,
+            input_csv,
+            out,
+            on_error=on_error,
+            workers=workers,
+            on_progress=on_progress,
+        )
+    for warning in summary.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    rate = summary.records / summary.seconds if summary.seconds else 0.0
+    click.echo(
+        f"encoded {summary.records} records for {party} ({summary.rejected} rejected) "
+        f"in {summary.seconds:.1f} s ({rate:,.0f} records/s)"
+    )
+    for file in summary.files:
+        click.echo(f"  {file}")
+    click.echo(f"protocol fingerprint: {summary.fingerprint}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the header as JSON.")
+def inspect(file: Path, as_json: bool) -> None:
+    """Show the header of an encodings file (or of the folder `pprl encode` wrote).
+
+    Example: pprl inspect msd-out/encodings.pprl
+    """
+    header = read_header(file)
+    if as_json:
+        click.echo(header.to_json())
+        return
+    click.echo(f"format:       {header.format} v{header.format_version}")
+    click.echo(f"protocol:     {header.protocol}")
+    click.echo(f"fingerprint:  {header.fingerprint}")
+    click.echo(f"party:        {header.party}")
+    click.echo(f"records:      {header.record_count}")
+    click.echo(f"clk bits:     {header.clk_bits}")
+    click.echo(f"secret check: {header.secret_check}")
+    click.echo(f"record bytes: {header.dtype.itemsize}")
+    click.echo("layout:       " + json.dumps([list(item) for item in header.layout]))
+    click.echo("blocking:     " + ", ".join(header.blocking))
+
+
+from cli.linking import evaluate, link  # noqa: E402 - registered after the group is defined
+
+main.add_command(link)
+main.add_command(evaluate)

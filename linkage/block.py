@@ -1,0 +1,114 @@
+"""Blocking on keyed block keys: which record pairs are worth comparing.
+
+Each record carries one keyed 64-bit block key per blocking rule (0: no key, e.g. a
+missing field). Two records of different parties become a candidate pair when they agree
+on the key of any rule. Keys are keyed hashes, so the linkage service learns only which
+records share a block, never the value behind it.
+
+Pairs are produced for one slice of the first party's records at a time, so memory is
+bounded by the slice, never by the product of the two party sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["BlockIndex", "candidate_pairs", "count_pairs_per_rule"]
+
+
+@dataclass(frozen=True)
+class BlockIndex:
+    """The second party's block keys, sorted once per rule for fast look-up.
+
+    Attributes:
+        sorted_keys: per rule, that party's non-zero keys in ascending order.
+        order: per rule, the record index of each sorted key.
+        oversized: per rule, keys whose block would exceed the pair limit (skipped).
+        size: number of party B's records.
+    """
+
+    sorted_keys: tuple[np.ndarray, ...]
+    order: tuple[np.ndarray, ...]
+    oversized: tuple[np.ndarray, ...]
+    size: int
+
+    @classmethod
+    def build(cls, keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int) -> BlockIndex:
+        """Index party B's keys; find blocks bigger than ``max_block_pairs`` pairs.
+
+        Args:
+            keys_a: party A's keys, shape (records, rules).
+            keys_b: party B's keys, shape (records, rules).
+            max_block_pairs: a block with more pairs than this is skipped: it would cost
+                more than it finds (e.g. a very common surname with no other key).
+        """
+        sorted_keys, order, oversized = [], [], []
+        for rule in range(keys_b.shape[1]):
+            column = keys_b[:, rule]
+            present = np.flatnonzero(column)
+            rule_order = present[np.argsort(column[present], kind="stable")]
+            sorted_keys.append(column[rule_order])
+            order.append(rule_order.astype(np.int64))
+            values_a, counts_a = np.unique(keys_a[:, rule][keys_a[:, rule] != 0], return_counts=True)
+            values_b, counts_b = np.unique(column[present], return_counts=True)
+            common, index_a, index_b = np.intersect1d(values_a, values_b, return_indices=True)
+            sizes = counts_a[index_a].astype(np.int64) * counts_b[index_b]
+            oversized.append(common[sizes > max_block_pairs])
+        return cls(tuple(sorted_keys), tuple(order), tuple(oversized), len(keys_b))
+
+
+def candidate_pairs(keys_a: np.ndarray, start: int, index: BlockIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs for a slice of party A's records, deduplicated across rules.
+
+    Args:
+        keys_a: block keys of A's records in the slice, shape (slice records, rules).
+        start: index of the slice's first record in party A.
+        index: party B's block index.
+
+    Returns:
+        Two int64 arrays (A record, B record), sorted by A then B, each pair once.
+
+    >>> a = np.array([[5, 0], [6, 9]], dtype=np.uint64)
+    >>> b = np.array([[5, 9], [6, 1], [6, 9]], dtype=np.uint64)
+    >>> candidate_pairs(a, 10, BlockIndex.build(a, b, 100))
+    (array([10, 11, 11, 11]), array([0, 0, 1, 2]))
+    """
+    width = np.int64(max(index.size, 1))
+    codes: list[np.ndarray] = []
+    for rule, (sorted_keys, order, oversized) in enumerate(
+        zip(index.sorted_keys, index.order, index.oversized, strict=True)
+    ):
+        column = keys_a[:, rule]
+        usable = column != 0
+        if len(oversized):
+            usable &= ~np.isin(column, oversized)
+        rows = np.flatnonzero(usable)
+        left = np.searchsorted(sorted_keys, column[rows], side="left")
+        right = np.searchsorted(sorted_keys, column[rows], side="right")
+        counts = right - left
+        if not counts.sum():
+            continue
+        a_index = np.repeat(rows, counts)
+        # Position within each run of equal keys: 0..count-1, added to the run's start.
+        run_starts = np.repeat(left - np.cumsum(counts) + counts, counts)
+        b_index = order[np.arange(counts.sum()) + run_starts]
+        codes.append((a_index + start) * width + b_index)
+    if not codes:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    unique = np.unique(np.concatenate(codes))
+    return unique // width, unique % width
+
+
+def count_pairs_per_rule(keys_a: np.ndarray, keys_b: np.ndarray) -> Sequence[int]:
+    """How many pairs each rule alone would propose (before deduplication and limits)."""
+    out = []
+    for rule in range(keys_a.shape[1]):
+        values_a, counts_a = np.unique(keys_a[:, rule][keys_a[:, rule] != 0], return_counts=True)
+        values_b, counts_b = np.unique(keys_b[:, rule][keys_b[:, rule] != 0], return_counts=True)
+        _, index_a, index_b = np.intersect1d(values_a, values_b, return_indices=True)
+        out.append(int((counts_a[index_a].astype(np.int64) * counts_b[index_b]).sum()))
+    return out

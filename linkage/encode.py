@@ -1,0 +1,292 @@
+"""Turn client rows into normalised values, then into encodings (pure, no I/O).
+
+:func:`prepare_rows` checks and normalises raw CSV rows of one party; :class:`RecordEncoder`
+turns normalised identifiers into the records of an encodings file. Both work on whole
+chunks so that the work can be spread over a process pool.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from linkage.clk import Keys, keyed_hash32, keyed_hash64, token_indices, tokenize
+from linkage.encodings import record_layout
+from linkage.normalise import (
+    NormaliseError,
+    normalise_category,
+    normalise_code,
+    normalise_date,
+    normalise_text,
+    soundex,
+)
+from linkage.protocol import AttributeSpec, FieldSpec, Protocol
+
+__all__ = ["PreparedRows", "RecordEncoder", "RowProblem", "block_values", "prepare_rows"]
+
+Value = str | dt.date | None
+MAX_CLIENT_ID_LENGTH = 128
+_TRUE = frozenset({"true", "yes", "y", "1"})
+_FALSE = frozenset({"false", "no", "n", "0"})
+_CACHE_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """Why one input row cannot be encoded (the value itself is never quoted)."""
+
+    line: int
+    column: str | None
+    reason: str
+    client_id: str = ""
+
+
+@dataclass
+class PreparedRows:
+    """The rows of one chunk that passed, normalised, and the problems of the others."""
+
+    lines: list[int] = field(default_factory=list)
+    client_ids: list[str] = field(default_factory=list)
+    values: list[tuple[Value, ...]] = field(default_factory=list)
+    consent: list[bool] = field(default_factory=list)
+    attributes: list[tuple[str, ...]] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
+
+
+def _normalise_identifier(raw: str, spec: FieldSpec) -> Value:
+    if len(raw) > spec.max_length:
+        raise NormaliseError(
+            f"longer than {spec.max_length} characters; check the column holds {spec.name} "
+            "or raise max_length in the protocol"
+        )
+    if "\n" in raw or "\r" in raw:
+        raise NormaliseError("contains a line break (a quoted value spanning lines); remove it")
+    if spec.kind == "date":
+        return normalise_date(raw)
+    if spec.kind == "category":
+        return normalise_category(raw, spec.categories)
+    if spec.kind == "code":
+        return normalise_code(raw)
+    return normalise_text(raw)
+
+
+def _normalise_attribute(raw: str, spec: AttributeSpec) -> str:
+    text = raw.strip()
+    if not text:
+        return ""
+    if spec.type == "boolean":
+        lowered = text.lower()
+        if lowered in _TRUE:
+            return "true"
+        if lowered in _FALSE:
+            return "false"
+        raise NormaliseError("not a boolean; write true or false")
+    if spec.type == "integer":
+        assert spec.lower is not None and spec.upper is not None  # noqa: S101 - schema requires bounds
+        try:
+            number = int(text)
+        except ValueError as exc:
+            raise NormaliseError("not a whole number") from exc
+        if not spec.lower <= number <= spec.upper:
+            raise NormaliseError(f"outside the protocol's bounds {spec.lower}..{spec.upper}")
+        return str(number)
+    for category in spec.categories:
+        if text.casefold() == category.casefold():
+            return category
+    raise NormaliseError(f"not one of the categories {', '.join(spec.categories)}")
+
+
+def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Sequence[str]]]) -> PreparedRows:
+    """Check and normalise raw rows of one party.
+
+    Args:
+        protocol: the protocol.
+        party_id: the party whose file this is.
+        rows: ``(line, values)`` pairs, values in the order of ``protocol.columns_for(party_id)``.
+
+    Returns:
+        The rows that passed, normalised, and a problem for every cell that did not.
+    """
+    party = protocol.party(party_id)
+    attribute_specs = [protocol.attribute(name) for name in party.attributes]
+    id_column, consent_column = protocol.client_id_column, protocol.consent_column
+    out = PreparedRows()
+    for line, raw in rows:
+        problems: list[RowProblem] = []
+        client_id = raw[0].strip()
+        if not client_id:
+            problems.append(RowProblem(line, id_column, "missing; every row needs a client id"))
+        elif len(client_id) > MAX_CLIENT_ID_LENGTH:
+            problems.append(RowProblem(line, id_column, f"longer than {MAX_CLIENT_ID_LENGTH} characters"))
+        values: list[Value] = []
+        for spec, cell in zip(protocol.fields, raw[1:], strict=False):
+            try:
+                values.append(_normalise_identifier(cell, spec))
+            except NormaliseError as exc:
+                problems.append(RowProblem(line, spec.name, exc.reason, client_id))
+        consent_raw = raw[1 + len(protocol.fields)].strip().lower()
+        if consent_raw not in _TRUE | _FALSE:
+            problems.append(RowProblem(line, consent_column, "not true or false; record the client's consent"))
+        attributes: list[str] = []
+        for spec, cell in zip(attribute_specs, raw[2 + len(protocol.fields) :], strict=True):
+            try:
+                attributes.append(_normalise_attribute(cell, spec))
+            except NormaliseError as exc:
+                problems.append(RowProblem(line, spec.name, exc.reason, client_id))
+        if all(value is None for value in values):
+            problems.append(RowProblem(line, None, "every identifier is empty; nothing to match on", client_id))
+        if problems:
+            out.problems.extend(problems)
+            continue
+        out.lines.append(line)
+        out.client_ids.append(client_id)
+        out.values.append(tuple(values))
+        out.consent.append(consent_raw in _TRUE)
+        out.attributes.append(tuple(attributes))
+    return out
+
+
+def _transform(value: Value, transform: str | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.date):
+        if transform == "year":
+            return str(value.year)
+        if transform == "month_day":
+            # Sorted, so that a swapped day and month still share the block.
+            low, high = sorted((value.day, value.month))
+            return f"{low}-{high}"
+        return value.isoformat()
+    if transform == "soundex":
+        return soundex(value) or None
+    if transform == "initial":
+        return value[0]
+    if transform == "first3":
+        return value[:3]
+    return value
+
+
+def block_values(protocol: Protocol, values: Sequence[Value]) -> list[str | None]:
+    """The plaintext each blocking rule hashes for one record (``None``: no block).
+
+    >>> from linkage.protocol import load_protocol
+    >>> protocol = load_protocol("schemas/examples/social_services.json")
+    >>> values = ("ana", "smith", dt.date(1980, 3, 7), "f", None, "nelson", "7010")
+    >>> block_values(protocol, values)[:2]
+    ['date_of_birth|1980-03-07', 'surname:soundex+given_name:initial|s530|a']
+    """
+    index = {spec.name: i for i, spec in enumerate(protocol.fields)}
+    out: list[str | None] = []
+    for rule in protocol.blocking:
+        parts = [_transform(values[index[name]], transform) for name, transform in rule.parts]
+        out.append(None if any(p is None for p in parts) else "|".join([rule.name, *parts]))  # type: ignore[list-item]
+    return out
+
+
+class RecordEncoder:
+    """Encodes normalised identifiers into encodings records, with caches for speed.
+
+    Names, dates and places repeat across a client list, so each field keeps a cache of
+    the bit positions of every value it has seen; an entry costs a few hundred bytes and
+    the cache is emptied when it grows past a limit.
+    """
+
+    def __init__(self, protocol: Protocol, keys: Keys) -> None:
+        self.protocol = protocol
+        self.keys = keys
+        self.dtype = np.dtype([(n, k, (c,)) if c > 1 else (n, k) for n, k, c in record_layout(protocol)])
+        self._caches: list[dict[Any, Any]] = [{} for _ in protocol.fields]
+
+    def _clk_positions(self, index: int, spec: FieldSpec, text: str) -> np.ndarray:
+        return token_indices(
+            tokenize(text, spec, self.protocol.ngram),
+            self.keys.clk[index],
+            spec.clk_bits_per_token,
+            self.protocol.clk_bits,
+        )
+
+    def _encode_value(self, index: int, spec: FieldSpec, value: Value) -> tuple[np.ndarray, Any]:
+        """CLK bit positions and the field encoding (bit positions or hashes) of one value."""
+        cache = self._caches[index]
+        hit = cache.get(value)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        if isinstance(value, dt.date):
+            clk = self._clk_positions(index, spec, value.strftime("%Y%m%d"))
+            own: Any = (
+                keyed_hash32(self.keys.day_month, str(value.day)),
+                keyed_hash32(self.keys.day_month, str(value.month)),
+                keyed_hash32(self.keys.year, str(value.year)),
+            )
+        else:
+            assert isinstance(value, str)  # noqa: S101 - None is handled by the caller
+            clk = self._clk_positions(index, spec, value)
+            if spec.kind == "category":
+                own = keyed_hash32(self.keys.field[index], value)
+            else:
+                assert spec.num_bits is not None and spec.bits_per_token is not None  # noqa: S101
+                own = token_indices(
+                    tokenize(value, spec, self.protocol.ngram),
+                    self.keys.field[index],
+                    spec.bits_per_token,
+                    spec.num_bits,
+                )
+        cache[value] = (clk, own)
+        return clk, own
+
+    def encode(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
+        """Encode normalised rows; the ``token`` column is left zero for the caller.
+
+        Args:
+            rows: one tuple of normalised values per record, in protocol field order.
+
+        Returns:
+            A structured array of the encodings file's record layout.
+        """
+        count = len(rows)
+        out = np.zeros(count, dtype=self.dtype)
+        clk_rows: list[np.ndarray] = []
+        clk_cols: list[np.ndarray] = []
+        for index, spec in enumerate(self.protocol.fields):
+            field_rows: list[np.ndarray] = []
+            field_cols: list[np.ndarray] = []
+            hashes = np.zeros((count, 3) if spec.kind == "date" else count, dtype=np.uint32)
+            for row_number, row in enumerate(rows):
+                value = row[index]
+                if value is None:
+                    continue
+                clk, own = self._encode_value(index, spec, value)
+                clk_rows.append(np.full(len(clk), row_number, dtype=np.int64))
+                clk_cols.append(clk)
+                if spec.kind in ("date", "category"):
+                    hashes[row_number] = own
+                else:
+                    field_rows.append(np.full(len(own), row_number, dtype=np.int64))
+                    field_cols.append(own)
+            if spec.kind in ("date", "category"):
+                out[spec.name] = hashes
+            else:
+                assert spec.num_bits is not None  # noqa: S101
+                out[spec.name] = _pack(count, spec.num_bits, field_rows, field_cols)
+        out["clk"] = _pack(count, self.protocol.clk_bits, clk_rows, clk_cols)
+        block = np.zeros((count, len(self.protocol.blocking)), dtype=np.uint64)
+        for row_number, row in enumerate(rows):
+            for rule_number, text in enumerate(block_values(self.protocol, row)):
+                if text is not None:
+                    block[row_number, rule_number] = keyed_hash64(self.keys.block, text)
+        out["block"] = block.reshape(out["block"].shape)
+        return out
+
+
+def _pack(count: int, num_bits: int, rows: list[np.ndarray], cols: list[np.ndarray]) -> np.ndarray:
+    """Set the given bits in ``count`` filters of ``num_bits`` and pack them MSB first."""
+    bits = np.zeros((count, num_bits), dtype=bool)
+    if rows:
+        bits[np.concatenate(rows), np.concatenate(cols)] = True
+    return np.packbits(bits, axis=1)

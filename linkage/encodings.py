@@ -1,0 +1,277 @@
+"""The encodings file: what an agency sends to the linkage service.
+
+Format ``pprl-encodings`` version 1, one file ``encodings.pprl``:
+
+=========  ==========================================================================
+bytes      content
+=========  ==========================================================================
+0-7        magic ``PPRLENC1``
+8-11       header length H, unsigned 32-bit little endian
+12-12+H    header: UTF-8 JSON object, padded with spaces (see :class:`EncodingsHeader`)
+rest       ``record_count`` fixed-size records, laid out as the header's ``layout``
+=========  ==========================================================================
+
+A record is a random 128-bit token, the packed CLK (most significant bit first, as
+clkhash's bitarray), then the per-field encodings and the block keys. Nothing in it is
+unkeyed: no raw identifier, no client id. The header carries the protocol fingerprint,
+the party, a secret check value, the record count and a SHA-256 of the records, so that a
+file made under another protocol or secret, or a truncated file, is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from linkage.errors import InputError
+from linkage.protocol import Protocol
+
+__all__ = [
+    "ENCODINGS_FILE",
+    "Encodings",
+    "EncodingsHeader",
+    "EncodingsWriter",
+    "read_encodings",
+    "read_header",
+    "record_layout",
+]
+
+ENCODINGS_FILE = "encodings.pprl"
+FORMAT = "pprl-encodings"
+FORMAT_VERSION = 1
+MAGIC = b"PPRLENC1"
+_PREFIX = len(MAGIC) + 4
+_MAX_HEADER = 1 << 20
+
+
+@dataclass(frozen=True)
+class EncodingsHeader:
+    """The header of an encodings file.
+
+    Attributes:
+        format: always ``pprl-encodings``.
+        format_version: version of this layout.
+        protocol: the protocol's name.
+        fingerprint: SHA-256 of everything in the protocol that affects encodings.
+        party: the party that made the file.
+        secret_check: keyed hash of a constant; equal only for the same secret.
+        record_count: number of records.
+        clk_bits: length of the record-level CLK.
+        layout: the record's fields: ``[name, dtype, count]`` each.
+        blocking: the blocking rules, in the order of the ``block`` columns.
+        records_sha256: SHA-256 of all records, to detect truncation or corruption.
+    """
+
+    format: str
+    format_version: int
+    protocol: str
+    fingerprint: str
+    party: str
+    secret_check: str
+    record_count: int
+    clk_bits: int
+    layout: tuple[tuple[str, str, int], ...]
+    blocking: tuple[str, ...]
+    records_sha256: str
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The numpy structured dtype of one record."""
+        return np.dtype([(name, kind, (count,)) if count > 1 else (name, kind) for name, kind, count in self.layout])
+
+    def to_json(self) -> str:
+        """The header as compact JSON."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+def record_layout(protocol: Protocol) -> tuple[tuple[str, str, int], ...]:
+    """The record layout an encodings file of this protocol has.
+
+    >>> from linkage.protocol import load_protocol
+    >>> layout = record_layout(load_protocol("schemas/examples/social_services.json"))
+    >>> layout[:3]
+    (('token', 'u1', 16), ('clk', 'u1', 128), ('given_name', 'u1', 32))
+    """
+    layout: list[tuple[str, str, int]] = [("token", "u1", 16), ("clk", "u1", protocol.clk_bits // 8)]
+    for spec in protocol.fields:
+        if spec.kind == "date":
+            layout.append((spec.name, "<u4", 3))
+        elif spec.kind == "category":
+            layout.append((spec.name, "<u4", 1))
+        else:
+            assert spec.num_bits is not None  # noqa: S101 - the schema requires it for these kinds
+            layout.append((spec.name, "u1", spec.num_bits // 8))
+    layout.append(("block", "<u8", len(protocol.blocking)))
+    return tuple(layout)
+
+
+class EncodingsWriter:
+    """Writes an encodings file record by record, with a correct header at the end.
+
+    The header is written first with room reserved, then rewritten in place once the
+    record count and checksum are known. Use it as a context manager; the caller writes
+    into a temporary folder and renames it when done, so a half-written file is never seen.
+    """
+
+    def __init__(self, path: Path, *, protocol: Protocol, party: str, secret_check: str) -> None:
+        layout = record_layout(protocol)
+        self._header = EncodingsHeader(
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+            protocol=protocol.name,
+            fingerprint=protocol.fingerprint,
+            party=party,
+            secret_check=secret_check,
+            record_count=0,
+            clk_bits=protocol.clk_bits,
+            layout=layout,
+            blocking=tuple(rule.name for rule in protocol.blocking),
+            records_sha256="0" * 64,
+        )
+        self.dtype = self._header.dtype
+        widest = EncodingsHeader(**{**asdict(self._header), "record_count": 10**15})
+        self._header_bytes = len(widest.to_json().encode()) + 64
+        self._file: BinaryIO = path.open("wb")
+        self._file.write(b"\0" * (_PREFIX + self._header_bytes))
+        self._sha = hashlib.sha256()
+        self._count = 0
+
+    def write(self, records: np.ndarray) -> None:
+        """Append records (a structured array of :attr:`dtype`)."""
+        if records.dtype != self.dtype:
+            raise ValueError("records do not have this file's layout")
+        data = np.ascontiguousarray(records).tobytes()
+        self._sha.update(data)
+        self._file.write(data)
+        self._count += len(records)
+
+    def close(self) -> EncodingsHeader:
+        """Write the final header, flush to disk and close; returns the header."""
+        header = EncodingsHeader(
+            **{**asdict(self._header), "record_count": self._count, "records_sha256": self._sha.hexdigest()}
+        )
+        text = header.to_json().encode().ljust(self._header_bytes)
+        self._file.seek(0)
+        self._file.write(MAGIC + struct.pack("<I", len(text)) + text)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return header
+
+    def abort(self) -> None:
+        """Close without finishing (the caller discards the temporary folder)."""
+        self._file.close()
+
+    def __enter__(self) -> EncodingsWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+@dataclass(frozen=True)
+class Encodings:
+    """An encodings file as loaded: its header and its records (memory-mapped)."""
+
+    path: Path
+    header: EncodingsHeader
+    records: np.ndarray
+
+
+def resolve_encodings_path(path: str | Path) -> Path:
+    """Accept an encodings file or the folder ``pprl encode`` wrote it into."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ENCODINGS_FILE
+    if not path.is_file():
+        raise InputError(
+            f"{path}: no encodings file here; pass an encodings.pprl file or the folder written by `pprl encode`",
+            path=str(path),
+        )
+    return path
+
+
+def _parse_header(path: Path, handle: BinaryIO) -> tuple[EncodingsHeader, int]:
+    prefix = handle.read(_PREFIX)
+    if len(prefix) < _PREFIX or prefix[: len(MAGIC)] != MAGIC:
+        raise InputError(
+            f"{path}: not a pprl encodings file (it does not start with {MAGIC.decode()}); "
+            "pass a file written by `pprl encode`",
+            path=str(path),
+        )
+    (length,) = struct.unpack("<I", prefix[len(MAGIC) :])
+    raw = handle.read(length) if length <= _MAX_HEADER else b""
+    try:
+        fields = json.loads(raw.decode("utf-8"))
+        fields["layout"] = tuple(tuple(item) for item in fields["layout"])
+        fields["blocking"] = tuple(fields["blocking"])
+        header = EncodingsHeader(**fields)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"{path}: the encodings header is damaged or truncated; encode the file again",
+            path=str(path),
+        ) from exc
+    if header.format != FORMAT or header.format_version != FORMAT_VERSION:
+        raise InputError(
+            f"{path}: encodings format {header.format} v{header.format_version} is not "
+            f"supported (this pprl reads {FORMAT} v{FORMAT_VERSION}); encode again with this version",
+            path=str(path),
+        )
+    return header, _PREFIX + length
+
+
+def read_header(path: str | Path) -> EncodingsHeader:
+    """Read only the header of an encodings file (or of the folder holding it)."""
+    resolved = resolve_encodings_path(path)
+    with resolved.open("rb") as handle:
+        return _parse_header(resolved, handle)[0]
+
+
+def read_encodings(path: str | Path, *, verify: bool = True) -> Encodings:
+    """Load an encodings file, memory-mapped, after checking it is complete.
+
+    Args:
+        path: an ``encodings.pprl`` file or the folder holding it.
+        verify: also check the records' SHA-256 (reads the whole file once).
+
+    Raises:
+        InputError: not an encodings file, truncated, or corrupted.
+    """
+    resolved = resolve_encodings_path(path)
+    with resolved.open("rb") as handle:
+        header, offset = _parse_header(resolved, handle)
+    dtype = header.dtype
+    expected = offset + header.record_count * dtype.itemsize
+    actual = resolved.stat().st_size
+    if actual != expected:
+        raise InputError(
+            f"{resolved}: {actual} bytes where the header promises {expected} "
+            f"({header.record_count} records); the file is truncated or damaged, copy or encode it again",
+            path=str(resolved),
+        )
+    if header.record_count == 0:
+        records = np.zeros(0, dtype=dtype)
+    else:
+        records = np.memmap(resolved, dtype=dtype, mode="r", offset=offset, shape=(header.record_count,))
+    if verify:
+        digest = hashlib.sha256()
+        step = max(1, (64 << 20) // dtype.itemsize)
+        for start in range(0, header.record_count, step):
+            digest.update(np.ascontiguousarray(records[start : start + step]).tobytes())
+        if digest.hexdigest() != header.records_sha256:
+            raise InputError(
+                f"{resolved}: the records do not match the header's checksum; the file is "
+                "damaged, copy or encode it again",
+                path=str(resolved),
+            )
+    return Encodings(path=resolved, header=header, records=records)

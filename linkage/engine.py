@@ -1,0 +1,367 @@
+"""The linkage engine: encodings of two or more parties in, entities out.
+
+Stages: check that the inputs belong together; for each pair of parties, generate
+candidate pairs by blocking and compare them field by field (spread over a process pool,
+one slice of records per task, so memory stays bounded); fit a Fellegi-Sunter model by EM
+on the candidates and u from random pairs; choose the threshold (or take the given one);
+solve the accepted pairs into entities. The CLI runs it in-process; the service runs the
+same function as a job.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from linkage.block import BlockIndex, candidate_pairs
+from linkage.encodings import Encodings, read_encodings
+from linkage.errors import InputError, MismatchError
+from linkage.protocol import Protocol
+from linkage.score import (
+    Comparison,
+    FellegiSunterModel,
+    PartyFeatures,
+    choose_threshold,
+    compare_pairs,
+    comparisons_for,
+    decode_patterns,
+    encode_patterns,
+    estimate_u,
+    fit_em,
+    fit_prior,
+)
+from linkage.solve import Entity, solve_entities
+
+__all__ = [
+    "LinkResult",
+    "ScoredCandidates",
+    "check_inputs",
+    "link",
+    "load_inputs",
+    "score_candidates",
+    "select_and_solve",
+    "write_entities",
+]
+
+SLICE_RECORDS = 20_000
+RANDOM_PAIRS = 200_000
+ProgressCallback = Callable[[int, int], None]
+
+
+def load_inputs(protocol: Protocol, paths: Sequence[str | Path]) -> list[Encodings]:
+    """Load encodings files (or folders written by ``pprl encode``) and check them together."""
+    encodings = [read_encodings(path) for path in paths]
+    check_inputs(protocol, encodings)
+    return encodings
+
+
+def check_inputs(protocol: Protocol, encodings: Sequence[Encodings]) -> None:
+    """Refuse inputs that cannot be linked together, saying which file differs in what.
+
+    Raises:
+        MismatchError: another protocol, secret or bit length; one party twice.
+        InputError: fewer than two parties, an empty file, duplicated tokens.
+    """
+    if len(encodings) < 2:
+        raise InputError("linkage needs the encodings of at least two parties; pass two or more files")
+    first = encodings[0]
+    seen: dict[str, Path] = {}
+    for item in encodings:
+        header, path = item.header, item.path
+        if header.fingerprint != protocol.fingerprint:
+            raise MismatchError(
+                f"{path} was encoded under protocol fingerprint {header.fingerprint[:12]}..., but the "
+                f"protocol given has {protocol.fingerprint[:12]}...; encode it again with the agreed protocol",
+                path=str(path),
+            )
+        if header.secret_check != first.header.secret_check:
+            raise MismatchError(
+                f"{path} and {first.path} were encoded with different secrets; every party must use "
+                "the same shared secret",
+                path=str(path),
+            )
+        if header.clk_bits != protocol.clk_bits or header.layout != first.header.layout:
+            raise MismatchError(
+                f"{path} has {header.clk_bits}-bit CLKs or a record layout that differs from {first.path}; "
+                "encode both with the same pprl version and protocol",
+                path=str(path),
+            )
+        if header.party not in {p.id for p in protocol.parties}:
+            raise MismatchError(f"{path} belongs to party {header.party!r}, which is not in the protocol")
+        if header.party in seen:
+            raise MismatchError(
+                f"{path} and {seen[header.party]} are both from party {header.party!r}; pass one file per party"
+            )
+        seen[header.party] = path
+        if header.record_count == 0:
+            raise InputError(f"{path} has no records; encode a non-empty client list", path=str(path))
+    tokens = np.concatenate([np.ascontiguousarray(item.records["token"]).view("V16").ravel() for item in encodings])
+    if len(np.unique(tokens)) != len(tokens):
+        raise InputError(
+            "the same record token appears twice in the inputs; a file was passed twice or copied "
+            "between parties. Encode each party's list once"
+        )
+
+
+@dataclass(frozen=True)
+class ScoredCandidates:
+    """Every candidate pair of every pair of parties, with its match probability.
+
+    Linkage side only: these never leave the engine (scores are not released).
+    """
+
+    party_a: np.ndarray
+    party_b: np.ndarray
+    record_a: np.ndarray
+    record_b: np.ndarray
+    weight: np.ndarray
+    probability: np.ndarray
+    model: FellegiSunterModel
+    pairs_total: int
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    """What a linkage run produced (no scores)."""
+
+    parties: tuple[str, ...]
+    tokens: tuple[np.ndarray, ...]
+    entities: list[Entity]
+    threshold: float
+    pairs_total: int
+    pairs_compared: int
+    pairs_accepted: int
+    seconds: float
+
+
+# Per worker process: the inputs, loaded once by the initializer.
+_state: dict[str, object] = {}
+
+
+def _init_worker(paths: Sequence[str], field_names: Sequence[str], max_block_pairs: int) -> None:
+    _state.clear()
+    _state["records"] = [read_encodings(path, verify=False).records for path in paths]
+    _state["field_names"] = tuple(field_names)
+    _state["max_block_pairs"] = max_block_pairs
+
+
+def _features(party: int, comparisons: Sequence[Comparison]) -> PartyFeatures:
+    key = f"features/{party}"
+    if key not in _state:
+        records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
+        _state[key] = PartyFeatures.from_records(records[party], comparisons)
+    return _state[key]  # type: ignore[return-value]
+
+
+def _block_index(party_a: int, party_b: int) -> BlockIndex:
+    key = f"index/{party_a}/{party_b}"
+    if key not in _state:
+        records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
+        _state[key] = BlockIndex.build(
+            np.asarray(records[party_a]["block"]).reshape(len(records[party_a]), -1),
+            np.asarray(records[party_b]["block"]).reshape(len(records[party_b]), -1),
+            _state["max_block_pairs"],  # type: ignore[arg-type]
+        )
+    return _state[key]  # type: ignore[return-value]
+
+
+def _compare_slice(
+    task: tuple[int, int, int, int], comparisons: Sequence[Comparison]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    party_a, party_b, start, stop = task
+    records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
+    keys = np.asarray(records[party_a]["block"][start:stop]).reshape(stop - start, -1)
+    index_a, index_b = candidate_pairs(keys, start, _block_index(party_a, party_b))
+    levels = compare_pairs(
+        _features(party_a, comparisons), _features(party_b, comparisons), index_a, index_b, comparisons
+    )
+    return index_a.astype(np.int32), index_b.astype(np.int32), encode_patterns(levels, comparisons)
+
+
+def _tasks(sizes: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    return [
+        (a, b, start, min(start + SLICE_RECORDS, sizes[a]))
+        for a, b in itertools.combinations(range(len(sizes)), 2)
+        for start in range(0, sizes[a], SLICE_RECORDS)
+    ]
+
+
+def _run_tasks(
+    encodings: Sequence[Encodings],
+    comparisons: Sequence[Comparison],
+    max_block_pairs: int,
+    workers: int,
+    on_progress: ProgressCallback | None,
+) -> Iterator[tuple[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    paths = [str(item.path) for item in encodings]
+    names = [c.field.name for c in comparisons]
+    tasks = _tasks([item.header.record_count for item in encodings])
+    if on_progress:
+        on_progress(0, len(tasks))
+    if workers <= 1:
+        _init_worker(paths, names, max_block_pairs)
+        results: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]] = (
+            _compare_slice(task, comparisons) for task in tasks
+        )
+        for done, (task, result) in enumerate(zip(tasks, results, strict=True), start=1):
+            if on_progress:
+                on_progress(done, len(tasks))
+            yield task, result
+        return
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(paths, names, max_block_pairs)) as pool:
+        mapped = pool.map(_compare_slice, tasks, itertools.repeat(comparisons), chunksize=1)
+        for done, (task, result) in enumerate(zip(tasks, mapped, strict=True), start=1):
+            if on_progress:
+                on_progress(done, len(tasks))
+            yield task, result
+
+
+def _random_pair_levels(encodings: Sequence[Encodings], comparisons: Sequence[Comparison], seed: int = 0) -> np.ndarray:
+    """Levels of random cross-party pairs, to estimate u (fixed seed: same input, same output)."""
+    rng = np.random.default_rng(seed)
+    combos = list(itertools.combinations(range(len(encodings)), 2))
+    per_combo = max(1, RANDOM_PAIRS // len(combos))
+    features = [PartyFeatures.from_records(item.records, comparisons) for item in encodings]
+    parts = []
+    for a, b in combos:
+        index_a = rng.integers(0, encodings[a].header.record_count, per_combo)
+        index_b = rng.integers(0, encodings[b].header.record_count, per_combo)
+        parts.append(compare_pairs(features[a], features[b], index_a, index_b, comparisons))
+    return np.concatenate(parts)
+
+
+def score_candidates(
+    protocol: Protocol,
+    encodings: Sequence[Encodings],
+    *,
+    workers: int = 1,
+    on_progress: ProgressCallback | None = None,
+) -> ScoredCandidates:
+    """Block, compare and weigh every candidate pair of every pair of parties."""
+    comparisons = comparisons_for(protocol)
+    collected: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for task, result in _run_tasks(encodings, comparisons, protocol.max_block_pairs, workers, on_progress):
+        collected.setdefault(task[:2], []).append(result)
+    party_a, party_b, record_a, record_b, codes = [], [], [], [], []
+    for (a, b), results in sorted(collected.items()):
+        for index_a, index_b, pattern in results:
+            party_a.append(np.full(len(index_a), a, dtype=np.int8))
+            party_b.append(np.full(len(index_a), b, dtype=np.int8))
+            record_a.append(index_a)
+            record_b.append(index_b)
+            codes.append(pattern)
+    all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int32)
+    pair_a = np.concatenate(party_a) if party_a else np.zeros(0, dtype=np.int8)
+    pair_b = np.concatenate(party_b) if party_b else np.zeros(0, dtype=np.int8)
+    u = estimate_u(_random_pair_levels(encodings, comparisons), comparisons)
+    distinct, inverse, counts = np.unique(all_codes, return_inverse=True, return_counts=True)
+    patterns = decode_patterns(distinct, comparisons)
+    model = fit_em(patterns, counts, comparisons, u)
+    weights = model.match_weights(patterns)[inverse]
+    probability = np.empty(len(all_codes))
+    for a, b in itertools.combinations(range(len(encodings)), 2):
+        mask = (pair_a == a) & (pair_b == b)
+        if not mask.any():
+            continue
+        sub_distinct, sub_inverse, sub_counts = np.unique(all_codes[mask], return_inverse=True, return_counts=True)
+        sub_patterns = decode_patterns(sub_distinct, comparisons)
+        prior = fit_prior(model, sub_patterns, sub_counts)
+        probability[mask] = model.probabilities(sub_patterns, prior)[sub_inverse]
+    sizes = [item.header.record_count for item in encodings]
+    return ScoredCandidates(
+        party_a=pair_a,
+        party_b=pair_b,
+        record_a=np.concatenate(record_a) if record_a else np.zeros(0, dtype=np.int32),
+        record_b=np.concatenate(record_b) if record_b else np.zeros(0, dtype=np.int32),
+        weight=weights,
+        probability=probability,
+        model=model,
+        pairs_total=sum(sizes[a] * sizes[b] for a, b in itertools.combinations(range(len(sizes)), 2)),
+    )
+
+
+def select_and_solve(scored: ScoredCandidates, threshold: float) -> tuple[list[Entity], int]:
+    """Accept pairs at or above the probability threshold and solve them into entities."""
+    accepted = scored.probability >= threshold
+    entities = solve_entities(
+        scored.party_a[accepted],
+        scored.party_b[accepted],
+        scored.record_a[accepted],
+        scored.record_b[accepted],
+        scored.weight[accepted],
+    )
+    return entities, int(accepted.sum())
+
+
+def link(
+    protocol: Protocol,
+    encodings: Sequence[Encodings],
+    *,
+    threshold: float | None = None,
+    workers: int = 1,
+    on_progress: ProgressCallback | None = None,
+) -> LinkResult:
+    """Link the parties' encodings into entities.
+
+    Args:
+        protocol: the protocol the encodings were made under.
+        encodings: one loaded encodings file per party (see :func:`load_inputs`).
+        threshold: match probability to accept a pair; ``None`` takes the protocol's, and
+            a protocol's ``auto`` chooses it from the data (:func:`choose_threshold`).
+        workers: processes for candidate generation and comparison.
+        on_progress: called with (tasks done, tasks).
+
+    Returns:
+        The entities and counts; no scores.
+    """
+    started = time.perf_counter()
+    check_inputs(protocol, encodings)
+    scored = score_candidates(protocol, encodings, workers=workers, on_progress=on_progress)
+    chosen = threshold if threshold is not None else protocol.threshold
+    if chosen is None:
+        chosen = choose_threshold(scored.probability)
+    entities, accepted = select_and_solve(scored, chosen)
+    return LinkResult(
+        parties=tuple(item.header.party for item in encodings),
+        tokens=tuple(np.ascontiguousarray(item.records["token"]) for item in encodings),
+        entities=entities,
+        threshold=chosen,
+        pairs_total=scored.pairs_total,
+        pairs_compared=len(scored.probability),
+        pairs_accepted=accepted,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def write_entities(result: LinkResult, path: Path, *, include_singletons: bool = False) -> int:
+    """Write ``entity_id,party,token`` rows; returns the number of entities written.
+
+    Written to a temporary file and renamed, so a reader never sees half a file.
+    """
+    rows: list[tuple[str, str, str]] = []
+    number = 0
+    linked: set[tuple[int, int]] = set()
+    for number, entity in enumerate(result.entities, start=1):
+        for party, record in entity.records:
+            rows.append((f"e{number:07d}", result.parties[party], result.tokens[party][record].tobytes().hex()))
+            linked.add((party, record))
+    if include_singletons:
+        for party, tokens in enumerate(result.tokens):
+            for record in range(len(tokens)):
+                if (party, record) not in linked:
+                    number += 1
+                    rows.append((f"e{number:07d}", result.parties[party], tokens[record].tobytes().hex()))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["entity_id", "party", "token"])
+        writer.writerows(rows)
+    tmp.replace(path)
+    return number

@@ -1,0 +1,87 @@
+"""The one exception hierarchy of pprl.
+
+Subclasses say what the user must do; the CLI and the service map them to an exit code
+and an HTTP status through class attributes, in one place each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class PprlError(Exception):
+    """Base of every error pprl raises on purpose.
+
+    Attributes:
+        exit_code: process exit code the CLI uses for this error.
+        http_status: status the service answers with.
+        code: stable machine-readable identifier for JSON error bodies.
+    """
+
+    exit_code = 1
+    http_status = 400
+    code = "pprl_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        column: str | None = None,
+        field: str | None = None,
+        problems: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.line = line
+        self.column = column
+        self.field = field
+        self.problems = tuple(problems)
+
+    def __str__(self) -> str:
+        if not self.problems:
+            return self.message
+        listed = "\n".join(f"  - {problem}" for problem in self.problems)
+        return f"{self.message}\n{listed}"
+
+
+class InputError(PprlError):
+    """A CSV, encodings or other input file is wrong; fix the file."""
+
+    code = "invalid_input"
+
+
+class ProtocolError(PprlError):
+    """The information-sharing protocol file is invalid; fix the protocol."""
+
+    code = "invalid_protocol"
+
+
+class SecretError(PprlError):
+    """The shared secret is missing, unreadable or of the wrong length."""
+
+    code = "invalid_secret"
+
+
+class MismatchError(PprlError):
+    """Inputs that must agree (protocol, secret, bit length, party) do not."""
+
+    code = "mismatch"
+    http_status = 409
+
+
+class OutputExistsError(PprlError):
+    """Refusing to overwrite a file or folder that already exists."""
+
+    code = "output_exists"
+    http_status = 409
+
+
+class BudgetExceeded(PprlError):
+    """A release would spend more privacy budget than is left."""
+
+    exit_code = 3
+    http_status = 409
+    code = "budget_exceeded"

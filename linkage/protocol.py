@@ -1,0 +1,377 @@
+"""Load, validate and fingerprint an information-sharing protocol.
+
+A protocol file (JSON, validated by ``schemas/protocol.schema.json``) says who takes part,
+how identifiers are normalised and encoded, how records are matched, which outcome
+attributes each party contributes and what may be released. Its fingerprint is the
+SHA-256 of the canonical form of everything that affects encodings, so that encodings
+made under different settings can never be mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from linkage.errors import InputError, ProtocolError
+
+__all__ = [
+    "AttributeSpec",
+    "BlockingRule",
+    "FieldSpec",
+    "Party",
+    "Protocol",
+    "RecordLevelRelease",
+    "load_protocol",
+    "parse_protocol",
+]
+
+STRING_KINDS = frozenset({"name", "text", "code"})
+TRANSFORMS_BY_KIND: Mapping[str, frozenset[str]] = {
+    "name": frozenset({"soundex", "initial", "first3"}),
+    "text": frozenset({"soundex", "initial", "first3"}),
+    "code": frozenset({"initial", "first3"}),
+    "date": frozenset({"year", "month_day"}),
+    "category": frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One identifier column and how it is normalised and encoded."""
+
+    name: str
+    kind: str
+    max_length: int
+    clk_bits_per_token: int
+    num_bits: int | None = None
+    bits_per_token: int | None = None
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AttributeSpec:
+    """An outcome attribute that parties may contribute to the statistics side."""
+
+    name: str
+    type: str
+    combine: str
+    categories: tuple[str, ...] = ()
+    lower: int | None = None
+    upper: int | None = None
+
+
+@dataclass(frozen=True)
+class Party:
+    """A party to the protocol and the attributes it contributes."""
+
+    id: str
+    name: str
+    mandate: str
+    attributes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BlockingRule:
+    """A conjunction of (field, transform) parts; records agreeing on all share a block."""
+
+    parts: tuple[tuple[str, str | None], ...]
+
+    @property
+    def name(self) -> str:
+        """The rule as written in the protocol, e.g. ``surname:soundex+given_name:initial``."""
+        return "+".join(f"{f}:{t}" if t else f for f, t in self.parts)
+
+
+@dataclass(frozen=True)
+class RecordLevelRelease:
+    """What record-level results one party may receive."""
+
+    allowed: bool
+    serious_threat: bool
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A validated protocol. Build it with :func:`load_protocol` or :func:`parse_protocol`."""
+
+    name: str
+    purpose: str
+    parties: tuple[Party, ...]
+    client_id_column: str
+    consent_column: str
+    fields: tuple[FieldSpec, ...]
+    clk_bits: int
+    ngram: int
+    blocking: tuple[BlockingRule, ...]
+    max_block_pairs: int
+    threshold: float | None
+    attributes: tuple[AttributeSpec, ...]
+    budget: Mapping[str, float]
+    record_level: Mapping[str, RecordLevelRelease]
+    output_rules: Mapping[str, int]
+    document: Mapping[str, Any]
+    fingerprint: str
+
+    def party(self, party_id: str) -> Party:
+        """Return the party with this id.
+
+        Raises:
+            InputError: no such party; the message lists the known ones.
+        """
+        for party in self.parties:
+            if party.id == party_id:
+                return party
+        known = ", ".join(p.id for p in self.parties)
+        raise InputError(
+            f"unknown party {party_id!r}: protocol {self.name!r} has parties {known}; pass one of them with --party"
+        )
+
+    def attribute(self, name: str) -> AttributeSpec:
+        """Return the attribute declared under this name."""
+        for attribute in self.attributes:
+            if attribute.name == name:
+                return attribute
+        raise KeyError(name)
+
+    def field(self, name: str) -> FieldSpec:
+        """Return the identifier field declared under this name."""
+        for spec in self.fields:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def columns_for(self, party_id: str) -> tuple[str, ...]:
+        """The CSV columns a party's client file must have, in protocol order."""
+        party = self.party(party_id)
+        return (
+            self.client_id_column,
+            *(f.name for f in self.fields),
+            self.consent_column,
+            *party.attributes,
+        )
+
+
+def _schema() -> dict[str, Any]:
+    text = resources.files("schemas").joinpath("protocol.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def load_protocol(path: str | Path) -> Protocol:
+    """Read and validate a protocol file.
+
+    Args:
+        path: the protocol JSON file.
+
+    Returns:
+        The validated protocol with its fingerprint.
+
+    Raises:
+        ProtocolError: the file is not JSON or breaks the schema; every problem is listed
+            with its JSON path.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError as exc:
+        raise ProtocolError(f"{path}: protocol file not found", path=str(path)) from exc
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ProtocolError(f"{path}: cannot read the protocol ({exc}); save it as UTF-8 JSON", path=str(path)) from exc
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(
+            f"{path} line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})",
+            path=str(path),
+            line=exc.lineno,
+        ) from exc
+    try:
+        return parse_protocol(document)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{path}: {exc.message}", path=str(path), problems=exc.problems) from exc
+
+
+def parse_protocol(document: Any) -> Protocol:
+    """Validate a parsed protocol document and build a :class:`Protocol`.
+
+    Args:
+        document: the JSON document, as parsed.
+
+    Returns:
+        The validated protocol.
+
+    Raises:
+        ProtocolError: listing every schema or consistency problem with its JSON path.
+
+    >>> import json
+    >>> from importlib import resources
+    >>> text = resources.files("schemas").joinpath("examples/social_services.json").read_text()
+    >>> protocol = parse_protocol(json.loads(text))
+    >>> [p.id for p in protocol.parties]
+    ['msd', 'police', 'haven']
+    """
+    validator = jsonschema.Draft202012Validator(_schema())
+    problems = [
+        f"{error.json_path}: {error.message}"
+        for error in sorted(validator.iter_errors(document), key=lambda e: e.json_path)
+    ]
+    if problems:
+        raise ProtocolError("the protocol breaks its schema", problems=problems)
+    problems = _consistency_problems(document)
+    if problems:
+        raise ProtocolError("the protocol is inconsistent", problems=problems)
+    return _build(document)
+
+
+def _duplicates(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+
+
+def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Checks a JSON Schema cannot express: references between sections."""
+    problems: list[str] = []
+    party_ids = [p["id"] for p in doc["parties"]]
+    field_kinds = {f["name"]: f["kind"] for f in doc["identifiers"]["fields"]}
+    attribute_names = [a["name"] for a in doc["attributes"]]
+    problems += [f"$.parties: party id {d!r} is used twice" for d in _duplicates(party_ids)]
+    problems += [
+        f"$.identifiers.fields: field {d!r} is declared twice"
+        for d in _duplicates([f["name"] for f in doc["identifiers"]["fields"]])
+    ]
+    problems += [f"$.attributes: attribute {d!r} is declared twice" for d in _duplicates(attribute_names)]
+    reserved = {doc["identifiers"]["client_id_column"], doc["identifiers"]["consent_column"]}
+    for name in sorted((set(field_kinds) | set(attribute_names)) & reserved):
+        problems.append(f"$: {name!r} is the client id or consent column and cannot be a field or attribute")
+    for name in sorted(set(field_kinds) & set(attribute_names)):
+        problems.append(f"$: {name!r} is both an identifier field and an outcome attribute")
+    for i, party in enumerate(doc["parties"]):
+        for j, name in enumerate(party["attributes"]):
+            if name not in attribute_names:
+                problems.append(f"$.parties[{i}].attributes[{j}]: attribute {name!r} is not declared in $.attributes")
+    for i, attribute in enumerate(doc["attributes"]):
+        if attribute["type"] == "integer" and attribute["lower"] >= attribute["upper"]:
+            problems.append(f"$.attributes[{i}]: lower must be below upper")
+        if attribute["type"] != "categorical" and "categories" in attribute:
+            problems.append(f"$.attributes[{i}]: categories are only for type categorical")
+        if attribute["type"] == "boolean" and attribute["combine"] not in ("any", "first"):
+            problems.append(f"$.attributes[{i}]: a boolean combines with 'any' or 'first'")
+        if attribute["type"] == "categorical" and attribute["combine"] != "first":
+            problems.append(f"$.attributes[{i}]: a categorical attribute combines with 'first'")
+    for i, rule in enumerate(doc["matching"]["blocking"]):
+        for j, part in enumerate(rule):
+            field, _, transform = part.partition(":")
+            where = f"$.matching.blocking[{i}][{j}]"
+            if field not in field_kinds:
+                problems.append(f"{where}: field {field!r} is not an identifier field")
+            elif transform and transform not in TRANSFORMS_BY_KIND[field_kinds[field]]:
+                allowed = ", ".join(sorted(TRANSFORMS_BY_KIND[field_kinds[field]])) or "none"
+                problems.append(
+                    f"{where}: transform {transform!r} does not apply to a {field_kinds[field]} "
+                    f"field (allowed: {allowed})"
+                )
+    record_level = doc["releases"]["record_level"]
+    mandates = {p["id"]: p["mandate"] for p in doc["parties"]}
+    for party_id in sorted(set(record_level) - set(party_ids)):
+        problems.append(f"$.releases.record_level: {party_id!r} is not a party")
+    for party_id in party_ids:
+        if party_id not in record_level:
+            problems.append(
+                f"$.releases.record_level: party {party_id!r} is missing; say whether it may "
+                "receive record-level results"
+            )
+        elif record_level[party_id]["serious_threat"] and mandates[party_id] != "public_safety":
+            problems.append(
+                f"$.releases.record_level.{party_id}.serious_threat: only a public_safety "
+                "mandate may invoke the serious-threat exception"
+            )
+    return problems
+
+
+def _build(doc: Mapping[str, Any]) -> Protocol:
+    fields = tuple(
+        FieldSpec(
+            name=f["name"],
+            kind=f["kind"],
+            max_length=f.get("max_length", 100),
+            clk_bits_per_token=f["clk_bits_per_token"],
+            num_bits=f.get("num_bits") if f["kind"] in STRING_KINDS else None,
+            bits_per_token=f.get("bits_per_token") if f["kind"] in STRING_KINDS else None,
+            categories=tuple(f.get("categories", ())),
+        )
+        for f in doc["identifiers"]["fields"]
+    )
+    blocking = tuple(
+        BlockingRule(tuple((p.partition(":")[0], p.partition(":")[2] or None) for p in rule))
+        for rule in doc["matching"]["blocking"]
+    )
+    threshold = doc["matching"]["threshold"]
+    protocol = Protocol(
+        name=doc["name"],
+        purpose=doc["purpose"],
+        parties=tuple(Party(p["id"], p["name"], p["mandate"], tuple(p["attributes"])) for p in doc["parties"]),
+        client_id_column=doc["identifiers"]["client_id_column"],
+        consent_column=doc["identifiers"]["consent_column"],
+        fields=fields,
+        clk_bits=doc["encoding"]["clk_bits"],
+        ngram=doc["encoding"].get("ngram", 2),
+        blocking=blocking,
+        max_block_pairs=doc["matching"].get("max_block_pairs", 1_000_000),
+        threshold=None if threshold == "auto" else float(threshold),
+        attributes=tuple(
+            AttributeSpec(
+                name=a["name"],
+                type=a["type"],
+                combine=a["combine"],
+                categories=tuple(a.get("categories", ())),
+                lower=a.get("lower"),
+                upper=a.get("upper"),
+            )
+            for a in doc["attributes"]
+        ),
+        budget=dict(doc["releases"]["budget"]),
+        record_level={
+            k: RecordLevelRelease(v["allowed"], v["serious_threat"]) for k, v in doc["releases"]["record_level"].items()
+        },
+        output_rules=dict(doc["releases"].get("output_rules", {})),
+        document=doc,
+        fingerprint="",
+    )
+    return _with_fingerprint(protocol)
+
+
+def encoding_settings(protocol: Protocol) -> dict[str, Any]:
+    """Everything that affects encodings, with defaults filled in, as plain JSON values."""
+    return {
+        "protocol_version": 1,
+        "client_id_column": protocol.client_id_column,
+        "fields": [
+            {
+                "name": f.name,
+                "kind": f.kind,
+                "max_length": f.max_length,
+                "clk_bits_per_token": f.clk_bits_per_token,
+                "num_bits": f.num_bits,
+                "bits_per_token": f.bits_per_token,
+                "categories": list(f.categories),
+            }
+            for f in protocol.fields
+        ],
+        "clk_bits": protocol.clk_bits,
+        "ngram": protocol.ngram,
+        "blocking": [rule.name for rule in protocol.blocking],
+    }
+
+
+def _with_fingerprint(protocol: Protocol) -> Protocol:
+    canonical = json.dumps(encoding_settings(protocol), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    object.__setattr__(protocol, "fingerprint", digest)
+    return protocol

@@ -1,0 +1,1 @@
+"""JSON Schemas and example protocols, shipped as package data."""

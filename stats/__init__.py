@@ -1,0 +1,1 @@
+"""pprl's statistics side: entity table, differentially private queries, budget ledger, reports."""

@@ -1,0 +1,94 @@
+import copy
+import json
+
+import pytest
+
+from linkage.errors import InputError, ProtocolError
+from linkage.protocol import load_protocol, parse_protocol
+from tests.conftest import EXAMPLE_PROTOCOL
+
+
+def document():
+    return json.loads(EXAMPLE_PROTOCOL.read_text())
+
+
+def test_example_is_valid(protocol):
+    assert [p.id for p in protocol.parties] == ["msd", "police", "haven"]
+    assert protocol.columns_for("police")[:8] == (
+        "client_id",
+        "given_name",
+        "surname",
+        "date_of_birth",
+        "sex",
+        "address",
+        "city",
+        "postcode",
+    )
+    assert protocol.columns_for("police")[8:] == ("consent", "region", "offence_category", "police_contacts")
+    assert len(protocol.fingerprint) == 64
+
+
+def test_fingerprint_follows_encoding_settings_only():
+    base = parse_protocol(document())
+    reworded = document()
+    reworded["purpose"] = "A different purpose that is long enough to be valid."
+    reworded["releases"]["budget"] = {"rho": 2.0}
+    assert parse_protocol(reworded).fingerprint == base.fingerprint
+    changed = document()
+    changed["identifiers"]["fields"][0]["bits_per_token"] = 11
+    assert parse_protocol(changed).fingerprint != base.fingerprint
+    defaults = document()
+    defaults["encoding"]["ngram"] = 2  # the default, written out
+    assert parse_protocol(defaults).fingerprint == base.fingerprint
+
+
+def test_schema_errors_are_all_listed_with_paths():
+    doc = document()
+    doc["parties"][0]["mandate"] = "public_health"
+    doc["encoding"]["clk_bits"] = 1000
+    doc["encoding"]["xorFolds"] = 2
+    with pytest.raises(ProtocolError) as info:
+        parse_protocol(doc)
+    text = str(info.value)
+    assert "$.parties[0].mandate" in text
+    assert "$.encoding.clk_bits" in text
+    assert "xorFolds" in text  # an unknown key is an error, never ignored
+
+
+def test_consistency_errors():
+    doc = document()
+    doc["parties"][1]["attributes"].append("shoe_size")
+    doc["matching"]["blocking"].append(["surname:year"])
+    doc["releases"]["record_level"]["msd"]["serious_threat"] = True
+    del doc["releases"]["record_level"]["haven"]
+    with pytest.raises(ProtocolError) as info:
+        parse_protocol(doc)
+    text = str(info.value)
+    assert "$.parties[1].attributes[3]: attribute 'shoe_size' is not declared" in text
+    assert "transform 'year' does not apply to a name field" in text
+    assert "only a public_safety mandate may invoke" in text
+    assert "party 'haven' is missing" in text
+
+
+def test_unknown_party_names_the_known_ones(protocol):
+    with pytest.raises(InputError, match="has parties msd, police, haven"):
+        protocol.party("corrections")
+
+
+def test_bad_json_names_line(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{\n  "name": \n}')
+    with pytest.raises(ProtocolError, match="line 3, column 1: not valid JSON"):
+        load_protocol(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ProtocolError, match="protocol file not found"):
+        load_protocol(tmp_path / "nope.json")
+
+
+def test_document_is_not_mutated():
+    doc = document()
+    before = copy.deepcopy(doc)
+    parse_protocol(doc)
+    assert doc == before
