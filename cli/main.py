@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import click
-from linkage.synth import synthesise_population
 
 from cli.common import PprlGroup, progress, protocol_option, read_secret
 from linkage.agency import encode_csv, generate_secret, write_secret
@@ -79,6 +78,8 @@ def synth(protocol: Protocol, people: int, seed: int, out: Path, quiet: bool) ->
 
     Example: pprl synth --protocol schemas/examples/social_services.json --people 20000 --seed 7 --out data
     """
+    from linkage.synth import synthesise_population  # only this command needs the name lists
+
     with progress("synthesising", quiet=quiet) as on_progress:
         summary = synthesise_population(protocol, people, seed, out, on_progress=on_progress)
     for party, count in summary.records_by_party.items():
@@ -175,3 +176,6 @@ from cli.linking import evaluate, link  # noqa: E402 - registered after the grou
 
 main.add_command(link)
 main.add_command(evaluate)
+
+if __name__ == "__main__":
+    main()

@@ -260,10 +260,11 @@ def score_candidates(
     all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int32)
     pair_a = np.concatenate(party_a) if party_a else np.zeros(0, dtype=np.int8)
     pair_b = np.concatenate(party_b) if party_b else np.zeros(0, dtype=np.int8)
-    u = estimate_u(_random_pair_levels(encodings, comparisons), comparisons)
     distinct, inverse, counts = np.unique(all_codes, return_inverse=True, return_counts=True)
     patterns = decode_patterns(distinct, comparisons)
-    model = fit_em(patterns, counts, comparisons, u)
+    sizes = [item.header.record_count for item in encodings]
+    u = estimate_u(_random_pair_levels(encodings, comparisons), comparisons)
+    model = fit_em(patterns, counts, comparisons, u, total_pairs=_total_pairs(sizes))
     weights = model.match_weights(patterns)[inverse]
     probability = np.empty(len(all_codes))
     for a, b in itertools.combinations(range(len(encodings)), 2):
@@ -272,9 +273,8 @@ def score_candidates(
             continue
         sub_distinct, sub_inverse, sub_counts = np.unique(all_codes[mask], return_inverse=True, return_counts=True)
         sub_patterns = decode_patterns(sub_distinct, comparisons)
-        prior = fit_prior(model, sub_patterns, sub_counts)
+        prior = fit_prior(model, sub_patterns, sub_counts, sizes[a] * sizes[b])
         probability[mask] = model.probabilities(sub_patterns, prior)[sub_inverse]
-    sizes = [item.header.record_count for item in encodings]
     return ScoredCandidates(
         party_a=pair_a,
         party_b=pair_b,
@@ -283,8 +283,12 @@ def score_candidates(
         weight=weights,
         probability=probability,
         model=model,
-        pairs_total=sum(sizes[a] * sizes[b] for a, b in itertools.combinations(range(len(sizes)), 2)),
+        pairs_total=_total_pairs(sizes),
     )
+
+
+def _total_pairs(sizes: Sequence[int]) -> int:
+    return sum(sizes[a] * sizes[b] for a, b in itertools.combinations(range(len(sizes)), 2))
 
 
 def select_and_solve(scored: ScoredCandidates, threshold: float) -> tuple[list[Entity], int]:

@@ -255,18 +255,27 @@ def fit_em(
     comparisons: Sequence[Comparison],
     u: tuple[np.ndarray, ...],
     *,
+    total_pairs: int,
     max_iterations: int = 200,
     tolerance: float = 1e-7,
 ) -> FellegiSunterModel:
-    """Estimate m and the match share by EM, with u held fixed (as Splink does).
+    """Estimate m and the match prior by EM over the candidates, with u held fixed.
+
+    u comes from random pairs, so it describes all pairs; the prior is therefore the
+    chance that two records of all ``total_pairs`` match, with every pair that blocking
+    did not propose counted as a non-match. (Fitting the prior among the candidates
+    instead would be inconsistent with u: blocking proposes pairs because they agree on
+    something, and every candidate would look like a match.)
 
     Args:
-        patterns: distinct level patterns, shape (patterns, fields).
+        patterns: distinct level patterns of the candidates, shape (patterns, fields).
         counts: how many candidate pairs have each pattern.
         comparisons: the field comparisons.
         u: non-match level probabilities, from :func:`estimate_u`.
+        total_pairs: the number of pairs blocking chose from (product of party sizes).
         max_iterations: stop after this many iterations.
-        tolerance: stop when no m or prior moves by more than this.
+        tolerance: stop when no m moves by more than this and the prior by less than
+            this share of itself.
 
     Returns:
         The fitted model.
@@ -274,29 +283,30 @@ def fit_em(
     counts = counts.astype(np.float64)
     # Start from "matches mostly agree": m rises geometrically towards the top level.
     m = tuple(np.geomspace(1.0, 50.0, c.levels) / np.geomspace(1.0, 50.0, c.levels).sum() for c in comparisons)
-    prior = 0.1
+    prior = min(0.5, counts.sum() / 10 / total_pairs)
     iteration = 0
     for iteration in range(1, max_iterations + 1):  # noqa: B007 - reported below
         model = FellegiSunterModel(tuple(comparisons), m, u, prior, iteration)
-        posterior = model.probabilities(patterns)
-        weighted = counts * posterior
+        weighted = counts * model.probabilities(patterns)
         new_m = _level_frequencies(patterns, weighted, comparisons)
-        new_prior = float(np.clip(weighted.sum() / counts.sum(), 1e-9, 1 - 1e-9))
-        change = max(abs(new_prior - prior), *(float(np.abs(a - b).max()) for a, b in zip(new_m, m, strict=True)))
+        new_prior = float(np.clip(weighted.sum() / total_pairs, 1e-12, 0.5))
+        change = max(
+            abs(new_prior - prior) / prior, *(float(np.abs(a - b).max()) for a, b in zip(new_m, m, strict=True))
+        )
         m, prior = new_m, new_prior
         if change < tolerance:
             break
     return FellegiSunterModel(tuple(comparisons), m, u, prior, iteration)
 
 
-def fit_prior(model: FellegiSunterModel, patterns: np.ndarray, counts: np.ndarray) -> float:
-    """The match share of one subset of candidates (e.g. one pair of parties), m and u fixed."""
+def fit_prior(model: FellegiSunterModel, patterns: np.ndarray, counts: np.ndarray, total_pairs: int) -> float:
+    """The match prior of one pair of parties (``total_pairs`` pairs), m and u fixed."""
     weights = model.match_weights(patterns)
     counts = counts.astype(np.float64)
     prior = model.prior
-    for _ in range(200):
-        new_prior = float(np.clip((counts * _posterior(weights, prior)).sum() / counts.sum(), 1e-9, 1 - 1e-9))
-        if abs(new_prior - prior) < 1e-9:
+    for _ in range(500):
+        new_prior = float(np.clip((counts * _posterior(weights, prior)).sum() / total_pairs, 1e-12, 0.5))
+        if abs(new_prior - prior) <= 1e-9 * prior:
             break
         prior = new_prior
     return prior

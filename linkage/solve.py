@@ -11,8 +11,14 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
-from anonlink.solving import probabilistic_greedy_solve
+
+with warnings.catch_warnings():
+    # anonlink 0.15 imports pkg_resources, which warns on import; nothing for users to act on.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    from anonlink.solving import probabilistic_greedy_solve
 
 __all__ = ["Entity", "MERGE_SHARE", "solve_entities"]
 

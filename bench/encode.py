@@ -1,0 +1,124 @@
+"""Encoding speed: `pprl encode` against plain single-process clkhash, on the same records.
+
+    .venv/bin/python bench/encode.py [--sizes 10000,100000] [--workers 2] [--seed 7]
+
+For each size it synthesises that many people for the example protocol, takes the
+`msd` client list, and
+  (a) runs `pprl encode` (a subprocess, as an agency would), timing it and reading its
+      peak memory (largest resident set of the command and its pool workers);
+  (b) normalises the same rows the way pprl does and hands them to
+      `clkhash.clk.generate_clks(..., max_workers=1)` with the derived linkage schema.
+It prints records/s for both and their ratio. Targets (issue 3): ratio >= 2 on 2 cores,
+memory flat from 10k to 1M records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import clkhash.clk
+
+from linkage.clk import load_clkhash_schema
+from linkage.encode import prepare_rows
+from linkage.protocol import load_protocol
+from linkage.synth import synthesise_population
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = ROOT / "schemas" / "examples" / "social_services.json"
+
+
+def clkhash_rows(protocol, path: Path) -> list[list[str]]:
+    columns = protocol.columns_for("msd")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        positions = [header.index(c) for c in columns]
+        raw = [(n, [row[i] for i in positions]) for n, row in enumerate(reader, start=2)]
+    prepared = prepare_rows(protocol, "msd", raw)
+    return [
+        ["" if v is None else v.strftime("%Y%m%d") if isinstance(v, dt.date) else v for v in values]
+        for values in prepared.values
+    ]
+
+
+def peak_rss_mib(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run a command; return (seconds, peak RSS in MiB of it and its children)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env)  # noqa: S603 - our own CLI
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        sys.exit(f"command failed: {' '.join(command)}")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return seconds, max(usage.ru_maxrss, children) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated numbers of people")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--clkhash-limit", type=int, default=100_000, help="largest size to time clkhash on")
+    args = parser.parse_args()
+    protocol = load_protocol(PROTOCOL)
+    schema = load_clkhash_schema(protocol)
+    secret = bytes(range(32))
+    print(f"{'people':>9} {'records':>9} {'pprl rec/s':>11} {'peak MiB':>9} {'clkhash rec/s':>14} {'ratio':>6}")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        secret_file = tmp / "secret.key"
+        secret_file.write_text(secret.hex())
+        for size in (int(s) for s in args.sizes.split(",")):
+            data = tmp / f"data-{size}"
+            synthesise_population(protocol, size, args.seed, data)
+            clients = data / "msd.csv"
+            records = sum(1 for _ in clients.open()) - 1
+            out = tmp / f"out-{size}"
+            command = [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "encode",
+                "--protocol",
+                str(PROTOCOL),
+                "--party",
+                "msd",
+                "--secret-file",
+                str(secret_file),
+                str(clients),
+                "--out",
+                str(out),
+                "--quiet",
+                "--workers",
+                str(args.workers),
+            ]
+            seconds, peak = peak_rss_mib(command, {**os.environ, "PYTHONPATH": str(ROOT)})
+            pprl_rate = records / seconds
+            if size <= args.clkhash_limit:
+                rows = clkhash_rows(protocol, clients)
+                started = time.perf_counter()
+                clkhash.clk.generate_clks(rows, schema, secret, max_workers=1)
+                clk_rate = len(rows) / (time.perf_counter() - started)
+                ratio = f"{pprl_rate / clk_rate:6.2f}"
+                clk_text = f"{clk_rate:14,.0f}"
+            else:
+                clk_text, ratio = f"{'(skipped)':>14}", f"{'-':>6}"
+            print(f"{size:9,} {records:9,} {pprl_rate:11,.0f} {peak:9.0f} {clk_text} {ratio}", flush=True)
+    print(
+        "pprl: whole `pprl encode` command (CSV parsing, normalisation, CLK + field encodings + block keys, "
+        "writing three files) with its process pool;"
+    )
+    print("clkhash: generate_clks on already-normalised rows, one process, CLKs only.")
+
+
+if __name__ == "__main__":
+    main()

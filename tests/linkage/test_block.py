@@ -1,0 +1,45 @@
+import itertools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from linkage.block import BlockIndex, candidate_pairs
+
+keys = arrays(np.uint64, st.tuples(st.integers(0, 40), st.integers(1, 3)), elements=st.integers(0, 6))
+
+
+def brute_force(a, b, limit):
+    pairs = set()
+    for rule in range(a.shape[1]):
+        values_a, counts_a = np.unique(a[:, rule], return_counts=True)
+        values_b, counts_b = np.unique(b[:, rule], return_counts=True)
+        sizes = {v: c for v, c in zip(values_a, counts_a, strict=True)}
+        sizes_b = {v: c for v, c in zip(values_b, counts_b, strict=True)}
+        for i, j in itertools.product(range(len(a)), range(len(b))):
+            key = a[i, rule]
+            if key and key == b[j, rule] and sizes[key] * sizes_b[key] <= limit:
+                pairs.add((i, j))
+    return pairs
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_candidates_are_exactly_the_pairs_sharing_a_block(data):
+    a = data.draw(keys)
+    b = data.draw(arrays(np.uint64, st.tuples(st.integers(0, 40), st.just(a.shape[1])), elements=st.integers(0, 6)))
+    limit = data.draw(st.integers(1, 50))
+    index = BlockIndex.build(a, b, limit)
+    found = set()
+    # Slices of A give the same pairs as the whole.
+    for start in range(0, len(a), 7):
+        ia, ib = candidate_pairs(a[start : start + 7], start, index)
+        found |= set(zip(ia.tolist(), ib.tolist(), strict=True))
+    assert found == brute_force(a, b, limit)
+
+
+def test_zero_keys_never_block():
+    a = np.zeros((3, 2), dtype=np.uint64)
+    ia, _ = candidate_pairs(a, 0, BlockIndex.build(a, a.copy(), 100))
+    assert len(ia) == 0
