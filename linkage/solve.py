@@ -7,11 +7,10 @@ of one party in the same entity. A person seen by three agencies becomes one ent
 
 from __future__ import annotations
 
+import warnings
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import warnings
 
 import numpy as np
 

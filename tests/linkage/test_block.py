@@ -15,8 +15,8 @@ def brute_force(a, b, limit):
     for rule in range(a.shape[1]):
         values_a, counts_a = np.unique(a[:, rule], return_counts=True)
         values_b, counts_b = np.unique(b[:, rule], return_counts=True)
-        sizes = {v: c for v, c in zip(values_a, counts_a, strict=True)}
-        sizes_b = {v: c for v, c in zip(values_b, counts_b, strict=True)}
+        sizes = dict(zip(values_a, counts_a, strict=True))
+        sizes_b = dict(zip(values_b, counts_b, strict=True))
         for i, j in itertools.product(range(len(a)), range(len(b))):
             key = a[i, rule]
             if key and key == b[j, rule] and sizes[key] * sizes_b[key] <= limit:
