@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from linkage.anon import clk_dice_pairs
 from linkage.block import BlockIndex, candidate_pairs
 from linkage.encodings import Encodings, read_encodings
 from linkage.errors import InputError, MismatchError
@@ -145,11 +146,19 @@ class LinkResult:
 _state: dict[str, object] = {}
 
 
-def _init_worker(paths: Sequence[str], field_names: Sequence[str], max_block_pairs: int) -> None:
+def _init_worker(paths: Sequence[str], max_block_pairs: int, clk_prefilter: float | None) -> None:
     _state.clear()
     _state["records"] = [read_encodings(path, verify=False).records for path in paths]
-    _state["field_names"] = tuple(field_names)
     _state["max_block_pairs"] = max_block_pairs
+    _state["clk_prefilter"] = clk_prefilter
+
+
+def _clks(party: int) -> np.ndarray:
+    key = f"clks/{party}"
+    if key not in _state:
+        records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
+        _state[key] = np.ascontiguousarray(records[party]["clk"])
+    return _state[key]  # type: ignore[return-value]
 
 
 def _features(party: int, comparisons: Sequence[Comparison]) -> PartyFeatures:
@@ -179,6 +188,12 @@ def _compare_slice(
     records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
     keys = np.asarray(records[party_a]["block"][start:stop]).reshape(stop - start, -1)
     index_a, index_b = candidate_pairs(keys, start, _block_index(party_a, party_b))
+    prefilter = _state["clk_prefilter"]
+    if prefilter is not None:
+        dice_a, dice_b = clk_dice_pairs(_clks(party_a)[start:stop], _clks(party_b), prefilter)  # type: ignore[arg-type]
+        width = len(records[party_b])
+        codes = np.union1d(index_a * width + index_b, (dice_a + start) * width + dice_b)
+        index_a, index_b = codes // width, codes % width
     levels = compare_pairs(
         _features(party_a, comparisons), _features(party_b, comparisons), index_a, index_b, comparisons
     )
@@ -194,19 +209,19 @@ def _tasks(sizes: Sequence[int]) -> list[tuple[int, int, int, int]]:
 
 
 def _run_tasks(
+    protocol: Protocol,
     encodings: Sequence[Encodings],
     comparisons: Sequence[Comparison],
-    max_block_pairs: int,
     workers: int,
     on_progress: ProgressCallback | None,
 ) -> Iterator[tuple[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     paths = [str(item.path) for item in encodings]
-    names = [c.field.name for c in comparisons]
+    setup = (paths, protocol.max_block_pairs, protocol.clk_prefilter)
     tasks = _tasks([item.header.record_count for item in encodings])
     if on_progress:
         on_progress(0, len(tasks))
     if workers <= 1:
-        _init_worker(paths, names, max_block_pairs)
+        _init_worker(*setup)
         results: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]] = (
             _compare_slice(task, comparisons) for task in tasks
         )
@@ -215,7 +230,7 @@ def _run_tasks(
                 on_progress(done, len(tasks))
             yield task, result
         return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(paths, names, max_block_pairs)) as pool:
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=setup) as pool:
         mapped = pool.map(_compare_slice, tasks, itertools.repeat(comparisons), chunksize=1)
         for done, (task, result) in enumerate(zip(tasks, mapped, strict=True), start=1):
             if on_progress:
@@ -247,7 +262,7 @@ def score_candidates(
     """Block, compare and weigh every candidate pair of every pair of parties."""
     comparisons = comparisons_for(protocol)
     collected: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    for task, result in _run_tasks(encodings, comparisons, protocol.max_block_pairs, workers, on_progress):
+    for task, result in _run_tasks(protocol, encodings, comparisons, workers, on_progress):
         collected.setdefault(task[:2], []).append(result)
     party_a, party_b, record_a, record_b, codes = [], [], [], [], []
     for (a, b), results in sorted(collected.items()):

@@ -111,6 +111,7 @@ class Protocol:
     ngram: int
     blocking: tuple[BlockingRule, ...]
     max_block_pairs: int
+    clk_prefilter: float | None
     threshold: float | None
     attributes: tuple[AttributeSpec, ...]
     budget: Mapping[str, float]
@@ -324,6 +325,7 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
         ngram=doc["encoding"].get("ngram", 2),
         blocking=blocking,
         max_block_pairs=doc["matching"].get("max_block_pairs", 1_000_000),
+        clk_prefilter=doc["matching"].get("clk_prefilter"),
         threshold=None if threshold == "auto" else float(threshold),
         attributes=tuple(
             AttributeSpec(

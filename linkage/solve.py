@@ -1,4 +1,4 @@
-"""Group matched pairs into entities: the only module that imports anonlink.
+"""Group matched pairs into entities.
 
 anonlink's probabilistic greedy solver walks the pairs from the strongest down and merges
 two groups when enough of the pairs between them are accepted, never putting two records
@@ -7,17 +7,11 @@ of one party in the same entity. A person seen by three agencies becomes one ent
 
 from __future__ import annotations
 
-import warnings
-from array import array
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-with warnings.catch_warnings():
-    # anonlink 0.15 imports pkg_resources, which warns on import; nothing for users to act on.
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-    from anonlink.solving import probabilistic_greedy_solve
+from linkage.anon import greedy_groups
 
 __all__ = ["Entity", "MERGE_SHARE", "solve_entities"]
 
@@ -61,13 +55,8 @@ def solve_entities(
         return []
     # Strongest first; ties broken by the records, so the result never depends on input order.
     order = np.lexsort((record_b, record_a, party_b, party_a, -strength))
-    candidates = (
-        array("d", strength[order].astype(np.float64)),
-        (array("I", party_a[order].astype(np.uint32)), array("I", party_b[order].astype(np.uint32))),
-        (array("I", record_a[order].astype(np.uint32)), array("I", record_b[order].astype(np.uint32))),
-    )
-    groups: Sequence[Sequence[tuple[int, int]]] = probabilistic_greedy_solve(
-        candidates, merge_threshold=MERGE_SHARE, deduplicated=True
+    groups = greedy_groups(
+        strength[order], party_a[order], party_b[order], record_a[order], record_b[order], MERGE_SHARE
     )
     entities = [Entity(tuple(sorted((int(p), int(r)) for p, r in group))) for group in groups if len(group) > 1]
     entities.sort(key=lambda entity: entity.records)

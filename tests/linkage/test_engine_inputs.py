@@ -1,0 +1,87 @@
+"""The engine refuses inputs that do not belong together, saying which file differs in what."""
+
+import json
+import struct
+
+import pytest
+
+from linkage.agency import encode_csv
+from linkage.engine import link, load_inputs
+from linkage.errors import InputError, MismatchError
+from linkage.protocol import load_protocol
+from tests.conftest import EXAMPLE_PROTOCOL, MSD_HEADER, SECRET, msd_row
+
+POLICE_HEADER = [*MSD_HEADER[:9], "region", "offence_category", "police_contacts"]
+
+
+def police_row(client_id, **kwargs):
+    row = msd_row(client_id, **kwargs)
+    return [*row[:10], "violence", "3"]
+
+
+@pytest.fixture
+def encoded(protocol, write_csv, tmp_path):
+    def make(party, rows, header, name, secret=SECRET, use_protocol=protocol):
+        path = write_csv(rows, header=header, name=f"{name}.csv")
+        return encode_csv(use_protocol, party, secret, path, tmp_path / name, workers=1).files[0].parent
+
+    return make
+
+
+def test_links_the_same_person_across_two_parties(protocol, encoded):
+    msd = encoded("msd", [msd_row("M1"), msd_row("M2", given="Wiremu", surname="Parata", dob="1970-01-02")], MSD_HEADER, "msd")
+    police = encoded("police", [police_row("P1", given="AROHA", dob="7/3/1984"), police_row("P2", given="Hemi", surname="Walker", dob="1999-12-30")], POLICE_HEADER, "police")
+    result = link(protocol, load_inputs(protocol, [msd, police]))
+    assert [entity.records for entity in result.entities] == [((0, 0), (1, 0))]
+
+
+def test_one_party_only(protocol, encoded):
+    msd = encoded("msd", [msd_row("M1")], MSD_HEADER, "msd")
+    with pytest.raises(InputError, match="at least two parties"):
+        load_inputs(protocol, [msd])
+
+
+def test_same_party_twice(protocol, encoded):
+    first = encoded("msd", [msd_row("M1")], MSD_HEADER, "msd1")
+    second = encoded("msd", [msd_row("M2")], MSD_HEADER, "msd2")
+    with pytest.raises(MismatchError, match="are both from party 'msd'"):
+        load_inputs(protocol, [first, second])
+
+
+def test_copied_records_have_duplicate_tokens(protocol, encoded, tmp_path):
+    msd = encoded("msd", [msd_row("M1")], MSD_HEADER, "msd")
+    data = (msd / "encodings.pprl").read_bytes()
+    length = struct.unpack("<I", data[8:12])[0]
+    header = json.loads(data[12 : 12 + length])
+    header["party"] = "haven"  # the same records, passed off as another party's
+    text = json.dumps(header, separators=(",", ":")).encode().ljust(length)
+    copy = tmp_path / "copy.pprl"
+    copy.write_bytes(data[:12] + text + data[12 + length :])
+    with pytest.raises(InputError, match="the same record token appears twice"):
+        load_inputs(protocol, [msd, copy])
+
+
+def test_different_secrets(protocol, encoded):
+    msd = encoded("msd", [msd_row("M1")], MSD_HEADER, "msd")
+    police = encoded("police", [police_row("P1")], POLICE_HEADER, "police", secret=bytes(reversed(SECRET)))
+    with pytest.raises(MismatchError, match="were encoded with different secrets"):
+        load_inputs(protocol, [msd, police])
+
+
+def test_different_protocols(protocol, encoded, tmp_path):
+    document = json.loads(EXAMPLE_PROTOCOL.read_text())
+    document["encoding"]["clk_bits"] = 512
+    other_path = tmp_path / "other.json"
+    other_path.write_text(json.dumps(document))
+    other = load_protocol(other_path)
+    msd = encoded("msd", [msd_row("M1")], MSD_HEADER, "msd")
+    police = encoded("police", [police_row("P1")], POLICE_HEADER, "police", use_protocol=other)
+    with pytest.raises(MismatchError, match="police.*was encoded under protocol fingerprint"):
+        load_inputs(protocol, [msd, police])
+    with pytest.raises(MismatchError, match="msd.*was encoded under protocol fingerprint"):
+        load_inputs(other, [police, msd])
+
+
+def test_not_an_encodings_path(protocol, tmp_path):
+    with pytest.raises(InputError, match="no encodings file here"):
+        load_inputs(protocol, [tmp_path, tmp_path])
