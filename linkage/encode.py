@@ -26,7 +26,7 @@ from linkage.normalise import (
 )
 from linkage.protocol import AttributeSpec, FieldSpec, Protocol
 
-__all__ = ["PreparedRows", "RecordEncoder", "RowProblem", "block_values", "prepare_rows"]
+__all__ = ["PreparedRows", "RecordEncoder", "RowProblem", "prepare_rows"]
 
 Value = str | dt.date | None
 MAX_CLIENT_ID_LENGTH = 128
@@ -151,6 +151,11 @@ def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Se
 
 
 def _transform(value: Value, transform: str | None) -> str | None:
+    """The text a blocking rule part keys on (``None``: the record gets no key for it).
+
+    >>> _transform(dt.date(1980, 7, 3), "month_day"), _transform("smith", "soundex")
+    ('3-7', 's530')
+    """
     if value is None:
         return None
     if isinstance(value, dt.date):
@@ -170,21 +175,11 @@ def _transform(value: Value, transform: str | None) -> str | None:
     return value
 
 
-def block_values(protocol: Protocol, values: Sequence[Value]) -> list[str | None]:
-    """The plaintext each blocking rule hashes for one record (``None``: no block).
-
-    >>> from linkage.protocol import load_protocol
-    >>> protocol = load_protocol("schemas/examples/social_services.json")
-    >>> values = ("ana", "smith", dt.date(1980, 3, 7), "f", None, "nelson", "7010")
-    >>> block_values(protocol, values)[:2]
-    ['date_of_birth|1980-03-07', 'surname:soundex+given_name:initial|s530|a']
-    """
-    index = {spec.name: i for i, spec in enumerate(protocol.fields)}
-    out: list[str | None] = []
-    for rule in protocol.blocking:
-        parts = [_transform(values[index[name]], transform) for name, transform in rule.parts]
-        out.append(None if any(p is None for p in parts) else "|".join([rule.name, *parts]))  # type: ignore[list-item]
-    return out
+def _mix(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: spreads every input bit over the output (vectorised)."""
+    values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
 
 
 class RecordEncoder:
@@ -200,6 +195,20 @@ class RecordEncoder:
         self.keys = keys
         self.dtype = np.dtype([(n, k, (c,)) if c > 1 else (n, k) for n, k, c in record_layout(protocol)])
         self._caches: list[dict[Any, Any]] = [{} for _ in protocol.fields]
+        position = {spec.name: i for i, spec in enumerate(protocol.fields)}
+        # The transforms each field's value goes through for blocking, e.g. surname -> soundex.
+        self._transforms: list[list[str | None]] = [[] for _ in protocol.fields]
+        for rule in protocol.blocking:
+            for name, transform in rule.parts:
+                if transform not in self._transforms[position[name]]:
+                    self._transforms[position[name]].append(transform)
+        self._rules = [
+            (
+                np.uint64(keyed_hash64(keys.block, f"rule|{rule.name}")),
+                [(position[name], self._transforms[position[name]].index(t)) for name, t in rule.parts],
+            )
+            for rule in protocol.blocking
+        ]
 
     def _clk_positions(self, index: int, spec: FieldSpec, text: str) -> np.ndarray:
         return token_indices(
@@ -209,8 +218,8 @@ class RecordEncoder:
             self.protocol.clk_bits,
         )
 
-    def _encode_value(self, index: int, spec: FieldSpec, value: Value) -> tuple[np.ndarray, Any]:
-        """CLK bit positions and the field encoding (bit positions or hashes) of one value."""
+    def _encode_value(self, index: int, spec: FieldSpec, value: Value) -> tuple[np.ndarray, Any, tuple[int, ...]]:
+        """CLK bit positions, the field encoding (bit positions or hashes) and block key parts."""
         cache = self._caches[index]
         hit = cache.get(value)
         if hit is not None:
@@ -237,8 +246,14 @@ class RecordEncoder:
                     spec.bits_per_token,
                     spec.num_bits,
                 )
-        cache[value] = (clk, own)
-        return clk, own
+        parts = tuple(
+            0
+            if (text := _transform(value, transform)) is None
+            else keyed_hash64(self.keys.block, f"{spec.name}:{transform}|{text}")
+            for transform in self._transforms[index]
+        )
+        cache[value] = (clk, own, parts)
+        return clk, own, parts
 
     def encode(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
         """Encode normalised rows; the ``token`` column is left zero for the caller.
@@ -251,42 +266,70 @@ class RecordEncoder:
         """
         count = len(rows)
         out = np.zeros(count, dtype=self.dtype)
-        clk_rows: list[np.ndarray] = []
-        clk_cols: list[np.ndarray] = []
+        clk = _BitCollector()
+        parts: list[np.ndarray] = []
         for index, spec in enumerate(self.protocol.fields):
-            field_rows: list[np.ndarray] = []
-            field_cols: list[np.ndarray] = []
+            cache = self._caches[index]
+            own_bits = _BitCollector()
             hashes = np.zeros((count, 3) if spec.kind == "date" else count, dtype=np.uint32)
+            field_parts = np.zeros((count, len(self._transforms[index])), dtype=np.uint64)
             for row_number, row in enumerate(rows):
                 value = row[index]
                 if value is None:
                     continue
-                clk, own = self._encode_value(index, spec, value)
-                clk_rows.append(np.full(len(clk), row_number, dtype=np.int64))
-                clk_cols.append(clk)
+                encoded = cache.get(value) or self._encode_value(index, spec, value)
+                clk.add(row_number, encoded[0])
                 if spec.kind in ("date", "category"):
-                    hashes[row_number] = own
+                    hashes[row_number] = encoded[1]
                 else:
-                    field_rows.append(np.full(len(own), row_number, dtype=np.int64))
-                    field_cols.append(own)
+                    own_bits.add(row_number, encoded[1])
+                if encoded[2]:
+                    field_parts[row_number] = encoded[2]
+            parts.append(field_parts)
             if spec.kind in ("date", "category"):
                 out[spec.name] = hashes
             else:
                 assert spec.num_bits is not None  # noqa: S101
-                out[spec.name] = _pack(count, spec.num_bits, field_rows, field_cols)
-        out["clk"] = _pack(count, self.protocol.clk_bits, clk_rows, clk_cols)
-        block = np.zeros((count, len(self.protocol.blocking)), dtype=np.uint64)
-        for row_number, row in enumerate(rows):
-            for rule_number, text in enumerate(block_values(self.protocol, row)):
-                if text is not None:
-                    block[row_number, rule_number] = keyed_hash64(self.keys.block, text)
-        out["block"] = block.reshape(out["block"].shape)
+                out[spec.name] = own_bits.pack(count, spec.num_bits)
+        out["clk"] = clk.pack(count, self.protocol.clk_bits)
+        out["block"] = self._block_keys(parts, count).reshape(out["block"].shape)
         return out
 
+    def _block_keys(self, parts: list[np.ndarray], count: int) -> np.ndarray:
+        """One key per rule: its parts' keyed hashes mixed with a keyed rule salt; 0 if a part is missing.
 
-def _pack(count: int, num_bits: int, rows: list[np.ndarray], cols: list[np.ndarray]) -> np.ndarray:
-    """Set the given bits in ``count`` filters of ``num_bits`` and pack them MSB first."""
-    bits = np.zeros((count, num_bits), dtype=bool)
-    if rows:
-        bits[np.concatenate(rows), np.concatenate(cols)] = True
-    return np.packbits(bits, axis=1)
+        Each part is already a keyed hash of the transformed value, so the mix reveals
+        nothing unkeyed; mixing in numpy keeps the per-record cost to table look-ups.
+        """
+        block = np.zeros((count, len(self._rules)), dtype=np.uint64)
+        for column, (salt, rule_parts) in enumerate(self._rules):
+            key = np.full(count, salt, dtype=np.uint64)
+            present = np.ones(count, dtype=bool)
+            for field_index, transform_index in rule_parts:
+                part = parts[field_index][:, transform_index]
+                present &= part != 0
+                key = _mix(key ^ part)
+            key[key == 0] = 1
+            block[:, column] = np.where(present, key, np.uint64(0))
+        return block
+
+
+class _BitCollector:
+    """Bit positions of many records, gathered for one vectorised packing."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.lengths: list[int] = []
+        self.positions: list[np.ndarray] = []
+
+    def add(self, row: int, positions: np.ndarray) -> None:
+        self.rows.append(row)
+        self.lengths.append(len(positions))
+        self.positions.append(positions)
+
+    def pack(self, count: int, num_bits: int) -> np.ndarray:
+        """Set the gathered bits in ``count`` filters of ``num_bits`` and pack them MSB first."""
+        bits = np.zeros((count, num_bits), dtype=bool)
+        if self.rows:
+            bits[np.repeat(np.asarray(self.rows), self.lengths), np.concatenate(self.positions)] = True
+        return np.packbits(bits, axis=1)

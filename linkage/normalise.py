@@ -12,6 +12,7 @@ import datetime as dt
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = [
     "NormaliseError",
@@ -38,11 +39,14 @@ class NormaliseError(Exception):
 
 def _fold(value: str) -> str:
     """NFKC, accents folded (ā -> a), lower case."""
+    if value.isascii():
+        return value.lower()  # NFKC and accent folding leave ASCII as it is
     decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", value))
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return unicodedata.normalize("NFKC", stripped).casefold()
 
 
+@lru_cache(maxsize=1 << 16)
 def normalise_text(value: str) -> str | None:
     """Normalise a name or free text.
 
@@ -143,6 +147,7 @@ _SOUNDEX_CODES = {
 }
 
 
+@lru_cache(maxsize=1 << 16)
 def soundex(text: str) -> str:
     """American Soundex of the first word of a normalised value (letters a-z only).
 

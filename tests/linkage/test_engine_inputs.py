@@ -29,8 +29,18 @@ def encoded(protocol, write_csv, tmp_path):
 
 
 def test_links_the_same_person_across_two_parties(protocol, encoded):
-    msd = encoded("msd", [msd_row("M1"), msd_row("M2", given="Wiremu", surname="Parata", dob="1970-01-02")], MSD_HEADER, "msd")
-    police = encoded("police", [police_row("P1", given="AROHA", dob="7/3/1984"), police_row("P2", given="Hemi", surname="Walker", dob="1999-12-30")], POLICE_HEADER, "police")
+    msd = encoded(
+        "msd", [msd_row("M1"), msd_row("M2", given="Wiremu", surname="Parata", dob="1970-01-02")], MSD_HEADER, "msd"
+    )
+    police = encoded(
+        "police",
+        [
+            police_row("P1", given="AROHA", dob="7/3/1984"),
+            police_row("P2", given="Hemi", surname="Walker", dob="1999-12-30"),
+        ],
+        POLICE_HEADER,
+        "police",
+    )
     result = link(protocol, load_inputs(protocol, [msd, police]))
     assert [entity.records for entity in result.entities] == [((0, 0), (1, 0))]
 
