@@ -33,7 +33,7 @@ from linkage.anon import clk_dice_pairs
 from linkage.engine import _run_tasks, load_inputs, score_candidates, select_and_solve
 from linkage.evaluate import blocking_scores, read_keymap, read_truth, record_people
 from linkage.protocol import load_protocol
-from linkage.score import choose_threshold, comparisons_for
+from linkage.score import choose_threshold, comparisons_for, features_for
 from linkage.synth import synthesise_population
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,9 @@ def throughput(protocol, outs: list[Path], workers: int) -> None:
     anonlink_seconds = time.perf_counter() - started
     scanning = dataclasses.replace(protocol, clk_prefilter=0.8)
     started = time.perf_counter()
-    for _ in _run_tasks(scanning, encodings, comparisons_for(protocol), workers, None):
+    comparisons = comparisons_for(protocol)
+    features = features_for(comparisons, protocol.comparison_groups)
+    for _ in _run_tasks(scanning, encodings, comparisons, features, workers, None):
         pass
     pprl_seconds = time.perf_counter() - started
     print(f"\nPart 1: all {pairs:,} pairs of {len(clks[0]):,} x {len(clks[1]):,} CLKs, Dice threshold 0.8")
@@ -132,9 +134,8 @@ def main() -> None:
         outs, _ = prepare(protocol, args.dice_people, args.seed, tmp, args.workers)
         throughput(protocol, outs, args.workers)
         print("\nPart 2: two-party link (msd x police), example protocol blocking, auto threshold")
-        print(
-            f"{'people':>10} {'records':>22} {'seconds':>9} {'peak MiB':>9} {'candidates':>13} {'PC':>8} {'entities':>9}"
-        )
+        columns = ("people", 10), ("records", 22), ("seconds", 9), ("peak MiB", 9), ("candidates", 13), ("PC", 8)
+        print(" ".join(f"{name:>{width}}" for name, width in columns), f"{'entities':>9}")
         for people in (int(s) for s in args.sizes.split(",") if s):
             outs, data = prepare(protocol, people, args.seed, tmp, args.workers)
             scaling(protocol, people, outs, data, args.workers)

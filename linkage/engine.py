@@ -27,6 +27,7 @@ from linkage.errors import InputError, MismatchError
 from linkage.protocol import Protocol
 from linkage.score import (
     Comparison,
+    Feature,
     FellegiSunterModel,
     PartyFeatures,
     choose_threshold,
@@ -35,6 +36,8 @@ from linkage.score import (
     decode_patterns,
     encode_patterns,
     estimate_u,
+    feature_levels,
+    features_for,
     fit_em,
     fit_prior,
 )
@@ -182,7 +185,7 @@ def _block_index(party_a: int, party_b: int) -> BlockIndex:
 
 
 def _compare_slice(
-    task: tuple[int, int, int, int], comparisons: Sequence[Comparison]
+    task: tuple[int, int, int, int], comparisons: Sequence[Comparison], features: Sequence[Feature]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     party_a, party_b, start, stop = task
     records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
@@ -197,7 +200,8 @@ def _compare_slice(
     levels = compare_pairs(
         _features(party_a, comparisons), _features(party_b, comparisons), index_a, index_b, comparisons
     )
-    return index_a.astype(np.int32), index_b.astype(np.int32), encode_patterns(levels, comparisons)
+    patterns = encode_patterns(feature_levels(levels, features), features)
+    return index_a.astype(np.int32), index_b.astype(np.int32), patterns
 
 
 def _tasks(sizes: Sequence[int]) -> list[tuple[int, int, int, int]]:
@@ -212,6 +216,7 @@ def _run_tasks(
     protocol: Protocol,
     encodings: Sequence[Encodings],
     comparisons: Sequence[Comparison],
+    features: Sequence[Feature],
     workers: int,
     on_progress: ProgressCallback | None,
 ) -> Iterator[tuple[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
@@ -223,7 +228,7 @@ def _run_tasks(
     if workers <= 1:
         _init_worker(*setup)
         results: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]] = (
-            _compare_slice(task, comparisons) for task in tasks
+            _compare_slice(task, comparisons, features) for task in tasks
         )
         for done, (task, result) in enumerate(zip(tasks, results, strict=True), start=1):
             if on_progress:
@@ -231,7 +236,7 @@ def _run_tasks(
             yield task, result
         return
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=setup) as pool:
-        mapped = pool.map(_compare_slice, tasks, itertools.repeat(comparisons), chunksize=1)
+        mapped = pool.map(_compare_slice, tasks, itertools.repeat(comparisons), itertools.repeat(features), chunksize=1)
         for done, (task, result) in enumerate(zip(tasks, mapped, strict=True), start=1):
             if on_progress:
                 on_progress(done, len(tasks))
@@ -261,8 +266,9 @@ def score_candidates(
 ) -> ScoredCandidates:
     """Block, compare and weigh every candidate pair of every pair of parties."""
     comparisons = comparisons_for(protocol)
+    features = features_for(comparisons, protocol.comparison_groups)
     collected: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    for task, result in _run_tasks(protocol, encodings, comparisons, workers, on_progress):
+    for task, result in _run_tasks(protocol, encodings, comparisons, features, workers, on_progress):
         collected.setdefault(task[:2], []).append(result)
     party_a, party_b, record_a, record_b, codes = [], [], [], [], []
     for (a, b), results in sorted(collected.items()):
@@ -272,14 +278,14 @@ def score_candidates(
             record_a.append(index_a)
             record_b.append(index_b)
             codes.append(pattern)
-    all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int32)
+    all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
     pair_a = np.concatenate(party_a) if party_a else np.zeros(0, dtype=np.int8)
     pair_b = np.concatenate(party_b) if party_b else np.zeros(0, dtype=np.int8)
     distinct, inverse, counts = np.unique(all_codes, return_inverse=True, return_counts=True)
-    patterns = decode_patterns(distinct, comparisons)
+    patterns = decode_patterns(distinct, features)
     sizes = [item.header.record_count for item in encodings]
-    u = estimate_u(_random_pair_levels(encodings, comparisons), comparisons)
-    model = fit_em(patterns, counts, comparisons, u, total_pairs=_total_pairs(sizes))
+    random_levels = feature_levels(_random_pair_levels(encodings, comparisons), features)
+    model = fit_em(patterns, counts, features, estimate_u(random_levels, features), total_pairs=_total_pairs(sizes))
     weights = model.match_weights(patterns)[inverse]
     probability = np.empty(len(all_codes))
     for a, b in itertools.combinations(range(len(encodings)), 2):
@@ -287,7 +293,7 @@ def score_candidates(
         if not mask.any():
             continue
         sub_distinct, sub_inverse, sub_counts = np.unique(all_codes[mask], return_inverse=True, return_counts=True)
-        sub_patterns = decode_patterns(sub_distinct, comparisons)
+        sub_patterns = decode_patterns(sub_distinct, features)
         prior = fit_prior(model, sub_patterns, sub_counts, sizes[a] * sizes[b])
         probability[mask] = model.probabilities(sub_patterns, prior)[sub_inverse]
     return ScoredCandidates(

@@ -111,6 +111,7 @@ class Protocol:
     ngram: int
     blocking: tuple[BlockingRule, ...]
     max_block_pairs: int
+    comparison_groups: tuple[tuple[str, ...], ...]
     clk_prefilter: float | None
     threshold: float | None
     attributes: tuple[AttributeSpec, ...]
@@ -278,6 +279,14 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
                     f"{where}: transform {transform!r} does not apply to a {field_kinds[field]} "
                     f"field (allowed: {allowed})"
                 )
+    grouped: list[str] = []
+    for i, group in enumerate(doc["matching"].get("comparison_groups", ())):
+        for j, name in enumerate(group):
+            if name not in field_kinds:
+                problems.append(f"$.matching.comparison_groups[{i}][{j}]: {name!r} is not an identifier field")
+            elif name in grouped:
+                problems.append(f"$.matching.comparison_groups[{i}][{j}]: {name!r} is already in another group")
+            grouped.append(name)
     record_level = doc["releases"]["record_level"]
     mandates = {p["id"]: p["mandate"] for p in doc["parties"]}
     for party_id in sorted(set(record_level) - set(party_ids)):
@@ -326,6 +335,7 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
         blocking=blocking,
         max_block_pairs=doc["matching"].get("max_block_pairs", 1_000_000),
         clk_prefilter=doc["matching"].get("clk_prefilter"),
+        comparison_groups=tuple(tuple(group) for group in doc["matching"].get("comparison_groups", ())),
         threshold=None if threshold == "auto" else float(threshold),
         attributes=tuple(
             AttributeSpec(

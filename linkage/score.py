@@ -22,6 +22,7 @@ from linkage.protocol import FieldSpec, Protocol
 
 __all__ = [
     "Comparison",
+    "Feature",
     "FellegiSunterModel",
     "PartyFeatures",
     "choose_threshold",
@@ -30,7 +31,10 @@ __all__ = [
     "decode_patterns",
     "encode_patterns",
     "estimate_u",
+    "feature_levels",
+    "features_for",
     "fit_em",
+    "fit_prior",
 ]
 
 _DICE_LEVELS = {
@@ -38,7 +42,10 @@ _DICE_LEVELS = {
     "text": (0.95, 0.8, 0.6),
     "code": (0.95, 0.7, 0.45),
 }
-_PSEUDO_SHARE = 1e-6
+_U_PSEUDO_SHARE = 1e-6
+# m comes from a few thousand expected matches: a larger pseudo-count keeps a level never
+# seen among them (a disagreeing sex, say) from counting as proof of a non-match.
+_M_PSEUDO_SHARE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -167,70 +174,132 @@ def compare_pairs(
     return out
 
 
-def encode_patterns(levels: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
-    """One int32 code per pair for its whole pattern of levels (mixed radix).
+@dataclass(frozen=True)
+class Feature:
+    """What the model weighs: one field, or a group of fields that vary together.
+
+    Fields of a group (an address, its city and its postcode all change when a person
+    moves) are not independent, so the model gives the group one joint level per
+    combination of its members' levels instead of adding up their separate weights.
+
+    Attributes:
+        name: the field's name, or the members' names joined by ``+``.
+        members: positions of the member fields among the comparisons.
+        radices: number of codes of each member (its levels plus missing).
+        neutral: the level that carries no evidence (a single field's missing value);
+            ``None`` for a group, whose every combination is weighed.
+    """
+
+    name: str
+    members: tuple[int, ...]
+    radices: tuple[int, ...]
+    neutral: int | None
+
+    @property
+    def size(self) -> int:
+        """Number of level codes of this feature."""
+        return int(np.prod(self.radices))
+
+
+def features_for(comparisons: Sequence[Comparison], groups: Sequence[Sequence[str]] = ()) -> tuple[Feature, ...]:
+    """One feature per field, except fields named together in a group, which share one.
 
     >>> from linkage.protocol import FieldSpec
-    >>> c = Comparison(FieldSpec("sex", "category", 1, 1), ("different", "exact"))
-    >>> encode_patterns(np.array([[0, 1], [2, 2]], dtype=np.int8), [c, c])
-    array([1, 8], dtype=int32)
+    >>> c = [Comparison(FieldSpec(n, "category", 1, 1), ("different", "exact")) for n in "abc"]
+    >>> [(f.name, f.size, f.neutral) for f in features_for(c, [["b", "c"]])]
+    [('a', 3, 2), ('b+c', 9, None)]
     """
-    codes = np.zeros(len(levels), dtype=np.int32)
-    for column, comparison in enumerate(comparisons):
-        codes = codes * (comparison.levels + 1) + levels[:, column]
+    position = {c.field.name: i for i, c in enumerate(comparisons)}
+    grouped = {name for group in groups for name in group}
+    out = []
+    for i, comparison in enumerate(comparisons):
+        if comparison.field.name not in grouped:
+            out.append(Feature(comparison.field.name, (i,), (comparison.levels + 1,), comparison.missing))
+    for group in groups:
+        members = tuple(position[name] for name in group)
+        radices = tuple(comparisons[m].levels + 1 for m in members)
+        out.append(Feature("+".join(group), members, radices, None))
+    return tuple(out)
+
+
+def feature_levels(levels: np.ndarray, features: Sequence[Feature]) -> np.ndarray:
+    """Per pair, the level code of every feature (members' levels in mixed radix)."""
+    out = np.zeros((len(levels), len(features)), dtype=np.int32)
+    for column, feature in enumerate(features):
+        code = np.zeros(len(levels), dtype=np.int32)
+        for member, radix in zip(feature.members, feature.radices, strict=True):
+            code = code * radix + levels[:, member]
+        out[:, column] = code
+    return out
+
+
+def encode_patterns(levels: np.ndarray, features: Sequence[Feature]) -> np.ndarray:
+    """One int64 code per pair for its whole pattern of feature levels (mixed radix).
+
+    >>> f = Feature("sex", (0,), (3,), 2)
+    >>> encode_patterns(np.array([[0, 1], [2, 2]]), [f, f])
+    array([1, 8])
+    """
+    codes = np.zeros(len(levels), dtype=np.int64)
+    for column, feature in enumerate(features):
+        codes = codes * feature.size + levels[:, column]
     return codes
 
 
-def decode_patterns(codes: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
+def decode_patterns(codes: np.ndarray, features: Sequence[Feature]) -> np.ndarray:
     """Inverse of :func:`encode_patterns`."""
-    out = np.empty((len(codes), len(comparisons)), dtype=np.int8)
+    out = np.empty((len(codes), len(features)), dtype=np.int32)
     rest = codes.astype(np.int64)
-    for column in range(len(comparisons) - 1, -1, -1):
-        radix = comparisons[column].levels + 1
-        out[:, column] = rest % radix
-        rest //= radix
+    for column in range(len(features) - 1, -1, -1):
+        out[:, column] = rest % features[column].size
+        rest //= features[column].size
     return out
 
 
 def _level_frequencies(
-    levels: np.ndarray, weights: np.ndarray, comparisons: Sequence[Comparison]
+    levels: np.ndarray, weights: np.ndarray, features: Sequence[Feature], pseudo_share: float
 ) -> tuple[np.ndarray, ...]:
-    """Weighted share of each level per field, missing excluded, with a pseudo-count."""
+    """Weighted share of each level per feature, the neutral level excluded (left at 1)."""
     out = []
-    for column, comparison in enumerate(comparisons):
-        counts = np.bincount(levels[:, column], weights=weights, minlength=comparison.levels + 1)
-        # A small pseudo-count keeps every level possible, so no weight is infinite.
-        observed = counts[: comparison.levels] + _PSEUDO_SHARE * counts.sum() + 1e-12
-        out.append(observed / observed.sum())
+    for column, feature in enumerate(features):
+        counts = np.bincount(levels[:, column], weights=weights, minlength=feature.size)
+        weighed = np.ones(feature.size, dtype=bool)
+        if feature.neutral is not None:
+            weighed[feature.neutral] = False
+        # A pseudo-count keeps every level possible, so no weight is infinite.
+        observed = counts[weighed] + pseudo_share * counts[weighed].sum() / weighed.sum() + 1e-12
+        shares = np.ones(feature.size)
+        shares[weighed] = observed / observed.sum()
+        out.append(shares)
     return tuple(out)
 
 
-def estimate_u(levels: np.ndarray, comparisons: Sequence[Comparison]) -> tuple[np.ndarray, ...]:
-    """Estimate u, per field level, from random pairs (nearly all non-matches)."""
-    return _level_frequencies(levels, np.ones(len(levels)), comparisons)
+def estimate_u(levels: np.ndarray, features: Sequence[Feature]) -> tuple[np.ndarray, ...]:
+    """Estimate u, per feature level, from random pairs (nearly all non-matches)."""
+    return _level_frequencies(levels, np.ones(len(levels)), features, _U_PSEUDO_SHARE)
 
 
 @dataclass(frozen=True)
 class FellegiSunterModel:
-    """Fitted m and u per field level, and the share of matches among candidates.
+    """Fitted m and u per feature level, and the prior chance that two records match.
 
     Attributes:
-        comparisons: the field comparisons.
-        m: per field, P(level | match), missing excluded.
-        u: per field, P(level | non-match), missing excluded.
-        prior: share of matches among the candidate pairs.
+        features: what is weighed.
+        m: per feature, P(level | match); 1 at the neutral level.
+        u: per feature, P(level | non-match); 1 at the neutral level.
+        prior: chance that a pair of records (of all pairs) is a match.
         iterations: EM iterations run.
     """
 
-    comparisons: tuple[Comparison, ...]
+    features: tuple[Feature, ...]
     m: tuple[np.ndarray, ...]
     u: tuple[np.ndarray, ...]
     prior: float
     iterations: int
 
     def level_weights(self) -> tuple[np.ndarray, ...]:
-        """log2(m/u) per field level, with 0 appended for the missing level."""
-        return tuple(np.append(np.log2(m / u), 0.0) for m, u in zip(self.m, self.u, strict=True))
+        """log2(m/u) per feature level (0 at the neutral level)."""
+        return tuple(np.log2(m / u) for m, u in zip(self.m, self.u, strict=True))
 
     def match_weights(self, levels: np.ndarray) -> np.ndarray:
         """Sum of level weights per pair: log2 of the Bayes factor for "same person"."""
@@ -252,7 +321,7 @@ def _posterior(weights: np.ndarray, prior: float) -> np.ndarray:
 def fit_em(
     patterns: np.ndarray,
     counts: np.ndarray,
-    comparisons: Sequence[Comparison],
+    features: Sequence[Feature],
     u: tuple[np.ndarray, ...],
     *,
     total_pairs: int,
@@ -270,7 +339,7 @@ def fit_em(
     Args:
         patterns: distinct level patterns of the candidates, shape (patterns, fields).
         counts: how many candidate pairs have each pattern.
-        comparisons: the field comparisons.
+        features: what is weighed.
         u: non-match level probabilities, from :func:`estimate_u`.
         total_pairs: the number of pairs blocking chose from (product of party sizes).
         max_iterations: stop after this many iterations.
@@ -282,13 +351,13 @@ def fit_em(
     """
     counts = counts.astype(np.float64)
     # Start from "matches mostly agree": m rises geometrically towards the top level.
-    m = tuple(np.geomspace(1.0, 50.0, c.levels) / np.geomspace(1.0, 50.0, c.levels).sum() for c in comparisons)
+    m = tuple(_initial_m(feature) for feature in features)
     prior = min(0.5, counts.sum() / 10 / total_pairs)
     iteration = 0
     for iteration in range(1, max_iterations + 1):  # noqa: B007 - reported below
-        model = FellegiSunterModel(tuple(comparisons), m, u, prior, iteration)
+        model = FellegiSunterModel(tuple(features), m, u, prior, iteration)
         weighted = counts * model.probabilities(patterns)
-        new_m = _level_frequencies(patterns, weighted, comparisons)
+        new_m = _level_frequencies(patterns, weighted, features, _M_PSEUDO_SHARE)
         new_prior = float(np.clip(weighted.sum() / total_pairs, 1e-12, 0.5))
         change = max(
             abs(new_prior - prior) / prior, *(float(np.abs(a - b).max()) for a, b in zip(new_m, m, strict=True))
@@ -296,7 +365,24 @@ def fit_em(
         m, prior = new_m, new_prior
         if change < tolerance:
             break
-    return FellegiSunterModel(tuple(comparisons), m, u, prior, iteration)
+    return FellegiSunterModel(tuple(features), m, u, prior, iteration)
+
+
+def _initial_m(feature: Feature) -> np.ndarray:
+    """Start from "matches mostly agree": m grows with each member's level."""
+    codes = np.arange(feature.size)
+    score = np.zeros(feature.size)
+    for radix in reversed(feature.radices):
+        level = codes % radix
+        score += np.where(level == radix - 1, 0.5, level / max(radix - 2, 1))  # the top code is "missing"
+        codes //= radix
+    m = np.exp(3.0 * score)
+    if feature.neutral is not None:
+        m[feature.neutral] = 0.0
+    m /= m.sum()
+    if feature.neutral is not None:
+        m[feature.neutral] = 1.0
+    return m
 
 
 def fit_prior(model: FellegiSunterModel, patterns: np.ndarray, counts: np.ndarray, total_pairs: int) -> float:

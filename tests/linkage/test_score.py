@@ -1,7 +1,16 @@
 import numpy as np
 
 from linkage.protocol import FieldSpec
-from linkage.score import Comparison, choose_threshold, decode_patterns, encode_patterns, estimate_u, fit_em
+from linkage.score import (
+    Comparison,
+    choose_threshold,
+    decode_patterns,
+    encode_patterns,
+    estimate_u,
+    feature_levels,
+    features_for,
+    fit_em,
+)
 
 
 def comparisons():
@@ -16,42 +25,60 @@ def sample(rng, n, probabilities):
     return np.stack([rng.choice(len(p), n, p=p) for p in probabilities], axis=1).astype(np.int8)
 
 
+def fit(levels, random_levels, features, total_pairs):
+    codes = encode_patterns(feature_levels(levels, features), features)
+    distinct, counts = np.unique(codes, return_counts=True)
+    u = estimate_u(feature_levels(random_levels, features), features)
+    return fit_em(decode_patterns(distinct, features), counts, features, u, total_pairs=total_pairs)
+
+
 def test_em_recovers_a_known_mixture():
     rng = np.random.default_rng(3)
     true_m = [np.array([0.05, 0.95]), np.array([0.05, 0.15, 0.8]), np.array([0.1, 0.9])]
     true_u = [np.array([0.9, 0.1]), np.array([0.85, 0.1, 0.05]), np.array([0.7, 0.3])]
-    matches = sample(rng, 20_000, true_m)
-    non_matches = sample(rng, 80_000, true_u)
-    levels = np.concatenate([matches, non_matches])
-    codes = encode_patterns(levels, comparisons())
-    distinct, counts = np.unique(codes, return_counts=True)
-    u = estimate_u(sample(rng, 200_000, true_u), comparisons())
-    model = fit_em(decode_patterns(distinct, comparisons()), counts, comparisons(), u, total_pairs=100_000)
+    levels = np.concatenate([sample(rng, 20_000, true_m), sample(rng, 80_000, true_u)])
+    features = features_for(comparisons())
+    model = fit(levels, sample(rng, 200_000, true_u), features, total_pairs=100_000)
     assert abs(model.prior - 0.2) < 0.01
     for fitted, expected in zip(model.m, true_m, strict=True):
-        assert np.allclose(fitted, expected, atol=0.02)
-    probability = model.probabilities(levels)
+        assert np.allclose(fitted[: len(expected)], expected, atol=0.02)
+    probability = model.probabilities(feature_levels(levels, features))
     assert probability[:20_000].mean() > 0.85 and probability[20_000:].mean() < 0.05
 
 
+def test_a_group_of_dependent_fields_is_weighed_once():
+    # b and c always agree or disagree together among matches ("moved house").
+    rng = np.random.default_rng(5)
+    a = rng.choice(2, 30_000, p=[0.05, 0.95])
+    moved = rng.random(30_000) < 0.2
+    matches = np.stack([a, np.where(moved, 0, 2), np.where(moved, 0, 1)], axis=1).astype(np.int8)
+    true_u = [np.array([0.9, 0.1]), np.array([0.9, 0.05, 0.05]), np.array([0.8, 0.2])]
+    levels = np.concatenate([matches, sample(rng, 70_000, true_u)])
+    random_levels = sample(rng, 200_000, true_u)
+    independent = fit(levels, random_levels, features_for(comparisons()), 100_000)
+    grouped_features = features_for(comparisons(), [["b", "c"]])
+    grouped = fit(levels, random_levels, grouped_features, 100_000)
+    mover = np.array([[1, 0, 0]], dtype=np.int8)
+    # Independence counts "moved" twice; the group counts it once, so a mover keeps more weight.
+    assert grouped.match_weights(feature_levels(mover, grouped_features)) > independent.match_weights(
+        feature_levels(mover, features_for(comparisons()))
+    )
+
+
 def test_patterns_round_trip():
-    levels = np.array([[0, 2, 1], [2, 3, 2], [1, 0, 0]], dtype=np.int8)  # 2 or 3 is "missing"
-    assert np.array_equal(decode_patterns(encode_patterns(levels, comparisons()), comparisons()), levels)
+    features = features_for(comparisons(), [["b", "c"]])
+    levels = feature_levels(np.array([[0, 2, 1], [2, 3, 2], [1, 0, 0]], dtype=np.int8), features)
+    assert np.array_equal(decode_patterns(encode_patterns(levels, features), features), levels)
 
 
 def test_missing_is_neutral():
+    features = features_for(comparisons()[:1] * 3)
     rng = np.random.default_rng(1)
-    u = estimate_u(sample(rng, 1000, [np.array([0.5, 0.5])] * 2 + [np.array([0.5, 0.5])]), comparisons()[:1] * 3)
-    model = fit_em(
-        np.array([[1, 1, 1]], dtype=np.int8),
-        np.array([10]),
-        comparisons()[:1] * 3,
-        u,
-        total_pairs=100,
-        max_iterations=1,
-    )
-    with_missing = model.match_weights(np.array([[1, 1, 2]], dtype=np.int8))
-    without = model.match_weights(np.array([[1, 1, 0]], dtype=np.int8))
+    u = estimate_u(feature_levels(sample(rng, 1000, [np.array([0.5, 0.5])] * 3), features), features)
+    model = fit_em(np.array([[1, 1, 1]]), np.array([10]), features, u, total_pairs=100, max_iterations=1)
+    assert model.level_weights()[2][2] == 0.0
+    with_missing = model.match_weights(np.array([[1, 1, 2]]))
+    without = model.match_weights(np.array([[1, 1, 0]]))
     assert with_missing > without
 
 

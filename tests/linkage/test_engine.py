@@ -1,0 +1,108 @@
+"""The linkage engine on synthetic populations: 2, 3 and 5 parties, quality, determinism."""
+
+import copy
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from linkage.agency import encode_csv
+from linkage.engine import link, load_inputs, score_candidates, write_entities
+from linkage.evaluate import (
+    blocking_scores,
+    pairwise_scores,
+    read_entities,
+    read_keymap,
+    read_truth,
+    record_people,
+    resolve_entities,
+    true_pairs,
+)
+from linkage.protocol import parse_protocol
+from linkage.synth import synthesise_population
+from tests.conftest import EXAMPLE_PROTOCOL, SECRET
+
+
+def protocol_with_parties(count):
+    document = json.loads(EXAMPLE_PROTOCOL.read_text())
+    parties = copy.deepcopy(document["parties"])
+    while len(parties) < count:
+        extra = copy.deepcopy(parties[len(parties) % 3])
+        extra["id"] = f"agency{len(parties)}"
+        extra["name"] = f"Agency {len(parties)}"
+        extra["mandate"] = "public_service"
+        parties.append(extra)
+    document["parties"] = parties[:count]
+    document["releases"]["record_level"] = {
+        p["id"]: {"allowed": True, "serious_threat": p["mandate"] == "public_safety"} for p in document["parties"]
+    }
+    return parse_protocol(document)
+
+
+def encoded_population(protocol, people, seed, root):
+    data = root / "data"
+    synthesise_population(protocol, people, seed, data)
+    outs = []
+    for party in protocol.parties:
+        out = root / party.id
+        encode_csv(protocol, party.id, SECRET, data / f"{party.id}.csv", out, workers=1)
+        outs.append(out)
+    return data, outs
+
+
+def quality(protocol, data, outs, entities_path):
+    keymaps = {p.id: read_keymap(out / "keymap.csv") for p, out in zip(protocol.parties, outs, strict=True)}
+    actual, _ = true_pairs(read_truth(data / "truth.csv"), keymaps)
+    return pairwise_scores(resolve_entities(read_entities(entities_path), keymaps), actual)
+
+
+@pytest.mark.parametrize("parties", [2, 3, 5])
+def test_links_synthetic_agencies_accurately(tmp_path, parties):
+    protocol = protocol_with_parties(parties)
+    data, outs = encoded_population(protocol, 1500, 5, tmp_path)
+    result = link(protocol, load_inputs(protocol, outs))
+    write_entities(result, tmp_path / "entities.csv")
+    for entity in result.entities:
+        members = [party for party, _ in entity.records]
+        assert len(members) == len(set(members)) >= 2
+    scores = quality(protocol, data, outs, tmp_path / "entities.csv")
+    assert scores.precision > 0.97
+    assert scores.recall > 0.93
+
+
+def test_same_inputs_same_output_with_or_without_a_pool(tmp_path):
+    protocol = protocol_with_parties(3)
+    _, outs = encoded_population(protocol, 800, 9, tmp_path)
+    single = link(protocol, load_inputs(protocol, outs), workers=1)
+    pooled = link(protocol, load_inputs(protocol, outs), workers=2)
+    write_entities(single, tmp_path / "one.csv")
+    write_entities(pooled, tmp_path / "two.csv")
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
+
+
+def test_singletons_and_no_scores_in_output(tmp_path):
+    protocol = protocol_with_parties(2)
+    _, outs = encoded_population(protocol, 400, 3, tmp_path)
+    encodings = load_inputs(protocol, outs)
+    result = link(protocol, encodings)
+    linked = write_entities(result, tmp_path / "linked.csv")
+    everyone = write_entities(result, tmp_path / "all.csv", include_singletons=True)
+    with (tmp_path / "all.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["entity_id", "party", "token"]
+    assert len(rows) - 1 == sum(item.header.record_count for item in encodings)
+    assert everyone > linked == len(result.entities)
+
+
+def test_blocking_keeps_almost_every_true_pair(tmp_path):
+    protocol = protocol_with_parties(3)
+    data, outs = encoded_population(protocol, 2000, 21, tmp_path)
+    encodings = load_inputs(protocol, outs)
+    scored = score_candidates(protocol, encodings)
+    keymaps = {p.id: read_keymap(out / "keymap.csv") for p, out in zip(protocol.parties, outs, strict=True)}
+    people = record_people(encodings, keymaps, read_truth(data / "truth.csv"))
+    blocking = blocking_scores(scored.party_a, scored.party_b, scored.record_a, scored.record_b, people, scored.pairs_total)
+    assert blocking.pair_completeness > 0.98
+    assert blocking.reduction_ratio > 0.99
+    assert np.all((scored.probability >= 0) & (scored.probability <= 1))
