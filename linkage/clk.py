@@ -22,6 +22,7 @@ import hmac
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "keyed_hash64",
     "secret_check",
     "token_indices",
+    "token_positions",
 ]
 
 MIN_SECRET_BYTES = 32
@@ -177,12 +179,19 @@ def token_indices(tokens: Iterable[str], key: bytes, bits_per_token: int, num_bi
     return np.asarray(positions, dtype=np.uint16)
 
 
+def token_positions(token: str, key: bytes, bits_per_token: int, num_bits: int) -> tuple[int, ...]:
+    """Bit positions clkhash's BLAKE2 hashing sets for one token."""
+    return tuple(blake_hash_token(token.encode("utf-8"), bits_per_token, key, num_bits))
+
+
+@lru_cache(maxsize=1 << 16)
 def keyed_hash32(key: bytes, value: str) -> int:
     """A keyed 32-bit hash; never 0, which marks a missing value."""
     digest = hashlib.blake2b(value.encode("utf-8"), key=key, digest_size=4).digest()
     return struct.unpack("<I", digest)[0] or 1
 
 
+@lru_cache(maxsize=1 << 18)
 def keyed_hash64(key: bytes, value: str) -> int:
     """A keyed 64-bit hash; never 0, which marks a missing block key."""
     digest = hashlib.blake2b(value.encode("utf-8"), key=key, digest_size=8).digest()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from linkage.clk import Keys, keyed_hash32, keyed_hash64, token_indices, tokenize
+from linkage.clk import Keys, keyed_hash32, keyed_hash64, token_positions, tokenize
 from linkage.encodings import record_layout
 from linkage.normalise import (
     NormaliseError,
@@ -24,7 +24,7 @@ from linkage.normalise import (
     normalise_text,
     soundex,
 )
-from linkage.protocol import AttributeSpec, FieldSpec, Protocol
+from linkage.protocol import STRING_KINDS, AttributeSpec, FieldSpec, Protocol
 
 __all__ = ["PreparedRows", "RecordEncoder", "RowProblem", "prepare_rows"]
 
@@ -182,12 +182,42 @@ def _mix(values: np.ndarray) -> np.ndarray:
     return values ^ (values >> np.uint64(31))
 
 
+class _TokenTable:
+    """Bit positions of every token of one field seen so far, one row per token id.
+
+    Every token sets a fixed number of bits, so positions sit in a 2-D array and a whole
+    chunk's bits are gathered with one numpy index instead of per-token Python work.
+    """
+
+    def __init__(self, clk_key: bytes, clk_bits_per_token: int, clk_bits: int, own: tuple[bytes, int, int] | None):
+        self.ids: dict[str, int] = {}
+        self.clk_key, self.clk_k, self.clk_bits = clk_key, clk_bits_per_token, clk_bits
+        self.own = own
+        self.clk = np.zeros((1024, clk_bits_per_token), dtype=np.uint16)
+        self.own_positions = np.zeros((1024, own[1] if own else 0), dtype=np.uint16)
+
+    def id_of(self, token: str) -> int:
+        token_id = self.ids.get(token)
+        if token_id is not None:
+            return token_id
+        token_id = len(self.ids)
+        if token_id == len(self.clk):
+            self.clk = np.concatenate([self.clk, np.zeros_like(self.clk)])
+            self.own_positions = np.concatenate([self.own_positions, np.zeros_like(self.own_positions)])
+        self.clk[token_id] = token_positions(token, self.clk_key, self.clk_k, self.clk_bits)
+        if self.own:
+            key, bits_per_token, num_bits = self.own
+            self.own_positions[token_id] = token_positions(token, key, bits_per_token, num_bits)
+        self.ids[token] = token_id
+        return token_id
+
+
 class RecordEncoder:
     """Encodes normalised identifiers into encodings records, with caches for speed.
 
-    Names, dates and places repeat across a client list, so each field keeps a cache of
-    the bit positions of every value it has seen; an entry costs a few hundred bytes and
-    the cache is emptied when it grows past a limit.
+    Names, dates and places repeat across a client list, so each field caches, per value
+    seen, its token ids, its hashes and its block key parts (emptied past a limit), and
+    per token its bit positions (:class:`_TokenTable`).
     """
 
     def __init__(self, protocol: Protocol, keys: Keys) -> None:
@@ -195,6 +225,17 @@ class RecordEncoder:
         self.keys = keys
         self.dtype = np.dtype([(n, k, (c,)) if c > 1 else (n, k) for n, k, c in record_layout(protocol)])
         self._caches: list[dict[Any, Any]] = [{} for _ in protocol.fields]
+        self._tables = [
+            _TokenTable(
+                keys.clk[i],
+                spec.clk_bits_per_token,
+                protocol.clk_bits,
+                (keys.field[i], spec.bits_per_token, spec.num_bits)  # type: ignore[arg-type]
+                if spec.kind in STRING_KINDS
+                else None,
+            )
+            for i, spec in enumerate(protocol.fields)
+        ]
         position = {spec.name: i for i, spec in enumerate(protocol.fields)}
         # The transforms each field's value goes through for blocking, e.g. surname -> soundex.
         self._transforms: list[list[str | None]] = [[] for _ in protocol.fields]
@@ -210,50 +251,32 @@ class RecordEncoder:
             for rule in protocol.blocking
         ]
 
-    def _clk_positions(self, index: int, spec: FieldSpec, text: str) -> np.ndarray:
-        return token_indices(
-            tokenize(text, spec, self.protocol.ngram),
-            self.keys.clk[index],
-            spec.clk_bits_per_token,
-            self.protocol.clk_bits,
-        )
-
-    def _encode_value(self, index: int, spec: FieldSpec, value: Value) -> tuple[np.ndarray, Any, tuple[int, ...]]:
-        """CLK bit positions, the field encoding (bit positions or hashes) and block key parts."""
+    def _encode_value(self, index: int, spec: FieldSpec, value: Value) -> tuple[list[int], Any, tuple[int, ...]]:
+        """Token ids, hashes (dates and categories) and block key parts of one value."""
         cache = self._caches[index]
-        hit = cache.get(value)
-        if hit is not None:
-            return hit  # type: ignore[no-any-return]
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
+        text = value.strftime("%Y%m%d") if isinstance(value, dt.date) else value
+        assert isinstance(text, str)  # noqa: S101 - None is handled by the caller
+        table = self._tables[index]
+        token_ids = [table.id_of(token) for token in tokenize(text, spec, self.protocol.ngram)]
+        hashes: Any = None
         if isinstance(value, dt.date):
-            clk = self._clk_positions(index, spec, value.strftime("%Y%m%d"))
-            own: Any = (
+            hashes = (
                 keyed_hash32(self.keys.day_month, str(value.day)),
                 keyed_hash32(self.keys.day_month, str(value.month)),
                 keyed_hash32(self.keys.year, str(value.year)),
             )
-        else:
-            assert isinstance(value, str)  # noqa: S101 - None is handled by the caller
-            clk = self._clk_positions(index, spec, value)
-            if spec.kind == "category":
-                own = keyed_hash32(self.keys.field[index], value)
-            else:
-                assert spec.num_bits is not None and spec.bits_per_token is not None  # noqa: S101
-                own = token_indices(
-                    tokenize(value, spec, self.protocol.ngram),
-                    self.keys.field[index],
-                    spec.bits_per_token,
-                    spec.num_bits,
-                )
+        elif spec.kind == "category":
+            hashes = keyed_hash32(self.keys.field[index], text)
         parts = tuple(
             0
-            if (text := _transform(value, transform)) is None
-            else keyed_hash64(self.keys.block, f"{spec.name}:{transform}|{text}")
+            if (part := _transform(value, transform)) is None
+            else keyed_hash64(self.keys.block, f"{spec.name}:{transform}|{part}")
             for transform in self._transforms[index]
         )
-        cache[value] = (clk, own, parts)
-        return clk, own, parts
+        entry = cache[value] = (token_ids, hashes, parts)
+        return entry
 
     def encode(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
         """Encode normalised rows; the ``token`` column is left zero for the caller.
@@ -266,32 +289,38 @@ class RecordEncoder:
         """
         count = len(rows)
         out = np.zeros(count, dtype=self.dtype)
-        clk = _BitCollector()
+        clk = np.zeros((count, self.protocol.clk_bits), dtype=bool)
         parts: list[np.ndarray] = []
         for index, spec in enumerate(self.protocol.fields):
             cache = self._caches[index]
-            own_bits = _BitCollector()
+            token_ids: list[int] = []
+            token_rows: list[int] = []
             hashes = np.zeros((count, 3) if spec.kind == "date" else count, dtype=np.uint32)
             field_parts = np.zeros((count, len(self._transforms[index])), dtype=np.uint64)
             for row_number, row in enumerate(rows):
                 value = row[index]
                 if value is None:
                     continue
-                encoded = cache.get(value) or self._encode_value(index, spec, value)
-                clk.add(row_number, encoded[0])
-                if spec.kind in ("date", "category"):
-                    hashes[row_number] = encoded[1]
-                else:
-                    own_bits.add(row_number, encoded[1])
-                if encoded[2]:
-                    field_parts[row_number] = encoded[2]
+                ids, value_hashes, value_parts = cache.get(value) or self._encode_value(index, spec, value)
+                token_ids.extend(ids)
+                token_rows.extend([row_number] * len(ids))
+                if value_hashes is not None:
+                    hashes[row_number] = value_hashes
+                if value_parts:
+                    field_parts[row_number] = value_parts
             parts.append(field_parts)
-            if spec.kind in ("date", "category"):
-                out[spec.name] = hashes
-            else:
+            table = self._tables[index]
+            ids_array = np.asarray(token_ids, dtype=np.int64)
+            rows_array = np.asarray(token_rows, dtype=np.int64)
+            clk[rows_array[:, None], table.clk[ids_array]] = True
+            if spec.kind in STRING_KINDS:
                 assert spec.num_bits is not None  # noqa: S101
-                out[spec.name] = own_bits.pack(count, spec.num_bits)
-        out["clk"] = clk.pack(count, self.protocol.clk_bits)
+                own = np.zeros((count, spec.num_bits), dtype=bool)
+                own[rows_array[:, None], table.own_positions[ids_array]] = True
+                out[spec.name] = np.packbits(own, axis=1)
+            else:
+                out[spec.name] = hashes
+        out["clk"] = np.packbits(clk, axis=1)
         out["block"] = self._block_keys(parts, count).reshape(out["block"].shape)
         return out
 
@@ -312,24 +341,3 @@ class RecordEncoder:
             key[key == 0] = 1
             block[:, column] = np.where(present, key, np.uint64(0))
         return block
-
-
-class _BitCollector:
-    """Bit positions of many records, gathered for one vectorised packing."""
-
-    def __init__(self) -> None:
-        self.rows: list[int] = []
-        self.lengths: list[int] = []
-        self.positions: list[np.ndarray] = []
-
-    def add(self, row: int, positions: np.ndarray) -> None:
-        self.rows.append(row)
-        self.lengths.append(len(positions))
-        self.positions.append(positions)
-
-    def pack(self, count: int, num_bits: int) -> np.ndarray:
-        """Set the gathered bits in ``count`` filters of ``num_bits`` and pack them MSB first."""
-        bits = np.zeros((count, num_bits), dtype=bool)
-        if self.rows:
-            bits[np.repeat(np.asarray(self.rows), self.lengths), np.concatenate(self.positions)] = True
-        return np.packbits(bits, axis=1)
