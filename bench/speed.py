@@ -29,7 +29,7 @@ import numpy as np
 import psutil
 
 from linkage.agency import encode_csv
-from linkage.anon import clk_dice_pairs
+from linkage.anon import clk_dataset, clk_dice_pairs
 from linkage.engine import _run_tasks, load_inputs, score_candidates, select_and_solve
 from linkage.evaluate import blocking_scores, read_keymap, read_truth, record_people
 from linkage.protocol import load_protocol
@@ -82,7 +82,7 @@ def prepare(protocol, people: int, seed: int, root: Path, workers: int) -> tuple
 
 def throughput(protocol, outs: list[Path], workers: int) -> None:
     encodings = load_inputs(protocol, outs)
-    clks = [np.ascontiguousarray(item.records["clk"]) for item in encodings]
+    clks = [clk_dataset(np.ascontiguousarray(item.records["clk"])) for item in encodings]
     pairs = len(clks[0]) * len(clks[1])
     started = time.perf_counter()
     clk_dice_pairs(clks[0], clks[1], 0.8)

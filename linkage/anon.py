@@ -11,6 +11,7 @@ from array import array
 from collections.abc import Sequence
 
 import numpy as np
+from bitarray import bitarray
 
 with warnings.catch_warnings():
     # anonlink 0.15 imports pkg_resources, which warns on import; nothing for users to act on.
@@ -18,15 +19,27 @@ with warnings.catch_warnings():
     from anonlink.similarities import dice_coefficient_accelerated
     from anonlink.solving import probabilistic_greedy_solve
 
-__all__ = ["clk_dice_pairs", "greedy_groups"]
+__all__ = ["clk_dataset", "clk_dice_pairs", "greedy_groups"]
 
 
-def clk_dice_pairs(clks_a: np.ndarray, clks_b: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def clk_dataset(clks: np.ndarray) -> list[bitarray]:
+    """Packed CLKs (records, bytes) as the bitarrays anonlink works on; convert once, reuse."""
+    out = []
+    for row in clks:
+        bits = bitarray(endian="big")
+        bits.frombytes(row.tobytes())
+        out.append(bits)
+    return out
+
+
+def clk_dice_pairs(
+    clks_a: Sequence[bitarray], clks_b: Sequence[bitarray], threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """All pairs whose CLK Dice coefficient is at least ``threshold``, by anonlink's C++ popcount.
 
     Args:
-        clks_a: packed CLKs, shape (records, bytes), uint8.
-        clks_b: packed CLKs of the other party, same width.
+        clks_a: CLKs from :func:`clk_dataset`.
+        clks_b: the other party's, same length.
         threshold: the Dice threshold.
 
     Returns:
@@ -35,8 +48,7 @@ def clk_dice_pairs(clks_a: np.ndarray, clks_b: np.ndarray, threshold: float) -> 
     if not len(clks_a) or not len(clks_b):
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
-    datasets = [[row.tobytes() for row in np.ascontiguousarray(clks)] for clks in (clks_a, clks_b)]
-    _, (index_a, index_b) = dice_coefficient_accelerated(datasets, threshold)
+    _, (index_a, index_b) = dice_coefficient_accelerated([clks_a, clks_b], threshold)
     a = np.frombuffer(index_a, dtype=np.uint32).astype(np.int64)
     b = np.frombuffer(index_b, dtype=np.uint32).astype(np.int64)
     order = np.lexsort((b, a))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from linkage.anon import clk_dice_pairs
-from linkage.block import BlockIndex, candidate_pairs
+from linkage.anon import clk_dataset, clk_dice_pairs
+from linkage.block import BlockIndex, candidate_pairs, sorted_unique, split_codes
 from linkage.encodings import Encodings, read_encodings
 from linkage.errors import InputError, MismatchError
 from linkage.protocol import Protocol
@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 SLICE_RECORDS = 20_000
+MIN_SLICE_RECORDS = 1_000
 RANDOM_PAIRS = 200_000
 ProgressCallback = Callable[[int, int], None]
 
@@ -156,12 +157,12 @@ def _init_worker(paths: Sequence[str], max_block_pairs: int, clk_prefilter: floa
     _state["clk_prefilter"] = clk_prefilter
 
 
-def _clks(party: int) -> np.ndarray:
+def _clks(party: int) -> object:
     key = f"clks/{party}"
     if key not in _state:
         records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
-        _state[key] = np.ascontiguousarray(records[party]["clk"])
-    return _state[key]  # type: ignore[return-value]
+        _state[key] = clk_dataset(np.ascontiguousarray(records[party]["clk"]))
+    return _state[key]
 
 
 def _features(party: int, comparisons: Sequence[Comparison]) -> PartyFeatures:
@@ -193,10 +194,10 @@ def _compare_slice(
     index_a, index_b = candidate_pairs(keys, start, _block_index(party_a, party_b))
     prefilter = _state["clk_prefilter"]
     if prefilter is not None:
-        dice_a, dice_b = clk_dice_pairs(_clks(party_a)[start:stop], _clks(party_b), prefilter)  # type: ignore[arg-type]
+        dice_a, dice_b = clk_dice_pairs(_clks(party_a)[start:stop], _clks(party_b), prefilter)  # type: ignore[index]
         width = len(records[party_b])
-        codes = np.union1d(index_a * width + index_b, (dice_a + start) * width + dice_b)
-        index_a, index_b = codes // width, codes % width
+        codes = sorted_unique(np.concatenate([index_a * width + index_b, (dice_a + start) * width + dice_b]))
+        index_a, index_b = split_codes(codes, width)
     levels = compare_pairs(
         _features(party_a, comparisons), _features(party_b, comparisons), index_a, index_b, comparisons
     )
@@ -204,12 +205,17 @@ def _compare_slice(
     return index_a.astype(np.int32), index_b.astype(np.int32), patterns
 
 
-def _tasks(sizes: Sequence[int]) -> list[tuple[int, int, int, int]]:
-    return [
-        (a, b, start, min(start + SLICE_RECORDS, sizes[a]))
-        for a, b in itertools.combinations(range(len(sizes)), 2)
-        for start in range(0, sizes[a], SLICE_RECORDS)
-    ]
+def _tasks(sizes: Sequence[int], workers: int) -> list[tuple[int, int, int, int]]:
+    """Slices of the first party of each pair of parties.
+
+    Small enough to keep every worker busy (several tasks each) and memory bounded, large
+    enough to amortise the per-task overhead.
+    """
+    tasks = []
+    for a, b in itertools.combinations(range(len(sizes)), 2):
+        step = max(MIN_SLICE_RECORDS, min(SLICE_RECORDS, -(-sizes[a] // (4 * workers))))
+        tasks += [(a, b, start, min(start + step, sizes[a])) for start in range(0, sizes[a], step)]
+    return tasks
 
 
 def _run_tasks(
@@ -222,7 +228,7 @@ def _run_tasks(
 ) -> Iterator[tuple[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     paths = [str(item.path) for item in encodings]
     setup = (paths, protocol.max_block_pairs, protocol.clk_prefilter)
-    tasks = _tasks([item.header.record_count for item in encodings])
+    tasks = _tasks([item.header.record_count for item in encodings], workers)
     if on_progress:
         on_progress(0, len(tasks))
     if workers <= 1:
@@ -281,7 +287,7 @@ def score_candidates(
     all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
     pair_a = np.concatenate(party_a) if party_a else np.zeros(0, dtype=np.int8)
     pair_b = np.concatenate(party_b) if party_b else np.zeros(0, dtype=np.int8)
-    distinct, inverse, counts = np.unique(all_codes, return_inverse=True, return_counts=True)
+    distinct, inverse, counts = _count_patterns(all_codes)
     patterns = decode_patterns(distinct, features)
     sizes = [item.header.record_count for item in encodings]
     random_levels = feature_levels(_random_pair_levels(encodings, comparisons), features)
@@ -292,7 +298,7 @@ def score_candidates(
         mask = (pair_a == a) & (pair_b == b)
         if not mask.any():
             continue
-        sub_distinct, sub_inverse, sub_counts = np.unique(all_codes[mask], return_inverse=True, return_counts=True)
+        sub_distinct, sub_inverse, sub_counts = _count_patterns(all_codes[mask])
         sub_patterns = decode_patterns(sub_distinct, features)
         prior = fit_prior(model, sub_patterns, sub_counts, sizes[a] * sizes[b])
         probability[mask] = model.probabilities(sub_patterns, prior)[sub_inverse]
@@ -306,6 +312,22 @@ def score_candidates(
         model=model,
         pairs_total=_total_pairs(sizes),
     )
+
+
+def _count_patterns(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct pattern codes, each pair's index among them, and their counts.
+
+    Codes are small integers (a product of a few level counts), so counting in a table
+    is far quicker than sorting millions of candidates.
+    """
+    if not len(codes) or int(codes.max()) >= 1 << 26:
+        distinct, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+        return distinct, inverse, counts
+    table = np.bincount(codes)
+    distinct = np.flatnonzero(table)
+    lookup = np.zeros(len(table), dtype=np.int64)
+    lookup[distinct] = np.arange(len(distinct))
+    return distinct, lookup[codes], table[distinct]
 
 
 def _total_pairs(sizes: Sequence[int]) -> int:

@@ -93,42 +93,62 @@ def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
 class PartyFeatures:
     """One party's encodings, laid out for fast comparison.
 
+    Every Bloom-filter field of a record sits in one row of uint64 words, so a pair's
+    filters are gathered with one index operation; hashes (dates, categories) likewise.
+
     Attributes:
-        filters: per field, packed Bloom filters as uint64 words (or hashes for dates and
-            categories).
-        popcounts: per field, bits set per record (Bloom-filter fields only).
+        words: packed Bloom filters of all filter fields, side by side, shape (records, words).
+        starts: first word of each filter field within a row.
+        popcounts: bits set per record and filter field, shape (records, filter fields).
+        hashes: hashes of the date and category fields, side by side, shape (records, columns).
+        hash_starts: first column of each hashed field within ``hashes``.
     """
 
-    filters: tuple[np.ndarray, ...]
-    popcounts: tuple[np.ndarray | None, ...]
+    words: np.ndarray
+    starts: np.ndarray
+    popcounts: np.ndarray
+    hashes: np.ndarray
+    hash_starts: tuple[int, ...]
 
     @classmethod
     def from_records(cls, records: np.ndarray, comparisons: Sequence[Comparison]) -> PartyFeatures:
         """Extract contiguous field arrays from an encodings file's records."""
-        filters, popcounts = [], []
+        count = len(records)
+        filters, hashes, starts, hash_starts = [], [], [], []
+        width = hash_width = 0
         for comparison in comparisons:
             column = np.ascontiguousarray(records[comparison.field.name])
             if comparison.dice_thresholds:
-                words = column.view(np.uint64).reshape(len(column), -1)
+                words = column.view(np.uint64).reshape(count, -1)
+                starts.append(width)
+                width += words.shape[1]
                 filters.append(words)
-                popcounts.append(np.bitwise_count(words).sum(axis=1, dtype=np.int32))
             else:
-                filters.append(column)
-                popcounts.append(None)
-        return cls(tuple(filters), tuple(popcounts))
+                values = column.reshape(count, -1).astype(np.uint32)
+                hash_starts.append(hash_width)
+                hash_width += values.shape[1]
+                hashes.append(values)
+        words = np.concatenate(filters, axis=1) if filters else np.zeros((count, 0), dtype=np.uint64)
+        start_array = np.asarray(starts, dtype=np.intp)
+        popcounts = (
+            np.add.reduceat(np.bitwise_count(words), start_array, axis=1, dtype=np.int32)
+            if filters
+            else np.zeros((count, 0), dtype=np.int32)
+        )
+        return cls(
+            words=words,
+            starts=start_array,
+            popcounts=popcounts,
+            hashes=np.concatenate(hashes, axis=1) if hashes else np.zeros((count, 0), dtype=np.uint32),
+            hash_starts=tuple(hash_starts),
+        )
 
 
-def _dice_levels(
-    a: np.ndarray, b: np.ndarray, count_a: np.ndarray, count_b: np.ndarray, comparison: Comparison
-) -> np.ndarray:
-    intersection = np.bitwise_count(a & b).sum(axis=1, dtype=np.int32)
-    total = count_a + count_b
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice = np.where(total > 0, 2.0 * intersection / total, 0.0)
-    levels = np.zeros(len(a), dtype=np.int8)
+def _dice_levels(dice: np.ndarray, missing: np.ndarray, comparison: Comparison) -> np.ndarray:
+    levels = np.zeros(len(dice), dtype=np.int8)
     for level, threshold in enumerate(reversed(comparison.dice_thresholds), start=1):
         levels[dice >= threshold] = level
-    levels[(count_a == 0) | (count_b == 0)] = comparison.missing
+    levels[missing] = comparison.missing
     return levels
 
 
@@ -144,6 +164,9 @@ def _date_levels(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.nda
     return levels
 
 
+COMPARE_BATCH = 65_536
+
+
 def compare_pairs(
     features_a: PartyFeatures,
     features_b: PartyFeatures,
@@ -153,21 +176,49 @@ def compare_pairs(
 ) -> np.ndarray:
     """Agreement level of every field for every pair.
 
+    Pairs are compared in batches so that the gathered filters stay in the CPU cache.
+
     Returns:
         int8 array of shape (pairs, fields); ``comparison.missing`` where either side is missing.
     """
     out = np.empty((len(index_a), len(comparisons)), dtype=np.int8)
+    for start in range(0, len(index_a), COMPARE_BATCH):
+        stop = start + COMPARE_BATCH
+        out[start:stop] = _compare_batch(features_a, features_b, index_a[start:stop], index_b[start:stop], comparisons)
+    return out
+
+
+def _compare_batch(
+    features_a: PartyFeatures,
+    features_b: PartyFeatures,
+    index_a: np.ndarray,
+    index_b: np.ndarray,
+    comparisons: Sequence[Comparison],
+) -> np.ndarray:
+    out = np.empty((len(index_a), len(comparisons)), dtype=np.int8)
+    if features_a.words.shape[1]:
+        shared = np.bitwise_count(features_a.words[index_a] & features_b.words[index_b])
+        intersections = np.add.reduceat(shared, features_a.starts, axis=1, dtype=np.int32)
+        counts_a = features_a.popcounts[index_a]
+        counts_b = features_b.popcounts[index_b]
+        totals = counts_a + counts_b
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = np.where(totals > 0, 2.0 * intersections / totals, 0.0)
+        missing = (counts_a == 0) | (counts_b == 0)
+    hashes_a = features_a.hashes[index_a]
+    hashes_b = features_b.hashes[index_b]
+    filter_column = hash_column = 0
     for column, comparison in enumerate(comparisons):
-        a = features_a.filters[column][index_a]
-        b = features_b.filters[column][index_b]
         if comparison.dice_thresholds:
-            count_a = features_a.popcounts[column]
-            count_b = features_b.popcounts[column]
-            assert count_a is not None and count_b is not None  # noqa: S101 - set for these fields
-            out[:, column] = _dice_levels(a, b, count_a[index_a], count_b[index_b], comparison)
-        elif comparison.field.kind == "date":
-            out[:, column] = _date_levels(a, b, comparison)
+            out[:, column] = _dice_levels(dice[:, filter_column], missing[:, filter_column], comparison)
+            filter_column += 1
+            continue
+        start = features_a.hash_starts[hash_column]
+        hash_column += 1
+        if comparison.field.kind == "date":
+            out[:, column] = _date_levels(hashes_a[:, start : start + 3], hashes_b[:, start : start + 3], comparison)
         else:
+            a, b = hashes_a[:, start], hashes_b[:, start]
             levels = (a == b).astype(np.int8)
             levels[(a == 0) | (b == 0)] = comparison.missing
             out[:, column] = levels
