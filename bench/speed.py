@@ -30,7 +30,7 @@ import psutil
 
 from linkage.agency import encode_csv
 from linkage.anon import clk_dataset, clk_dice_pairs
-from linkage.engine import _run_tasks, load_inputs, score_candidates, select_and_solve
+from linkage.engine import _count_slice, _run_tasks, load_inputs, score_candidates, select_and_solve
 from linkage.evaluate import blocking_scores, read_keymap, read_truth, record_people
 from linkage.protocol import load_protocol
 from linkage.score import choose_threshold, comparisons_for, features_for
@@ -91,7 +91,7 @@ def throughput(protocol, outs: list[Path], workers: int) -> None:
     started = time.perf_counter()
     comparisons = comparisons_for(protocol)
     features = features_for(comparisons, protocol.comparison_groups)
-    for _ in _run_tasks(scanning, encodings, comparisons, features, workers, None):
+    for _ in _run_tasks(scanning, encodings, _count_slice, (comparisons, features), workers, None):
         pass
     pprl_seconds = time.perf_counter() - started
     print(f"\nPart 1: all {pairs:,} pairs of {len(clks[0]):,} x {len(clks[1]):,} CLKs, Dice threshold 0.8")
@@ -110,9 +110,7 @@ def scaling(protocol, people: int, outs: list[Path], data: Path, workers: int) -
         seconds = time.perf_counter() - started
     keymaps = {party: read_keymap(out / "keymap.csv") for party, out in zip(PARTIES, outs, strict=True)}
     people_ids = record_people(encodings, keymaps, read_truth(data / "truth.csv"))
-    blocking = blocking_scores(
-        scored.party_a, scored.party_b, scored.record_a, scored.record_b, people_ids, scored.pairs_total
-    )
+    blocking = blocking_scores(protocol, encodings, people_ids)
     sizes = " x ".join(f"{item.header.record_count:,}" for item in encodings)
     print(
         f"{people:>10,} {sizes:>22} {seconds:9.1f} {memory.peak / 2**20:9.0f} {blocking.candidate_pairs:>13,} "

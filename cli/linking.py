@@ -164,17 +164,15 @@ def evaluate(
         return
     loaded = load_protocol(protocol)
     encodings = load_inputs(loaded, encoding_paths)
-    scored = score_candidates(loaded, encodings, workers=workers or os.cpu_count() or 1)
     people = record_people(encodings, maps, known)
-    blocking = blocking_scores(
-        scored.party_a, scored.party_b, scored.record_a, scored.record_b, people, scored.pairs_total
-    )
+    blocking = blocking_scores(loaded, encodings, people)
     click.echo(
         f"blocking   pair completeness {blocking.pair_completeness:.4f} "
         f"({blocking.true_pairs_kept:,} of {blocking.true_pairs:,} true pairs kept), "
         f"reduction ratio {blocking.reduction_ratio:.6f} ({blocking.candidate_pairs:,} candidates)"
     )
     if plot:
+        scored = score_candidates(loaded, encodings, workers=workers or os.cpu_count() or 1)
         thresholds = [float(t) for t in np.round(np.linspace(0.05, 0.99, 40), 3)]
         curve = threshold_curve(
             scored.party_a,

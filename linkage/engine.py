@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,9 @@ __all__ = [
 ]
 
 SLICE_RECORDS = 20_000
+# Candidates less likely than this to match are dropped after scoring: far below any
+# threshold, and keeping them would make memory grow with the candidate count.
+PROBABILITY_FLOOR = 1e-3
 MIN_SLICE_RECORDS = 1_000
 RANDOM_PAIRS = 200_000
 ProgressCallback = Callable[[int, int], None]
@@ -117,9 +121,11 @@ def check_inputs(protocol: Protocol, encodings: Sequence[Encodings]) -> None:
 
 @dataclass(frozen=True)
 class ScoredCandidates:
-    """Every candidate pair of every pair of parties, with its match probability.
+    """The candidate pairs of every pair of parties that may match, with their scores.
 
     Linkage side only: these never leave the engine (scores are not released).
+    ``pairs_compared`` counts every candidate; the arrays hold those at or above the
+    probability floor.
     """
 
     party_a: np.ndarray
@@ -130,6 +136,7 @@ class ScoredCandidates:
     probability: np.ndarray
     model: FellegiSunterModel
     pairs_total: int
+    pairs_compared: int
 
 
 @dataclass(frozen=True)
@@ -185,9 +192,10 @@ def _block_index(party_a: int, party_b: int) -> BlockIndex:
     return _state[key]  # type: ignore[return-value]
 
 
-def _compare_slice(
+def _slice_patterns(
     task: tuple[int, int, int, int], comparisons: Sequence[Comparison], features: Sequence[Feature]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs of one slice and the pattern code of each."""
     party_a, party_b, start, stop = task
     records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
     keys = np.asarray(records[party_a]["block"][start:stop]).reshape(stop - start, -1)
@@ -201,8 +209,33 @@ def _compare_slice(
     levels = compare_pairs(
         _features(party_a, comparisons), _features(party_b, comparisons), index_a, index_b, comparisons
     )
-    patterns = encode_patterns(feature_levels(levels, features), features)
-    return index_a.astype(np.int32), index_b.astype(np.int32), patterns
+    return index_a, index_b, encode_patterns(feature_levels(levels, features), features)
+
+
+def _count_slice(
+    task: tuple[int, int, int, int], comparisons: Sequence[Comparison], features: Sequence[Feature]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 1: how many candidates of the slice have each pattern (nothing else is kept)."""
+    _, _, patterns = _slice_patterns(task, comparisons, features)
+    distinct, _, counts = _count_patterns(patterns)
+    return distinct, counts
+
+
+def _score_slice(
+    task: tuple[int, int, int, int],
+    comparisons: Sequence[Comparison],
+    features: Sequence[Feature],
+    scoring: tuple[FellegiSunterModel, dict[tuple[int, int], float], float],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 2: the slice's candidates whose match probability reaches the floor, with scores."""
+    model, priors, floor = scoring
+    index_a, index_b, patterns = _slice_patterns(task, comparisons, features)
+    distinct, inverse, _ = _count_patterns(patterns)
+    decoded = decode_patterns(distinct, features)
+    weights = model.match_weights(decoded)[inverse]
+    probability = model.probabilities(decoded, priors[task[:2]])[inverse]
+    keep = probability >= floor
+    return index_a[keep].astype(np.int32), index_b[keep].astype(np.int32), weights[keep], probability[keep]
 
 
 def _tasks(sizes: Sequence[int], workers: int) -> list[tuple[int, int, int, int]]:
@@ -221,11 +254,12 @@ def _tasks(sizes: Sequence[int], workers: int) -> list[tuple[int, int, int, int]
 def _run_tasks(
     protocol: Protocol,
     encodings: Sequence[Encodings],
-    comparisons: Sequence[Comparison],
-    features: Sequence[Feature],
+    work: Callable[..., Any],
+    arguments: tuple[Any, ...],
     workers: int,
     on_progress: ProgressCallback | None,
-) -> Iterator[tuple[tuple[int, int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+) -> Iterator[tuple[tuple[int, int, int, int], Any]]:
+    """Run ``work(task, *arguments)`` over every slice, in order, on the pool (or here)."""
     paths = [str(item.path) for item in encodings]
     setup = (paths, protocol.max_block_pairs, protocol.clk_prefilter)
     tasks = _tasks([item.header.record_count for item in encodings], workers)
@@ -233,20 +267,18 @@ def _run_tasks(
         on_progress(0, len(tasks))
     if workers <= 1:
         _init_worker(*setup)
-        results: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]] = (
-            _compare_slice(task, comparisons, features) for task in tasks
-        )
+        results: Iterator[Any] = (work(task, *arguments) for task in tasks)
+    else:
+        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=setup)
+        results = pool.map(work, tasks, *(itertools.repeat(argument) for argument in arguments))
+    try:
         for done, (task, result) in enumerate(zip(tasks, results, strict=True), start=1):
             if on_progress:
                 on_progress(done, len(tasks))
             yield task, result
-        return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=setup) as pool:
-        mapped = pool.map(_compare_slice, tasks, itertools.repeat(comparisons), itertools.repeat(features), chunksize=1)
-        for done, (task, result) in enumerate(zip(tasks, mapped, strict=True), start=1):
-            if on_progress:
-                on_progress(done, len(tasks))
-            yield task, result
+    finally:
+        if workers > 1:
+            pool.shutdown(cancel_futures=True)
 
 
 def _random_pair_levels(encodings: Sequence[Encodings], comparisons: Sequence[Comparison], seed: int = 0) -> np.ndarray:
@@ -268,49 +300,76 @@ def score_candidates(
     encodings: Sequence[Encodings],
     *,
     workers: int = 1,
+    floor: float = PROBABILITY_FLOOR,
     on_progress: ProgressCallback | None = None,
 ) -> ScoredCandidates:
-    """Block, compare and weigh every candidate pair of every pair of parties."""
+    """Block, compare and weigh every candidate pair of every pair of parties.
+
+    Two passes over the candidates, so that memory never holds them all: the first only
+    counts how many have each pattern of agreement levels, which is all the EM needs; the
+    second scores them again under the fitted model and keeps those whose match
+    probability reaches ``floor``.
+
+    Args:
+        protocol: the protocol.
+        encodings: one loaded encodings file per party.
+        workers: processes for candidate generation and comparison.
+        floor: keep candidates with at least this match probability (0 keeps them all).
+        on_progress: called with (tasks done, tasks) over both passes.
+    """
     comparisons = comparisons_for(protocol)
     features = features_for(comparisons, protocol.comparison_groups)
-    collected: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    for task, result in _run_tasks(protocol, encodings, comparisons, features, workers, on_progress):
-        collected.setdefault(task[:2], []).append(result)
-    party_a, party_b, record_a, record_b, codes = [], [], [], [], []
-    for (a, b), results in sorted(collected.items()):
-        for index_a, index_b, pattern in results:
-            party_a.append(np.full(len(index_a), a, dtype=np.int8))
-            party_b.append(np.full(len(index_a), b, dtype=np.int8))
-            record_a.append(index_a)
-            record_b.append(index_b)
-            codes.append(pattern)
-    all_codes = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
-    pair_a = np.concatenate(party_a) if party_a else np.zeros(0, dtype=np.int8)
-    pair_b = np.concatenate(party_b) if party_b else np.zeros(0, dtype=np.int8)
-    distinct, inverse, counts = _count_patterns(all_codes)
-    patterns = decode_patterns(distinct, features)
     sizes = [item.header.record_count for item in encodings]
+    tasks = len(_tasks(sizes, workers))
+
+    def progress(offset: int) -> ProgressCallback | None:
+        return (lambda done, _total: on_progress(offset + done, 2 * tasks)) if on_progress else None
+
+    counted: dict[tuple[int, int], dict[int, int]] = {}
+    candidates = 0
+    for task, (distinct, counts) in _run_tasks(
+        protocol, encodings, _count_slice, (comparisons, features), workers, progress(0)
+    ):
+        table = counted.setdefault(task[:2], {})
+        for code, count in zip(distinct.tolist(), counts.tolist(), strict=True):
+            table[code] = table.get(code, 0) + count
+        candidates += int(counts.sum())
+    all_counts: dict[int, int] = {}
+    for table in counted.values():
+        for code, count in table.items():
+            all_counts[code] = all_counts.get(code, 0) + count
     random_levels = feature_levels(_random_pair_levels(encodings, comparisons), features)
-    model = fit_em(patterns, counts, features, estimate_u(random_levels, features), total_pairs=_total_pairs(sizes))
-    weights = model.match_weights(patterns)[inverse]
-    probability = np.empty(len(all_codes))
-    for a, b in itertools.combinations(range(len(encodings)), 2):
-        mask = (pair_a == a) & (pair_b == b)
-        if not mask.any():
-            continue
-        sub_distinct, sub_inverse, sub_counts = _count_patterns(all_codes[mask])
-        sub_patterns = decode_patterns(sub_distinct, features)
-        prior = fit_prior(model, sub_patterns, sub_counts, sizes[a] * sizes[b])
-        probability[mask] = model.probabilities(sub_patterns, prior)[sub_inverse]
+    model = fit_em(
+        decode_patterns(np.fromiter(all_counts, dtype=np.int64, count=len(all_counts)), features),
+        np.fromiter(all_counts.values(), dtype=np.int64, count=len(all_counts)),
+        features,
+        estimate_u(random_levels, features),
+        total_pairs=_total_pairs(sizes),
+    )
+    priors = {
+        (a, b): fit_prior(
+            model,
+            decode_patterns(np.fromiter(counted.get((a, b), {0: 0}), dtype=np.int64), features),
+            np.fromiter(counted.get((a, b), {0: 0}).values(), dtype=np.int64),
+            sizes[a] * sizes[b],
+        )
+        for a, b in itertools.combinations(range(len(sizes)), 2)
+    }
+    parts: list[tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = []
+    for task, result in _run_tasks(
+        protocol, encodings, _score_slice, (comparisons, features, (model, priors, floor)), workers, progress(tasks)
+    ):
+        parts.append((task[0], task[1], result))
     return ScoredCandidates(
-        party_a=pair_a,
-        party_b=pair_b,
-        record_a=np.concatenate(record_a) if record_a else np.zeros(0, dtype=np.int32),
-        record_b=np.concatenate(record_b) if record_b else np.zeros(0, dtype=np.int32),
-        weight=weights,
-        probability=probability,
+        party_a=np.concatenate([np.full(len(r[0]), a, dtype=np.int8) for a, _, r in parts] or [np.zeros(0, np.int8)]),
+        party_b=np.concatenate([np.full(len(r[0]), b, dtype=np.int8) for _, b, r in parts] or [np.zeros(0, np.int8)]),
+        record_a=np.concatenate([r[0] for _, _, r in parts] or [np.zeros(0, np.int32)]),
+        record_b=np.concatenate([r[1] for _, _, r in parts] or [np.zeros(0, np.int32)]),
+        weight=np.concatenate([r[2] for _, _, r in parts] or [np.zeros(0)]),
+        probability=np.concatenate([r[3] for _, _, r in parts] or [np.zeros(0)]),
         model=model,
         pairs_total=_total_pairs(sizes),
+        pairs_compared=candidates,
     )
 
 
@@ -381,7 +440,7 @@ def link(
         entities=entities,
         threshold=chosen,
         pairs_total=scored.pairs_total,
-        pairs_compared=len(scored.probability),
+        pairs_compared=scored.pairs_compared,
         pairs_accepted=accepted,
         seconds=time.perf_counter() - started,
     )

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from linkage.anon import clk_dataset, clk_dice_pairs
+from linkage.block import BlockIndex, candidate_pairs, sorted_unique, split_codes
 from linkage.encodings import Encodings
 from linkage.errors import InputError
+from linkage.protocol import Protocol
 from linkage.solve import solve_entities
 
 __all__ = [
@@ -213,29 +216,40 @@ def record_people(
     return out
 
 
-def blocking_scores(
-    party_a: np.ndarray,
-    party_b: np.ndarray,
-    record_a: np.ndarray,
-    record_b: np.ndarray,
-    people: Sequence[np.ndarray],
-    total_pairs: int,
-) -> BlockingScores:
-    """Pair completeness and reduction ratio of a set of candidate pairs."""
-    person_a = _person(people, party_a, record_a)
-    person_b = _person(people, party_b, record_b)
-    kept = int(((person_a == person_b) & (person_a >= 0)).sum())
-    actual = 0
-    for a, b in itertools.combinations(range(len(people)), 2):
+def blocking_scores(protocol: Protocol, encodings: Sequence[Encodings], people: Sequence[np.ndarray]) -> BlockingScores:
+    """Pair completeness and reduction ratio of the protocol's blocking (and CLK prefilter).
+
+    Streams over slices of records, as the engine does, so it needs no more memory than a
+    link; only counts are kept.
+    """
+    candidates = kept = actual = total = 0
+    for a, b in itertools.combinations(range(len(encodings)), 2):
+        keys_a = np.asarray(encodings[a].records["block"]).reshape(encodings[a].header.record_count, -1)
+        keys_b = np.asarray(encodings[b].records["block"]).reshape(encodings[b].header.record_count, -1)
+        index = BlockIndex.build(keys_a, keys_b, protocol.max_block_pairs)
+        clks_b = clk_dataset(np.ascontiguousarray(encodings[b].records["clk"])) if protocol.clk_prefilter else None
+        for start in range(0, len(keys_a), 20_000):
+            stop = min(start + 20_000, len(keys_a))
+            index_a, index_b = candidate_pairs(keys_a[start:stop], start, index)
+            if clks_b is not None and protocol.clk_prefilter is not None:
+                clks_a = clk_dataset(np.ascontiguousarray(encodings[a].records["clk"][start:stop]))
+                dice_a, dice_b = clk_dice_pairs(clks_a, clks_b, protocol.clk_prefilter)
+                width = len(keys_b)
+                codes = sorted_unique(np.concatenate([index_a * width + index_b, (dice_a + start) * width + dice_b]))
+                index_a, index_b = split_codes(codes, width)
+            candidates += len(index_a)
+            person_a = people[a][index_a]
+            kept += int(((person_a == people[b][index_b]) & (person_a >= 0)).sum())
         shared = np.intersect1d(people[a][people[a] >= 0], people[b][people[b] >= 0])
         actual += len(shared)
+        total += len(keys_a) * len(keys_b)
     return BlockingScores(
-        candidate_pairs=len(record_a),
-        total_pairs=total_pairs,
+        candidate_pairs=candidates,
+        total_pairs=total,
         true_pairs_kept=kept,
         true_pairs=actual,
         pair_completeness=kept / actual if actual else 1.0,
-        reduction_ratio=1.0 - len(record_a) / total_pairs if total_pairs else 0.0,
+        reduction_ratio=1.0 - candidates / total if total else 0.0,
     )
 
 

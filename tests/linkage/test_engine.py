@@ -102,7 +102,8 @@ def test_blocking_keeps_almost_every_true_pair(tmp_path):
     scored = score_candidates(protocol, encodings)
     keymaps = {p.id: read_keymap(out / "keymap.csv") for p, out in zip(protocol.parties, outs, strict=True)}
     people = record_people(encodings, keymaps, read_truth(data / "truth.csv"))
-    blocking = blocking_scores(scored.party_a, scored.party_b, scored.record_a, scored.record_b, people, scored.pairs_total)
+    blocking = blocking_scores(protocol, encodings, people)
+    assert blocking.candidate_pairs == scored.pairs_compared
     assert blocking.pair_completeness > 0.98
     assert blocking.reduction_ratio > 0.99
     assert np.all((scored.probability >= 0) & (scored.probability <= 1))
