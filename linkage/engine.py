@@ -27,6 +27,7 @@ from linkage.encodings import Encodings, read_encodings
 from linkage.errors import InputError, MismatchError
 from linkage.protocol import Protocol
 from linkage.score import (
+    TF_KINDS,
     Comparison,
     Feature,
     FellegiSunterModel,
@@ -41,6 +42,9 @@ from linkage.score import (
     features_for,
     fit_em,
     fit_prior,
+    term_frequencies,
+    tf_adjustments,
+    value_fingerprints,
 )
 from linkage.solve import Entity, solve_entities
 
@@ -192,10 +196,33 @@ def _block_index(party_a: int, party_b: int) -> BlockIndex:
     return _state[key]  # type: ignore[return-value]
 
 
+def _frequencies(comparisons: Sequence[Comparison]) -> list[list[np.ndarray]]:
+    """Per party, per name field, the share of all records holding each record's value."""
+    if "frequencies" not in _state:
+        records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
+        per_field = [
+            term_frequencies(
+                [value_fingerprints(np.ascontiguousarray(party[c.field.name]).view(np.uint64)) for party in records]
+            )
+            for c in comparisons
+            if c.field.kind in TF_KINDS
+        ]
+        _state["frequencies"] = [[field[party] for field in per_field] for party in range(len(records))]
+    return _state["frequencies"]  # type: ignore[return-value]
+
+
 def _slice_patterns(
     task: tuple[int, int, int, int], comparisons: Sequence[Comparison], features: Sequence[Feature]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate pairs of one slice and the pattern code of each."""
+    index_a, index_b, levels = _slice_levels(task, comparisons)
+    return index_a, index_b, encode_patterns(feature_levels(levels, features), features)
+
+
+def _slice_levels(
+    task: tuple[int, int, int, int], comparisons: Sequence[Comparison]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs of one slice and their field levels."""
     party_a, party_b, start, stop = task
     records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
     keys = np.asarray(records[party_a]["block"][start:stop]).reshape(stop - start, -1)
@@ -209,7 +236,7 @@ def _slice_patterns(
     levels = compare_pairs(
         _features(party_a, comparisons), _features(party_b, comparisons), index_a, index_b, comparisons
     )
-    return index_a, index_b, encode_patterns(feature_levels(levels, features), features)
+    return index_a, index_b, levels
 
 
 def _count_slice(
@@ -229,11 +256,19 @@ def _score_slice(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pass 2: the slice's candidates whose match probability reaches the floor, with scores."""
     model, priors, floor = scoring
-    index_a, index_b, patterns = _slice_patterns(task, comparisons, features)
+    index_a, index_b, levels = _slice_levels(task, comparisons)
+    patterns = encode_patterns(feature_levels(levels, features), features)
     distinct, inverse, _ = _count_patterns(patterns)
-    decoded = decode_patterns(distinct, features)
-    weights = model.match_weights(decoded)[inverse]
-    probability = model.probabilities(decoded, priors[task[:2]])[inverse]
+    weights = model.match_weights(decode_patterns(distinct, features))[inverse]
+    frequencies = _frequencies(comparisons)
+    weights += tf_adjustments(
+        model,
+        comparisons,
+        levels,
+        [f[index_a] for f in frequencies[task[0]]],
+        [f[index_b] for f in frequencies[task[1]]],
+    )
+    probability = model.probabilities_of(weights, priors[task[:2]])
     keep = probability >= floor
     return index_a[keep].astype(np.int32), index_b[keep].astype(np.int32), weights[keep], probability[keep]
 

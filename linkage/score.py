@@ -35,6 +35,9 @@ __all__ = [
     "features_for",
     "fit_em",
     "fit_prior",
+    "term_frequencies",
+    "tf_adjustments",
+    "value_fingerprints",
 ]
 
 _DICE_LEVELS = {
@@ -361,7 +364,76 @@ class FellegiSunterModel:
 
     def probabilities(self, levels: np.ndarray, prior: float | None = None) -> np.ndarray:
         """Posterior probability that each pair is a match."""
-        return _posterior(self.match_weights(levels), self.prior if prior is None else prior)
+        return self.probabilities_of(self.match_weights(levels), prior)
+
+    def probabilities_of(self, weights: np.ndarray, prior: float | None = None) -> np.ndarray:
+        """Posterior probability of a match for given match weights."""
+        return _posterior(weights, self.prior if prior is None else prior)
+
+
+TF_KINDS = frozenset({"name"})
+_TF_CLIP = 8.0
+
+
+def value_fingerprints(filters: np.ndarray) -> np.ndarray:
+    """A 64-bit fingerprint of each packed filter (equal filters, equal fingerprints).
+
+    Args:
+        filters: packed filters, shape (records, words), uint64.
+    """
+    out = np.zeros(len(filters), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in range(filters.shape[1]):
+            out = (out ^ filters[:, column]) * np.uint64(0x100000001B3) + np.uint64(column + 1)
+    return out
+
+
+def term_frequencies(fingerprints: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """For every record of every party, the share of all records with the same value.
+
+    >>> [f.tolist() for f in term_frequencies([np.array([1, 2], np.uint64), np.array([1, 1], np.uint64)])]
+    [[0.75, 0.25], [0.75, 0.75]]
+    """
+    everything = np.concatenate(fingerprints)
+    values, counts = np.unique(everything, return_counts=True)
+    shares = counts / len(everything)
+    return [shares[np.searchsorted(values, party)] for party in fingerprints]
+
+
+def tf_adjustments(
+    model: FellegiSunterModel,
+    comparisons: Sequence[Comparison],
+    levels: np.ndarray,
+    frequencies_a: Sequence[np.ndarray],
+    frequencies_b: Sequence[np.ndarray],
+) -> np.ndarray:
+    """Term-frequency adjustment of each pair's weight, as Splink makes it for names.
+
+    Agreeing on a rare name is stronger evidence than agreeing on a common one: where a
+    name field agrees exactly, its weight log2(m/u) becomes log2(m/f), f the share of
+    records with that value (the larger of the two sides'), clipped to +-8 bits.
+
+    Args:
+        model: the fitted model (its u of the exact level).
+        comparisons: the field comparisons.
+        levels: field levels of the pairs, shape (pairs, fields).
+        frequencies_a: per term-frequency field, the value share of each pair's first record.
+        frequencies_b: the same for the second record.
+    """
+    out = np.zeros(len(levels))
+    column = 0
+    for position, comparison in enumerate(comparisons):
+        if comparison.field.kind not in TF_KINDS:
+            continue
+        feature = next((i for i, f in enumerate(model.features) if f.members == (position,)), None)
+        if feature is not None:
+            top = comparison.levels - 1
+            exact = levels[:, position] == top
+            share = np.maximum(frequencies_a[column], frequencies_b[column])
+            adjustment = np.clip(np.log2(model.u[feature][top] / share), -_TF_CLIP, _TF_CLIP)
+            out += np.where(exact, adjustment, 0.0)
+        column += 1
+    return out
 
 
 def _posterior(weights: np.ndarray, prior: float) -> np.ndarray:
