@@ -1,6 +1,6 @@
 """Linkage speed: pairs per second against anonlink, and scaling of a two-party link.
 
-    .venv/bin/python bench/speed.py [--dice-people 20000] [--sizes 100000,300000,1000000] [--workers 2]
+    .venv/bin/python bench/speed.py [--dice-people 40000] [--sizes 100000,300000,1000000] [--workers 2]
 
 Part 1, comparison throughput, on the same CLKs (msd and police of a synthetic population):
   (a) anonlink: `dice_coefficient_accelerated` over all pairs, one thread, as anonlink
@@ -121,7 +121,7 @@ def scaling(protocol, people: int, outs: list[Path], data: Path, workers: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dice-people", type=int, default=20_000)
+    parser.add_argument("--dice-people", type=int, default=40_000)
     parser.add_argument("--sizes", default="100000,300000,1000000")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=11)

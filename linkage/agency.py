@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import hashlib
 import io
 import os
 import secrets
@@ -27,8 +28,8 @@ from typing import IO
 import numpy as np
 
 from linkage.clk import MIN_SECRET_BYTES, Keys, derive_keys, secret_check
-from linkage.encode import PreparedRows, RecordEncoder, RowProblem, prepare_rows
-from linkage.encodings import ENCODINGS_FILE, EncodingsWriter
+from linkage.encode import RecordEncoder, RowProblem, prepare_rows
+from linkage.encodings import ENCODINGS_FILE, EncodingsWriter, read_encodings
 from linkage.errors import InputError, OutputExistsError, SecretError
 from linkage.protocol import Protocol
 
@@ -109,19 +110,75 @@ class EncodeSummary:
 
 
 # Each pool worker builds its encoder once, from what the initializer hands it.
-_worker: tuple[Protocol, str, RecordEncoder] | None = None
+_worker: tuple[Protocol, str, RecordEncoder, list[int], int] | None = None
 
 
-def _init_worker(protocol: Protocol, party_id: str, keys: Keys) -> None:
+def _init_worker(protocol: Protocol, party_id: str, keys: Keys, positions: list[int], width: int) -> None:
     global _worker  # noqa: PLW0603 - one encoder per worker process, by design
-    _worker = (protocol, party_id, RecordEncoder(protocol, keys))
+    _worker = (protocol, party_id, RecordEncoder(protocol, keys), positions, width)
 
 
-def _work(rows: Sequence[tuple[int, Sequence[str]]]) -> tuple[PreparedRows, np.ndarray]:
+@dataclass
+class _Chunk:
+    """What a worker sends back for one chunk of the client file: ready-to-write output."""
+
+    records: np.ndarray
+    keymap: str
+    attributes: str
+    lines: np.ndarray
+    id_hashes: np.ndarray
+    problems: list[RowProblem]
+
+
+def _id_hash(client_id: str) -> int:
+    """A 64-bit hash of a client id, the same in every process (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(client_id.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+
+
+def _work(task: tuple[int, str]) -> _Chunk:
+    """Parse, check, normalise and encode one chunk of CSV text starting at a given line."""
     assert _worker is not None  # noqa: S101 - set by _init_worker
-    protocol, party_id, encoder = _worker
+    protocol, party_id, encoder, positions, width = _worker
+    first_line, text = task
+    rows: list[tuple[int, list[str]]] = []
+    problems: list[RowProblem] = []
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            line = first_line + reader.line_num - 1
+            problems.append(RowProblem(line, None, f"malformed CSV ({exc}); check the quoting of this line"))
+            break
+        line = first_line + reader.line_num - 1
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != width:
+            problems.append(RowProblem(line, None, f"has {len(row)} columns where the header has {width}"))
+            continue
+        rows.append((line, [row[i] for i in positions]))
     prepared = prepare_rows(protocol, party_id, rows)
-    return prepared, encoder.encode(prepared.values)
+    problems.extend(prepared.problems)
+    records = encoder.encode(prepared.values)
+    raw_tokens = secrets.token_bytes(16 * len(records))
+    records["token"] = np.frombuffer(raw_tokens, dtype=np.uint8).reshape(-1, 16)
+    tokens = [raw_tokens[i : i + 16].hex() for i in range(0, len(raw_tokens), 16)]
+    keymap, attributes = io.StringIO(), io.StringIO()
+    csv.writer(keymap, lineterminator="\n").writerows(zip(tokens, prepared.client_ids, strict=True))
+    csv.writer(attributes, lineterminator="\n").writerows(
+        [token, "true" if consent else "false", *values]
+        for token, consent, values in zip(tokens, prepared.consent, prepared.attributes, strict=True)
+    )
+    return _Chunk(
+        records=records,
+        keymap=keymap.getvalue(),
+        attributes=attributes.getvalue(),
+        lines=np.asarray(prepared.lines, dtype=np.int64),
+        id_hashes=np.asarray([_id_hash(c) for c in prepared.client_ids], dtype=np.int64),
+        problems=problems,
+    )
 
 
 class _TrackedBytes(io.RawIOBase):
@@ -170,56 +227,37 @@ def _check_header(header: list[str], expected: Sequence[str], path: Path) -> tup
     return [stripped.index(name) for name in expected], extra
 
 
-def _read_chunks(
-    path: Path,
-    reader: Iterator[list[str]],
-    positions: list[int],
-    width: int,
-    line_of: Callable[[], int],
-    duplicates: dict[int, int],
-    id_column: str,
-) -> Iterator[tuple[list[tuple[int, list[str]]], list[RowProblem]]]:
-    chunk: list[tuple[int, list[str]]] = []
-    problems: list[RowProblem] = []
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{path} near line {line_of() + 1}: not UTF-8 text ({exc.reason}); save the file "
-                "as UTF-8 (in Excel: Save As > CSV UTF-8)",
-                path=str(path),
-                line=line_of() + 1,
-            ) from exc
-        except csv.Error as exc:
-            raise InputError(
-                f"{path} line {line_of()}: malformed CSV ({exc}); check the quoting of that line",
-                path=str(path),
-                line=line_of(),
-            ) from exc
-        line = line_of()
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != width:
-            problems.append(RowProblem(line, None, f"has {len(row)} columns where the header has {width}"))
-            continue
-        if line in duplicates:
-            problems.append(
-                RowProblem(
-                    line,
-                    id_column,
-                    f"the client id is also on line {duplicates[line]}; each client must appear once",
-                )
-            )
-            continue
-        chunk.append((line, [row[i] for i in positions]))
-        if len(chunk) >= CHUNK_ROWS:
-            yield chunk, problems
-            chunk, problems = [], []
-    if chunk or problems:
-        yield chunk, problems
+def _text_chunks(path: Path, text: IO[str], first_line: int) -> Iterator[tuple[int, str]]:
+    """Group the file's physical lines into chunks of whole records, as (first line, text).
+
+    A record ends where its quotes balance, so a quoted value spanning lines stays in
+    one chunk; the workers parse the text themselves, which costs far less than sending
+    parsed rows between processes.
+    """
+    lines: list[str] = []
+    start = line = first_line
+    open_quote = False
+    records = 0
+    try:
+        for physical in text:
+            lines.append(physical)
+            line += 1
+            if physical.count('"') % 2:
+                open_quote = not open_quote
+            if not open_quote:
+                records += 1
+                if records >= CHUNK_ROWS:
+                    yield start, "".join(lines)
+                    lines, start, records = [], line, 0
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path} near line {line + 1}: not UTF-8 text ({exc.reason}); save the file "
+            "as UTF-8 (in Excel: Save As > CSV UTF-8)",
+            path=str(path),
+            line=line + 1,
+        ) from exc
+    if lines:
+        yield start, "".join(lines)
 
 
 def _describe(problem: RowProblem, path: Path) -> str:
@@ -322,50 +360,42 @@ def _encode_into(
     ):
         tracked = _TrackedBytes(raw)
         text = io.TextIOWrapper(io.BufferedReader(tracked), encoding="utf-8-sig", newline="")
-        reader = csv.reader(text, strict=True)
+        header_text = ""
         try:
-            header = next(reader)
-        except StopIteration:
-            header = []
+            header_text = text.readline()
         except UnicodeDecodeError as exc:
             raise InputError(
                 f"{input_path} line 1: not UTF-8 text; save the file as UTF-8 (in Excel: Save As > CSV UTF-8)",
                 path=str(input_path),
                 line=1,
             ) from exc
+        header = next(csv.reader([header_text]), []) if header_text.strip() else []
         if not header:
             raise InputError(f"{input_path}: no header row; the first line must name the columns")
         positions, extra = _check_header(header, expected, input_path)
         warnings = tuple(f"{input_path}: column {name!r} is not in the protocol and is ignored" for name in extra)
-        keymap = csv.writer(keymap_file, lineterminator="\n")
-        keymap.writerow(["token", "client_id"])
-        attribute_writer = csv.writer(attributes_file, lineterminator="\n")
-        attribute_writer.writerow(["token", "consent", *attributes])
-        duplicates = _duplicate_id_lines(input_path, positions[0])
-        chunks = _read_chunks(
-            input_path, reader, positions, len(header), lambda: reader.line_num, duplicates, expected[0]
-        )
-
-        def consume(prepared: PreparedRows, records: np.ndarray) -> None:
-            nonlocal written
-            problems.extend(prepared.problems)
-            if not len(records):
-                return
-            raw_tokens = secrets.token_bytes(16 * len(records))
-            records["token"] = np.frombuffer(raw_tokens, dtype=np.uint8).reshape(-1, 16)
-            writer.write(records)
-            hex_tokens = [raw_tokens[i : i + 16].hex() for i in range(0, len(raw_tokens), 16)]
-            keymap.writerows(zip(hex_tokens, prepared.client_ids, strict=True))
-            attribute_writer.writerows(
-                [token, "true" if consent else "false", *values]
-                for token, consent, values in zip(hex_tokens, prepared.consent, prepared.attributes, strict=True)
-            )
-            written += len(records)
-
-        for prepared, records in _map_chunks(protocol, party_id, keys, chunks, workers, problems):
-            consume(prepared, records)
+        keymap_file.write("token,client_id\n")
+        csv.writer(attributes_file, lineterminator="\n").writerow(["token", "consent", *attributes])
+        lines: list[np.ndarray] = []
+        id_hashes: list[np.ndarray] = []
+        chunks = _text_chunks(input_path, text, 2)
+        setup = (protocol, party_id, keys, positions, len(header))
+        for chunk in _map_chunks(setup, chunks, workers):
+            problems.extend(chunk.problems)
+            writer.write(chunk.records)
+            keymap_file.write(chunk.keymap)
+            attributes_file.write(chunk.attributes)
+            lines.append(chunk.lines)
+            id_hashes.append(chunk.id_hashes)
+            written += len(chunk.records)
             if on_progress:
                 on_progress(min(tracked.position, total), total)
+        all_lines = np.concatenate(lines) if lines else np.zeros(0, dtype=np.int64)
+        duplicates = _duplicate_lines(np.concatenate(id_hashes) if id_hashes else all_lines, all_lines)
+        problems += [
+            RowProblem(line, expected[0], f"the client id is also on line {other}; each client must appear once")
+            for line, other in duplicates.items()
+        ]
         rejected_lines = {p.line for p in problems}
         if problems and on_error == "fail":
             problems.sort(key=lambda p: p.line)
@@ -378,6 +408,9 @@ def _encode_into(
                 path=str(input_path),
                 problems=listed,
             )
+    if duplicates:
+        # Rows with a repeated client id were encoded before the repeat was known: take them out.
+        written = _drop_rows(tmp, protocol, party_id, keys, np.isin(all_lines, list(duplicates)))
     if written == 0:
         raise InputError(f"{input_path}: no row could be encoded; nothing was written", path=str(input_path))
     files = [tmp / ENCODINGS_FILE, tmp / "attributes.csv", tmp / "keymap.csv"]
@@ -396,62 +429,56 @@ def _encode_into(
 
 
 def _map_chunks(
-    protocol: Protocol,
-    party_id: str,
-    keys: Keys,
-    chunks: Iterator[tuple[list[tuple[int, list[str]]], list[RowProblem]]],
-    workers: int,
-    problems: list[RowProblem],
-) -> Iterator[tuple[PreparedRows, np.ndarray]]:
-    """Prepare and encode chunks in order, on a pool with a bounded number in flight."""
+    setup: tuple[Protocol, str, Keys, list[int], int], chunks: Iterator[tuple[int, str]], workers: int
+) -> Iterator[_Chunk]:
+    """Encode chunks in order, on a pool with a bounded number in flight."""
     if workers <= 1:
-        _init_worker(protocol, party_id, keys)
-        for rows, row_problems in chunks:
-            problems.extend(row_problems)
-            yield _work(rows)
+        _init_worker(*setup)
+        for chunk in chunks:
+            yield _work(chunk)
         return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(protocol, party_id, keys)) as pool:
-        pending: list[Future[tuple[PreparedRows, np.ndarray]]] = []
-        for rows, row_problems in chunks:
-            problems.extend(row_problems)
-            pending.append(pool.submit(_work, rows))
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=setup) as pool:
+        pending: list[Future[_Chunk]] = []
+        for chunk in chunks:
+            pending.append(pool.submit(_work, chunk))
             if len(pending) >= 2 * workers:
                 yield pending.pop(0).result()
         for future in pending:
             yield future.result()
 
 
-def _duplicate_id_lines(path: Path, id_position: int) -> dict[int, int]:
+def _duplicate_lines(id_hashes: np.ndarray, lines: np.ndarray) -> dict[int, int]:
     """Lines whose client id also appears on another line, each mapped to one such line.
 
-    A first pass over the file that keeps only a 64-bit hash and a line number per row, so
-    memory stays small; every occurrence of a repeated id is rejected, since which one is
-    right cannot be known here. Rows too short to have an id are left to the main pass.
+    Only a 64-bit hash per row is kept, so memory stays small. Every occurrence of a
+    repeated id is rejected, since which one is right cannot be known here.
     """
-    hashes: list[int] = []
-    lines: list[int] = []
-    with path.open(encoding="utf-8-sig", newline="", errors="replace") as handle:
-        reader = csv.reader(handle)
-        next(reader, None)
-        try:
-            for row in reader:
-                if len(row) > id_position and row[id_position].strip():
-                    hashes.append(hash(row[id_position].strip()))
-                    lines.append(reader.line_num)
-        except csv.Error:
-            pass  # the main pass reports malformed CSV with its line
-    if not hashes:
-        return {}
-    hash_array = np.array(hashes, dtype=np.int64)
-    order = np.argsort(hash_array, kind="stable")
-    sorted_hashes = hash_array[order]
-    same = np.flatnonzero(sorted_hashes[1:] == sorted_hashes[:-1])
+    order = np.argsort(id_hashes, kind="stable")
+    sorted_hashes = id_hashes[order]
     out: dict[int, int] = {}
-    for index in same:
-        first, second = lines[order[index]], lines[order[index + 1]]
+    for index in np.flatnonzero(sorted_hashes[1:] == sorted_hashes[:-1]):
+        first, second = int(lines[order[index]]), int(lines[order[index + 1]])
         out.setdefault(first, second)
         out[second] = first
     return out
+
+
+def _drop_rows(tmp: Path, protocol: Protocol, party_id: str, keys: Keys, drop: np.ndarray) -> int:
+    """Rewrite the three outputs in ``tmp`` without the rows marked in ``drop``; returns rows kept."""
+    encodings = read_encodings(tmp / ENCODINGS_FILE, verify=False)
+    replacement = tmp / "encodings.rewrite"
+    with EncodingsWriter(replacement, protocol=protocol, party=party_id, secret_check=secret_check(keys)) as writer:
+        writer.write(np.ascontiguousarray(encodings.records[~drop]))
+    del encodings
+    os.replace(replacement, tmp / ENCODINGS_FILE)
+    for name in ("keymap.csv", "attributes.csv"):
+        with (tmp / name).open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        with (tmp / name).open("w", newline="", encoding="utf-8") as handle:
+            writer_csv = csv.writer(handle, lineterminator="\n")
+            writer_csv.writerow(rows[0])
+            writer_csv.writerows(row for row, dropped in zip(rows[1:], drop, strict=True) if not dropped)
+    return int((~drop).sum())
 
 
 def _write_rejected(path: Path, problems: Sequence[RowProblem]) -> None:
