@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 import clkhash.clk
-from linkage.synth import synthesise_population
 
 from linkage.clk import load_clkhash_schema
 from linkage.encode import prepare_rows
 from linkage.protocol import load_protocol
+from linkage.synth import synthesise_population
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "schemas" / "examples" / "social_services.json"
