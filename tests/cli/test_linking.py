@@ -1,0 +1,154 @@
+"""`pprl synth`, `encode`, `link` and `evaluate` together, as a user runs them."""
+
+import csv
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from tests.conftest import EXAMPLE_PROTOCOL
+
+PARTIES = ("msd", "police", "haven")
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("story")
+    runner = CliRunner()
+    protocol = str(EXAMPLE_PROTOCOL)
+    result = runner.invoke(
+        main,
+        ["synth", "--protocol", protocol, "--people", "600", "--seed", "4", "--out", str(root / "data"), "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(main, ["keygen", "--out", str(root / "secret.key")]).exit_code == 0
+    for party in PARTIES:
+        result = runner.invoke(
+            main,
+            [
+                "encode",
+                "--protocol",
+                protocol,
+                "--party",
+                party,
+                "--secret-file",
+                str(root / "secret.key"),
+                str(root / "data" / f"{party}.csv"),
+                "--out",
+                str(root / party),
+                "--quiet",
+                "--workers",
+                "1",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+    return root
+
+
+def test_link_then_evaluate(encoded):
+    runner = CliRunner()
+    entities = encoded / "entities.csv"
+    result = runner.invoke(
+        main,
+        [
+            "link",
+            "--protocol",
+            str(EXAMPLE_PROTOCOL),
+            *(str(encoded / p) for p in PARTIES),
+            "--out",
+            str(entities),
+            "--quiet",
+            "--workers",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "candidate pairs" in result.output and "entities of two or more records" in result.output
+    with entities.open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["entity_id", "party", "token"]
+    assert "score" not in entities.read_text() and "probab" not in entities.read_text()
+    keymaps = [arg for p in PARTIES for arg in ("--keymap", f"{p}={encoded / p / 'keymap.csv'}")]
+    plot = encoded / "pr.png"
+    result = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--truth",
+            str(encoded / "data" / "truth.csv"),
+            "--entities",
+            str(entities),
+            *keymaps,
+            "--protocol",
+            str(EXAMPLE_PROTOCOL),
+            *(a for p in PARTIES for a in ("--encodings", str(encoded / p))),
+            "--plot",
+            str(plot),
+            "--workers",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    f1 = float(result.output.split("F1 ")[1].split()[0])
+    assert f1 > 0.95
+    assert "pair completeness" in result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_link_refuses_one_party_and_bad_threshold(encoded):
+    runner = CliRunner()
+    one = runner.invoke(
+        main, ["link", "--protocol", str(EXAMPLE_PROTOCOL), str(encoded / "msd"), "--out", str(encoded / "x.csv")]
+    )
+    assert one.exit_code == 1
+    assert "at least two parties" in one.output
+    bad = runner.invoke(
+        main,
+        [
+            "link",
+            "--protocol",
+            str(EXAMPLE_PROTOCOL),
+            str(encoded / "msd"),
+            str(encoded / "police"),
+            "--threshold",
+            "1.5",
+            "--out",
+            str(encoded / "x.csv"),
+        ],
+    )
+    assert bad.exit_code == 2
+    assert "between 0 and 1" in bad.output
+
+
+def test_evaluate_needs_every_keymap(encoded):
+    runner = CliRunner()
+    entities = encoded / "e2.csv"
+    runner.invoke(
+        main,
+        [
+            "link",
+            "--protocol",
+            str(EXAMPLE_PROTOCOL),
+            str(encoded / "msd"),
+            str(encoded / "police"),
+            "--out",
+            str(entities),
+            "--quiet",
+            "--workers",
+            "1",
+        ],
+    )
+    result = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--truth",
+            str(encoded / "data" / "truth.csv"),
+            "--entities",
+            str(entities),
+            "--keymap",
+            f"msd={encoded / 'msd' / 'keymap.csv'}",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "pass --keymap police=FILE" in result.output
