@@ -64,7 +64,7 @@ def test_client_ids_unique_and_values_valid(protocol, population):
         assert {row[header.index("consent")] for row in body} == {"true", "false"}
 
 
-def test_shared_clients_fare_differently(protocol, population):
+def test_shared_clients_fare_differently(population):
     out, _ = population
     truth = rows(out / "truth.csv")[1:]
     parties_of = defaultdict(set)
