@@ -85,3 +85,52 @@ class BudgetExceeded(PprlError):
     exit_code = 3
     http_status = 409
     code = "budget_exceeded"
+
+
+class Unauthorized(PprlError):
+    """No credential, or one the service does not know; pass the right token file."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class Forbidden(PprlError):
+    """The credential is valid, but not for this project, role or party."""
+
+    http_status = 403
+    code = "forbidden"
+
+
+class NotFound(PprlError):
+    """No such project, run or result."""
+
+    http_status = 404
+    code = "not_found"
+
+
+class Conflict(PprlError):
+    """The request conflicts with what is stored: another upload, a run in progress, missing uploads."""
+
+    http_status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(PprlError):
+    """A request body is larger than the service accepts."""
+
+    http_status = 413
+    code = "too_large"
+
+
+class UnsupportedMediaType(PprlError):
+    """A request body has the wrong content type."""
+
+    http_status = 415
+    code = "unsupported_media_type"
+
+
+class ServiceError(PprlError):
+    """The linkage service cannot be reached, or answered something this client does not understand."""
+
+    http_status = 502
+    code = "service_error"

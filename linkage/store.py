@@ -1,0 +1,897 @@
+"""The linkage store: projects, credentials, encodings uploads, runs, entities and the audit log.
+
+SQLAlchemy Core on SQLite (``DATA_DIR/linkage.db``, the embedded default) or PostgreSQL
+(schema ``pprl_linkage``), one code path for both. Encodings bodies are files under
+``DATA_DIR/blobs/<sha256>``: written to a temporary file, fsync'd and renamed, and only then
+recorded in the database, so a crash leaves at most an unreferenced file, which the next
+start removes. Nothing here ever holds a raw identifier, a local client id, an outcome
+attribute or a similarity score; credentials are stored as SHA-256 hashes only.
+
+All SQL of the linkage side lives in this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.schema import CreateSchema, DropSchema
+
+from linkage.encodings import EncodingsHeader, read_encodings, read_header, record_layout
+from linkage.engine import LinkResult
+from linkage.errors import Conflict, InputError, MismatchError, NotFound, PprlError, ProtocolError
+from linkage.protocol import Protocol, parse_protocol
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "ANALYST",
+    "AuditEntry",
+    "Credential",
+    "LinkageStore",
+    "ProjectRecord",
+    "RunRecord",
+    "SharedRecord",
+    "UploadOutcome",
+    "UploadRecord",
+    "check_encodings",
+    "check_secret",
+    "hash_token",
+    "issue_credentials",
+    "new_project_id",
+    "open_engine",
+]
+
+log = logging.getLogger("pprl.service")
+
+ANALYST = "analyst"
+RESERVED_ROLES = frozenset({ANALYST, "admin"})
+ACTIVE_STATUSES = ("queued", "running")
+MAX_RUN_ATTEMPTS = 3
+TOKEN_PREFIX = "pprl_"  # noqa: S105 - a visible prefix for credentials, not a secret
+_CHUNK = 5000
+_metadata = MetaData()
+
+projects = Table(
+    "projects",
+    _metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("protocol", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+credentials = Table(
+    "credentials",
+    _metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("project_id", String(32), ForeignKey("projects.id"), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("party", String(32)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+uploads = Table(
+    "uploads",
+    _metadata,
+    Column("project_id", String(32), ForeignKey("projects.id"), primary_key=True),
+    Column("party", String(32), primary_key=True),
+    Column("body_sha256", String(64), nullable=False),
+    Column("records_sha256", String(64), nullable=False),
+    Column("secret_check", String(128), nullable=False),
+    Column("record_count", BigInteger, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("uploaded_at", DateTime(timezone=True), nullable=False),
+)
+runs = Table(
+    "runs",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", String(32), ForeignKey("projects.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("progress", Float, nullable=False, default=0.0),
+    Column("message", Text, nullable=False, default=""),
+    Column("inputs", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("entity_count", Integer),
+    Column("linked_records", Integer),
+)
+# At most one queued or running run per project, enforced by the database itself.
+Index(
+    "runs_one_active_per_project",
+    runs.c.project_id,
+    unique=True,
+    sqlite_where=runs.c.status.in_(ACTIVE_STATUSES),
+    postgresql_where=runs.c.status.in_(ACTIVE_STATUSES),
+)
+entities = Table(
+    "entities",
+    _metadata,
+    Column("run_id", Integer, ForeignKey("runs.id"), primary_key=True),
+    Column("party", String(32), primary_key=True),
+    Column("token", String(32), primary_key=True),
+    Column("entity_id", Integer, nullable=False),
+)
+Index("entities_by_entity", entities.c.run_id, entities.c.entity_id)
+audit = Table(
+    "audit",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(80), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("project_id", String(32)),
+    Column("outcome", String(64), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+
+def open_engine(url: str, schema: str | None) -> Engine:
+    """An engine for SQLite or PostgreSQL, set up for safe concurrent use by one server.
+
+    SQLite gets WAL and ``BEGIN IMMEDIATE`` for write transactions (so two writers queue
+    instead of failing on lock upgrade); PostgreSQL gets its own schema.
+
+    Raises:
+        InputError: the URL is not SQLite or ``postgresql+psycopg``, or the database is unreachable.
+    """
+    try:
+        parsed = make_url(url)
+    except SQLAlchemyError as exc:
+        raise InputError("the database URL cannot be parsed; write postgresql+psycopg://USER@HOST/DB") from exc
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 60})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if parsed.drivername != "postgresql+psycopg":
+        raise InputError(
+            f"unsupported database URL {shown}; use postgresql+psycopg://USER@HOST/DB (psycopg 3), "
+            "or leave --database-url out for SQLite files in the data folder"
+        )
+    engine = create_engine(parsed, pool_pre_ping=True)
+    if schema:
+        try:
+            with engine.begin() as conn:
+                conn.execute(CreateSchema(schema, if_not_exists=True))
+        except SQLAlchemyError as exc:
+            raise InputError(
+                f"cannot open the database {shown} ({exc.__class__.__name__}); check that PostgreSQL "
+                "runs there and the user may create a schema"
+            ) from exc
+        engine = engine.execution_options(schema_translate_map={None: schema})
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite's own is deferred-only).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("pprl_write") else "BEGIN")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 (hex) under which a credential is stored.
+
+    >>> hash_token("pprl_x")[:12]
+    'b450f1452d5e'
+    """
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_project_id() -> str:
+    """A fresh random project id (16 hex digits)."""
+    return secrets.token_hex(8)
+
+
+def issue_credentials(protocol: Protocol) -> dict[str, str]:
+    """One fresh 256-bit token per party and one for analysts, keyed by party id or ``analyst``.
+
+    Raises:
+        ProtocolError: a party id is a reserved role name.
+    """
+    clashes = sorted(RESERVED_ROLES & {p.id for p in protocol.parties})
+    if clashes:
+        raise ProtocolError(f"party id {clashes[0]!r} is reserved for a role; rename that party in the protocol")
+    return {key: TOKEN_PREFIX + secrets.token_urlsafe(32) for key in (*(p.id for p in protocol.parties), ANALYST)}
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Who a token belongs to: a role (``party`` or ``analyst``) in one project."""
+
+    role: str
+    project_id: str
+    party: str | None
+
+
+@dataclass(frozen=True)
+class ProjectRecord:
+    """A project as stored."""
+
+    id: str
+    name: str
+    fingerprint: str
+    document: Mapping[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """A party's current encodings upload."""
+
+    project_id: str
+    party: str
+    body_sha256: str
+    records_sha256: str
+    secret_check: str
+    record_count: int
+    size_bytes: int
+    uploaded_at: datetime
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    """What an upload did: ``created``, ``unchanged`` or ``replaced``."""
+
+    status: str
+    upload: UploadRecord
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A linkage run: its state and counts (never scores)."""
+
+    id: int
+    project_id: str
+    status: str
+    progress: float
+    message: str
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    entity_count: int | None
+    linked_records: int | None
+
+
+@dataclass(frozen=True)
+class SharedRecord:
+    """One of a party's tokens that shares an entity with other parties' records.
+
+    ``others`` holds ``(party, token)`` of the other records; it stays on the service side,
+    which releases only the party names, and only as the protocol and consent allow.
+    """
+
+    token: str
+    others: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the append-only audit log."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    project_id: str | None
+    outcome: str
+    detail: str
+
+
+def check_encodings(protocol: Protocol, party: str, path: Path, *, shown_as: str = "the upload") -> EncodingsHeader:
+    """Check an uploaded encodings file belongs to this project and party, and is complete.
+
+    Args:
+        protocol: the project's protocol.
+        party: the uploading party.
+        path: the received file.
+        shown_as: how to name the file in messages (never the server's path).
+
+    Returns:
+        The file's header.
+
+    Raises:
+        InputError: not an encodings file, truncated, corrupted or empty.
+        MismatchError: another protocol, another party or another layout.
+    """
+    try:
+        header = read_header(path)
+        if header.fingerprint != protocol.fingerprint:
+            raise MismatchError(
+                f"{shown_as} was encoded under protocol fingerprint {header.fingerprint[:12]}..., but this project's "
+                f"protocol {protocol.name!r} has {protocol.fingerprint[:12]}...; encode again with the project's "
+                "protocol (`pprl protocol validate` prints its fingerprint)"
+            )
+        if header.party != party:
+            raise MismatchError(
+                f"{shown_as} was encoded for party {header.party!r}, but your token is for party {party!r}; "
+                f"upload {party}'s own encodings (`pprl encode --party {party}`)"
+            )
+        if header.layout != record_layout(protocol) or header.clk_bits != protocol.clk_bits:
+            raise MismatchError(
+                f"{shown_as} has a record layout this project's protocol does not produce; encode again with "
+                "this pprl version"
+            )
+        if header.record_count == 0:
+            raise InputError(f"{shown_as} has no records; encode a non-empty client list")
+        read_encodings(path, verify=True)
+    except PprlError as exc:
+        exc.message = exc.message.replace(str(path), shown_as)
+        exc.args = (exc.message,)
+        raise
+    return header
+
+
+def check_secret(header: EncodingsHeader, others: Iterable[UploadRecord], *, shown_as: str = "the upload") -> None:
+    """Refuse encodings made with another shared secret than the other parties' uploads.
+
+    Raises:
+        MismatchError: naming the party whose upload differs.
+    """
+    for other in others:
+        if other.party != header.party and other.secret_check != header.secret_check:
+            raise MismatchError(
+                f"{shown_as} was encoded with a different shared secret than the encodings party {other.party!r} "
+                "uploaded; every party must encode with the same secret. If yours is right, "
+                f"{other.party} must encode again and upload with --replace"
+            )
+
+
+class LinkageStore:
+    """The linkage side's database and blob folder.
+
+    Args:
+        data_dir: the service's data folder; blobs go in ``data_dir/blobs``.
+        url: a database URL; ``None`` means ``sqlite:///data_dir/linkage.db``.
+        schema: the PostgreSQL schema (ignored for SQLite).
+    """
+
+    def __init__(self, data_dir: Path, url: str | None = None, *, schema: str | None = "pprl_linkage") -> None:
+        self.data_dir = Path(data_dir)
+        self.blob_dir = self.data_dir / "blobs"
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self._schema = schema
+        self._engine = open_engine(url or f"sqlite:///{self.data_dir / 'linkage.db'}", schema)
+        _metadata.create_all(self._engine)
+        self._protocols: dict[str, Protocol] = {}
+        # Uploads move files and rows together; one at a time keeps the pair consistent.
+        self._upload_lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            conn.execution_options(pprl_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Release pooled connections (the store stays usable and reconnects on demand)."""
+        self._engine.dispose()
+
+    def destroy(self) -> None:
+        """Drop every table (and the PostgreSQL schema); for tests and uninstalling."""
+        _metadata.drop_all(self._engine)
+        if self._schema and self._engine.dialect.name == "postgresql":
+            with self._engine.begin() as conn:
+                conn.execute(DropSchema(self._schema, cascade=True, if_exists=True))
+        self._engine.dispose()
+
+    # -- projects and credentials -------------------------------------------------------
+
+    def create_project(
+        self, project_id: str, protocol: Protocol, credential_hashes: Mapping[str, str]
+    ) -> ProjectRecord:
+        """Store a project and its credentials (hashed) in one transaction.
+
+        Args:
+            project_id: from :func:`new_project_id`.
+            protocol: the validated protocol.
+            credential_hashes: ``{party id or "analyst": hash_token(token)}``.
+        """
+        now = _now()
+        with self._write() as conn:
+            conn.execute(
+                insert(projects).values(
+                    id=project_id,
+                    name=protocol.name,
+                    fingerprint=protocol.fingerprint,
+                    protocol=json.dumps(protocol.document, sort_keys=True),
+                    created_at=now,
+                )
+            )
+            conn.execute(
+                insert(credentials),
+                [
+                    {
+                        "token_sha256": digest,
+                        "project_id": project_id,
+                        "role": ANALYST if key == ANALYST else "party",
+                        "party": None if key == ANALYST else key,
+                        "created_at": now,
+                    }
+                    for key, digest in credential_hashes.items()
+                ],
+            )
+        return ProjectRecord(project_id, protocol.name, protocol.fingerprint, protocol.document, now)
+
+    def authenticate(self, token: str) -> Credential | None:
+        """The credential a token stands for, or ``None``; compared in constant time."""
+        digest = hash_token(token)
+        with self._read() as conn:
+            row = conn.execute(select(credentials).where(credentials.c.token_sha256 == digest)).first()
+        if row is None or not hmac.compare_digest(row.token_sha256, digest):
+            return None
+        return Credential(role=row.role, project_id=row.project_id, party=row.party)
+
+    def project(self, project_id: str) -> ProjectRecord:
+        """The project with this id.
+
+        Raises:
+            NotFound: no such project.
+        """
+        with self._read() as conn:
+            row = conn.execute(select(projects).where(projects.c.id == project_id)).first()
+        if row is None:
+            raise NotFound(f"no project {project_id!r}; `pprl project create` prints the id of a new project")
+        return _project(row)
+
+    def projects(self) -> list[ProjectRecord]:
+        """Every project, oldest first."""
+        with self._read() as conn:
+            return [_project(row) for row in conn.execute(select(projects).order_by(projects.c.created_at))]
+
+    def protocol(self, project_id: str) -> Protocol:
+        """The project's protocol, parsed once and cached."""
+        if project_id not in self._protocols:
+            self._protocols[project_id] = parse_protocol(dict(self.project(project_id).document))
+        return self._protocols[project_id]
+
+    # -- uploads ------------------------------------------------------------------------
+
+    def uploads(self, project_id: str) -> dict[str, UploadRecord]:
+        """The current encodings upload of each party that has uploaded."""
+        with self._read() as conn:
+            rows = conn.execute(select(uploads).where(uploads.c.project_id == project_id)).all()
+        return {row.party: _upload(row) for row in rows}
+
+    def incoming_path(self) -> Path:
+        """A fresh temporary path in the blob folder for a body being received."""
+        return self.blob_dir / f".incoming-{secrets.token_hex(8)}"
+
+    def blob_path(self, body_sha256: str) -> Path:
+        """Where the encodings with this SHA-256 are kept."""
+        return self.blob_dir / body_sha256
+
+    def accept_encodings(
+        self, project_id: str, party: str, received: Path, body_sha256: str, *, replace: bool
+    ) -> UploadOutcome:
+        """Check a received encodings file and make it the party's upload, atomically.
+
+        The file is checked, fsync'd and renamed to its SHA-256; the database row is
+        committed after. The same content again changes nothing; different content is
+        refused unless ``replace``. ``received`` is always consumed (moved or deleted).
+
+        Raises:
+            InputError, MismatchError: see :func:`check_encodings` and :func:`check_secret`.
+            Conflict: different content without ``replace``, or a run is queued or running.
+        """
+        shown_as = "the uploaded encodings file"
+        try:
+            protocol = self.protocol(project_id)
+            previous = self.uploads(project_id).get(party)
+            if previous is not None and previous.body_sha256 == body_sha256:
+                return UploadOutcome("unchanged", previous)
+            # The slow part (reading the whole file) runs outside the lock: parties upload at once.
+            header = check_encodings(protocol, party, received, shown_as=shown_as)
+            _fsync_file(received)
+            with self._upload_lock:
+                current = self.uploads(project_id)
+                previous = current.get(party)
+                if previous is not None and previous.body_sha256 == body_sha256:
+                    return UploadOutcome("unchanged", previous)
+                check_secret(header, current.values(), shown_as=shown_as)
+                if previous is not None and not replace:
+                    raise Conflict(
+                        f"party {party!r} already uploaded different encodings ({previous.record_count} records, "
+                        f"sha256 {previous.body_sha256[:12]}...); pass --replace (?replace=true) to replace them",
+                    )
+                self._refuse_if_running(project_id, "replace encodings")
+                final = self.blob_path(body_sha256)
+                os.replace(received, final)
+                _fsync_dir(self.blob_dir)
+                record = UploadRecord(
+                    project_id=project_id,
+                    party=party,
+                    body_sha256=body_sha256,
+                    records_sha256=header.records_sha256,
+                    secret_check=header.secret_check,
+                    record_count=header.record_count,
+                    size_bytes=final.stat().st_size,
+                    uploaded_at=_now(),
+                )
+                values = {k: v for k, v in record.__dict__.items() if k not in ("project_id", "party")}
+                with self._write() as conn:
+                    if previous is None:
+                        conn.execute(insert(uploads).values(project_id=project_id, party=party, **values))
+                    else:
+                        conn.execute(
+                            update(uploads)
+                            .where(uploads.c.project_id == project_id, uploads.c.party == party)
+                            .values(**values)
+                        )
+                if previous is not None:
+                    self._drop_blob_if_unused(previous.body_sha256)
+                return UploadOutcome("created" if previous is None else "replaced", record)
+        finally:
+            received.unlink(missing_ok=True)
+
+    def _refuse_if_running(self, project_id: str, what: str) -> None:
+        active = self.active_run(project_id)
+        if active is not None:
+            raise Conflict(
+                f"run {active.id} of this project is {active.status}; wait until it is done to {what} "
+                f"(`pprl status {active.id}`)"
+            )
+
+    def _drop_blob_if_unused(self, body_sha256: str) -> None:
+        with self._read() as conn:
+            used = conn.execute(select(func.count()).where(uploads.c.body_sha256 == body_sha256)).scalar_one()
+        if not used:
+            self.blob_path(body_sha256).unlink(missing_ok=True)
+
+    def clean_blobs(self) -> int:
+        """Remove half-received bodies and blobs no upload refers to; returns how many went."""
+        with self._read() as conn:
+            kept = set(conn.execute(select(uploads.c.body_sha256)).scalars())
+        removed = 0
+        for path in self.blob_dir.iterdir():
+            if path.name not in kept:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def start_run(self, project_id: str) -> tuple[RunRecord, bool]:
+        """Queue a run, or return the one already queued or running (never two at once).
+
+        Returns:
+            The run and whether it was created now.
+
+        Raises:
+            Conflict: a party has not uploaded its encodings yet.
+        """
+        protocol = self.protocol(project_id)
+        current = self.uploads(project_id)
+        missing = [p.id for p in protocol.parties if p.id not in current]
+        if missing:
+            raise Conflict(
+                f"waiting for encodings from {', '.join(missing)}; every party of the protocol must upload "
+                "(`pprl upload`) before a run can start"
+            )
+        inputs = json.dumps({party: upload.body_sha256 for party, upload in sorted(current.items())})
+        try:
+            with self._write() as conn:
+                existing = conn.execute(
+                    select(runs).where(runs.c.project_id == project_id, runs.c.status.in_(ACTIVE_STATUSES))
+                ).first()
+                if existing is not None:
+                    return _run(existing), False
+                inserted = conn.execute(
+                    insert(runs).values(
+                        project_id=project_id,
+                        status="queued",
+                        progress=0.0,
+                        message="",
+                        inputs=inputs,
+                        attempts=0,
+                        created_at=_now(),
+                    )
+                ).inserted_primary_key
+        except IntegrityError:
+            # Another request queued one between our check and insert; that one stands.
+            active = self.active_run(project_id)
+            if active is None:
+                raise
+            return active, False
+        assert inserted is not None  # noqa: S101 - an INSERT always has a primary key
+        return self.run(project_id, int(inserted[0])), True
+
+    def run(self, project_id: str, run_id: int) -> RunRecord:
+        """A run of this project.
+
+        Raises:
+            NotFound: no such run in this project.
+        """
+        with self._read() as conn:
+            row = conn.execute(select(runs).where(runs.c.id == run_id, runs.c.project_id == project_id)).first()
+        if row is None:
+            raise NotFound(f"no run {run_id} in project {project_id!r}; `pprl run` prints the id of a new run")
+        return _run(row)
+
+    def active_run(self, project_id: str) -> RunRecord | None:
+        """The project's queued or running run, if any."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(runs).where(runs.c.project_id == project_id, runs.c.status.in_(ACTIVE_STATUSES))
+            ).first()
+        return None if row is None else _run(row)
+
+    def latest_done_run(self, project_id: str) -> RunRecord | None:
+        """The project's most recent completed run, whose entities are the current results."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(runs)
+                .where(runs.c.project_id == project_id, runs.c.status == "done")
+                .order_by(runs.c.id.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else _run(row)
+
+    def claim_next_run(self) -> RunRecord | None:
+        """Mark the oldest queued run running and return it (``None`` if none is queued)."""
+        with self._write() as conn:
+            row = conn.execute(select(runs).where(runs.c.status == "queued").order_by(runs.c.id).limit(1)).first()
+            if row is None:
+                return None
+            claimed = conn.execute(
+                update(runs)
+                .where(runs.c.id == row.id, runs.c.status == "queued")
+                .values(status="running", started_at=_now(), attempts=runs.c.attempts + 1, progress=0.0)
+            ).rowcount
+            if not claimed:
+                return None
+            fresh = conn.execute(select(runs).where(runs.c.id == row.id)).one()
+        return _run(fresh)
+
+    def run_inputs(self, run_id: int) -> list[tuple[str, Path]]:
+        """The ``(party, encodings path)`` a run links, as recorded when it was queued."""
+        with self._read() as conn:
+            inputs = json.loads(conn.execute(select(runs.c.inputs).where(runs.c.id == run_id)).scalar_one())
+        return [(party, self.blob_path(sha)) for party, sha in inputs.items()]
+
+    def set_progress(self, run_id: int, progress: float) -> None:
+        """Record how far a running run is (0 to 1)."""
+        with self._write() as conn:
+            conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running").values(progress=progress))
+
+    def store_entities(self, run_id: int, result: LinkResult) -> tuple[int, int]:
+        """Store a running run's entities in one transaction, replacing those of an interrupted attempt.
+
+        They become results only when :meth:`finish_run` marks the run done.
+
+        Returns:
+            The number of entities and of records in them.
+        """
+        rows = [
+            {
+                "run_id": run_id,
+                "entity_id": number,
+                "party": result.parties[party],
+                "token": result.tokens[party][record].tobytes().hex(),
+            }
+            for number, entity in enumerate(result.entities, start=1)
+            for party, record in entity.records
+        ]
+        with self._write() as conn:
+            conn.execute(delete(entities).where(entities.c.run_id == run_id))
+            for start in range(0, len(rows), _CHUNK):
+                conn.execute(insert(entities), rows[start : start + _CHUNK])
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(progress=0.97, entity_count=len(result.entities), linked_records=len(rows))
+            )
+        return len(result.entities), len(rows)
+
+    def finish_run(self, run_id: int) -> RunRecord:
+        """Mark a run done: its entities become the project's results, in one transaction.
+
+        The entities of the project's earlier runs are dropped in the same transaction.
+        """
+        with self._write() as conn:
+            row = conn.execute(select(runs).where(runs.c.id == run_id)).one()
+            earlier = select(runs.c.id).where(runs.c.project_id == row.project_id, runs.c.id != run_id)
+            conn.execute(delete(entities).where(entities.c.run_id.in_(earlier)))
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    status="done",
+                    progress=1.0,
+                    finished_at=_now(),
+                    message=f"linked {row.linked_records} records into {row.entity_count} entities",
+                )
+            )
+            return _run(conn.execute(select(runs).where(runs.c.id == run_id)).one())
+
+    def fail_run(self, run_id: int, message: str) -> None:
+        """Mark a run failed with a message for the parties (no paths, no data); drop its entities."""
+        with self._write() as conn:
+            conn.execute(delete(entities).where(entities.c.run_id == run_id))
+            conn.execute(
+                update(runs).where(runs.c.id == run_id).values(status="failed", finished_at=_now(), message=message)
+            )
+
+    def requeue_interrupted(self) -> tuple[list[int], list[int]]:
+        """After a restart: queue again the runs left running, or fail those interrupted too often.
+
+        Returns:
+            The ids re-queued and the ids failed.
+        """
+        with self._write() as conn:
+            rows = conn.execute(select(runs.c.id, runs.c.attempts).where(runs.c.status == "running")).all()
+            again = [row.id for row in rows if row.attempts < MAX_RUN_ATTEMPTS]
+            failed = [row.id for row in rows if row.attempts >= MAX_RUN_ATTEMPTS]
+            if again:
+                conn.execute(
+                    update(runs).where(runs.c.id.in_(again)).values(status="queued", progress=0.0, started_at=None)
+                )
+            if failed:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id.in_(failed))
+                    .values(
+                        status="failed",
+                        finished_at=_now(),
+                        message=f"the server stopped during this run {MAX_RUN_ATTEMPTS} times; "
+                        "check its memory and logs, then start a new run",
+                    )
+                )
+        return again, failed
+
+    # -- entities -----------------------------------------------------------------------
+
+    def entity_rows(self, run_id: int) -> Iterator[list[tuple[int, str, str]]]:
+        """A run's ``(entity_id, party, token)`` rows, in chunks."""
+        with self._read() as conn:
+            result = conn.execution_options(yield_per=_CHUNK).execute(
+                select(entities.c.entity_id, entities.c.party, entities.c.token)
+                .where(entities.c.run_id == run_id)
+                .order_by(entities.c.entity_id, entities.c.party)
+            )
+            for chunk in result.partitions():
+                yield [(row.entity_id, row.party, row.token) for row in chunk]
+
+    def shared_records(self, run_id: int, party: str, tokens: Iterable[str] | None = None) -> list[SharedRecord]:
+        """The party's tokens that share an entity with other parties, and those records.
+
+        Args:
+            run_id: a done run.
+            party: the party asking.
+            tokens: only these of its tokens (``None``: all).
+        """
+        mine = entities.alias("mine")
+        other = entities.alias("other")
+        query = (
+            select(mine.c.token, other.c.party, other.c.token.label("other_token"))
+            .join(other, and_(other.c.run_id == mine.c.run_id, other.c.entity_id == mine.c.entity_id))
+            .where(mine.c.run_id == run_id, mine.c.party == party, other.c.party != party)
+            .order_by(mine.c.token, other.c.party)
+        )
+        wanted = None if tokens is None else sorted(set(tokens))
+        found: dict[str, list[tuple[str, str]]] = {}
+        with self._read() as conn:
+            batches = [None] if wanted is None else [wanted[i : i + 500] for i in range(0, len(wanted), 500)]
+            for batch in batches:
+                statement = query if batch is None else query.where(mine.c.token.in_(batch))
+                for row in conn.execute(statement):
+                    found.setdefault(row.token, []).append((row.party, row.other_token))
+        return [SharedRecord(token, tuple(others)) for token, others in sorted(found.items())]
+
+    # -- audit --------------------------------------------------------------------------
+
+    def append_audit(self, actor: str, action: str, project_id: str | None, outcome: str, detail: str = "") -> None:
+        """Append a line to the audit log. Never pass a secret, token or record data."""
+        with self._write() as conn:
+            conn.execute(
+                insert(audit).values(
+                    at=_now(), actor=actor, action=action, project_id=project_id, outcome=outcome, detail=detail
+                )
+            )
+
+    def audit_entries(self, *, project_id: str | None = None, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        """Audit lines after the id ``after``, oldest first, optionally for one project."""
+        query = select(audit).where(audit.c.id > after).order_by(audit.c.id).limit(limit)
+        if project_id is not None:
+            query = query.where(audit.c.project_id == project_id)
+        with self._read() as conn:
+            return [_record(AuditEntry, row) for row in conn.execute(query)]
+
+
+def _record(kind: Any, row: Any, **overrides: Any) -> Any:
+    """A dataclass of ``kind`` from a row with the same column names (SQLite datetimes made UTC)."""
+    values = {field.name: row._mapping.get(field.name) for field in fields(kind)}
+    values.update(overrides)
+    return kind(**{k: _utc(v) if isinstance(v, datetime) else v for k, v in values.items()})
+
+
+def _project(row: Any) -> ProjectRecord:
+    project: ProjectRecord = _record(ProjectRecord, row, document=json.loads(row.protocol))
+    return project
+
+
+def _upload(row: Any) -> UploadRecord:
+    upload: UploadRecord = _record(UploadRecord, row)
+    return upload
+
+
+def _run(row: Any) -> RunRecord:
+    run: RunRecord = _record(RunRecord, row)
+    return run
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

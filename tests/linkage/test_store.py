@@ -1,0 +1,219 @@
+"""The linkage store on SQLite and (with PPRL_TEST_DATABASE_URL) PostgreSQL: the same tests."""
+
+import hashlib
+import os
+import secrets
+import threading
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from linkage.engine import LinkResult
+from linkage.errors import Conflict, InputError, MismatchError, NotFound
+from linkage.solve import Entity
+from linkage.store import LinkageStore, hash_token, issue_credentials, new_project_id, open_engine, uploads
+from tests.linkage.api.conftest import build_agencies, build_foreign
+
+POSTGRES_URL = os.environ.get("PPRL_TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="module")
+def agencies(tmp_path_factory):
+    return build_agencies(tmp_path_factory.mktemp("agencies"))
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory, agencies):
+    return build_foreign(tmp_path_factory.mktemp("foreign"), agencies)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    if request.param == "postgres" and not POSTGRES_URL:
+        pytest.skip("set PPRL_TEST_DATABASE_URL=postgresql+psycopg://... to run the PostgreSQL variant")
+    url = POSTGRES_URL if request.param == "postgres" else None
+    created = LinkageStore(tmp_path / "data", url, schema=f"pprl_linkage_t{secrets.token_hex(4)}")
+    yield created
+    created.destroy()
+
+
+def new_project(store, protocol):
+    project_id = new_project_id()
+    tokens = issue_credentials(protocol)
+    store.create_project(project_id, protocol, {key: hash_token(token) for key, token in tokens.items()})
+    return project_id, tokens
+
+
+def fake_result(parties, tokens, groups):
+    """A LinkResult with the given entities: groups of (party index, record index)."""
+    arrays = tuple(np.frombuffer(bytes.fromhex("".join(t)), dtype=np.uint8).reshape(-1, 16) for t in tokens)
+    return LinkResult(tuple(parties), arrays, [Entity(tuple(g)) for g in groups], 0.9, 10, 5, 3, 0.1)
+
+
+def test_credentials_are_scoped_and_stored_only_hashed(store, protocol):
+    project_id, tokens = new_project(store, protocol)
+    assert set(tokens) == {"msd", "police", "haven", "analyst"}
+    assert all(len(token) > 40 and token.startswith("pprl_") for token in tokens.values())
+    police = store.authenticate(tokens["police"])
+    assert (police.role, police.project_id, police.party) == ("party", project_id, "police")
+    analyst = store.authenticate(tokens["analyst"])
+    assert (analyst.role, analyst.party) == ("analyst", None)
+    assert store.authenticate(tokens["police"] + "x") is None
+    assert store.authenticate("") is None
+    if store._engine.dialect.name == "sqlite":
+        raw = b"".join(path.read_bytes() for path in store.data_dir.glob("linkage.db*"))
+        assert not any(token.encode() in raw for token in tokens.values())
+        assert hash_token(tokens["police"]).encode() in raw
+
+
+def test_unknown_project_is_not_found(store):
+    with pytest.raises(NotFound, match="no project 'nope'"):
+        store.project("nope")
+
+
+def test_encodings_are_checked_before_anything_is_stored(store, protocol):
+    project_id, _ = new_project(store, protocol)
+    received = store.incoming_path()
+    received.write_bytes(b"PPRLENC1garbage")
+    with pytest.raises(InputError, match="the uploaded encodings file: the encodings header is damaged"):
+        store.accept_encodings(project_id, "msd", received, "0" * 64, replace=False)
+    assert not received.exists()
+    assert list(store.blob_dir.iterdir()) == []
+    assert store.uploads(project_id) == {}
+
+
+def test_encodings_round_trip_and_conflicts(store, protocol, agencies, foreign):
+    project_id, _ = new_project(store, protocol)
+
+    def receive(path):
+        received = store.incoming_path()
+        received.write_bytes(path.read_bytes())
+        return received, hashlib.sha256(path.read_bytes()).hexdigest()
+
+    received, sha = receive(agencies["msd"] / "encodings.pprl")
+    assert store.accept_encodings(project_id, "msd", received, sha, replace=False).status == "created"
+    assert store.blob_path(sha).read_bytes() == (agencies["msd"] / "encodings.pprl").read_bytes()
+    received, same = receive(agencies["msd"] / "encodings.pprl")
+    assert store.accept_encodings(project_id, "msd", received, same, replace=False).status == "unchanged"
+    received, other = receive(foreign["again"] / "encodings.pprl")
+    with pytest.raises(Conflict, match="pass --replace"):
+        store.accept_encodings(project_id, "msd", received, other, replace=False)
+    assert not store.blob_path(other).exists()
+    received, _ = receive(agencies["msd"] / "encodings.pprl")
+    with pytest.raises(MismatchError, match="encoded for party 'msd', but your token is for party 'haven'"):
+        store.accept_encodings(project_id, "haven", received, "1" * 64, replace=False)
+    assert set(store.uploads(project_id)) == {"msd"}
+
+
+def test_clean_blobs_keeps_only_what_uploads_refer_to(store, protocol, agencies):
+    project_id, _ = new_project(store, protocol)
+    body = (agencies["haven"] / "encodings.pprl").read_bytes()
+    received = store.incoming_path()
+    received.write_bytes(body)
+    sha = hashlib.sha256(body).hexdigest()
+    store.accept_encodings(project_id, "haven", received, sha, replace=False)
+    (store.blob_dir / ".incoming-dead").write_bytes(b"half")
+    (store.blob_dir / ("f" * 64)).write_bytes(b"orphan")
+    assert store.clean_blobs() == 2
+    assert [path.name for path in store.blob_dir.iterdir()] == [sha]
+
+
+def upload_rows(store, project_id, parties):
+    """Pretend uploads (rows only) so that runs can start."""
+    check = "s"
+    with store._write() as conn:
+        for party in parties:
+            conn.execute(
+                uploads.insert().values(
+                    project_id=project_id,
+                    party=party,
+                    body_sha256=party * 4,
+                    records_sha256="r",
+                    secret_check=check,
+                    record_count=1,
+                    size_bytes=1,
+                    uploaded_at=datetime.now(UTC),
+                )
+            )
+
+
+def test_at_most_one_active_run_even_under_concurrent_starts(store, protocol):
+    project_id, _ = new_project(store, protocol)
+    with pytest.raises(Conflict, match="waiting for encodings from msd, police, haven"):
+        store.start_run(project_id)
+    upload_rows(store, project_id, ["msd", "police", "haven"])
+    outcomes = []
+    barrier = threading.Barrier(6)
+
+    def start():
+        barrier.wait()
+        outcomes.append(store.start_run(project_id))
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({run.id for run, _ in outcomes}) == 1
+    assert sum(created for _, created in outcomes) == 1
+    claimed = store.claim_next_run()
+    assert claimed.status == "running"
+    assert store.claim_next_run() is None
+    assert store.start_run(project_id)[0].id == claimed.id
+    assert store.requeue_interrupted() == ([claimed.id], [])
+    assert store.run(project_id, claimed.id).status == "queued"
+
+
+def test_entities_of_the_latest_done_run_only_and_shared_records(store, protocol):
+    project_id, _ = new_project(store, protocol)
+    upload_rows(store, project_id, ["msd", "police", "haven"])
+    a, b, c, d = ("a" * 32, "b" * 32), ("c" * 32, "d" * 32), ("e" * 32,), ("f" * 32, "0" * 32)
+    first, _ = store.start_run(project_id)
+    store.claim_next_run()
+    store.store_entities(first.id, fake_result(["msd", "police", "haven"], [a, b, c], [[(0, 0), (1, 0)]]))
+    store.finish_run(first.id)
+    second, created = store.start_run(project_id)
+    assert created
+    store.claim_next_run()
+    result = fake_result(["msd", "police", "haven"], [a, b, c], [[(0, 0), (1, 1), (2, 0)], [(0, 1), (1, 0)]])
+    assert store.store_entities(second.id, result) == (2, 5)
+    assert store.store_entities(second.id, result) == (2, 5), "a second attempt replaces the first"
+    assert store.latest_done_run(project_id).id == first.id
+    assert len(list(store.entity_rows(first.id))[0]) == 2, "earlier results stand until the new run is done"
+    done = store.finish_run(second.id)
+    assert (done.status, done.entity_count, done.linked_records) == ("done", 2, 5)
+    assert store.latest_done_run(project_id).id == second.id
+    assert list(store.entity_rows(first.id)) == []
+    rows = [row for chunk in store.entity_rows(second.id) for row in chunk]
+    assert rows == [
+        (1, "haven", "e" * 32),
+        (1, "msd", "a" * 32),
+        (1, "police", "d" * 32),
+        (2, "msd", "b" * 32),
+        (2, "police", "c" * 32),
+    ]
+    shared = store.shared_records(second.id, "msd")
+    assert [(s.token, s.others) for s in shared] == [
+        ("a" * 32, (("haven", "e" * 32), ("police", "d" * 32))),
+        ("b" * 32, (("police", "c" * 32),)),
+    ]
+    assert [s.token for s in store.shared_records(second.id, "msd", ["b" * 32, d[0]])] == ["b" * 32]
+    assert store.shared_records(second.id, "haven", ["a" * 32]) == []
+
+
+def test_the_audit_log_appends_and_filters(store):
+    store.append_audit("admin", "project.create", "p1", "ok", "one")
+    store.append_audit("party:msd", "encodings.upload", "p2", "created")
+    store.append_audit("party:msd", "results.download", "p1", "forbidden")
+    entries = store.audit_entries()
+    assert [e.action for e in entries] == ["project.create", "encodings.upload", "results.download"]
+    assert [e.id for e in store.audit_entries(project_id="p1")] == [entries[0].id, entries[2].id]
+    assert [e.id for e in store.audit_entries(after=entries[0].id, limit=1)] == [entries[1].id]
+    assert entries[0].at.tzinfo is not None
+
+
+def test_unsupported_database_urls_are_refused_without_the_password():
+    with pytest.raises(InputError, match=r"unsupported database URL mysql://me:\*\*\*@db/x") as caught:
+        open_engine("mysql://me:hunter2@db/x", None)
+    assert "hunter2" not in str(caught.value)

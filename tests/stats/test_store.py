@@ -1,0 +1,123 @@
+"""The statistics store on SQLite and (with PPRL_TEST_DATABASE_URL) PostgreSQL, and attribute files."""
+
+import hashlib
+import os
+import secrets
+
+import pytest
+
+from linkage.errors import Conflict, InputError, NotFound
+from stats.store import StatsStore, read_attributes
+
+POSTGRES_URL = os.environ.get("PPRL_TEST_DATABASE_URL")
+HEADER = "token,consent,region,benefit_type,weeks_supported\n"
+
+
+def token(n):
+    return f"{n:032x}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def stats(request, tmp_path):
+    if request.param == "postgres" and not POSTGRES_URL:
+        pytest.skip("set PPRL_TEST_DATABASE_URL=postgresql+psycopg://... to run the PostgreSQL variant")
+    url = POSTGRES_URL if request.param == "postgres" else None
+    created = StatsStore(tmp_path / "data", url, schema=f"pprl_stats_t{secrets.token_hex(4)}")
+    yield created
+    created.destroy()
+
+
+@pytest.fixture
+def project(stats, protocol):
+    stats.register_project("p1", protocol, {"msd": hashlib.sha256(b"pprl_msd").hexdigest()})
+    return "p1"
+
+
+def receive(stats, text):
+    path = stats.incoming_path()
+    path.write_text(text)
+    return path, hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_attributes_files_are_typed_and_checked_whole(protocol, tmp_path):
+    path = tmp_path / "attributes.csv"
+    path.write_text(HEADER + f"{token(1)},true,Auckland,jobseeker,12\n{token(2)},false,,,\n")
+    rows = read_attributes(protocol, "msd", path)
+    assert [(r.token, r.consent, dict(r.values)) for r in rows] == [
+        (token(1), True, {"region": "Auckland", "benefit_type": "jobseeker", "weeks_supported": 12}),
+        (token(2), False, {"region": None, "benefit_type": None, "weeks_supported": None}),
+    ]
+    path.write_text(HEADER + f"{token(1)},yes,Mars,jobseeker,99\n{token(1)},true,Auckland,none,1\n{token(3)},true\n")
+    with pytest.raises(InputError, match="4 problem") as caught:
+        read_attributes(protocol, "msd", path)
+    assert caught.value.problems == (
+        "line 2, column 'region': not one of the categories Northland, Auckland, Waikato, Bay of Plenty, "
+        "Wellington, Canterbury, Otago, Southland, Other",
+        "line 2, column 'weeks_supported': outside the protocol's bounds 0..52",
+        "line 3, column 'token': also on line 2; each token appears once",
+        "line 4: 2 columns where the header has 5",
+    )
+    path.write_text("token,consent\n")
+    with pytest.raises(InputError, match="must send token,consent,region,benefit_type,weeks_supported"):
+        read_attributes(protocol, "msd", path)
+    path.write_bytes(HEADER.encode() + b"\xff\xfe\n")
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_attributes(protocol, "msd", path)
+    path.write_text(HEADER)
+    with pytest.raises(InputError, match="has no records"):
+        read_attributes(protocol, "msd", path)
+
+
+def test_credentials_and_projects_are_its_own(stats, project):
+    found = stats.authenticate("pprl_msd")
+    assert (found.role, found.project_id, found.party) == ("party", project, "msd")
+    assert stats.authenticate("pprl_other") is None
+    assert stats.protocol(project).name == "nz-shared-clients-2026"
+    with pytest.raises(NotFound):
+        stats.protocol("p2")
+
+
+def test_attributes_upload_is_idempotent_and_consent_is_looked_up(stats, project):
+    text = HEADER + f"{token(1)},true,Auckland,jobseeker,12\n{token(2)},false,Otago,none,0\n"
+    path, sha = receive(stats, text)
+    assert stats.accept_attributes(project, "msd", path, sha, replace=False).status == "created"
+    assert not path.exists()
+    path, sha = receive(stats, text)
+    assert stats.accept_attributes(project, "msd", path, sha, replace=False).status == "unchanged"
+    changed = text.replace(",false,", ",true,")
+    path, sha2 = receive(stats, changed)
+    with pytest.raises(Conflict, match="--replace"):
+        stats.accept_attributes(project, "msd", path, sha2, replace=False)
+    consent = stats.consent(project, [("msd", token(1)), ("msd", token(2)), ("msd", token(3)), ("police", token(1))])
+    assert consent == {("msd", token(1)): True, ("msd", token(2)): False}
+    path, sha2 = receive(stats, changed)
+    assert stats.accept_attributes(project, "msd", path, sha2, replace=True).status == "replaced"
+    assert stats.consent(project, [("msd", token(2))]) == {("msd", token(2)): True}
+    assert stats.attribute_counts(project) == {"msd": 2}
+    assert stats.attribute_values(project, "msd")[token(1)] == {
+        "region": "Auckland",
+        "benefit_type": "jobseeker",
+        "weeks_supported": 12,
+    }
+
+
+def test_the_mapping_is_replaced_whole(stats, project):
+    assert stats.mapping_run(project) is None
+    stats.replace_mapping(project, 1, [[(1, "msd", token(1)), (1, "police", token(2))]])
+    assert stats.mapping_run(project) == 1
+    assert stats.replace_mapping(project, 2, iter([[(1, "msd", token(3))], [(1, "haven", token(4))], []])) == 2
+    assert stats.mapping_run(project) == 2
+    assert stats.mapping(project) == [(1, "haven", token(4)), (1, "msd", token(3))]
+
+
+def test_a_failed_mapping_copy_leaves_the_old_one(stats, project):
+    stats.replace_mapping(project, 1, [[(1, "msd", token(1))]])
+
+    def broken():
+        yield [(1, "msd", token(5))]
+        raise RuntimeError("linkage store went away")
+
+    with pytest.raises(RuntimeError):
+        stats.replace_mapping(project, 2, broken())
+    assert stats.mapping_run(project) == 1
+    assert stats.mapping(project) == [(1, "msd", token(1))]
