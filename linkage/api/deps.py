@@ -1,0 +1,188 @@
+"""What the linkage routes share: the caller, access checks, the audit log, receiving bodies.
+
+Every endpoint needs a credential: the server's admin secret, or a token scoped to one
+project and one role (a party, or the analysts). A route authenticates with
+:func:`linkage_caller`, then states who may call it with :func:`authorize`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from linkage.errors import Forbidden, Unauthorized, UnsupportedMediaType
+from linkage.store import LinkageStore
+
+__all__ = [
+    "ADMIN",
+    "Caller",
+    "LinkageCaller",
+    "Store",
+    "authorize",
+    "bearer",
+    "check_admin",
+    "json_content",
+    "linkage_caller",
+    "linkage_store",
+    "receive_body",
+    "record",
+    "require_content_type",
+]
+
+ADMIN = "admin"
+ROLE_WORDS = {ADMIN: "the administrator", "party": "a party", "analyst": "an analyst"}
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="credential",
+    description="A project credential printed by `pprl project create`, or the server's admin secret.",
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: ``admin`` (no project), or a ``party`` or ``analyst`` of one project."""
+
+    role: str
+    project_id: str | None
+    party: str | None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names the caller (never a token)."""
+        if self.role == "party":
+            return f"party:{self.party}"
+        return self.role
+
+
+def check_admin(request: Request, token: str) -> bool:
+    """Whether the token is the server's admin secret (constant-time, on hashes)."""
+    expected: str | None = request.app.state.config.admin_secret_sha256
+    if not expected:
+        return False
+    return hmac.compare_digest(hashlib.sha256(token.encode("utf-8")).hexdigest(), expected)
+
+
+def _no_credential() -> Unauthorized:
+    return Unauthorized(
+        "no credential: send `Authorization: Bearer <token>` with the token `pprl project create` printed "
+        "(the CLI reads it from --token-file or $PPRL_TOKEN)"
+    )
+
+
+def _unknown_credential() -> Unauthorized:
+    return Unauthorized(
+        "this credential is not valid on this server; check --token-file points at the token printed "
+        "by `pprl project create` for this server"
+    )
+
+
+def linkage_store(request: Request) -> LinkageStore:
+    """The linkage store of the running app."""
+    store: LinkageStore = request.app.state.linkage_store
+    return store
+
+
+def linkage_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    """Authenticate the caller against the admin secret and the linkage store's credentials.
+
+    Raises:
+        Unauthorized: no credential, or one this server does not know.
+    """
+    if credentials is None:
+        raise _no_credential()
+    if check_admin(request, credentials.credentials):
+        caller = Caller(ADMIN, None, None)
+    else:
+        found = linkage_store(request).authenticate(credentials.credentials)
+        if found is None:
+            raise _unknown_credential()
+        caller = Caller(found.role, found.project_id, found.party)
+    request.state.caller = caller
+    return caller
+
+
+LinkageCaller = Annotated[Caller, Depends(linkage_caller)]
+Store = Annotated[LinkageStore, Depends(linkage_store)]
+
+
+def authorize(caller: Caller, project_id: str | None, roles: Collection[str], what: str) -> None:
+    """Refuse a caller whose role or project does not allow this action.
+
+    Args:
+        caller: the authenticated caller.
+        project_id: the project the request is about (``None``: server-wide).
+        roles: the roles allowed (``admin``, ``party``, ``analyst``).
+        what: the action, for the message (``upload encodings``).
+
+    Raises:
+        Forbidden: wrong role, or a credential of another project.
+    """
+    if caller.role not in roles:
+        allowed = " or ".join(ROLE_WORDS[role] for role in roles)
+        raise Forbidden(f"only {allowed} may {what}; your credential is for {ROLE_WORDS[caller.role]}")
+    if caller.role != ADMIN and project_id is not None and caller.project_id != project_id:
+        raise Forbidden(
+            f"your credential is for another project, not {project_id!r}; use this project's token file to {what}"
+        )
+
+
+def record(request: Request, caller: Caller | None, project_id: str | None, outcome: str, detail: str = "") -> None:
+    """Append the current route's action to the audit log (the route's name is the action)."""
+    route = request.scope.get("route")
+    action = getattr(route, "name", None) or f"{request.method} {request.url.path}"
+    audit: Callable[..., None] = request.app.state.audit
+    audit(caller.actor if caller else "anonymous", action, project_id, outcome, detail)
+
+
+def require_content_type(request: Request, *allowed: str) -> None:
+    """Refuse a body whose Content-Type is not one of ``allowed``.
+
+    Raises:
+        UnsupportedMediaType: naming the type expected.
+    """
+    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if given not in allowed:
+        raise UnsupportedMediaType(
+            f"this endpoint takes Content-Type {' or '.join(allowed)}, not {given or '(none)'}; "
+            "send the body with that content type"
+        )
+
+
+def json_content(request: Request) -> None:
+    """A route dependency: the body must be JSON (checked before the body is validated)."""
+    require_content_type(request, "application/json")
+
+
+async def receive_body(request: Request, path: Path) -> tuple[str, int]:
+    """Stream the request body to ``path``, returning its SHA-256 and size.
+
+    The body-size limit is enforced by the app's middleware while streaming. On any
+    failure (client gone, body too large) the partial file is removed.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    handle = await run_in_threadpool(path.open, "wb")
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                digest.update(chunk)
+                size += len(chunk)
+                await run_in_threadpool(handle.write, chunk)
+        await run_in_threadpool(handle.close)
+    except BaseException:
+        handle.close()
+        path.unlink(missing_ok=True)
+        raise
+    return digest.hexdigest(), size

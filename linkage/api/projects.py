@@ -1,0 +1,127 @@
+"""Projects: created by the administrator from a protocol, with one credential per role."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from linkage.api.deps import ADMIN, LinkageCaller, Store, authorize, json_content, record
+from linkage.protocol import parse_protocol
+from linkage.store import hash_token, issue_credentials, new_project_id
+from stats.store import StatsStore
+
+router = APIRouter(tags=["projects"])
+
+
+class ProjectCreate(BaseModel):
+    """A new project: the protocol document all parties agreed."""
+
+    model_config = ConfigDict(extra="forbid")
+    protocol: dict[str, Any] = Field(description="The protocol JSON, as in schemas/protocol.schema.json.")
+
+
+class ProjectCreated(BaseModel):
+    """The new project and its credentials, shown this once and stored only hashed."""
+
+    project_id: str
+    name: str
+    fingerprint: str
+    credentials: dict[str, str] = Field(description="One token per party id, and one under 'analyst'.")
+
+
+class PartyStatus(BaseModel):
+    """Whether a party has uploaded."""
+
+    id: str
+    name: str
+    encodings_uploaded: bool
+    attributes_uploaded: bool
+
+
+class ProjectInfo(BaseModel):
+    """A project and which parties have uploaded."""
+
+    project_id: str
+    name: str
+    fingerprint: str
+    created_at: datetime
+    parties: list[PartyStatus]
+
+
+class ProjectList(BaseModel):
+    """Every project on this server."""
+
+    projects: list[ProjectInfo]
+
+
+class Me(BaseModel):
+    """Who a credential belongs to."""
+
+    role: str = Field(description="admin, party or analyst")
+    project_id: str | None
+    party: str | None
+
+
+def _info(store: Store, stats: StatsStore, project_id: str) -> ProjectInfo:
+    project = store.project(project_id)
+    protocol = store.protocol(project_id)
+    encodings = store.uploads(project_id)
+    attributes = stats.attribute_counts(project_id)
+    return ProjectInfo(
+        project_id=project.id,
+        name=project.name,
+        fingerprint=project.fingerprint,
+        created_at=project.created_at,
+        parties=[
+            PartyStatus(
+                id=party.id,
+                name=party.name,
+                encodings_uploaded=party.id in encodings,
+                attributes_uploaded=party.id in attributes,
+            )
+            for party in protocol.parties
+        ],
+    )
+
+
+@router.post(
+    "/projects", name="project.create", status_code=status.HTTP_201_CREATED, dependencies=[Depends(json_content)]
+)
+def create_project(request: Request, body: ProjectCreate, caller: LinkageCaller, store: Store) -> ProjectCreated:
+    """Create a project from a protocol (administrator only); returns every credential once."""
+    authorize(caller, None, (ADMIN,), "create projects")
+    protocol = parse_protocol(body.protocol)
+    project_id = new_project_id()
+    tokens = issue_credentials(protocol)
+    hashes = {key: hash_token(token) for key, token in tokens.items()}
+    stats: StatsStore = request.app.state.stats_store
+    # The statistics side first: if the linkage side then fails, the orphan there has no
+    # usable credential (nobody ever saw the tokens) and no effect.
+    stats.register_project(project_id, protocol, hashes)
+    project = store.create_project(project_id, protocol, hashes)
+    record(request, caller, project_id, "ok", f"protocol {protocol.name!r}, parties {len(protocol.parties)}")
+    return ProjectCreated(project_id=project.id, name=project.name, fingerprint=project.fingerprint, credentials=tokens)
+
+
+@router.get("/projects", name="project.list")
+def list_projects(request: Request, caller: LinkageCaller, store: Store) -> ProjectList:
+    """Every project (administrator only)."""
+    authorize(caller, None, (ADMIN,), "list projects")
+    stats: StatsStore = request.app.state.stats_store
+    return ProjectList(projects=[_info(store, stats, project.id) for project in store.projects()])
+
+
+@router.get("/projects/{project_id}", name="project.read")
+def read_project(request: Request, project_id: str, caller: LinkageCaller, store: Store) -> ProjectInfo:
+    """A project's protocol fingerprint and which parties have uploaded."""
+    authorize(caller, project_id, (ADMIN, "party", "analyst"), "read this project")
+    return _info(store, request.app.state.stats_store, project_id)
+
+
+@router.get("/me", name="me")
+async def me(caller: LinkageCaller) -> Me:
+    """Who the credential sent belongs to: role, project and party."""
+    return Me(role=caller.role, project_id=caller.project_id, party=caller.party)

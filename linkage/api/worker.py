@@ -1,0 +1,176 @@
+"""The service's run worker: one background thread that runs queued linkage runs in turn.
+
+Runs live in the linkage store, not in memory: a run is queued by a row, claimed by
+marking it running, and finished in three steps: its entities are stored (one
+transaction), copied to the statistics store (one transaction), and only then is it marked
+done. After a crash, :func:`recover` queues the runs left running again, so a run is never
+lost and, with at most one active run per project, never duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from linkage.engine import link, load_inputs
+from linkage.errors import PprlError
+from linkage.store import LinkageStore, RunRecord
+from stats.store import StatsStore
+
+__all__ = ["RunWorker", "recover", "sync_mappings"]
+
+log = logging.getLogger("pprl.service")
+AuditFunction = Callable[[str, str, str | None, str, str], None]
+SERVICE_ACTOR = "service"
+
+
+def sync_mappings(store: LinkageStore, stats: StatsStore) -> list[str]:
+    """Copy each project's latest done entity mapping to the statistics store where it lags.
+
+    Returns:
+        The ids of the projects whose mapping was copied.
+    """
+    copied = []
+    for project in store.projects():
+        latest = store.latest_done_run(project.id)
+        if latest is not None and stats.mapping_run(project.id) != latest.id:
+            stats.replace_mapping(project.id, latest.id, store.entity_rows(latest.id))
+            copied.append(project.id)
+    return copied
+
+
+def recover(store: LinkageStore, stats: StatsStore, audit: AuditFunction) -> None:
+    """Bring both stores to a consistent state after a start or a crash.
+
+    Removes half-received bodies and unreferenced blobs, queues again the runs a stopped
+    server left running (or fails those interrupted too often), and copies lagging entity
+    mappings to the statistics side.
+    """
+    removed = store.clean_blobs() + stats.clean_incoming()
+    if removed:
+        log.info("removed %d half-received or unreferenced upload file(s)", removed)
+    again, failed = store.requeue_interrupted()
+    for run_id in again:
+        log.info("run %d was interrupted by a stop; queued again", run_id)
+    for run_id in failed:
+        audit(SERVICE_ACTOR, "run.failed", None, "failed", f"run {run_id} interrupted too often")
+    sync_mappings(store, stats)
+
+
+class RunWorker:
+    """Runs queued runs one at a time on a background thread.
+
+    Args:
+        store: the linkage store.
+        stats: the statistics store, which receives each done run's entity mapping.
+        audit: appends to the audit log.
+        workers: processes for the linkage engine.
+        poll_seconds: how often to look for queued runs when not woken.
+    """
+
+    def __init__(
+        self,
+        store: LinkageStore,
+        stats: StatsStore,
+        audit: AuditFunction,
+        *,
+        workers: int = 1,
+        poll_seconds: float = 2.0,
+    ) -> None:
+        self._store = store
+        self._stats = stats
+        self._audit = audit
+        self._workers = workers
+        self._poll = poll_seconds
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the background thread."""
+        if self._thread is None:
+            self._stopping.clear()
+            # A daemon thread: a stop in the middle of a run leaves it running in the store,
+            # and the next start queues it again.
+            self._thread = threading.Thread(target=self._loop, name="pprl-run-worker", daemon=True)
+            self._thread.start()
+
+    def wake(self) -> None:
+        """Look for queued runs now."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the thread to stop after the current run and wait up to ``timeout`` seconds."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def run_pending(self) -> int:
+        """Run queued runs in this thread until none is left; returns how many ran."""
+        count = 0
+        while not self._stopping.is_set():
+            run = self._store.claim_next_run()
+            if run is None:
+                break
+            self.execute(run)
+            count += 1
+        return count
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.run_pending()
+            except Exception:
+                # The store may be briefly unreachable (a database restart); try again later.
+                log.exception("the run worker failed to claim or finish a run; retrying")
+            self._wake.wait(self._poll)
+            self._wake.clear()
+
+    def execute(self, run: RunRecord) -> None:
+        """Link a claimed run's inputs and store the outcome (done or failed).
+
+        The entities are stored on the linkage side (one transaction), copied to the
+        statistics side (one transaction), and only then is the run marked done, so that
+        ``done`` means both sides hold its results. A crash before that runs it again.
+        """
+        store = self._store
+        inputs = store.run_inputs(run.id)
+        last = [-1.0]
+
+        def on_progress(done: int, total: int) -> None:
+            # The last few percent are for storing the entities.
+            fraction = round(0.95 * done / max(total, 1), 2)
+            if fraction > last[0]:
+                last[0] = fraction
+                store.set_progress(run.id, fraction)
+
+        try:
+            protocol = store.protocol(run.project_id)
+            encodings = load_inputs(protocol, [path for _, path in inputs])
+            result = link(protocol, encodings, workers=self._workers, on_progress=on_progress)
+            del encodings
+            store.store_entities(run.id, result)
+            self._stats.replace_mapping(run.project_id, run.id, store.entity_rows(run.id))
+            done = store.finish_run(run.id)
+        except PprlError as exc:
+            message = str(exc)
+            for party, path in inputs:
+                message = message.replace(str(path), f"the encodings of {party}")
+            store.fail_run(run.id, message)
+            self._audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.id}: {exc.code}")
+            return
+        except Exception as exc:
+            log.exception("run %d failed", run.id)
+            store.fail_run(run.id, f"internal error ({exc.__class__.__name__}); the server log has the details")
+            self._audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.id}: internal error")
+            return
+        self._audit(
+            SERVICE_ACTOR,
+            "run.done",
+            run.project_id,
+            "ok",
+            f"run {run.id}: {done.entity_count} entities, {done.linked_records} records linked",
+        )

@@ -1,0 +1,134 @@
+"""Every endpoint x every role: who may call what, and that nobody reads another party's tokens."""
+
+import json
+import re
+from dataclasses import dataclass
+
+import pytest
+
+from linkage.api.app import create_app
+from tests.conftest import EXAMPLE_PROTOCOL
+from tests.linkage.api.conftest import (
+    ADMIN,
+    CSV,
+    OCTET,
+    PARTIES,
+    TestClient,
+    bearer,
+    create_project,
+    make_factory,
+    read_keymap_tokens,
+    upload_all,
+)
+
+TOKEN = re.compile(r"\b[0-9a-f]{32}\b")
+ROLES = ("admin", "msd", "police", "haven", "analyst", "anonymous", "unknown_token", "other_project")
+
+
+@dataclass
+class World:
+    client: TestClient
+    project_id: str
+    credentials: dict
+    other_credentials: dict
+    run_id: int
+    agencies: dict
+
+    def headers(self, role):
+        if role == "admin":
+            return ADMIN
+        if role == "anonymous":
+            return {}
+        if role == "unknown_token":
+            return bearer("pprl_" + "x" * 43)
+        if role == "other_project":
+            return bearer(self.other_credentials["msd"])
+        return bearer(self.credentials[role])
+
+    def own_file(self, role, name):
+        party = role if role in PARTIES else "msd"
+        return (self.agencies[party] / name).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, agencies):
+    make, _ = make_factory(tmp_path_factory.mktemp("matrix"), None)
+    app = create_app(make(run_worker=False))
+    with TestClient(app) as client:
+        project_id, credentials = create_project(client)
+        _, other_credentials = create_project(client)
+        upload_all(client, project_id, credentials, agencies)
+        run_id = client.post(f"/projects/{project_id}/runs", headers=bearer(credentials["msd"])).json()["run_id"]
+        assert app.state.worker.run_pending() == 1
+        yield World(client, project_id, credentials, other_credentials, run_id, agencies)
+
+
+def call(world, endpoint, role):
+    client, pid, headers = world.client, world.project_id, world.headers(role)
+    if endpoint == "create project":
+        return client.post("/projects", json={"protocol": json.loads(EXAMPLE_PROTOCOL.read_text())}, headers=headers)
+    if endpoint == "list projects":
+        return client.get("/projects", headers=headers)
+    if endpoint == "read project":
+        return client.get(f"/projects/{pid}", headers=headers)
+    if endpoint == "me":
+        return client.get("/me", headers=headers)
+    if endpoint == "upload encodings":
+        body = world.own_file(role, "encodings.pprl")
+        return client.put(f"/projects/{pid}/encodings", content=body, headers={**headers, **OCTET})
+    if endpoint == "upload attributes":
+        body = world.own_file(role, "attributes.csv")
+        return client.put(f"/projects/{pid}/attributes", content=body, headers={**headers, **CSV})
+    if endpoint == "start run":
+        return client.post(f"/projects/{pid}/runs", headers=headers)
+    if endpoint == "read run":
+        return client.get(f"/projects/{pid}/runs/{world.run_id}", headers=headers)
+    if endpoint == "results":
+        return client.get(f"/projects/{pid}/results", headers=headers)
+    if endpoint == "serious threat":
+        named = sorted(read_keymap_tokens(world.agencies["police"]))[:50]
+        body = {"tokens": named, "reason": "imminent danger to a person, case 12345"}
+        return client.post(f"/projects/{pid}/results/serious-threat", json=body, headers=headers)
+    if endpoint == "audit":
+        return client.get("/audit", headers=headers)
+    raise AssertionError(endpoint)
+
+
+OK = {200}
+ALLOWED = {
+    "create project": {"admin": {201}},
+    "list projects": {"admin": OK},
+    "read project": dict.fromkeys(("admin", *PARTIES, "analyst"), OK),
+    "me": dict.fromkeys(("admin", *PARTIES, "analyst", "other_project"), OK),
+    "upload encodings": dict.fromkeys(PARTIES, OK),
+    "upload attributes": dict.fromkeys(PARTIES, OK),
+    # The first call queues a run (202); later calls get that run back (200).
+    "start run": {role: {200, 202} for role in ("admin", *PARTIES)},
+    "read run": dict.fromkeys(("admin", *PARTIES, "analyst"), OK),
+    "results": {"msd": OK, "haven": OK},
+    "serious threat": {"police": OK},
+    "audit": {"admin": OK},
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("endpoint", list(ALLOWED))
+def test_endpoint_by_role(world, endpoint, role):
+    response = call(world, endpoint, role)
+    if role in ("anonymous", "unknown_token"):
+        expected = {401}
+    else:
+        expected = ALLOWED[endpoint].get(role, {403})
+    assert response.status_code in expected, response.text
+    body = response.json()
+    if response.status_code >= 400:
+        assert body["code"] == {401: "unauthorized", 403: "forbidden"}[response.status_code]
+        assert body["message"]
+    # Nobody ever sees a record token that is not their own: not another party's, not an
+    # analyst, not the administrator; and no similarity score is ever released.
+    own = read_keymap_tokens(world.agencies[role]) if role in PARTIES else set()
+    assert set(TOKEN.findall(response.text)) <= own
+    assert not re.search(r'"(score|probability|weight|similarity)', response.text)
+    if endpoint in ("results", "serious threat") and response.status_code == 200:
+        assert body["records"], "the permitted party must get its shared records"
+        assert all(role not in item["shared_with"] for item in body["records"])
