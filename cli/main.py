@@ -177,5 +177,15 @@ from cli.linking import evaluate, link  # noqa: E402 - registered after the grou
 main.add_command(link)
 main.add_command(evaluate)
 
+from cli.service import audit, project, results, run_command, serve, status, upload  # noqa: E402 - as above
+
+main.add_command(serve)
+main.add_command(project)
+main.add_command(upload)
+main.add_command(run_command)
+main.add_command(status)
+main.add_command(results)
+main.add_command(audit)
+
 if __name__ == "__main__":
     main()

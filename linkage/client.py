@@ -1,0 +1,479 @@
+"""The HTTP client of the linkage service, for the agency's and the administrator's machines.
+
+Pure library: it takes the server URL, a credential and paths, and returns frozen
+dataclasses; it never prints and never reads the environment. Every HTTP error becomes the
+:class:`~linkage.errors.PprlError` subclass of its status, with the server's message.
+:func:`write_shared` maps released tokens back to local client ids, on the agency's
+machine, with the key map that never leaves it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from linkage.encodings import ENCODINGS_FILE
+from linkage.errors import (
+    Conflict,
+    Forbidden,
+    InputError,
+    MismatchError,
+    NotFound,
+    OutputExistsError,
+    PayloadTooLarge,
+    PprlError,
+    ProtocolError,
+    ServiceError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from linkage.evaluate import read_keymap
+
+__all__ = [
+    "ATTRIBUTES_FILE",
+    "AuditLine",
+    "Identity",
+    "NewProject",
+    "Results",
+    "RunStatus",
+    "ServiceClient",
+    "SharedSummary",
+    "SharedToken",
+    "UploadReceipt",
+    "credential_files",
+    "make_http",
+    "upload_files",
+    "read_tokens_file",
+    "write_credentials",
+    "write_shared",
+]
+
+ATTRIBUTES_FILE = "attributes.csv"
+CHUNK_BYTES = 1 << 20
+_TOKEN = re.compile(r"^[0-9a-f]{32}$")
+ProgressCallback = Callable[[int, int], None]
+_BY_STATUS: dict[int, type[PprlError]] = {
+    400: InputError,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+    422: InputError,
+}
+_BY_CODE: dict[str, type[PprlError]] = {"mismatch": MismatchError, "invalid_protocol": ProtocolError}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a credential belongs to."""
+
+    role: str
+    project_id: str | None
+    party: str | None
+
+
+@dataclass(frozen=True)
+class NewProject:
+    """A created project and its credentials (shown once)."""
+
+    project_id: str
+    name: str
+    fingerprint: str
+    credentials: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class UploadReceipt:
+    """What an upload did: status ``created``, ``unchanged`` or ``replaced``."""
+
+    kind: str
+    party: str
+    status: str
+    record_count: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A run's state; ``created`` says whether starting it queued a new one."""
+
+    run_id: int
+    project_id: str
+    status: str
+    progress: float
+    message: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    entity_count: int | None
+    linked_records: int | None
+    created: bool = False
+
+    @property
+    def finished(self) -> bool:
+        """Done or failed."""
+        return self.status in ("done", "failed")
+
+
+@dataclass(frozen=True)
+class SharedToken:
+    """One of the caller's tokens and the parties that also know that client."""
+
+    token: str
+    shared_with: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Results:
+    """Record-level results for the calling party."""
+
+    run_id: int
+    party: str
+    records: tuple[SharedToken, ...]
+    parties: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class AuditLine:
+    """One audit log line."""
+
+    id: int
+    at: str
+    actor: str
+    action: str
+    project_id: str | None
+    outcome: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class SharedSummary:
+    """What :func:`write_shared` wrote."""
+
+    path: Path
+    clients: int
+    unknown_tokens: int
+
+
+def make_http(server: str) -> httpx.Client:
+    """The HTTP client for a server URL (tests replace this to talk to an app in-process)."""
+    return httpx.Client(base_url=server, timeout=httpx.Timeout(60.0, read=600.0))
+
+
+def _error(server: str, response: httpx.Response) -> PprlError:
+    code, message, problems = "http_error", response.text[:300], []
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "message" in body:
+        code = str(body.get("code", code))
+        message = str(body["message"])
+        problems = [str(p) for p in body.get("problems", [])]
+    kind = _BY_CODE.get(code) or _BY_STATUS.get(response.status_code, ServiceError)
+    error = kind(f"{server} answered {response.status_code} ({code}): {message}", problems=problems)
+    error.code = code
+    return error
+
+
+class ServiceClient:
+    """Talks to one linkage service with one credential.
+
+    Args:
+        server: the service URL, e.g. ``http://127.0.0.1:8000``.
+        token: a project credential or the admin secret (sent as a bearer token only).
+        http: an HTTP client to use (default: :func:`make_http`).
+    """
+
+    def __init__(self, server: str, token: str, *, http: httpx.Client | None = None) -> None:
+        self.server = server.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._http = http or make_http(self.server)
+        self._identity: Identity | None = None
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> ServiceClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {**self._headers, **kwargs.pop("headers", {})}
+        try:
+            response = self._http.request(method, path, headers=headers, **kwargs)
+        except (httpx.WriteError, httpx.RemoteProtocolError) as exc:
+            raise ServiceError(
+                f"the connection to {self.server} broke while sending ({exc.__class__.__name__}); the server may "
+                "have refused the body as too large (`pprl serve --max-upload-mb`) or stopped; try again"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise ServiceError(
+                f"cannot reach {self.server} ({exc.__class__.__name__}); check --server and that `pprl serve` "
+                "runs there"
+            ) from exc
+        if response.status_code >= 400:
+            raise _error(self.server, response)
+        try:
+            return response.json(), response.status_code
+        except ValueError as exc:
+            raise ServiceError(f"{self.server} answered something that is not JSON; is it a pprl service?") from exc
+
+    def identity(self) -> Identity:
+        """Who this credential belongs to (asked once)."""
+        if self._identity is None:
+            body, _ = self._request("GET", "/me")
+            self._identity = Identity(body["role"], body["project_id"], body["party"])
+        return self._identity
+
+    def _project(self) -> str:
+        identity = self.identity()
+        if identity.project_id is None:
+            raise Forbidden("this command needs a project credential (--token-file), not the admin secret")
+        return identity.project_id
+
+    def create_project(self, protocol_document: Mapping[str, Any]) -> NewProject:
+        """Create a project (admin secret needed); its credentials are returned this once."""
+        body, _ = self._request("POST", "/projects", json={"protocol": protocol_document})
+        return NewProject(body["project_id"], body["name"], body["fingerprint"], dict(body["credentials"]))
+
+    def upload_file(
+        self, kind: str, path: Path, *, replace: bool = False, on_progress: ProgressCallback | None = None
+    ) -> UploadReceipt:
+        """Stream one file: ``kind`` is ``encodings`` or ``attributes``.
+
+        Raises:
+            InputError: the file cannot be read.
+        """
+        media_type = {"encodings": "application/octet-stream", "attributes": "text/csv"}[kind]
+        try:
+            total = path.stat().st_size
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read it ({exc.strerror}); pass the folder `pprl encode` wrote") from exc
+
+        def chunks() -> Iterator[bytes]:
+            sent = 0
+            with path.open("rb") as handle:
+                while chunk := handle.read(CHUNK_BYTES):
+                    sent += len(chunk)
+                    yield chunk
+                    if on_progress:
+                        on_progress(sent, total)
+
+        body, _ = self._request(
+            "PUT",
+            f"/projects/{self._project()}/{kind}",
+            params={"replace": "true"} if replace else None,
+            content=chunks(),
+            headers={"Content-Type": media_type, "Content-Length": str(total)},
+        )
+        return UploadReceipt(body["kind"], body["party"], body["status"], body["record_count"], body["sha256"])
+
+    def upload(
+        self,
+        out_dir: Path,
+        *,
+        replace: bool = False,
+        on_progress: Callable[[str], ProgressCallback | None] | None = None,
+    ) -> list[UploadReceipt]:
+        """Send ``encodings.pprl`` to the linkage side, then ``attributes.csv`` to the statistics side.
+
+        Args:
+            out_dir: the folder ``pprl encode`` wrote.
+            replace: replace different content uploaded before.
+            on_progress: given a file name, returns the progress callback for it.
+
+        Raises:
+            InputError: a file is missing.
+        """
+        return [
+            self.upload_file(kind, path, replace=replace, on_progress=on_progress(path.name) if on_progress else None)
+            for kind, path in upload_files(out_dir)
+        ]
+
+    def start_run(self) -> RunStatus:
+        """Queue a linkage run (or get the one already queued or running)."""
+        body, status = self._request("POST", f"/projects/{self._project()}/runs")
+        return _run(body, created=status == 202)
+
+    def run_status(self, run_id: int) -> RunStatus:
+        """A run's status and progress."""
+        body, _ = self._request("GET", f"/projects/{self._project()}/runs/{run_id}")
+        return _run(body)
+
+    def wait_for_run(
+        self, run_id: int, *, poll_seconds: float = 1.0, on_progress: ProgressCallback | None = None
+    ) -> RunStatus:
+        """Poll a run until it is done or failed; progress is reported in thousandths."""
+        while True:
+            run = self.run_status(run_id)
+            if on_progress:
+                on_progress(round(run.progress * 1000), 1000)
+            if run.finished:
+                return run
+            time.sleep(poll_seconds)
+
+    def results(self) -> Results:
+        """The caller's shared tokens from the latest completed run (as the protocol and consent allow)."""
+        body, _ = self._request("GET", f"/projects/{self._project()}/results")
+        return _results(body)
+
+    def serious_threat(self, tokens: Sequence[str], reason: str) -> Results:
+        """Named tokens' shared parties under the serious-threat exception; the reason is audited."""
+        body, _ = self._request(
+            "POST",
+            f"/projects/{self._project()}/results/serious-threat",
+            json={"tokens": list(tokens), "reason": reason},
+        )
+        return _results(body)
+
+    def audit(self, *, project_id: str | None = None, page: int = 1000) -> list[AuditLine]:
+        """The whole audit log (admin secret needed), oldest first."""
+        lines: list[AuditLine] = []
+        while True:
+            params: dict[str, Any] = {"after": lines[-1].id if lines else 0, "limit": page}
+            if project_id:
+                params["project_id"] = project_id
+            body, _ = self._request("GET", "/audit", params=params)
+            batch = [AuditLine(**entry) for entry in body["entries"]]
+            lines.extend(batch)
+            if len(batch) < page:
+                return lines
+
+
+def upload_files(out_dir: Path) -> list[tuple[str, Path]]:
+    """The files ``pprl upload`` sends from a folder ``pprl encode`` wrote: ``(kind, path)``.
+
+    Raises:
+        InputError: one is missing.
+    """
+    files = [("encodings", out_dir / ENCODINGS_FILE), ("attributes", out_dir / ATTRIBUTES_FILE)]
+    missing = [str(path) for _, path in files if not path.is_file()]
+    if missing:
+        raise InputError(
+            f"{out_dir}: missing {', '.join(missing)}; pass the folder `pprl encode` wrote (keymap.csv stays local)",
+            path=str(out_dir),
+        )
+    return files
+
+
+def _run(body: Mapping[str, Any], *, created: bool = False) -> RunStatus:
+    return RunStatus(
+        run_id=body["run_id"],
+        project_id=body["project_id"],
+        status=body["status"],
+        progress=body["progress"],
+        message=body["message"],
+        created_at=body["created_at"],
+        started_at=body["started_at"],
+        finished_at=body["finished_at"],
+        entity_count=body["entity_count"],
+        linked_records=body["linked_records"],
+        created=created,
+    )
+
+
+def _results(body: Mapping[str, Any]) -> Results:
+    return Results(
+        run_id=body["run_id"],
+        party=body["party"],
+        records=tuple(SharedToken(r["token"], tuple(r["shared_with"])) for r in body["records"]),
+        parties=dict(body["parties"]),
+    )
+
+
+def read_tokens_file(path: Path) -> list[str]:
+    """Record tokens, one per line (blank lines and ``#`` comments ignored).
+
+    Raises:
+        InputError: unreadable, empty, or a line that is not a token.
+    """
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the tokens file ({exc.__class__.__name__})", path=str(path)) from exc
+    tokens, problems = [], []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if not _TOKEN.match(text.lower()):
+            problems.append(f"line {number}: not a record token (32 hex digits from keymap.csv)")
+        tokens.append(text.lower())
+    if problems:
+        raise InputError(f"{path}: {len(problems)} line(s) are not tokens", path=str(path), problems=problems[:50])
+    if not tokens:
+        raise InputError(f"{path}: no tokens; write one token from keymap.csv per line", path=str(path))
+    return tokens
+
+
+def write_shared(results: Results, keymap_path: Path, out_path: Path) -> SharedSummary:
+    """Write ``client_id,shared_with`` for the released tokens, via the local key map.
+
+    ``shared_with`` lists the other parties' ids separated by ``;``. Written to a
+    temporary file and renamed.
+
+    Raises:
+        InputError: the key map cannot be read.
+    """
+    try:
+        keymap = read_keymap(keymap_path)
+    except OSError as exc:
+        raise InputError(
+            f"{keymap_path}: cannot read the key map ({exc.__class__.__name__}); pass the keymap.csv "
+            "`pprl encode` wrote for the encodings you uploaded",
+            path=str(keymap_path),
+        ) from exc
+    rows = [(keymap[item.token], ";".join(item.shared_with)) for item in results.records if item.token in keymap]
+    unknown = sum(1 for item in results.records if item.token not in keymap)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["client_id", "shared_with"])
+        writer.writerows(sorted(rows))
+    tmp.replace(out_path)
+    return SharedSummary(out_path, len(rows), unknown)
+
+
+def credential_files(out_dir: Path, roles: Sequence[str]) -> dict[str, Path]:
+    """The token file of each role in ``out_dir``; check this before creating a project.
+
+    Raises:
+        OutputExistsError: a token file exists already; tokens are never overwritten.
+    """
+    paths = {role: out_dir / f"{role}.token" for role in roles}
+    clashes = [str(path) for path in paths.values() if path.exists()]
+    if clashes:
+        raise OutputExistsError(
+            f"{', '.join(clashes)} already exist(s); token files are never overwritten. Choose another --out-dir",
+            path=clashes[0],
+        )
+    return paths
+
+
+def write_credentials(credentials: Mapping[str, str], out_dir: Path) -> list[Path]:
+    """Write one token file per role (``<role>.token``, mode 0600) into a folder.
+
+    Raises:
+        OutputExistsError: a token file exists already; tokens are never overwritten.
+    """
+    paths = credential_files(out_dir, list(credentials))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for role, token in credentials.items():
+        descriptor = os.open(paths[role], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(token + "\n")
+    return list(paths.values())
