@@ -2,16 +2,22 @@
 
 Run ``python -m cli.demo [--people N] [--out DIR]``. It synthesises three agencies'
 client lists, makes a shared secret, encodes each list as that agency would on its own
-machine, links the encodings as the linkage service would, and scores the result against
-the synthetic truth. Each step says what it does and who would run it.
+machine, starts the linkage service on loopback (SQLite in a folder of its own), creates
+a project, uploads each agency's encodings, runs the linkage, downloads each permitted
+agency's results, shows the audit log, stops the service, and finally scores a local link
+against the synthetic truth. Each step says what it does and who would run it.
 """
 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -20,16 +26,53 @@ PROTOCOL = Path(__file__).resolve().parents[1] / "schemas" / "examples" / "socia
 PARTIES = ("msd", "police", "haven")
 
 
-def _step(title: str, who: str, args: list[str]) -> None:
+def _step(title: str, who: str, args: list[str], *, expect_failure: bool = False) -> None:
     click.secho(f"\n== {title}", bold=True)
     click.echo(f"   ({who})")
     shown = " ".join(["pprl", *args])
     click.secho(f"   $ {shown}", fg="cyan")
     started = time.perf_counter()
     completed = subprocess.run([sys.executable, "-m", "cli.main", *args], check=False)  # noqa: S603 - our own CLI
-    if completed.returncode != 0:
-        raise click.ClickException(f"step failed with exit code {completed.returncode}: {shown}")
+    if (completed.returncode != 0) != expect_failure:
+        raise click.ClickException(f"step ended with exit code {completed.returncode}: {shown}")
     click.echo(f"   done in {time.perf_counter() - started:.1f} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def _service(data_dir: Path, admin_secret: Path, log: Path) -> Iterator[str]:
+    """`pprl serve` on a free loopback port for the duration of the block."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["serve", "--data-dir", str(data_dir), "--admin-secret-file", str(admin_secret), "--port", str(port)]
+    click.secho("\n== Start the linkage service", bold=True)
+    click.echo("   (the trusted linkage unit: SQLite in its data folder, on loopback only)")
+    click.secho(f"   $ pprl {' '.join(args)} &", fg="cyan")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as output:
+        server = subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "cli.main", *args], stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        for _ in range(150):
+            try:
+                with urllib.request.urlopen(f"{url}/openapi.json", timeout=1):  # noqa: S310 - loopback URL we built
+                    break
+            except OSError:
+                if server.poll() is not None:
+                    raise click.ClickException(f"the service did not start; see {log}") from None
+                time.sleep(0.2)
+        click.echo(f"   listening on {url} (API description at {url}/openapi.json; log in {log})")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        click.secho("\n== Stop the linkage service", bold=True)
 
 
 @click.command()
@@ -37,7 +80,7 @@ def _step(title: str, who: str, args: list[str]) -> None:
 @click.option("--seed", type=int, default=2026, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"), show_default=True)
 def demo(people: int, seed: int, out: Path) -> None:
-    """Run the whole local story: synth, keygen, encode per agency, link, evaluate.
+    """Run the whole story: synth, keygen, encode, serve, upload, run, results, audit, evaluate.
 
     Example: python -m cli.demo --people 5000 --out /tmp/pprl-demo
     """
@@ -45,6 +88,7 @@ def demo(people: int, seed: int, out: Path) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     data, secret, entities = out / "data", out / "secret.key", out / "entities.csv"
+    admin, tokens = out / "admin.secret", out / "tokens"
     click.secho("pprl demo: three agencies find the clients they share, without sharing who they are", bold=True)
     _step(
         "Check the information-sharing protocol",
@@ -76,47 +120,78 @@ def demo(people: int, seed: int, out: Path) -> None:
         _step(
             f"Encode {party}'s client list",
             f"{party}'s data team, on its own machine: only encodings and outcome attributes leave it",
-            [
-                "encode",
-                "--protocol",
-                str(PROTOCOL),
-                "--party",
-                party,
-                "--secret-file",
-                str(secret),
-                str(data / f"{party}.csv"),
-                "--out",
-                str(out / party),
-                "--quiet",
-            ],
-        )
+            ["encode", "--protocol", str(PROTOCOL), "--party", party, "--secret-file", str(secret),
+             str(data / f"{party}.csv"), "--out", str(out / party), "--quiet"],
+        )  # fmt: skip
     _step(
         "Inspect what the linkage service receives",
         "anyone: the header of an encodings file",
         ["inspect", str(out / "msd")],
     )
+    _step("Make the service's admin secret", "the linkage unit's operator", ["keygen", "--out", str(admin)])
+    with _service(out / "service", admin, out / "service.log") as url:
+        _step(
+            "Create the project from the agreed protocol",
+            "the linkage unit's operator: one credential per agency and one for analysts, shown once",
+            ["project", "create", "--server", url, "--admin-secret-file", str(admin), "--protocol", str(PROTOCOL),
+             "--out-dir", str(tokens)],
+        )  # fmt: skip
+        for party in PARTIES:
+            _step(
+                f"Upload {party}'s encodings and outcome attributes",
+                f"{party}'s data team: the key map never leaves its machine",
+                [
+                    "upload",
+                    "--server",
+                    url,
+                    "--token-file",
+                    str(tokens / f"{party}.token"),
+                    str(out / party),
+                    "--quiet",
+                ],
+            )
+        _step(
+            "Link the three agencies' encodings",
+            "any agency starts the run; the service sees tokens and encodings only, no names, dates or ids",
+            ["run", "--server", url, "--token-file", str(tokens / "msd.token"), "--wait", "--quiet"],
+        )
+        for party in ("msd", "haven"):
+            _step(
+                f"Download {party}'s results",
+                f"{party}'s data team: which of its consenting clients other agencies know, as its own client ids",
+                ["results", "--server", url, "--token-file", str(tokens / f"{party}.token"),
+                 "--keymap", str(out / party / "keymap.csv"), "--out", str(out / f"{party}-shared.csv")],
+            )  # fmt: skip
+        _step(
+            "Police ask for record-level results, which this protocol does not allow them",
+            "police's data team: the service refuses and says why (the serious-threat route is separate and audited)",
+            ["results", "--server", url, "--token-file", str(tokens / "police.token"),
+             "--keymap", str(out / "police" / "keymap.csv"), "--out", str(out / "police-shared.csv")],
+            expect_failure=True,
+        )  # fmt: skip
+        _step(
+            "Read the audit log",
+            "the linkage unit's operator, or an auditor",
+            ["audit", "--server", url, "--admin-secret-file", str(admin)],
+        )
     _step(
-        "Link the three agencies' encodings",
-        "the linkage service: sees tokens and encodings only, no names, dates or client ids",
+        "Link the same encodings locally",
+        "development: the same engine in one process, to score it against the truth",
         ["link", "--protocol", str(PROTOCOL), *(str(out / p) for p in PARTIES), "--out", str(entities), "--quiet"],
     )
     _step(
         "Score the linkage against the synthetic truth",
         "development only: real data has no truth file",
-        [
-            "evaluate",
-            "--truth",
-            str(data / "truth.csv"),
-            "--entities",
-            str(entities),
-            *(arg for p in PARTIES for arg in ("--keymap", f"{p}={out / p / 'keymap.csv'}")),
-        ],
-    )
+        ["evaluate", "--truth", str(data / "truth.csv"), "--entities", str(entities),
+         *(arg for p in PARTIES for arg in ("--keymap", f"{p}={out / p / 'keymap.csv'}"))],
+    )  # fmt: skip
     click.secho("\nWhere things are:", bold=True)
-    click.echo(f"  client lists (raw, stay at each agency): {data}/<party>.csv")
+    click.echo(f"  client lists (raw, stay at each agency):            {data}/<party>.csv")
     click.echo(f"  key maps (token -> client id, stay at each agency): {out}/<party>/keymap.csv")
-    click.echo(f"  encodings (sent to the linkage service): {out}/<party>/encodings.pprl")
-    click.echo(f"  entities (linkage service output): {entities}")
+    click.echo(f"  encodings (sent to the linkage service):            {out}/<party>/encodings.pprl")
+    click.echo(f"  results of each permitted agency:                   {out}/msd-shared.csv, {out}/haven-shared.csv")
+    click.echo(f"  the service's data and log:                         {out}/service/, {out}/service.log")
+    click.echo(f"  entities of the local link:                         {entities}")
 
 
 if __name__ == "__main__":
