@@ -37,7 +37,7 @@ def read_audit(
     caller: LinkageCaller,
     store: Store,
     project_id: Annotated[str | None, Query(description="Only this project's lines.")] = None,
-    after: Annotated[int, Query(ge=0, description="Only lines after this id.")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Only lines after this id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> AuditLog:
     """The audit log (administrator only)."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import BaseModel, Field
 
 from linkage.api.deps import ADMIN, LinkageCaller, Store, authorize, record
@@ -64,7 +65,12 @@ def start_run(request: Request, response: Response, project_id: str, caller: Lin
 
 
 @router.get("/projects/{project_id}/runs/{run_id}", name="run.read")
-def read_run(project_id: str, run_id: int, caller: LinkageCaller, store: Store) -> RunInfo:
+def read_run(
+    project_id: str,
+    run_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The run's number.")],
+    caller: LinkageCaller,
+    store: Store,
+) -> RunInfo:
     """A run's status and progress."""
     authorize(caller, project_id, (ADMIN, "party", "analyst"), "read runs")
     store.project(project_id)
