@@ -5,7 +5,7 @@
 For each size it synthesises that many people for the example protocol, takes the
 `msd` client list, and
   (a) runs `pprl encode` (a subprocess, as an agency would), timing it and reading its
-      peak memory (largest resident set of the command and its pool workers);
+      peak memory (resident memory of the command and its pool workers, summed, sampled);
   (b) normalises the same rows the way pprl does and hands them to
       `clkhash.clk.generate_clks(..., max_workers=1)` with the derived linkage schema.
 It prints records/s for both and their ratio. Targets (issue 3): ratio >= 2 on 2 cores,
@@ -18,7 +18,6 @@ import argparse
 import csv
 import datetime as dt
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 import clkhash.clk
+import psutil
 
 from linkage.clk import load_clkhash_schema
 from linkage.encode import prepare_rows
@@ -51,15 +51,21 @@ def clkhash_rows(protocol, path: Path) -> list[list[str]]:
 
 
 def peak_rss_mib(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Run a command; return (seconds, peak RSS in MiB of it and its children)."""
+    """Run a command; return (seconds, peak of the summed resident memory of it and its workers)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env)  # noqa: S603 - our own CLI
-    _, status, usage = os.wait4(process.pid, 0)
+    tree = psutil.Process(process.pid)
+    peak = 0
+    while process.poll() is None:
+        try:
+            peak = max(peak, sum(p.memory_info().rss for p in [tree, *tree.children(recursive=True)]))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
     seconds = time.perf_counter() - started
-    if status != 0:
+    if process.returncode != 0:
         sys.exit(f"command failed: {' '.join(command)}")
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(usage.ru_maxrss, children) / 1024
+    return seconds, peak / 2**20
 
 
 def main() -> None:

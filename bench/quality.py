@@ -10,7 +10,7 @@ Methods:
   (a) pprl: `encode` per party, `link` with the protocol's threshold (auto);
   (b) clkhash + anonlink: 1024-bit CLKs of the same normalised values (clkhash's own
       `generate_clks` with the linkage schema pprl derives), all pairs with CLK Dice
-      >= 0.5, anonlink's greedy solver at the best threshold in hindsight (0.50..0.95);
+      >= 0.6, anonlink's greedy solver at the best threshold in hindsight (0.60..0.95);
   (c) Splink 5 on the plaintext with DuckDB (if installed: `pip install .[bench]`):
       names, date of birth, sex, address, city and postcode comparisons, u by random
       sampling, m by EM, clusters at match probability 0.5, and at its best threshold in
@@ -95,12 +95,12 @@ def run_anonlink(protocol: Protocol, data: Path, actual: set) -> tuple[PairwiseS
         datasets.append(clkhash.clk.generate_clks(values, schema, SECRET, max_workers=1))
         ids.append(prepared.client_ids)
     sims, (dataset_a, dataset_b), (record_a, record_b) = find_candidate_pairs(
-        datasets, dice_coefficient_accelerated, 0.5
+        datasets, dice_coefficient_accelerated, 0.6
     )
     sims = np.frombuffer(sims, dtype=np.float64)
     encode_seconds = time.perf_counter() - started
     best: tuple[PairwiseScores, float] | None = None
-    for threshold in np.round(np.arange(0.50, 0.955, 0.01), 2):
+    for threshold in np.round(np.arange(0.60, 0.955, 0.01), 2):
         keep = int(np.searchsorted(-sims, -threshold, side="right"))  # sims are sorted descending
         candidates = (
             sims[:keep],

@@ -32,7 +32,9 @@ Value = str | dt.date | None
 MAX_CLIENT_ID_LENGTH = 128
 _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
-_CACHE_LIMIT = 200_000
+# Per field: names, dates and places repeat and stay cached; unique values (addresses)
+# are not worth keeping, and a small limit keeps memory flat whatever the file size.
+_CACHE_LIMIT = 20_000
 
 
 @dataclass(frozen=True)
