@@ -11,12 +11,11 @@ bounded by the slice, never by the product of the two party sizes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BlockIndex", "candidate_pairs", "count_pairs_per_rule", "sorted_unique", "split_codes"]
+__all__ = ["BlockIndex", "candidate_pairs", "sorted_unique", "split_codes"]
 
 
 @dataclass(frozen=True)
@@ -116,14 +115,3 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
 def split_codes(codes: np.ndarray, width: np.int64 | int) -> tuple[np.ndarray, np.ndarray]:
     """Undo ``a * width + b`` pair codes."""
     return codes // width, codes % width
-
-
-def count_pairs_per_rule(keys_a: np.ndarray, keys_b: np.ndarray) -> Sequence[int]:
-    """How many pairs each rule alone would propose (before deduplication and limits)."""
-    out = []
-    for rule in range(keys_a.shape[1]):
-        values_a, counts_a = np.unique(keys_a[:, rule][keys_a[:, rule] != 0], return_counts=True)
-        values_b, counts_b = np.unique(keys_b[:, rule][keys_b[:, rule] != 0], return_counts=True)
-        _, index_a, index_b = np.intersect1d(values_a, values_b, return_indices=True)
-        out.append(int((counts_a[index_a].astype(np.int64) * counts_b[index_b]).sum()))
-    return out

@@ -20,12 +20,10 @@ import base64
 import hashlib
 import hmac
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import numpy as np
 from clkhash import schema as clkhash_schema_module
 from clkhash.bloomfilter import blake_hash_token
 from clkhash.key_derivation import generate_key_lists, hkdf
@@ -40,7 +38,6 @@ __all__ = [
     "keyed_hash32",
     "keyed_hash64",
     "secret_check",
-    "token_indices",
     "token_positions",
 ]
 
@@ -169,14 +166,6 @@ def tokenize(value: str, spec: FieldSpec, ngram: int) -> tuple[str, ...]:
     if spec.kind == "code":
         return tuple(f"{i + 1} {g}" for i, g in enumerate(grams))
     return tuple(grams)
-
-
-def token_indices(tokens: Iterable[str], key: bytes, bits_per_token: int, num_bits: int) -> np.ndarray:
-    """Bit positions that clkhash's BLAKE2 hashing sets for these tokens (with repeats)."""
-    positions: list[int] = []
-    for token in tokens:
-        positions.extend(blake_hash_token(token.encode("utf-8"), bits_per_token, key, num_bits))
-    return np.asarray(positions, dtype=np.uint16)
 
 
 def token_positions(token: str, key: bytes, bits_per_token: int, num_bits: int) -> tuple[int, ...]:
