@@ -161,10 +161,11 @@ def tokenize(value: str, spec: FieldSpec, ngram: int) -> tuple[str, ...]:
     """
     if spec.kind == "category":
         return (value,)
-    padded = " " * (ngram - 1) + value + " " * (ngram - 1)
-    grams = (padded[i : i + ngram] for i in range(len(padded) - ngram + 1))
+    pad = " " * (ngram - 1)
+    padded = pad + value + pad
+    grams = [padded[i : i + ngram] for i in range(len(padded) - ngram + 1)]
     if spec.kind == "code":
-        return tuple(f"{i + 1} {g}" for i, g in enumerate(grams))
+        return tuple([f"{i + 1} {g}" for i, g in enumerate(grams)])
     return tuple(grams)
 
 

@@ -32,9 +32,9 @@ Value = str | dt.date | None
 MAX_CLIENT_ID_LENGTH = 128
 _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
-# Per field: names, dates and places repeat and stay cached; unique values (addresses)
-# are not worth keeping, and a small limit keeps memory flat whatever the file size.
-_CACHE_LIMIT = 20_000
+# Per field: names, dates and places repeat and stay cached (a day of birth among some
+# 25,000); a limit keeps memory flat whatever the file size.
+_CACHE_LIMIT = 40_000
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,11 @@ class RecordEncoder:
         self.keys = keys
         self.dtype = np.dtype([(n, k, (c,)) if c > 1 else (n, k) for n, k, c in record_layout(protocol)])
         self._caches: list[dict[Any, Any]] = [{} for _ in protocol.fields]
+        # A field whose values rarely repeat (addresses) stops being cached: the look-ups
+        # and the churn would cost more than they save.
+        self._cached = [True] * len(protocol.fields)
+        self._lookups = [0] * len(protocol.fields)
+        self._misses = [0] * len(protocol.fields)
         self._tables = [
             _TokenTable(
                 keys.clk[i],
@@ -256,6 +261,7 @@ class RecordEncoder:
     def _encode_value(self, index: int, spec: FieldSpec, value: Value) -> tuple[list[int], Any, tuple[int, ...]]:
         """Token ids, hashes (dates and categories) and block key parts of one value."""
         cache = self._caches[index]
+        self._misses[index] += 1
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
         text = value.strftime("%Y%m%d") if isinstance(value, dt.date) else value
@@ -277,7 +283,9 @@ class RecordEncoder:
             else keyed_hash64(self.keys.block, f"{spec.name}:{transform}|{part}")
             for transform in self._transforms[index]
         )
-        entry = cache[value] = (token_ids, hashes, parts)
+        entry = (token_ids, hashes, parts)
+        if self._cached[index]:
+            cache[value] = entry
         return entry
 
     def encode(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
@@ -299,10 +307,12 @@ class RecordEncoder:
             token_rows: list[int] = []
             hashes = np.zeros((count, 3) if spec.kind == "date" else count, dtype=np.uint32)
             field_parts = np.zeros((count, len(self._transforms[index])), dtype=np.uint64)
+            present = 0
             for row_number, row in enumerate(rows):
                 value = row[index]
                 if value is None:
                     continue
+                present += 1
                 ids, value_hashes, value_parts = cache.get(value) or self._encode_value(index, spec, value)
                 token_ids.extend(ids)
                 token_rows.extend([row_number] * len(ids))
@@ -311,6 +321,11 @@ class RecordEncoder:
                 if value_parts:
                     field_parts[row_number] = value_parts
             parts.append(field_parts)
+            self._lookups[index] += present
+            if self._cached[index] and self._lookups[index] >= _CACHE_LIMIT:
+                self._cached[index] = self._misses[index] < 0.8 * self._lookups[index]
+                if not self._cached[index]:
+                    cache.clear()
             table = self._tables[index]
             ids_array = np.asarray(token_ids, dtype=np.int64)
             rows_array = np.asarray(token_rows, dtype=np.int64)
