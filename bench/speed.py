@@ -30,7 +30,7 @@ import psutil
 
 from linkage.agency import encode_csv
 from linkage.anon import clk_dataset, clk_dice_pairs
-from linkage.engine import _count_slice, _run_tasks, load_inputs, score_candidates, select_and_solve
+from linkage.engine import _count_slice, _executor, _run_tasks, load_inputs, score_candidates, select_and_solve
 from linkage.evaluate import blocking_scores, read_keymap, read_truth, record_people
 from linkage.protocol import load_protocol
 from linkage.score import choose_threshold, comparisons_for, features_for
@@ -91,8 +91,9 @@ def throughput(protocol, outs: list[Path], workers: int) -> None:
     started = time.perf_counter()
     comparisons = comparisons_for(protocol)
     features = features_for(comparisons, protocol.comparison_groups)
-    for _ in _run_tasks(scanning, encodings, _count_slice, (comparisons, features), workers, None):
-        pass
+    with _executor(scanning, encodings, workers) as executor:
+        for _ in _run_tasks(encodings, _count_slice, (comparisons, features), executor, workers, None):
+            pass
     pprl_seconds = time.perf_counter() - started
     print(f"\nPart 1: all {pairs:,} pairs of {len(clks[0]):,} x {len(clks[1]):,} CLKs, Dice threshold 0.8")
     print(f"  anonlink dice_coefficient_accelerated, 1 thread: {pairs / anonlink_seconds / 1e6:8.1f} M pairs/s")

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import csv
 import itertools
+import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,34 +289,43 @@ def _tasks(sizes: Sequence[int], workers: int) -> list[tuple[int, int, int, int]
     return tasks
 
 
+@contextmanager
+def _executor(protocol: Protocol, encodings: Sequence[Encodings], workers: int) -> Iterator[Executor | None]:
+    """A process pool whose workers hold the inputs, or ``None`` to work in this process."""
+    setup = ([str(item.path) for item in encodings], protocol.max_block_pairs, protocol.clk_prefilter)
+    if workers <= 1:
+        _init_worker(*setup)
+        yield None
+        return
+    # Forking a process in which other threads run (the service runs links from a thread)
+    # can copy a lock one of them holds: there, workers come from a single-threaded fork server.
+    method = "fork" if threading.current_thread() is threading.main_thread() else "forkserver"
+    with ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker, initargs=setup
+    ) as pool:
+        yield pool
+
+
 def _run_tasks(
-    protocol: Protocol,
     encodings: Sequence[Encodings],
     work: Callable[..., Any],
     arguments: tuple[Any, ...],
+    executor: Executor | None,
     workers: int,
     on_progress: ProgressCallback | None,
 ) -> Iterator[tuple[tuple[int, int, int, int], Any]]:
-    """Run ``work(task, *arguments)`` over every slice, in order, on the pool (or here)."""
-    paths = [str(item.path) for item in encodings]
-    setup = (paths, protocol.max_block_pairs, protocol.clk_prefilter)
+    """Run ``work(task, *arguments)`` over every slice, in order, on the executor (or here)."""
     tasks = _tasks([item.header.record_count for item in encodings], workers)
     if on_progress:
         on_progress(0, len(tasks))
-    if workers <= 1:
-        _init_worker(*setup)
+    if executor is None:
         results: Iterator[Any] = (work(task, *arguments) for task in tasks)
     else:
-        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=setup)
-        results = pool.map(work, tasks, *(itertools.repeat(argument) for argument in arguments))
-    try:
-        for done, (task, result) in enumerate(zip(tasks, results, strict=True), start=1):
-            if on_progress:
-                on_progress(done, len(tasks))
-            yield task, result
-    finally:
-        if workers > 1:
-            pool.shutdown(cancel_futures=True)
+        results = executor.map(work, tasks, *(itertools.repeat(argument) for argument in arguments))
+    for done, (task, result) in enumerate(zip(tasks, results, strict=True), start=1):
+        if on_progress:
+            on_progress(done, len(tasks))
+        yield task, result
 
 
 def _random_pair_levels(encodings: Sequence[Encodings], comparisons: Sequence[Comparison], seed: int = 0) -> np.ndarray:
@@ -360,10 +372,26 @@ def score_candidates(
     def progress(offset: int) -> ProgressCallback | None:
         return (lambda done, _total: on_progress(offset + done, 2 * tasks)) if on_progress else None
 
+    with _executor(protocol, encodings, workers) as executor:
+        return _score(encodings, comparisons, features, executor, workers, floor, progress)
+
+
+def _score(
+    encodings: Sequence[Encodings],
+    comparisons: Sequence[Comparison],
+    features: Sequence[Feature],
+    executor: Executor | None,
+    workers: int,
+    floor: float,
+    progress: Callable[[int], ProgressCallback | None],
+) -> ScoredCandidates:
+    """The two passes of :func:`score_candidates` on a given executor."""
+    sizes = [item.header.record_count for item in encodings]
+    tasks = len(_tasks(sizes, workers))
     counted: dict[tuple[int, int], dict[int, int]] = {}
     candidates = 0
     for task, (distinct, counts) in _run_tasks(
-        protocol, encodings, _count_slice, (comparisons, features), workers, progress(0)
+        encodings, _count_slice, (comparisons, features), executor, workers, progress(0)
     ):
         table = counted.setdefault(task[:2], {})
         for code, count in zip(distinct.tolist(), counts.tolist(), strict=True):
@@ -392,7 +420,7 @@ def score_candidates(
     }
     parts: list[tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = []
     for task, result in _run_tasks(
-        protocol, encodings, _score_slice, (comparisons, features, (model, priors, floor)), workers, progress(tasks)
+        encodings, _score_slice, (comparisons, features, (model, priors, floor)), executor, workers, progress(tasks)
     ):
         parts.append((task[0], task[1], result))
     return ScoredCandidates(
