@@ -91,8 +91,8 @@ def throughput(protocol, outs: list[Path], workers: int) -> None:
     started = time.perf_counter()
     comparisons = comparisons_for(protocol)
     features = features_for(comparisons, protocol.comparison_groups)
-    with _executor(scanning, encodings, workers) as executor:
-        for _ in _run_tasks(encodings, _count_slice, (comparisons, features), executor, workers, None):
+    with _executor(scanning, encodings, workers) as (executor, setup, parallelism):
+        for _ in _run_tasks(encodings, _count_slice, (setup, comparisons, features), executor, parallelism, None):
             pass
     pprl_seconds = time.perf_counter() - started
     print(f"\nPart 1: all {pairs:,} pairs of {len(clks[0]):,} x {len(clks[1]):,} CLKs, Dice threshold 0.8")

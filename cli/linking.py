@@ -50,6 +50,11 @@ def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 )
 @click.option("--include-singletons", is_flag=True, help="Also write records that matched no other party.")
 @click.option("--workers", type=click.IntRange(min=1), help="Processes to use (default: every core).")
+@click.option(
+    "--dask",
+    metavar="tcp://HOST:PORT",
+    help="Run the comparisons on this Dask scheduler; its workers must be able to read the ENC paths.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def link(
     protocol: Protocol,
@@ -58,6 +63,7 @@ def link(
     threshold: float | None,
     include_singletons: bool,
     workers: int | None,
+    dask: str | None,
     quiet: bool,
 ) -> None:
     """Match the encodings of two or more parties and group them into entities.
@@ -77,6 +83,7 @@ def link(
             encodings,
             threshold=threshold,
             workers=workers or os.cpu_count() or 1,
+            dask=dask,
             on_progress=on_progress,
         )
     entities = write_entities(result, out, include_singletons=include_singletons)

@@ -112,6 +112,11 @@ def log_config() -> dict[str, Any]:
 @admin_secret_option
 @click.option("--workers", type=click.IntRange(min=1), help="Processes per linkage run (default: every core).")
 @click.option(
+    "--dask",
+    metavar="tcp://HOST:PORT",
+    help="Run linkage comparisons on this Dask scheduler; its workers must read DATA_DIR/blobs.",
+)
+@click.option(
     "--max-upload-mb", default=4096, show_default=True, type=click.IntRange(min=1), help="Largest upload accepted."
 )
 def serve(
@@ -122,6 +127,7 @@ def serve(
     port: int,
     admin_secret_file: Path | None,
     workers: int | None,
+    dask: str | None,
     max_upload_mb: int,
 ) -> None:
     """Run the linkage service (HTTP API with OpenAPI at /openapi.json).
@@ -150,6 +156,7 @@ def serve(
         stats_database_url=stats_database_url,
         admin_secret_sha256=admin_hash,
         workers=workers or os.cpu_count() or 1,
+        dask=dask,
         max_upload_bytes=max_upload_mb << 20,
     )
     app = create_app(config)

@@ -160,15 +160,23 @@ class LinkResult:
     seconds: float
 
 
-# Per worker process: the inputs, loaded once by the initializer.
+# What a worker needs to load the inputs: encodings paths, block size limit, CLK prefilter.
+Setup = tuple[tuple[str, ...], int, float | None]
+
+# Per worker process (pool or Dask worker): the inputs, loaded once and reused by every task.
 _state: dict[str, object] = {}
 
 
-def _init_worker(paths: Sequence[str], max_block_pairs: int, clk_prefilter: float | None) -> None:
+def _ensure_inputs(setup: Setup) -> None:
+    """Load the inputs into this worker unless it already holds exactly these."""
+    if _state.get("setup") == setup:
+        return
+    paths, max_block_pairs, clk_prefilter = setup
     _state.clear()
     _state["records"] = [read_encodings(path, verify=False).records for path in paths]
     _state["max_block_pairs"] = max_block_pairs
     _state["clk_prefilter"] = clk_prefilter
+    _state["setup"] = setup
 
 
 def _clks(party: int) -> object:
@@ -243,9 +251,10 @@ def _slice_levels(
 
 
 def _count_slice(
-    task: tuple[int, int, int, int], comparisons: Sequence[Comparison], features: Sequence[Feature]
+    task: tuple[int, int, int, int], setup: Setup, comparisons: Sequence[Comparison], features: Sequence[Feature]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pass 1: how many candidates of the slice have each pattern (nothing else is kept)."""
+    _ensure_inputs(setup)
     _, _, patterns = _slice_patterns(task, comparisons, features)
     distinct, _, counts = _count_patterns(patterns)
     return distinct, counts
@@ -253,11 +262,13 @@ def _count_slice(
 
 def _score_slice(
     task: tuple[int, int, int, int],
+    setup: Setup,
     comparisons: Sequence[Comparison],
     features: Sequence[Feature],
     scoring: tuple[FellegiSunterModel, dict[tuple[int, int], float], float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pass 2: the slice's candidates whose match probability reaches the floor, with scores."""
+    _ensure_inputs(setup)
     model, priors, floor = scoring
     index_a, index_b, levels = _slice_levels(task, comparisons)
     patterns = encode_patterns(feature_levels(levels, features), features)
@@ -290,20 +301,35 @@ def _tasks(sizes: Sequence[int], workers: int) -> list[tuple[int, int, int, int]
 
 
 @contextmanager
-def _executor(protocol: Protocol, encodings: Sequence[Encodings], workers: int) -> Iterator[Executor | None]:
-    """A process pool whose workers hold the inputs, or ``None`` to work in this process."""
-    setup = ([str(item.path) for item in encodings], protocol.max_block_pairs, protocol.clk_prefilter)
+def _executor(
+    protocol: Protocol, encodings: Sequence[Encodings], workers: int, dask: str | None = None
+) -> Iterator[tuple[Executor | None, Setup, int]]:
+    """Where the slices run: (executor or ``None`` for this process, inputs setup, parallelism).
+
+    With ``dask`` (a scheduler address such as ``tcp://10.0.0.5:8786``) the slices run as
+    tasks on that Dask cluster; every worker loads the encodings once from their paths, so
+    the paths must be readable by the workers (a shared file system), and nothing but small
+    task descriptions and results crosses the network. A task lost with a worker is run
+    again elsewhere by Dask; tasks are pure, so the result is the same.
+    """
+    setup: Setup = (tuple(str(item.path) for item in encodings), protocol.max_block_pairs, protocol.clk_prefilter)
+    if dask is not None:
+        try:
+            from distributed import Client  # noqa: PLC0415 - an optional extra
+        except ImportError as exc:
+            raise InputError("--dask needs the dask extra: pip install 'pprl[dask]'") from exc
+        with Client(dask, timeout=30) as client:
+            yield client.get_executor(pure=False), setup, max(1, sum(client.nthreads().values()))
+        return
     if workers <= 1:
-        _init_worker(*setup)
-        yield None
+        _ensure_inputs(setup)
+        yield None, setup, 1
         return
     # Forking a process in which other threads run (the service runs links from a thread)
     # can copy a lock one of them holds: there, workers come from a single-threaded fork server.
     method = "fork" if threading.current_thread() is threading.main_thread() else "forkserver"
-    with ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker, initargs=setup
-    ) as pool:
-        yield pool
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        yield pool, setup, workers
 
 
 def _run_tasks(
@@ -321,7 +347,7 @@ def _run_tasks(
     if executor is None:
         results: Iterator[Any] = (work(task, *arguments) for task in tasks)
     else:
-        results = executor.map(work, tasks, *(itertools.repeat(argument) for argument in arguments))
+        results = executor.map(work, tasks, *([argument] * len(tasks) for argument in arguments))
     for done, (task, result) in enumerate(zip(tasks, results, strict=True), start=1):
         if on_progress:
             on_progress(done, len(tasks))
@@ -348,6 +374,7 @@ def score_candidates(
     *,
     workers: int = 1,
     floor: float = PROBABILITY_FLOOR,
+    dask: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> ScoredCandidates:
     """Block, compare and weigh every candidate pair of every pair of parties.
@@ -362,22 +389,24 @@ def score_candidates(
         encodings: one loaded encodings file per party.
         workers: processes for candidate generation and comparison.
         floor: keep candidates with at least this match probability (0 keeps them all).
+        dask: run the slices on this Dask scheduler instead of a local pool.
         on_progress: called with (tasks done, tasks) over both passes.
     """
     comparisons = comparisons_for(protocol)
     features = features_for(comparisons, protocol.comparison_groups)
     sizes = [item.header.record_count for item in encodings]
-    tasks = len(_tasks(sizes, workers))
+    with _executor(protocol, encodings, workers, dask) as (executor, setup, parallelism):
+        tasks = len(_tasks(sizes, parallelism))
 
-    def progress(offset: int) -> ProgressCallback | None:
-        return (lambda done, _total: on_progress(offset + done, 2 * tasks)) if on_progress else None
+        def progress(offset: int) -> ProgressCallback | None:
+            return (lambda done, _total: on_progress(offset + done, 2 * tasks)) if on_progress else None
 
-    with _executor(protocol, encodings, workers) as executor:
-        return _score(encodings, comparisons, features, executor, workers, floor, progress)
+        return _score(encodings, setup, comparisons, features, executor, parallelism, floor, progress)
 
 
 def _score(
     encodings: Sequence[Encodings],
+    setup: Setup,
     comparisons: Sequence[Comparison],
     features: Sequence[Feature],
     executor: Executor | None,
@@ -391,7 +420,7 @@ def _score(
     counted: dict[tuple[int, int], dict[int, int]] = {}
     candidates = 0
     for task, (distinct, counts) in _run_tasks(
-        encodings, _count_slice, (comparisons, features), executor, workers, progress(0)
+        encodings, _count_slice, (setup, comparisons, features), executor, workers, progress(0)
     ):
         table = counted.setdefault(task[:2], {})
         for code, count in zip(distinct.tolist(), counts.tolist(), strict=True):
@@ -420,7 +449,12 @@ def _score(
     }
     parts: list[tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = []
     for task, result in _run_tasks(
-        encodings, _score_slice, (comparisons, features, (model, priors, floor)), executor, workers, progress(tasks)
+        encodings,
+        _score_slice,
+        (setup, comparisons, features, (model, priors, floor)),
+        executor,
+        workers,
+        progress(tasks),
     ):
         parts.append((task[0], task[1], result))
     return ScoredCandidates(
@@ -475,6 +509,7 @@ def link(
     *,
     threshold: float | None = None,
     workers: int = 1,
+    dask: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> LinkResult:
     """Link the parties' encodings into entities.
@@ -485,6 +520,7 @@ def link(
         threshold: match probability to accept a pair; ``None`` takes the protocol's, and
             a protocol's ``auto`` chooses it from the data (:func:`choose_threshold`).
         workers: processes for candidate generation and comparison.
+        dask: a Dask scheduler address to run them on instead (same result as the pool).
         on_progress: called with (tasks done, tasks).
 
     Returns:
@@ -492,7 +528,7 @@ def link(
     """
     started = time.perf_counter()
     check_inputs(protocol, encodings)
-    scored = score_candidates(protocol, encodings, workers=workers, on_progress=on_progress)
+    scored = score_candidates(protocol, encodings, workers=workers, dask=dask, on_progress=on_progress)
     chosen = threshold if threshold is not None else protocol.threshold
     if chosen is None:
         chosen = choose_threshold(scored.probability)

@@ -107,6 +107,8 @@ class ServiceConfig:
         admin_secret_sha256: SHA-256 of the admin secret (:func:`hash_admin_secret`);
             ``None`` disables the admin endpoints.
         workers: processes the linkage engine uses for a run.
+        dask: a Dask scheduler address the engine runs on instead (its workers must read
+            ``data_dir/blobs``).
         max_upload_bytes: the largest upload body accepted.
         max_json_bytes: the largest JSON body accepted.
         run_worker: start the background run worker (tests may run queued runs by hand).
@@ -119,6 +121,7 @@ class ServiceConfig:
     stats_database_url: str | None = None
     admin_secret_sha256: str | None = None
     workers: int = 1
+    dask: str | None = None
     max_upload_bytes: int = 4 << 30
     max_json_bytes: int = 1 << 20
     run_worker: bool = True
@@ -273,7 +276,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = LinkageStore(config.data_dir, config.database_url, schema=config.linkage_schema)
     stats = StatsStore(config.data_dir, config.stats_database_url or config.database_url, schema=config.stats_schema)
-    worker = RunWorker(store, stats, store.append_audit, workers=config.workers)
+    worker = RunWorker(store, stats, store.append_audit, workers=config.workers, dask=config.dask)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

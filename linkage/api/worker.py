@@ -66,6 +66,7 @@ class RunWorker:
         stats: the statistics store, which receives each done run's entity mapping.
         audit: appends to the audit log.
         workers: processes for the linkage engine.
+        dask: a Dask scheduler to run the engine's comparisons on instead of a local pool.
         poll_seconds: how often to look for queued runs when not woken.
     """
 
@@ -76,12 +77,14 @@ class RunWorker:
         audit: AuditFunction,
         *,
         workers: int = 1,
+        dask: str | None = None,
         poll_seconds: float = 2.0,
     ) -> None:
         self._store = store
         self._stats = stats
         self._audit = audit
         self._workers = workers
+        self._dask = dask
         self._poll = poll_seconds
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -150,7 +153,7 @@ class RunWorker:
         try:
             protocol = store.protocol(run.project_id)
             encodings = load_inputs(protocol, [path for _, path in inputs])
-            result = link(protocol, encodings, workers=self._workers, on_progress=on_progress)
+            result = link(protocol, encodings, workers=self._workers, dask=self._dask, on_progress=on_progress)
             del encodings
             store.store_entities(run.id, result)
             self._stats.replace_mapping(run.project_id, run.id, store.entity_rows(run.id))
