@@ -43,7 +43,7 @@ from linkage.score import (
     estimate_u,
     feature_levels,
     features_for,
-    fit_em,
+    fit_em_by_rule,
     fit_prior,
     term_frequencies,
     tf_adjustments,
@@ -252,12 +252,20 @@ def _slice_levels(
 
 def _count_slice(
     task: tuple[int, int, int, int], setup: Setup, comparisons: Sequence[Comparison], features: Sequence[Feature]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pass 1: how many candidates of the slice have each pattern (nothing else is kept)."""
+) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Pass 1: how many candidates of the slice have each pattern, overall and per blocking rule."""
     _ensure_inputs(setup)
-    _, _, patterns = _slice_patterns(task, comparisons, features)
+    index_a, index_b, patterns = _slice_patterns(task, comparisons, features)
     distinct, _, counts = _count_patterns(patterns)
-    return distinct, counts
+    records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
+    keys_a = np.asarray(records[task[0]]["block"]).reshape(len(records[task[0]]), -1)[index_a]
+    keys_b = np.asarray(records[task[1]]["block"]).reshape(len(records[task[1]]), -1)[index_b]
+    per_rule = []
+    for rule in range(keys_a.shape[1]):
+        agree = (keys_a[:, rule] == keys_b[:, rule]) & (keys_a[:, rule] != 0)
+        rule_distinct, _, rule_counts = _count_patterns(patterns[agree])
+        per_rule.append((rule_distinct, rule_counts))
+    return distinct, counts, per_rule
 
 
 def _score_slice(
@@ -418,22 +426,36 @@ def _score(
     sizes = [item.header.record_count for item in encodings]
     tasks = len(_tasks(sizes, workers))
     counted: dict[tuple[int, int], dict[int, int]] = {}
+    by_rule: list[dict[int, int]] = [{} for _ in setup_rules(encodings)]
     candidates = 0
-    for task, (distinct, counts) in _run_tasks(
+    for task, (distinct, counts, per_rule) in _run_tasks(
         encodings, _count_slice, (setup, comparisons, features), executor, workers, progress(0)
     ):
         table = counted.setdefault(task[:2], {})
         for code, count in zip(distinct.tolist(), counts.tolist(), strict=True):
             table[code] = table.get(code, 0) + count
+        for rule_table, (rule_distinct, rule_counts) in zip(by_rule, per_rule, strict=True):
+            for code, count in zip(rule_distinct.tolist(), rule_counts.tolist(), strict=True):
+                rule_table[code] = rule_table.get(code, 0) + count
         candidates += int(counts.sum())
     all_counts: dict[int, int] = {}
     for table in counted.values():
         for code, count in table.items():
             all_counts[code] = all_counts.get(code, 0) + count
     random_levels = feature_levels(_random_pair_levels(encodings, comparisons), features)
-    model = fit_em(
+    sessions = [
+        (
+            decode_patterns(np.fromiter(table, dtype=np.int64, count=len(table)), features),
+            np.fromiter(table.values(), dtype=np.int64, count=len(table)),
+            fields,
+        )
+        for table, fields in zip(by_rule, setup_rules(encodings), strict=True)
+        if table
+    ]
+    model = fit_em_by_rule(
         decode_patterns(np.fromiter(all_counts, dtype=np.int64, count=len(all_counts)), features),
         np.fromiter(all_counts.values(), dtype=np.int64, count=len(all_counts)),
+        sessions,
         features,
         estimate_u(random_levels, features),
         total_pairs=_total_pairs(sizes),
@@ -468,6 +490,11 @@ def _score(
         pairs_total=_total_pairs(sizes),
         pairs_compared=candidates,
     )
+
+
+def setup_rules(encodings: Sequence[Encodings]) -> list[frozenset[str]]:
+    """The fields each blocking rule agrees on, from the encodings header."""
+    return [frozenset(part.split(":")[0] for part in rule.split("+")) for rule in encodings[0].header.blocking]
 
 
 def _count_patterns(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

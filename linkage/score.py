@@ -34,6 +34,7 @@ __all__ = [
     "feature_levels",
     "features_for",
     "fit_em",
+    "fit_em_by_rule",
     "fit_prior",
     "term_frequencies",
     "tf_adjustments",
@@ -506,6 +507,60 @@ def _initial_m(feature: Feature) -> np.ndarray:
     if feature.neutral is not None:
         m[feature.neutral] = 1.0
     return m
+
+
+def fit_em_by_rule(
+    patterns: np.ndarray,
+    counts: np.ndarray,
+    sessions: Sequence[tuple[np.ndarray, np.ndarray, frozenset[str]]],
+    features: Sequence[Feature],
+    u: tuple[np.ndarray, ...],
+    *,
+    total_pairs: int,
+) -> FellegiSunterModel:
+    """Estimate m one blocking rule at a time, as Splink does, then the prior over all pairs.
+
+    Candidates proposed by a rule agree on that rule's fields by construction, so within
+    one rule's candidates those fields say nothing about matching: each rule's session
+    fits m only for the features that do not use its fields, and a feature's m is the
+    average over the sessions where it was free. A single EM over all candidates can
+    instead settle on "agrees on the name" as the match class when namesakes are common.
+
+    Args:
+        patterns: distinct level patterns of all candidates, shape (patterns, features).
+        counts: how many candidates have each pattern.
+        sessions: per blocking rule, its candidates' distinct patterns, their counts, and
+            the fields the rule agrees on.
+        features: what is weighed.
+        u: non-match level probabilities, from :func:`estimate_u`.
+        total_pairs: the number of pairs blocking chose from.
+
+    Returns:
+        The fitted model (falls back to one EM over all candidates for a feature that no
+        session leaves free).
+    """
+    overall = fit_em(patterns, counts, features, u, total_pairs=total_pairs)
+    sums = [np.zeros_like(m) for m in overall.m]
+    sessions_free = [0] * len(features)
+    for session_patterns, session_counts, fields in sessions:
+        free = [i for i, f in enumerate(features) if not set(f.name.split("+")) & fields]
+        if not free or session_counts.sum() < 100:
+            continue
+        sub_features = [features[i] for i in free]
+        fitted = fit_em(
+            session_patterns[:, free],
+            session_counts,
+            sub_features,
+            tuple(u[i] for i in free),
+            total_pairs=int(session_counts.sum()),
+        )
+        for position, i in enumerate(free):
+            sums[i] += fitted.m[position]
+            sessions_free[i] += 1
+    m = tuple(sums[i] / sessions_free[i] if sessions_free[i] else overall.m[i] for i in range(len(features)))
+    model = FellegiSunterModel(tuple(features), m, u, overall.prior, overall.iterations)
+    prior = fit_prior(model, patterns, counts, total_pairs)
+    return FellegiSunterModel(tuple(features), m, u, prior, overall.iterations)
 
 
 def fit_prior(model: FellegiSunterModel, patterns: np.ndarray, counts: np.ndarray, total_pairs: int) -> float:

@@ -85,3 +85,32 @@ def test_missing_is_neutral():
 def test_threshold_is_between_the_modes():
     probabilities = np.concatenate([np.full(100, 0.99), np.full(1000, 0.01), [0.6, 0.4]])
     assert 0.4 < choose_threshold(probabilities) <= 0.99
+
+
+def test_per_rule_em_ignores_agreement_the_blocking_rule_forced():
+    # Candidates blocked on field "a": namesakes (a agrees, b and c random) outnumber matches
+    # ten to one. The session of that rule holds a out, so m of b and c comes from the pairs
+    # that b and c separate, and is recovered.
+    from linkage.score import fit_em_by_rule
+
+    rng = np.random.default_rng(7)
+    true_m = [np.array([0.05, 0.95]), np.array([0.05, 0.15, 0.8]), np.array([0.1, 0.9])]
+    true_u = [np.array([0.9, 0.1]), np.array([0.85, 0.1, 0.05]), np.array([0.7, 0.3])]
+    matches = sample(rng, 2_000, true_m)
+    namesakes = sample(rng, 20_000, true_u)
+    namesakes[:, 0] = 1
+    matches[:, 0] = 1
+    levels = np.concatenate([matches, namesakes])
+    features = features_for(comparisons())
+    coded = feature_levels(levels, features)
+    distinct, counts = np.unique(encode_patterns(coded, features), return_counts=True)
+    patterns = decode_patterns(distinct, features)
+    u = estimate_u(feature_levels(sample(rng, 200_000, true_u), features), features)
+    model = fit_em_by_rule(
+        patterns, counts, [(patterns, counts, frozenset({"a"}))], features, u, total_pairs=10_000_000
+    )
+    for fitted, expected in zip(model.m[1:], true_m[1:], strict=True):
+        assert np.allclose(fitted[: len(expected)], expected, atol=0.02)
+    probability = model.probabilities(coded)
+    assert probability[:2_000].mean() > 0.6
+    assert probability[2_000:].mean() < 0.05
