@@ -105,6 +105,12 @@ def synth(protocol: Protocol, people: int, seed: int, out: Path, quiet: bool) ->
     help="fail: stop on any bad row, listing all; skip: encode the rest, list bad rows in rejected.csv.",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Processes to use (default: every core).")
+@click.option(
+    "--dask",
+    metavar="tcp://HOST:PORT",
+    help="Encode on this Dask scheduler instead. Its workers receive the keys derived from the secret "
+    "and your clients' rows: use only a cluster inside your agency, never the linkage service's.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def encode(
     protocol: Protocol,
@@ -114,6 +120,7 @@ def encode(
     out: Path,
     on_error: str,
     workers: int | None,
+    dask: str | None,
     quiet: bool,
 ) -> None:
     """Encode your client list for linkage, on your own machine.
@@ -121,6 +128,8 @@ def encode(
     Writes OUT/encodings.pprl (for the linkage service), OUT/attributes.csv (token, consent
     and outcome columns, for the statistics side) and OUT/keymap.csv (token -> your client
     id: it never leaves your agency). Nothing is written unless all of it is complete.
+    With --dask, the rows are encoded on your agency's own Dask cluster: its workers hold
+    the derived keys while encoding, so it must be trusted like this machine.
 
     Example: pprl encode --protocol protocol.json --party msd --secret-file secret.key clients.csv --out msd-out
     """
@@ -134,6 +143,7 @@ def encode(
             out,
             on_error=on_error,
             workers=workers,
+            dask=dask,
             on_progress=on_progress,
         )
     for warning in summary.warnings:
@@ -186,6 +196,11 @@ main.add_command(run_command)
 main.add_command(status)
 main.add_command(results)
 main.add_command(audit)
+
+from cli.query import budget, query  # noqa: E402 - as above
+
+main.add_command(query)
+main.add_command(budget)
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,10 @@ and writes, into a temporary folder renamed only when complete:
 * ``attributes.csv``: ``token``, ``consent`` and the outcome columns, for the statistics side;
 * ``keymap.csv``: ``token,client_id``, which never leaves the agency;
 * ``rejected.csv``: with ``on_error="skip"`` only, every rejected row and why.
+
+With ``dask`` the chunks are encoded as tasks on a Dask cluster instead of the pool; the
+output is the same. The keys derived from the secret are shipped to every worker (once,
+sealed so that they never appear in a log), so the cluster must be the agency's own.
 """
 
 from __future__ import annotations
@@ -18,16 +22,19 @@ import io
 import os
 import secrets
 import shutil
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
 from linkage.clk import MIN_SECRET_BYTES, Keys, derive_keys, secret_check
+from linkage.cluster import Sealed, connect, parallelism
 from linkage.encode import RecordEncoder, RowProblem, prepare_rows
 from linkage.encodings import ENCODINGS_FILE, EncodingsWriter, read_encodings
 from linkage.errors import InputError, OutputExistsError, SecretError
@@ -109,8 +116,17 @@ class EncodeSummary:
     warnings: tuple[str, ...]
 
 
+# What a worker needs to encode chunks: protocol, party, keys, column positions, header width.
+Setup = tuple[Protocol, str, Keys, list[int], int]
+Worker = tuple[Protocol, str, RecordEncoder, list[int], int]
+
 # Each pool worker builds its encoder once, from what the initializer hands it.
-_worker: tuple[Protocol, str, RecordEncoder, list[int], int] | None = None
+_worker: Worker | None = None
+
+# Each Dask worker builds one encoder per encoding job (a few jobs at most), on first use.
+_remote: dict[str, Worker] = {}
+_remote_lock = threading.Lock()
+_REMOTE_JOBS = 4
 
 
 def _init_worker(protocol: Protocol, party_id: str, keys: Keys, positions: list[int], width: int) -> None:
@@ -136,9 +152,32 @@ def _id_hash(client_id: str) -> int:
 
 
 def _work(task: tuple[int, str]) -> _Chunk:
-    """Parse, check, normalise and encode one chunk of CSV text starting at a given line."""
+    """Encode one chunk in a pool worker (or in this process)."""
     assert _worker is not None  # noqa: S101 - set by _init_worker
-    protocol, party_id, encoder, positions, width = _worker
+    return _encode_chunk(_worker, task)
+
+
+def _work_remote(job: str, setup: Sealed[Setup], task: Sealed[tuple[int, str]]) -> _Chunk:
+    """Encode one chunk on a Dask worker, building the job's encoder on first use."""
+    with _remote_lock:
+        worker = _remote.get(job)
+        if worker is None:
+            while len(_remote) >= _REMOTE_JOBS:
+                del _remote[next(iter(_remote))]
+            protocol, party_id, keys, positions, width = setup.value
+            worker = _remote[job] = (protocol, party_id, RecordEncoder(protocol, keys), positions, width)
+    return _encode_chunk(worker, task.value)
+
+
+def _forget_remote(job: str) -> None:
+    """Drop a finished job's encoder (and with it the keys) from a Dask worker."""
+    with _remote_lock:
+        _remote.pop(job, None)
+
+
+def _encode_chunk(worker: Worker, task: tuple[int, str]) -> _Chunk:
+    """Parse, check, normalise and encode one chunk of CSV text starting at a given line."""
+    protocol, party_id, encoder, positions, width = worker
     first_line, text = task
     rows: list[tuple[int, list[str]]] = []
     problems: list[RowProblem] = []
@@ -276,6 +315,7 @@ def encode_csv(
     *,
     on_error: str = "fail",
     workers: int | None = None,
+    dask: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> EncodeSummary:
     """Encode one party's client CSV into the files for the linkage and statistics sides.
@@ -289,6 +329,9 @@ def encode_csv(
         on_error: ``fail`` (any bad row stops with every problem listed, nothing written)
             or ``skip`` (bad rows go to ``rejected.csv`` with their reason).
         workers: processes to use; ``None`` means every core, 1 means in this process.
+        dask: encode on this Dask scheduler (``tcp://HOST:PORT``) instead of a local pool.
+            Every worker receives the keys derived from the secret (not the secret itself)
+            and the client file's text: use only a cluster inside the agency.
         on_progress: called with (bytes read, total bytes).
 
     Returns:
@@ -297,6 +340,7 @@ def encode_csv(
     Raises:
         InputError: the file is malformed or, with ``fail``, has bad rows.
         OutputExistsError: ``out_dir`` exists and is not empty.
+        ServiceError: the Dask scheduler cannot be reached.
     """
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', not {on_error!r}")
@@ -313,7 +357,7 @@ def encode_csv(
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(4)}")
     tmp.mkdir(parents=True)
     try:
-        summary = _encode_into(protocol, party_id, keys, input_path, tmp, on_error, workers, on_progress)
+        summary = _encode_into(protocol, party_id, keys, input_path, tmp, on_error, workers, dask, on_progress)
         if out_dir.exists():
             out_dir.rmdir()
         tmp.rename(out_dir)
@@ -340,6 +384,7 @@ def _encode_into(
     tmp: Path,
     on_error: str,
     workers: int | None,
+    dask: str | None,
     on_progress: ProgressCallback | None,
 ) -> EncodeSummary:
     expected = protocol.columns_for(party_id)
@@ -378,9 +423,18 @@ def _encode_into(
         csv.writer(attributes_file, lineterminator="\n").writerow(["token", "consent", *attributes])
         lines: list[np.ndarray] = []
         id_hashes: list[np.ndarray] = []
-        chunks = _text_chunks(input_path, text, 2)
-        setup = (protocol, party_id, keys, positions, len(header))
-        for chunk in _map_chunks(setup, chunks, workers):
+        # Progress counts the bytes up to the end of each chunk whose result is in, not the
+        # bytes read ahead for chunks still in flight.
+        read_up_to: deque[int] = deque()
+
+        def chunks() -> Iterator[tuple[int, str]]:
+            for chunk in _text_chunks(input_path, text, 2):
+                read_up_to.append(min(tracked.position, total))
+                yield chunk
+
+        setup: Setup = (protocol, party_id, keys, positions, len(header))
+        mapped = _map_chunks(setup, chunks(), workers) if dask is None else _map_chunks_on_dask(setup, chunks(), dask)
+        for chunk in mapped:
             problems.extend(chunk.problems)
             writer.write(chunk.records)
             keymap_file.write(chunk.keymap)
@@ -388,8 +442,9 @@ def _encode_into(
             lines.append(chunk.lines)
             id_hashes.append(chunk.id_hashes)
             written += len(chunk.records)
+            done = read_up_to.popleft()
             if on_progress:
-                on_progress(min(tracked.position, total), total)
+                on_progress(done, total)
         all_lines = np.concatenate(lines) if lines else np.zeros(0, dtype=np.int64)
         duplicates = _duplicate_lines(np.concatenate(id_hashes) if id_hashes else all_lines, all_lines)
         problems += [
@@ -428,9 +483,7 @@ def _encode_into(
     )
 
 
-def _map_chunks(
-    setup: tuple[Protocol, str, Keys, list[int], int], chunks: Iterator[tuple[int, str]], workers: int
-) -> Iterator[_Chunk]:
+def _map_chunks(setup: Setup, chunks: Iterator[tuple[int, str]], workers: int) -> Iterator[_Chunk]:
     """Encode chunks in order, on a pool with a bounded number in flight."""
     if workers <= 1:
         _init_worker(*setup)
@@ -445,6 +498,30 @@ def _map_chunks(
                 yield pending.pop(0).result()
         for future in pending:
             yield future.result()
+
+
+def _map_chunks_on_dask(setup: Setup, chunks: Iterator[tuple[int, str]], address: str) -> Iterator[_Chunk]:
+    """Encode chunks in order as Dask tasks, with a bounded number in flight.
+
+    The setup (with the derived keys) is scattered to every worker once, not sent with
+    each task; each task carries only its chunk of text. Tasks are marked impure (fresh
+    tokens every time), and a task lost with a worker is run again by Dask elsewhere.
+    """
+    with connect(address) as client:
+        job = secrets.token_hex(8)
+        [shared] = client.scatter([Sealed(setup)], broadcast=True, hash=False)
+        window = 2 * parallelism(client)
+        pending: deque[Any] = deque()
+        try:
+            for chunk in chunks:
+                pending.append(client.submit(_work_remote, job, shared, Sealed(chunk), pure=False))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            client.cancel([*pending, shared])
+            client.run(_forget_remote, job, on_error="ignore")
 
 
 def _duplicate_lines(id_hashes: np.ndarray, lines: np.ndarray) -> dict[int, int]:

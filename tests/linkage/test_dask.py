@@ -1,13 +1,24 @@
-"""The engine on a Dask cluster gives the same entities as the local process pool."""
+"""On a Dask cluster: the same encodings and entities as on the local process pool."""
 
+import csv
 import os
+import re
 import signal
 import threading
 import time
 
+import numpy as np
 import pytest
 
+import linkage.agency
+from linkage.agency import _work_remote, encode_csv
+from linkage.clk import derive_keys
+from linkage.cluster import Sealed
+from linkage.encodings import read_encodings
 from linkage.engine import link, load_inputs, write_entities
+from linkage.errors import InputError
+from linkage.synth import synthesise_population
+from tests.conftest import SECRET
 from tests.linkage.test_engine import encoded_population, protocol_with_parties
 
 distributed = pytest.importorskip("distributed")
@@ -71,3 +82,90 @@ def test_a_worker_killed_mid_job_is_survived(inputs, tmp_path):
         )
         killer.join()
     assert entities_bytes(result, tmp_path / "survived.csv") == expected
+
+
+TOKEN = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+def canonical(out):
+    """Every output file as bytes, with each random token replaced by its keymap row number.
+
+    Tokens are fresh random numbers on every run, on the pool as on Dask; everything
+    else must be byte-for-byte the same.
+    """
+    with (out / "keymap.csv").open(newline="") as handle:
+        order = {row[0]: f"{number:032d}" for number, row in enumerate(csv.reader(handle))}
+    files = {}
+    for path in sorted(out.iterdir()):
+        if path.suffix == ".csv":
+            files[path.name] = TOKEN.sub(lambda match: order[match.group()], path.read_text())
+    encodings = read_encodings(out)
+    records = np.array(encodings.records)
+    tokens = [order[token.tobytes().hex()] for token in records["token"]]
+    records["token"] = np.frombuffer(b"".join(bytes.fromhex(t) for t in tokens), dtype=np.uint8).reshape(-1, 16)
+    header = encodings.header.to_json().replace(encodings.header.records_sha256, "")
+    files[out.name + "/encodings.pprl"] = (header, records.tobytes())
+    return files
+
+
+@pytest.fixture(scope="module")
+def client_file(protocol, tmp_path_factory):
+    """A client file of a few chunks with bad rows of every kind the workers find."""
+    data = tmp_path_factory.mktemp("dask-encode")
+    synthesise_population(protocol, 2500, 3, data)
+    lines = (data / "msd.csv").read_text().splitlines(keepends=True)
+    lines[5] = lines[5].replace(lines[5].split(",")[3], "31/02/1990", 1)
+    lines.insert(40, lines[20])  # a repeated client id
+    lines.insert(60, "too,few,columns\n")
+    (data / "msd.csv").write_text("".join(lines))
+    return data / "msd.csv"
+
+
+def test_encode_on_dask_writes_the_same_files_as_the_pool(cluster, protocol, client_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(linkage.agency, "CHUNK_ROWS", 400)  # several tasks from a small file
+    progress = []
+    pooled = encode_csv(protocol, "msd", SECRET, client_file, tmp_path / "pool", workers=2, on_error="skip")
+    on_dask = encode_csv(
+        protocol,
+        "msd",
+        SECRET,
+        client_file,
+        tmp_path / "dask",
+        on_error="skip",
+        dask=cluster.scheduler_address,
+        on_progress=lambda done, total: progress.append((done, total)),
+    )
+    assert (on_dask.records, on_dask.rejected) == (pooled.records, pooled.rejected)
+    assert on_dask.rejected == 4
+    dask_files, pool_files = canonical(tmp_path / "dask"), canonical(tmp_path / "pool")
+    assert sorted(dask_files) == ["attributes.csv", "dask/encodings.pprl", "keymap.csv", "rejected.csv"]
+    assert dask_files.pop("dask/encodings.pprl") == pool_files.pop("pool/encodings.pprl")
+    assert dask_files == pool_files
+    done = [d for d, _ in progress]
+    assert len(set(done)) > 3 and done == sorted(done) and progress[-1] == (client_file.stat().st_size,) * 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_encode_on_dask_gives_the_pool_errors_and_writes_nothing(cluster, protocol, client_file, tmp_path):
+    failures = []
+    for name, where in (("pool", {"workers": 2}), ("dask", {"dask": cluster.scheduler_address})):
+        with pytest.raises(InputError, match="4 row\\(s\\) cannot be encoded; nothing was written") as info:
+            encode_csv(protocol, "msd", SECRET, client_file, tmp_path / name, **where)
+        failures.append((str(info.value), info.value.problems))
+    assert failures[0] == failures[1]
+    assert "line 41, column 'client_id': the client id is also on line 21" in "\n".join(failures[1][1])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_encode_task_logs_neither_keys_nor_rows(cluster, protocol):
+    """Dask logs a failed task with its arguments; the keys and the rows travel sealed."""
+    keys = derive_keys(SECRET, protocol)
+    bad_setup = Sealed((protocol, "msd", keys, [99], 3))  # a column position past the row's end
+    with distributed.Client(cluster) as client:
+        future = client.submit(_work_remote, "job", bad_setup, Sealed((2, "A1,Zebediah,Quixotic\n")), pure=False)
+        with pytest.raises(IndexError):
+            future.result()
+        logged = str(client.get_worker_logs())
+    assert "Compute Failed" in logged
+    for secret in ("Zebediah", "Keys(", repr(keys.clk[0])[2:20]):
+        assert secret not in logged
