@@ -53,7 +53,7 @@ def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 @click.option(
     "--dask",
     metavar="tcp://HOST:PORT",
-    help="Run the comparisons on this Dask scheduler; its workers must be able to read the ENC paths.",
+    help="Run the comparisons on this Dask scheduler; the encodings are sent to each of its workers once.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def link(

@@ -114,7 +114,7 @@ def log_config() -> dict[str, Any]:
 @click.option(
     "--dask",
     metavar="tcp://HOST:PORT",
-    help="Run linkage comparisons on this Dask scheduler; its workers must read DATA_DIR/blobs.",
+    help="Run linkage comparisons on this Dask scheduler; a run's encodings are sent to each worker once.",
 )
 @click.option(
     "--max-upload-mb", default=4096, show_default=True, type=click.IntRange(min=1), help="Largest upload accepted."

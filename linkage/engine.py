@@ -10,13 +10,15 @@ same function as a job.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import itertools
 import multiprocessing
+import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ import numpy as np
 
 from linkage.anon import clk_dataset, clk_dice_pairs
 from linkage.block import BlockIndex, candidate_pairs, sorted_unique, split_codes
+from linkage.cluster import Sealed, connect, parallelism
 from linkage.encodings import Encodings, read_encodings
 from linkage.errors import InputError, MismatchError
 from linkage.protocol import Protocol
@@ -160,57 +163,82 @@ class LinkResult:
     seconds: float
 
 
-# What a worker needs to load the inputs: encodings paths, block size limit, CLK prefilter.
-Setup = tuple[tuple[str, ...], int, float | None]
+# What a worker needs for a job's tasks: the job's key, each party's records (a path to
+# load them from, or on Dask the sealed records scattered to it), block size limit, CLK
+# prefilter.
+Setup = tuple[str, tuple[Any, ...], int, float | None]
+State = dict[str, Any]
 
-# Per worker process (pool or Dask worker): the inputs, loaded once and reused by every task.
-_state: dict[str, object] = {}
-
-
-def _ensure_inputs(setup: Setup) -> None:
-    """Load the inputs into this worker unless it already holds exactly these."""
-    if _state.get("setup") == setup:
-        return
-    paths, max_block_pairs, clk_prefilter = setup
-    _state.clear()
-    _state["records"] = [read_encodings(path, verify=False).records for path in paths]
-    _state["max_block_pairs"] = max_block_pairs
-    _state["clk_prefilter"] = clk_prefilter
-    _state["setup"] = setup
+# Per worker process (pool or Dask worker): each job's inputs, loaded once and reused by
+# every task of the job, with what is derived from them. A Dask worker may run tasks of
+# two jobs at once, in threads: a task holds its job's state, never another job's.
+_states: dict[str, State] = {}
+_states_lock = threading.RLock()
+_KEPT_STATES = 2
 
 
-def _clks(party: int) -> object:
-    key = f"clks/{party}"
-    if key not in _state:
-        records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
-        _state[key] = clk_dataset(np.ascontiguousarray(records[party]["clk"]))
-    return _state[key]
+def _inputs(setup: Setup) -> State:
+    """This job's state in this worker, loading its inputs on first use."""
+    key, sources, max_block_pairs, clk_prefilter = setup
+    with _states_lock:
+        state = _states.get(key)
+        if state is None:
+            while len(_states) >= _KEPT_STATES:
+                del _states[next(iter(_states))]
+            records = [
+                source.value if isinstance(source, Sealed) else read_encodings(source, verify=False).records
+                for source in sources
+            ]
+            state = _states[key] = {
+                "records": records,
+                "max_block_pairs": max_block_pairs,
+                "clk_prefilter": clk_prefilter,
+            }
+        return state
 
 
-def _features(party: int, comparisons: Sequence[Comparison]) -> PartyFeatures:
-    key = f"features/{party}"
-    if key not in _state:
-        records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
-        _state[key] = PartyFeatures.from_records(records[party], comparisons)
-    return _state[key]  # type: ignore[return-value]
+def _forget_inputs(key: str) -> None:
+    """Drop a finished job's inputs and everything derived from them from this worker."""
+    with _states_lock:
+        _states.pop(key, None)
 
 
-def _block_index(party_a: int, party_b: int) -> BlockIndex:
-    key = f"index/{party_a}/{party_b}"
-    if key not in _state:
-        records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
-        _state[key] = BlockIndex.build(
+def _cached(state: State, key: str, build: Callable[[], Any]) -> Any:
+    """``state[key]``, built once even when several threads ask for it at the same time."""
+    with _states_lock:
+        if key not in state:
+            state[key] = build()
+        return state[key]
+
+
+def _clks(state: State, party: int) -> Any:
+    return _cached(state, f"clks/{party}", lambda: clk_dataset(np.ascontiguousarray(state["records"][party]["clk"])))
+
+
+def _features(state: State, party: int, comparisons: Sequence[Comparison]) -> PartyFeatures:
+    return _cached(  # type: ignore[no-any-return]
+        state, f"features/{party}", lambda: PartyFeatures.from_records(state["records"][party], comparisons)
+    )
+
+
+def _block_index(state: State, party_a: int, party_b: int) -> BlockIndex:
+    records: list[np.ndarray] = state["records"]
+
+    def build() -> BlockIndex:
+        return BlockIndex.build(
             np.asarray(records[party_a]["block"]).reshape(len(records[party_a]), -1),
             np.asarray(records[party_b]["block"]).reshape(len(records[party_b]), -1),
-            _state["max_block_pairs"],  # type: ignore[arg-type]
+            state["max_block_pairs"],
         )
-    return _state[key]  # type: ignore[return-value]
+
+    return _cached(state, f"index/{party_a}/{party_b}", build)  # type: ignore[no-any-return]
 
 
-def _frequencies(comparisons: Sequence[Comparison]) -> list[list[np.ndarray]]:
+def _frequencies(state: State, comparisons: Sequence[Comparison]) -> list[list[np.ndarray]]:
     """Per party, per name field, the share of all records holding each record's value."""
-    if "frequencies" not in _state:
-        records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
+    records: list[np.ndarray] = state["records"]
+
+    def build() -> list[list[np.ndarray]]:
         per_field = [
             term_frequencies(
                 [value_fingerprints(np.ascontiguousarray(party[c.field.name]).view(np.uint64)) for party in records]
@@ -218,34 +246,35 @@ def _frequencies(comparisons: Sequence[Comparison]) -> list[list[np.ndarray]]:
             for c in comparisons
             if c.field.kind in TF_KINDS
         ]
-        _state["frequencies"] = [[field[party] for field in per_field] for party in range(len(records))]
-    return _state["frequencies"]  # type: ignore[return-value]
+        return [[field[party] for field in per_field] for party in range(len(records))]
+
+    return _cached(state, "frequencies", build)  # type: ignore[no-any-return]
 
 
 def _slice_patterns(
-    task: tuple[int, int, int, int], comparisons: Sequence[Comparison], features: Sequence[Feature]
+    state: State, task: tuple[int, int, int, int], comparisons: Sequence[Comparison], features: Sequence[Feature]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate pairs of one slice and the pattern code of each."""
-    index_a, index_b, levels = _slice_levels(task, comparisons)
+    index_a, index_b, levels = _slice_levels(state, task, comparisons)
     return index_a, index_b, encode_patterns(feature_levels(levels, features), features)
 
 
 def _slice_levels(
-    task: tuple[int, int, int, int], comparisons: Sequence[Comparison]
+    state: State, task: tuple[int, int, int, int], comparisons: Sequence[Comparison]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate pairs of one slice and their field levels."""
     party_a, party_b, start, stop = task
-    records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
+    records: list[np.ndarray] = state["records"]
     keys = np.asarray(records[party_a]["block"][start:stop]).reshape(stop - start, -1)
-    index_a, index_b = candidate_pairs(keys, start, _block_index(party_a, party_b))
-    prefilter = _state["clk_prefilter"]
+    index_a, index_b = candidate_pairs(keys, start, _block_index(state, party_a, party_b))
+    prefilter = state["clk_prefilter"]
     if prefilter is not None:
-        dice_a, dice_b = clk_dice_pairs(_clks(party_a)[start:stop], _clks(party_b), prefilter)  # type: ignore[index]
+        dice_a, dice_b = clk_dice_pairs(_clks(state, party_a)[start:stop], _clks(state, party_b), prefilter)
         width = len(records[party_b])
         codes = sorted_unique(np.concatenate([index_a * width + index_b, (dice_a + start) * width + dice_b]))
         index_a, index_b = split_codes(codes, width)
     levels = compare_pairs(
-        _features(party_a, comparisons), _features(party_b, comparisons), index_a, index_b, comparisons
+        _features(state, party_a, comparisons), _features(state, party_b, comparisons), index_a, index_b, comparisons
     )
     return index_a, index_b, levels
 
@@ -254,10 +283,10 @@ def _count_slice(
     task: tuple[int, int, int, int], setup: Setup, comparisons: Sequence[Comparison], features: Sequence[Feature]
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """Pass 1: how many candidates of the slice have each pattern, overall and per blocking rule."""
-    _ensure_inputs(setup)
-    index_a, index_b, patterns = _slice_patterns(task, comparisons, features)
+    state = _inputs(setup)
+    index_a, index_b, patterns = _slice_patterns(state, task, comparisons, features)
     distinct, _, counts = _count_patterns(patterns)
-    records: list[np.ndarray] = _state["records"]  # type: ignore[assignment]
+    records: list[np.ndarray] = state["records"]
     keys_a = np.asarray(records[task[0]]["block"]).reshape(len(records[task[0]]), -1)[index_a]
     keys_b = np.asarray(records[task[1]]["block"]).reshape(len(records[task[1]]), -1)[index_b]
     per_rule = []
@@ -276,13 +305,13 @@ def _score_slice(
     scoring: tuple[FellegiSunterModel, dict[tuple[int, int], float], float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pass 2: the slice's candidates whose match probability reaches the floor, with scores."""
-    _ensure_inputs(setup)
+    state = _inputs(setup)
     model, priors, floor = scoring
-    index_a, index_b, levels = _slice_levels(task, comparisons)
+    index_a, index_b, levels = _slice_levels(state, task, comparisons)
     patterns = encode_patterns(feature_levels(levels, features), features)
     distinct, inverse, _ = _count_patterns(patterns)
     weights = model.match_weights(decode_patterns(distinct, features))[inverse]
-    frequencies = _frequencies(comparisons)
+    frequencies = _frequencies(state, comparisons)
     weights += tf_adjustments(
         model,
         comparisons,
@@ -308,58 +337,99 @@ def _tasks(sizes: Sequence[int], workers: int) -> list[tuple[int, int, int, int]
     return tasks
 
 
+@dataclass(frozen=True)
+class _Runner:
+    """Where tasks run: how to submit one (a future back), and how to wait for many."""
+
+    submit: Callable[..., Any]
+    as_completed: Callable[[list[Any]], Iterable[Any]]
+
+
 @contextmanager
 def _executor(
     protocol: Protocol, encodings: Sequence[Encodings], workers: int, dask: str | None = None
-) -> Iterator[tuple[Executor | None, Setup, int]]:
-    """Where the slices run: (executor or ``None`` for this process, inputs setup, parallelism).
+) -> Iterator[tuple[_Runner | None, Setup, int]]:
+    """Where the slices run: (runner, or ``None`` for this process; inputs setup; parallelism).
 
     With ``dask`` (a scheduler address such as ``tcp://10.0.0.5:8786``) the slices run as
-    tasks on that Dask cluster; every worker loads the encodings once from their paths, so
-    the paths must be readable by the workers (a shared file system), and nothing but small
-    task descriptions and results crosses the network. A task lost with a worker is run
-    again elsewhere by Dask; tasks are pure, so the result is the same.
+    tasks on that Dask cluster. Each party's encodings are scattered to every worker once,
+    at the start (sealed: Dask never prints them), so the workers need no shared file
+    system; each task then carries only its slice bounds and the model, and sends back
+    small results. A task lost with a worker is run again elsewhere by Dask; tasks are
+    pure, so the result is the same. At the end the workers drop the job's inputs.
     """
-    setup: Setup = (tuple(str(item.path) for item in encodings), protocol.max_block_pairs, protocol.clk_prefilter)
+    key = secrets.token_hex(8)
+    limits = (protocol.max_block_pairs, protocol.clk_prefilter)
     if dask is not None:
-        try:
-            from distributed import Client  # noqa: PLC0415 - an optional extra
-        except ImportError as exc:
-            raise InputError("--dask needs the dask extra: pip install 'pprl[dask]'") from exc
-        with Client(dask, timeout=30) as client:
-            yield client.get_executor(pure=False), setup, max(1, sum(client.nthreads().values()))
+        with connect(dask) as client:
+            from distributed import as_completed  # noqa: PLC0415 - an optional extra, present if connect worked
+
+            sources = client.scatter(
+                [Sealed(np.asarray(item.records)) for item in encodings], broadcast=True, hash=False
+            )
+            runner = _Runner(
+                submit=lambda *args: client.submit(*args, pure=False),
+                as_completed=lambda futures: as_completed(futures),
+            )
+            try:
+                yield runner, (key, tuple(sources), *limits), parallelism(client)
+            finally:
+                client.cancel(sources)
+                client.run(_forget_inputs, key, on_error="ignore")
         return
+    setup: Setup = (key, tuple(str(item.path) for item in encodings), *limits)
     if workers <= 1:
-        _ensure_inputs(setup)
-        yield None, setup, 1
+        try:
+            yield None, setup, 1
+        finally:
+            _forget_inputs(key)
         return
     # Forking a process in which other threads run (the service runs links from a thread)
     # can copy a lock one of them holds: there, workers come from a single-threaded fork server.
     method = "fork" if threading.current_thread() is threading.main_thread() else "forkserver"
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-        yield pool, setup, workers
+        yield _Runner(submit=pool.submit, as_completed=concurrent.futures.as_completed), setup, workers
 
 
 def _run_tasks(
     encodings: Sequence[Encodings],
     work: Callable[..., Any],
     arguments: tuple[Any, ...],
-    executor: Executor | None,
+    runner: _Runner | None,
     workers: int,
     on_progress: ProgressCallback | None,
 ) -> Iterator[tuple[tuple[int, int, int, int], Any]]:
-    """Run ``work(task, *arguments)`` over every slice, in order, on the executor (or here)."""
+    """Run ``work(task, *arguments)`` over every slice; results come back in task order.
+
+    Progress counts tasks as they complete, in whatever order the workers finish them;
+    results are handed on in task order (so that the same inputs give the same
+    entities wherever they ran), each released as soon as it has been handed on.
+    """
     tasks = _tasks([item.header.record_count for item in encodings], workers)
     if on_progress:
         on_progress(0, len(tasks))
-    if executor is None:
-        results: Iterator[Any] = (work(task, *arguments) for task in tasks)
-    else:
-        results = executor.map(work, tasks, *([argument] * len(tasks) for argument in arguments))
-    for done, (task, result) in enumerate(zip(tasks, results, strict=True), start=1):
+    if runner is None:
+        for done, task in enumerate(tasks, start=1):
+            result = work(task, *arguments)
+            if on_progress:
+                on_progress(done, len(tasks))
+            yield task, result
+        return
+    futures: list[Any] = [runner.submit(work, task, *arguments) for task in tasks]
+    position = {id(future): number for number, future in enumerate(futures)}
+    finished: set[int] = set()
+    handed_on = 0
+    for done, future in enumerate(runner.as_completed(list(futures)), start=1):
         if on_progress:
             on_progress(done, len(tasks))
-        yield task, result
+        finished.add(position[id(future)])
+        del future
+        while handed_on in finished:
+            result = futures[handed_on].result()
+            futures[handed_on] = None
+            finished.discard(handed_on)
+            yield tasks[handed_on], result
+            handed_on += 1
 
 
 def _random_pair_levels(encodings: Sequence[Encodings], comparisons: Sequence[Comparison], seed: int = 0) -> np.ndarray:
@@ -403,13 +473,13 @@ def score_candidates(
     comparisons = comparisons_for(protocol)
     features = features_for(comparisons, protocol.comparison_groups)
     sizes = [item.header.record_count for item in encodings]
-    with _executor(protocol, encodings, workers, dask) as (executor, setup, parallelism):
-        tasks = len(_tasks(sizes, parallelism))
+    with _executor(protocol, encodings, workers, dask) as (runner, setup, slots):
+        tasks = len(_tasks(sizes, slots))
 
         def progress(offset: int) -> ProgressCallback | None:
             return (lambda done, _total: on_progress(offset + done, 2 * tasks)) if on_progress else None
 
-        return _score(encodings, setup, comparisons, features, executor, parallelism, floor, progress)
+        return _score(encodings, setup, comparisons, features, runner, slots, floor, progress)
 
 
 def _score(
@@ -417,7 +487,7 @@ def _score(
     setup: Setup,
     comparisons: Sequence[Comparison],
     features: Sequence[Feature],
-    executor: Executor | None,
+    runner: _Runner | None,
     workers: int,
     floor: float,
     progress: Callable[[int], ProgressCallback | None],
@@ -429,7 +499,7 @@ def _score(
     by_rule: list[dict[int, int]] = [{} for _ in setup_rules(encodings)]
     candidates = 0
     for task, (distinct, counts, per_rule) in _run_tasks(
-        encodings, _count_slice, (setup, comparisons, features), executor, workers, progress(0)
+        encodings, _count_slice, (setup, comparisons, features), runner, workers, progress(0)
     ):
         table = counted.setdefault(task[:2], {})
         for code, count in zip(distinct.tolist(), counts.tolist(), strict=True):
@@ -474,7 +544,7 @@ def _score(
         encodings,
         _score_slice,
         (setup, comparisons, features, (model, priors, floor)),
-        executor,
+        runner,
         workers,
         progress(tasks),
     ):

@@ -3,6 +3,7 @@
 import csv
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import linkage.agency
+from linkage import engine
 from linkage.agency import _work_remote, encode_csv
 from linkage.clk import derive_keys
 from linkage.cluster import Sealed
@@ -56,6 +58,25 @@ def test_dask_gives_the_same_entities_as_the_pool(cluster, inputs, tmp_path):
     on_dask = link(protocol, load_inputs(protocol, outs), dask=cluster.scheduler_address)
     assert entities_bytes(on_dask, tmp_path / "dask.csv") == entities_bytes(pooled, tmp_path / "pool.csv")
     assert on_dask.pairs_compared == pooled.pairs_compared
+
+
+def test_dask_workers_need_no_copy_of_the_inputs(cluster, inputs, tmp_path):
+    """The encodings are scattered from the client: once loaded, the files may be gone."""
+    protocol, outs = inputs
+    expected = entities_bytes(link(protocol, load_inputs(protocol, outs), workers=2), tmp_path / "pool.csv")
+    private = tmp_path / "client-only"
+    for out in outs:
+        shutil.copytree(out, private / out.name)
+    encodings = load_inputs(protocol, [private / out.name for out in outs])
+    shutil.rmtree(private)  # memory-mapped here, readable nowhere else
+    progress = []
+    result = link(protocol, encodings, dask=cluster.scheduler_address, on_progress=lambda *p: progress.append(p))
+    assert entities_bytes(result, tmp_path / "dask.csv") == expected
+    total = progress[-1][1]
+    half = total // 2  # two passes over the slices, each reported from 0 as its tasks complete
+    assert [done for done, _ in progress] == list(range(half + 1)) + list(range(half, total + 1))
+    with distributed.Client(cluster) as client:
+        assert list(client.run(lambda: len(engine._states)).values()) == [0, 0]
 
 
 def test_a_worker_killed_mid_job_is_survived(inputs, tmp_path):
