@@ -1,28 +1,36 @@
-"""Scale-out: a two-party link on the local process pool and on a Dask cluster, side by side.
+"""Scale-out: encoding and a two-party link on the local process pool and on a Dask cluster.
 
-    .venv/bin/python bench/scale.py [--sizes 100000,1000000] [--workers 2] [--seed 5]
+    .venv/bin/python bench/scale.py [--sizes 100000,1000000] [--workers 2] [--seed 5] [--skip-pool-link]
 
 For each size it synthesises that many people for the example protocol, encodes msd and
-police, and links them twice: on the engine's process pool and on a Dask
-`distributed.LocalCluster` with as many single-threaded workers. It prints wall time,
-candidate pairs compared per second, the largest resident memory of any one worker
-process (and of this, the coordinating process), whether both gave the same entities,
-and blocking's pair completeness. The README extrapolates these to 20M x 20M.
+police on the pool and on a Dask `distributed.LocalCluster` with as many single-threaded
+worker processes (checking that both give the same encodings, tokens aside), and links
+them twice: on the engine's process pool and on the cluster, where the encodings are
+scattered to the workers from this process. It prints wall time, records or candidate
+pairs per second, the largest resident memory of any one worker process (and of this,
+the coordinating process), whether both gave the same entities, and blocking's pair
+completeness. The README extrapolates these to 20M x 20M.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 from linkage.agency import encode_csv
+from linkage.encodings import read_encodings
 from linkage.engine import link, load_inputs, write_entities
 from linkage.evaluate import blocking_scores, read_keymap, read_truth, record_people
 from linkage.protocol import load_protocol
@@ -35,11 +43,16 @@ PARTIES = ("msd", "police")
 
 
 class WorkerMemory:
-    """Samples, every 0.2 s, the resident memory of this process and of each descendant."""
+    """Samples, every 0.2 s, the resident memory of this process and of some of its descendants.
 
-    def __init__(self) -> None:
+    ``workers`` picks the processes to watch among the descendants: the Dask workers, or
+    everything but the idle cluster (the pool's workers).
+    """
+
+    def __init__(self, workers: Callable[[psutil.Process], bool]) -> None:
         self.coordinator = 0
         self.worker = 0
+        self._workers = workers
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -49,7 +62,8 @@ class WorkerMemory:
             try:
                 self.coordinator = max(self.coordinator, me.memory_info().rss)
                 for child in me.children(recursive=True):
-                    self.worker = max(self.worker, child.memory_info().rss)
+                    if self._workers(child):
+                        self.worker = max(self.worker, child.memory_info().rss)
             except psutil.Error:
                 pass
             time.sleep(0.2)
@@ -63,13 +77,10 @@ class WorkerMemory:
         self._thread.join()
 
 
-def measure(protocol, outs, workers: int, dask: str | None, entities: Path) -> tuple[float, int, WorkerMemory]:
-    with WorkerMemory() as memory:
-        started = time.perf_counter()
-        result = link(protocol, load_inputs(protocol, outs), workers=workers, dask=dask)
-        seconds = time.perf_counter() - started
-    write_entities(result, entities)
-    return seconds, result.pairs_compared, memory
+def same_encodings(one: Path, two: Path) -> bool:
+    """Same records, tokens aside (tokens are fresh random numbers on every run)."""
+    a, b = read_encodings(one).records, read_encodings(two).records
+    return len(a) == len(b) and all(np.array_equal(a[name], b[name]) for name in a.dtype.names if name != "token")
 
 
 def main() -> None:
@@ -77,44 +88,89 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--skip-pool-link", action="store_true", help="Link on the cluster only.")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     from distributed import LocalCluster
 
     protocol = load_protocol(PROTOCOL)
-    print(
-        f"{'people':>10} {'records':>21} {'engine':>6} {'seconds':>8} {'M pairs/s':>9} "
-        f"{'worker MiB':>10} {'coord MiB':>9} {'PC':>7}  same entities"
-    )
-    with (
-        tempfile.TemporaryDirectory() as tmp_name,
-        LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
-    ):
+
+    @contextmanager
+    def engine_for(engine: str) -> Iterator[tuple[dict[str, object], WorkerMemory]]:
+        """Keyword arguments that run on the pool or on a fresh cluster, and a memory watch."""
+        if engine == "pool":
+            with WorkerMemory(lambda _process: True) as memory:
+                yield {"workers": args.workers}, memory
+            return
+        with LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster:
+            with WorkerMemory(lambda _process: True) as memory:
+                yield {"dask": cluster.scheduler_address}, memory
+
+    with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         for people in (int(s) for s in args.sizes.split(",") if s):
             data = tmp / f"data-{people}"
+            started = time.perf_counter()
             synthesise_population(protocol, people, args.seed, data)
-            outs = []
-            for party in PARTIES:
-                out = tmp / f"{party}-{people}"
-                encode_csv(protocol, party, SECRET, data / f"{party}.csv", out, workers=args.workers)
-                outs.append(out)
-            encodings = load_inputs(protocol, outs)
-            keymaps = {party: read_keymap(out / "keymap.csv") for party, out in zip(PARTIES, outs, strict=True)}
-            people_ids = record_people(encodings, keymaps, read_truth(data / "truth.csv"))
-            completeness = blocking_scores(protocol, encodings, people_ids).pair_completeness
-            records = " x ".join(f"{item.header.record_count:,}" for item in encodings)
-            runs = {}
-            for engine, dask in (("pool", None), ("dask", cluster.scheduler_address)):
-                entities = tmp / f"entities-{engine}-{people}.csv"
-                seconds, compared, memory = measure(protocol, outs, args.workers, dask, entities)
-                runs[engine] = entities.read_bytes()
-                same = "" if engine == "pool" else ("yes" if runs["dask"] == runs["pool"] else "NO")
+            print(f"{people:,} people: synthesised in {time.perf_counter() - started:.0f} s", flush=True)
+            outs = {}
+            for engine in ("pool", "dask"):
+                with engine_for(engine) as (where, memory):
+                    started = time.perf_counter()
+                    records = 0
+                    for party in PARTIES:
+                        out = tmp / f"{party}-{people}-{engine}"
+                        records += encode_csv(protocol, party, SECRET, data / f"{party}.csv", out, **where).records
+                        outs[party, engine] = out
+                    seconds = time.perf_counter() - started
+                same = (
+                    ""
+                    if engine == "pool"
+                    else ("yes" if all(same_encodings(outs[p, "pool"], outs[p, "dask"]) for p in PARTIES) else "NO")
+                )
                 print(
-                    f"{people:>10,} {records:>21} {engine:>6} {seconds:8.1f} {compared / seconds / 1e6:9.2f} "
-                    f"{memory.worker / 2**20:10.0f} {memory.coordinator / 2**20:9.0f} {completeness:7.4f}  {same}",
+                    f"  encode {engine:>4}: {records:,} records in {seconds:.1f} s "
+                    f"({records / seconds:,.0f} records/s), "
+                    f"worker {memory.worker / 2**20:,.0f} MiB, coordinator {memory.coordinator / 2**20:,.0f} MiB"
+                    + (f", same encodings: {same}" if same else ""),
                     flush=True,
                 )
+            for party in PARTIES:
+                shutil.rmtree(outs[party, "dask"])
+            link_outs = [outs[party, "pool"] for party in PARTIES]
+            encodings = load_inputs(protocol, link_outs)
+            keymaps = {party: read_keymap(out / "keymap.csv") for party, out in zip(PARTIES, link_outs, strict=True)}
+            people_ids = record_people(encodings, keymaps, read_truth(data / "truth.csv"))
+            blocking = blocking_scores(protocol, encodings, people_ids)
+            print(
+                "  records "
+                + " x ".join(f"{item.header.record_count:,}" for item in encodings)
+                + f"; {blocking.candidate_pairs:,} candidate pairs; pair completeness {blocking.pair_completeness:.4f}",
+                flush=True,
+            )
+            del encodings, keymaps, people_ids
+            runs = {}
+            for engine in ("dask",) if args.skip_pool_link else ("pool", "dask"):
+                entities = tmp / f"entities-{engine}-{people}.csv"
+                with engine_for(engine) as (where, memory):
+                    started = time.perf_counter()
+                    result = link(protocol, load_inputs(protocol, link_outs), **where)  # type: ignore[arg-type]
+                    seconds = time.perf_counter() - started
+                write_entities(result, entities)
+                runs[engine] = entities.read_bytes()
+                same = (
+                    "" if engine == "pool" or "pool" not in runs else ("yes" if runs["dask"] == runs["pool"] else "NO")
+                )
+                print(
+                    f"  link   {engine:>4}: {seconds:.1f} s, {result.pairs_compared / seconds / 1e6:.2f} M pairs/s, "
+                    f"worker {memory.worker / 2**20:,.0f} MiB, coordinator {memory.coordinator / 2**20:,.0f} MiB, "
+                    f"{len(result.entities):,} linked entities" + (f", same entities: {same}" if same else ""),
+                    flush=True,
+                )
+                del result
 
 
 if __name__ == "__main__":
