@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["Sealed", "connect", "parallelism"]
 
 T = TypeVar("T")
+CONNECT_SECONDS = 30
 
 
 class Sealed(Generic[T]):
@@ -53,14 +54,14 @@ def connect(address: str) -> Iterator[Client]:
 
     Raises:
         InputError: the ``dask`` extra is not installed.
-        ServiceError: the scheduler cannot be reached within 30 seconds.
+        ServiceError: the scheduler cannot be reached within ``CONNECT_SECONDS``.
     """
     try:
         from distributed import Client  # noqa: PLC0415 - an optional extra
     except ImportError as exc:
         raise InputError("--dask needs the dask extra: pip install 'pprl[dask]'") from exc
     try:
-        client = Client(address, timeout=30)
+        client = Client(address, timeout=CONNECT_SECONDS)
     except (OSError, TimeoutError) as exc:
         raise ServiceError(
             f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}); check the address "

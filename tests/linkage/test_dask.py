@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import linkage.agency
+import linkage.cluster
 from linkage import engine
 from linkage.agency import _work_remote, encode_csv
 from linkage.clk import derive_keys
@@ -20,7 +21,7 @@ from linkage.encodings import read_encodings
 from linkage.engine import link, load_inputs, write_entities
 from linkage.errors import InputError
 from linkage.synth import synthesise_population
-from tests.conftest import SECRET
+from tests.conftest import EXAMPLE_PROTOCOL, SECRET, msd_row
 from tests.linkage.test_engine import encoded_population, protocol_with_parties
 
 distributed = pytest.importorskip("distributed")
@@ -190,3 +191,23 @@ def test_a_failed_encode_task_logs_neither_keys_nor_rows(cluster, protocol):
     assert "Compute Failed" in logged
     for secret in ("Zebediah", "Keys(", repr(keys.clk[0])[2:20]):
         assert secret not in logged
+
+
+def test_pprl_encode_dask_and_an_unreachable_scheduler(cluster, write_csv, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    path = write_csv([msd_row("A1"), msd_row("A2", given="Mere")])
+    base = ["encode", "--protocol", str(EXAMPLE_PROTOCOL), "--party", "msd", str(path), "--quiet"]
+    runner = CliRunner()
+    env = {"PPRL_SECRET": SECRET.hex()}
+    result = runner.invoke(main, [*base, "--out", str(tmp_path / "out"), "--dask", cluster.scheduler_address], env=env)
+    assert result.exit_code == 0, result.output
+    assert "encoded 2 records for msd (0 rejected)" in result.output and SECRET.hex() not in result.output
+    assert "inside your agency" in runner.invoke(main, ["encode", "--help"]).output
+    monkeypatch.setattr(linkage.cluster, "CONNECT_SECONDS", 1)
+    unreachable = runner.invoke(main, [*base, "--out", str(tmp_path / "no"), "--dask", "tcp://127.0.0.1:9"], env=env)
+    assert unreachable.exit_code == 1
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in unreachable.output
+    assert not (tmp_path / "no").exists()
