@@ -10,6 +10,14 @@ numpy for a whole chunk at once) and the per-field encodings the matcher needs:
   swapped day and month can be recognised), and of a category;
 * keyed 64-bit block keys, one per blocking rule.
 
+Hardening (``encoding.hardening`` in the protocol; off by default) changes only how the
+Bloom filters are built, never their length: tokens of every field but the salt field are
+salted with a stable value (e.g. the year of birth); a filter is built at half length and
+balanced with its complement under a keyed permutation, or built at twice the length and
+XOR-folded; finally a keyed linear diffusion layer makes every output bit the XOR of a few
+input bits (Armknecht, Heng and Schnell, PoPETs 2023). Tokens are always hashed with
+clkhash's keyed BLAKE2 random hashing, one key per field; double hashing is not offered.
+
 Every key is derived from the shared secret with HKDF, salted with the protocol
 fingerprint, so that another protocol or another secret gives unrelated encodings.
 """
@@ -24,19 +32,24 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 from clkhash import schema as clkhash_schema_module
 from clkhash.bloomfilter import blake_hash_token
 from clkhash.key_derivation import generate_key_lists, hkdf
 
-from linkage.protocol import FieldSpec, Protocol
+from linkage.protocol import FieldSpec, Hardening, Protocol
 
 __all__ = [
+    "FilterHardening",
     "Keys",
     "MIN_SECRET_BYTES",
     "clkhash_schema",
+    "apply_hardening",
     "derive_keys",
+    "filter_hardening",
     "keyed_hash32",
     "keyed_hash64",
+    "salted",
     "secret_check",
     "token_positions",
 ]
@@ -57,6 +70,7 @@ class Keys:
         year: for a date's year.
         block: for block keys.
         check: for the secret check value in encodings headers.
+        hardening: for the balancing permutations and diffusion taps.
     """
 
     clk: tuple[bytes, ...]
@@ -65,10 +79,14 @@ class Keys:
     year: bytes
     block: bytes
     check: bytes
+    hardening: bytes
 
 
 def clkhash_schema(protocol: Protocol) -> dict[str, Any]:
     """Derive the clkhash linkage schema (v3) whose CLKs pprl reproduces.
+
+    This is the unhardened CLK: pprl's CLK equals clkhash's for it when the protocol's
+    hardening is off or does not apply to the CLK.
 
     Each field is fed to clkhash as its normalised string (dates as ``YYYYMMDD``; a missing
     value as the empty string, which yields no tokens).
@@ -131,6 +149,7 @@ def derive_keys(secret: bytes, protocol: Protocol) -> Keys:
         "year",
         "block",
         "check",
+        "hardening",
     ]
     derived = [hkdf(secret, 1, salt=salt, info=f"pprl/v1/{n}".encode(), key_size=_KEY_SIZE)[0] for n in names]
     count = len(protocol.fields)
@@ -141,6 +160,7 @@ def derive_keys(secret: bytes, protocol: Protocol) -> Keys:
         year=derived[count + 1],
         block=derived[count + 2],
         check=derived[count + 3],
+        hardening=derived[count + 4],
     )
 
 
@@ -186,3 +206,109 @@ def keyed_hash64(key: bytes, value: str) -> int:
     """A keyed 64-bit hash; never 0, which marks a missing block key."""
     digest = hashlib.blake2b(value.encode("utf-8"), key=key, digest_size=8).digest()
     return struct.unpack("<Q", digest)[0] or 1
+
+
+def salted(token: str, salt: str) -> str:
+    r"""The token a salted field hashes: the token and the salt, apart.
+
+    >>> salted("an", "1984"), salted("an", "")
+    ('an\x001984', 'an')
+    """
+    return f"{token}\0{salt}" if salt else token
+
+
+@dataclass(frozen=True)
+class FilterHardening:
+    """How one Bloom filter is built and hardened.
+
+    Attributes:
+        build_bits: length the tokens are hashed into.
+        num_bits: length of the hardened filter (what the protocol declares).
+        permutation: for balancing, where each bit of ``filter + complement`` goes.
+        fold: XOR the two halves.
+        taps: for diffusion, the input bits each output bit XORs, shape (num_bits, taps).
+    """
+
+    build_bits: int
+    num_bits: int
+    permutation: np.ndarray | None = None
+    fold: bool = False
+    taps: np.ndarray | None = None
+
+
+def _keyed_integers(key: bytes, label: str, count: int) -> list[int]:
+    """``count`` keyed pseudo-random 64-bit integers (BLAKE2b in counter mode)."""
+    out: list[int] = []
+    block = 0
+    while len(out) < count:
+        digest = hashlib.blake2b(f"{label}/{block}".encode(), key=key, digest_size=64).digest()
+        out.extend(struct.unpack("<8Q", digest))
+        block += 1
+    return out[:count]
+
+
+def filter_hardening(key: bytes, hardening: Hardening, num_bits: int, target: str) -> FilterHardening:
+    """The keyed balancing permutation and diffusion taps of one filter.
+
+    Args:
+        key: the hardening key (:attr:`Keys.hardening`).
+        hardening: the protocol's hardening.
+        num_bits: the filter's declared length.
+        target: ``"clk"`` or ``"field/<name>"``; each filter has its own permutation and taps.
+
+    >>> plan = filter_hardening(bytes(64), Hardening(balance=True, diffusion=3), 64, "clk")
+    >>> plan.build_bits, plan.taps.shape
+    (32, (64, 3))
+    """
+    if not hardening.applies_to("clk" if target == "clk" else "fields"):
+        return FilterHardening(build_bits=num_bits, num_bits=num_bits)
+    width = num_bits * 2 if hardening.xor_fold else num_bits
+    build_bits = width // 2 if hardening.balance else width
+    permutation = None
+    if hardening.balance:
+        # Fisher-Yates with keyed draws (64-bit draws make the modulo bias negligible).
+        order = list(range(width))
+        draws = _keyed_integers(key, f"{target}/balance", width)
+        for i in range(width - 1, 0, -1):
+            j = draws[i] % (i + 1)
+            order[i], order[j] = order[j], order[i]
+        permutation = np.asarray(order, dtype=np.intp)
+    taps = None
+    if hardening.diffusion:
+        rows = []
+        draws = iter(_keyed_integers(key, f"{target}/diffusion", num_bits * hardening.diffusion * 2))
+        for _ in range(num_bits):
+            chosen: list[int] = []
+            while len(chosen) < hardening.diffusion:
+                try:
+                    tap = next(draws) % num_bits
+                except StopIteration:  # astronomically rare: top up the stream
+                    draws = iter(_keyed_integers(key, f"{target}/diffusion/{len(rows)}", 64))
+                    continue
+                if tap not in chosen:
+                    chosen.append(tap)
+            rows.append(chosen)
+        taps = np.asarray(rows, dtype=np.intp)
+    return FilterHardening(
+        build_bits=build_bits, num_bits=num_bits, permutation=permutation, fold=hardening.xor_fold, taps=taps
+    )
+
+
+def apply_hardening(bits: np.ndarray, plan: FilterHardening) -> np.ndarray:
+    """Balance, fold and diffuse built filters (unpacked, shape (records, build_bits)).
+
+    Returns:
+        Unpacked hardened filters, shape (records, num_bits).
+
+    >>> plan = filter_hardening(bytes(64), Hardening(balance=True), 8, "clk")
+    >>> apply_hardening(np.array([[1, 0, 0, 0]], dtype=bool), plan).sum()
+    np.int64(4)
+    """
+    if plan.permutation is not None:
+        bits = np.concatenate([bits, ~bits], axis=1)[:, plan.permutation]
+    if plan.fold:
+        half = bits.shape[1] // 2
+        bits = bits[:, :half] ^ bits[:, half:]
+    if plan.taps is not None:
+        bits = np.bitwise_xor.reduce(bits[:, plan.taps], axis=2)
+    return bits

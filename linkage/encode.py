@@ -14,7 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from linkage.clk import Keys, keyed_hash32, keyed_hash64, token_positions, tokenize
+from linkage.clk import (
+    FilterHardening,
+    Keys,
+    apply_hardening,
+    filter_hardening,
+    keyed_hash32,
+    keyed_hash64,
+    salted,
+    token_positions,
+    tokenize,
+)
 from linkage.encodings import record_layout
 from linkage.normalise import (
     NormaliseError,
@@ -26,7 +36,7 @@ from linkage.normalise import (
 )
 from linkage.protocol import STRING_KINDS, AttributeSpec, FieldSpec, Protocol
 
-__all__ = ["PreparedRows", "RecordEncoder", "RowProblem", "prepare_rows"]
+__all__ = ["PreparedRows", "RecordEncoder", "RowProblem", "prepare_rows", "salts_for"]
 
 Value = str | dt.date | None
 MAX_CLIENT_ID_LENGTH = 128
@@ -177,6 +187,22 @@ def _transform(value: Value, transform: str | None) -> str | None:
     return value
 
 
+def salts_for(protocol: Protocol, rows: Sequence[Sequence[Value]]) -> list[str]:
+    """Each row's salt under the protocol's hardening ("" when unsalted or the salt field is missing).
+
+    >>> from linkage.protocol import Hardening, load_protocol, with_hardening
+    >>> protocol = load_protocol("schemas/examples/social_services.json")
+    >>> salted = with_hardening(protocol, Hardening(salt=("date_of_birth", "year")))
+    >>> salts_for(salted, [(None, None, dt.date(1984, 3, 7), None, None, None, None)])
+    ['1984']
+    """
+    salt = protocol.hardening.salt
+    if salt is None:
+        return [""] * len(rows)
+    index = [spec.name for spec in protocol.fields].index(salt[0])
+    return [_transform(row[index], salt[1]) or "" for row in rows]
+
+
 def _mix(values: np.ndarray) -> np.ndarray:
     """SplitMix64's finaliser: spreads every input bit over the output (vectorised)."""
     values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -189,28 +215,41 @@ class _TokenTable:
 
     Every token sets a fixed number of bits, so positions sit in a 2-D array and a whole
     chunk's bits are gathered with one numpy index instead of per-token Python work.
+    Positions are in the filters as built, before hardening; a salted token is a token of
+    its own.
     """
 
-    def __init__(self, clk_key: bytes, clk_bits_per_token: int, clk_bits: int, own: tuple[bytes, int, int] | None):
-        self.ids: dict[str, int] = {}
+    def __init__(
+        self,
+        clk_key: bytes,
+        clk_bits_per_token: int,
+        clk_bits: int,
+        own: tuple[bytes, int, int] | None,
+        salt_clk: bool = False,
+        salt_own: bool = False,
+    ):
+        self.ids: dict[tuple[str, str], int] = {}
         self.clk_key, self.clk_k, self.clk_bits = clk_key, clk_bits_per_token, clk_bits
         self.own = own
+        self.salt_clk, self.salt_own = salt_clk, salt_own
         self.clk = np.zeros((1024, clk_bits_per_token), dtype=np.uint16)
         self.own_positions = np.zeros((1024, own[1] if own else 0), dtype=np.uint16)
 
-    def id_of(self, token: str) -> int:
-        token_id = self.ids.get(token)
+    def id_of(self, token: str, salt: str = "") -> int:
+        token_id = self.ids.get((token, salt))
         if token_id is not None:
             return token_id
         token_id = len(self.ids)
         if token_id == len(self.clk):
             self.clk = np.concatenate([self.clk, np.zeros_like(self.clk)])
             self.own_positions = np.concatenate([self.own_positions, np.zeros_like(self.own_positions)])
-        self.clk[token_id] = token_positions(token, self.clk_key, self.clk_k, self.clk_bits)
+        clk_token = salted(token, salt) if self.salt_clk else token
+        self.clk[token_id] = token_positions(clk_token, self.clk_key, self.clk_k, self.clk_bits)
         if self.own:
             key, bits_per_token, num_bits = self.own
-            self.own_positions[token_id] = token_positions(token, key, bits_per_token, num_bits)
-        self.ids[token] = token_id
+            own_token = salted(token, salt) if self.salt_own else token
+            self.own_positions[token_id] = token_positions(own_token, key, bits_per_token, num_bits)
+        self.ids[(token, salt)] = token_id
         return token_id
 
 
@@ -232,18 +271,36 @@ class RecordEncoder:
         self._cached = [True] * len(protocol.fields)
         self._lookups = [0] * len(protocol.fields)
         self._misses = [0] * len(protocol.fields)
+        hardening = protocol.hardening
+        position = {spec.name: i for i, spec in enumerate(protocol.fields)}
+        self._clk_plan = filter_hardening(keys.hardening, hardening, protocol.clk_bits, "clk")
+        self._own_plans = [
+            filter_hardening(keys.hardening, hardening, spec.num_bits, f"field/{spec.name}")
+            if spec.kind in STRING_KINDS and spec.num_bits
+            else None
+            for spec in protocol.fields
+        ]
+        # The salt field's own tokens are not salted; every other field's are.
+        self._salt = (position[hardening.salt[0]], hardening.salt[1]) if hardening.salt else None
+        salt_clk = bool(hardening.salt) and hardening.applies_to("clk")
+        salt_own = bool(hardening.salt) and hardening.applies_to("fields")
+        self._salted = [
+            self._salt is not None and i != self._salt[0] and (salt_clk or (salt_own and plan is not None))
+            for i, plan in enumerate(self._own_plans)
+        ]
         self._tables = [
             _TokenTable(
                 keys.clk[i],
                 spec.clk_bits_per_token,
-                protocol.clk_bits,
-                (keys.field[i], spec.bits_per_token, spec.num_bits)  # type: ignore[arg-type]
-                if spec.kind in STRING_KINDS
+                self._clk_plan.build_bits,
+                (keys.field[i], spec.bits_per_token, plan.build_bits)  # type: ignore[arg-type]
+                if plan is not None
                 else None,
+                salt_clk=salt_clk and self._salted[i],
+                salt_own=salt_own and self._salted[i],
             )
-            for i, spec in enumerate(protocol.fields)
+            for i, (spec, plan) in enumerate(zip(protocol.fields, self._own_plans, strict=True))
         ]
-        position = {spec.name: i for i, spec in enumerate(protocol.fields)}
         # The transforms each field's value goes through for blocking, e.g. surname -> soundex.
         self._transforms: list[list[str | None]] = [[] for _ in protocol.fields]
         for rule in protocol.blocking:
@@ -258,7 +315,9 @@ class RecordEncoder:
             for rule in protocol.blocking
         ]
 
-    def _encode_value(self, index: int, spec: FieldSpec, value: Value) -> tuple[list[int], Any, tuple[int, ...]]:
+    def _encode_value(
+        self, index: int, spec: FieldSpec, value: Value, salt: str = ""
+    ) -> tuple[list[int], Any, tuple[int, ...]]:
         """Token ids, hashes (dates and categories) and block key parts of one value."""
         cache = self._caches[index]
         self._misses[index] += 1
@@ -267,7 +326,7 @@ class RecordEncoder:
         text = value.strftime("%Y%m%d") if isinstance(value, dt.date) else value
         assert isinstance(text, str)  # noqa: S101 - None is handled by the caller
         table = self._tables[index]
-        token_ids = [table.id_of(token) for token in tokenize(text, spec, self.protocol.ngram)]
+        token_ids = [table.id_of(token, salt) for token in tokenize(text, spec, self.protocol.ngram)]
         hashes: Any = None
         if isinstance(value, dt.date):
             hashes = (
@@ -285,8 +344,11 @@ class RecordEncoder:
         )
         entry = (token_ids, hashes, parts)
         if self._cached[index]:
-            cache[value] = entry
+            cache[(value, salt) if self._salted[index] else value] = entry
         return entry
+
+    def _salts(self, rows: Sequence[Sequence[Value]]) -> list[str]:
+        return salts_for(self.protocol, rows)
 
     def encode(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
         """Encode normalised rows; the ``token`` column is left zero for the caller.
@@ -299,8 +361,9 @@ class RecordEncoder:
         """
         count = len(rows)
         out = np.zeros(count, dtype=self.dtype)
-        clk = np.zeros((count, self.protocol.clk_bits), dtype=bool)
+        clk = np.zeros((count, self._clk_plan.build_bits), dtype=bool)
         parts: list[np.ndarray] = []
+        salts = self._salts(rows)
         for index, spec in enumerate(self.protocol.fields):
             cache = self._caches[index]
             token_ids: list[int] = []
@@ -308,12 +371,16 @@ class RecordEncoder:
             hashes = np.zeros((count, 3) if spec.kind == "date" else count, dtype=np.uint32)
             field_parts = np.zeros((count, len(self._transforms[index])), dtype=np.uint64)
             present = 0
+            salted_field = self._salted[index]
             for row_number, row in enumerate(rows):
                 value = row[index]
                 if value is None:
                     continue
                 present += 1
-                ids, value_hashes, value_parts = cache.get(value) or self._encode_value(index, spec, value)
+                salt = salts[row_number] if salted_field else ""
+                ids, value_hashes, value_parts = cache.get(
+                    (value, salt) if salted_field else value
+                ) or self._encode_value(index, spec, value, salt)
                 token_ids.extend(ids)
                 token_rows.extend([row_number] * len(ids))
                 if value_hashes is not None:
@@ -330,16 +397,26 @@ class RecordEncoder:
             ids_array = np.asarray(token_ids, dtype=np.int64)
             rows_array = np.asarray(token_rows, dtype=np.int64)
             clk[rows_array[:, None], table.clk[ids_array]] = True
-            if spec.kind in STRING_KINDS:
-                assert spec.num_bits is not None  # noqa: S101
-                own = np.zeros((count, spec.num_bits), dtype=bool)
+            plan = self._own_plans[index]
+            if plan is not None:
+                own = np.zeros((count, plan.build_bits), dtype=bool)
                 own[rows_array[:, None], table.own_positions[ids_array]] = True
-                out[spec.name] = np.packbits(own, axis=1)
+                out[spec.name] = np.packbits(self._harden(own, plan), axis=1)
             else:
                 out[spec.name] = hashes
-        out["clk"] = np.packbits(clk, axis=1)
+        out["clk"] = np.packbits(self._harden(clk, self._clk_plan), axis=1)
         out["block"] = self._block_keys(parts, count).reshape(out["block"].shape)
         return out
+
+    @staticmethod
+    def _harden(bits: np.ndarray, plan: FilterHardening) -> np.ndarray:
+        """Harden built filters; a missing value (no bit set) stays all zero, so it still reads as missing."""
+        if plan.build_bits == plan.num_bits and plan.taps is None:
+            return bits
+        empty = ~bits.any(axis=1)
+        hardened = apply_hardening(bits, plan)
+        hardened[empty] = False
+        return hardened
 
     def _block_keys(self, parts: list[np.ndarray], count: int) -> np.ndarray:
         """One key per rule: its parts' keyed hashes mixed with a keyed rule salt; 0 if a part is missing.

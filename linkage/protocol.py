@@ -25,11 +25,13 @@ __all__ = [
     "AttributeSpec",
     "BlockingRule",
     "FieldSpec",
+    "Hardening",
     "Party",
     "Protocol",
     "RecordLevelRelease",
     "load_protocol",
     "parse_protocol",
+    "with_hardening",
 ]
 
 STRING_KINDS = frozenset({"name", "text", "code"})
@@ -53,6 +55,73 @@ class FieldSpec:
     num_bits: int | None = None
     bits_per_token: int | None = None
     categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """How the Bloom filters the linkage service sees are hardened (all off: plain clkhash).
+
+    Attributes:
+        salt: ``(field, transform)`` whose value salts the tokens of every other field,
+            or ``None``.
+        balance: build at half length, append the complement, permute with a key.
+        xor_fold: build at twice the length and XOR the halves.
+        diffusion: taps of the linear diffusion layer (each output bit the XOR of this
+            many keyed input bits), or ``None``.
+        apply_to: ``"clk"``, ``"fields"`` or both.
+    """
+
+    salt: tuple[str, str | None] | None = None
+    balance: bool = False
+    xor_fold: bool = False
+    diffusion: int | None = None
+    apply_to: frozenset[str] = frozenset({"clk", "fields"})
+
+    @property
+    def active(self) -> bool:
+        """Whether any hardening step is on."""
+        return bool(self.salt or self.balance or self.xor_fold or self.diffusion)
+
+    def applies_to(self, target: str) -> bool:
+        """Whether the steps apply to ``"clk"`` or ``"fields"``."""
+        return self.active and target in self.apply_to
+
+    def settings(self) -> dict[str, Any]:
+        """The hardening as protocol JSON (empty when off).
+
+        >>> Hardening(salt=("date_of_birth", "year"), diffusion=4).settings()["salt"]
+        'date_of_birth:year'
+        """
+        if not self.active:
+            return {}
+        out: dict[str, Any] = {}
+        if self.salt:
+            field, transform = self.salt
+            out["salt"] = f"{field}:{transform}" if transform else field
+        if self.balance:
+            out["balance"] = True
+        if self.xor_fold:
+            out["xor_fold"] = True
+        if self.diffusion:
+            out["diffusion"] = self.diffusion
+        out["apply_to"] = sorted(self.apply_to)
+        return out
+
+    @property
+    def label(self) -> str:
+        """A short name, e.g. ``salt+diffusion4`` or ``none``."""
+        parts = []
+        if self.salt:
+            parts.append("salt")
+        if self.balance:
+            parts.append("balance")
+        if self.xor_fold:
+            parts.append("xor_fold")
+        if self.diffusion:
+            parts.append(f"diffusion{self.diffusion}")
+        if parts and self.apply_to != frozenset({"clk", "fields"}):
+            parts.append("(" + "+".join(sorted(self.apply_to)) + " only)")
+        return "+".join(parts) or "none"
 
 
 @dataclass(frozen=True)
@@ -109,6 +178,7 @@ class Protocol:
     fields: tuple[FieldSpec, ...]
     clk_bits: int
     ngram: int
+    hardening: Hardening
     blocking: tuple[BlockingRule, ...]
     max_block_pairs: int
     comparison_groups: tuple[tuple[str, ...], ...]
@@ -279,6 +349,20 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
                     f"{where}: transform {transform!r} does not apply to a {field_kinds[field]} "
                     f"field (allowed: {allowed})"
                 )
+    salt = doc["encoding"].get("hardening", {}).get("salt")
+    if salt is not None:
+        field, _, transform = salt.partition(":")
+        where = "$.encoding.hardening.salt"
+        if field not in field_kinds:
+            problems.append(
+                f"{where}: field {field!r} is not an identifier field; salt with a stable field such as "
+                "date_of_birth:year"
+            )
+        elif transform and transform not in TRANSFORMS_BY_KIND[field_kinds[field]]:
+            allowed = ", ".join(sorted(TRANSFORMS_BY_KIND[field_kinds[field]])) or "none"
+            problems.append(
+                f"{where}: transform {transform!r} does not apply to a {field_kinds[field]} field (allowed: {allowed})"
+            )
     grouped: list[str] = []
     for i, group in enumerate(doc["matching"].get("comparison_groups", ())):
         for j, name in enumerate(group):
@@ -303,6 +387,17 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
                 "mandate may invoke the serious-threat exception"
             )
     return problems
+
+
+def _hardening(settings: Mapping[str, Any]) -> Hardening:
+    salt = settings.get("salt")
+    return Hardening(
+        salt=(salt.partition(":")[0], salt.partition(":")[2] or None) if salt else None,
+        balance=settings.get("balance", False),
+        xor_fold=settings.get("xor_fold", False),
+        diffusion=settings.get("diffusion"),
+        apply_to=frozenset(settings.get("apply_to", ("clk", "fields"))),
+    )
 
 
 def _build(doc: Mapping[str, Any]) -> Protocol:
@@ -332,6 +427,7 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
         fields=fields,
         clk_bits=doc["encoding"]["clk_bits"],
         ngram=doc["encoding"].get("ngram", 2),
+        hardening=_hardening(doc["encoding"].get("hardening", {})),
         blocking=blocking,
         max_block_pairs=doc["matching"].get("max_block_pairs", 1_000_000),
         clk_prefilter=doc["matching"].get("clk_prefilter"),
@@ -361,7 +457,7 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
 
 def encoding_settings(protocol: Protocol) -> dict[str, Any]:
     """Everything that affects encodings, with defaults filled in, as plain JSON values."""
-    return {
+    settings: dict[str, Any] = {
         "protocol_version": 1,
         "client_id_column": protocol.client_id_column,
         "fields": [
@@ -380,6 +476,24 @@ def encoding_settings(protocol: Protocol) -> dict[str, Any]:
         "ngram": protocol.ngram,
         "blocking": [rule.name for rule in protocol.blocking],
     }
+    if protocol.hardening.active:
+        # Only when on, so that unhardened protocols keep the fingerprints they always had.
+        settings["hardening"] = protocol.hardening.settings()
+    return settings
+
+
+def with_hardening(protocol: Protocol, hardening: Hardening) -> Protocol:
+    """The same protocol under another hardening (validated, with its own fingerprint).
+
+    Raises:
+        ProtocolError: the hardening does not fit the protocol (e.g. an unknown salt field).
+    """
+    document = json.loads(json.dumps(protocol.document))
+    encoding = document["encoding"]
+    encoding.pop("hardening", None)
+    if hardening.active:
+        encoding["hardening"] = hardening.settings()
+    return parse_protocol(document)
 
 
 def _with_fingerprint(protocol: Protocol) -> Protocol:
