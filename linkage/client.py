@@ -340,6 +340,22 @@ class ServiceClient:
         )
         return _results(body)
 
+    def query(self, query: str | Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """A differentially private answer (analyst credential), as the JSON of ``stats.dp.Answer``.
+
+        Args:
+            query: the query language as one string, or the query's JSON form.
+            dry_run: only plan it: stated accuracy and cost, no values, nothing spent.
+        """
+        payload: dict[str, Any] = {"query": query} if isinstance(query, str) else {"spec": dict(query)}
+        body, _ = self._request("POST", f"/projects/{self._project()}/queries", json={**payload, "dry_run": dry_run})
+        return dict(body)
+
+    def budget(self) -> dict[str, Any]:
+        """The project's privacy budget and ledger, as the JSON of ``stats.budget.Budget``."""
+        body, _ = self._request("GET", f"/projects/{self._project()}/budget")
+        return dict(body)
+
     def audit(self, *, project_id: str | None = None, page: int = 1000) -> list[AuditLine]:
         """The whole audit log (admin secret needed), oldest first."""
         lines: list[AuditLine] = []

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
+    func,
     insert,
     select,
     update,
@@ -44,6 +45,7 @@ from sqlalchemy.schema import DropSchema
 from linkage.errors import Conflict, InputError, NotFound
 from linkage.protocol import AttributeSpec, Protocol, parse_protocol
 from linkage.store import open_engine
+from stats.budget import Budget, LedgerEntry, Loss, Receipt, budget_of, check_affordable
 
 __all__ = [
     "AttributeRow",
@@ -110,6 +112,17 @@ mappings = Table(
     Column("project_id", String(32), primary_key=True),
     Column("run_id", Integer, nullable=False),
     Column("copied_at", DateTime(timezone=True), nullable=False),
+)
+releases = Table(
+    "releases",
+    _metadata,
+    Column("project_id", String(32), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("who", String(64), nullable=False),
+    Column("query", Text, nullable=False),
+    Column("loss", Text, nullable=False),
+    Column("mechanism", Text, nullable=False),
 )
 
 
@@ -488,3 +501,71 @@ class StatsStore:
                 )
             ).all()
         return {row.token: json.loads(row.attribute_values) for row in rows}
+
+    def data_version(self, project_id: str) -> tuple[Any, ...]:
+        """What the entity table depends on: the mapping's run and each party's attributes upload."""
+        with self._read() as conn:
+            run = conn.execute(select(mappings.c.run_id).where(mappings.c.project_id == project_id)).scalar()
+            uploads = conn.execute(
+                select(attribute_uploads.c.party, attribute_uploads.c.body_sha256)
+                .where(attribute_uploads.c.project_id == project_id)
+                .order_by(attribute_uploads.c.party)
+            ).all()
+        return (run, *((row.party, row.body_sha256) for row in uploads))
+
+    # -- the budget ledger --------------------------------------------------------------
+
+    def _entries(self, conn: Connection, project_id: str) -> list[LedgerEntry]:
+        rows = conn.execute(
+            select(releases).where(releases.c.project_id == project_id).order_by(releases.c.number)
+        ).all()
+        return [
+            LedgerEntry(
+                number=row.number,
+                at=row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC),
+                who=row.who,
+                query=row.query,
+                loss=Loss.from_json(json.loads(row.loss)),
+                mechanism=row.mechanism,
+            )
+            for row in rows
+        ]
+
+    def budget(self, project_id: str) -> Budget:
+        """The project's total, what its releases spent, and each release."""
+        total = budget_of(self.protocol(project_id))
+        with self._read() as conn:
+            return Budget.from_entries(total, self._entries(conn, project_id))
+
+    @contextmanager
+    def spend(self, project_id: str, who: str, query: str, cost: Loss) -> Iterator[Receipt]:
+        """Hold the project's ledger while a release is computed; record it if the body succeeds.
+
+        The body fills in the receipt it is given. The check, the body and the record are
+        one transaction that holds the project's row lock (PostgreSQL) or the database's
+        write lock (SQLite), so concurrent queries queue and can never overspend together.
+        If the body raises, nothing is recorded.
+
+        Raises:
+            BudgetExceeded: the cost does not fit in what is left; nothing is recorded.
+        """
+        total = budget_of(self.protocol(project_id))
+        with self._write() as conn:
+            conn.execute(select(projects.c.id).where(projects.c.id == project_id).with_for_update()).scalar()
+            check_affordable(Budget.from_entries(total, self._entries(conn, project_id)), cost)
+            receipt = Receipt()
+            yield receipt
+            number = conn.execute(
+                select(func.coalesce(func.max(releases.c.number), 0)).where(releases.c.project_id == project_id)
+            ).scalar_one()
+            conn.execute(
+                insert(releases).values(
+                    project_id=project_id,
+                    number=int(number) + 1,
+                    at=_now(),
+                    who=who,
+                    query=query,
+                    loss=json.dumps(cost.to_json()),
+                    mechanism=receipt.mechanism,
+                )
+            )

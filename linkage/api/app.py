@@ -31,7 +31,8 @@ from linkage.api.deps import record
 from linkage.api.worker import RunWorker, recover
 from linkage.errors import Forbidden, PayloadTooLarge, PprlError, SecretError, Unauthorized
 from linkage.store import LinkageStore
-from stats.api import attributes
+from stats.api import attributes, queries
+from stats.service import QueryService
 from stats.store import StatsStore
 
 __all__ = ["ErrorBody", "ServiceConfig", "create_app", "hash_admin_secret"]
@@ -304,6 +305,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.config = config
     app.state.linkage_store = store
     app.state.stats_store = stats
+    app.state.query_service = QueryService(stats)
     app.state.worker = worker
     app.state.audit = store.append_audit
     app.add_middleware(BodyLimit, upload_bytes=config.max_upload_bytes, json_bytes=config.max_json_bytes)
@@ -315,6 +317,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         runs.router,
         results.router,
         audit.router,
+        queries.router,
     ):
         app.include_router(router)
     return app

@@ -3,10 +3,14 @@
 import hashlib
 import os
 import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from linkage.errors import Conflict, InputError, NotFound
+from linkage.errors import BudgetExceeded, Conflict, InputError, NotFound
+from stats.budget import Loss
 from stats.store import StatsStore, read_attributes
 
 POSTGRES_URL = os.environ.get("PPRL_TEST_DATABASE_URL")
@@ -121,3 +125,43 @@ def test_a_failed_mapping_copy_leaves_the_old_one(stats, project):
         stats.replace_mapping(project, 2, broken())
     assert stats.mapping_run(project) == 1
     assert stats.mapping(project) == [(1, "msd", token(1))]
+
+
+def test_the_ledger_records_releases_and_refusals_change_nothing(stats, project):
+    with stats.spend(project, "analyst", "count --rho 0.25", Loss.of(rho=0.25)) as receipt:
+        receipt.mechanism = "OpenDP discrete Gaussian, scale 1.414"
+    with pytest.raises(BudgetExceeded, match="only ρ=0.75 of the project's ρ=1 is left"):
+        with stats.spend(project, "analyst", "count --rho 0.8", Loss.of(rho=0.8)):
+            pytest.fail("the body must not run when the budget cannot pay")
+    with pytest.raises(RuntimeError):
+        with stats.spend(project, "analyst", "count --rho 0.1", Loss.of(rho=0.1)):
+            raise RuntimeError("the release failed")
+    budget = stats.budget(project)
+    assert [(e.number, e.query, e.mechanism) for e in budget.entries] == [
+        (1, "count --rho 0.25", "OpenDP discrete Gaussian, scale 1.414")
+    ]
+    assert budget.remaining == Loss.of(rho=0.75)
+    assert budget.entries[0].at.tzinfo is not None
+
+
+def test_concurrent_queries_never_overspend_together(stats, project):
+    barrier = threading.Barrier(6)
+
+    def ask() -> int:
+        barrier.wait()
+        done = 0
+        for _ in range(8):
+            try:
+                with stats.spend(project, "analyst", "count --rho 0.03", Loss.of(rho=0.03)):
+                    time.sleep(0.001)
+                    done += 1
+            except BudgetExceeded:
+                pass
+        return done
+
+    with ThreadPoolExecutor(6) as pool:
+        done = sum(pool.map(lambda _: ask(), range(6)))
+    budget = stats.budget(project)
+    assert done == len(budget.entries) == 33, "0.03 fits 33 times in 1, however the queries interleave"
+    assert [e.number for e in budget.entries] == list(range(1, 34))
+    assert budget.spent.amount <= 1

@@ -1,0 +1,159 @@
+"""``pprl query`` and ``pprl budget``: differentially private answers, locally or through the service.
+
+Locally, a study on one machine reads ``pprl link``'s entities.csv and the parties'
+attributes.csv files and keeps its ledger in a file. Through the service, the analyst's
+credential reaches nothing but answers and the budget. The statistics modules (OpenDP,
+Polars) are imported inside the commands, so that other commands start fast.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.service import read_token, token_file_option
+from linkage.client import ServiceClient
+from linkage.errors import InputError
+from linkage.protocol import load_protocol
+
+QUERY_HELP = """Ask a differentially private question about the people the parties share.
+
+\b
+QUERY is a kind, an attribute for sum/mean/quantile, options, and its cost:
+  count    [--by COL[,COL]] [--where COND]...
+  sum      ATTR [--by ...] [--where ...]     (a bounded integer, or a boolean as 0/1)
+  mean     ATTR [--by ...] [--where ...]     (the mean of a boolean is a share)
+  quantile ATTR [--q 0.5] [--by ...] [--where ...]
+  overlap  [--by COL] [--where ...]          (people by the set of parties that know them)
+  and --rho R (zCDP) or --epsilon E [--delta D], as the protocol's budget is written.
+COL is an attribute of the protocol, member:PARTY or shared. COND is COL=V1,V2,
+COL>=N, COL<=N, member:A,B (known to A and B) or nonmember:A. QUERY may also be a
+.json file with the JSON form ({"kind": "count", "by": ["region"], "cost": {"rho": 0.05}}).
+
+\b
+Every number comes with the half-width of its 95% interval. Each answer spends its cost
+from the project's budget, recorded in a ledger; a query the budget cannot pay for is
+refused and spends nothing. --dry-run shows the stated accuracy without spending.
+
+\b
+Locally:  pprl query --protocol P --entities entities.csv --attributes msd=msd-out/attributes.csv
+            --attributes police=police-out/attributes.csv --ledger study.ledger count --by region --rho 0.05
+Service:  pprl query --server URL --token-file analyst.token count --where member:police,msd --rho 0.05
+"""
+
+
+def _attribute_files(values: tuple[str, ...]) -> list[tuple[str, Path]]:
+    files = []
+    for value in values:
+        party, sep, path = value.partition("=")
+        if not sep or not party or not path:
+            raise InputError(f"--attributes {value!r}: write PARTY=PATH, e.g. --attributes msd=msd-out/attributes.csv")
+        files.append((party.strip(), Path(path)))
+    return files
+
+
+def _mode(local: dict[str, Any], server: str | None, what: str) -> str:
+    given = [f"--{name.replace('_', '-')}" for name, value in local.items() if value]
+    if server and given:
+        raise InputError(f"use --server (the service) or {', '.join(given)} (local files), not both")
+    if server:
+        return "server"
+    missing = [f"--{name.replace('_', '-')}" for name, value in local.items() if not value]
+    if missing:
+        raise InputError(f"{what} needs --server URL, or for a local study {' and '.join(missing)}")
+    return "local"
+
+
+@click.command(
+    "query",
+    help=QUERY_HELP,
+    short_help="Ask a differentially private question (counts, sums, means, quantiles, overlaps).",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--protocol", type=click.Path(dir_okay=False, path_type=Path), help="Local: the protocol.")
+@click.option("--entities", type=click.Path(dir_okay=False, path_type=Path), help="Local: `pprl link`'s entities.csv.")
+@click.option(
+    "--attributes", "attributes", multiple=True, metavar="PARTY=PATH", help="Local: a party's attributes.csv."
+)
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), help="Local: the ledger file (created).")
+@click.option("--server", metavar="URL", help="The service, e.g. http://127.0.0.1:8000.")
+@token_file_option
+@click.option("--dry-run", is_flag=True, help="Show the stated accuracy and cost; release and spend nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.argument("query", nargs=-1, required=True, type=click.UNPROCESSED)
+def query(
+    protocol: Path | None,
+    entities: Path | None,
+    attributes: tuple[str, ...],
+    ledger: Path | None,
+    server: str | None,
+    token_file: Path | None,
+    dry_run: bool,
+    as_json: bool,
+    query: tuple[str, ...],
+) -> None:
+    """Answer QUERY with differential privacy (the help text is QUERY_HELP)."""
+    from stats.budget import Budget, FileLedger
+    from stats.dp import Answer, answer_query
+    from stats.entities import read_entity_table
+    from stats.query import parse_query, read_query
+    from stats.render import format_answer
+
+    local = {"protocol": protocol, "entities": entities, "attributes": attributes, "ledger": ledger}
+    if _mode(local, server, "pprl query") == "server":
+        with ServiceClient(server, read_token(token_file)) as client:  # type: ignore[arg-type]
+            words = list(query)
+            sent: Any = words[0] if len(words) == 1 and words[0].endswith(".json") else None
+            if sent is not None:
+                try:
+                    sent = json.loads(Path(sent).read_text("utf-8"))
+                except (OSError, ValueError) as exc:
+                    raise InputError(f"{words[0]}: cannot read the JSON query ({exc})") from exc
+            answer = Answer.from_json(client.query(sent if sent is not None else shlex.join(words), dry_run=dry_run))
+            remaining = Budget.from_json(client.budget()).remaining
+    else:
+        loaded = load_protocol(protocol)  # type: ignore[arg-type]
+        words = list(query)
+        spec = read_query(loaded, Path(words[0])) if len(words) == 1 and words[0].endswith(".json") else None
+        spec = spec or parse_query(loaded, words)
+        book = FileLedger(ledger, loaded)  # type: ignore[arg-type]
+        table = read_entity_table(loaded, entities, _attribute_files(attributes))  # type: ignore[arg-type]
+        answer = answer_query(table, spec, loaded, book.spend, getpass.getuser(), dry_run=dry_run)
+        remaining = book.budget().remaining
+    if as_json:
+        click.echo(json.dumps({**answer.to_json(), "remaining": remaining.to_json()}, indent=2))
+    else:
+        click.echo(format_answer(answer, str(remaining)))
+
+
+@click.command("budget")
+@click.option("--protocol", type=click.Path(dir_okay=False, path_type=Path), help="Local: the protocol.")
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), help="Local: the ledger file.")
+@click.option("--server", metavar="URL", help="The service, e.g. http://127.0.0.1:8000.")
+@token_file_option
+@click.option("--json", "as_json", is_flag=True, help="Print the budget and ledger as JSON.")
+def budget(
+    protocol: Path | None, ledger: Path | None, server: str | None, token_file: Path | None, as_json: bool
+) -> None:
+    r"""Show the privacy budget: total, spent, left, and every release so far (who, when, query, cost).
+
+    \b
+    Locally:  pprl budget --protocol protocol.json --ledger study.ledger
+    Service:  pprl budget --server URL --token-file analyst.token
+    """
+    from stats.budget import Budget, FileLedger
+    from stats.render import format_budget
+
+    if _mode({"protocol": protocol, "ledger": ledger}, server, "pprl budget") == "server":
+        with ServiceClient(server, read_token(token_file)) as client:  # type: ignore[arg-type]
+            result = Budget.from_json(client.budget())
+    else:
+        if not ledger.exists():  # type: ignore[union-attr]
+            raise InputError(f"{ledger}: no such ledger; it is created by the first `pprl query --ledger {ledger}`")
+        result = FileLedger(ledger, load_protocol(protocol)).budget()  # type: ignore[arg-type]
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_budget(result))

@@ -1,0 +1,108 @@
+"""Differentially private queries and the budget ledger: the only things an analyst can reach.
+
+An answer is released once, after its cost is recorded in the project's ledger; a query
+the budget cannot pay for is refused with what is left, and spends nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from linkage.api.deps import ADMIN, authorize, json_content, record
+from linkage.errors import InputError
+from stats.api.deps import StatsCaller
+from stats.service import QueryService
+
+router = APIRouter(tags=["statistics"])
+
+
+def query_service(request: Request) -> QueryService:
+    """The running app's query service."""
+    service: QueryService = request.app.state.query_service
+    return service
+
+
+Service = Annotated[QueryService, Depends(query_service)]
+
+
+class QueryRequest(BaseModel):
+    """A query in the query language (``query``) or its JSON form (``spec``), not both."""
+
+    model_config = ConfigDict(extra="forbid")
+    query: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="e.g. `count --by region --where member:police,msd --rho 0.05` (see `pprl query --help`).",
+    )
+    spec: dict[str, Any] | None = Field(
+        default=None, description='e.g. {"kind": "count", "by": ["region"], "cost": {"rho": 0.05}}.'
+    )
+    dry_run: bool = Field(default=False, description="Only plan: the stated accuracy and cost, no values, no spending.")
+
+
+class CellBody(BaseModel):
+    """One released number with its group key and the half-width of its 95% interval."""
+
+    key: list[str | bool | None]
+    value: float | None
+    half_width: float | None
+    note: str
+
+
+class AnswerBody(BaseModel):
+    """A differentially private answer (see `stats.dp.Answer`)."""
+
+    query: str
+    kind: str
+    statistic: str
+    columns: list[str]
+    cells: list[CellBody]
+    derived: list[CellBody]
+    mechanism: str
+    cost: dict[str, float]
+    confidence: float
+    interval: str
+    notes: list[str]
+    released: bool
+
+
+class BudgetBody(BaseModel):
+    """The project's privacy budget: the total, what was spent, what is left, and each release."""
+
+    total: dict[str, float]
+    spent: dict[str, float]
+    remaining: dict[str, float]
+    releases: list[dict[str, Any]]
+
+
+@router.post(
+    "/projects/{project_id}/queries",
+    name="statistics.query",
+    dependencies=[Depends(json_content)],
+    response_model=AnswerBody,
+)
+async def ask(
+    request: Request, project_id: str, body: QueryRequest, caller: StatsCaller, service: Service
+) -> dict[str, Any]:
+    """Answer a query with differential privacy, spending its cost from the project's budget."""
+    authorize(caller, project_id, ("analyst",), "ask statistical queries")
+    if (body.query is None) == (body.spec is None):
+        raise InputError('send the query as "query" (the query language) or as "spec" (its JSON form), not both')
+    query: Any = body.query if body.query is not None else body.spec
+    spec = await run_in_threadpool(service.parse, project_id, query)
+    answer = await run_in_threadpool(service.answer, project_id, spec, caller.actor, dry_run=body.dry_run)
+    if answer.released:
+        await run_in_threadpool(record, request, caller, project_id, "released", f"{spec.text()} ({spec.cost})")
+    return answer.to_json()
+
+
+@router.get("/projects/{project_id}/budget", name="statistics.budget", response_model=BudgetBody)
+async def budget(project_id: str, caller: StatsCaller, service: Service) -> dict[str, Any]:
+    """The project's privacy budget and its ledger of releases."""
+    authorize(caller, project_id, (ADMIN, "analyst"), "read the privacy budget")
+    result = await run_in_threadpool(service.budget, project_id)
+    return result.to_json()

@@ -1,0 +1,97 @@
+"""The statistics side's answers for the service: entity tables from the store, budget from its ledger.
+
+The linkage side never calls this; it only hands the statistics store the entity mapping
+of each finished run. Entity tables are built once per version of their inputs (the
+mapping's run and each party's attributes upload) and kept in memory.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from dataclasses import replace
+from typing import Any
+
+import polars as pl
+
+from linkage.errors import Conflict, InputError
+from stats.budget import Budget
+from stats.dp import Answer, answer_query
+from stats.entities import entity_table
+from stats.query import QuerySpec, parse_query, parse_query_json
+from stats.store import StatsStore
+
+__all__ = ["QueryService"]
+
+
+class QueryService:
+    """Answer analysts' queries on the statistics store.
+
+    Args:
+        store: the statistics store.
+    """
+
+    def __init__(self, store: StatsStore) -> None:
+        self._store = store
+        self._tables: dict[str, tuple[tuple[Any, ...], pl.DataFrame]] = {}
+        self._lock = threading.Lock()
+
+    def table(self, project_id: str) -> pl.DataFrame:
+        """The project's entity table, rebuilt when the mapping or any attributes change.
+
+        Raises:
+            Conflict: no linkage run has finished, or a linked party sent no attributes.
+        """
+        version = self._store.data_version(project_id)
+        with self._lock:
+            cached = self._tables.get(project_id)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+        if version[0] is None:
+            raise Conflict(
+                "no linkage run has finished for this project yet, so there is no one to count; "
+                "start one with `pprl run` once every party has uploaded"
+            )
+        protocol = self._store.protocol(project_id)
+        attributes = {
+            party: self._store.attribute_values(project_id, party) for party in self._store.attribute_counts(project_id)
+        }
+        try:
+            table = entity_table(protocol, self._store.mapping(project_id), attributes)
+        except InputError as exc:
+            raise Conflict(exc.message) from exc
+        with self._lock:
+            self._tables[project_id] = (version, table)
+        return table
+
+    def parse(self, project_id: str, query: str | list[str] | dict[str, Any]) -> QuerySpec:
+        """Check a query given in the query language (text or words) or in its JSON form."""
+        protocol = self._store.protocol(project_id)
+        if isinstance(query, dict):
+            return parse_query_json(protocol, query)
+        words = shlex.split(query) if isinstance(query, str) else query
+        return parse_query(protocol, words)
+
+    def answer(self, project_id: str, spec: QuerySpec, who: str, *, dry_run: bool = False) -> Answer:
+        """Release (or with ``dry_run`` only plan) a query, spending from the project's ledger.
+
+        Raises:
+            BudgetExceeded: not enough budget left; nothing is spent.
+            Conflict: no entity table yet.
+        """
+        protocol = self._store.protocol(project_id)
+        table = self.table(project_id)
+
+        def spend(who: str, query: str, cost: Any) -> Any:
+            return self._store.spend(project_id, who, query, cost)
+
+        answer = answer_query(table, spec, protocol, spend, who, dry_run=dry_run)
+        missing = sorted({p.id for p in protocol.parties} - set(self._store.attribute_counts(project_id)))
+        if missing:
+            note = f"no attributes from {', '.join(missing)} yet: people known only to them are not counted"
+            answer = replace(answer, notes=(*answer.notes, note))
+        return answer
+
+    def budget(self, project_id: str) -> Budget:
+        """The project's budget and ledger."""
+        return self._store.budget(project_id)

@@ -1,0 +1,92 @@
+"""The query language: what parses, what is refused, and how the refusal reads."""
+
+import json
+import re
+import shlex
+
+import pytest
+
+from linkage.errors import InputError
+from stats.query import parse_query, parse_query_json
+
+
+def parse(protocol, text):
+    return parse_query(protocol, shlex.split(text))
+
+
+def test_a_query_parses_and_prints_back_the_same(protocol):
+    spec = parse(
+        protocol, "count --by region,member:police --where member:police,msd --where 'weeks_supported>=10' --rho 0.05"
+    )
+    assert spec.kind == "count"
+    assert [c.name for c in spec.by] == ["region", "member:police"]
+    assert [c.text() for c in spec.where] == ["member:police=true", "member:msd=true", "weeks_supported>=10"]
+    assert parse(protocol, spec.text()) == spec
+    assert parse_query_json(protocol, json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_categories_match_the_protocol_whatever_the_case(protocol):
+    spec = parse(
+        protocol, "mean housed_within_90_days --where region=auckland,OTAGO --where nonmember:police --epsilon 1"
+    )
+    assert spec.where[0].values == ("Auckland", "Otago")
+    assert spec.where[1].values == (False,)
+    assert spec.cost.measure == "epsilon"
+
+
+def test_quantile_defaults_to_the_median(protocol):
+    assert parse(protocol, "quantile months_in_nz --rho 0.1").q == 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no query given"),
+        ("histogram --rho 0.1", "unknown query kind 'histogram'; use one of count, sum, mean, quantile, overlap"),
+        ("count", "say what the query may spend, e.g. --rho 0.05"),
+        ("count --by city --rho 0.1", "unknown attribute 'city'; the protocol declares region"),
+        ("count --where region=Mars --rho 0.1", "category 'Mars' is not declared in the protocol"),
+        ("sum region --rho 0.1", "region is categorical and has no bounds to sum over; use `count --by region`"),
+        ("sum --rho 0.1", "sum needs an attribute"),
+        ("count region --rho 0.1", "count takes no attribute"),
+        ("quantile housed_within_90_days --rho 0.1", "a quantile needs an integer attribute"),
+        ("quantile months_in_nz --q 1.5 --rho 0.1", "--q must be between 0 and 1"),
+        ("count --by weeks_supported --rho 0.1", "an integer attribute has no public categories to group by"),
+        ("count --where region>=3 --rho 0.1", ">= compares numbers, and region is categorical"),
+        ("count --where member:nzdf --rho 0.1", "'nzdf' is not a party of the protocol"),
+        ("count --where weeks_supported>=ten --rho 0.1", "'ten' is not a whole number"),
+        ("count --where region --rho 0.1", "write COLUMN=VALUE"),
+        ("count --rho 0.1 --colour red", "unexpected '--colour' in the query"),
+        ("count --rho", "--rho needs a value"),
+        ("count --rho -1", "rho must be above 0"),
+        ("overlap --by member:msd --rho 0.1", "overlap already splits by membership"),
+    ],
+)
+def test_bad_queries_are_refused_with_a_message_that_names_the_fix(protocol, text, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        parse(protocol, text)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], "a query is a JSON object"),
+        ({"kind": "count", "cost": {"rho": 0.1}, "colour": 1}, "unknown query key(s) colour"),
+        ({"kind": "count", "by": "region", "cost": {"rho": 0.1}}, '"by" must be a list of strings'),
+        ({"kind": "count", "cost": 0.1}, '"cost" must be an object'),
+        ({"kind": 3, "cost": {"rho": 0.1}}, '"kind" (and "attribute", if given) must be strings'),
+    ],
+)
+def test_malformed_json_queries_are_refused(protocol, document, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        parse_query_json(protocol, document)
+
+
+def test_a_json_query_file_is_read(protocol, tmp_path):
+    path = tmp_path / "q.json"
+    path.write_text('{"kind": "overlap", "by": ["region"], "cost": {"rho": 0.2}}')
+    spec = parse_query(protocol, [str(path)])
+    assert spec.kind == "overlap" and spec.by[0].name == "region"
+    path.write_text("{")
+    with pytest.raises(InputError, match="not a JSON query"):
+        parse_query(protocol, [str(path)])
