@@ -41,9 +41,9 @@ from the project's budget, recorded in a ledger; a query the budget cannot pay f
 refused and spends nothing. --dry-run shows the stated accuracy without spending.
 
 \b
-Locally:  pprl query --protocol P --entities entities.csv --attributes msd=msd-out/attributes.csv
-            --attributes police=police-out/attributes.csv --ledger study.ledger count --by region --rho 0.05
-Service:  pprl query --server URL --token-file analyst.token count --where member:police,msd --rho 0.05
+Example: pprl query --server URL --token-file analyst.token count --where member:police,msd --rho 0.05
+Example: pprl query --protocol P --entities entities.csv --attributes msd=msd-out/attributes.csv
+           --attributes police=police-out/attributes.csv --ledger study.ledger count --by region --rho 0.05
 """
 
 
@@ -143,8 +143,8 @@ def budget(
     r"""Show the privacy budget: total, spent, left, and every release so far (who, when, query, cost).
 
     \b
-    Locally:  pprl budget --protocol protocol.json --ledger study.ledger
-    Service:  pprl budget --server URL --token-file analyst.token
+    Example: pprl budget --server URL --token-file analyst.token
+    Example: pprl budget --protocol protocol.json --ledger study.ledger
     """
     from stats.budget import Budget, FileLedger
     from stats.render import format_budget

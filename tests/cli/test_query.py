@@ -1,0 +1,90 @@
+"""`pprl query` and `pprl budget`, on local files and through the service."""
+
+import json
+
+import pytest
+
+from tests.cli.conftest import SERVER, invoke
+from tests.conftest import EXAMPLE_PROTOCOL
+
+
+def local_options(agencies, entities, ledger):
+    options = ["--protocol", EXAMPLE_PROTOCOL, "--entities", entities, "--ledger", ledger]
+    for party in ("msd", "police", "haven"):
+        options += ["--attributes", f"{party}={agencies[party] / 'attributes.csv'}"]
+    return options
+
+
+def test_a_local_study_queries_spends_and_shows_its_ledger(runner, agencies, tmp_path):
+    entities = tmp_path / "entities.csv"
+    linked = invoke(runner, "link", "--protocol", EXAMPLE_PROTOCOL, agencies["msd"], agencies["police"],
+                    agencies["haven"], "--out", entities, "--quiet")  # fmt: skip
+    assert linked.exit_code == 0, linked.output
+    ledger = tmp_path / "study.ledger"
+    options = local_options(agencies, entities, ledger)
+
+    overlap = invoke(runner, "query", *options, "overlap", "--rho", "0.3")
+    assert overlap.exit_code == 0, overlap.output
+    assert "people known to exactly these parties:" in overlap.output
+    assert "msd+police+haven" in overlap.output
+    assert "ρ=0.7 left" in overlap.output
+    counted = invoke(runner, "query", *options, "--json", "count", "--by", "region", "--where", "member:police,msd",
+                     "--rho", "0.2")  # fmt: skip
+    assert counted.exit_code == 0, counted.output
+    body = json.loads(counted.output)
+    assert body["query"] == "count --by region --where member:police=true --where member:msd=true --rho 0.2"
+    assert len(body["cells"]) == 10 and all(cell["half_width"] == 4.0 for cell in body["cells"])
+    assert body["remaining"] == {"rho": 0.5}
+
+    dry = invoke(runner, "query", *options, "--dry-run", "mean", "weeks_supported", "--rho", "0.4")
+    assert dry.exit_code == 0 and "dry run: nothing spent" in dry.output
+    refused = invoke(runner, "query", *options, "quantile", "months_in_nz", "--rho", "0.6")
+    assert refused.exit_code == 3
+    assert "only ρ=0.5 of the project's ρ=1 is left" in refused.output and "Nothing was spent" in refused.output
+    bad = invoke(runner, "query", *options, "count", "--by", "city", "--rho", "0.1")
+    assert bad.exit_code == 1 and "unknown attribute 'city'" in bad.output
+
+    shown = invoke(runner, "budget", "--protocol", EXAMPLE_PROTOCOL, "--ledger", ledger)
+    assert shown.exit_code == 0, shown.output
+    assert "budget ρ=1: spent ρ=0.5, ρ=0.5 left" in shown.output
+    assert "overlap --rho 0.3" in shown.output and "count --by region" in shown.output
+
+
+def test_query_needs_one_mode_and_says_which_options(runner, tmp_path):
+    neither = invoke(runner, "query", "count", "--rho", "0.1")
+    assert neither.exit_code == 1
+    assert "pprl query needs --server URL, or for a local study --protocol and --entities" in neither.output
+    both = invoke(runner, "query", "--server", SERVER, "--protocol", EXAMPLE_PROTOCOL, "count", "--rho", "0.1")
+    assert both.exit_code == 1 and "not both" in both.output
+    missing = invoke(runner, "budget", "--protocol", EXAMPLE_PROTOCOL, "--ledger", tmp_path / "none.ledger")
+    assert missing.exit_code == 1 and "it is created by the first `pprl query --ledger" in missing.output
+
+
+@pytest.mark.usefixtures("service")
+def test_an_analyst_queries_through_the_service(runner, admin_file, agencies, tmp_path):
+    tokens = tmp_path / "tokens"
+    created = invoke(runner, "project", "create", "--server", SERVER, "--admin-secret-file", admin_file,
+                     "--protocol", EXAMPLE_PROTOCOL, "--out-dir", tokens)  # fmt: skip
+    assert created.exit_code == 0, created.output
+    for party in ("msd", "police", "haven"):
+        uploaded = invoke(runner, "upload", "--server", SERVER, "--token-file", tokens / f"{party}.token",
+                          agencies[party], "--quiet")  # fmt: skip
+        assert uploaded.exit_code == 0, uploaded.output
+    ran = invoke(runner, "run", "--server", SERVER, "--token-file", tokens / "msd.token", "--wait", "--quiet")
+    assert ran.exit_code == 0, ran.output
+
+    analyst = ["--server", SERVER, "--token-file", tokens / "analyst.token"]
+    answer = invoke(runner, "query", *analyst, "mean", "housed_within_90_days", "--where", "member:haven",
+                    "--by", "member:police", "--rho", "0.25")  # fmt: skip
+    assert answer.exit_code == 0, answer.output
+    assert "mean of housed_within_90_days" in answer.output and "ρ=0.75 left" in answer.output
+    spec = tmp_path / "q.json"
+    spec.write_text(json.dumps({"kind": "overlap", "cost": {"rho": 0.25}}))
+    from_file = invoke(runner, "query", *analyst, "--json", spec)
+    assert from_file.exit_code == 0, from_file.output
+    assert json.loads(from_file.output)["kind"] == "overlap"
+    party = invoke(runner, "query", "--server", SERVER, "--token-file", tokens / "msd.token", "count", "--rho", "0.1")
+    assert party.exit_code == 1 and "only an analyst may ask statistical queries" in party.output
+    ledger = invoke(runner, "budget", *analyst, "--json")
+    assert ledger.exit_code == 0, ledger.output
+    assert [entry["who"] for entry in json.loads(ledger.output)["releases"]] == ["analyst", "analyst"]
