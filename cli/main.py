@@ -187,8 +187,10 @@ from cli.linking import evaluate, link  # noqa: E402 - registered after the grou
 main.add_command(link)
 main.add_command(evaluate)
 
+from cli.risk import risk  # noqa: E402 - as above
 from cli.service import audit, project, results, run_command, serve, status, upload  # noqa: E402 - as above
 
+main.add_command(risk)
 main.add_command(serve)
 main.add_command(project)
 main.add_command(upload)

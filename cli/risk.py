@@ -1,0 +1,167 @@
+"""``pprl risk``: attack your own encodings before you share them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from cli.common import progress, protocol_option, read_secret
+from linkage.protocol import Protocol
+from linkage.risk import ATTACKS, RiskReport, assess_risk
+
+
+def _as_json(report: RiskReport) -> str:
+    options = []
+    for option in report.options:
+        options.append(
+            {
+                "hardening": option.label,
+                "settings": option.hardening.settings(),
+                "f1": option.f1,
+                "worst": option.worst,
+                "attacks": {name: asdict(result) for name, result in option.attacks.items()},
+            }
+        )
+    return json.dumps(
+        {
+            "records": report.records,
+            "reference_records": report.reference_records,
+            "overlap": report.overlap,
+            "current": report.current,
+            "recommended": report.recommended,
+            "goals": {"max_reidentified": report.max_reidentified, "max_f1_cost": report.max_f1_cost},
+            "options": options,
+        },
+        indent=2,
+    )
+
+
+def _render(report: RiskReport) -> None:
+    click.echo(
+        f"attacked {report.records} records with a reference of {report.reference_records} "
+        f"covering {report.overlap:.0%} of them; share of records re-identified:"
+    )
+    header = f"  {'hardening':<32}" + "".join(f"{name:>18}" for name in ATTACKS) + f"{'linkage F1':>12}"
+    click.echo(header)
+    for option in report.options:
+        mark = " (protocol)" if option.label == report.current else ""
+        cells = "".join(f"{option.attacks[name].reidentified:>18.2%}" for name in ATTACKS)
+        f1 = f"{option.f1:>12.4f}" if option.f1 is not None else f"{'-':>12}"
+        click.echo(f"  {option.label + mark:<32}{cells}{f1}")
+    goal = f"every attack under {report.max_reidentified:.0%}, F1 within {report.max_f1_cost} of no hardening"
+    if report.recommended is None:
+        click.echo(f"recommendation: no option meets the goals ({goal}); the one with least risk is shown above")
+    elif report.recommended == report.current:
+        click.echo(f"recommendation: keep the protocol's hardening {report.current!r} ({goal})")
+    else:
+        settings = next(o.hardening.settings() for o in report.options if o.label == report.recommended)
+        click.echo(
+            f"recommendation: {report.recommended!r} ({goal}); in the protocol: "
+            f'"encoding": {{"hardening": {json.dumps(settings)}}}'
+        )
+
+
+def _plot(report: RiskReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [option.label for option in report.options]
+    figure, axis = plt.subplots(figsize=(max(6.0, 1.1 * len(labels)), 4.0))
+    width = 0.8 / len(ATTACKS)
+    for number, name in enumerate(ATTACKS):
+        shares = [100 * option.attacks[name].reidentified for option in report.options]
+        axis.bar([i + number * width for i in range(len(labels))], shares, width, label=name)
+    axis.axhline(100 * report.max_reidentified, color="black", linewidth=0.8, linestyle="--")
+    axis.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=30, ha="right")
+    axis.set_ylabel("records re-identified (%)")
+    axis.set_title("Attacks on your encodings, by hardening")
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+@click.command()
+@protocol_option
+@click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File written by `pprl keygen`. Default: the PPRL_SECRET environment variable.",
+)
+@click.argument("input_csv", metavar="INPUT.csv", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--party", help="Your party id (default: read only the identifier columns).")
+@click.option(
+    "--reference",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The attacker's plaintext list (client id and identifier columns; equal client ids are the same "
+    "person). Default: your own records, with --overlap of them, filled up with synthetic people.",
+)
+@click.option("--sample", type=click.IntRange(min=10), default=2000, show_default=True, help="Records to attack.")
+@click.option(
+    "--overlap", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Share the default reference covers."
+)
+@click.option(
+    "--quality-people",
+    type=click.IntRange(min=0),
+    default=5000,
+    show_default=True,
+    help="Synthetic people for each option's linkage F1 (0: skip).",
+)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes for the linkage.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also write a PNG chart here.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def risk(
+    protocol: Protocol,
+    secret_file: Path | None,
+    input_csv: Path,
+    party: str | None,
+    reference: Path | None,
+    sample: int,
+    overlap: float,
+    quality_people: int,
+    seed: int,
+    workers: int,
+    as_json: bool,
+    plot: Path | None,
+    quiet: bool,
+) -> None:
+    """Attack encodings of your own clients as a curious linkage service could.
+
+    Encodes INPUT.csv under each hardening option (and the protocol's own) on this
+    machine, runs a frequency attack (whole CLKs and per-field filters), a pattern-mining
+    attack and a graph-matching attack against it with a plaintext reference list, and
+    prints the share of records each re-identifies next to the linkage F1 the option
+    gives on synthetic data, with a recommendation. Nothing leaves this machine.
+
+    Example: pprl risk --protocol protocol.json --secret-file secret.key clients.csv --plot risk.png
+    """
+    secret = read_secret(secret_file)
+    with progress("attacking", quiet=quiet or as_json) as on_progress:
+        report = assess_risk(
+            protocol,
+            secret,
+            input_csv,
+            party_id=party,
+            reference_path=reference,
+            sample=sample,
+            overlap=overlap,
+            quality_people=quality_people or None,
+            seed=seed,
+            workers=workers,
+            on_progress=on_progress,
+        )
+    if as_json:
+        click.echo(_as_json(report))
+    else:
+        _render(report)
+    if plot is not None:
+        _plot(report, plot)
+        if not as_json:
+            click.echo(f"chart: {plot}")
