@@ -11,7 +11,8 @@ integers that add up (and the overlaps of every set of parties are sums of cells
 protocol's output rules clamp, round and suppress counts.
 
 Each cell carries the half-width of a 95% interval:
-- counts and sums: OpenDP's accuracy for the mechanism and scale (exact for the noise);
+- counts and sums: from OpenDP's accuracy for the mechanism and scale (exact for the noise;
+  as the noise is a whole number, the half-width is OpenDP's accuracy less one);
 - sums of several noisy cells (overlaps of a set of parties): the normal approximation;
 - means: the delta method on the released sum and count (approximate, good when the count
   is large against its noise);
@@ -166,11 +167,16 @@ def _describe(distribution: str, scale: float) -> str:
 
 
 def _sum_accuracy(distribution: str, scale: float, cells: int) -> float:
-    """95% half-width of the sum of ``cells`` independent noisy cells."""
+    """95% half-width of the sum of ``cells`` independent noisy cells.
+
+    OpenDP states accuracy ``a`` as ``P(|error| >= a) <= 0.05``; the noise on counts and
+    integer sums is a whole number, so the truth is within ``a - 1`` with probability at
+    least 95%, and that is the half-width an answer states.
+    """
     if cells == 1:
         if "Laplace" in distribution:
-            return float(dp.discrete_laplacian_scale_to_accuracy(scale, ALPHA))
-        return float(dp.discrete_gaussian_scale_to_accuracy(scale, ALPHA))
+            return float(dp.discrete_laplacian_scale_to_accuracy(scale, ALPHA)) - 1
+        return float(dp.discrete_gaussian_scale_to_accuracy(scale, ALPHA)) - 1
     return Z * math.sqrt(cells * _variance(distribution, scale))
 
 

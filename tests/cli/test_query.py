@@ -33,7 +33,7 @@ def test_a_local_study_queries_spends_and_shows_its_ledger(runner, agencies, tmp
     assert counted.exit_code == 0, counted.output
     body = json.loads(counted.output)
     assert body["query"] == "count --by region --where member:police=true --where member:msd=true --rho 0.2"
-    assert len(body["cells"]) == 10 and all(cell["half_width"] == 4.0 for cell in body["cells"])
+    assert len(body["cells"]) == 10 and all(cell["half_width"] == 3.0 for cell in body["cells"])
     assert body["remaining"] == {"rho": 0.5}
 
     dry = invoke(runner, "query", *options, "--dry-run", "mean", "weeks_supported", "--rho", "0.4")
