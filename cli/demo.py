@@ -4,8 +4,9 @@ Run ``python -m cli.demo [--people N] [--out DIR]``. It synthesises three agenci
 client lists, makes a shared secret, encodes each list as that agency would on its own
 machine, starts the linkage service on loopback (SQLite in a folder of its own), creates
 a project, uploads each agency's encodings, runs the linkage, downloads each permitted
-agency's results, shows the audit log, stops the service, and finally scores a local link
-against the synthetic truth. Each step says what it does and who would run it.
+agency's results, answers an analyst's questions with differential privacy, writes the
+ministry's report, shows the budget ledger and the audit log, stops the service, and
+finally scores a local link against the synthetic truth. Each step says what it does and who would run it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from pathlib import Path
 
 import click
 
-PROTOCOL = Path(__file__).resolve().parents[1] / "schemas" / "examples" / "social_services.json"
+EXAMPLES = Path(__file__).resolve().parents[1] / "schemas" / "examples"
+PROTOCOL = EXAMPLES / "social_services.json"
+REPORT_SPEC = EXAMPLES / "quarterly_report.yaml"
 PARTIES = ("msd", "police", "haven")
 
 
@@ -80,7 +83,7 @@ def _service(data_dir: Path, admin_secret: Path, log: Path) -> Iterator[str]:
 @click.option("--seed", type=int, default=2026, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"), show_default=True)
 def demo(people: int, seed: int, out: Path) -> None:
-    """Run the whole story: synth, keygen, encode, serve, upload, run, results, audit, evaluate.
+    """Run the whole story: synth, keygen, encode, serve, upload, run, results, query, report, audit, evaluate.
 
     Example: python -m cli.demo --people 5000 --out /tmp/pprl-demo
     """
@@ -169,6 +172,32 @@ def demo(people: int, seed: int, out: Path) -> None:
              "--keymap", str(out / "police" / "keymap.csv"), "--out", str(out / "police-shared.csv")],
             expect_failure=True,
         )  # fmt: skip
+        analyst = ["--server", url, "--token-file", str(tokens / "analyst.token")]
+        for title, query in (
+            ("How many clients do the agencies share?", ["overlap", "--rho", "0.1"]),
+            ("Where are the clients both Police and the Ministry know?",
+             ["count", "--by", "region", "--where", "member:police,msd", "--rho", "0.05"]),
+            ("Are Haven clients also known to Police housed as quickly?",
+             ["mean", "housed_within_90_days", "--where", "member:haven", "--by", "member:police", "--rho", "0.05"]),
+        ):  # fmt: skip
+            _step(
+                title,
+                "an outcome analyst: differentially private answers with 95% intervals, each spending privacy budget",
+                ["query", *analyst, *query],
+            )
+        _step(
+            "Write the quarterly report for the ministry",
+            "ministry reporting: charts with intervals from DP answers only, checked against the budget first",
+            ["report", *analyst, "--spec", str(REPORT_SPEC), "--out", str(out / "report.html"), "--quiet"],
+        )
+        _step(
+            "Ask for more than the budget has left",
+            "an outcome analyst: refused, nothing spent",
+            ["query", *analyst, "count", "--rho", "0.9"],
+            expect_failure=True,
+        )
+        _step("Show the privacy budget ledger", "the analyst or an auditor: every release, who, when, cost",
+              ["budget", *analyst])  # fmt: skip
         _step(
             "Read the audit log",
             "the linkage unit's operator, or an auditor",
@@ -190,6 +219,7 @@ def demo(people: int, seed: int, out: Path) -> None:
     click.echo(f"  key maps (token -> client id, stay at each agency): {out}/<party>/keymap.csv")
     click.echo(f"  encodings (sent to the linkage service):            {out}/<party>/encodings.pprl")
     click.echo(f"  results of each permitted agency:                   {out}/msd-shared.csv, {out}/haven-shared.csv")
+    click.echo(f"  the ministry's report (open in a browser, print):   {out}/report.html")
     click.echo(f"  the service's data and log:                         {out}/service/, {out}/service.log")
     click.echo(f"  entities of the local link:                         {entities}")
 

@@ -200,9 +200,11 @@ main.add_command(results)
 main.add_command(audit)
 
 from cli.query import budget, query  # noqa: E402 - as above
+from cli.report import report  # noqa: E402 - as above
 
 main.add_command(query)
 main.add_command(budget)
+main.add_command(report)
 
 if __name__ == "__main__":
     main()

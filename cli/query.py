@@ -47,7 +47,8 @@ Example: pprl query --protocol P --entities entities.csv --attributes msd=msd-ou
 """
 
 
-def _attribute_files(values: tuple[str, ...]) -> list[tuple[str, Path]]:
+def attribute_files(values: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """``--attributes PARTY=PATH`` values as (party, path) pairs."""
     files = []
     for value in values:
         party, sep, path = value.partition("=")
@@ -57,7 +58,8 @@ def _attribute_files(values: tuple[str, ...]) -> list[tuple[str, Path]]:
     return files
 
 
-def _mode(local: dict[str, Any], server: str | None, what: str) -> str:
+def choose_mode(local: dict[str, Any], server: str | None, what: str) -> str:
+    """``server`` or ``local``, refusing a mix of both or an incomplete local set of options."""
     given = [f"--{name.replace('_', '-')}" for name, value in local.items() if value]
     if server and given:
         raise InputError(f"use --server (the service) or {', '.join(given)} (local files), not both")
@@ -105,7 +107,7 @@ def query(
     from stats.render import format_answer
 
     local = {"protocol": protocol, "entities": entities, "attributes": attributes, "ledger": ledger}
-    if _mode(local, server, "pprl query") == "server":
+    if choose_mode(local, server, "pprl query") == "server":
         with ServiceClient(server, read_token(token_file)) as client:  # type: ignore[arg-type]
             words = list(query)
             sent: Any = words[0] if len(words) == 1 and words[0].endswith(".json") else None
@@ -122,7 +124,7 @@ def query(
         spec = read_query(loaded, Path(words[0])) if len(words) == 1 and words[0].endswith(".json") else None
         spec = spec or parse_query(loaded, words)
         book = FileLedger(ledger, loaded)  # type: ignore[arg-type]
-        table = read_entity_table(loaded, entities, _attribute_files(attributes))  # type: ignore[arg-type]
+        table = read_entity_table(loaded, entities, attribute_files(attributes))  # type: ignore[arg-type]
         answer = answer_query(table, spec, loaded, book.spend, getpass.getuser(), dry_run=dry_run)
         remaining = book.budget().remaining
     if as_json:
@@ -149,7 +151,7 @@ def budget(
     from stats.budget import Budget, FileLedger
     from stats.render import format_budget
 
-    if _mode({"protocol": protocol, "ledger": ledger}, server, "pprl budget") == "server":
+    if choose_mode({"protocol": protocol, "ledger": ledger}, server, "pprl budget") == "server":
         with ServiceClient(server, read_token(token_file)) as client:  # type: ignore[arg-type]
             result = Budget.from_json(client.budget())
     else:

@@ -351,6 +351,11 @@ class ServiceClient:
         body, _ = self._request("POST", f"/projects/{self._project()}/queries", json={**payload, "dry_run": dry_run})
         return dict(body)
 
+    def protocol_document(self) -> dict[str, Any]:
+        """The project's protocol document, as the server holds it."""
+        body, _ = self._request("GET", f"/projects/{self._project()}/protocol")
+        return dict(body)
+
     def budget(self) -> dict[str, Any]:
         """The project's privacy budget and ledger, as the JSON of ``stats.budget.Budget``."""
         body, _ = self._request("GET", f"/projects/{self._project()}/budget")

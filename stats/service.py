@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -91,6 +92,10 @@ class QueryService:
             note = f"no attributes from {', '.join(missing)} yet: people known only to them are not counted"
             answer = replace(answer, notes=(*answer.notes, note))
         return answer
+
+    def protocol_document(self, project_id: str) -> Mapping[str, Any]:
+        """The project's protocol document."""
+        return self._store.protocol(project_id).document
 
     def budget(self, project_id: str) -> Budget:
         """The project's budget and ledger."""

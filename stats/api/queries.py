@@ -106,3 +106,11 @@ async def budget(project_id: str, caller: StatsCaller, service: Service) -> dict
     authorize(caller, project_id, (ADMIN, "analyst"), "read the privacy budget")
     result = await run_in_threadpool(service.budget, project_id)
     return result.to_json()
+
+
+@router.get("/projects/{project_id}/protocol", name="statistics.protocol")
+async def protocol(project_id: str, caller: StatsCaller, service: Service) -> dict[str, Any]:
+    """The project's protocol, as all its parties agreed it (for reports; it holds no secret)."""
+    authorize(caller, project_id, (ADMIN, "party", "analyst"), "read the protocol")
+    document = await run_in_threadpool(service.protocol_document, project_id)
+    return dict(document)

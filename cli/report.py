@@ -1,0 +1,98 @@
+"""``pprl report``: a ministry report from differentially private answers, as one HTML file.
+
+Like ``pprl query``, it runs through the service (the analyst's credential) or on local
+files with a ledger file. It checks the whole report against the remaining budget, and
+every query where it will run, before it spends anything.
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.common import progress
+from cli.query import attribute_files, choose_mode
+from cli.service import read_token, token_file_option
+from linkage.client import ServiceClient
+from linkage.errors import OutputExistsError
+from linkage.protocol import load_protocol, parse_protocol
+
+
+@click.command("report")
+@click.option(
+    "--spec",
+    "spec_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The report spec (YAML): sections, their queries and budget shares.",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HTML file to write.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--server", metavar="URL", help="The service, e.g. http://127.0.0.1:8000.")
+@token_file_option
+@click.option("--protocol", type=click.Path(dir_okay=False, path_type=Path), help="Local: the protocol.")
+@click.option("--entities", type=click.Path(dir_okay=False, path_type=Path), help="Local: `pprl link`'s entities.csv.")
+@click.option("--attributes", multiple=True, metavar="PARTY=PATH", help="Local: a party's attributes.csv.")
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), help="Local: the ledger file.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def report(
+    spec_path: Path,
+    out: Path,
+    force: bool,
+    server: str | None,
+    token_file: Path | None,
+    protocol: Path | None,
+    entities: Path | None,
+    attributes: tuple[str, ...],
+    ledger: Path | None,
+    quiet: bool,
+) -> None:
+    """Write a publishable HTML report (charts with 95% intervals) from DP answers only.
+
+    The spec says how much of the privacy budget the report may spend and each section's
+    share; the report is refused before anything is spent if the budget has less left.
+    An example spec: schemas/examples/quarterly_report.yaml.
+
+    \b
+    Example: pprl report --server URL --token-file analyst.token
+               --spec schemas/examples/quarterly_report.yaml --out report.html
+    """  # noqa: D301 - click's \b keeps the example's line breaks
+    from stats.budget import Budget, FileLedger
+    from stats.dp import Answer, answer_query
+    from stats.entities import read_entity_table
+    from stats.report import build_report, read_report_spec
+
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    local = {"protocol": protocol, "entities": entities, "attributes": attributes, "ledger": ledger}
+    with progress("sections", quiet=quiet) as on_progress:
+        if choose_mode(local, server, "pprl report") == "server":
+            with ServiceClient(server, read_token(token_file)) as client:  # type: ignore[arg-type]
+                loaded = parse_protocol(client.protocol_document())
+                spec = read_report_spec(loaded, spec_path)
+
+                def ask_server(query: Any, dry_run: bool) -> Answer:
+                    return Answer.from_json(client.query(query.to_json(), dry_run=dry_run))
+
+                page = build_report(
+                    loaded, spec, ask=ask_server, budget=lambda: Budget.from_json(client.budget()),
+                    on_progress=on_progress,
+                )  # fmt: skip
+        else:
+            loaded = load_protocol(protocol)  # type: ignore[arg-type]
+            spec = read_report_spec(loaded, spec_path)
+            book = FileLedger(ledger, loaded)  # type: ignore[arg-type]
+            table = read_entity_table(loaded, entities, attribute_files(attributes))  # type: ignore[arg-type]
+            who = getpass.getuser()
+
+            def ask_local(query: Any, dry_run: bool) -> Answer:
+                return answer_query(table, query, loaded, book.spend, who, dry_run=dry_run)
+
+            page = build_report(loaded, spec, ask=ask_local, budget=book.budget, on_progress=on_progress)
+    temporary = out.with_name(f".{out.name}.tmp")
+    temporary.write_text(page, encoding="utf-8")
+    temporary.replace(out)
+    click.echo(f"wrote {out}: {len(spec.sections)} sections, spent {spec.cost} of the privacy budget")

@@ -1,0 +1,26 @@
+"""`make demo`'s script at a small size: every step runs and the tour ends with the report."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_the_demo_tells_the_whole_story(tmp_path):
+    out = tmp_path / "demo"
+    completed = subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", "cli.demo", "--people", "400", "--out", str(out)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    for step in ("Encode haven's client list", "Link the three agencies' encodings", "Download msd's results",
+                 "How many clients do the agencies share?", "Write the quarterly report for the ministry",
+                 "Ask for more than the budget has left", "Show the privacy budget ledger", "Read the audit log",
+                 "Score the linkage against the synthetic truth"):  # fmt: skip
+        assert f"== {step}" in completed.stdout
+    assert "answered 409 (budget_exceeded)" in completed.stderr
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 5
+    assert (out / "msd-shared.csv").exists() and (out / "haven-shared.csv").exists()
+    assert not (out / "police-shared.csv").exists(), "police were refused record-level results"

@@ -1,0 +1,91 @@
+"""Reports: the spec is checked whole, the budget is checked before spending, every figure has its interval."""
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from linkage.errors import BudgetExceeded, InputError
+from stats.budget import FileLedger, Loss
+from stats.dp import answer_query
+from stats.report import build_report, parse_report_spec, read_report_spec
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "quarterly_report.yaml"
+
+
+def example(protocol):
+    return read_report_spec(protocol, EXAMPLE)
+
+
+def test_the_example_spec_shares_its_spend_between_the_sections(protocol):
+    spec = example(protocol)
+    assert spec.spend == Loss.of(rho=0.4)
+    assert spec.cost == spec.spend, "the example's shares add up to 1"
+    assert [s.query.kind for s in spec.sections][:2] == ["overlap", "count"]
+    assert spec.sections[0].query.cost == Loss.of(rho=0.1)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.pop("spend"), "missing 'spend'"),
+        (lambda d: d.update(colour="red"), "unknown key 'colour'"),
+        (lambda d: d["sections"][0].update(share=0.9), "the shares add up to 1.65; they may add up to at most 1"),
+        (lambda d: d["sections"][1].update(query="count --rho 0.1"), "section 2: leave the cost out of the query"),
+        (
+            lambda d: d["sections"][2].update(query="count --by city"),
+            "section 3 ('count --by city'): unknown attribute",
+        ),
+        (lambda d: d["sections"][0].update(share=0), "section 1: share must be above 0"),
+        (lambda d: d.update(sections=[]), "sections must be a non-empty list"),
+    ],
+)
+def test_bad_specs_are_refused_whole(protocol, change, message):
+    document = yaml.safe_load(EXAMPLE.read_text())
+    change(document)
+    with pytest.raises(InputError, match=re.escape(message)):
+        parse_report_spec(protocol, document)
+
+
+def test_a_malformed_spec_file_is_named(protocol, tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("title: [unclosed\n")
+    with pytest.raises(InputError, match="not a YAML report spec"):
+        read_report_spec(protocol, path)
+
+
+def make(protocol, table, ledger):
+    def ask(query, dry_run):
+        return answer_query(table, query, protocol, ledger.spend, "ministry", dry_run=dry_run)
+
+    return build_report(
+        protocol, example(protocol), ask=ask, budget=ledger.budget, now=datetime(2026, 10, 1, tzinfo=UTC)
+    )
+
+
+def test_the_report_is_one_page_built_from_dp_answers_with_intervals(protocol, table, tmp_path):
+    ledger = FileLedger(tmp_path / "l", protocol)
+    page = make(protocol, table, ledger)
+    assert page.startswith("<!DOCTYPE html>") and page.count("<section") == 3 + 7
+    assert not re.search(r"""(src|href)=["']?https?:""", page), "nothing is fetched when the report is opened"
+    assert page.count('src="data:image/png;base64,') == 6, "every section but the quantile has a chart"
+    assert "What the ± means" in page and "nz-shared-clients-2026" in page
+    for row in re.findall(r"<tr>(.*?)</tr>", page):
+        cells = re.findall(r'<td class="num">(.*?)</td><td>(.*?)</td>', row)
+        for value, interval in cells:
+            assert interval.startswith(("±", "rank ±")) or value.startswith("suppressed"), row
+    budget = ledger.budget()
+    assert len(budget.entries) == 7 and budget.spent == Loss.of(rho=0.4)
+    assert "spent by this report</td><td>ρ=0.4" in page and "left</td><td>ρ=0.6" in page
+
+
+def test_a_report_the_budget_cannot_pay_for_spends_nothing(protocol, table, tmp_path):
+    ledger = FileLedger(tmp_path / "l", protocol)
+    with ledger.spend("analyst", "earlier", Loss.of(rho=0.7)):
+        pass
+    before = (tmp_path / "l").read_text()
+    with pytest.raises(BudgetExceeded, match="the report would spend ρ=0.4: .* only ρ=0.3 .* is left"):
+        make(protocol, table, ledger)
+    assert (tmp_path / "l").read_text() == before
