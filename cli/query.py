@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
 from cli.service import read_token, token_file_option
 from linkage.client import ServiceClient
@@ -33,7 +34,7 @@ QUERY is a kind, an attribute for sum/mean/quantile, options, and its cost:
   and --rho R (zCDP) or --epsilon E [--delta D], as the protocol's budget is written.
 COL is an attribute of the protocol, member:PARTY or shared. COND is COL=V1,V2,
 COL>=N, COL<=N, member:A,B (known to A and B) or nonmember:A. QUERY may also be a
-.json file with the JSON form ({"kind": "count", "by": ["region"], "cost": {"rho": 0.05}}).
+.json or .yaml file with the JSON form ({"kind": "count", "by": ["region"], "cost": {"rho": 0.05}}).
 
 \b
 Every number comes with the half-width of its 95% interval. Each answer spends its cost
@@ -103,25 +104,25 @@ def query(
     from stats.budget import Budget, FileLedger
     from stats.dp import Answer, answer_query
     from stats.entities import read_entity_table
-    from stats.query import parse_query, read_query
+    from stats.query import QUERY_FILES, parse_query, read_query
     from stats.render import format_answer
 
     local = {"protocol": protocol, "entities": entities, "attributes": attributes, "ledger": ledger}
     if choose_mode(local, server, "pprl query") == "server":
         with ServiceClient(server, read_token(token_file)) as client:  # type: ignore[arg-type]
             words = list(query)
-            sent: Any = words[0] if len(words) == 1 and words[0].endswith(".json") else None
+            sent: Any = words[0] if len(words) == 1 and words[0].endswith(QUERY_FILES) else None
             if sent is not None:
                 try:
-                    sent = json.loads(Path(sent).read_text("utf-8"))
-                except (OSError, ValueError) as exc:
-                    raise InputError(f"{words[0]}: cannot read the JSON query ({exc})") from exc
+                    sent = yaml.safe_load(Path(sent).read_text("utf-8"))
+                except (OSError, ValueError, yaml.YAMLError) as exc:
+                    raise InputError(f"{words[0]}: cannot read the query file ({exc})") from exc
             answer = Answer.from_json(client.query(sent if sent is not None else shlex.join(words), dry_run=dry_run))
             remaining = Budget.from_json(client.budget()).remaining
     else:
         loaded = load_protocol(protocol)  # type: ignore[arg-type]
         words = list(query)
-        spec = read_query(loaded, Path(words[0])) if len(words) == 1 and words[0].endswith(".json") else None
+        spec = read_query(loaded, Path(words[0])) if len(words) == 1 and words[0].endswith(QUERY_FILES) else None
         spec = spec or parse_query(loaded, words)
         book = FileLedger(ledger, loaded)  # type: ignore[arg-type]
         table = read_entity_table(loaded, entities, attribute_files(attributes))  # type: ignore[arg-type]

@@ -26,13 +26,14 @@ The same strings make up the JSON form: ``{"kind": "count", "by": ["region"],
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from linkage.errors import InputError
 from linkage.protocol import Protocol
@@ -42,6 +43,7 @@ __all__ = ["KINDS", "Column", "Condition", "QuerySpec", "column_of", "parse_quer
 
 KINDS = ("count", "sum", "mean", "quantile", "overlap")
 NEEDS_ATTRIBUTE = frozenset({"sum", "mean", "quantile"})
+QUERY_FILES = (".json", ".yaml", ".yml")
 _CONDITION = re.compile(r"^(?P<column>[^=<>]+?)\s*(?P<op>>=|<=|=)\s*(?P<values>.*)$")
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
@@ -252,13 +254,13 @@ def _build(
 def parse_query(protocol: Protocol, words: Sequence[str]) -> QuerySpec:
     """Parse the query language, e.g. ``["count", "--by", "region", "--rho", "0.05"]``.
 
-    A single word that names a ``.json`` file is read as the JSON form.
+    A single word that names a ``.json`` or ``.yaml`` file is read as the JSON form.
 
     Raises:
         InputError: the query is malformed or does not fit the protocol; the message
             names the problem and shows the fix.
     """
-    if len(words) == 1 and words[0].endswith(".json"):
+    if len(words) == 1 and words[0].endswith(QUERY_FILES):
         return read_query(protocol, Path(words[0]))
     if not words:
         raise InputError(f"no query given; start with one of {', '.join(KINDS)}, e.g. `count --by region --rho 0.05`")
@@ -324,17 +326,17 @@ def parse_query_json(protocol: Protocol, document: Any) -> QuerySpec:
 
 
 def read_query(protocol: Protocol, path: Path) -> QuerySpec:
-    """Read a query in its JSON form from a file.
+    """Read a query in its JSON form from a ``.json`` or ``.yaml`` file.
 
     Raises:
-        InputError: the file is missing, not JSON, or not a valid query.
+        InputError: the file is missing, not JSON or YAML, or not a valid query.
     """
     try:
-        document = json.loads(path.read_text("utf-8"))
+        document = yaml.safe_load(path.read_text("utf-8"))  # JSON is YAML too
     except FileNotFoundError:
         raise InputError(f"{path}: query file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a JSON query ({exc})") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a JSON or YAML query ({exc})") from exc
     try:
         return parse_query_json(protocol, document)
     except InputError as exc:

@@ -88,5 +88,12 @@ def test_a_json_query_file_is_read(protocol, tmp_path):
     spec = parse_query(protocol, [str(path)])
     assert spec.kind == "overlap" and spec.by[0].name == "region"
     path.write_text("{")
-    with pytest.raises(InputError, match="not a JSON query"):
+    with pytest.raises(InputError, match="not a JSON or YAML query"):
         parse_query(protocol, [str(path)])
+
+
+def test_a_yaml_query_file_is_read_too(protocol, tmp_path):
+    path = tmp_path / "q.yaml"
+    path.write_text("kind: mean\nattribute: weeks_supported\nwhere: [shared]\ncost: {rho: 0.1}\n")
+    spec = parse_query(protocol, [str(path)])
+    assert spec.text() == "mean weeks_supported --where shared=true --rho 0.1"
