@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 from matplotlib.figure import Figure  # noqa: E402
 
 from stats.dp import Answer, Cell  # noqa: E402
+from stats.render import show_key  # noqa: E402
 
 __all__ = ["bar_chart", "upset_chart"]
 
@@ -31,18 +32,10 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _label(value: str | bool | None) -> str:
-    if value is None:
-        return "(not recorded)"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return value
-
-
 def bar_chart(answer: Answer, *, percent: bool = False) -> bytes:
     """Horizontal bars, one per cell, with 95% error bars (``percent`` shows shares as %)."""
     cells = list(answer.cells)
-    labels = [", ".join(_label(k) for k in cell.key) or "everyone" for cell in cells]
+    labels = [", ".join(show_key(k) for k in cell.key) or "everyone" for cell in cells]
     scale = 100.0 if percent else 1.0
     values = [(cell.value or 0) * scale for cell in cells]
     errors = [(cell.half_width or 0) * scale if cell.value is not None else 0 for cell in cells]

@@ -34,6 +34,7 @@ from linkage.protocol import Protocol
 from stats.budget import Budget, Loss, check_affordable
 from stats.dp import Answer, Cell
 from stats.query import QuerySpec, parse_query
+from stats.render import show_key
 
 __all__ = ["ReportSpec", "Section", "build_report", "read_report_spec", "render_report"]
 
@@ -193,14 +194,6 @@ def _e(text: object) -> str:
     return html.escape(str(text))
 
 
-def _key(value: str | bool | None) -> str:
-    if value is None:
-        return "(not recorded)"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return value
-
-
 def _is_share(answer: Answer, protocol: Protocol) -> bool:
     name = answer.statistic.removeprefix("mean of ")
     return answer.kind == "mean" and any(a.name == name and a.type == "boolean" for a in protocol.attributes)
@@ -222,7 +215,7 @@ def _table(answer: Answer, cells: Sequence[Cell], columns: Sequence[str], percen
     head = "".join(f"<th>{_e(c)}</th>" for c in columns) + '<th class="num">value</th><th>95% interval</th>'
     rows = []
     for cell in cells:
-        keys = "".join(f"<td>{_e(_key(k))}</td>" for k in cell.key) if cell.key else "<td>everyone</td>"
+        keys = "".join(f"<td>{_e(show_key(k))}</td>" for k in cell.key) if cell.key else "<td>everyone</td>"
         value, interval = _figure_value(cell, answer, percent)
         rows.append(f'<tr>{keys}<td class="num">{_e(value)}</td><td>{_e(interval)}</td></tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
