@@ -187,7 +187,7 @@ def project_to_counts(noisy: Sequence[float]) -> list[int]:
     rounded by largest remainders, so the cells still add up exactly.
 
     >>> project_to_counts([10, -3, 4])
-    [9, 0, 3]
+    [9, 0, 2]
     >>> sum(project_to_counts([5.2, 5.2, -1.0, 0.7]))
     10
     """
