@@ -88,3 +88,28 @@ def test_an_analyst_queries_through_the_service(runner, admin_file, agencies, tm
     ledger = invoke(runner, "budget", *analyst, "--json")
     assert ledger.exit_code == 0, ledger.output
     assert [entry["who"] for entry in json.loads(ledger.output)["releases"]] == ["analyst", "analyst"]
+
+
+def test_a_local_report_is_written_once_and_refused_when_the_budget_cannot_pay(runner, agencies, tmp_path):
+    entities = tmp_path / "entities.csv"
+    linked = invoke(runner, "link", "--protocol", EXAMPLE_PROTOCOL, agencies["msd"], agencies["police"],
+                    agencies["haven"], "--out", entities, "--quiet")  # fmt: skip
+    assert linked.exit_code == 0, linked.output
+    options = local_options(agencies, entities, tmp_path / "study.ledger")
+    spec = EXAMPLE_PROTOCOL.parent / "quarterly_report.yaml"
+    out = tmp_path / "report.html"
+    written = invoke(runner, "report", *options, "--spec", spec, "--out", out, "--quiet")
+    assert written.exit_code == 0, written.output
+    assert "7 sections, spent ρ=0.4 of the privacy budget" in written.output
+    page = out.read_text()
+    assert invoke(runner, "report", *options, "--spec", spec, "--out", out, "--quiet").exit_code == 1, "no overwrite"
+    again = invoke(runner, "report", *options, "--spec", spec, "--out", out, "--force", "--quiet")
+    assert again.exit_code == 0, again.output
+    second = out.read_text()
+    assert second != page, "--force replaced the first report"
+    refused = invoke(runner, "report", *options, "--spec", spec, "--out", out, "--force", "--quiet")
+    assert refused.exit_code == 3
+    assert "the report would spend ρ=0.4" in refused.output and "only ρ=0.2" in refused.output
+    assert out.read_text() == second, "the refused report wrote nothing"
+    shown = invoke(runner, "budget", "--protocol", EXAMPLE_PROTOCOL, "--ledger", tmp_path / "study.ledger")
+    assert "spent ρ=0.8, ρ=0.2 left" in shown.output
