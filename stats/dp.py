@@ -210,10 +210,11 @@ def project_to_counts(noisy: Sequence[float]) -> list[int]:
 
 @dataclass
 class Prepared:
-    """A query planned on the entity table, ready to release (which is done once).
+    """A query planned on the entity table with its noise calibrated, ready to release.
 
     Build it with :func:`prepare`; ``mechanism`` and the stated accuracy are known before
-    anything is released, so the ledger can record them.
+    anything is released. Every call of :meth:`release` is a new release that costs the
+    query's loss again, so only :func:`answer_query` (which records it) should make one.
     """
 
     spec: QuerySpec
@@ -266,7 +267,7 @@ class Prepared:
     def release(self) -> Answer:
         """Run the OpenDP measurement once, then post-process its output into an answer."""
         frame = self.measurement(self.data).collect()
-        if self.keys is not None:
+        if self.keys is not None:  # rows in the order of the public keys
             frame = self.keys.join(frame, on=list(self.group_columns), how="left", nulls_equal=True)
         return self.release_from(list(frame.iter_rows(named=True)))
 
