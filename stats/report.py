@@ -211,6 +211,15 @@ def _figure_value(cell: Cell, answer: Answer, percent: bool) -> tuple[str, str]:
     return f"{int(cell.value):,}", f"± {cell.half_width or 0:,.0f}"
 
 
+def _heading(protocol: Protocol, column: str) -> str:
+    """A column as a reader names it: ``member:police`` is "known to New Zealand Police"."""
+    if column.startswith("member:"):
+        return f"known to {protocol.party(column.removeprefix('member:')).name}"
+    if column == "shared":
+        return "known to two or more agencies"
+    return column.replace("_", " ")
+
+
 def _table(answer: Answer, cells: Sequence[Cell], columns: Sequence[str], percent: bool = False) -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in columns) + '<th class="num">value</th><th>95% interval</th>'
     rows = []
@@ -279,7 +288,8 @@ def _section(protocol: Protocol, section: Section, answer: Answer) -> str:
         if answer.kind != "quantile" and len(answer.columns) <= 1:
             what = answer.statistic + (" (as a percentage)" if percent else "")
             parts.append(_image(bar_chart(answer, percent=percent), what, f"{what}; error bars are 95% intervals."))
-        parts.append(_table(answer, answer.cells, answer.columns or ["who"], percent))
+        columns = [_heading(protocol, c) for c in answer.columns] or ["who"]
+        parts.append(_table(answer, answer.cells, columns, percent))
     notes = "; ".join(answer.notes)
     parts.append(
         f'<p class="small">Query: <code>{_e(answer.query)}</code>. {_e(answer.mechanism)}; '
