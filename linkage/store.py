@@ -12,15 +12,12 @@ All SQL of the linkage side lives in this module.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
 import secrets
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +27,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
-    Engine,
     Float,
     ForeignKey,
     Index,
@@ -40,18 +36,15 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
-    create_engine,
     delete,
-    event,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.schema import CreateSchema, DropSchema
+from sqlalchemy.exc import IntegrityError
 
+from linkage.database import ANALYST, Database, hash_token, now, open_engine, project_tables
 from linkage.encodings import EncodingsHeader, read_encodings, read_header, record_layout
 from linkage.engine import LinkResult
 from linkage.errors import Conflict, InputError, MismatchError, NotFound, PprlError, ProtocolError
@@ -78,7 +71,6 @@ __all__ = [
 
 log = logging.getLogger("pprl.service")
 
-ANALYST = "analyst"
 RESERVED_ROLES = frozenset({ANALYST, "admin"})
 ACTIVE_STATUSES = ("queued", "running")
 MAX_RUN_ATTEMPTS = 3
@@ -86,24 +78,7 @@ TOKEN_PREFIX = "pprl_"  # noqa: S105 - a visible prefix for credentials, not a s
 _CHUNK = 5000
 _metadata = MetaData()
 
-projects = Table(
-    "projects",
-    _metadata,
-    Column("id", String(32), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("fingerprint", String(64), nullable=False),
-    Column("protocol", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-credentials = Table(
-    "credentials",
-    _metadata,
-    Column("token_sha256", String(64), primary_key=True),
-    Column("project_id", String(32), ForeignKey("projects.id"), nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("party", String(32)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
+projects, credentials = project_tables(_metadata)
 uploads = Table(
     "uploads",
     _metadata,
@@ -162,75 +137,11 @@ audit = Table(
 )
 
 
-def open_engine(url: str, schema: str | None) -> Engine:
-    """An engine for SQLite or PostgreSQL, set up for safe concurrent use by one server.
-
-    SQLite gets WAL and ``BEGIN IMMEDIATE`` for write transactions (so two writers queue
-    instead of failing on lock upgrade); PostgreSQL gets its own schema.
-
-    Raises:
-        InputError: the URL is not SQLite or ``postgresql+psycopg``, or the database is unreachable.
-    """
-    try:
-        parsed = make_url(url)
-    except SQLAlchemyError as exc:
-        raise InputError("the database URL cannot be parsed; write postgresql+psycopg://USER@HOST/DB") from exc
-    shown = parsed.render_as_string(hide_password=True)
-    if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 60})
-        event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", _sqlite_begin)
-        return engine
-    if parsed.drivername != "postgresql+psycopg":
-        raise InputError(
-            f"unsupported database URL {shown}; use postgresql+psycopg://USER@HOST/DB (psycopg 3), "
-            "or leave --database-url out for SQLite files in the data folder"
-        )
-    engine = create_engine(parsed, pool_pre_ping=True)
-    if schema:
-        try:
-            with engine.begin() as conn:
-                conn.execute(CreateSchema(schema, if_not_exists=True))
-        except SQLAlchemyError as exc:
-            raise InputError(
-                f"cannot open the database {shown} ({exc.__class__.__name__}); check that PostgreSQL "
-                "runs there and the user may create a schema"
-            ) from exc
-        engine = engine.execution_options(schema_translate_map={None: schema})
-    return engine
-
-
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite's own is deferred-only).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("pprl_write") else "BEGIN")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _utc(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything stored is UTC.
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
-
-
-def hash_token(token: str) -> str:
-    """The SHA-256 (hex) under which a credential is stored.
-
-    >>> hash_token("pprl_x")[:12]
-    'b450f1452d5e'
-    """
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def new_project_id() -> str:
@@ -393,7 +304,7 @@ def check_secret(header: EncodingsHeader, others: Iterable[UploadRecord], *, sho
             )
 
 
-class LinkageStore:
+class LinkageStore(Database):
     """The linkage side's database and blob folder.
 
     Args:
@@ -406,38 +317,10 @@ class LinkageStore:
         self.data_dir = Path(data_dir)
         self.blob_dir = self.data_dir / "blobs"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
-        self._schema = schema
-        self._engine = open_engine(url or f"sqlite:///{self.data_dir / 'linkage.db'}", schema)
-        _metadata.create_all(self._engine)
+        super().__init__(url or f"sqlite:///{self.data_dir / 'linkage.db'}", schema, _metadata)
         self._protocols: dict[str, Protocol] = {}
         # Uploads move files and rows together; one at a time keeps the pair consistent.
         self._upload_lock = threading.Lock()
-
-    # -- plumbing ---------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            conn.execution_options(pprl_write=True)
-            with conn.begin():
-                yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            yield conn
-
-    def close(self) -> None:
-        """Release pooled connections (the store stays usable and reconnects on demand)."""
-        self._engine.dispose()
-
-    def destroy(self) -> None:
-        """Drop every table (and the PostgreSQL schema); for tests and uninstalling."""
-        _metadata.drop_all(self._engine)
-        if self._schema and self._engine.dialect.name == "postgresql":
-            with self._engine.begin() as conn:
-                conn.execute(DropSchema(self._schema, cascade=True, if_exists=True))
-        self._engine.dispose()
 
     # -- projects and credentials -------------------------------------------------------
 
@@ -451,38 +334,14 @@ class LinkageStore:
             protocol: the validated protocol.
             credential_hashes: ``{party id or "analyst": hash_token(token)}``.
         """
-        now = _now()
         with self._write() as conn:
-            conn.execute(
-                insert(projects).values(
-                    id=project_id,
-                    name=protocol.name,
-                    fingerprint=protocol.fingerprint,
-                    protocol=json.dumps(protocol.document, sort_keys=True),
-                    created_at=now,
-                )
-            )
-            conn.execute(
-                insert(credentials),
-                [
-                    {
-                        "token_sha256": digest,
-                        "project_id": project_id,
-                        "role": ANALYST if key == ANALYST else "party",
-                        "party": None if key == ANALYST else key,
-                        "created_at": now,
-                    }
-                    for key, digest in credential_hashes.items()
-                ],
-            )
-        return ProjectRecord(project_id, protocol.name, protocol.fingerprint, protocol.document, now)
+            created = self._insert_project(conn, project_id, protocol, credential_hashes)
+        return ProjectRecord(project_id, protocol.name, protocol.fingerprint, protocol.document, created)
 
     def authenticate(self, token: str) -> Credential | None:
         """The credential a token stands for, or ``None``; compared in constant time."""
-        digest = hash_token(token)
-        with self._read() as conn:
-            row = conn.execute(select(credentials).where(credentials.c.token_sha256 == digest)).first()
-        if row is None or not hmac.compare_digest(row.token_sha256, digest):
+        row = self._credential(token)
+        if row is None:
             return None
         return Credential(role=row.role, project_id=row.project_id, party=row.party)
 
@@ -570,7 +429,7 @@ class LinkageStore:
                     secret_check=header.secret_check,
                     record_count=header.record_count,
                     size_bytes=final.stat().st_size,
-                    uploaded_at=_now(),
+                    uploaded_at=now(),
                 )
                 values = {k: v for k, v in record.__dict__.items() if k not in ("project_id", "party")}
                 with self._write() as conn:
@@ -648,7 +507,7 @@ class LinkageStore:
                         message="",
                         inputs=inputs,
                         attempts=0,
-                        created_at=_now(),
+                        created_at=now(),
                     )
                 ).inserted_primary_key
         except IntegrityError:
@@ -700,7 +559,7 @@ class LinkageStore:
             claimed = conn.execute(
                 update(runs)
                 .where(runs.c.id == row.id, runs.c.status == "queued")
-                .values(status="running", started_at=_now(), attempts=runs.c.attempts + 1, progress=0.0)
+                .values(status="running", started_at=now(), attempts=runs.c.attempts + 1, progress=0.0)
             ).rowcount
             if not claimed:
                 return None
@@ -762,7 +621,7 @@ class LinkageStore:
                 .values(
                     status="done",
                     progress=1.0,
-                    finished_at=_now(),
+                    finished_at=now(),
                     message=f"linked {row.linked_records} records into {row.entity_count} entities",
                 )
             )
@@ -773,7 +632,7 @@ class LinkageStore:
         with self._write() as conn:
             conn.execute(delete(entities).where(entities.c.run_id == run_id))
             conn.execute(
-                update(runs).where(runs.c.id == run_id).values(status="failed", finished_at=_now(), message=message)
+                update(runs).where(runs.c.id == run_id).values(status="failed", finished_at=now(), message=message)
             )
 
     def requeue_interrupted(self) -> tuple[list[int], list[int]]:
@@ -796,7 +655,7 @@ class LinkageStore:
                     .where(runs.c.id.in_(failed))
                     .values(
                         status="failed",
-                        finished_at=_now(),
+                        finished_at=now(),
                         message=f"the server stopped during this run {MAX_RUN_ATTEMPTS} times; "
                         "check its memory and logs, then start a new run",
                     )
@@ -849,7 +708,7 @@ class LinkageStore:
         with self._write() as conn:
             conn.execute(
                 insert(audit).values(
-                    at=_now(), actor=actor, action=action, project_id=project_id, outcome=outcome, detail=detail
+                    at=now(), actor=actor, action=action, project_id=project_id, outcome=outcome, detail=detail
                 )
             )
 

@@ -11,15 +11,13 @@ All SQL of the statistics side lives in this module.
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import json
 import re
 import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +38,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.schema import DropSchema
 
+from linkage.database import Database, now, project_tables
 from linkage.errors import Conflict, InputError, NotFound
 from linkage.protocol import AttributeSpec, Protocol, parse_protocol
-from linkage.store import open_engine
 from stats.budget import Budget, LedgerEntry, Loss, Receipt, budget_of, check_affordable
 
 __all__ = [
@@ -62,23 +59,7 @@ _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
 _metadata = MetaData()
 
-projects = Table(
-    "projects",
-    _metadata,
-    Column("id", String(32), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("fingerprint", String(64), nullable=False),
-    Column("protocol", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-credentials = Table(
-    "credentials",
-    _metadata,
-    Column("token_sha256", String(64), primary_key=True),
-    Column("project_id", String(32), nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("party", String(32)),
-)
+projects, credentials = project_tables(_metadata)
 attribute_uploads = Table(
     "attribute_uploads",
     _metadata,
@@ -254,11 +235,7 @@ def read_attributes(protocol: Protocol, party: str, path: Path, *, shown_as: str
     return rows
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class StatsStore:
+class StatsStore(Database):
     """The statistics side's database.
 
     Args:
@@ -271,34 +248,8 @@ class StatsStore:
         self.data_dir = Path(data_dir)
         self.incoming_dir = self.data_dir / "stats-incoming"
         self.incoming_dir.mkdir(parents=True, exist_ok=True)
-        self._schema = schema
-        self._engine = open_engine(url or f"sqlite:///{self.data_dir / 'stats.db'}", schema)
-        _metadata.create_all(self._engine)
+        super().__init__(url or f"sqlite:///{self.data_dir / 'stats.db'}", schema, _metadata)
         self._protocols: dict[str, Protocol] = {}
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            conn.execution_options(pprl_write=True)
-            with conn.begin():
-                yield conn
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            yield conn
-
-    def close(self) -> None:
-        """Release pooled connections (the store stays usable and reconnects on demand)."""
-        self._engine.dispose()
-
-    def destroy(self) -> None:
-        """Drop every table (and the PostgreSQL schema); for tests and uninstalling."""
-        _metadata.drop_all(self._engine)
-        if self._schema and self._engine.dialect.name == "postgresql":
-            with self._engine.begin() as conn:
-                conn.execute(DropSchema(self._schema, cascade=True, if_exists=True))
-        self._engine.dispose()
 
     def clean_incoming(self) -> int:
         """Remove bodies left half-received by a crash; returns how many went."""
@@ -317,34 +268,12 @@ class StatsStore:
     def register_project(self, project_id: str, protocol: Protocol, credential_hashes: Mapping[str, str]) -> None:
         """Record a new project's protocol and credential hashes (``{party or "analyst": sha256}``)."""
         with self._write() as conn:
-            conn.execute(
-                insert(projects).values(
-                    id=project_id,
-                    name=protocol.name,
-                    fingerprint=protocol.fingerprint,
-                    protocol=json.dumps(protocol.document, sort_keys=True),
-                    created_at=_now(),
-                )
-            )
-            conn.execute(
-                insert(credentials),
-                [
-                    {
-                        "token_sha256": digest,
-                        "project_id": project_id,
-                        "role": "analyst" if key == "analyst" else "party",
-                        "party": None if key == "analyst" else key,
-                    }
-                    for key, digest in credential_hashes.items()
-                ],
-            )
+            self._insert_project(conn, project_id, protocol, credential_hashes)
 
     def authenticate(self, token: str) -> StatsCredential | None:
         """The credential a token stands for, or ``None``; compared in constant time."""
-        digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
-        with self._read() as conn:
-            row = conn.execute(select(credentials).where(credentials.c.token_sha256 == digest)).first()
-        if row is None or not hmac.compare_digest(row.token_sha256, digest):
+        row = self._credential(token)
+        if row is None:
             return None
         return StatsCredential(role=row.role, project_id=row.project_id, party=row.party)
 
@@ -410,7 +339,7 @@ class StatsStore:
                             for row in rows[start : start + _CHUNK]
                         ],
                     )
-                values = {"body_sha256": body_sha256, "record_count": len(rows), "uploaded_at": _now()}
+                values = {"body_sha256": body_sha256, "record_count": len(rows), "uploaded_at": now()}
                 if previous is None:
                     conn.execute(insert(attribute_uploads).values(project_id=project_id, party=party, **values))
                 else:
@@ -473,7 +402,7 @@ class StatsStore:
                     )
                     count += len(chunk)
             conn.execute(delete(mappings).where(mappings.c.project_id == project_id))
-            conn.execute(insert(mappings).values(project_id=project_id, run_id=run_id, copied_at=_now()))
+            conn.execute(insert(mappings).values(project_id=project_id, run_id=run_id, copied_at=now()))
         return count
 
     def mapping_run(self, project_id: str) -> int | None:
@@ -562,7 +491,7 @@ class StatsStore:
                 insert(releases).values(
                     project_id=project_id,
                     number=int(number) + 1,
-                    at=_now(),
+                    at=now(),
                     who=who,
                     query=query,
                     loss=json.dumps(cost.to_json()),

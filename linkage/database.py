@@ -1,0 +1,210 @@
+"""What the linkage store and the statistics store share: engines, transactions, projects, credentials.
+
+Each side keeps its own database (or PostgreSQL schema) with its own copy of every
+project's protocol and its own hashes of the project's credentials, so neither needs the
+other to authenticate a caller. This module holds the code for that, once; the tables
+are made per side by :func:`project_tables`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+)
+from sqlalchemy.engine import Connection, Row, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.schema import CreateSchema, DropSchema
+
+from linkage.errors import InputError
+from linkage.protocol import Protocol
+
+__all__ = ["ANALYST", "Database", "hash_token", "now", "open_engine", "project_tables"]
+
+ANALYST = "analyst"
+
+
+def now() -> datetime:
+    """The current time in UTC (everything stored is UTC)."""
+    return datetime.now(UTC)
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 (hex) under which a credential is stored.
+
+    >>> hash_token("pprl_x")[:12]
+    'b450f1452d5e'
+    """
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def open_engine(url: str, schema: str | None) -> Engine:
+    """An engine for SQLite or PostgreSQL, set up for safe concurrent use by one server.
+
+    SQLite gets WAL and ``BEGIN IMMEDIATE`` for write transactions (so two writers queue
+    instead of failing on lock upgrade); PostgreSQL gets its own schema.
+
+    Raises:
+        InputError: the URL is not SQLite or ``postgresql+psycopg``, or the database is unreachable.
+    """
+    try:
+        parsed = make_url(url)
+    except SQLAlchemyError as exc:
+        raise InputError("the database URL cannot be parsed; write postgresql+psycopg://USER@HOST/DB") from exc
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 60})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if parsed.drivername != "postgresql+psycopg":
+        raise InputError(
+            f"unsupported database URL {shown}; use postgresql+psycopg://USER@HOST/DB (psycopg 3), "
+            "or leave --database-url out for SQLite files in the data folder"
+        )
+    engine = create_engine(parsed, pool_pre_ping=True)
+    if schema:
+        try:
+            with engine.begin() as conn:
+                conn.execute(CreateSchema(schema, if_not_exists=True))
+        except SQLAlchemyError as exc:
+            raise InputError(
+                f"cannot open the database {shown} ({exc.__class__.__name__}); check that PostgreSQL "
+                "runs there and the user may create a schema"
+            ) from exc
+        engine = engine.execution_options(schema_translate_map={None: schema})
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite's own is deferred-only).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("pprl_write") else "BEGIN")
+
+
+def project_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """The ``projects`` and ``credentials`` tables of one side's database."""
+    projects = Table(
+        "projects",
+        metadata,
+        Column("id", String(32), primary_key=True),
+        Column("name", String(200), nullable=False),
+        Column("fingerprint", String(64), nullable=False),
+        Column("protocol", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    credentials = Table(
+        "credentials",
+        metadata,
+        Column("token_sha256", String(64), primary_key=True),
+        Column("project_id", String(32), ForeignKey("projects.id"), nullable=False),
+        Column("role", String(16), nullable=False),
+        Column("party", String(32)),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+    )
+    return projects, credentials
+
+
+class Database:
+    """One side's database: its engine, transactions, and its copy of projects and credentials.
+
+    Args:
+        url: a database URL.
+        schema: the PostgreSQL schema (ignored for SQLite).
+        metadata: the side's tables, including those of :func:`project_tables`.
+    """
+
+    def __init__(self, url: str, schema: str | None, metadata: MetaData) -> None:
+        self._schema = schema
+        self._metadata = metadata
+        self._projects = metadata.tables["projects"]
+        self._credentials = metadata.tables["credentials"]
+        self._engine = open_engine(url, schema)
+        metadata.create_all(self._engine)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            conn.execution_options(pprl_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Release pooled connections (the store stays usable and reconnects on demand)."""
+        self._engine.dispose()
+
+    def destroy(self) -> None:
+        """Drop every table (and the PostgreSQL schema); for tests and uninstalling."""
+        self._metadata.drop_all(self._engine)
+        if self._schema and self._engine.dialect.name == "postgresql":
+            with self._engine.begin() as conn:
+                conn.execute(DropSchema(self._schema, cascade=True, if_exists=True))
+        self._engine.dispose()
+
+    def _insert_project(
+        self, conn: Connection, project_id: str, protocol: Protocol, credential_hashes: Mapping[str, str]
+    ) -> datetime:
+        """Store a project and its credential hashes (``{party id or "analyst": sha256}``) in ``conn``."""
+        created = now()
+        conn.execute(
+            insert(self._projects).values(
+                id=project_id,
+                name=protocol.name,
+                fingerprint=protocol.fingerprint,
+                protocol=json.dumps(protocol.document, sort_keys=True),
+                created_at=created,
+            )
+        )
+        conn.execute(
+            insert(self._credentials),
+            [
+                {
+                    "token_sha256": digest,
+                    "project_id": project_id,
+                    "role": ANALYST if key == ANALYST else "party",
+                    "party": None if key == ANALYST else key,
+                    "created_at": created,
+                }
+                for key, digest in credential_hashes.items()
+            ],
+        )
+        return created
+
+    def _credential(self, token: str) -> Row[Any] | None:
+        """The credentials row a token stands for, or ``None``; compared in constant time."""
+        digest = hash_token(token)
+        with self._read() as conn:
+            row = conn.execute(select(self._credentials).where(self._credentials.c.token_sha256 == digest)).first()
+        if row is None or not hmac.compare_digest(row.token_sha256, digest):
+            return None
+        return row
