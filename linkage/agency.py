@@ -37,7 +37,7 @@ from linkage.clk import MIN_SECRET_BYTES, Keys, derive_keys, secret_check
 from linkage.cluster import Sealed, connect, parallelism
 from linkage.encode import RecordEncoder, RowProblem, prepare_rows
 from linkage.encodings import ENCODINGS_FILE, EncodingsWriter, read_encodings
-from linkage.errors import InputError, OutputExistsError, SecretError
+from linkage.errors import InputError, OutputExistsError, SecretError, ServiceError
 from linkage.protocol import Protocol
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
 SECRET_BYTES = 32
 CHUNK_ROWS = 4000
 MAX_LISTED_PROBLEMS = 50
+LOST_CHUNK_RETRIES = 3
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -507,24 +508,41 @@ def _map_chunks_on_dask(setup: Setup, chunks: Iterator[tuple[int, str]], address
     each task. Each chunk of text is scattered to one worker, where its task then runs:
     the scheduler only ever sees the chunk's key (a chunk inside a task's description
     stayed in the scheduler's memory after the task had finished, about 1 GB for a file of
-    two million rows). Tasks are marked impure (fresh tokens every time), and a task lost
-    with a worker is run again by Dask elsewhere.
+    two million rows). A chunk lost with its worker is scattered again from here, where
+    the chunks in flight are kept. Tasks are marked impure: fresh tokens every time.
     """
     with connect(address) as client:
+        from distributed.client import FutureCancelledError  # noqa: PLC0415 - the optional extra, present here
+
         job = secrets.token_hex(8)
         [shared] = client.scatter([Sealed(setup)], broadcast=True, hash=False)
         window = 2 * parallelism(client)
-        pending: deque[tuple[Any, Any]] = deque()
+
+        def submit(chunk: tuple[int, str]) -> tuple[tuple[int, str], Any, Any]:
+            [text] = client.scatter([Sealed(chunk)], hash=False)
+            return chunk, text, client.submit(_work_remote, job, shared, text, pure=False)
+
+        def result(entry: tuple[tuple[int, str], Any, Any]) -> _Chunk:
+            for _ in range(LOST_CHUNK_RETRIES):
+                try:
+                    return entry[2].result()  # type: ignore[no-any-return]
+                except FutureCancelledError:
+                    entry = submit(entry[0])
+            raise ServiceError(
+                f"the Dask cluster at {address} lost the chunk from line {entry[0][0]} "
+                f"{LOST_CHUNK_RETRIES} times; check its workers, or encode without --dask"
+            )
+
+        pending: deque[tuple[tuple[int, str], Any, Any]] = deque()
         try:
             for chunk in chunks:
-                [text] = client.scatter([Sealed(chunk)], hash=False)
-                pending.append((text, client.submit(_work_remote, job, shared, text, pure=False)))
+                pending.append(submit(chunk))
                 if len(pending) >= window:
-                    yield pending.popleft()[1].result()
+                    yield result(pending.popleft())
             while pending:
-                yield pending.popleft()[1].result()
+                yield result(pending.popleft())
         finally:
-            client.cancel([future for both in pending for future in both] + [shared])
+            client.cancel([future for _, text, task in pending for future in (text, task)] + [shared])
             client.run(_forget_remote, job, on_error="ignore")
 
 

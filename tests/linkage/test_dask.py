@@ -211,3 +211,40 @@ def test_pprl_encode_dask_and_an_unreachable_scheduler(cluster, write_csv, tmp_p
     assert unreachable.exit_code == 1
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in unreachable.output
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_encode_is_survived(protocol, client_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(linkage.agency, "CHUNK_ROWS", 100)
+    expected = encode_csv(protocol, "msd", SECRET, client_file, tmp_path / "pool", workers=2, on_error="skip")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
+        with distributed.Client(local) as client:
+            pids = list(client.run(os.getpid).values())
+        progress: list[int] = []
+        killed_at: list[int] = []
+
+        def kill_when_started():
+            deadline = time.monotonic() + 60
+            while not progress and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(pids[0], signal.SIGKILL)
+            killed_at.append(len(progress))
+
+        killer = threading.Thread(target=kill_when_started)
+        killer.start()
+        survived = encode_csv(
+            protocol,
+            "msd",
+            SECRET,
+            client_file,
+            tmp_path / "dask",
+            on_error="skip",
+            dask=local.scheduler_address,
+            on_progress=lambda done, _total: progress.append(done),
+        )
+        killer.join()
+    assert killed_at[0] < len(progress) / 2  # the worker died with chunks (and their texts) still on it
+    assert survived.records == expected.records
+    dask_files, pool_files = canonical(tmp_path / "dask"), canonical(tmp_path / "pool")
+    assert dask_files.pop("dask/encodings.pprl") == pool_files.pop("pool/encodings.pprl")
+    assert dask_files == pool_files
