@@ -108,8 +108,8 @@ class ServiceConfig:
         admin_secret_sha256: SHA-256 of the admin secret (:func:`hash_admin_secret`);
             ``None`` disables the admin endpoints.
         workers: processes the linkage engine uses for a run.
-        dask: a Dask scheduler address the engine runs on instead (its workers must read
-            ``data_dir/blobs``).
+        dask: a Dask scheduler address the engine runs on instead (a run's encodings are
+            scattered to its workers; they need no access to ``data_dir``).
         max_upload_bytes: the largest upload body accepted.
         max_json_bytes: the largest JSON body accepted.
         run_worker: start the background run worker (tests may run queued runs by hand).
