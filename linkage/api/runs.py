@@ -25,8 +25,10 @@ class RunInfo(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    entity_count: int | None = Field(description="Entities of two or more records (when done).")
-    linked_records: int | None = Field(description="Records in those entities (when done).")
+    entity_count: int | None = Field(
+        description="Entities of two or more records (when done; never shown to analysts, who get DP answers only)."
+    )
+    linked_records: int | None = Field(description="Records in those entities (when done; not for analysts).")
 
 
 def run_info(run: RunRecord) -> RunInfo:
@@ -71,7 +73,13 @@ def read_run(
     caller: LinkageCaller,
     store: Store,
 ) -> RunInfo:
-    """A run's status and progress."""
+    """A run's status and progress (analysts get no counts: exact counts would bypass the privacy budget)."""
     authorize(caller, project_id, (ADMIN, "party", "analyst"), "read runs")
     store.project(project_id)
-    return run_info(store.run(project_id, run_id))
+    info = run_info(store.run(project_id, run_id))
+    if caller.role == "analyst":
+        counts_hidden: dict[str, object] = {"entity_count": None, "linked_records": None}
+        if info.status == "done":  # the message of a finished run states the counts too
+            counts_hidden["message"] = "linked; ask the statistics side for DP counts"
+        info = info.model_copy(update=counts_hidden)
+    return info
