@@ -146,3 +146,10 @@ def test_people_fixture_is_what_the_tests_think(protocol):
     table = entity_table(protocol, mapping, attributes)
     assert table.height == 200
     assert Fraction(table["shared"].sum(), 200) > Fraction(1, 5)
+
+
+def test_a_histogram_by_two_attributes_has_every_pair_of_public_keys(protocol, table):
+    answer = release(table, protocol, f"count --by region,member:police {NOISELESS}")
+    exact = {(r, p): n for r, p, n in table.group_by("region", "member:police").len().iter_rows()}
+    regions = (*protocol.attribute("region").categories, None)
+    assert values(answer) == {(r, p): exact.get((r, p), 0) for r in regions for p in (True, False)}
