@@ -518,20 +518,32 @@ def _map_chunks_on_dask(setup: Setup, chunks: Iterator[tuple[int, str]], address
         [shared] = client.scatter([Sealed(setup)], broadcast=True, hash=False)
         window = 2 * parallelism(client)
 
+        def lost(chunk: tuple[int, str]) -> ServiceError:
+            return ServiceError(
+                f"the Dask cluster at {address} lost the chunk from line {chunk[0]} "
+                f"{LOST_CHUNK_RETRIES} times; check its workers, or encode without --dask"
+            )
+
         def submit(chunk: tuple[int, str]) -> tuple[tuple[int, str], Any, Any]:
-            [text] = client.scatter([Sealed(chunk)], hash=False)
+            for attempt in range(LOST_CHUNK_RETRIES):
+                try:
+                    [text] = client.scatter([Sealed(chunk)], hash=False)
+                    break
+                except OSError as exc:  # sent to a worker that died before the scheduler knew
+                    if attempt == LOST_CHUNK_RETRIES - 1:
+                        raise lost(chunk) from exc
+                    time.sleep(1)
             return chunk, text, client.submit(_work_remote, job, shared, text, pure=False)
 
         def result(entry: tuple[tuple[int, str], Any, Any]) -> _Chunk:
-            for _ in range(LOST_CHUNK_RETRIES):
+            for attempt in range(LOST_CHUNK_RETRIES):
                 try:
                     return entry[2].result()  # type: ignore[no-any-return]
-                except FutureCancelledError:
+                except FutureCancelledError as exc:  # its chunk was lost with its worker
+                    if attempt == LOST_CHUNK_RETRIES - 1:
+                        raise lost(entry[0]) from exc
                     entry = submit(entry[0])
-            raise ServiceError(
-                f"the Dask cluster at {address} lost the chunk from line {entry[0][0]} "
-                f"{LOST_CHUNK_RETRIES} times; check its workers, or encode without --dask"
-            )
+            raise AssertionError("unreachable")  # pragma: no cover
 
         pending: deque[tuple[tuple[int, str], Any, Any]] = deque()
         try:
