@@ -106,9 +106,7 @@ def test_per_rule_em_ignores_agreement_the_blocking_rule_forced():
     distinct, counts = np.unique(encode_patterns(coded, features), return_counts=True)
     patterns = decode_patterns(distinct, features)
     u = estimate_u(feature_levels(sample(rng, 200_000, true_u), features), features)
-    model = fit_em_by_rule(
-        patterns, counts, [(patterns, counts, frozenset({"a"}))], features, u, total_pairs=200_000
-    )
+    model = fit_em_by_rule(patterns, counts, [(patterns, counts, frozenset({"a"}))], features, u, total_pairs=200_000)
     for fitted, expected in zip(model.m[1:], true_m[1:], strict=True):
         assert np.allclose(fitted[: len(expected)], expected, atol=0.02)
     probability = model.probabilities(coded)
