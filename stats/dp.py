@@ -1,9 +1,9 @@
 """Differentially private answers to queries, computed with OpenDP over the entity table.
 
-Every noisy number comes from OpenDP's Context API over Polars; nothing here draws noise.
-The privacy unit is one person (one row of the entity table). Each query gets a context
-whose whole loss is the query's cost, so the ledger's sum of costs is the total loss by
-sequential composition.
+Every noisy number comes from OpenDP's Polars measurements (``make_private_lazyframe``);
+nothing here draws noise. The privacy unit is one person (one row of the entity table).
+Each query is one measurement whose loss, by OpenDP's privacy map, is at most the query's
+cost, so the ledger's sum of costs bounds the total loss by sequential composition.
 
 What happens after OpenDP's release is post-processing, which cannot weaken the guarantee:
 a mean is the released sum over the released count; overlap cells are made non-negative
@@ -268,7 +268,9 @@ class Prepared:
         """Run the OpenDP measurement once, then post-process its output into an answer."""
         frame = self.measurement(self.data).collect()
         if self.keys is not None:  # rows in the order of the public keys
-            frame = self.keys.join(frame, on=list(self.group_columns), how="left", nulls_equal=True)
+            frame = self.keys.join(
+                frame, on=list(self.group_columns), how="left", nulls_equal=True, maintain_order="left"
+            )
         return self.release_from(list(frame.iter_rows(named=True)))
 
     def preview(self) -> Answer:
@@ -302,11 +304,16 @@ class Prepared:
         rules = self.protocol.output_rules
         return int(rules.get("suppress_below", 0)), max(1, int(rules.get("round_to_base", 1)))
 
+    def _rounded(self, value: int) -> int:
+        """A noisy count as published: at least 0, rounded to the protocol's base."""
+        _, base = self._rules()
+        return int(base * round(max(0, value) / base))
+
     def _count_cell(self, key: tuple[Any, ...], value: int | None, half_width: float) -> Cell:
         suppress_below, base = self._rules()
         if value is None:
             return Cell(key, None, half_width + base // 2)
-        rounded = int(base * round(max(0, value) / base))
+        rounded = self._rounded(value)
         if rounded < suppress_below:
             return Cell(key, None, half_width + base // 2, f"suppressed: below {suppress_below}")
         return Cell(key, rounded, half_width + base // 2)
@@ -337,17 +344,14 @@ class Prepared:
             groups.setdefault(self._key(row, outer), {})[row["pattern"]] = row.get("len")
         cells: list[Cell] = []
         derived: list[Cell] = []
-        _, base = self._rules()
         single = _sum_accuracy(distribution, scale, 1)
         party_sets = [p.split("+") for p in patterns]
         for outer_key, noisy in groups.items():
             released = all(noisy.get(p) is not None for p in patterns)
-            counts: list[int | None]
-            if released:
-                counts = list(project_to_counts([float(noisy[p]) for p in patterns]))  # type: ignore[arg-type]
-                counts = [int(base * round(c / base)) for c in counts]  # type: ignore[operator]
-            else:
-                counts = [None] * len(patterns)
+            counts: list[int | None] = [None] * len(patterns)
+            if released:  # cells rounded before they are added up, so the sums stay consistent
+                projected = project_to_counts([float(noisy[p]) for p in patterns])  # type: ignore[arg-type]
+                counts = [self._rounded(count) for count in projected]
             by_pattern = dict(zip(patterns, counts, strict=True))
             for pattern in patterns:
                 cells.append(self._count_cell((*outer_key, pattern), by_pattern[pattern], single))
