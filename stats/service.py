@@ -25,6 +25,11 @@ from stats.store import StatsStore
 __all__ = ["QueryService"]
 
 
+def _uploaded(version: tuple[Any, ...]) -> set[str]:
+    """The parties whose attributes a data version includes (see ``StatsStore.data_version``)."""
+    return {party for party, _ in version[1:]}
+
+
 class QueryService:
     """Answer analysts' queries on the statistics store.
 
@@ -37,8 +42,8 @@ class QueryService:
         self._tables: dict[str, tuple[tuple[Any, ...], pl.DataFrame]] = {}
         self._lock = threading.Lock()
 
-    def table(self, project_id: str) -> pl.DataFrame:
-        """The project's entity table, rebuilt when the mapping or any attributes change.
+    def _table(self, project_id: str) -> tuple[tuple[Any, ...], pl.DataFrame]:
+        """The project's data version and entity table, rebuilt when the mapping or any attributes change.
 
         Raises:
             Conflict: no linkage run has finished, or a linked party sent no attributes.
@@ -47,23 +52,21 @@ class QueryService:
         with self._lock:
             cached = self._tables.get(project_id)
             if cached is not None and cached[0] == version:
-                return cached[1]
+                return cached
         if version[0] is None:
             raise Conflict(
                 "no linkage run has finished for this project yet, so there is no one to count; "
                 "start one with `pprl run` once every party has uploaded"
             )
         protocol = self._store.protocol(project_id)
-        attributes = {
-            party: self._store.attribute_values(project_id, party) for party in self._store.attribute_counts(project_id)
-        }
+        attributes = {party: self._store.attribute_values(project_id, party) for party in _uploaded(version)}
         try:
             table = entity_table(protocol, self._store.mapping(project_id), attributes)
         except InputError as exc:
             raise Conflict(exc.message) from exc
         with self._lock:
             self._tables[project_id] = (version, table)
-        return table
+        return version, table
 
     def parse(self, project_id: str, query: str | list[str] | dict[str, Any]) -> QuerySpec:
         """Check a query given in the query language (text or words) or in its JSON form."""
@@ -81,13 +84,13 @@ class QueryService:
             Conflict: no entity table yet.
         """
         protocol = self._store.protocol(project_id)
-        table = self.table(project_id)
+        version, table = self._table(project_id)
+        missing = sorted({p.id for p in protocol.parties} - _uploaded(version))
 
         def spend(who: str, query: str, cost: Any) -> Any:
             return self._store.spend(project_id, who, query, cost)
 
         answer = answer_query(table, spec, protocol, spend, who, dry_run=dry_run)
-        missing = sorted({p.id for p in protocol.parties} - set(self._store.attribute_counts(project_id)))
         if missing:
             note = f"no attributes from {', '.join(missing)} yet: people known only to them are not counted"
             answer = replace(answer, notes=(*answer.notes, note))
