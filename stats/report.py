@@ -194,11 +194,6 @@ def _e(text: object) -> str:
     return html.escape(str(text))
 
 
-def _is_share(answer: Answer, protocol: Protocol) -> bool:
-    name = answer.statistic.removeprefix("mean of ")
-    return answer.kind == "mean" and any(a.name == name and a.type == "boolean" for a in protocol.attributes)
-
-
 def _figure_value(cell: Cell, answer: Answer, percent: bool) -> tuple[str, str]:
     if cell.value is None:
         return (cell.note or "not available"), ""
@@ -284,7 +279,8 @@ def _section(protocol: Protocol, section: Section, answer: Answer) -> str:
     if answer.kind == "overlap" and not answer.columns[:-1]:
         parts.append(_overlap(protocol, answer))
     else:
-        percent = _is_share(answer, protocol)
+        query = section.query
+        percent = query.kind == "mean" and query.attribute is not None and query.attribute.type == "boolean"
         if answer.kind != "quantile" and len(answer.columns) <= 1:
             what = answer.statistic + (" (as a percentage)" if percent else "")
             parts.append(_image(bar_chart(answer, percent=percent), what, f"{what}; error bars are 95% intervals."))
