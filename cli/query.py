@@ -12,15 +12,19 @@ import getpass
 import json
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
 
 from cli.service import read_token, token_file_option
 from linkage.client import ServiceClient
 from linkage.errors import InputError
-from linkage.protocol import load_protocol
+from linkage.protocol import Protocol, load_protocol
+
+if TYPE_CHECKING:  # imported inside the commands: OpenDP and Polars are slow to import
+    import polars as pl
+
+    from stats.budget import FileLedger
 
 QUERY_HELP = """Ask a differentially private question about the people the parties share.
 
@@ -57,6 +61,17 @@ def attribute_files(values: tuple[str, ...]) -> list[tuple[str, Path]]:
             raise InputError(f"--attributes {value!r}: write PARTY=PATH, e.g. --attributes msd=msd-out/attributes.csv")
         files.append((party.strip(), Path(path)))
     return files
+
+
+def local_study(
+    protocol: Path, entities: Path, attributes: tuple[str, ...], ledger: Path
+) -> tuple[Protocol, pl.DataFrame, FileLedger]:
+    """The protocol, entity table and ledger of a study on local files (``--protocol`` ... ``--ledger``)."""
+    from stats.budget import FileLedger
+    from stats.entities import read_entity_table
+
+    loaded = load_protocol(protocol)
+    return loaded, read_entity_table(loaded, entities, attribute_files(attributes)), FileLedger(ledger, loaded)
 
 
 def choose_mode(local: dict[str, Any], server: str | None, what: str) -> str:
@@ -101,31 +116,21 @@ def query(
     query: tuple[str, ...],
 ) -> None:
     """Answer QUERY with differential privacy (the help text is QUERY_HELP)."""
-    from stats.budget import Budget, FileLedger
+    from stats.budget import Budget
     from stats.dp import Answer, answer_query
-    from stats.entities import read_entity_table
-    from stats.query import QUERY_FILES, parse_query, read_query
+    from stats.query import load_query_document, parse_query, query_file
     from stats.render import format_answer
 
     local = {"protocol": protocol, "entities": entities, "attributes": attributes, "ledger": ledger}
+    path = query_file(query)
     if choose_mode(local, server, "pprl query") == "server":
         with ServiceClient(server, read_token(token_file)) as client:  # type: ignore[arg-type]
-            words = list(query)
-            sent: Any = words[0] if len(words) == 1 and words[0].endswith(QUERY_FILES) else None
-            if sent is not None:
-                try:
-                    sent = yaml.safe_load(Path(sent).read_text("utf-8"))
-                except (OSError, ValueError, yaml.YAMLError) as exc:
-                    raise InputError(f"{words[0]}: cannot read the query file ({exc})") from exc
-            answer = Answer.from_json(client.query(sent if sent is not None else shlex.join(words), dry_run=dry_run))
+            sent: Any = shlex.join(query) if path is None else load_query_document(path)
+            answer = Answer.from_json(client.query(sent, dry_run=dry_run))
             remaining = Budget.from_json(client.budget()).remaining
     else:
-        loaded = load_protocol(protocol)  # type: ignore[arg-type]
-        words = list(query)
-        spec = read_query(loaded, Path(words[0])) if len(words) == 1 and words[0].endswith(QUERY_FILES) else None
-        spec = spec or parse_query(loaded, words)
-        book = FileLedger(ledger, loaded)  # type: ignore[arg-type]
-        table = read_entity_table(loaded, entities, attribute_files(attributes))  # type: ignore[arg-type]
+        loaded, table, book = local_study(protocol, entities, attributes, ledger)  # type: ignore[arg-type]
+        spec = parse_query(loaded, query)
         answer = answer_query(table, spec, loaded, book.spend, getpass.getuser(), dry_run=dry_run)
         remaining = book.budget().remaining
     if as_json:

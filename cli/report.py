@@ -14,11 +14,11 @@ from typing import Any
 import click
 
 from cli.common import progress
-from cli.query import attribute_files, choose_mode
+from cli.query import choose_mode, local_study
 from cli.service import read_token, token_file_option
 from linkage.client import ServiceClient
 from linkage.errors import OutputExistsError
-from linkage.protocol import load_protocol, parse_protocol
+from linkage.protocol import parse_protocol
 
 
 @click.command("report")
@@ -60,9 +60,8 @@ def report(
     Example: pprl report --server URL --token-file analyst.token
                --spec schemas/examples/quarterly_report.yaml --out report.html
     """  # noqa: D301 - click's \b keeps the example's line breaks
-    from stats.budget import Budget, FileLedger
+    from stats.budget import Budget
     from stats.dp import Answer, answer_query
-    from stats.entities import read_entity_table
     from stats.report import build_report, read_report_spec
 
     if out.exists() and not force:
@@ -82,10 +81,8 @@ def report(
                     on_progress=on_progress,
                 )  # fmt: skip
         else:
-            loaded = load_protocol(protocol)  # type: ignore[arg-type]
+            loaded, table, book = local_study(protocol, entities, attributes, ledger)  # type: ignore[arg-type]
             spec = read_report_spec(loaded, spec_path)
-            book = FileLedger(ledger, loaded)  # type: ignore[arg-type]
-            table = read_entity_table(loaded, entities, attribute_files(attributes))  # type: ignore[arg-type]
             who = getpass.getuser()
 
             def ask_local(query: Any, dry_run: bool) -> Answer:

@@ -39,7 +39,18 @@ from linkage.errors import InputError
 from linkage.protocol import Protocol
 from stats.budget import Loss
 
-__all__ = ["KINDS", "Column", "Condition", "QuerySpec", "column_of", "parse_query", "parse_query_json", "read_query"]
+__all__ = [
+    "KINDS",
+    "Column",
+    "Condition",
+    "QuerySpec",
+    "column_of",
+    "load_query_document",
+    "parse_query",
+    "parse_query_json",
+    "query_file",
+    "read_query",
+]
 
 KINDS = ("count", "sum", "mean", "quantile", "overlap")
 NEEDS_ATTRIBUTE = frozenset({"sum", "mean", "quantile"})
@@ -260,8 +271,9 @@ def parse_query(protocol: Protocol, words: Sequence[str]) -> QuerySpec:
         InputError: the query is malformed or does not fit the protocol; the message
             names the problem and shows the fix.
     """
-    if len(words) == 1 and words[0].endswith(QUERY_FILES):
-        return read_query(protocol, Path(words[0]))
+    path = query_file(words)
+    if path is not None:
+        return read_query(protocol, path)
     if not words:
         raise InputError(f"no query given; start with one of {', '.join(KINDS)}, e.g. `count --by region --rho 0.05`")
     kind, rest = words[0], list(words[1:])
@@ -325,18 +337,32 @@ def parse_query_json(protocol: Protocol, document: Any) -> QuerySpec:
     return _build(protocol, kind, attribute, by, where, None if cost is None else Loss.from_json(cost), q)
 
 
+def query_file(words: Sequence[str]) -> Path | None:
+    """The query file QUERY names, if it is one word ending in ``.json`` or ``.yaml``."""
+    return Path(words[0]) if len(words) == 1 and words[0].endswith(QUERY_FILES) else None
+
+
+def load_query_document(path: Path) -> Any:
+    """The JSON form of a query, as read from a ``.json`` or ``.yaml`` file (not yet checked).
+
+    Raises:
+        InputError: the file is missing, or not JSON or YAML.
+    """
+    try:
+        return yaml.safe_load(path.read_text("utf-8"))  # JSON is YAML too
+    except FileNotFoundError:
+        raise InputError(f"{path}: query file not found") from None
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a JSON or YAML query ({exc})") from exc
+
+
 def read_query(protocol: Protocol, path: Path) -> QuerySpec:
     """Read a query in its JSON form from a ``.json`` or ``.yaml`` file.
 
     Raises:
         InputError: the file is missing, not JSON or YAML, or not a valid query.
     """
-    try:
-        document = yaml.safe_load(path.read_text("utf-8"))  # JSON is YAML too
-    except FileNotFoundError:
-        raise InputError(f"{path}: query file not found") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a JSON or YAML query ({exc})") from exc
+    document = load_query_document(path)
     try:
         return parse_query_json(protocol, document)
     except InputError as exc:
