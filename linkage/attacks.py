@@ -115,6 +115,27 @@ def _value_hits(guesses: Sequence[Sequence[Value | None]], actual: Sequence[Sequ
     )
 
 
+def _named_result(
+    attack: str,
+    columns: Sequence[Sequence[Value | None]],
+    actual: Sequence[Sequence[Value]],
+    reference: Sequence[Sequence[Value]],
+    truth: np.ndarray,
+    detail: dict[str, float],
+) -> AttackResult:
+    """Score an attack that recovered values field by field (``columns``: one list per field)."""
+    count = len(truth)
+    guesses = list(zip(*columns, strict=True)) if columns else []
+    named, correct = identify(guesses, reference, truth)
+    return AttackResult(
+        attack=attack,
+        reidentified=correct / count if count else 0.0,
+        named=named / count if count else 0.0,
+        values_recovered=_value_hits(guesses, actual) / count if count else 0.0,
+        detail=detail,
+    )
+
+
 # -- frequency --------------------------------------------------------------------------
 
 
@@ -173,15 +194,7 @@ def frequency_attack(
         if names:
             hits = sum(v is not None and v == row[position] for v, row in zip(values, actual, strict=True))
             detail[names[position]] = hits / count if count else 0.0
-    guesses = list(zip(*columns, strict=True)) if columns else []
-    named, correct = identify(guesses, reference, truth)
-    return AttackResult(
-        attack=attack,
-        reidentified=correct / count if count else 0.0,
-        named=named / count if count else 0.0,
-        values_recovered=_value_hits(guesses, actual) / count if count else 0.0,
-        detail=detail,
-    )
+    return _named_result(attack, columns, actual, reference, truth, detail)
 
 
 # -- pattern mining -------------------------------------------------------------------------
@@ -351,15 +364,7 @@ def pattern_mining_attack(
             hits = sum(g is not None and g == row[position] for g, row in zip(guesses, actual, strict=True))
             detail[names[position]] = hits / count if count else 0.0
             detail[f"{names[position]} patterns"] = float(identified)
-    guesses_by_record = list(zip(*columns, strict=True)) if columns else []
-    named, correct = identify(guesses_by_record, reference, truth)
-    return AttackResult(
-        attack=attack,
-        reidentified=correct / count if count else 0.0,
-        named=named / count if count else 0.0,
-        values_recovered=_value_hits(guesses_by_record, actual) / count if count else 0.0,
-        detail=detail,
-    )
+    return _named_result(attack, columns, actual, reference, truth, detail)
 
 
 # -- graph matching ------------------------------------------------------------------------
