@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from linkage.agency import encode_csv
-from linkage.engine import link, load_inputs, write_entities
+from linkage.engine import write_entities
+from linkage.evaluate import encode_and_link
 from linkage.protocol import Protocol, load_protocol
 from stats.dp import Prepared, prepare
 from stats.entities import read_entity_table
@@ -45,12 +45,7 @@ def build_table(protocol: Protocol, people: int, seed: int, folder: Path) -> pl.
     from linkage.synth import synthesise_population
 
     synthesise_population(protocol, people, seed, folder / "data")
-    outs = []
-    for party in protocol.parties:
-        out = folder / party.id
-        encode_csv(protocol, party.id, SECRET, folder / "data" / f"{party.id}.csv", out)
-        outs.append(out)
-    result = link(protocol, load_inputs(protocol, outs), workers=2)
+    result, _ = encode_and_link(protocol, SECRET, folder / "data", folder, workers=2)
     write_entities(result, folder / "entities.csv")
     files = [(party.id, folder / party.id / "attributes.csv") for party in protocol.parties]
     return read_entity_table(protocol, folder / "entities.csv", files)

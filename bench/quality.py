@@ -33,11 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from linkage.agency import encode_csv
 from linkage.clk import load_clkhash_schema
 from linkage.encode import prepare_rows
-from linkage.engine import link, load_inputs
-from linkage.evaluate import PairwiseScores, pairwise_scores, read_keymap, read_truth, true_pairs
+from linkage.evaluate import PairwiseScores, client_clusters, encode_and_link, pairwise_scores, read_truth, true_pairs
 from linkage.protocol import Protocol, load_protocol
 from linkage.synth import synthesise_population
 
@@ -58,17 +56,8 @@ def read_party(path: Path) -> list[dict[str, str]]:
 
 def run_pprl(protocol: Protocol, data: Path, work: Path, workers: int) -> tuple[list[list[Record]], float, str]:
     started = time.perf_counter()
-    outs = []
-    for party in protocol.parties:
-        out = work / f"pprl-{party.id}"
-        encode_csv(protocol, party.id, SECRET, data / f"{party.id}.csv", out, workers=workers)
-        outs.append(out)
-    result = link(protocol, load_inputs(protocol, outs), workers=workers)
-    keymaps = [read_keymap(out / "keymap.csv") for out in outs]
-    clusters = [
-        [(result.parties[p], keymaps[p][result.tokens[p][r].tobytes().hex()]) for p, r in entity.records]
-        for entity in result.entities
-    ]
+    result, outs = encode_and_link(protocol, SECRET, data, work, workers=workers)
+    clusters = client_clusters(result, outs)
     return clusters, time.perf_counter() - started, f"auto {result.threshold:.3f}"
 
 

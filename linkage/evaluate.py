@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from linkage.agency import encode_csv
 from linkage.anon import clk_dataset, clk_dice_pairs
 from linkage.block import BlockIndex, candidate_pairs, sorted_unique, split_codes
 from linkage.encodings import Encodings
+from linkage.engine import LinkResult, link, load_inputs
 from linkage.errors import InputError
 from linkage.protocol import Protocol
 from linkage.solve import solve_entities
@@ -138,6 +140,31 @@ def true_pairs(
     clusters = [sorted(group) for group in people.values() if len({p for p, _ in group}) > 1]
     pairs = {pair for group in clusters for pair in _pairs_of(group)}
     return pairs, clusters
+
+
+def encode_and_link(
+    protocol: Protocol, secret: bytes, data_dir: Path, work_dir: Path, *, workers: int = 1
+) -> tuple[LinkResult, list[Path]]:
+    """Encode every party's ``data_dir/<party>.csv`` into ``work_dir/<party>``, then link them all.
+
+    The agencies' and the linkage service's steps in one process, for studies on synthetic
+    data (benchmarks, ``pprl risk``). Returns the link result and the parties' folders.
+    """
+    outs = []
+    for party in protocol.parties:
+        out = work_dir / party.id
+        encode_csv(protocol, party.id, secret, data_dir / f"{party.id}.csv", out, workers=workers)
+        outs.append(out)
+    return link(protocol, load_inputs(protocol, outs), workers=workers), outs
+
+
+def client_clusters(result: LinkResult, outs: Sequence[Path]) -> list[list[Record]]:
+    """The linked entities as ``(party, client id)`` records, through the key map in each party's folder."""
+    keymaps = [read_keymap(out / "keymap.csv") for out in outs]
+    return [
+        [(result.parties[p], keymaps[p][result.tokens[p][r].tobytes().hex()]) for p, r in entity.records]
+        for entity in result.entities
+    ]
 
 
 def resolve_entities(

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from linkage.agency import encode_csv
 from linkage.attacks import (
     AttackResult,
     frequency_attack,
@@ -28,9 +27,8 @@ from linkage.attacks import (
 )
 from linkage.clk import derive_keys, salted, tokenize
 from linkage.encode import RecordEncoder, Value, prepare_rows, salts_for
-from linkage.engine import link, load_inputs
 from linkage.errors import InputError
-from linkage.evaluate import PairwiseScores, pairwise_scores, read_keymap, read_truth, true_pairs
+from linkage.evaluate import PairwiseScores, client_clusters, encode_and_link, pairwise_scores, read_truth, true_pairs
 from linkage.protocol import STRING_KINDS, Hardening, Protocol, with_hardening
 from linkage.synth import synthesise_population
 
@@ -320,19 +318,9 @@ def linkage_quality(
         work_dir: an empty folder for the encodings.
         workers: processes for encoding and linking.
     """
-    outs = []
-    for party in protocol.parties:
-        out = work_dir / party.id
-        encode_csv(protocol, party.id, secret, synth_dir / f"{party.id}.csv", out, workers=workers)
-        outs.append(out)
-    result = link(protocol, load_inputs(protocol, outs), workers=workers)
-    keymaps = [read_keymap(out / "keymap.csv") for out in outs]
-    clusters = [
-        [(result.parties[p], keymaps[p][result.tokens[p][r].tobytes().hex()]) for p, r in entity.records]
-        for entity in result.entities
-    ]
+    result, outs = encode_and_link(protocol, secret, synth_dir, work_dir, workers=workers)
     actual, _ = true_pairs(read_truth(synth_dir / "truth.csv"), [p.id for p in protocol.parties])
-    return pairwise_scores(clusters, actual)
+    return pairwise_scores(client_clusters(result, outs), actual)
 
 
 def _synthetic_identifiers(protocol: Protocol, people: int, seed: int, folder: Path) -> list[tuple]:
