@@ -43,7 +43,17 @@ from stats.budget import Loss, Receipt
 from stats.entities import membership_patterns
 from stats.query import Column, Condition, QuerySpec
 
-__all__ = ["CONFIDENCE", "Answer", "Cell", "Prepared", "Spend", "answer_query", "prepare", "project_to_counts"]
+__all__ = [
+    "CONFIDENCE",
+    "Answer",
+    "Cell",
+    "Prepared",
+    "Spend",
+    "answer_query",
+    "condition_expr",
+    "prepare",
+    "project_to_counts",
+]
 
 dp.enable_features("contrib")  # OpenDP's Polars API is in its "contrib" (not yet vetted) tier
 
@@ -134,7 +144,8 @@ class Answer:
         )
 
 
-def _filter(condition: Condition) -> pl.Expr:
+def condition_expr(condition: Condition) -> pl.Expr:
+    """A ``--where`` condition as a Polars expression OpenDP can plan."""
     column = pl.col(condition.column.name)
     if condition.op == ">=":
         return column >= condition.values[0]
@@ -466,7 +477,7 @@ def prepare(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol) -> Prepare
         domain = dp.with_margin(domain, dp.polars.Margin(by=list(group_columns), max_length=MAX_PEOPLE))
     plan = data
     for condition in spec.where:
-        plan = plan.filter(_filter(condition))
+        plan = plan.filter(condition_expr(condition))
     candidates: list[int] = []
     aggregates: list[Any]
     if spec.kind in ("count", "overlap"):
