@@ -48,6 +48,7 @@ from linkage.score import (
     features_for,
     fit_em_by_rule,
     fit_prior,
+    same_salt_pairs,
     term_frequencies,
     tf_adjustments,
     value_fingerprints,
@@ -239,9 +240,11 @@ def _frequencies(state: State, comparisons: Sequence[Comparison]) -> list[list[n
     records: list[np.ndarray] = state["records"]
 
     def build() -> list[list[np.ndarray]]:
+        salts = [_features(state, party, comparisons).salts for party in range(len(records))]
         per_field = [
             term_frequencies(
-                [value_fingerprints(np.ascontiguousarray(party[c.field.name]).view(np.uint64)) for party in records]
+                [value_fingerprints(np.ascontiguousarray(party[c.field.name]).view(np.uint64)) for party in records],
+                salts if c.salted else None,
             )
             for c in comparisons
             if c.field.kind in TF_KINDS
@@ -432,17 +435,41 @@ def _run_tasks(
             handed_on += 1
 
 
-def _random_pair_levels(encodings: Sequence[Encodings], comparisons: Sequence[Comparison], seed: int = 0) -> np.ndarray:
-    """Levels of random cross-party pairs, to estimate u (fixed seed: same input, same output)."""
+def _random_pair_levels(
+    encodings: Sequence[Encodings], comparisons: Sequence[Comparison], features: Sequence[Feature], seed: int = 0
+) -> np.ndarray:
+    """Feature levels of random cross-party pairs, to estimate u (fixed seed: same input, same output).
+
+    A salted field is compared only within a salt, and random pairs rarely share one, so
+    under a salt as many pairs again are drawn among records that share the salt; they
+    count for the salted features only. Of these, pairs that agree on the salt field's
+    whole value are left out: within a salt, true matches are no longer rare among random
+    pairs, and nearly all of them agree on it.
+    """
     rng = np.random.default_rng(seed)
     combos = list(itertools.combinations(range(len(encodings)), 2))
     per_combo = max(1, RANDOM_PAIRS // len(combos))
-    features = [PartyFeatures.from_records(item.records, comparisons) for item in encodings]
+    party_features = [PartyFeatures.from_records(item.records, comparisons) for item in encodings]
+    salted = [i for i, f in enumerate(features) if any(comparisons[m].salted for m in f.members)]
+    salt_field = next((i for i, c in enumerate(comparisons) if c.salt_part is not None), None)
     parts = []
     for a, b in combos:
         index_a = rng.integers(0, encodings[a].header.record_count, per_combo)
         index_b = rng.integers(0, encodings[b].header.record_count, per_combo)
-        parts.append(compare_pairs(features[a], features[b], index_a, index_b, comparisons))
+        levels = compare_pairs(party_features[a], party_features[b], index_a, index_b, comparisons)
+        parts.append(feature_levels(levels, features))
+        if not salted:
+            continue
+        index_a, index_b = same_salt_pairs(party_features[a].salts, party_features[b].salts, per_combo, rng)
+        levels = compare_pairs(party_features[a], party_features[b], index_a, index_b, comparisons)
+        salt = comparisons[salt_field]  # type: ignore[index]
+        if salt.salt_part != "whole":
+            levels = levels[levels[:, salt_field] != salt.levels - 1]
+        within = feature_levels(levels, features)
+        for column, feature in enumerate(features):
+            if column not in salted:
+                within[:, column] = feature.neutral
+        parts.append(within)
     return np.concatenate(parts)
 
 
@@ -512,7 +539,7 @@ def _score(
     for table in counted.values():
         for code, count in table.items():
             all_counts[code] = all_counts.get(code, 0) + count
-    random_levels = feature_levels(_random_pair_levels(encodings, comparisons), features)
+    random_levels = _random_pair_levels(encodings, comparisons, features)
     sessions = [
         (
             decode_patterns(np.fromiter(table, dtype=np.int64, count=len(table)), features),

@@ -363,6 +363,14 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
             problems.append(
                 f"{where}: transform {transform!r} does not apply to a {field_kinds[field]} field (allowed: {allowed})"
             )
+        # The service must tell which pairs share a salt, from the keyed hashes it sees; and
+        # within a whole date of birth, random pairs are mostly the same person.
+        elif field_kinds[field] not in ("date", "category") or (field_kinds[field] == "date" and not transform):
+            problems.append(
+                f"{where}: salt with a part of a date (e.g. date_of_birth:year or :month_day) or a "
+                f"category field, not {salt!r}"
+            )
+    problems += _salted_groups(doc, field_kinds)
     grouped: list[str] = []
     for i, group in enumerate(doc["matching"].get("comparison_groups", ())):
         for j, name in enumerate(group):
@@ -385,6 +393,23 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
             problems.append(
                 f"$.releases.record_level.{party_id}.serious_threat: only a public_safety "
                 "mandate may invoke the serious-threat exception"
+            )
+    return problems
+
+
+def _salted_groups(doc: Mapping[str, Any], field_kinds: Mapping[str, str]) -> list[str]:
+    """Comparison groups that would mix salted fields with unsalted ones (one joint level can't)."""
+    hardening = doc["encoding"].get("hardening", {})
+    salt_field = hardening.get("salt", "").partition(":")[0]
+    if not salt_field or "fields" not in hardening.get("apply_to", ("fields",)):
+        return []
+    problems = []
+    for i, group in enumerate(doc["matching"].get("comparison_groups", ())):
+        salted = {field_kinds.get(name) in STRING_KINDS and name != salt_field for name in group}
+        if len(salted) > 1:
+            problems.append(
+                f"$.matching.comparison_groups[{i}]: mixes fields salted with {salt_field!r} (names, texts, "
+                "codes) and unsalted ones (dates, categories, the salt field); group only one sort"
             )
     return problems
 

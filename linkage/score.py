@@ -9,6 +9,13 @@ The weight of each level is log2(m/u): m, the chance of that level among true ma
 is estimated by expectation-maximisation over the candidate pairs, without labels; u, its
 chance among non-matches, from random pairs, which are almost all non-matches. This is
 the approach of Splink and of Fellegi and Sunter (1969), applied to encodings.
+
+Under a salted protocol (``encoding.hardening.salt``), the filters of every field but the
+salt field hash their tokens together with the salt (say, the year of birth). Two filters
+are then only comparable when the two records share the salt: elsewhere a salted field
+is neutral, and its u is estimated among random pairs that share the salt. The salt's own
+agreement is weighed once, by the salt field's comparison, and never again through every
+salted field.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ __all__ = [
     "fit_em",
     "fit_em_by_rule",
     "fit_prior",
+    "salt_keys",
     "term_frequencies",
     "tf_adjustments",
     "value_fingerprints",
@@ -61,11 +69,20 @@ class Comparison:
         labels: a name per level, level 0 (disagree) first.
         dice_thresholds: for Bloom-filter fields, the Dice similarity each level above 0
             needs, from the highest level down.
+        salted: its filter's tokens are salted, so it is compared only within a salt.
+        salt_part: for the salt field, the part of its value that salts (``"whole"``,
+            or a date's ``"year"`` or ``"month_day"``); ``None`` for every other field.
+        taps: how many bits of the filter as built each bit of the hardened filter XORs
+            (folding: 2, diffusion: its taps, both: the product); 1 when unmixed. The
+            Dice of such filters is mapped back to the built filters' scale.
     """
 
     field: FieldSpec
     labels: tuple[str, ...]
     dice_thresholds: tuple[float, ...] = ()
+    salted: bool = False
+    salt_part: str | None = None
+    taps: int = 1
 
     @property
     def levels(self) -> int:
@@ -80,17 +97,55 @@ class Comparison:
 
 def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
     """The comparison of every identifier field of a protocol, in field order."""
+    hardening = protocol.hardening
+    salt_field, salt_transform = hardening.salt or (None, None)
+    salts_filters = salt_field is not None and hardening.applies_to("fields")
+    taps = (2 if hardening.xor_fold else 1) * (hardening.diffusion or 1) if hardening.applies_to("fields") else 1
+    if hardening.balance:
+        # A balanced filter has half its bits set whatever the value: the built filter's
+        # bit share, which the mapping needs, is lost.
+        taps = 1
     out = []
     for spec in protocol.fields:
+        salt_part = (salt_transform or "whole") if spec.name == salt_field else None
         if spec.kind == "date":
-            out.append(Comparison(spec, ("different", "two of three parts", "day and month swapped", "exact")))
+            labels = ("different", "two of three parts", "day and month swapped", "exact")
+            out.append(Comparison(spec, labels, salt_part=salt_part))
         elif spec.kind == "category":
-            out.append(Comparison(spec, ("different", "exact")))
+            out.append(Comparison(spec, ("different", "exact"), salt_part=salt_part))
         else:
             thresholds = _DICE_LEVELS[spec.kind]
             labels = ("different", *(f"dice >= {t}" for t in reversed(thresholds)))
-            out.append(Comparison(spec, labels, thresholds))
+            salted = salts_filters and spec.name != salt_field
+            out.append(Comparison(spec, labels, thresholds, salted=salted, taps=taps))
     return tuple(out)
+
+
+def salt_keys(hashes: np.ndarray, part: str) -> np.ndarray:
+    """Per record, a key that two records share exactly when they share the salt (0: no salt).
+
+    Args:
+        hashes: the salt field's keyed hashes: one column for a category; day, month and
+            year for a date (0 where the value is missing).
+        part: ``"whole"``, or for a date ``"year"`` or ``"month_day"`` (as the encoder
+            cuts the salt from the value).
+
+    >>> int(salt_keys(np.array([[3, 7, 1984]], np.uint32), "year")[0])
+    1984
+    >>> a, b = salt_keys(np.array([[3, 7, 1984], [7, 3, 1990]], np.uint32), "month_day")
+    >>> bool(a == b)
+    True
+    """
+    if hashes.ndim == 1:
+        return hashes.astype(np.uint64)
+    day, month, year = (hashes[:, i].astype(np.uint64) for i in range(3))
+    if part == "year":
+        return year
+    if part == "month_day":
+        # Unordered, as the encoder salts with the sorted day and month.
+        return (np.minimum(day, month) << np.uint64(32)) | np.maximum(day, month)
+    with np.errstate(over="ignore"):
+        return (year << np.uint64(32)) ^ (day * np.uint64(0x9E3779B1) + month)
 
 
 @dataclass(frozen=True)
@@ -106,6 +161,7 @@ class PartyFeatures:
         popcounts: bits set per record and filter field, shape (records, filter fields).
         hashes: hashes of the date and category fields, side by side, shape (records, columns).
         hash_starts: first column of each hashed field within ``hashes``.
+        salts: per record, its salt key (:func:`salt_keys`); all 0 when nothing is salted.
     """
 
     words: np.ndarray
@@ -113,6 +169,7 @@ class PartyFeatures:
     popcounts: np.ndarray
     hashes: np.ndarray
     hash_starts: tuple[int, ...]
+    salts: np.ndarray
 
     @classmethod
     def from_records(cls, records: np.ndarray, comparisons: Sequence[Comparison]) -> PartyFeatures:
@@ -120,6 +177,7 @@ class PartyFeatures:
         count = len(records)
         filters, hashes, starts, hash_starts = [], [], [], []
         width = hash_width = 0
+        salts = np.zeros(count, dtype=np.uint64)
         for comparison in comparisons:
             column = np.ascontiguousarray(records[comparison.field.name])
             if comparison.dice_thresholds:
@@ -129,6 +187,8 @@ class PartyFeatures:
                 filters.append(words)
             else:
                 values = column.reshape(count, -1).astype(np.uint32)
+                if comparison.salt_part is not None:
+                    salts = salt_keys(values if values.shape[1] > 1 else values[:, 0], comparison.salt_part)
                 hash_starts.append(hash_width)
                 hash_width += values.shape[1]
                 hashes.append(values)
@@ -145,7 +205,32 @@ class PartyFeatures:
             popcounts=popcounts,
             hashes=np.concatenate(hashes, axis=1) if hashes else np.zeros((count, 0), dtype=np.uint32),
             hash_starts=tuple(hash_starts),
+            salts=salts,
         )
+
+
+def _unmixed_dice(
+    dice: np.ndarray, counts_a: np.ndarray, counts_b: np.ndarray, bits: np.ndarray, taps: int
+) -> np.ndarray:
+    """Estimate the Dice of the filters as built, from filters whose bits XOR ``taps`` built bits each.
+
+    With built filters of bit shares p_a, p_b differing in a share h of their bits, a bit
+    XORing t independent built bits is set with chance (1 - (1 - 2p)^t) / 2, and differs
+    between the two with chance (1 - (1 - 2h)^t) / 2. Inverting both from the bits set and
+    shared gives h and p, and Dice = 1 - h / (p_a + p_b), on the scale the levels use.
+
+    >>> built = np.array([0.8]); p = np.array([0.2])
+    >>> share = (1 - (1 - 2 * p) ** 3) / 2; differ = (1 - (1 - 2 * (2 * p * (1 - built))) ** 3) / 2
+    >>> seen = 1 - differ / (2 * share)
+    >>> np.round(_unmixed_dice(seen, share * 256, share * 256, np.array([256]), 3), 6).tolist()
+    [0.8]
+    """
+    share_a, share_b = counts_a / bits, counts_b / bits
+    differ = np.clip((share_a + share_b) * (1 - dice), 0.0, 0.5)
+    built_differ = (1 - (1 - 2 * differ) ** (1 / taps)) / 2
+    built_a = (1 - np.clip(1 - 2 * share_a, 0.0, 1.0) ** (1 / taps)) / 2
+    built_b = (1 - np.clip(1 - 2 * share_b, 0.0, 1.0) ** (1 / taps)) / 2
+    return np.clip(1 - built_differ / np.maximum(built_a + built_b, 1e-12), 0.0, 1.0)
 
 
 def _dice_levels(dice: np.ndarray, missing: np.ndarray, comparison: Comparison) -> np.ndarray:
@@ -180,7 +265,9 @@ def compare_pairs(
 ) -> np.ndarray:
     """Agreement level of every field for every pair.
 
-    Pairs are compared in batches so that the gathered filters stay in the CPU cache.
+    Pairs are compared in batches so that the gathered filters stay in the CPU cache. A
+    salted field of a pair whose records have different salts is missing: its filters
+    were built with different salts and say nothing about the pair.
 
     Returns:
         int8 array of shape (pairs, fields); ``comparison.missing`` where either side is missing.
@@ -208,6 +295,12 @@ def _compare_batch(
         totals = counts_a + counts_b
         with np.errstate(invalid="ignore", divide="ignore"):
             dice = np.where(totals > 0, 2.0 * intersections / totals, 0.0)
+            bits = np.diff(np.append(features_a.starts, features_a.words.shape[1])) * 64
+            for column, comparison in enumerate(c for c in comparisons if c.dice_thresholds):
+                if comparison.taps > 1:
+                    dice[:, column] = _unmixed_dice(
+                        dice[:, column], counts_a[:, column], counts_b[:, column], bits[column], comparison.taps
+                    )
         missing = (counts_a == 0) | (counts_b == 0)
     hashes_a = features_a.hashes[index_a]
     hashes_b = features_b.hashes[index_b]
@@ -226,6 +319,11 @@ def _compare_batch(
             levels = (a == b).astype(np.int8)
             levels[(a == 0) | (b == 0)] = comparison.missing
             out[:, column] = levels
+    salted = [column for column, comparison in enumerate(comparisons) if comparison.salted]
+    if salted:
+        apart = features_a.salts[index_a] != features_b.salts[index_b]
+        for column in salted:
+            out[apart, column] = comparisons[column].missing
     return out
 
 
@@ -241,14 +339,15 @@ class Feature:
         name: the field's name, or the members' names joined by ``+``.
         members: positions of the member fields among the comparisons.
         radices: number of codes of each member (its levels plus missing).
-        neutral: the level that carries no evidence (a single field's missing value);
-            ``None`` for a group, whose every combination is weighed.
+        neutral: the code that carries no evidence: a single field's missing value, or a
+            group's code with every member missing (its last code). Every other code of
+            a group, partly missing ones included, is weighed.
     """
 
     name: str
     members: tuple[int, ...]
     radices: tuple[int, ...]
-    neutral: int | None
+    neutral: int
 
     @property
     def size(self) -> int:
@@ -262,7 +361,7 @@ def features_for(comparisons: Sequence[Comparison], groups: Sequence[Sequence[st
     >>> from linkage.protocol import FieldSpec
     >>> c = [Comparison(FieldSpec(n, "category", 1, 1), ("different", "exact")) for n in "abc"]
     >>> [(f.name, f.size, f.neutral) for f in features_for(c, [["b", "c"]])]
-    [('a', 3, 2), ('b+c', 9, None)]
+    [('a', 3, 2), ('b+c', 9, 8)]
     """
     position = {c.field.name: i for i, c in enumerate(comparisons)}
     grouped = {name for group in groups for name in group}
@@ -273,7 +372,8 @@ def features_for(comparisons: Sequence[Comparison], groups: Sequence[Sequence[st
     for group in groups:
         members = tuple(position[name] for name in group)
         radices = tuple(comparisons[m].levels + 1 for m in members)
-        out.append(Feature("+".join(group), members, radices, None))
+        size = int(np.prod(radices))
+        out.append(Feature("+".join(group), members, radices, size - 1))
     return tuple(out)
 
 
@@ -319,14 +419,35 @@ def _level_frequencies(
     for column, feature in enumerate(features):
         counts = np.bincount(levels[:, column], weights=weights, minlength=feature.size)
         weighed = np.ones(feature.size, dtype=bool)
-        if feature.neutral is not None:
-            weighed[feature.neutral] = False
+        weighed[feature.neutral] = False
         # A pseudo-count keeps every level possible, so no weight is infinite.
         observed = counts[weighed] + pseudo_share * counts[weighed].sum() / weighed.sum() + 1e-12
         shares = np.ones(feature.size)
         shares[weighed] = observed / observed.sum()
         out.append(shares)
     return tuple(out)
+
+
+def same_salt_pairs(
+    salts_a: np.ndarray, salts_b: np.ndarray, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` pairs drawn uniformly among the pairs whose two records share a salt.
+
+    >>> salts_a, salts_b = np.array([1, 2], np.uint64), np.array([2, 2, 3], np.uint64)
+    >>> a, b = same_salt_pairs(salts_a, salts_b, 50, np.random.default_rng(0))
+    >>> sorted(set(a.tolist())), sorted(set(b.tolist()))
+    ([1], [0, 1])
+    """
+    order = np.argsort(salts_b, kind="stable")
+    ordered = salts_b[order]
+    low = np.searchsorted(ordered, salts_a, "left")
+    width = np.searchsorted(ordered, salts_a, "right") - low
+    if not width.any():
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    # A record of the first side weighs as many pairs as the second side has records of its salt.
+    index_a = rng.choice(len(salts_a), size=count, p=width / width.sum())
+    offsets = (rng.random(count) * width[index_a]).astype(np.intp)
+    return index_a, order[low[index_a] + offsets]
 
 
 def estimate_u(levels: np.ndarray, features: Sequence[Feature]) -> tuple[np.ndarray, ...]:
@@ -389,16 +510,31 @@ def value_fingerprints(filters: np.ndarray) -> np.ndarray:
     return out
 
 
-def term_frequencies(fingerprints: Sequence[np.ndarray]) -> list[np.ndarray]:
+def term_frequencies(fingerprints: Sequence[np.ndarray], salts: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
     """For every record of every party, the share of all records with the same value.
+
+    Under a salt, the share among the records with the same salt, since a salted field is
+    only ever compared within its salt.
 
     >>> [f.tolist() for f in term_frequencies([np.array([1, 2], np.uint64), np.array([1, 1], np.uint64)])]
     [[0.75, 0.25], [0.75, 0.75]]
+    >>> salts = [np.array([7, 7], np.uint64), np.array([8, 8], np.uint64)]
+    >>> [f.tolist() for f in term_frequencies([np.array([1, 2], np.uint64), np.array([1, 1], np.uint64)], salts)]
+    [[0.5, 0.5], [1.0, 1.0]]
     """
-    everything = np.concatenate(fingerprints)
-    values, counts = np.unique(everything, return_counts=True)
-    shares = counts / len(everything)
-    return [shares[np.searchsorted(values, party)] for party in fingerprints]
+    if salts is None:
+        salts = [np.zeros(len(party), dtype=np.uint64) for party in fingerprints]
+    with np.errstate(over="ignore"):
+        values = [f ^ (s * np.uint64(0x9E3779B97F4A7C15)) for f, s in zip(fingerprints, salts, strict=True)]
+    value_counts = _counts_of(values)
+    salt_counts = _counts_of(salts)
+    return [v / s for v, s in zip(value_counts, salt_counts, strict=True)]
+
+
+def _counts_of(keys: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """For every key of every party, how many keys of all parties equal it."""
+    distinct, counts = np.unique(np.concatenate(keys), return_counts=True)
+    return [counts[np.searchsorted(distinct, party)] for party in keys]
 
 
 def tf_adjustments(
@@ -501,11 +637,9 @@ def _initial_m(feature: Feature) -> np.ndarray:
         score += np.where(level == radix - 1, 0.5, level / max(radix - 2, 1))  # the top code is "missing"
         codes //= radix
     m = np.exp(3.0 * score)
-    if feature.neutral is not None:
-        m[feature.neutral] = 0.0
+    m[feature.neutral] = 0.0
     m /= m.sum()
-    if feature.neutral is not None:
-        m[feature.neutral] = 1.0
+    m[feature.neutral] = 1.0
     return m
 
 
