@@ -21,6 +21,7 @@ def _as_json(report: RiskReport) -> str:
                 "hardening": option.label,
                 "settings": option.hardening.settings(),
                 "f1": option.f1,
+                "f1_with_salt": option.f1_with_salt,
                 "worst": option.worst,
                 "attacks": {name: asdict(result) for name, result in option.attacks.items()},
             }
@@ -32,6 +33,7 @@ def _as_json(report: RiskReport) -> str:
             "overlap": report.overlap,
             "current": report.current,
             "recommended": report.recommended,
+            "recommended_with_salt": report.recommended_with_salt,
             "goals": {"max_reidentified": report.max_reidentified, "max_f1_cost": report.max_f1_cost},
             "options": options,
         },
@@ -44,15 +46,27 @@ def _render(report: RiskReport) -> None:
         f"attacked {report.records} records with a reference of {report.reference_records} "
         f"covering {report.overlap:.0%} of them; share of records re-identified:"
     )
-    header = f"  {'hardening':<32}" + "".join(f"{name:>18}" for name in ATTACKS) + f"{'linkage F1':>12}"
+    header = (
+        f"  {'hardening':<32}" + "".join(f"{name:>18}" for name in ATTACKS) + f"{'linkage F1':>12}{'F1 with salt':>14}"
+    )
     click.echo(header)
     for option in report.options:
         mark = " (protocol)" if option.label == report.current else ""
         cells = "".join(f"{option.attacks[name].reidentified:>18.2%}" for name in ATTACKS)
-        f1 = f"{option.f1:>12.4f}" if option.f1 is not None else f"{'-':>12}"
+        f1 = "".join(
+            f"{value:>{width}.4f}" if value is not None else f"{'-':>{width}}"
+            for value, width in ((option.f1, 12), (option.f1_with_salt, 14))
+        )
         click.echo(f"  {option.label + mark:<32}{cells}{f1}")
     goal = f"every attack under {report.max_reidentified:.0%}, F1 within {report.max_f1_cost} of no hardening"
-    if report.recommended is None:
+    if report.recommended is None and report.recommended_with_salt is not None:
+        click.echo(
+            f"recommendation: no option meets the goals ({goal}) over all records; "
+            f'{report.recommended_with_salt!r} meets them among records with a salt value ("F1 with salt"). '
+            "A salted field cannot compare a record without a salt value to one with it: "
+            "fill in the salt field where you can, or weigh that loss against the attacks above"
+        )
+    elif report.recommended is None:
         click.echo(f"recommendation: no option meets the goals ({goal}); the one with least risk is shown above")
     elif report.recommended == report.current:
         click.echo(f"recommendation: keep the protocol's hardening {report.current!r} ({goal})")

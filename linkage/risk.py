@@ -41,6 +41,7 @@ __all__ = [
     "build_reference",
     "encode_values",
     "hardening_options",
+    "LinkageQuality",
     "linkage_quality",
     "read_identifiers",
     "recommend",
@@ -70,6 +71,7 @@ def hardening_options(protocol: Protocol) -> dict[str, Hardening]:
         options += [
             Hardening(salt=salt),
             Hardening(salt=salt, diffusion=3),
+            Hardening(salt=salt, diffusion=4),
             Hardening(salt=salt, balance=True, diffusion=3),
         ]
     if protocol.hardening.active and protocol.hardening not in options:
@@ -86,12 +88,17 @@ class OptionRisk:
         hardening: the option.
         attacks: each attack's result, by attack name.
         f1: pairwise F1 of a synthetic linkage under this option (``None`` if not measured).
+        f1_with_salt: the same F1 among the records that have a value in the salt field
+            (the date field salts are cut from): salted fields cannot compare a record
+            without one to a record with one, and this F1 shows what the option costs
+            apart from that.
     """
 
     label: str
     hardening: Hardening
     attacks: dict[str, AttackResult]
     f1: float | None
+    f1_with_salt: float | None = None
 
     @property
     def worst(self) -> float:
@@ -110,6 +117,8 @@ class RiskReport:
         options: one entry per hardening option, ``none`` first.
         current: the label of the protocol's own hardening.
         recommended: the label recommended, or ``None`` if no option meets the goals.
+        recommended_with_salt: the option :func:`recommend` picks when F1 is measured
+            among the records with a salt value only.
         max_reidentified: the goal for every attack (share of records).
         max_f1_cost: the goal for the F1 lost against no hardening.
     """
@@ -120,6 +129,7 @@ class RiskReport:
     options: tuple[OptionRisk, ...]
     current: str
     recommended: str | None
+    recommended_with_salt: str | None
     max_reidentified: float
     max_f1_cost: float
 
@@ -300,6 +310,20 @@ def _stronger(clk: AttackResult, fields: AttackResult) -> AttackResult:
     return AttackResult(best.attack, best.reidentified, best.named, best.values_recovered, detail)
 
 
+@dataclass(frozen=True)
+class LinkageQuality:
+    """Pairwise quality of a synthetic linkage.
+
+    Attributes:
+        overall: over every record.
+        with_salt: over the records with a value in the salt field (the first date
+            field), true pairs and linked pairs alike; ``overall`` when there is none.
+    """
+
+    overall: PairwiseScores
+    with_salt: PairwiseScores
+
+
 def linkage_quality(
     protocol: Protocol,
     secret: bytes,
@@ -307,7 +331,7 @@ def linkage_quality(
     work_dir: Path,
     *,
     workers: int = 1,
-) -> PairwiseScores:
+) -> LinkageQuality:
     """Pairwise precision, recall and F1 of encoding and linking a synthetic population.
 
     Args:
@@ -320,7 +344,30 @@ def linkage_quality(
     """
     result, outs = encode_and_link(protocol, secret, synth_dir, work_dir, workers=workers)
     actual, _ = true_pairs(read_truth(synth_dir / "truth.csv"), [p.id for p in protocol.parties])
-    return pairwise_scores(client_clusters(result, outs), actual)
+    clusters = client_clusters(result, outs)
+    overall = pairwise_scores(clusters, actual)
+    salt_field = next((f.name for f in protocol.fields if f.kind == "date"), None)
+    if salt_field is None:
+        return LinkageQuality(overall, overall)
+    salted = _records_with_value(protocol, synth_dir, salt_field)
+    return LinkageQuality(
+        overall,
+        pairwise_scores(
+            [[record for record in cluster if record in salted] for cluster in clusters],
+            {pair for pair in actual if all(record in salted for record in pair)},
+        ),
+    )
+
+
+def _records_with_value(protocol: Protocol, folder: Path, field: str) -> set[tuple[str, str]]:
+    """The ``(party, client id)`` of every synthetic record with a value in ``field``."""
+    out = set()
+    for party in protocol.parties:
+        with (folder / f"{party.id}.csv").open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                if row[field].strip():
+                    out.add((party.id, row[protocol.client_id_column]))
+    return out
 
 
 def _synthetic_identifiers(protocol: Protocol, people: int, seed: int, folder: Path) -> list[tuple]:
@@ -364,25 +411,40 @@ def build_reference(
 
 
 def recommend(
-    options: Sequence[OptionRisk], *, max_reidentified: float = 0.01, max_f1_cost: float = 0.005
+    options: Sequence[OptionRisk],
+    *,
+    max_reidentified: float = 0.01,
+    max_f1_cost: float = 0.005,
+    records_with_salt: bool = False,
 ) -> str | None:
     """The option that meets both goals with the best F1 (then the least risk), or ``None``.
 
+    Args:
+        options: the measured options, ``none`` among them for the F1 baseline.
+        max_reidentified: the goal for every attack.
+        max_f1_cost: the goal for the F1 lost against no hardening.
+        records_with_salt: weigh F1 among the records with a salt value only
+            (:attr:`OptionRisk.f1_with_salt`), leaving out what salting must lose.
+
     >>> from linkage.attacks import AttackResult
-    >>> none = OptionRisk("none", Hardening(), {"a": AttackResult("a", 0.9, 1, 1)}, 0.99)
-    >>> salt = OptionRisk("salt", Hardening(salt=("d", "year")), {"a": AttackResult("a", 0.0, 0, 0)}, 0.988)
-    >>> recommend([none, salt])
-    'salt'
+    >>> none = OptionRisk("none", Hardening(), {"a": AttackResult("a", 0.9, 1, 1)}, 0.99, 0.99)
+    >>> salt = OptionRisk("salt", Hardening(salt=("d", "year")), {"a": AttackResult("a", 0.0, 0, 0)}, 0.98, 0.988)
+    >>> recommend([none, salt]), recommend([none, salt], records_with_salt=True)
+    (None, 'salt')
     """
-    baseline = next((o.f1 for o in options if not o.hardening.active), None)
+
+    def f1_of(option: OptionRisk) -> float | None:
+        return option.f1_with_salt if records_with_salt else option.f1
+
+    baseline = next((f1_of(o) for o in options if not o.hardening.active), None)
     fitting = [
         o
         for o in options
-        if o.worst < max_reidentified and (baseline is None or o.f1 is None or o.f1 >= baseline - max_f1_cost)
+        if o.worst < max_reidentified and (baseline is None or f1_of(o) is None or f1_of(o) >= baseline - max_f1_cost)  # type: ignore[operator]
     ]
     if not fitting:
         return None
-    return max(fitting, key=lambda o: (o.f1 if o.f1 is not None else 0.0, -o.worst)).label
+    return max(fitting, key=lambda o: (f1_of(o) or 0.0, -o.worst)).label
 
 
 def assess_risk(
@@ -450,15 +512,23 @@ def assess_risk(
             done += 1
             if on_progress:
                 on_progress(done, steps)
-            f1 = None
+            quality = None
             if quality_people:
                 work = tmp / f"work-{number}"
                 work.mkdir()
-                f1 = linkage_quality(variant, secret, synth_dir, work, workers=workers).f1
+                quality = linkage_quality(variant, secret, synth_dir, work, workers=workers)
                 done += 1
                 if on_progress:
                     on_progress(done, steps)
-            results.append(OptionRisk(label, hardening, attacks, f1))
+            results.append(
+                OptionRisk(
+                    label,
+                    hardening,
+                    attacks,
+                    quality.overall.f1 if quality else None,
+                    quality.with_salt.f1 if quality else None,
+                )
+            )
     covered = float((truth >= 0).mean())
     return RiskReport(
         records=len(values),
@@ -467,6 +537,7 @@ def assess_risk(
         options=tuple(results),
         current=protocol.hardening.label,
         recommended=recommend(results),
+        recommended_with_salt=recommend(results, records_with_salt=True),
         max_reidentified=0.01,
         max_f1_cost=0.005,
     )
