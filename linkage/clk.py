@@ -310,5 +310,11 @@ def apply_hardening(bits: np.ndarray, plan: FilterHardening) -> np.ndarray:
         half = bits.shape[1] // 2
         bits = bits[:, :half] ^ bits[:, half:]
     if plan.taps is not None:
-        bits = np.bitwise_xor.reduce(bits[:, plan.taps], axis=2)
+        # Every output bit XORs whole input bit columns: packed along the records, a
+        # column is a contiguous row of bytes, 8 records per byte, XORed a tap at a time.
+        columns = np.packbits(bits.T, axis=1)
+        diffused = columns[plan.taps[:, 0]]
+        for tap in range(1, plan.taps.shape[1]):
+            diffused ^= columns[plan.taps[:, tap]]
+        bits = np.unpackbits(diffused, axis=1, count=len(bits)).T.astype(bool)
     return bits
