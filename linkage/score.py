@@ -55,6 +55,7 @@ _DICE_LEVELS = {
     "code": (0.95, 0.7, 0.45),
 }
 _U_PSEUDO_SHARE = 1e-6
+_U_PRIOR_PAIRS = 10
 # m comes from a few thousand expected matches: a larger pseudo-count keeps a level never
 # seen among them (a disagreeing sex, say) from counting as proof of a non-match.
 _M_PSEUDO_SHARE = 1e-3
@@ -451,8 +452,16 @@ def same_salt_pairs(
 
 
 def estimate_u(levels: np.ndarray, features: Sequence[Feature]) -> tuple[np.ndarray, ...]:
-    """Estimate u, per feature level, from random pairs (nearly all non-matches)."""
-    return _level_frequencies(levels, np.ones(len(levels)), features, _U_PSEUDO_SHARE)
+    """Estimate u, per feature level, from random pairs (nearly all non-matches).
+
+    A few pseudo-pairs that disagree on everything (code 0) are added: where random
+    pairs are too few to tell, e.g. a salted field when hardly any pair shares a salt,
+    u leans towards "non-matches disagree" instead of rating every level alike.
+    """
+    prior = np.zeros((_U_PRIOR_PAIRS, len(features)), dtype=levels.dtype)
+    return _level_frequencies(
+        np.concatenate([levels, prior]), np.ones(len(levels) + len(prior)), features, _U_PSEUDO_SHARE
+    )
 
 
 @dataclass(frozen=True)
