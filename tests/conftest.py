@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from linkage.protocol import Protocol, load_protocol
+from linkage.protocol import Hardening, Protocol, load_protocol, with_hardening
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_PROTOCOL = ROOT / "schemas" / "examples" / "social_services.json"
@@ -18,6 +18,12 @@ SECRET = bytes(range(32))
 @pytest.fixture(scope="session")
 def protocol() -> Protocol:
     return load_protocol(EXAMPLE_PROTOCOL)
+
+
+@pytest.fixture(scope="session")
+def plain_protocol(protocol: Protocol) -> Protocol:
+    """The example protocol without its hardening: CLKs are clkhash's."""
+    return with_hardening(protocol, Hardening())
 
 
 @pytest.fixture
