@@ -2,7 +2,8 @@
 
 Like ``pprl query``, it runs through the service (the analyst's credential) or on local
 files with a ledger file. It checks the whole report against the remaining budget, and
-every query where it will run, before it spends anything.
+every query where it will run, before it spends anything; then it releases all sections
+as one spend, so that it is never left half spent.
 """
 
 from __future__ import annotations
@@ -61,34 +62,42 @@ def report(
                --spec schemas/examples/quarterly_report.yaml --out report.html
     """  # noqa: D301 - click's \b keeps the example's line breaks
     from stats.budget import Budget
-    from stats.dp import Answer, answer_query
+    from stats.dp import Answer, answer_queries, answer_query
     from stats.report import build_report, read_report_spec
 
     if out.exists() and not force:
         raise OutputExistsError(f"{out} exists; pass --force to overwrite it or choose another --out")
     local = {"protocol": protocol, "entities": entities, "attributes": attributes, "ledger": ledger}
-    with progress("sections", quiet=quiet) as on_progress:
+    with progress("steps", quiet=quiet) as on_progress:
         if choose_mode(local, server, "pprl report") == "server":
             with ServiceClient(server, read_token(token_file)) as client:  # type: ignore[arg-type]
                 loaded = parse_protocol(client.protocol_document())
                 spec = read_report_spec(loaded, spec_path)
 
-                def ask_server(query: Any, dry_run: bool) -> Answer:
-                    return Answer.from_json(client.query(query.to_json(), dry_run=dry_run))
+                def plan_server(query: Any) -> Answer:
+                    return Answer.from_json(client.query(query.to_json(), dry_run=True))
+
+                def release_server(queries: list[Any], label: str) -> list[Answer]:
+                    return [Answer.from_json(a) for a in client.query_batch(label, [q.to_json() for q in queries])]
 
                 page = build_report(
-                    loaded, spec, ask=ask_server, budget=lambda: Budget.from_json(client.budget()),
-                    on_progress=on_progress,
+                    loaded, spec, plan=plan_server, release=release_server,
+                    budget=lambda: Budget.from_json(client.budget()), on_progress=on_progress,
                 )  # fmt: skip
         else:
             loaded, table, book = local_study(protocol, entities, attributes, ledger)  # type: ignore[arg-type]
             spec = read_report_spec(loaded, spec_path)
             who = getpass.getuser()
 
-            def ask_local(query: Any, dry_run: bool) -> Answer:
-                return answer_query(table, query, loaded, book.spend, who, dry_run=dry_run)
+            def plan_local(query: Any) -> Answer:
+                return answer_query(table, query, loaded, book.spend, who, dry_run=True)
 
-            page = build_report(loaded, spec, ask=ask_local, budget=book.budget, on_progress=on_progress)
+            def release_local(queries: list[Any], label: str) -> list[Answer]:
+                return answer_queries(table, queries, loaded, book.spend, who, label)
+
+            page = build_report(
+                loaded, spec, plan=plan_local, release=release_local, budget=book.budget, on_progress=on_progress
+            )
     temporary = out.with_name(f".{out.name}.tmp")
     temporary.write_text(page, encoding="utf-8")
     temporary.replace(out)

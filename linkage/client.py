@@ -351,6 +351,17 @@ class ServiceClient:
         body, _ = self._request("POST", f"/projects/{self._project()}/queries", json={**payload, "dry_run": dry_run})
         return dict(body)
 
+    def query_batch(self, label: str, specs: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Several answers released as one spend (analyst credential): all of them, or none.
+
+        Args:
+            label: what the ledger calls the batch (a report's title).
+            specs: the queries' JSON forms, each with its cost.
+        """
+        payload = {"label": label, "specs": [dict(spec) for spec in specs]}
+        body, _ = self._request("POST", f"/projects/{self._project()}/query-batches", json=payload)
+        return [dict(answer) for answer in body["answers"]]
+
     def protocol_document(self) -> dict[str, Any]:
         """The project's protocol document, as the server holds it."""
         body, _ = self._request("GET", f"/projects/{self._project()}/protocol")

@@ -49,6 +49,7 @@ __all__ = [
     "Cell",
     "Prepared",
     "Spend",
+    "answer_queries",
     "answer_query",
     "condition_expr",
     "prepare",
@@ -541,3 +542,27 @@ def answer_query(
         prepared = prepare(table, spec, protocol)
         receipt.mechanism = prepared.mechanism
         return prepared.release()
+
+
+def answer_queries(
+    table: pl.DataFrame, specs: Sequence[QuerySpec], protocol: Protocol, spend: Spend, who: str, label: str
+) -> list[Answer]:
+    """Release several queries as one spend (a report): all are paid for and released, or none.
+
+    The ledger records one release, ``label`` with every query, at their summed cost; it
+    is held from the budget check to the record, so no other release can slip in between.
+
+    Raises:
+        BudgetExceeded: the ledger cannot pay for them all (nothing is released or recorded).
+        InputError: no query, or OpenDP cannot make one of them private (nothing is recorded).
+    """
+    if not specs:
+        raise InputError("send at least one query")
+    total = specs[0].cost
+    for spec in specs[1:]:
+        total = total + spec.cost
+    text = f"{label}: " + "; ".join(spec.text() for spec in specs)
+    with spend(who, text, total) as receipt:
+        prepared = [prepare(table, spec, protocol) for spec in specs]
+        receipt.mechanism = "; ".join(dict.fromkeys(item.mechanism for item in prepared))
+        return [item.release() for item in prepared]

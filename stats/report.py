@@ -140,19 +140,22 @@ def build_report(
     protocol: Protocol,
     spec: ReportSpec,
     *,
-    ask: Callable[[QuerySpec, bool], Answer],
+    plan: Callable[[QuerySpec], Answer],
+    release: Callable[[list[QuerySpec], str], list[Answer]],
     budget: Callable[[], Budget],
     on_progress: Callable[[int, int], None] | None = None,
     now: datetime | None = None,
 ) -> str:
-    """Check the whole report can be paid for, release every section, and render the page.
+    """Check the whole report can be paid for, release every section at once, and render the page.
 
     Args:
         protocol: the project's protocol.
         spec: the checked report spec.
-        ask: answers a query (``ask(query, dry_run)``), spending from the ledger unless a dry run.
+        plan: plans a query where it will run, spending nothing (a dry run).
+        release: releases the sections' queries as one spend, all or none
+            (:func:`stats.dp.answer_queries`), under a label for the ledger.
         budget: reads the ledger.
-        on_progress: called with (sections done, sections).
+        on_progress: called with (steps done, steps): each section planned, then the release.
         now: the time printed on the report (default: now).
 
     Raises:
@@ -163,13 +166,17 @@ def build_report(
         check_affordable(before, spec.cost)
     except BudgetExceeded as exc:
         raise BudgetExceeded(f"the report would spend {spec.cost}: {exc.message}") from exc
-    for section in spec.sections:  # every query is checked where it will run before anything is spent
-        ask(section.query, True)
-    answers = []
-    for done, section in enumerate(spec.sections, start=1):
-        answers.append(ask(section.query, False))
+    steps = len(spec.sections) + 1
+    for done, section in enumerate(spec.sections, start=1):  # every query is checked where it will run first
+        plan(section.query)
         if on_progress:
-            on_progress(done, len(spec.sections))
+            on_progress(done, steps)
+    try:
+        answers = release([section.query for section in spec.sections], f"report {spec.title!r}")
+    except BudgetExceeded as exc:  # another release came after the check above
+        raise BudgetExceeded(f"the report would spend {spec.cost}: {exc.message}") from exc
+    if on_progress:
+        on_progress(steps, steps)
     return render_report(protocol, spec, answers, before, budget(), now or datetime.now().astimezone())
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import shlex
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import polars as pl
 
 from linkage.errors import Conflict, InputError
+from linkage.protocol import Protocol
 from stats.budget import Budget
-from stats.dp import Answer, answer_query
+from stats.dp import Answer, Spend, answer_queries, answer_query
 from stats.entities import entity_table
 from stats.query import QuerySpec, parse_query, parse_query_json
 from stats.store import StatsStore
@@ -83,6 +84,21 @@ class QueryService:
             BudgetExceeded: not enough budget left; nothing is spent.
             Conflict: no entity table yet.
         """
+        protocol, table, spend, noted = self._study(project_id)
+        return noted(answer_query(table, spec, protocol, spend, who, dry_run=dry_run))
+
+    def answer_all(self, project_id: str, specs: list[QuerySpec], who: str, label: str) -> list[Answer]:
+        """Release several queries as one spend (:func:`stats.dp.answer_queries`): all or none.
+
+        Raises:
+            BudgetExceeded: not enough budget left for them all; nothing is spent.
+            Conflict: no entity table yet.
+        """
+        protocol, table, spend, noted = self._study(project_id)
+        return [noted(answer) for answer in answer_queries(table, specs, protocol, spend, who, label)]
+
+    def _study(self, project_id: str) -> tuple[Protocol, pl.DataFrame, Spend, Callable[[Answer], Answer]]:
+        """The protocol, the entity table, the project's ledger, and what to note on every answer."""
         protocol = self._store.protocol(project_id)
         version, table = self._table(project_id)
         missing = sorted({p.id for p in protocol.parties} - _uploaded(version))
@@ -90,11 +106,13 @@ class QueryService:
         def spend(who: str, query: str, cost: Any) -> Any:
             return self._store.spend(project_id, who, query, cost)
 
-        answer = answer_query(table, spec, protocol, spend, who, dry_run=dry_run)
-        if missing:
+        def noted(answer: Answer) -> Answer:
+            if not missing:
+                return answer
             note = f"no attributes from {', '.join(missing)} yet: people known only to them are not counted"
-            answer = replace(answer, notes=(*answer.notes, note))
-        return answer
+            return replace(answer, notes=(*answer.notes, note))
+
+        return protocol, table, spend, noted
 
     def protocol_document(self, project_id: str) -> Mapping[str, Any]:
         """The project's protocol document."""

@@ -44,6 +44,16 @@ class QueryRequest(BaseModel):
     dry_run: bool = Field(default=False, description="Only plan: the stated accuracy and cost, no values, no spending.")
 
 
+class BatchRequest(BaseModel):
+    """Several queries in their JSON form, released as one spend (a report): all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(min_length=1, max_length=200, description="What the ledger calls the batch, e.g. its title.")
+    specs: list[dict[str, Any]] = Field(
+        min_length=1, max_length=50, description="The queries' JSON forms, each with its own cost."
+    )
+
+
 class CellBody(BaseModel):
     """One released number with its group key and the half-width of its 95% interval."""
 
@@ -68,6 +78,12 @@ class AnswerBody(BaseModel):
     interval: str
     notes: list[str]
     released: bool
+
+
+class BatchBody(BaseModel):
+    """The answers of a batch, in the order of its queries."""
+
+    answers: list[AnswerBody]
 
 
 class BudgetBody(BaseModel):
@@ -98,6 +114,29 @@ async def ask(
     if answer.released:
         await run_in_threadpool(record, request, caller, project_id, "released", f"{spec.text()} ({spec.cost})")
     return answer.to_json()
+
+
+@router.post(
+    "/projects/{project_id}/query-batches",
+    name="statistics.query_batch",
+    dependencies=[Depends(json_content)],
+    response_model=BatchBody,
+)
+async def ask_all(
+    request: Request, project_id: str, body: BatchRequest, caller: StatsCaller, service: Service
+) -> dict[str, Any]:
+    """Answer several queries as one spend: the budget pays for them all and they are all released, or none is.
+
+    A report uses this, so that no other release can come between its sections and leave
+    it half spent.
+    """
+    authorize(caller, project_id, ("analyst",), "ask statistical queries")
+    specs = [await run_in_threadpool(service.parse, project_id, spec) for spec in body.specs]
+    answers = await run_in_threadpool(service.answer_all, project_id, specs, caller.actor, body.label)
+    spent = " + ".join(str(spec.cost) for spec in specs)
+    summary = f"{body.label}: {len(specs)} queries ({spent})"
+    await run_in_threadpool(record, request, caller, project_id, "released", summary)
+    return {"answers": [answer.to_json() for answer in answers]}
 
 
 @router.get("/projects/{project_id}/budget", name="statistics.budget", response_model=BudgetBody)

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+import stats.dp
 from linkage.errors import BudgetExceeded, InputError
 from stats.budget import FileLedger, Loss
-from stats.dp import answer_query
+from stats.dp import answer_queries, answer_query
 from stats.report import build_report, parse_report_spec, read_report_spec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "quarterly_report.yaml"
@@ -56,12 +57,20 @@ def test_a_malformed_spec_file_is_named(protocol, tmp_path):
         read_report_spec(protocol, path)
 
 
-def make(protocol, table, ledger):
-    def ask(query, dry_run):
-        return answer_query(table, query, protocol, ledger.spend, "ministry", dry_run=dry_run)
+def make(protocol, table, ledger, plan=None):
+    def plan_here(query):
+        return answer_query(table, query, protocol, ledger.spend, "ministry", dry_run=True)
+
+    def release(queries, label):
+        return answer_queries(table, queries, protocol, ledger.spend, "ministry", label)
 
     return build_report(
-        protocol, example(protocol), ask=ask, budget=ledger.budget, now=datetime(2026, 10, 1, tzinfo=UTC)
+        protocol,
+        example(protocol),
+        plan=plan or plan_here,
+        release=release,
+        budget=ledger.budget,
+        now=datetime(2026, 10, 1, tzinfo=UTC),
     )
 
 
@@ -77,7 +86,9 @@ def test_the_report_is_one_page_built_from_dp_answers_with_intervals(protocol, t
         for value, interval in cells:
             assert interval.startswith(("±", "rank ±")) or value.startswith("suppressed"), row
     budget = ledger.budget()
-    assert len(budget.entries) == 7 and budget.spent == Loss.of(rho=0.4)
+    assert len(budget.entries) == 1 and budget.spent == Loss.of(rho=0.4)
+    assert budget.entries[0].query.startswith("report 'Clients shared by")
+    assert budget.entries[0].query.count(";") == 6, "the one release lists all seven queries"
     assert "spent by this report</td><td>ρ=0.4" in page and "left</td><td>ρ=0.6" in page
 
 
@@ -89,3 +100,35 @@ def test_a_report_the_budget_cannot_pay_for_spends_nothing(protocol, table, tmp_
     with pytest.raises(BudgetExceeded, match="the report would spend ρ=0.4: .* only ρ=0.3 .* is left"):
         make(protocol, table, ledger)
     assert (tmp_path / "l").read_text() == before
+
+
+def test_a_release_between_the_check_and_the_report_leaves_the_report_unspent(protocol, table, tmp_path):
+    ledger = FileLedger(tmp_path / "l", protocol)
+
+    def plan_while_another_analyst_spends(query):
+        if not ledger.budget().entries:
+            with ledger.spend("another analyst", "count --rho 0.7", Loss.of(rho=0.7)):
+                pass
+        return answer_query(table, query, protocol, ledger.spend, "ministry", dry_run=True)
+
+    with pytest.raises(BudgetExceeded, match="the report would spend ρ=0.4: .* only ρ=0.3 .* is left"):
+        make(protocol, table, ledger, plan=plan_while_another_analyst_spends)
+    assert [entry.who for entry in ledger.budget().entries] == ["another analyst"]
+
+
+def test_a_section_that_fails_to_release_records_nothing(protocol, table, tmp_path, monkeypatch):
+    ledger = FileLedger(tmp_path / "l", protocol)
+    prepared = []
+
+    def failing_second(*args):
+        prepared.append(args)
+        if len(prepared) == 2:
+            raise InputError("OpenDP cannot make this query private: (a test)")
+        return real_prepare(*args)
+
+    real_prepare = stats.dp.prepare
+    monkeypatch.setattr(stats.dp, "prepare", failing_second)
+    queries = [section.query for section in example(protocol).sections]
+    with pytest.raises(InputError, match="a test"):
+        answer_queries(table, queries, protocol, ledger.spend, "ministry", "report")
+    assert ledger.budget().entries == ()

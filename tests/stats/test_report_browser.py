@@ -10,7 +10,7 @@ import pytest
 from matplotlib import image
 
 from stats.budget import FileLedger
-from stats.dp import answer_query
+from stats.dp import answer_queries, answer_query
 from stats.report import build_report
 from tests.stats.test_report import example
 
@@ -29,10 +29,15 @@ def chromium():
 def test_the_report_renders_with_its_charts_in_chromium(chromium, protocol, table, tmp_path):
     ledger = FileLedger(tmp_path / "ledger", protocol)
 
-    def ask(query, dry_run):
-        return answer_query(table, query, protocol, ledger.spend, "ministry", dry_run=dry_run)
+    def plan(query):
+        return answer_query(table, query, protocol, ledger.spend, "ministry", dry_run=True)
 
-    page = build_report(protocol, example(protocol), ask=ask, budget=ledger.budget, now=datetime.now(UTC))
+    def release(queries, label):
+        return answer_queries(table, queries, protocol, ledger.spend, "ministry", label)
+
+    page = build_report(
+        protocol, example(protocol), plan=plan, release=release, budget=ledger.budget, now=datetime.now(UTC)
+    )
     report = tmp_path / "report.html"
     report.write_text(page, encoding="utf-8")
     shot = tmp_path / "shot.png"

@@ -116,3 +116,30 @@ def test_analysts_see_a_run_finish_but_not_its_exact_counts(client, agencies):
     assert as_analyst["entity_count"] is None and as_analyst["linked_records"] is None
     assert str(as_party["entity_count"]) in as_party["message"]
     assert not any(ch.isdigit() for ch in as_analyst["message"])
+
+
+def test_a_batch_is_released_as_one_spend_or_not_at_all(client, agencies):
+    project_id, credentials = linked_project(client, agencies)
+    analyst = credentials["analyst"]
+    specs = [
+        {"kind": "overlap", "cost": {"rho": 0.2}},
+        {"kind": "count", "by": ["region"], "cost": {"rho": 0.1}},
+    ]
+    url = f"/projects/{project_id}/query-batches"
+    answered = client.post(url, json={"label": "report 'Q3'", "specs": specs}, headers=bearer(analyst))
+    assert answered.status_code == 200, answered.text
+    assert [answer["kind"] for answer in answered.json()["answers"]] == ["overlap", "count"]
+    budget = client.get(f"/projects/{project_id}/budget", headers=bearer(analyst)).json()
+    released = [entry["query"] for entry in budget["releases"]]
+    assert released == ["report 'Q3': overlap --rho 0.2; count --by region --rho 0.1"]
+    assert budget["remaining"] == {"rho": 0.7}
+
+    too_much = [*specs, {"kind": "count", "cost": {"rho": 0.5}}]
+    refused = client.post(url, json={"label": "report 'Q4'", "specs": too_much}, headers=bearer(analyst))
+    assert refused.status_code == 409 and "only ρ=0.7" in refused.json()["message"]
+    bad = [specs[0], {"kind": "count", "by": ["city"], "cost": {"rho": 0.1}}]
+    assert client.post(url, json={"label": "x", "specs": bad}, headers=bearer(analyst)).status_code == 400
+    assert client.post(url, json={"label": "x", "specs": []}, headers=bearer(analyst)).status_code == 422
+    party = client.post(url, json={"label": "x", "specs": specs}, headers=bearer(credentials["msd"]))
+    assert party.status_code == 403
+    assert client.get(f"/projects/{project_id}/budget", headers=bearer(analyst)).json() == budget
