@@ -188,6 +188,7 @@ class Protocol:
     budget: Mapping[str, float]
     record_level: Mapping[str, RecordLevelRelease]
     output_rules: Mapping[str, int]
+    rows_per_person: int
     document: Mapping[str, Any]
     fingerprint: str
 
@@ -474,6 +475,7 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
             k: RecordLevelRelease(v["allowed"], v["serious_threat"]) for k, v in doc["releases"]["record_level"].items()
         },
         output_rules=dict(doc["releases"].get("output_rules", {})),
+        rows_per_person=int(doc["releases"].get("rows_per_person", 1)),
         document=doc,
         fingerprint="",
     )

@@ -428,23 +428,24 @@ class Prepared:
         return self._answer(cells, [], "rank bound of the exponential mechanism (conservative)", notes)
 
 
-def _calibrate(make: Any, cost: Loss) -> Any:
+def _calibrate(make: Any, cost: Loss, rows: int = 1) -> Any:
     """The measurement with the least noise whose privacy loss, by OpenDP's own map, fits ``cost``.
 
-    Every mechanism here has a loss that falls as one over the (global) noise scale, or
-    its square under zCDP, so the loss at scale 1 gives the scale directly; it is then
-    nudged up until OpenDP's map agrees despite rounding. Losses with a delta are found by
-    OpenDP's binary search instead.
+    The loss is that of adding or removing one person, who may make up to ``rows`` rows
+    (a symmetric distance of ``rows``). Every mechanism here has a loss that falls as one
+    over the (global) noise scale, or its square under zCDP, so the loss at scale 1 gives
+    the scale directly; it is then nudged up until OpenDP's map agrees despite rounding.
+    Losses with a delta are found by OpenDP's binary search instead.
     """
     if cost.delta:
         d_out = (float(cost.amount), float(cost.delta))
-        return make(dp.binary_search_param(make, d_in=1, d_out=d_out, T=float))
+        return make(dp.binary_search_param(make, d_in=rows, d_out=d_out, T=float))
     budget = float(cost.amount)
-    at_one = make(1.0).map(1)
+    at_one = make(1.0).map(rows)
     scale = math.sqrt(at_one / budget) if cost.measure == "rho" else at_one / budget
     for _ in range(60):
         measurement = make(scale)
-        if measurement.map(1) <= budget:
+        if measurement.map(rows) <= budget:
             return measurement
         scale *= 1 + 1e-9
     raise InputError(f"could not calibrate the noise to {cost}")  # pragma: no cover - the loss is monotone
@@ -462,8 +463,9 @@ def prepare(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol) -> Prepare
     """Plan a query on the entity table with OpenDP and calibrate its noise, releasing nothing.
 
     The plan is a Polars query OpenDP makes private (``make_private_lazyframe``) with one
-    person as the privacy unit; its noise is the least that keeps OpenDP's privacy map of
-    the whole measurement within the query's cost.
+    person as the privacy unit, who makes up to the protocol's ``rows_per_person`` rows;
+    its noise is the least that keeps OpenDP's privacy map of the whole measurement
+    within the query's cost.
 
     Raises:
         InputError: the plan is one OpenDP cannot make private (the message says why).
@@ -510,7 +512,7 @@ def prepare(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol) -> Prepare
         )
 
     try:
-        measurement = _calibrate(make, spec.cost)
+        measurement = _calibrate(make, spec.cost, protocol.rows_per_person)
         summary = dp.summarize_polars_measurement(measurement, ALPHA)
     except Exception as exc:  # OpenDP raises its own error types for plans it cannot make private
         raise InputError(f"OpenDP cannot make this query private: {exc}") from exc

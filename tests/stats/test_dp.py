@@ -72,6 +72,17 @@ def test_the_noise_is_no_more_than_the_cost_requires(protocol, table):
     assert total.summary["scale"][0] == pytest.approx(52 / math.sqrt(0.2), rel=1e-6)
 
 
+@pytest.mark.parametrize("rows", [2, 3])
+def test_a_person_who_may_make_several_rows_is_protected_whole(protocol, table, rows):
+    document = copy.deepcopy(protocol.document)
+    document["releases"]["rows_per_person"] = rows
+    several = parse_protocol(document)
+    for query, single in (("count --rho 0.1", 1 / math.sqrt(0.2)), ("count --by region --rho 0.1", 1 / math.sqrt(0.2))):
+        prepared = prepare(table, parse_query(several, query.split()), several)
+        assert prepared.summary["scale"][0] == pytest.approx(rows * single, rel=1e-6), query
+        assert prepared.measurement.map(rows) <= 0.1
+
+
 def test_a_pure_epsilon_protocol_gets_laplace_noise(protocol, table):
     document = copy.deepcopy(protocol.document)
     document["releases"]["budget"] = {"epsilon": 2.0}
