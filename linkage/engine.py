@@ -441,36 +441,50 @@ def _random_pair_levels(
     """Feature levels of random cross-party pairs, to estimate u (fixed seed: same input, same output).
 
     A salted field is compared only within a salt, and random pairs rarely share one, so
-    under a salt as many pairs again are drawn among records that share the salt; they
-    count for the salted features only. Of these, pairs that agree on the salt field's
-    whole value are left out: within a salt, true matches are no longer rare among random
-    pairs, and nearly all of them agree on it.
+    under a salt as many pairs again are drawn among records that share it
+    (:func:`_same_salt_levels`).
     """
     rng = np.random.default_rng(seed)
     combos = list(itertools.combinations(range(len(encodings)), 2))
     per_combo = max(1, RANDOM_PAIRS // len(combos))
     party_features = [PartyFeatures.from_records(item.records, comparisons) for item in encodings]
     salted = [i for i, f in enumerate(features) if any(comparisons[m].salted for m in f.members)]
-    salt_field = next((i for i, c in enumerate(comparisons) if c.salt_part is not None), None)
     parts = []
     for a, b in combos:
         index_a = rng.integers(0, encodings[a].header.record_count, per_combo)
         index_b = rng.integers(0, encodings[b].header.record_count, per_combo)
         levels = compare_pairs(party_features[a], party_features[b], index_a, index_b, comparisons)
         parts.append(feature_levels(levels, features))
-        if not salted:
-            continue
-        index_a, index_b = same_salt_pairs(party_features[a].salts, party_features[b].salts, per_combo, rng)
-        levels = compare_pairs(party_features[a], party_features[b], index_a, index_b, comparisons)
-        salt = comparisons[salt_field]  # type: ignore[index]
-        if salt.salt_part != "whole":
-            levels = levels[levels[:, salt_field] != salt.levels - 1]
-        within = feature_levels(levels, features)
-        for column, feature in enumerate(features):
-            if column not in salted:
-                within[:, column] = feature.neutral
-        parts.append(within)
+        if salted:
+            pair = (party_features[a], party_features[b])
+            parts.append(_same_salt_levels(pair, per_combo, rng, comparisons, features, salted))
     return np.concatenate(parts)
+
+
+def _same_salt_levels(
+    pair: tuple[PartyFeatures, PartyFeatures],
+    count: int,
+    rng: np.random.Generator,
+    comparisons: Sequence[Comparison],
+    features: Sequence[Feature],
+    salted: Sequence[int],
+) -> np.ndarray:
+    """Feature levels of random pairs that share a salt: the salted features' only, every other neutral.
+
+    Pairs that agree on the salt field's whole value (a date, when the salt is its year)
+    are left out: within one year, true matches are no longer rare among random pairs,
+    and nearly all of them agree on the whole date.
+    """
+    index_a, index_b = same_salt_pairs(pair[0].salts, pair[1].salts, count, rng)
+    levels = compare_pairs(pair[0], pair[1], index_a, index_b, comparisons)
+    salt_field = next(i for i, c in enumerate(comparisons) if c.salt_part is not None)
+    if comparisons[salt_field].salt_part != "whole":
+        levels = levels[levels[:, salt_field] != comparisons[salt_field].levels - 1]
+    within = feature_levels(levels, features)
+    for column, feature in enumerate(features):
+        if column not in salted:
+            within[:, column] = feature.neutral
+    return within
 
 
 def score_candidates(
