@@ -16,6 +16,7 @@ blocking's pair completeness. The README extrapolates these to 20M x 20M.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -98,6 +99,8 @@ class ScatteredBytes:
             return sum(ScatteredBytes.size(item) for item in value)
         if isinstance(value, dict):
             return sum(ScatteredBytes.size(item) for item in value.values())
+        if dataclasses.is_dataclass(value):
+            return sum(ScatteredBytes.size(getattr(value, field.name)) for field in dataclasses.fields(value))
         inner = getattr(value, "value", None)  # linkage.cluster.Sealed
         return ScatteredBytes.size(inner) if inner is not None else 0
 
