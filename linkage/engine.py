@@ -31,15 +31,14 @@ from linkage.anon import clk_dataset, clk_dice_pairs
 from linkage.block import (
     BlockIndex,
     candidate_pairs,
-    partition_blocks,
-    partition_pairs,
-    shared_blocks,
     sorted_unique,
     split_codes,
 )
-from linkage.cluster import ScatteredTasks, Sealed, connect, parallelism
+from linkage.cluster import Sealed, connect, parallelism
 from linkage.encodings import Encodings, read_encodings
 from linkage.errors import InputError, MismatchError
+from linkage.partition import partition_tasks
+from linkage.passes import pattern_counts, weigh_pairs
 from linkage.protocol import Protocol
 from linkage.score import (
     TF_KINDS,
@@ -59,7 +58,6 @@ from linkage.score import (
     fit_prior,
     same_salt_pairs,
     term_frequencies,
-    tf_adjustments,
     value_fingerprints,
 )
 from linkage.solve import Entity, solve_entities
@@ -81,8 +79,6 @@ SLICE_RECORDS = 20_000
 PROBABILITY_FLOOR = 1e-3
 MIN_SLICE_RECORDS = 1_000
 RANDOM_PAIRS = 200_000
-# On Dask, a partition task holds about this many records of both parties on average.
-PARTITION_RECORDS = 40_000
 ProgressCallback = Callable[[int, int], None]
 # One pass over every task of a run: (stage, "count" or "score"; that stage's arguments;
 # progress) to each task's pair of parties and result.
@@ -305,20 +301,7 @@ def _count_slice(
     records: list[np.ndarray] = state["records"]
     keys_a = np.asarray(records[task[0]]["block"]).reshape(len(records[task[0]]), -1)[index_a]
     keys_b = np.asarray(records[task[1]]["block"]).reshape(len(records[task[1]]), -1)[index_b]
-    return _pattern_counts(patterns, keys_a, keys_b)
-
-
-def _pattern_counts(
-    patterns: np.ndarray, keys_a: np.ndarray, keys_b: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """Distinct patterns and their counts, overall and among the pairs agreeing on each rule's key."""
-    distinct, _, counts = _count_patterns(patterns)
-    per_rule = []
-    for rule in range(keys_a.shape[1]):
-        agree = (keys_a[:, rule] == keys_b[:, rule]) & (keys_a[:, rule] != 0)
-        rule_distinct, _, rule_counts = _count_patterns(patterns[agree])
-        per_rule.append((rule_distinct, rule_counts))
-    return distinct, counts, per_rule
+    return pattern_counts(patterns, keys_a, keys_b)
 
 
 def _score_slice(
@@ -332,7 +315,7 @@ def _score_slice(
     state = _inputs(setup)
     index_a, index_b, levels = _slice_levels(state, task, comparisons)
     frequencies = _frequencies(state, comparisons)
-    keep, weights, probability = _weigh(
+    keep, weights, probability = weigh_pairs(
         levels,
         comparisons,
         features,
@@ -341,167 +324,6 @@ def _score_slice(
         ([f[index_a] for f in frequencies[task[0]]], [f[index_b] for f in frequencies[task[1]]]),
     )
     return index_a[keep].astype(np.int32), index_b[keep].astype(np.int32), weights[keep], probability[keep]
-
-
-def _weigh(
-    levels: np.ndarray,
-    comparisons: Sequence[Comparison],
-    features: Sequence[Feature],
-    scoring: tuple[FellegiSunterModel, dict[tuple[int, int], float], float],
-    parties: tuple[int, int],
-    frequencies: tuple[list[np.ndarray], list[np.ndarray]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which pairs reach the probability floor, and every pair's weight and probability.
-
-    ``frequencies`` are each pair's two records' term frequencies, per name field.
-    """
-    model, priors, floor = scoring
-    patterns = encode_patterns(feature_levels(levels, features), features)
-    distinct, inverse, _ = _count_patterns(patterns)
-    weights = model.match_weights(decode_patterns(distinct, features))[inverse]
-    weights += tf_adjustments(model, comparisons, levels, frequencies[0], frequencies[1])
-    probability = model.probabilities_of(weights, priors[parties])
-    return probability >= floor, weights, probability
-
-
-@dataclass(frozen=True)
-class _PartitionInputs:
-    """What one partition task reads, cut by the coordinator and scattered to one worker.
-
-    Attributes:
-        parties: the pair of parties.
-        partition: this partition's number, of ``partitions``.
-        partitions: how many partitions the pair's block-key space is cut into.
-        records: both parties' records in the partition, only the fields compared and the keys.
-        indices: those records' indices in their parties (ascending).
-        frequencies: those records' term frequencies per name field, over all records of
-            all parties (a partition alone would give other frequencies).
-        oversized: per rule, the keys of oversized blocks.
-    """
-
-    parties: tuple[int, int]
-    partition: int
-    partitions: int
-    records: tuple[np.ndarray, np.ndarray]
-    indices: tuple[np.ndarray, np.ndarray]
-    frequencies: tuple[list[np.ndarray], list[np.ndarray]]
-    oversized: tuple[np.ndarray, ...]
-
-
-def _partition_levels(
-    inputs: _PartitionInputs, comparisons: Sequence[Comparison]
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """The partition's keys, its candidate pairs (positions in its records) and their field levels."""
-    keys = [np.asarray(records["block"]).reshape(len(records), -1) for records in inputs.records]
-    local_a, local_b = partition_pairs(keys[0], keys[1], inputs.partition, inputs.partitions, inputs.oversized)
-    features_a, features_b = (PartyFeatures.from_records(records, comparisons) for records in inputs.records)
-    return keys, local_a, local_b, compare_pairs(features_a, features_b, local_a, local_b, comparisons)
-
-
-def _count_partition(
-    sealed: Sealed[_PartitionInputs], comparisons: Sequence[Comparison], features: Sequence[Feature]
-) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """Pass 1 on Dask: :func:`_count_slice` for the candidates of one block partition."""
-    keys, local_a, local_b, levels = _partition_levels(sealed.value, comparisons)
-    patterns = encode_patterns(feature_levels(levels, features), features)
-    return _pattern_counts(patterns, keys[0][local_a], keys[1][local_b])
-
-
-def _score_partition(
-    sealed: Sealed[_PartitionInputs],
-    comparisons: Sequence[Comparison],
-    features: Sequence[Feature],
-    scoring: tuple[FellegiSunterModel, dict[tuple[int, int], float], float],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pass 2 on Dask: :func:`_score_slice` for one block partition, with records' indices in their parties."""
-    inputs = sealed.value
-    _, local_a, local_b, levels = _partition_levels(inputs, comparisons)
-    frequencies = ([f[local_a] for f in inputs.frequencies[0]], [f[local_b] for f in inputs.frequencies[1]])
-    keep, weights, probability = _weigh(levels, comparisons, features, scoring, inputs.parties, frequencies)
-    return inputs.indices[0][local_a[keep]], inputs.indices[1][local_b[keep]], weights[keep], probability[keep]
-
-
-def _partition_count(routes: int, slots: int) -> int:
-    """How many partitions to cut a pair of parties' block-key space into.
-
-    ``routes`` counts (record, rule) pairs that route a record to a partition, about
-    how many records the partitions hold together. Enough partitions that one holds about
-    ``PARTITION_RECORDS`` records on average (a task's memory is bounded by its records
-    and its candidates; a block's are bounded by ``max_block_pairs``), and at least four
-    per worker thread, so that every worker has several tasks and a slow one does not
-    hold up the end.
-
-    >>> _partition_count(1_000_000, 2), _partition_count(10_000, 4)
-    (25, 16)
-    """
-    return max(4 * slots, -(-routes // PARTITION_RECORDS))
-
-
-@dataclass(frozen=True)
-class _Partitioned:
-    """The partition tasks of a run on Dask: (party a, party b, partition, partitions) each, and their inputs."""
-
-    tasks: list[tuple[int, int, int, int]]
-    scattered: ScatteredTasks
-
-    def run(
-        self, stage: str, arguments: tuple[Any, ...], on_progress: ProgressCallback | None
-    ) -> Iterator[tuple[tuple[int, int], Any]]:
-        """One pass over every partition (a :data:`PassRunner`), results as tasks complete."""
-        work = _count_partition if stage == "count" else _score_partition
-        for number, result in self.scattered.run(work, arguments, on_progress):
-            yield self.tasks[number][:2], result
-
-
-def _partition_tasks(
-    client: Any, encodings: Sequence[Encodings], comparisons: Sequence[Comparison], max_block_pairs: int, slots: int
-) -> _Partitioned:
-    """Cut every pair of parties into block partitions and scatter each task's records to one worker.
-
-    A record is shipped once to each partition holding one of its usable blocks; term
-    frequencies are computed here over all records and shipped with them. Partitions
-    with no record of one party make no pairs and no task.
-    """
-    records = [np.asarray(item.records) for item in encodings]
-    frequencies = _frequencies({"records": records}, comparisons)
-    fields = [(name, records[0].dtype[name]) for name in dict.fromkeys(["block", *(c.field.name for c in comparisons)])]
-    tasks: list[tuple[int, int, int, int]] = []
-    cuts: list[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]] = []
-    for a, b in itertools.combinations(range(len(records)), 2):
-        keys_a = np.asarray(records[a]["block"]).reshape(len(records[a]), -1)
-        keys_b = np.asarray(records[b]["block"]).reshape(len(records[b]), -1)
-        shared = shared_blocks(keys_a, keys_b, max_block_pairs)
-        partitions = _partition_count(shared.routes, slots)
-        cut = partition_blocks(keys_a, keys_b, shared, partitions)
-        for partition, (rows_a, rows_b) in enumerate(zip(cut.records_a, cut.records_b, strict=True)):
-            if len(rows_a) and len(rows_b):
-                tasks.append((a, b, partition, partitions))
-                cuts.append((rows_a.astype(np.int32), rows_b.astype(np.int32), cut.oversized))
-    record_bytes = sum(dtype.itemsize for _, dtype in fields) + 4 + 8 * len(frequencies[0])
-
-    def make_input(number: int) -> _PartitionInputs:
-        a, b, partition, partitions = tasks[number]
-        rows_a, rows_b, oversized = cuts[number]
-        return _PartitionInputs(
-            parties=(a, b),
-            partition=partition,
-            partitions=partitions,
-            records=(_cut_fields(records[a], rows_a, fields), _cut_fields(records[b], rows_b, fields)),
-            indices=(rows_a, rows_b),
-            frequencies=([f[rows_a] for f in frequencies[a]], [f[rows_b] for f in frequencies[b]]),
-            oversized=oversized,
-        )
-
-    sizes = [(len(rows_a) + len(rows_b)) * record_bytes for rows_a, rows_b, _ in cuts]
-    return _Partitioned(tasks, ScatteredTasks(client, make_input, sizes))
-
-
-def _cut_fields(records: np.ndarray, rows: np.ndarray, fields: list[tuple[str, np.dtype[Any]]]) -> np.ndarray:
-    """The given records with only the given fields (no token or CLK: a task never reads them)."""
-    out = np.empty(len(rows), dtype=fields)
-    for name, _ in fields:
-        out[name] = records[name][rows]
-    return out
 
 
 def _tasks(sizes: Sequence[int], workers: int) -> list[tuple[int, int, int, int]]:
@@ -536,7 +358,7 @@ def _executor(
     With ``dask`` (a scheduler address such as ``tcp://10.0.0.5:8786``) the tasks run on
     that Dask cluster, and the runner carries the client: :func:`score_candidates` then
     cuts block partitions and scatters each task's records to one worker
-    (:func:`_partition_tasks`). A protocol with a ``clk_prefilter`` (an all-pairs CLK
+    (:func:`partition_tasks`). A protocol with a ``clk_prefilter`` (an all-pairs CLK
     scan, which no block partition can hold) runs slices instead, as on the pool: each
     party's encodings are scattered to every worker once, at the start, and each task
     carries only its slice bounds and the model. Either way the encodings travel sealed
@@ -707,7 +529,11 @@ def score_candidates(
     sizes = [item.header.record_count for item in encodings]
     with _executor(protocol, encodings, workers, dask) as (runner, setup, slots):
         if runner is not None and runner.client is not None:
-            partitioned = _partition_tasks(runner.client, encodings, comparisons, protocol.max_block_pairs, slots)
+            frequencies = _frequencies({"records": [np.asarray(item.records) for item in encodings]}, comparisons)
+            partitioned = partition_tasks(
+                runner.client, encodings, comparisons, frequencies, protocol.max_block_pairs, slots
+            )
+            del frequencies
             try:
                 return _score(
                     encodings, comparisons, features, partitioned.run, len(partitioned.tasks), floor, on_progress
@@ -847,22 +673,6 @@ def _canonical_order(
 def setup_rules(encodings: Sequence[Encodings]) -> list[frozenset[str]]:
     """The fields each blocking rule agrees on, from the encodings header."""
     return [frozenset(part.split(":")[0] for part in rule.split("+")) for rule in encodings[0].header.blocking]
-
-
-def _count_patterns(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct pattern codes, each pair's index among them, and their counts.
-
-    Codes are small integers (a product of a few level counts), so counting in a table
-    is far quicker than sorting millions of candidates.
-    """
-    if not len(codes) or int(codes.max()) >= 1 << 26:
-        distinct, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
-        return distinct, inverse, counts
-    table = np.bincount(codes)
-    distinct = np.flatnonzero(table)
-    lookup = np.zeros(len(table), dtype=np.int64)
-    lookup[distinct] = np.arange(len(distinct))
-    return distinct, lookup[codes], table[distinct]
 
 
 def _total_pairs(sizes: Sequence[int]) -> int:
