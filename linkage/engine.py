@@ -667,7 +667,15 @@ def _canonical_order(
         tied &= key[1:] == key[:-1]
     if np.all(later | tied):
         return None
-    return np.lexsort(keys[::-1])
+    # Per pair of parties, one 64-bit code per pair: tasks' results are sorted runs, which
+    # a stable (merging) sort of one key exploits; a four-key lexsort took 3x as long.
+    pair = party_a.astype(np.int16) * 256 + party_b
+    order = np.argsort(pair, kind="stable")
+    codes = (record_a[order].astype(np.uint64) << np.uint64(32)) | record_b[order].astype(np.uint64)
+    bounds = [0, *(np.flatnonzero(np.diff(pair[order])) + 1).tolist(), len(order)]
+    for start, stop in itertools.pairwise(bounds):
+        order[start:stop] = order[start:stop][np.argsort(codes[start:stop], kind="stable")]
+    return order
 
 
 def setup_rules(encodings: Sequence[Encodings]) -> list[frozenset[str]]:
