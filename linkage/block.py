@@ -271,13 +271,17 @@ def partition_pairs(
         local.append(masked)
     # No limit here: oversized keys are masked already, and every other block is whole.
     index_a, index_b = candidate_pairs(local[0], 0, BlockIndex.build(local[0], local[1], np.iinfo(np.int64).max))
-    pair_a, pair_b = keys_a[index_a], keys_b[index_b]
-    owner = np.full(len(index_a), -1, dtype=np.int64)
+    keep = np.zeros(len(index_a), dtype=bool)
+    # Rule by rule, only the pairs whose owner is still unknown: most are settled by an
+    # early rule, and gathering every rule's keys for every pair took most of the time.
+    pending = np.arange(len(index_a))
     for rule in range(keys_a.shape[1]):
-        column = pair_a[:, rule]
-        shared = (owner < 0) & (column == pair_b[:, rule]) & (column != 0) & ~np.isin(column, oversized[rule])
-        owner[shared] = partition_of(column[shared], partitions)
-    keep = owner == partition
+        column = keys_a[index_a[pending], rule]
+        shared = (column == keys_b[index_b[pending], rule]) & (column != 0)
+        if len(oversized[rule]):
+            shared[shared] = ~np.isin(column[shared], oversized[rule])
+        keep[pending[shared]] = partition_of(column[shared], partitions) == partition
+        pending = pending[~shared]
     return index_a[keep], index_b[keep]
 
 
