@@ -77,7 +77,7 @@ def _partition_levels(
 def count_partition(
     sealed: Sealed[PartitionInputs], comparisons: Sequence[Comparison], features: Sequence[Feature]
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """Pass 1 on Dask: :func:`_count_slice` for the candidates of one block partition."""
+    """Pass 1 on Dask: what :func:`linkage.engine._count_slice` counts, for the candidates of one block partition."""
     keys, local_a, local_b, levels = _partition_levels(sealed.value, comparisons)
     patterns = encode_patterns(feature_levels(levels, features), features)
     return pattern_counts(patterns, keys[0][local_a], keys[1][local_b])
@@ -89,7 +89,7 @@ def score_partition(
     features: Sequence[Feature],
     scoring: tuple[FellegiSunterModel, dict[tuple[int, int], float], float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pass 2 on Dask: :func:`_score_slice` for one block partition, with records' indices in their parties."""
+    """Pass 2 on Dask: :func:`linkage.engine._score_slice` for one block partition (indices in the parties)."""
     inputs = sealed.value
     _, local_a, local_b, levels = _partition_levels(inputs, comparisons)
     frequencies = ([f[local_a] for f in inputs.frequencies[0]], [f[local_b] for f in inputs.frequencies[1]])
@@ -123,7 +123,7 @@ class PartitionTasks:
     def run(
         self, stage: str, arguments: tuple[Any, ...], on_progress: ProgressCallback | None
     ) -> Iterator[tuple[tuple[int, int], Any]]:
-        """One pass over every partition (a :data:`PassRunner`), results as tasks complete."""
+        """One pass over every partition (a :data:`linkage.engine.PassRunner`), results as tasks complete."""
         work = count_partition if stage == "count" else score_partition
         for number, result in self.scattered.run(work, arguments, on_progress):
             yield self.tasks[number][:2], result
