@@ -8,13 +8,15 @@ worker processes (checking that both give the same encodings, tokens aside), and
 them twice: on the engine's process pool and on the cluster, where the encodings are
 scattered to the workers from this process. It prints wall time, records or candidate
 pairs per second, the largest resident memory of any one worker process (and of this,
-the coordinating process), whether both gave the same entities, and blocking's pair
-completeness. The README extrapolates these to 20M x 20M.
+the coordinating process), the bytes scattered to the cluster's workers (counted at the
+client: a broadcast counts once per worker), whether both gave the same entities, and
+blocking's pair completeness. The README extrapolates these to 20M x 20M.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shutil
@@ -77,6 +79,49 @@ class WorkerMemory:
         self._thread.join()
 
 
+class ScatteredBytes:
+    """Counts the array bytes this process scatters to Dask workers (a broadcast once per worker).
+
+    Wraps ``distributed.Client.scatter``, so it sees every scatter of the engine and the
+    encoder without their help; a re-scatter after a lost worker counts again.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    @staticmethod
+    def size(value: object) -> int:
+        if isinstance(value, np.ndarray):
+            return value.nbytes
+        if isinstance(value, (bytes, str)):
+            return len(value)
+        if isinstance(value, (list, tuple)):
+            return sum(ScatteredBytes.size(item) for item in value)
+        if isinstance(value, dict):
+            return sum(ScatteredBytes.size(item) for item in value.values())
+        if dataclasses.is_dataclass(value):
+            return sum(ScatteredBytes.size(getattr(value, field.name)) for field in dataclasses.fields(value))
+        inner = getattr(value, "value", None)  # linkage.cluster.Sealed
+        return ScatteredBytes.size(inner) if inner is not None else 0
+
+    @contextmanager
+    def watch(self) -> Iterator[ScatteredBytes]:
+        from distributed import Client
+
+        original = Client.scatter
+
+        def scatter(client: Client, data: object, *rest: object, **options: object) -> object:
+            copies = len(client.scheduler_info()["workers"]) if options.get("broadcast") else 1
+            self.total += copies * self.size(data)
+            return original(client, data, *rest, **options)
+
+        Client.scatter = scatter  # type: ignore[method-assign]
+        try:
+            yield self
+        finally:
+            Client.scatter = original  # type: ignore[method-assign]
+
+
 def same_encodings(one: Path, two: Path) -> bool:
     """Same records, tokens aside (tokens are fresh random numbers on every run)."""
     a, b = read_encodings(one).records, read_encodings(two).records
@@ -95,6 +140,7 @@ def main() -> None:
     from distributed import LocalCluster
 
     protocol = load_protocol(PROTOCOL)
+    scattered = ScatteredBytes()
 
     @contextmanager
     def engine_for(engine: str) -> Iterator[tuple[dict[str, object], WorkerMemory]]:
@@ -106,7 +152,7 @@ def main() -> None:
         with LocalCluster(
             n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster:
-            with WorkerMemory(lambda _process: True) as memory:
+            with WorkerMemory(lambda _process: True) as memory, scattered.watch():
                 yield {"dask": cluster.scheduler_address}, memory
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -118,6 +164,7 @@ def main() -> None:
             print(f"{people:,} people: synthesised in {time.perf_counter() - started:.0f} s", flush=True)
             outs = {}
             for engine in ("pool", "dask"):
+                scattered.total = 0
                 with engine_for(engine) as (where, memory):
                     started = time.perf_counter()
                     records = 0
@@ -135,6 +182,7 @@ def main() -> None:
                     f"  encode {engine:>4}: {records:,} records in {seconds:.1f} s "
                     f"({records / seconds:,.0f} records/s), "
                     f"worker {memory.worker / 2**20:,.0f} MiB, coordinator {memory.coordinator / 2**20:,.0f} MiB"
+                    + (f", scattered {scattered.total / 2**20:,.1f} MiB" if engine == "dask" else "")
                     + (f", same encodings: {same}" if same else ""),
                     flush=True,
                 )
@@ -155,6 +203,7 @@ def main() -> None:
             runs = {}
             for engine in ("dask",) if args.skip_pool_link else ("pool", "dask"):
                 entities = tmp / f"entities-{engine}-{people}.csv"
+                scattered.total = 0
                 with engine_for(engine) as (where, memory):
                     started = time.perf_counter()
                     result = link(protocol, load_inputs(protocol, link_outs), **where)  # type: ignore[arg-type]
@@ -167,7 +216,9 @@ def main() -> None:
                 print(
                     f"  link   {engine:>4}: {seconds:.1f} s, {result.pairs_compared / seconds / 1e6:.2f} M pairs/s, "
                     f"worker {memory.worker / 2**20:,.0f} MiB, coordinator {memory.coordinator / 2**20:,.0f} MiB, "
-                    f"{len(result.entities):,} linked entities" + (f", same entities: {same}" if same else ""),
+                    + (f"scattered {scattered.total / 2**20:,.1f} MiB, " if engine == "dask" else "")
+                    + f"{len(result.entities):,} linked entities"
+                    + (f", same entities: {same}" if same else ""),
                     flush=True,
                 )
                 del result

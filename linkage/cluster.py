@@ -4,23 +4,29 @@ What the engine and the encoder share: connecting to a scheduler with a clear er
 and :class:`Sealed`, a wrapper whose ``repr`` never shows what it holds. Dask writes a
 failed task's description, arguments included, to the worker's log; CSV text, derived
 keys and encodings travel to the workers sealed, so they can never end up there.
+:class:`ScatteredTasks` runs tasks that each read an input of their own, scattered to
+one worker, and survives losing that worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import heapq
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from linkage.errors import InputError, ServiceError
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from distributed import Client, Future
 
-__all__ = ["Sealed", "connect", "parallelism"]
+__all__ = ["ScatteredTasks", "Sealed", "connect", "parallelism"]
 
 T = TypeVar("T")
 CONNECT_SECONDS = 30
+# A task cancelled this many times (each time its input was lost with a worker) fails the job.
+MAX_LOSSES = 3
 
 
 class Sealed(Generic[T]):
@@ -74,3 +80,99 @@ def connect(address: str) -> Iterator[Client]:
 def parallelism(client: Client) -> int:
     """How many tasks the cluster runs at once (its worker threads), at least 1."""
     return max(1, sum(client.nthreads().values()))
+
+
+class ScatteredTasks:
+    """Tasks with an input each, scattered (sealed) to one worker, not broadcast.
+
+    Inputs are placed on the workers largest first, each on the worker with the fewest
+    bytes per thread so far, so Dask runs each task where its input already is, and a
+    worker holds only its own tasks' inputs. Scattered data cannot be recomputed: when a
+    worker dies, Dask cancels the tasks whose input died with it; those inputs are cut
+    again from the coordinator (``make_input``), scattered to a surviving worker and the
+    tasks resubmitted, so a lost worker costs time, never a result.
+
+    Args:
+        client: a connected Dask client.
+        make_input: the input of task ``number``, rebuilt on demand (it must be pure).
+        sizes: each task's input size in bytes, for placing them.
+    """
+
+    def __init__(self, client: Client, make_input: Callable[[int], Any], sizes: Sequence[int]) -> None:
+        self._client = client
+        self._make_input = make_input
+        self._losses = [0] * len(sizes)
+        self.scattered_bytes = 0
+        threads = client.nthreads()
+        load = [(0.0, address) for address in sorted(threads)]
+        placement: dict[int, str] = {}
+        for number in sorted(range(len(sizes)), key=lambda n: -sizes[n]):
+            used, address = heapq.heappop(load)
+            placement[number] = address
+            heapq.heappush(load, (used + sizes[number] / max(threads[address], 1), address))
+        self._inputs: list[Future] = [self._scatter(number, placement[number]) for number in range(len(sizes))]
+
+    def _scatter(self, number: int, worker: str | None = None) -> Future:
+        value = self._make_input(number)
+        self.scattered_bytes += _nbytes(value)
+        # Scattered one at a time, so the coordinator never holds more than one cut input.
+        return self._client.scatter(Sealed(value), workers=[worker] if worker else None, hash=False)
+
+    def run(
+        self, work: Callable[..., Any], arguments: tuple[Any, ...], on_progress: Callable[[int, int], None] | None
+    ) -> Iterator[tuple[int, Any]]:
+        """Run ``work(sealed_input, *arguments)`` for every task; (task number, result) as they complete.
+
+        Progress counts completed tasks; a task run again after a loss counts once.
+        """
+        from distributed import as_completed  # noqa: PLC0415 - an optional extra, present with a client
+
+        total = len(self._inputs)
+        if on_progress:
+            on_progress(0, total)
+        for number, future in enumerate(self._inputs):
+            if future.status != "finished":
+                self._inputs[number] = self._scatter(number)
+        pending = {self._submit(number, work, arguments): number for number in range(total)}
+        queue = as_completed(list(pending))
+        done = 0
+        for future in queue:
+            number = pending.pop(future)
+            try:
+                result = future.result()
+            except CancelledError:
+                # Its input died with a worker (a task is cancelled for nothing else while
+                # this job runs): cut it again and run the task anew.
+                self._losses[number] += 1
+                if self._losses[number] > MAX_LOSSES:
+                    raise
+                self._client.cancel([self._inputs[number]])
+                self._inputs[number] = self._scatter(number)
+                retry = self._submit(number, work, arguments)
+                pending[retry] = number
+                queue.add(retry)
+                continue
+            del future
+            done += 1
+            if on_progress:
+                on_progress(done, total)
+            yield number, result
+
+    def _submit(self, number: int, work: Callable[..., Any], arguments: tuple[Any, ...]) -> Future:
+        return self._client.submit(work, self._inputs[number], *arguments, pure=False)
+
+    def close(self) -> None:
+        """Release every scattered input from the cluster."""
+        self._client.cancel(self._inputs)
+        self._inputs = []
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes of the arrays in a (nested) value, for placing inputs and for reporting."""
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if isinstance(value, list | tuple):
+        return sum(_nbytes(item) for item in value)
+    if hasattr(value, "__dataclass_fields__"):
+        return sum(_nbytes(getattr(value, name)) for name in value.__dataclass_fields__)
+    return 0

@@ -2,7 +2,8 @@
 
 Stages: check that the inputs belong together; for each pair of parties, generate
 candidate pairs by blocking and compare them field by field (spread over a process pool,
-one slice of records per task, so memory stays bounded); fit a Fellegi-Sunter model by EM
+one slice of records per task, so memory stays bounded; on Dask, one partition of the
+block-key space per task, holding only its blocks' records); fit a Fellegi-Sunter model by EM
 on the candidates and u from random pairs; choose the threshold (or take the given one);
 solve the accepted pairs into entities. The CLI runs it in-process; the service runs the
 same function as a job.
@@ -27,10 +28,17 @@ from typing import Any
 import numpy as np
 
 from linkage.anon import clk_dataset, clk_dice_pairs
-from linkage.block import BlockIndex, candidate_pairs, sorted_unique, split_codes
+from linkage.block import (
+    BlockIndex,
+    candidate_pairs,
+    sorted_unique,
+    split_codes,
+)
 from linkage.cluster import Sealed, connect, parallelism
 from linkage.encodings import Encodings, read_encodings
 from linkage.errors import InputError, MismatchError
+from linkage.partition import partition_tasks
+from linkage.passes import pattern_counts, weigh_pairs
 from linkage.protocol import Protocol
 from linkage.score import (
     TF_KINDS,
@@ -50,7 +58,6 @@ from linkage.score import (
     fit_prior,
     same_salt_pairs,
     term_frequencies,
-    tf_adjustments,
     value_fingerprints,
 )
 from linkage.solve import Entity, solve_entities
@@ -73,6 +80,9 @@ PROBABILITY_FLOOR = 1e-3
 MIN_SLICE_RECORDS = 1_000
 RANDOM_PAIRS = 200_000
 ProgressCallback = Callable[[int, int], None]
+# One pass over every task of a run: (stage, "count" or "score"; that stage's arguments;
+# progress) to each task's pair of parties and result.
+PassRunner = Callable[[str, tuple[Any, ...], ProgressCallback | None], Iterator[tuple[tuple[int, int], Any]]]
 
 
 def load_inputs(protocol: Protocol, paths: Sequence[str | Path]) -> list[Encodings]:
@@ -288,16 +298,10 @@ def _count_slice(
     """Pass 1: how many candidates of the slice have each pattern, overall and per blocking rule."""
     state = _inputs(setup)
     index_a, index_b, patterns = _slice_patterns(state, task, comparisons, features)
-    distinct, _, counts = _count_patterns(patterns)
     records: list[np.ndarray] = state["records"]
     keys_a = np.asarray(records[task[0]]["block"]).reshape(len(records[task[0]]), -1)[index_a]
     keys_b = np.asarray(records[task[1]]["block"]).reshape(len(records[task[1]]), -1)[index_b]
-    per_rule = []
-    for rule in range(keys_a.shape[1]):
-        agree = (keys_a[:, rule] == keys_b[:, rule]) & (keys_a[:, rule] != 0)
-        rule_distinct, _, rule_counts = _count_patterns(patterns[agree])
-        per_rule.append((rule_distinct, rule_counts))
-    return distinct, counts, per_rule
+    return pattern_counts(patterns, keys_a, keys_b)
 
 
 def _score_slice(
@@ -309,21 +313,16 @@ def _score_slice(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pass 2: the slice's candidates whose match probability reaches the floor, with scores."""
     state = _inputs(setup)
-    model, priors, floor = scoring
     index_a, index_b, levels = _slice_levels(state, task, comparisons)
-    patterns = encode_patterns(feature_levels(levels, features), features)
-    distinct, inverse, _ = _count_patterns(patterns)
-    weights = model.match_weights(decode_patterns(distinct, features))[inverse]
     frequencies = _frequencies(state, comparisons)
-    weights += tf_adjustments(
-        model,
-        comparisons,
+    keep, weights, probability = weigh_pairs(
         levels,
-        [f[index_a] for f in frequencies[task[0]]],
-        [f[index_b] for f in frequencies[task[1]]],
+        comparisons,
+        features,
+        scoring,
+        (task[0], task[1]),
+        ([f[index_a] for f in frequencies[task[0]]], [f[index_b] for f in frequencies[task[1]]]),
     )
-    probability = model.probabilities_of(weights, priors[task[:2]])
-    keep = probability >= floor
     return index_a[keep].astype(np.int32), index_b[keep].astype(np.int32), weights[keep], probability[keep]
 
 
@@ -346,20 +345,26 @@ class _Runner:
 
     submit: Callable[..., Any]
     as_completed: Callable[[list[Any]], Iterable[Any]]
+    # On Dask without a CLK prefilter: the client, to scatter block partitions' inputs.
+    client: Any = None
 
 
 @contextmanager
 def _executor(
     protocol: Protocol, encodings: Sequence[Encodings], workers: int, dask: str | None = None
 ) -> Iterator[tuple[_Runner | None, Setup, int]]:
-    """Where the slices run: (runner, or ``None`` for this process; inputs setup; parallelism).
+    """Where the tasks run: (runner, or ``None`` for this process; inputs setup; parallelism).
 
-    With ``dask`` (a scheduler address such as ``tcp://10.0.0.5:8786``) the slices run as
-    tasks on that Dask cluster. Each party's encodings are scattered to every worker once,
-    at the start (sealed: Dask never prints them), so the workers need no shared file
-    system; each task then carries only its slice bounds and the model, and sends back
-    small results. A task lost with a worker is run again elsewhere by Dask; tasks are
-    pure, so the result is the same. At the end the workers drop the job's inputs.
+    With ``dask`` (a scheduler address such as ``tcp://10.0.0.5:8786``) the tasks run on
+    that Dask cluster, and the runner carries the client: :func:`score_candidates` then
+    cuts block partitions and scatters each task's records to one worker
+    (:func:`partition_tasks`). A protocol with a ``clk_prefilter`` (an all-pairs CLK
+    scan, which no block partition can hold) runs slices instead, as on the pool: each
+    party's encodings are scattered to every worker once, at the start, and each task
+    carries only its slice bounds and the model. Either way the encodings travel sealed
+    (Dask never prints them), the workers need no shared file system, a task lost with a
+    worker is run again elsewhere with the same result, and at the end the workers drop
+    the job's inputs.
     """
     key = secrets.token_hex(8)
     limits = (protocol.max_block_pairs, protocol.clk_prefilter)
@@ -367,12 +372,18 @@ def _executor(
         with connect(dask) as client:
             from distributed import as_completed  # noqa: PLC0415 - an optional extra, present if connect worked
 
-            sources = client.scatter(
-                [Sealed(np.asarray(item.records)) for item in encodings], broadcast=True, hash=False
+            partitioned = protocol.clk_prefilter is None
+            sources = (
+                []
+                if partitioned
+                else client.scatter(
+                    [Sealed(np.asarray(item.records)) for item in encodings], broadcast=True, hash=False
+                )
             )
             runner = _Runner(
                 submit=lambda *args: client.submit(*args, pure=False),
                 as_completed=lambda futures: as_completed(futures),
+                client=client if partitioned else None,
             )
             try:
                 yield runner, (key, tuple(sources), *limits), parallelism(client)
@@ -501,7 +512,9 @@ def score_candidates(
     Two passes over the candidates, so that memory never holds them all: the first only
     counts how many have each pattern of agreement levels, which is all the EM needs; the
     second scores them again under the fitted model and keeps those whose match
-    probability reaches ``floor``.
+    probability reaches ``floor``. On the pool a task is a slice of a party's records; on
+    Dask a partition of the block-key space (unless the protocol sets ``clk_prefilter``);
+    either way every candidate is counted and scored once, and the result is the same.
 
     Args:
         protocol: the protocol.
@@ -515,44 +528,67 @@ def score_candidates(
     features = features_for(comparisons, protocol.comparison_groups)
     sizes = [item.header.record_count for item in encodings]
     with _executor(protocol, encodings, workers, dask) as (runner, setup, slots):
-        tasks = len(_tasks(sizes, slots))
+        if runner is not None and runner.client is not None:
+            frequencies = _frequencies({"records": [np.asarray(item.records) for item in encodings]}, comparisons)
+            partitioned = partition_tasks(
+                runner.client, encodings, comparisons, frequencies, protocol.max_block_pairs, slots
+            )
+            del frequencies
+            try:
+                return _score(
+                    encodings, comparisons, features, partitioned.run, len(partitioned.tasks), floor, on_progress
+                )
+            finally:
+                partitioned.scattered.close()
 
-        def progress(offset: int) -> ProgressCallback | None:
-            return (lambda done, _total: on_progress(offset + done, 2 * tasks)) if on_progress else None
+        def run(stage: str, arguments: tuple[Any, ...], on_pass: ProgressCallback | None) -> Iterator[Any]:
+            work = _count_slice if stage == "count" else _score_slice
+            for task, result in _run_tasks(encodings, work, (setup, *arguments), runner, slots, on_pass):
+                yield task[:2], result
 
-        return _score(encodings, setup, comparisons, features, runner, slots, floor, progress)
+        return _score(encodings, comparisons, features, run, len(_tasks(sizes, slots)), floor, on_progress)
 
 
 def _score(
     encodings: Sequence[Encodings],
-    setup: Setup,
     comparisons: Sequence[Comparison],
     features: Sequence[Feature],
-    runner: _Runner | None,
-    workers: int,
+    run: PassRunner,
+    tasks: int,
     floor: float,
-    progress: Callable[[int], ProgressCallback | None],
+    on_progress: ProgressCallback | None,
 ) -> ScoredCandidates:
-    """The two passes of :func:`score_candidates` on a given executor."""
+    """The two passes of :func:`score_candidates`, each over the ``tasks`` that ``run`` runs.
+
+    Nothing here depends on the order in which tasks complete: pattern counts are summed
+    and then taken in code order, and the kept candidates are put in canonical order
+    (party a, party b, record a, record b), so the pool and Dask give the same model,
+    scores and entities.
+    """
+
+    def progress(offset: int) -> ProgressCallback | None:
+        return (lambda done, _total: on_progress(offset + done, 2 * tasks)) if on_progress else None
+
     sizes = [item.header.record_count for item in encodings]
-    tasks = len(_tasks(sizes, workers))
     counted: dict[tuple[int, int], dict[int, int]] = {}
     by_rule: list[dict[int, int]] = [{} for _ in setup_rules(encodings)]
     candidates = 0
-    for task, (distinct, counts, per_rule) in _run_tasks(
-        encodings, _count_slice, (setup, comparisons, features), runner, workers, progress(0)
-    ):
-        table = counted.setdefault(task[:2], {})
+    for parties, (distinct, counts, per_rule) in run("count", (comparisons, features), progress(0)):
+        table = counted.setdefault(parties, {})
         for code, count in zip(distinct.tolist(), counts.tolist(), strict=True):
             table[code] = table.get(code, 0) + count
         for rule_table, (rule_distinct, rule_counts) in zip(by_rule, per_rule, strict=True):
             for code, count in zip(rule_distinct.tolist(), rule_counts.tolist(), strict=True):
                 rule_table[code] = rule_table.get(code, 0) + count
         candidates += int(counts.sum())
+    # Code order: the EM's float sums must not depend on the order tasks completed in.
+    counted = {parties: dict(sorted(table.items())) for parties, table in counted.items()}
+    by_rule = [dict(sorted(table.items())) for table in by_rule]
     all_counts: dict[int, int] = {}
     for table in counted.values():
         for code, count in table.items():
             all_counts[code] = all_counts.get(code, 0) + count
+    all_counts = dict(sorted(all_counts.items()))
     random_levels = _random_pair_levels(encodings, comparisons, features)
     sessions = [
         (
@@ -581,47 +617,70 @@ def _score(
         for a, b in itertools.combinations(range(len(sizes)), 2)
     }
     parts: list[tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = []
-    for task, result in _run_tasks(
-        encodings,
-        _score_slice,
-        (setup, comparisons, features, (model, priors, floor)),
-        runner,
-        workers,
-        progress(tasks),
-    ):
-        parts.append((task[0], task[1], result))
+    for (a, b), result in run("score", (comparisons, features, (model, priors, floor)), progress(tasks)):
+        parts.append((a, b, result))
+    party_a = np.concatenate([np.full(len(r[0]), a, dtype=np.int8) for a, _, r in parts] or [np.zeros(0, np.int8)])
+    party_b = np.concatenate([np.full(len(r[0]), b, dtype=np.int8) for _, b, r in parts] or [np.zeros(0, np.int8)])
+    record_a = np.concatenate([r[0] for _, _, r in parts] or [np.zeros(0, np.int32)])
+    record_b = np.concatenate([r[1] for _, _, r in parts] or [np.zeros(0, np.int32)])
+    weight = np.concatenate([r[2] for _, _, r in parts] or [np.zeros(0)])
+    probability = np.concatenate([r[3] for _, _, r in parts] or [np.zeros(0)])
+    del parts
+    order = _canonical_order(party_a, party_b, record_a, record_b)
+    if order is not None:
+        party_a, party_b, record_a, record_b = party_a[order], party_b[order], record_a[order], record_b[order]
+        weight, probability = weight[order], probability[order]
     return ScoredCandidates(
-        party_a=np.concatenate([np.full(len(r[0]), a, dtype=np.int8) for a, _, r in parts] or [np.zeros(0, np.int8)]),
-        party_b=np.concatenate([np.full(len(r[0]), b, dtype=np.int8) for _, b, r in parts] or [np.zeros(0, np.int8)]),
-        record_a=np.concatenate([r[0] for _, _, r in parts] or [np.zeros(0, np.int32)]),
-        record_b=np.concatenate([r[1] for _, _, r in parts] or [np.zeros(0, np.int32)]),
-        weight=np.concatenate([r[2] for _, _, r in parts] or [np.zeros(0)]),
-        probability=np.concatenate([r[3] for _, _, r in parts] or [np.zeros(0)]),
+        party_a=party_a,
+        party_b=party_b,
+        record_a=record_a,
+        record_b=record_b,
+        weight=weight,
+        probability=probability,
         model=model,
         pairs_total=_total_pairs(sizes),
         pairs_compared=candidates,
     )
 
 
+def _canonical_order(
+    party_a: np.ndarray, party_b: np.ndarray, record_a: np.ndarray, record_b: np.ndarray
+) -> np.ndarray | None:
+    """The order that sorts pairs by (party a, party b, record a, record b); ``None`` if they are sorted.
+
+    Slices come back sorted already (the pool's, in task order), so checking first costs
+    the pool one linear pass instead of a sort.
+
+    >>> a, b = np.array([0, 0, 0]), np.array([1, 1, 2])
+    >>> _canonical_order(a, b, np.array([3, 1, 0]), np.array([0, 5, 9])).tolist()
+    [1, 0, 2]
+    >>> _canonical_order(a, b, np.array([1, 3, 0]), np.array([5, 0, 9])) is None
+    True
+    """
+    if len(record_a) < 2:
+        return None
+    keys = (party_a, party_b, record_a, record_b)
+    later = np.zeros(len(record_a) - 1, dtype=bool)
+    tied = np.ones(len(record_a) - 1, dtype=bool)
+    for key in keys:
+        later |= tied & (key[1:] > key[:-1])
+        tied &= key[1:] == key[:-1]
+    if np.all(later | tied):
+        return None
+    # Per pair of parties, one 64-bit code per pair: tasks' results are sorted runs, which
+    # a stable (merging) sort of one key exploits; a four-key lexsort took 3x as long.
+    pair = party_a.astype(np.int16) * 256 + party_b
+    order = np.argsort(pair, kind="stable")
+    codes = (record_a[order].astype(np.uint64) << np.uint64(32)) | record_b[order].astype(np.uint64)
+    bounds = [0, *(np.flatnonzero(np.diff(pair[order])) + 1).tolist(), len(order)]
+    for start, stop in itertools.pairwise(bounds):
+        order[start:stop] = order[start:stop][np.argsort(codes[start:stop], kind="stable")]
+    return order
+
+
 def setup_rules(encodings: Sequence[Encodings]) -> list[frozenset[str]]:
     """The fields each blocking rule agrees on, from the encodings header."""
     return [frozenset(part.split(":")[0] for part in rule.split("+")) for rule in encodings[0].header.blocking]
-
-
-def _count_patterns(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct pattern codes, each pair's index among them, and their counts.
-
-    Codes are small integers (a product of a few level counts), so counting in a table
-    is far quicker than sorting millions of candidates.
-    """
-    if not len(codes) or int(codes.max()) >= 1 << 26:
-        distinct, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
-        return distinct, inverse, counts
-    table = np.bincount(codes)
-    distinct = np.flatnonzero(table)
-    lookup = np.zeros(len(table), dtype=np.int64)
-    lookup[distinct] = np.arange(len(distinct))
-    return distinct, lookup[codes], table[distinct]
 
 
 def _total_pairs(sizes: Sequence[int]) -> int:

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from linkage.block import BlockIndex, candidate_pairs
+from linkage.block import BlockIndex, candidate_pairs, partition_blocks, partition_pairs, shared_blocks
 
 keys = arrays(np.uint64, st.tuples(st.integers(0, 40), st.integers(1, 3)), elements=st.integers(0, 6))
 
@@ -43,3 +43,22 @@ def test_zero_keys_never_block():
     a = np.zeros((3, 2), dtype=np.uint64)
     ia, _ = candidate_pairs(a, 0, BlockIndex.build(a, a.copy(), 100))
     assert len(ia) == 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_partitions_give_every_candidate_exactly_once(data):
+    """The union over partitions is candidate_pairs' output (oversized blocks skipped alike), no pair twice."""
+    a = data.draw(keys)
+    b = data.draw(arrays(np.uint64, st.tuples(st.integers(0, 40), st.just(a.shape[1])), elements=st.integers(0, 6)))
+    limit = data.draw(st.integers(1, 50))
+    partitions = data.draw(st.integers(1, 5))
+    ia, ib = candidate_pairs(a, 0, BlockIndex.build(a, b, limit))
+    expected = list(zip(ia.tolist(), ib.tolist(), strict=True))
+    cut = partition_blocks(a, b, shared_blocks(a, b, limit), partitions)
+    found = []
+    for part, (records_a, records_b) in enumerate(zip(cut.records_a, cut.records_b, strict=True)):
+        assert np.all(np.diff(records_a) > 0) and np.all(np.diff(records_b) > 0)
+        pa, pb = partition_pairs(a[records_a], b[records_b], part, partitions, cut.oversized)
+        found += zip(records_a[pa].tolist(), records_b[pb].tolist(), strict=True)
+    assert sorted(found) == expected  # expected is sorted and distinct, so no pair came twice

@@ -1,6 +1,7 @@
 """On a Dask cluster: the same encodings and entities as on the local process pool."""
 
 import csv
+import dataclasses
 import os
 import re
 import shutil
@@ -80,7 +81,7 @@ def test_dask_workers_need_no_copy_of_the_inputs(cluster, inputs, tmp_path):
         assert list(client.run(lambda: len(engine._states)).values()) == [0, 0]
 
 
-def test_a_worker_killed_mid_job_is_survived(inputs, tmp_path):
+def test_a_worker_killed_mid_job_is_survived(inputs, tmp_path, monkeypatch):
     protocol, outs = inputs
     expected = entities_bytes(link(protocol, load_inputs(protocol, outs)), tmp_path / "local.csv")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
@@ -96,14 +97,23 @@ def test_a_worker_killed_mid_job_is_survived(inputs, tmp_path):
 
         killer = threading.Thread(target=kill_when_started)
         killer.start()
-        result = link(
-            protocol,
-            load_inputs(protocol, outs),
-            dask=local.scheduler_address,
-            on_progress=lambda done, _total: progress.append(done),
+        results = []
+        sent = scattered_during(
+            monkeypatch,
+            lambda: results.append(
+                link(
+                    protocol,
+                    load_inputs(protocol, outs),
+                    dask=local.scheduler_address,
+                    on_progress=lambda done, _total: progress.append(done),
+                )
+            ),
         )
         killer.join()
-    assert entities_bytes(result, tmp_path / "survived.csv") == expected
+    assert entities_bytes(results[0], tmp_path / "survived.csv") == expected
+    # The killed worker's partitions died with it (scattered data cannot be recomputed): they were cut again.
+    tasks = [(data.value.parties, data.value.partition) for data, _ in sent]
+    assert len(set(tasks)) < len(tasks)
 
 
 TOKEN = re.compile(r"\b[0-9a-f]{32}\b")
@@ -248,3 +258,53 @@ def test_a_worker_killed_mid_encode_is_survived(protocol, client_file, tmp_path,
     dask_files, pool_files = canonical(tmp_path / "dask"), canonical(tmp_path / "pool")
     assert dask_files.pop("dask/encodings.pprl") == pool_files.pop("pool/encodings.pprl")
     assert dask_files == pool_files
+
+
+def scattered_during(monkeypatch, run):
+    """What ``run()`` scattered: (value, keyword arguments) of every call of ``Client.scatter``."""
+    sent = []
+    original = distributed.Client.scatter
+
+    def spy(client, data, *args, **kwargs):
+        sent.append((data, kwargs))
+        return original(client, data, *args, **kwargs)
+
+    monkeypatch.setattr(distributed.Client, "scatter", spy)
+    run()
+    monkeypatch.setattr(distributed.Client, "scatter", original)
+    return sent
+
+
+def test_a_task_gets_only_its_partitions_records(cluster, inputs, monkeypatch):
+    protocol, outs = inputs
+    encodings = load_inputs(protocol, outs)
+    sent = scattered_during(monkeypatch, lambda: link(protocol, encodings, dask=cluster.scheduler_address))
+    assert sent and all(not kwargs.get("broadcast") and len(kwargs["workers"]) == 1 for _, kwargs in sent)
+    sizes = [item.header.record_count for item in encodings]
+    per_worker = {}
+    for sealed, kwargs in sent:
+        task = sealed.value
+        for party, records, indices in zip(task.parties, task.records, task.indices, strict=True):
+            assert len(records) < sizes[party] / 2  # nowhere near all of a party
+            assert np.all(np.diff(indices) > 0)  # each record once
+            assert np.array_equal(records["block"], np.asarray(encodings[party].records["block"])[indices])
+            assert "clk" not in records.dtype.names and "token" not in records.dtype.names
+        per_worker[kwargs["workers"][0]] = per_worker.get(kwargs["workers"][0], 0) + sum(r.nbytes for r in task.records)
+    broadcast = sum(np.asarray(item.records).nbytes for item in encodings)  # what every worker got before
+    assert len(per_worker) == 2 and max(per_worker.values()) < 0.8 * broadcast
+
+
+def test_a_clk_prefilter_keeps_the_broadcast_slices(cluster, inputs, monkeypatch, tmp_path):
+    """An all-pairs CLK scan cannot be cut by block: every worker gets every party, as before."""
+    protocol, outs = inputs
+    scanning = dataclasses.replace(protocol, clk_prefilter=0.5)
+    pooled = link(scanning, load_inputs(scanning, outs), workers=2)
+    results = []
+    sent = scattered_during(
+        monkeypatch, lambda: results.append(link(scanning, load_inputs(scanning, outs), dask=cluster.scheduler_address))
+    )
+    assert [kwargs.get("broadcast") for _, kwargs in sent] == [True]
+    assert entities_bytes(results[0], tmp_path / "dask.csv") == entities_bytes(pooled, tmp_path / "pool.csv")
+    assert (
+        results[0].pairs_compared == pooled.pairs_compared > link(protocol, load_inputs(protocol, outs)).pairs_compared
+    )

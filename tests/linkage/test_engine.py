@@ -6,9 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from linkage.agency import encode_csv
-from linkage.engine import link, load_inputs, score_candidates, write_entities
+from linkage.engine import _canonical_order, link, load_inputs, score_candidates, write_entities
 from linkage.evaluate import (
     blocking_scores,
     pairwise_scores,
@@ -107,3 +109,12 @@ def test_blocking_keeps_almost_every_true_pair(tmp_path):
     assert blocking.pair_completeness > 0.98
     assert blocking.reduction_ratio > 0.99
     assert np.all((scored.probability >= 0) & (scored.probability <= 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(1, 2), st.integers(0, 9), st.integers(0, 9)), max_size=40))
+def test_candidates_are_put_in_canonical_order_whatever_order_tasks_finished_in(pairs):
+    columns = [np.array([p[i] for p in pairs], dtype=np.int8 if i < 2 else np.int32) for i in range(4)]
+    order = _canonical_order(*columns)
+    ordered = [tuple(int(c[i]) for c in columns) for i in (range(len(pairs)) if order is None else order)]
+    assert ordered == sorted(pairs)

@@ -1,0 +1,84 @@
+"""What a task of either pass computes from its candidate pairs, on the pool or on Dask.
+
+Pass 1 counts the pairs' patterns of agreement levels (all the EM needs); pass 2 weighs
+the pairs under the fitted model. Slice tasks (:mod:`linkage.engine`) and block-partition
+tasks (:mod:`linkage.partition`) share these, so both give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from linkage.score import (
+    Comparison,
+    Feature,
+    FellegiSunterModel,
+    decode_patterns,
+    encode_patterns,
+    feature_levels,
+    tf_adjustments,
+)
+
+__all__ = ["count_patterns", "pattern_counts", "weigh_pairs"]
+
+
+def pattern_counts(
+    patterns: np.ndarray, keys_a: np.ndarray, keys_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Distinct patterns and their counts, overall and among the pairs agreeing on each rule's key.
+
+    >>> keys_a = np.array([[5, 1], [6, 0]], dtype=np.uint64)
+    >>> keys_b = np.array([[5, 2], [6, 0]], dtype=np.uint64)
+    >>> distinct, counts, per_rule = pattern_counts(np.array([3, 3]), keys_a, keys_b)
+    >>> distinct.tolist(), counts.tolist(), [(d.tolist(), c.tolist()) for d, c in per_rule]
+    ([3], [2], [([3], [2]), ([], [])])
+    """
+    distinct, _, counts = count_patterns(patterns)
+    per_rule = []
+    for rule in range(keys_a.shape[1]):
+        agree = (keys_a[:, rule] == keys_b[:, rule]) & (keys_a[:, rule] != 0)
+        rule_distinct, _, rule_counts = count_patterns(patterns[agree])
+        per_rule.append((rule_distinct, rule_counts))
+    return distinct, counts, per_rule
+
+
+def weigh_pairs(
+    levels: np.ndarray,
+    comparisons: Sequence[Comparison],
+    features: Sequence[Feature],
+    scoring: tuple[FellegiSunterModel, dict[tuple[int, int], float], float],
+    parties: tuple[int, int],
+    frequencies: tuple[list[np.ndarray], list[np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which pairs reach the probability floor, and every pair's weight and probability.
+
+    ``frequencies`` are each pair's two records' term frequencies, per name field.
+    """
+    model, priors, floor = scoring
+    patterns = encode_patterns(feature_levels(levels, features), features)
+    distinct, inverse, _ = count_patterns(patterns)
+    weights = model.match_weights(decode_patterns(distinct, features))[inverse]
+    weights += tf_adjustments(model, comparisons, levels, frequencies[0], frequencies[1])
+    probability = model.probabilities_of(weights, priors[parties])
+    return probability >= floor, weights, probability
+
+
+def count_patterns(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct pattern codes, each pair's index among them, and their counts.
+
+    Codes are small integers (a product of a few level counts), so counting in a table
+    is far quicker than sorting millions of candidates.
+
+    >>> [part.tolist() for part in count_patterns(np.array([4, 1, 4]))]
+    [[1, 4], [1, 0, 1], [1, 2]]
+    """
+    if not len(codes) or int(codes.max()) >= 1 << 26:
+        distinct, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+        return distinct, inverse, counts
+    table = np.bincount(codes)
+    distinct = np.flatnonzero(table)
+    lookup = np.zeros(len(table), dtype=np.int64)
+    lookup[distinct] = np.arange(len(distinct))
+    return distinct, lookup[codes], table[distinct]
