@@ -21,15 +21,14 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import psutil
+from memory_sampler import MemorySampler
 
 from linkage.agency import encode_csv
 from linkage.encodings import read_encodings
@@ -42,41 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "schemas" / "examples" / "social_services.json"
 SECRET = bytes(range(32))
 PARTIES = ("msd", "police")
-
-
-class WorkerMemory:
-    """Samples, every 0.2 s, the resident memory of this process and of some of its descendants.
-
-    ``workers`` picks the processes to watch among the descendants: the Dask workers, or
-    everything but the idle cluster (the pool's workers).
-    """
-
-    def __init__(self, workers: Callable[[psutil.Process], bool]) -> None:
-        self.coordinator = 0
-        self.worker = 0
-        self._workers = workers
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            try:
-                self.coordinator = max(self.coordinator, me.memory_info().rss)
-                for child in me.children(recursive=True):
-                    if self._workers(child):
-                        self.worker = max(self.worker, child.memory_info().rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.2)
-
-    def __enter__(self) -> WorkerMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class ScatteredBytes:
@@ -143,16 +107,16 @@ def main() -> None:
     scattered = ScatteredBytes()
 
     @contextmanager
-    def engine_for(engine: str) -> Iterator[tuple[dict[str, object], WorkerMemory]]:
+    def engine_for(engine: str) -> Iterator[tuple[dict[str, object], MemorySampler]]:
         """Keyword arguments that run on the pool or on a fresh cluster, and a memory watch."""
         if engine == "pool":
-            with WorkerMemory(lambda _process: True) as memory:
+            with MemorySampler() as memory:
                 yield {"workers": args.workers}, memory
             return
         with LocalCluster(
             n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster:
-            with WorkerMemory(lambda _process: True) as memory, scattered.watch():
+            with MemorySampler() as memory, scattered.watch():
                 yield {"dask": cluster.scheduler_address}, memory
 
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -21,12 +21,11 @@ import argparse
 import dataclasses
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
+from memory_sampler import MemorySampler
 
 from linkage.agency import encode_csv
 from linkage.anon import clk_dataset, clk_dice_pairs
@@ -40,33 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "schemas" / "examples" / "social_services.json"
 SECRET = bytes(range(32))
 PARTIES = ("msd", "police")
-
-
-class PeakMemory:
-    """Samples the resident memory of this process and its children every 0.2 s."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            try:
-                total = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
-            except psutil.Error:
-                total = 0
-            self.peak = max(self.peak, total)
-            time.sleep(0.2)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def prepare(protocol, people: int, seed: int, root: Path, workers: int) -> tuple[list[Path], Path]:
@@ -102,7 +74,7 @@ def throughput(protocol, outs: list[Path], workers: int) -> None:
 
 
 def scaling(protocol, people: int, outs: list[Path], data: Path, workers: int) -> None:
-    with PeakMemory() as memory:
+    with MemorySampler() as memory:
         started = time.perf_counter()
         encodings = load_inputs(protocol, outs)
         scored = score_candidates(protocol, encodings, workers=workers)
@@ -114,7 +86,7 @@ def scaling(protocol, people: int, outs: list[Path], data: Path, workers: int) -
     blocking = blocking_scores(protocol, encodings, people_ids)
     sizes = " x ".join(f"{item.header.record_count:,}" for item in encodings)
     print(
-        f"{people:>10,} {sizes:>22} {seconds:9.1f} {memory.peak / 2**20:9.0f} {blocking.candidate_pairs:>13,} "
+        f"{people:>10,} {sizes:>22} {seconds:9.1f} {memory.total / 2**20:9.0f} {blocking.candidate_pairs:>13,} "
         f"{blocking.pair_completeness:8.4f} {len(entities):>9,}",
         flush=True,
     )
