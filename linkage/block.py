@@ -22,6 +22,7 @@ __all__ = [
     "BlockIndex",
     "BlockPartitions",
     "candidate_pairs",
+    "mix_keys",
     "SharedBlocks",
     "partition_blocks",
     "partition_of",
@@ -115,8 +116,20 @@ def candidate_pairs(keys_a: np.ndarray, start: int, index: BlockIndex) -> tuple[
     return split_codes(sorted_unique(np.concatenate(codes)), width)
 
 
+def mix_keys(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: spreads every input bit over the output (vectorised).
+
+    >>> mix_keys(np.array([1], dtype=np.uint64)).tolist()
+    [6238072747940578789]
+    """
+    with np.errstate(over="ignore"):
+        values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return values ^ (values >> np.uint64(31))
+
+
 def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:
-    """The partition of each block key: its bits mixed (splitmix64's finaliser), modulo ``partitions``.
+    """The partition of each block key: its bits mixed (:func:`mix_keys`), modulo ``partitions``.
 
     Keys are keyed hashes already; the mix keeps partitions even should a key's low bits
     ever be less random than its high ones.
@@ -124,12 +137,7 @@ def partition_of(keys: np.ndarray, partitions: int) -> np.ndarray:
     >>> partition_of(np.array([1, 2, 3], dtype=np.uint64), 4).tolist()
     [1, 2, 0]
     """
-    with np.errstate(over="ignore"):
-        mixed = np.asarray(keys, dtype=np.uint64)
-        mixed = (mixed ^ (mixed >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        mixed = (mixed ^ (mixed >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        mixed ^= mixed >> np.uint64(31)
-    return (mixed % np.uint64(partitions)).astype(np.int64)
+    return (mix_keys(np.asarray(keys, dtype=np.uint64)) % np.uint64(partitions)).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from linkage.block import mix_keys
 from linkage.clk import (
     FilterHardening,
     Keys,
@@ -201,13 +202,6 @@ def salts_for(protocol: Protocol, rows: Sequence[Sequence[Value]]) -> list[str]:
         return [""] * len(rows)
     index = [spec.name for spec in protocol.fields].index(salt[0])
     return [_transform(row[index], salt[1]) or "" for row in rows]
-
-
-def _mix(values: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: spreads every input bit over the output (vectorised)."""
-    values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return values ^ (values >> np.uint64(31))
 
 
 class _TokenTable:
@@ -431,7 +425,7 @@ class RecordEncoder:
             for field_index, transform_index in rule_parts:
                 part = parts[field_index][:, transform_index]
                 present &= part != 0
-                key = _mix(key ^ part)
+                key = mix_keys(key ^ part)
             key[key == 0] = 1
             block[:, column] = np.where(present, key, np.uint64(0))
         return block
