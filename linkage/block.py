@@ -66,12 +66,22 @@ class BlockIndex:
             rule_order = present[np.argsort(column[present], kind="stable")]
             sorted_keys.append(column[rule_order])
             order.append(rule_order.astype(np.int64))
-            values_a, counts_a = np.unique(keys_a[:, rule][keys_a[:, rule] != 0], return_counts=True)
-            values_b, counts_b = np.unique(column[present], return_counts=True)
-            common, index_a, index_b = np.intersect1d(values_a, values_b, return_indices=True)
-            sizes = counts_a[index_a].astype(np.int64) * counts_b[index_b]
-            oversized.append(common[sizes > max_block_pairs])
+            common, pairs = _common_blocks(keys_a[:, rule], column)
+            oversized.append(common[pairs > max_block_pairs])
         return cls(tuple(sorted_keys), tuple(order), tuple(oversized), len(keys_b))
+
+
+def _common_blocks(column_a: np.ndarray, column_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero keys both parties hold on one rule, and how many pairs each one's block makes.
+
+    >>> common, pairs = _common_blocks(np.array([5, 5, 0, 7], np.uint64), np.array([5, 6, 5, 0], np.uint64))
+    >>> common.tolist(), pairs.tolist()
+    ([5], [4])
+    """
+    values_a, counts_a = np.unique(column_a[column_a != 0], return_counts=True)
+    values_b, counts_b = np.unique(column_b[column_b != 0], return_counts=True)
+    common, index_a, index_b = np.intersect1d(values_a, values_b, assume_unique=True, return_indices=True)
+    return common, counts_a[index_a].astype(np.int64) * counts_b[index_b]
 
 
 def candidate_pairs(keys_a: np.ndarray, start: int, index: BlockIndex) -> tuple[np.ndarray, np.ndarray]:
@@ -182,10 +192,8 @@ def shared_blocks(keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int) 
     """
     rows_a, rows_b, oversized = [], [], []
     for rule in range(keys_a.shape[1]):
-        values_a, counts_a = np.unique(keys_a[:, rule][keys_a[:, rule] != 0], return_counts=True)
-        values_b, counts_b = np.unique(keys_b[:, rule][keys_b[:, rule] != 0], return_counts=True)
-        common, index_a, index_b = np.intersect1d(values_a, values_b, assume_unique=True, return_indices=True)
-        too_big = counts_a[index_a].astype(np.int64) * counts_b[index_b] > max_block_pairs
+        common, pairs = _common_blocks(keys_a[:, rule], keys_b[:, rule])
+        too_big = pairs > max_block_pairs
         oversized.append(common[too_big])
         usable = common[~too_big]
         rows_a.append(np.flatnonzero(np.isin(keys_a[:, rule], usable)))
