@@ -102,7 +102,6 @@ class ScatteredTasks:
         self._client = client
         self._make_input = make_input
         self._losses = [0] * len(sizes)
-        self.scattered_bytes = 0
         threads = client.nthreads()
         load = [(0.0, address) for address in sorted(threads)]
         placement: dict[int, str] = {}
@@ -113,10 +112,9 @@ class ScatteredTasks:
         self._inputs: list[Future] = [self._scatter(number, placement[number]) for number in range(len(sizes))]
 
     def _scatter(self, number: int, worker: str | None = None) -> Future:
-        value = self._make_input(number)
-        self.scattered_bytes += _nbytes(value)
         # Scattered one at a time, so the coordinator never holds more than one cut input.
-        return self._client.scatter(Sealed(value), workers=[worker] if worker else None, hash=False)
+        sealed = Sealed(self._make_input(number))
+        return self._client.scatter(sealed, workers=[worker] if worker else None, hash=False)
 
     def run(
         self, work: Callable[..., Any], arguments: tuple[Any, ...], on_progress: Callable[[int, int], None] | None
@@ -165,14 +163,3 @@ class ScatteredTasks:
         """Release every scattered input from the cluster."""
         self._client.cancel(self._inputs)
         self._inputs = []
-
-
-def _nbytes(value: Any) -> int:
-    """Bytes of the arrays in a (nested) value, for placing inputs and for reporting."""
-    if hasattr(value, "nbytes"):
-        return int(value.nbytes)
-    if isinstance(value, list | tuple):
-        return sum(_nbytes(item) for item in value)
-    if hasattr(value, "__dataclass_fields__"):
-        return sum(_nbytes(getattr(value, name)) for name in value.__dataclass_fields__)
-    return 0
