@@ -56,6 +56,7 @@ from linkage.score import (
     features_for,
     fit_em_by_rule,
     fit_prior,
+    record_salts,
     same_salt_pairs,
     term_frequencies,
     value_fingerprints,
@@ -250,7 +251,7 @@ def _frequencies(state: State, comparisons: Sequence[Comparison]) -> list[list[n
     records: list[np.ndarray] = state["records"]
 
     def build() -> list[list[np.ndarray]]:
-        salts = [_features(state, party, comparisons).salts for party in range(len(records))]
+        salts = [record_salts(party, comparisons) for party in records]
         per_field = [
             term_frequencies(
                 [value_fingerprints(np.ascontiguousarray(party[c.field.name]).view(np.uint64)) for party in records],

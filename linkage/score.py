@@ -43,6 +43,7 @@ __all__ = [
     "fit_em",
     "fit_em_by_rule",
     "fit_prior",
+    "record_salts",
     "salt_keys",
     "term_frequencies",
     "tf_adjustments",
@@ -128,8 +129,8 @@ def salt_keys(hashes: np.ndarray, part: str) -> np.ndarray:
     Args:
         hashes: the salt field's keyed hashes: one column for a category; day, month and
             year for a date (0 where the value is missing).
-        part: ``"whole"``, or for a date ``"year"`` or ``"month_day"`` (as the encoder
-            cuts the salt from the value).
+        part: ``"whole"`` for a category; ``"year"`` or ``"month_day"`` for a date (as the
+            encoder cuts the salt from the value; the protocol allows no whole date).
 
     >>> int(salt_keys(np.array([[3, 7, 1984]], np.uint32), "year")[0])
     1984
@@ -142,11 +143,17 @@ def salt_keys(hashes: np.ndarray, part: str) -> np.ndarray:
     day, month, year = (hashes[:, i].astype(np.uint64) for i in range(3))
     if part == "year":
         return year
-    if part == "month_day":
-        # Unordered, as the encoder salts with the sorted day and month.
-        return (np.minimum(day, month) << np.uint64(32)) | np.maximum(day, month)
-    with np.errstate(over="ignore"):
-        return (year << np.uint64(32)) ^ (day * np.uint64(0x9E3779B1) + month)
+    # Unordered, as the encoder salts with the sorted day and month.
+    return (np.minimum(day, month) << np.uint64(32)) | np.maximum(day, month)
+
+
+def record_salts(records: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
+    """Each record's salt key (:func:`salt_keys`), read from its salt field alone; all 0 when unsalted."""
+    salt = next((c for c in comparisons if c.salt_part is not None), None)
+    if salt is None:
+        return np.zeros(len(records), dtype=np.uint64)
+    hashes = np.asarray(records[salt.field.name]).reshape(len(records), -1)
+    return salt_keys(hashes if hashes.shape[1] > 1 else hashes[:, 0], salt.salt_part)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -178,7 +185,6 @@ class PartyFeatures:
         count = len(records)
         filters, hashes, starts, hash_starts = [], [], [], []
         width = hash_width = 0
-        salts = np.zeros(count, dtype=np.uint64)
         for comparison in comparisons:
             column = np.ascontiguousarray(records[comparison.field.name])
             if comparison.dice_thresholds:
@@ -188,8 +194,6 @@ class PartyFeatures:
                 filters.append(words)
             else:
                 values = column.reshape(count, -1).astype(np.uint32)
-                if comparison.salt_part is not None:
-                    salts = salt_keys(values if values.shape[1] > 1 else values[:, 0], comparison.salt_part)
                 hash_starts.append(hash_width)
                 hash_width += values.shape[1]
                 hashes.append(values)
@@ -206,7 +210,7 @@ class PartyFeatures:
             popcounts=popcounts,
             hashes=np.concatenate(hashes, axis=1) if hashes else np.zeros((count, 0), dtype=np.uint32),
             hash_starts=tuple(hash_starts),
-            salts=salts,
+            salts=record_salts(records, comparisons),
         )
 
 
@@ -532,7 +536,8 @@ def term_frequencies(fingerprints: Sequence[np.ndarray], salts: Sequence[np.ndar
     [[0.5, 0.5], [1.0, 1.0]]
     """
     if salts is None:
-        salts = [np.zeros(len(party), dtype=np.uint64) for party in fingerprints]
+        total = sum(len(party) for party in fingerprints)
+        return [counts / total for counts in _counts_of(fingerprints)]
     with np.errstate(over="ignore"):
         values = [f ^ (s * np.uint64(0x9E3779B97F4A7C15)) for f, s in zip(fingerprints, salts, strict=True)]
     value_counts = _counts_of(values)
