@@ -162,18 +162,16 @@ def build_report(
         BudgetExceeded: the budget has less left than the report would spend; nothing is spent.
     """
     before = budget()
+    steps = len(spec.sections) + 1
     try:
         check_affordable(before, spec.cost)
-    except BudgetExceeded as exc:
-        raise BudgetExceeded(f"the report would spend {spec.cost}: {exc.message}") from exc
-    steps = len(spec.sections) + 1
-    for done, section in enumerate(spec.sections, start=1):  # every query is checked where it will run first
-        plan(section.query)
-        if on_progress:
-            on_progress(done, steps)
-    try:
+        for done, section in enumerate(spec.sections, start=1):  # every query is checked where it will run first
+            plan(section.query)
+            if on_progress:
+                on_progress(done, steps)
+        # The ledger checks again: another release may have come since the check above.
         answers = release([section.query for section in spec.sections], f"report {spec.title!r}")
-    except BudgetExceeded as exc:  # another release came after the check above
+    except BudgetExceeded as exc:
         raise BudgetExceeded(f"the report would spend {spec.cost}: {exc.message}") from exc
     if on_progress:
         on_progress(steps, steps)
