@@ -1,5 +1,6 @@
 """On a Dask cluster: the same encodings and entities as on the local process pool."""
 
+import contextlib
 import csv
 import dataclasses
 import os
@@ -85,31 +86,19 @@ def test_a_worker_killed_mid_job_is_survived(inputs, tmp_path, monkeypatch):
     protocol, outs = inputs
     expected = entities_bytes(link(protocol, load_inputs(protocol, outs)), tmp_path / "local.csv")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
-        with distributed.Client(local) as client:
-            pids = list(client.run(os.getpid).values())
-        progress: list[int] = []
-
-        def kill_when_started():
-            deadline = time.monotonic() + 60
-            while not progress and time.monotonic() < deadline:
-                time.sleep(0.01)
-            os.kill(pids[0], signal.SIGKILL)
-
-        killer = threading.Thread(target=kill_when_started)
-        killer.start()
         results = []
-        sent = scattered_during(
-            monkeypatch,
-            lambda: results.append(
-                link(
-                    protocol,
-                    load_inputs(protocol, outs),
-                    dask=local.scheduler_address,
-                    on_progress=lambda done, _total: progress.append(done),
-                )
-            ),
-        )
-        killer.join()
+        with killing_a_worker(local) as (progress, _):
+            sent = scattered_during(
+                monkeypatch,
+                lambda: results.append(
+                    link(
+                        protocol,
+                        load_inputs(protocol, outs),
+                        dask=local.scheduler_address,
+                        on_progress=lambda done, _total: progress.append(done),
+                    )
+                ),
+            )
     assert entities_bytes(results[0], tmp_path / "survived.csv") == expected
     # The killed worker's partitions died with it (scattered data cannot be recomputed): they were cut again.
     tasks = [(data.value.parties, data.value.partition) for data, _ in sent]
@@ -228,36 +217,49 @@ def test_a_worker_killed_mid_encode_is_survived(protocol, client_file, tmp_path,
     monkeypatch.setattr(linkage.agency, "CHUNK_ROWS", 100)
     expected = encode_csv(protocol, "msd", SECRET, client_file, tmp_path / "pool", workers=2, on_error="skip")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
-        with distributed.Client(local) as client:
-            pids = list(client.run(os.getpid).values())
-        progress: list[int] = []
-        killed_at: list[int] = []
-
-        def kill_when_started():
-            deadline = time.monotonic() + 60
-            while not progress and time.monotonic() < deadline:
-                time.sleep(0.01)
-            os.kill(pids[0], signal.SIGKILL)
-            killed_at.append(len(progress))
-
-        killer = threading.Thread(target=kill_when_started)
-        killer.start()
-        survived = encode_csv(
-            protocol,
-            "msd",
-            SECRET,
-            client_file,
-            tmp_path / "dask",
-            on_error="skip",
-            dask=local.scheduler_address,
-            on_progress=lambda done, _total: progress.append(done),
-        )
-        killer.join()
+        with killing_a_worker(local) as (progress, killed_at):
+            survived = encode_csv(
+                protocol,
+                "msd",
+                SECRET,
+                client_file,
+                tmp_path / "dask",
+                on_error="skip",
+                dask=local.scheduler_address,
+                on_progress=lambda done, _total: progress.append(done),
+            )
     assert killed_at[0] < len(progress) / 2  # the worker died with chunks (and their texts) still on it
     assert survived.records == expected.records
     dask_files, pool_files = canonical(tmp_path / "dask"), canonical(tmp_path / "pool")
     assert dask_files.pop("dask/encodings.pprl") == pool_files.pop("pool/encodings.pprl")
     assert dask_files == pool_files
+
+
+@contextlib.contextmanager
+def killing_a_worker(local):
+    """Kill one of the cluster's workers as soon as the job records progress.
+
+    Yields the list the job appends its progress to, and one that gets the progress
+    recorded when the worker was killed.
+    """
+    with distributed.Client(local) as client:
+        pid = next(iter(client.run(os.getpid).values()))
+    progress: list[int] = []
+    killed_at: list[int] = []
+
+    def kill_when_started():
+        deadline = time.monotonic() + 60
+        while not progress and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+        killed_at.append(len(progress))
+
+    killer = threading.Thread(target=kill_when_started)
+    killer.start()
+    try:
+        yield progress, killed_at
+    finally:
+        killer.join()
 
 
 def scattered_during(monkeypatch, run):
