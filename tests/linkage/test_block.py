@@ -10,6 +10,14 @@ from linkage.block import BlockIndex, candidate_pairs, partition_blocks, partiti
 keys = arrays(np.uint64, st.tuples(st.integers(0, 40), st.integers(1, 3)), elements=st.integers(0, 6))
 
 
+@st.composite
+def two_parties(draw):
+    """Two parties' block keys under the same rules, and a limit on a block's pairs."""
+    a = draw(keys)
+    b = draw(arrays(np.uint64, st.tuples(st.integers(0, 40), st.just(a.shape[1])), elements=st.integers(0, 6)))
+    return a, b, draw(st.integers(1, 50))
+
+
 def brute_force(a, b, limit):
     pairs = set()
     for rule in range(a.shape[1]):
@@ -25,11 +33,9 @@ def brute_force(a, b, limit):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.data())
-def test_candidates_are_exactly_the_pairs_sharing_a_block(data):
-    a = data.draw(keys)
-    b = data.draw(arrays(np.uint64, st.tuples(st.integers(0, 40), st.just(a.shape[1])), elements=st.integers(0, 6)))
-    limit = data.draw(st.integers(1, 50))
+@given(two_parties())
+def test_candidates_are_exactly_the_pairs_sharing_a_block(parties):
+    a, b, limit = parties
     index = BlockIndex.build(a, b, limit)
     found = set()
     # Slices of A give the same pairs as the whole.
@@ -46,13 +52,10 @@ def test_zero_keys_never_block():
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.data())
-def test_partitions_give_every_candidate_exactly_once(data):
+@given(two_parties(), st.integers(1, 5))
+def test_partitions_give_every_candidate_exactly_once(parties, partitions):
     """The union over partitions is candidate_pairs' output (oversized blocks skipped alike), no pair twice."""
-    a = data.draw(keys)
-    b = data.draw(arrays(np.uint64, st.tuples(st.integers(0, 40), st.just(a.shape[1])), elements=st.integers(0, 6)))
-    limit = data.draw(st.integers(1, 50))
-    partitions = data.draw(st.integers(1, 5))
+    a, b, limit = parties
     ia, ib = candidate_pairs(a, 0, BlockIndex.build(a, b, limit))
     expected = list(zip(ia.tolist(), ib.tolist(), strict=True))
     cut = partition_blocks(a, b, shared_blocks(a, b, limit), partitions)
