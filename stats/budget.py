@@ -180,9 +180,7 @@ class Budget:
     @classmethod
     def from_entries(cls, total: Loss, entries: Sequence[LedgerEntry]) -> Budget:
         """Add up the entries against the total."""
-        spent = Loss(total.measure, Fraction(0))
-        for entry in entries:
-            spent = spent + entry.loss
+        spent = sum((entry.loss for entry in entries), Loss(total.measure, Fraction(0)))
         return cls(total, spent, tuple(entries))
 
     @classmethod

@@ -560,9 +560,7 @@ def answer_queries(
     """
     if not specs:
         raise InputError("send at least one query")
-    total = specs[0].cost
-    for spec in specs[1:]:
-        total = total + spec.cost
+    total = sum((spec.cost for spec in specs[1:]), specs[0].cost)
     text = f"{label}: " + "; ".join(spec.text() for spec in specs)
     with spend(who, text, total) as receipt:
         prepared = [prepare(table, spec, protocol) for spec in specs]

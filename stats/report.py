@@ -62,10 +62,7 @@ class ReportSpec:
     @property
     def cost(self) -> Loss:
         """What the sections spend together (at most ``spend``)."""
-        total = Loss(self.spend.measure, Fraction(0))
-        for section in self.sections:
-            total = total + section.query.cost
-        return total
+        return sum((section.query.cost for section in self.sections), Loss(self.spend.measure, Fraction(0)))
 
 
 def _share(value: Any, where: str) -> Fraction:
