@@ -53,13 +53,17 @@ ATTACKS = ("frequency_clk", "frequency_fields", "pattern_mining", "graph_matchin
 _SALT = ("date_of_birth", "year")
 
 
+def _salt_of(protocol: Protocol) -> tuple[str, str] | None:
+    """The salt the options use: the year of the protocol's first date field, if it has one."""
+    return next(((f.name, "year") for f in protocol.fields if f.kind == "date"), None)
+
+
 def hardening_options(protocol: Protocol) -> dict[str, Hardening]:
     """The hardening options the check compares, by label (``none`` first).
 
     The salt is the year of a date field when the protocol has one.
     """
-    date_fields = [f.name for f in protocol.fields if f.kind == "date"]
-    salt = (date_fields[0], "year") if date_fields else None
+    salt = _salt_of(protocol)
     options = [
         Hardening(),
         Hardening(xor_fold=True),
@@ -346,10 +350,10 @@ def linkage_quality(
     actual, _ = true_pairs(read_truth(synth_dir / "truth.csv"), [p.id for p in protocol.parties])
     clusters = client_clusters(result, outs)
     overall = pairwise_scores(clusters, actual)
-    salt_field = next((f.name for f in protocol.fields if f.kind == "date"), None)
-    if salt_field is None:
+    salt = _salt_of(protocol)
+    if salt is None:
         return LinkageQuality(overall, overall)
-    salted = _records_with_value(protocol, synth_dir, salt_field)
+    salted = _records_with_value(protocol, synth_dir, salt[0])
     return LinkageQuality(
         overall,
         pairwise_scores(
