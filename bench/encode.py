@@ -30,7 +30,7 @@ import psutil
 
 from linkage.clk import load_clkhash_schema
 from linkage.encode import prepare_rows
-from linkage.protocol import load_protocol
+from linkage.protocol import Hardening, load_protocol, with_hardening
 from linkage.synth import synthesise_population
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,10 +89,9 @@ def main() -> None:
         secret_file.write_text(secret.hex())
         # clkhash hashes unhardened values: pprl is timed without hardening against it,
         # and with the protocol's hardening for what that costs.
-        variants = [("none", tmp / "plain.json")]
-        document = json.loads(PROTOCOL.read_text())
-        document["encoding"].pop("hardening", None)
-        variants[0][1].write_text(json.dumps(document))
+        plain = tmp / "plain.json"
+        plain.write_text(json.dumps(with_hardening(protocol, Hardening()).document))
+        variants = [("none", plain)]
         if protocol.hardening.active:
             variants.append((protocol.hardening.label, PROTOCOL))
         for size in (int(s) for s in args.sizes.split(",")):
