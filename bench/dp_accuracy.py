@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from linkage.engine import write_entities
-from linkage.evaluate import encode_and_link
+from linkage.evaluation.scores import encode_and_link
 from linkage.protocol import Protocol, load_protocol
+from linkage.token_files import write_entities
 from stats.dp import Prepared, condition_expr, prepare
 from stats.entities import read_entity_table
 from stats.query import parse_query
@@ -44,7 +44,7 @@ NOISELESS = "1000000"
 
 def build_table(protocol: Protocol, people: int, seed: int, folder: Path) -> pl.DataFrame:
     """Synthesise, encode and link; then the entity table as the statistics side builds it."""
-    from linkage.synth import synthesise_population
+    from linkage.evaluation.synth import synthesise_population
 
     synthesise_population(protocol, people, seed, folder / "data")
     result, _ = encode_and_link(protocol, SECRET, folder / "data", folder, workers=2)

@@ -28,10 +28,10 @@ from pathlib import Path
 import clkhash.clk
 import psutil
 
-from linkage.clk import load_clkhash_schema
-from linkage.encode import prepare_rows
+from linkage.agency.hashing import load_clkhash_schema
+from linkage.agency.records import prepare_rows
+from linkage.evaluation.synth import synthesise_population
 from linkage.protocol import Hardening, load_protocol, with_hardening
-from linkage.synth import synthesise_population
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "schemas" / "examples" / "social_services.json"

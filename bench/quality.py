@@ -35,11 +35,18 @@ from pathlib import Path
 
 import numpy as np
 
-from linkage.clk import load_clkhash_schema
-from linkage.encode import prepare_rows
-from linkage.evaluate import PairwiseScores, client_clusters, encode_and_link, pairwise_scores, read_truth, true_pairs
+from linkage.agency.hashing import load_clkhash_schema
+from linkage.agency.records import prepare_rows
+from linkage.evaluation.scores import (
+    PairwiseScores,
+    client_clusters,
+    encode_and_link,
+    pairwise_scores,
+    read_truth,
+    true_pairs,
+)
+from linkage.evaluation.synth import synthesise_population
 from linkage.protocol import Hardening, Protocol, load_protocol, with_hardening
-from linkage.synth import synthesise_population
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "schemas" / "examples" / "social_services.json"

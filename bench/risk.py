@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/risk.py [--people 20000] [--seed 7] [--sample 3000] [--overlap 1.0] [--workers 2]
 
-For every hardening option of `linkage.risk.hardening_options` (and the example
+For every hardening option of `linkage.agency.risk.hardening_options` (and the example
 protocol's own), encodes the first --sample records of the `msd` party of a `pprl synth`
 population and attacks them with a plaintext reference that covers --overlap of them
 (the records' own normalised identifiers: the worst case), then links the whole
@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linkage.protocol import load_protocol, with_hardening
-from linkage.risk import (
+from linkage.agency.risk import (
     ATTACKS,
     OptionRisk,
     attack_encodings,
@@ -37,7 +36,8 @@ from linkage.risk import (
     read_identifiers,
     recommend,
 )
-from linkage.synth import synthesise_population
+from linkage.evaluation.synth import synthesise_population
+from linkage.protocol import load_protocol, with_hardening
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "schemas" / "examples" / "social_services.json"

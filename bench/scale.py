@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 from memory_sampler import MemorySampler
 
-from linkage.agency import encode_csv
+from linkage.agency.encode import encode_csv
 from linkage.encodings import read_encodings
-from linkage.engine import link, load_inputs, write_entities
-from linkage.evaluate import blocking_scores, read_keymap, read_truth, record_people
+from linkage.evaluation.scores import blocking_scores, read_truth, record_people
+from linkage.evaluation.synth import synthesise_population
+from linkage.matching.engine import link, load_inputs
 from linkage.protocol import load_protocol
-from linkage.synth import synthesise_population
+from linkage.token_files import read_keymap, write_entities
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "schemas" / "examples" / "social_services.json"
@@ -65,7 +66,7 @@ class ScatteredBytes:
             return sum(ScatteredBytes.size(item) for item in value.values())
         if dataclasses.is_dataclass(value):
             return sum(ScatteredBytes.size(getattr(value, field.name)) for field in dataclasses.fields(value))
-        inner = getattr(value, "value", None)  # linkage.cluster.Sealed
+        inner = getattr(value, "value", None)  # linkage.dask_cluster.Sealed
         return ScatteredBytes.size(inner) if inner is not None else 0
 
     @contextmanager

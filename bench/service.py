@@ -28,10 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from linkage.agency import encode_csv, generate_secret, write_secret
-from linkage.client import ServiceClient
+from linkage.agency.encode import encode_csv
+from linkage.agency.secret import generate_secret, write_secret
+from linkage.evaluation.synth import synthesise_population
 from linkage.protocol import load_protocol
-from linkage.synth import synthesise_population
+from linkage.service.client import ServiceClient
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "schemas" / "examples" / "social_services.json"

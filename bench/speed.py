@@ -27,13 +27,16 @@ from pathlib import Path
 import numpy as np
 from memory_sampler import MemorySampler
 
-from linkage.agency import encode_csv
-from linkage.anon import clk_dataset, clk_dice_pairs
-from linkage.engine import _count_slice, _executor, _run_tasks, load_inputs, score_candidates, select_and_solve
-from linkage.evaluate import blocking_scores, read_keymap, read_truth, record_people
+from linkage.agency.encode import encode_csv
+from linkage.evaluation.scores import blocking_scores, read_truth, record_people
+from linkage.evaluation.synth import synthesise_population
+from linkage.matching.anonlink_bridge import clk_dataset, clk_dice_pairs
+from linkage.matching.compare import comparisons_for, features_for
+from linkage.matching.engine import load_inputs, score_candidates, select_and_solve
+from linkage.matching.model import choose_threshold
+from linkage.matching.tasks import count_slice, executor, run_tasks
 from linkage.protocol import load_protocol
-from linkage.score import choose_threshold, comparisons_for, features_for
-from linkage.synth import synthesise_population
+from linkage.token_files import read_keymap
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "schemas" / "examples" / "social_services.json"
@@ -63,8 +66,8 @@ def throughput(protocol, outs: list[Path], workers: int) -> None:
     started = time.perf_counter()
     comparisons = comparisons_for(protocol)
     features = features_for(comparisons, protocol.comparison_groups)
-    with _executor(scanning, encodings, workers) as (executor, setup, parallelism):
-        for _ in _run_tasks(encodings, _count_slice, (setup, comparisons, features), executor, parallelism, None):
+    with executor(scanning, encodings, workers) as (runner, setup, parallelism):
+        for _ in run_tasks(encodings, count_slice, (setup, comparisons, features), runner, parallelism, None):
             pass
     pprl_seconds = time.perf_counter() - started
     print(f"\nPart 1: all {pairs:,} pairs of {len(clks[0]):,} x {len(clks[1]):,} CLKs, Dice threshold 0.8")

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from linkage.agency import parse_secret
+from linkage.agency.secret import parse_secret
 from linkage.errors import PprlError, SecretError
 from linkage.protocol import Protocol, load_protocol
 

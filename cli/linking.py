@@ -9,22 +9,21 @@ import click
 import numpy as np
 
 from cli.common import progress, protocol_option
-from linkage.engine import link as link_encodings
-from linkage.engine import load_inputs, score_candidates, write_entities
 from linkage.errors import InputError
-from linkage.evaluate import (
+from linkage.evaluation.scores import (
     blocking_scores,
     cluster_scores,
     pairwise_scores,
-    read_entities,
-    read_keymap,
     read_truth,
     record_people,
     resolve_entities,
     threshold_curve,
     true_pairs,
 )
+from linkage.matching.engine import link as link_encodings
+from linkage.matching.engine import load_inputs, score_candidates
 from linkage.protocol import Protocol
+from linkage.token_files import read_entities, read_keymap, write_entities
 
 
 def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from cli.common import PprlGroup, progress, protocol_option, read_secret
-from linkage.agency import encode_csv, generate_secret, write_secret
+from linkage.agency.encode import encode_csv
+from linkage.agency.secret import generate_secret, write_secret
 from linkage.encodings import read_header
 from linkage.protocol import Protocol, load_protocol
 
@@ -78,7 +79,7 @@ def synth(protocol: Protocol, people: int, seed: int, out: Path, quiet: bool) ->
 
     Example: pprl synth --protocol schemas/examples/social_services.json --people 20000 --seed 7 --out data
     """
-    from linkage.synth import synthesise_population  # only this command needs the name lists
+    from linkage.evaluation.synth import synthesise_population
 
     with progress("synthesising", quiet=quiet) as on_progress:
         summary = synthesise_population(protocol, people, seed, out, on_progress=on_progress)

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli.service import read_token, token_file_option
-from linkage.client import ServiceClient
 from linkage.errors import InputError
 from linkage.protocol import Protocol, load_protocol
+from linkage.service.client import ServiceClient
 
 if TYPE_CHECKING:  # imported inside the commands: OpenDP and Polars are slow to import
     import polars as pl

@@ -17,9 +17,9 @@ import click
 from cli.common import progress
 from cli.query import choose_mode, local_study
 from cli.service import read_token, token_file_option
-from linkage.client import ServiceClient
 from linkage.errors import OutputExistsError
 from linkage.protocol import parse_protocol
+from linkage.service.client import ServiceClient
 
 
 @click.command("report")

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from cli.common import progress, protocol_option, read_secret
+from linkage.agency.risk import ATTACKS, RiskReport, assess_risk
 from linkage.protocol import Protocol
-from linkage.risk import ATTACKS, RiskReport, assess_risk
 
 
 def _as_json(report: RiskReport) -> str:

@@ -17,7 +17,9 @@ from typing import Any
 import click
 
 from cli.common import PprlGroup, progress
-from linkage.client import (
+from linkage.errors import SecretError
+from linkage.protocol import load_protocol
+from linkage.service.client import (
     RunStatus,
     ServiceClient,
     credential_files,
@@ -26,8 +28,6 @@ from linkage.client import (
     write_credentials,
     write_shared,
 )
-from linkage.errors import SecretError
-from linkage.protocol import load_protocol
 
 TOKEN_ENV = "PPRL_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 ADMIN_ENV = "PPRL_ADMIN_SECRET"  # noqa: S105 - the name of a variable, not a secret
@@ -142,7 +142,7 @@ def serve(
     """
     import uvicorn
 
-    from linkage.api.app import ServiceConfig, create_app, hash_admin_secret
+    from server.app import ServiceConfig, create_app, hash_admin_secret
 
     admin_hash = None
     if admin_secret_file is not None or os.environ.get(ADMIN_ENV):

@@ -20,8 +20,8 @@ from typing import Any
 import polars as pl
 
 from linkage.errors import InputError
-from linkage.evaluate import read_entities
 from linkage.protocol import AttributeSpec, Protocol
+from linkage.token_files import read_entities
 from stats.store import read_attributes
 
 __all__ = ["entity_table", "membership_patterns", "read_entity_table"]

@@ -1,1 +1,1 @@
-"""The statistics side's HTTP routes; ``linkage.api.app.create_app`` mounts them in the same process."""
+"""The statistics side's HTTP routes; ``server.app.create_app`` mounts them in the same process."""

@@ -7,8 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from linkage.api.deps import authorize, receive_body, record, require_content_type
-from linkage.api.uploads import UPLOAD_RESPONSES, UploadReceipt, binary_body
+from linkage.web import (
+    UPLOAD_RESPONSES,
+    UploadReceipt,
+    authorize,
+    binary_body,
+    receive_body,
+    record,
+    require_content_type,
+)
 from stats.api.deps import StatsCaller, StatsStoreDep
 
 router = APIRouter(tags=["uploads"])

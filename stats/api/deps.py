@@ -1,4 +1,4 @@
-"""The statistics side's caller: authenticated against the statistics store's own credentials."""
+"""The statistics routes' dependencies: the statistics store and callers authenticated against it."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
-from linkage.api.deps import ADMIN, Caller, bearer, check_admin
-from linkage.errors import Unauthorized
+from linkage.web import Caller, bearer, identify
 from stats.store import StatsStore
 
 __all__ = ["StatsCaller", "StatsStoreDep", "stats_caller", "stats_store"]
@@ -29,23 +28,7 @@ def stats_caller(
     Raises:
         Unauthorized: no credential, or one this server does not know.
     """
-    if credentials is None:
-        raise Unauthorized(
-            "no credential: send `Authorization: Bearer <token>` with the token `pprl project create` printed "
-            "(the CLI reads it from --token-file or $PPRL_TOKEN)"
-        )
-    if check_admin(request, credentials.credentials):
-        caller = Caller(ADMIN, None, None)
-    else:
-        found = stats_store(request).authenticate(credentials.credentials)
-        if found is None:
-            raise Unauthorized(
-                "this credential is not valid on this server; check --token-file points at the token printed "
-                "by `pprl project create` for this server"
-            )
-        caller = Caller(found.role, found.project_id, found.party)
-    request.state.caller = caller
-    return caller
+    return identify(request, credentials, stats_store(request).authenticate)
 
 
 StatsCaller = Annotated[Caller, Depends(stats_caller)]

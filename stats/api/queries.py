@@ -12,10 +12,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from linkage.api.deps import ADMIN, authorize, json_content, record
 from linkage.errors import InputError
+from linkage.web import ADMIN, authorize, json_content, record
+from stats.answering import QueryService
 from stats.api.deps import StatsCaller
-from stats.service import QueryService
 
 router = APIRouter(tags=["statistics"])
 

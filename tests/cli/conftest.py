@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from linkage.api.app import create_app
+from server.app import create_app
 from tests.linkage.api.conftest import ADMIN_SECRET, POSTGRES_URL, TestClient, build_agencies, make_factory
 
 SERVER = "http://pprl.test"
@@ -28,7 +28,7 @@ def service(request, tmp_path, monkeypatch):
     make, cleanup = make_factory(tmp_path, POSTGRES_URL if request.param == "postgres" else None)
     app = create_app(make())
     with TestClient(app):
-        monkeypatch.setattr("linkage.client.make_http", lambda url: TestClient(app, base_url=url))
+        monkeypatch.setattr("linkage.service.client.make_http", lambda url: TestClient(app, base_url=url))
         yield app
     cleanup()
 

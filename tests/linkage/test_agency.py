@@ -7,7 +7,8 @@ import stat
 import numpy as np
 import pytest
 
-from linkage.agency import encode_csv, parse_secret, write_secret
+from linkage.agency.encode import encode_csv
+from linkage.agency.secret import parse_secret, write_secret
 from linkage.encodings import read_encodings, read_header
 from linkage.errors import InputError, OutputExistsError, SecretError
 from tests.conftest import MSD_HEADER, SECRET, msd_row

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from linkage.block import BlockIndex, candidate_pairs, partition_blocks, partition_pairs, shared_blocks
+from linkage.matching.block import BlockIndex, candidate_pairs, partition_blocks, partition_pairs, shared_blocks
 
 keys = arrays(np.uint64, st.tuples(st.integers(0, 40), st.integers(1, 3)), elements=st.integers(0, 6))
 

@@ -7,8 +7,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkage.clk import clkhash_schema, derive_keys, load_clkhash_schema, secret_check
-from linkage.encode import RecordEncoder
+from linkage.agency.hashing import clkhash_schema, derive_keys, load_clkhash_schema, secret_check
+from linkage.agency.records import RecordEncoder
 from tests.conftest import SECRET
 
 names = st.one_of(

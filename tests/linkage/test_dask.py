@@ -13,16 +13,17 @@ import time
 import numpy as np
 import pytest
 
-import linkage.agency
-import linkage.cluster
-from linkage import engine
-from linkage.agency import _work_remote, encode_csv
-from linkage.clk import derive_keys
-from linkage.cluster import Sealed
+import linkage.agency.encode
+import linkage.dask_cluster
+from linkage.agency.encode import _work_remote, encode_csv
+from linkage.agency.hashing import derive_keys
+from linkage.dask_cluster import Sealed
 from linkage.encodings import read_encodings
-from linkage.engine import link, load_inputs, write_entities
 from linkage.errors import InputError
-from linkage.synth import synthesise_population
+from linkage.evaluation.synth import synthesise_population
+from linkage.matching import tasks
+from linkage.matching.engine import link, load_inputs
+from linkage.token_files import write_entities
 from tests.conftest import EXAMPLE_PROTOCOL, SECRET, msd_row
 from tests.linkage.test_engine import encoded_population, protocol_with_parties
 
@@ -79,7 +80,7 @@ def test_dask_workers_need_no_copy_of_the_inputs(cluster, inputs, tmp_path):
     half = total // 2  # two passes over the slices, each reported from 0 as its tasks complete
     assert [done for done, _ in progress] == list(range(half + 1)) + list(range(half, total + 1))
     with distributed.Client(cluster) as client:
-        assert list(client.run(lambda: len(engine._states)).values()) == [0, 0]
+        assert list(client.run(lambda: len(tasks._states)).values()) == [0, 0]
 
 
 def test_a_worker_killed_mid_job_is_survived(inputs, tmp_path, monkeypatch):
@@ -143,7 +144,7 @@ def client_file(protocol, tmp_path_factory):
 
 
 def test_encode_on_dask_writes_the_same_files_as_the_pool(cluster, protocol, client_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(linkage.agency, "CHUNK_ROWS", 400)  # several tasks from a small file
+    monkeypatch.setattr(linkage.agency.encode, "CHUNK_ROWS", 400)  # several tasks from a small file
     progress = []
     pooled = encode_csv(protocol, "msd", SECRET, client_file, tmp_path / "pool", workers=2, on_error="skip")
     on_dask = encode_csv(
@@ -205,7 +206,7 @@ def test_pprl_encode_dask_and_an_unreachable_scheduler(cluster, write_csv, tmp_p
     assert result.exit_code == 0, result.output
     assert "encoded 2 records for msd (0 rejected)" in result.output and SECRET.hex() not in result.output
     assert "inside your agency" in runner.invoke(main, ["encode", "--help"]).output
-    monkeypatch.setattr(linkage.cluster, "CONNECT_SECONDS", 1)
+    monkeypatch.setattr(linkage.dask_cluster, "CONNECT_SECONDS", 1)
     unreachable = runner.invoke(main, [*base, "--out", str(tmp_path / "no"), "--dask", "tcp://127.0.0.1:9"], env=env)
     assert unreachable.exit_code == 1
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in unreachable.output
@@ -214,7 +215,7 @@ def test_pprl_encode_dask_and_an_unreachable_scheduler(cluster, write_csv, tmp_p
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_encode_is_survived(protocol, client_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(linkage.agency, "CHUNK_ROWS", 100)
+    monkeypatch.setattr(linkage.agency.encode, "CHUNK_ROWS", 100)
     expected = encode_csv(protocol, "msd", SECRET, client_file, tmp_path / "pool", workers=2, on_error="skip")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
         with killing_a_worker(local) as (progress, killed_at):

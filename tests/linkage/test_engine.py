@@ -9,20 +9,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkage.agency import encode_csv
-from linkage.engine import _canonical_order, link, load_inputs, score_candidates, write_entities
-from linkage.evaluate import (
+from linkage.agency.encode import encode_csv
+from linkage.evaluation.scores import (
     blocking_scores,
     pairwise_scores,
-    read_entities,
-    read_keymap,
     read_truth,
     record_people,
     resolve_entities,
     true_pairs,
 )
+from linkage.evaluation.synth import synthesise_population
+from linkage.matching.engine import _canonical_order, link, load_inputs, score_candidates
 from linkage.protocol import parse_protocol
-from linkage.synth import synthesise_population
+from linkage.token_files import read_entities, read_keymap, write_entities
 from tests.conftest import EXAMPLE_PROTOCOL, SECRET
 
 

@@ -5,9 +5,9 @@ import struct
 
 import pytest
 
-from linkage.agency import encode_csv
-from linkage.engine import link, load_inputs
+from linkage.agency.encode import encode_csv
 from linkage.errors import InputError, MismatchError
+from linkage.matching.engine import link, load_inputs
 from linkage.protocol import load_protocol
 from tests.conftest import EXAMPLE_PROTOCOL, MSD_HEADER, SECRET, msd_row
 

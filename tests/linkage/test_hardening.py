@@ -8,13 +8,13 @@ import clkhash.schema
 import numpy as np
 import pytest
 
-from linkage.clk import apply_hardening, clkhash_schema, derive_keys, filter_hardening
-from linkage.encode import RecordEncoder
+from linkage.agency.hashing import apply_hardening, clkhash_schema, derive_keys, filter_hardening
+from linkage.agency.records import RecordEncoder
+from linkage.agency.risk import linkage_quality
 from linkage.errors import ProtocolError
+from linkage.evaluation.synth import synthesise_population
+from linkage.matching.compare import PartyFeatures, compare_pairs, comparisons_for
 from linkage.protocol import Hardening, parse_protocol, with_hardening
-from linkage.risk import linkage_quality
-from linkage.score import PartyFeatures, compare_pairs, comparisons_for
-from linkage.synth import synthesise_population
 from tests.conftest import EXAMPLE_PROTOCOL, SECRET
 
 SALT = ("date_of_birth", "year")

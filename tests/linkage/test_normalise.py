@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from linkage.normalise import (
+from linkage.agency.normalise import (
     NormaliseError,
     normalise_category,
     normalise_code,

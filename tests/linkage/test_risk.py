@@ -7,10 +7,10 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from linkage.attacks import frequency_attack, graph_matching_attack, identify
+from linkage.agency.attacks import frequency_attack, graph_matching_attack, identify
+from linkage.agency.risk import attack_encodings, build_reference, encode_values, read_identifiers, recommend
+from linkage.evaluation.synth import synthesise_population
 from linkage.protocol import Hardening, with_hardening
-from linkage.risk import attack_encodings, build_reference, encode_values, read_identifiers, recommend
-from linkage.synth import synthesise_population
 from tests.conftest import EXAMPLE_PROTOCOL, SECRET
 
 SALT = ("date_of_birth", "year")
@@ -95,8 +95,8 @@ def test_graph_matching_on_an_identical_graph():
 
 
 def test_recommend_keeps_quality_within_the_goal():
-    from linkage.attacks import AttackResult
-    from linkage.risk import OptionRisk
+    from linkage.agency.attacks import AttackResult
+    from linkage.agency.risk import OptionRisk
 
     def option(label, hardening, share, f1):
         return OptionRisk(label, hardening, {"a": AttackResult("a", share, share, share)}, f1)

@@ -1,16 +1,8 @@
 import numpy as np
 
+from linkage.matching.compare import Comparison, decode_patterns, encode_patterns, feature_levels, features_for
+from linkage.matching.model import choose_threshold, estimate_u, fit_em
 from linkage.protocol import FieldSpec
-from linkage.score import (
-    Comparison,
-    choose_threshold,
-    decode_patterns,
-    encode_patterns,
-    estimate_u,
-    feature_levels,
-    features_for,
-    fit_em,
-)
 
 
 def comparisons():
@@ -91,7 +83,7 @@ def test_per_rule_em_ignores_agreement_the_blocking_rule_forced():
     # Candidates blocked on field "a": namesakes (a agrees, b and c random) outnumber matches
     # ten to one. The session of that rule holds a out, so m of b and c comes from the pairs
     # that b and c separate, and is recovered.
-    from linkage.score import fit_em_by_rule
+    from linkage.matching.model import fit_em_by_rule
 
     rng = np.random.default_rng(7)
     true_m = [np.array([0.05, 0.95]), np.array([0.05, 0.15, 0.8]), np.array([0.1, 0.9])]

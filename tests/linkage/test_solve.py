@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkage.solve import solve_entities
+from linkage.matching.solve import solve_entities
 
 
 @st.composite

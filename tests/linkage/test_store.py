@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from linkage.engine import LinkResult
 from linkage.errors import Conflict, InputError, MismatchError, NotFound
-from linkage.solve import Entity
-from linkage.store import LinkageStore, hash_token, issue_credentials, new_project_id, open_engine, uploads
+from linkage.matching.engine import LinkResult
+from linkage.matching.solve import Entity
+from linkage.service.store import LinkageStore, hash_token, issue_credentials, new_project_id, open_engine, uploads
 from tests.linkage.api.conftest import build_agencies, build_foreign
 
 POSTGRES_URL = os.environ.get("PPRL_TEST_DATABASE_URL")

@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from linkage.errors import InputError, OutputExistsError
-from linkage.synth import synthesise_population
+from linkage.evaluation.synth import synthesise_population
 
 
 def rows(path):

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from linkage.agency import encode_csv
-from linkage.api.app import ServiceConfig, create_app, hash_admin_secret
+from linkage.agency.encode import encode_csv
+from linkage.evaluation.synth import synthesise_population
 from linkage.protocol import parse_protocol
-from linkage.store import LinkageStore
-from linkage.synth import synthesise_population
+from linkage.service.store import LinkageStore
+from server.app import ServiceConfig, create_app, hash_admin_secret
 from stats.store import StatsStore
 from tests.conftest import EXAMPLE_PROTOCOL, SECRET
 

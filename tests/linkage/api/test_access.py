@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from linkage.api.app import create_app
+from server.app import create_app
 from tests.conftest import EXAMPLE_PROTOCOL
 from tests.linkage.api.conftest import (
     ADMIN,

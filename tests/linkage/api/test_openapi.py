@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from linkage.api.app import create_app
+from server.app import create_app
 from tests.linkage.api.conftest import ADMIN, TestClient, bearer, create_project, make_factory
 
 with warnings.catch_warnings():

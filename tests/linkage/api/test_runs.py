@@ -1,7 +1,7 @@
 """Runs: started only when every party uploaded, never two at once, never lost across restarts."""
 
-from linkage.api.app import create_app
-from linkage.store import MAX_RUN_ATTEMPTS
+from linkage.service.store import MAX_RUN_ATTEMPTS
+from server.app import create_app
 from tests.linkage.api.conftest import (
     ADMIN,
     TestClient,

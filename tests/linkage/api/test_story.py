@@ -3,7 +3,7 @@
 import re
 from collections import defaultdict
 
-from linkage.api.app import create_app
+from server.app import create_app
 from tests.linkage.api.conftest import (
     ADMIN,
     PARTIES,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from linkage.api.app import create_app
+from server.app import create_app
 from tests.conftest import EXAMPLE_PROTOCOL
 from tests.linkage.api.conftest import (
     ADMIN,

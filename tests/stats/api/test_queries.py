@@ -3,7 +3,7 @@
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from linkage.api.app import create_app
+from server.app import create_app
 from tests.linkage.api.conftest import ADMIN, TestClient, bearer, create_project, upload_all, wait_for_run
 
 

@@ -42,7 +42,6 @@ from linkage.protocol import FieldSpec, Hardening, Protocol
 __all__ = [
     "FilterHardening",
     "Keys",
-    "MIN_SECRET_BYTES",
     "clkhash_schema",
     "apply_hardening",
     "derive_keys",
@@ -54,7 +53,6 @@ __all__ = [
     "token_positions",
 ]
 
-MIN_SECRET_BYTES = 32
 _CLK_INFO = b"pprl/v1/clk"
 _KEY_SIZE = 64  # the largest key BLAKE2b takes, and clkhash's default
 

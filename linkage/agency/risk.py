@@ -2,7 +2,7 @@
 
 For each hardening option the agency's own records are encoded as the linkage service
 would receive them, then attacked as an honest-but-curious linkage unit with a plaintext
-reference list could attack them (:mod:`linkage.attacks`). Next to the share of records
+reference list could attack them (:mod:`linkage.agency.attacks`). Next to the share of records
 re-identified, the linkage quality the option gives is measured on synthetic data, so
 that the choice between privacy and quality is made on numbers.
 """
@@ -18,19 +18,26 @@ from pathlib import Path
 
 import numpy as np
 
-from linkage.attacks import (
+from linkage.agency.attacks import (
     AttackResult,
     frequency_attack,
     graph_matching_attack,
     pattern_mining_attack,
     random_secret,
 )
-from linkage.clk import derive_keys, salted, tokenize
-from linkage.encode import RecordEncoder, Value, prepare_rows, salts_for
+from linkage.agency.hashing import derive_keys, salted, tokenize
+from linkage.agency.records import RecordEncoder, Value, prepare_rows, salts_for
 from linkage.errors import InputError
-from linkage.evaluate import PairwiseScores, client_clusters, encode_and_link, pairwise_scores, read_truth, true_pairs
+from linkage.evaluation.scores import (
+    PairwiseScores,
+    client_clusters,
+    encode_and_link,
+    pairwise_scores,
+    read_truth,
+    true_pairs,
+)
+from linkage.evaluation.synth import synthesise_population
 from linkage.protocol import STRING_KINDS, Hardening, Protocol, with_hardening
-from linkage.synth import synthesise_population
 
 __all__ = [
     "ATTACKS",
@@ -341,7 +348,7 @@ def linkage_quality(
     Args:
         protocol: the protocol, with the hardening to measure.
         secret: the shared secret to encode with.
-        synth_dir: a folder written by :func:`linkage.synth.synthesise_population` for
+        synth_dir: a folder written by :func:`linkage.evaluation.synth.synthesise_population` for
             this protocol's parties (``<party>.csv`` and ``truth.csv``).
         work_dir: an empty folder for the encodings.
         workers: processes for encoding and linking.
@@ -430,7 +437,7 @@ def recommend(
         records_with_salt: weigh F1 among the records with a salt value only
             (:attr:`OptionRisk.f1_with_salt`), leaving out what salting must lose.
 
-    >>> from linkage.attacks import AttackResult
+    >>> from linkage.agency.attacks import AttackResult
     >>> none = OptionRisk("none", Hardening(), {"a": AttackResult("a", 0.9, 1, 1)}, 0.99, 0.99)
     >>> salt = OptionRisk("salt", Hardening(salt=("d", "year")), {"a": AttackResult("a", 0.0, 0, 0)}, 0.98, 0.988)
     >>> recommend([none, salt]), recommend([none, salt], records_with_salt=True)

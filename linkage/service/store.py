@@ -46,8 +46,8 @@ from sqlalchemy.exc import IntegrityError
 
 from linkage.database import ANALYST, Database, hash_token, now, open_engine, project_tables
 from linkage.encodings import EncodingsHeader, read_encodings, read_header, record_layout
-from linkage.engine import LinkResult
 from linkage.errors import Conflict, InputError, MismatchError, NotFound, PprlError, ProtocolError
+from linkage.matching.engine import LinkResult
 from linkage.protocol import Protocol, parse_protocol
 
 __all__ = [

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from linkage.block import mix_keys
-from linkage.clk import (
+from linkage.agency.hashing import (
     FilterHardening,
     Keys,
     apply_hardening,
@@ -26,8 +25,7 @@ from linkage.clk import (
     token_positions,
     tokenize,
 )
-from linkage.encodings import record_layout
-from linkage.normalise import (
+from linkage.agency.normalise import (
     NormaliseError,
     normalise_category,
     normalise_code,
@@ -35,6 +33,8 @@ from linkage.normalise import (
     normalise_text,
     soundex,
 )
+from linkage.encodings import record_layout
+from linkage.matching.block import mix_keys
 from linkage.protocol import STRING_KINDS, AttributeSpec, FieldSpec, Protocol
 
 __all__ = ["PreparedRows", "RecordEncoder", "RowProblem", "prepare_rows", "salts_for"]

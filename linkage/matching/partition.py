@@ -1,7 +1,7 @@
 """Candidate generation and scoring on Dask as a distributed hash join on block keys.
 
 For each pair of parties the coordinator cuts the block-key space into partitions
-(:func:`linkage.block.partition_blocks`) and scatters each partition task's records to
+(:func:`linkage.matching.block.partition_blocks`) and scatters each partition task's records to
 one worker, never to all of them: a worker holds only the partitions it works on, and a
 record travels once to each partition holding one of its usable blocks. Every candidate
 pair comes out of exactly one partition, so the counts, scores and entities are those of
@@ -17,19 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from linkage.block import partition_blocks, partition_pairs, shared_blocks
-from linkage.cluster import ScatteredTasks, Sealed
+from linkage.dask_cluster import ScatteredTasks, Sealed
 from linkage.encodings import Encodings
-from linkage.passes import pattern_counts, weigh_pairs
-from linkage.score import (
-    Comparison,
-    Feature,
-    FellegiSunterModel,
-    PartyFeatures,
-    compare_pairs,
-    encode_patterns,
-    feature_levels,
-)
+from linkage.matching.block import partition_blocks, partition_pairs, shared_blocks
+from linkage.matching.compare import Comparison, Feature, PartyFeatures, compare_pairs, encode_patterns, feature_levels
+from linkage.matching.model import FellegiSunterModel
+from linkage.matching.passes import pattern_counts, weigh_pairs
 
 __all__ = ["PARTITION_RECORDS", "PartitionInputs", "PartitionTasks", "partition_count", "partition_tasks"]
 
@@ -77,7 +70,7 @@ def _partition_levels(
 def count_partition(
     sealed: Sealed[PartitionInputs], comparisons: Sequence[Comparison], features: Sequence[Feature]
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """Pass 1 on Dask: what :func:`linkage.engine._count_slice` counts, for the candidates of one block partition."""
+    """Pass 1 on Dask: what :func:`linkage.matching.tasks.count_slice` counts, for one block partition."""
     keys, local_a, local_b, levels = _partition_levels(sealed.value, comparisons)
     patterns = encode_patterns(feature_levels(levels, features), features)
     return pattern_counts(patterns, keys[0][local_a], keys[1][local_b])
@@ -89,7 +82,7 @@ def score_partition(
     features: Sequence[Feature],
     scoring: tuple[FellegiSunterModel, dict[tuple[int, int], float], float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pass 2 on Dask: :func:`linkage.engine._score_slice` for one block partition (indices in the parties)."""
+    """Pass 2 on Dask: :func:`linkage.matching.tasks.score_slice` for one block partition (indices in the parties)."""
     inputs = sealed.value
     _, local_a, local_b, levels = _partition_levels(inputs, comparisons)
     frequencies = ([f[local_a] for f in inputs.frequencies[0]], [f[local_b] for f in inputs.frequencies[1]])
@@ -123,7 +116,7 @@ class PartitionTasks:
     def run(
         self, stage: str, arguments: tuple[Any, ...], on_progress: ProgressCallback | None
     ) -> Iterator[tuple[tuple[int, int], Any]]:
-        """One pass over every partition (a :data:`linkage.engine.PassRunner`), results as tasks complete."""
+        """One pass over every partition (a :data:`linkage.matching.engine.PassRunner`), results as tasks complete."""
         work = count_partition if stage == "count" else score_partition
         for number, result in self.scattered.run(work, arguments, on_progress):
             yield self.tasks[number][:2], result

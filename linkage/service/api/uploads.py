@@ -5,38 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from linkage.api.deps import LinkageCaller, Store, authorize, receive_body, record, require_content_type
+from linkage.service.api.deps import LinkageCaller, Store
+from linkage.web import (
+    UPLOAD_RESPONSES,
+    UploadReceipt,
+    authorize,
+    binary_body,
+    receive_body,
+    record,
+    require_content_type,
+)
 
 router = APIRouter(tags=["uploads"])
-
-UPLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"description": "The same content was already stored (unchanged), or it was replaced."},
-    201: {"description": "Stored."},
-}
-
-
-class UploadReceipt(BaseModel):
-    """What an upload did."""
-
-    kind: str = Field(description="encodings or attributes")
-    party: str
-    status: str = Field(description="created, unchanged or replaced")
-    record_count: int
-    sha256: str = Field(description="SHA-256 of the body as stored")
-
-
-def binary_body(media_type: str, description: str) -> dict[str, object]:
-    """OpenAPI for a raw request body of this media type."""
-    return {
-        "requestBody": {
-            "required": True,
-            "description": description,
-            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
-        }
-    }
 
 
 @router.put(

@@ -1,6 +1,6 @@
-"""What runs on the agency's machine: the shared secret, and encoding a client file.
+"""Encode a client file on the agency's machine, into the files each side receives.
 
-:func:`encode_csv` streams a client CSV through :mod:`linkage.encode` on a process pool
+:func:`encode_csv` streams a client CSV through :mod:`linkage.agency.records` on a process pool
 and writes, into a temporary folder renamed only when complete:
 
 * ``encodings.pprl``: tokens and encodings, for the linkage service;
@@ -33,75 +33,22 @@ from typing import IO, Any
 
 import numpy as np
 
-from linkage.clk import MIN_SECRET_BYTES, Keys, derive_keys, secret_check
-from linkage.cluster import Sealed, connect, parallelism
-from linkage.encode import RecordEncoder, RowProblem, prepare_rows
+from linkage.agency.hashing import Keys, derive_keys, secret_check
+from linkage.agency.records import RecordEncoder, RowProblem, prepare_rows
+from linkage.dask_cluster import Sealed, connect, parallelism
 from linkage.encodings import ENCODINGS_FILE, EncodingsWriter, read_encodings
-from linkage.errors import InputError, OutputExistsError, SecretError, ServiceError
+from linkage.errors import InputError, OutputExistsError, ServiceError
 from linkage.protocol import Protocol
 
 __all__ = [
     "EncodeSummary",
     "encode_csv",
-    "generate_secret",
-    "parse_secret",
-    "write_secret",
 ]
 
-SECRET_BYTES = 32
 CHUNK_ROWS = 4000
 MAX_LISTED_PROBLEMS = 50
 LOST_CHUNK_RETRIES = 3
 ProgressCallback = Callable[[int, int], None]
-
-
-def generate_secret() -> bytes:
-    """A fresh 256-bit secret from the operating system's CSPRNG."""
-    return secrets.token_bytes(SECRET_BYTES)
-
-
-def write_secret(path: Path, secret: bytes) -> None:
-    """Write a secret as hex to a new file readable by its owner only (mode 0600).
-
-    Raises:
-        OutputExistsError: the file exists; a secret is never overwritten.
-    """
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as exc:
-        raise OutputExistsError(
-            f"{path} already exists; a secret is never overwritten. Choose another path, or "
-            "delete the old secret only if no encodings made with it are still needed",
-            path=str(path),
-        ) from exc
-    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-        handle.write(secret.hex() + "\n")
-
-
-def parse_secret(text: str, source: str) -> bytes:
-    """Parse a secret written by ``pprl keygen`` (hex).
-
-    Args:
-        text: the file's or variable's content.
-        source: where it came from, for messages (never the secret itself).
-
-    Raises:
-        SecretError: not hex, or shorter than 256 bits.
-
-    >>> len(parse_secret("ab" * 32, "test"))
-    32
-    """
-    stripped = text.strip()
-    try:
-        secret = bytes.fromhex(stripped)
-    except ValueError as exc:
-        raise SecretError(f"{source}: the secret is not hexadecimal; use the file `pprl keygen` wrote") from exc
-    if len(secret) < MIN_SECRET_BYTES:
-        raise SecretError(
-            f"{source}: the secret has {len(secret) * 8} bits, fewer than {MIN_SECRET_BYTES * 8}; "
-            "make one with `pprl keygen --out FILE` and share it with the other agencies"
-        )
-    return secret
 
 
 @dataclass(frozen=True)

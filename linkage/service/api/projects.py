@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from linkage.api.deps import ADMIN, LinkageCaller, Store, authorize, json_content, record
 from linkage.protocol import parse_protocol
-from linkage.store import hash_token, issue_credentials, new_project_id
-from stats.store import StatsStore
+from linkage.service.api.deps import LinkageCaller, Store
+from linkage.service.statistics_side import StatisticsSide
+from linkage.service.store import hash_token, issue_credentials, new_project_id
+from linkage.web import ADMIN, authorize, json_content, record
 
 router = APIRouter(tags=["projects"])
 
@@ -65,7 +66,7 @@ class Me(BaseModel):
     party: str | None
 
 
-def _info(store: Store, stats: StatsStore, project_id: str) -> ProjectInfo:
+def _info(store: Store, stats: StatisticsSide, project_id: str) -> ProjectInfo:
     project = store.project(project_id)
     protocol = store.protocol(project_id)
     encodings = store.uploads(project_id)
@@ -97,7 +98,7 @@ def create_project(request: Request, body: ProjectCreate, caller: LinkageCaller,
     project_id = new_project_id()
     tokens = issue_credentials(protocol)
     hashes = {key: hash_token(token) for key, token in tokens.items()}
-    stats: StatsStore = request.app.state.stats_store
+    stats: StatisticsSide = request.app.state.statistics_side
     # The statistics side first: if the linkage side then fails, the orphan there has no
     # usable credential (nobody ever saw the tokens) and no effect.
     stats.register_project(project_id, protocol, hashes)
@@ -110,7 +111,7 @@ def create_project(request: Request, body: ProjectCreate, caller: LinkageCaller,
 def list_projects(request: Request, caller: LinkageCaller, store: Store) -> ProjectList:
     """Every project (administrator only)."""
     authorize(caller, None, (ADMIN,), "list projects")
-    stats: StatsStore = request.app.state.stats_store
+    stats: StatisticsSide = request.app.state.statistics_side
     return ProjectList(projects=[_info(store, stats, project.id) for project in store.projects()])
 
 
@@ -118,7 +119,7 @@ def list_projects(request: Request, caller: LinkageCaller, store: Store) -> Proj
 def read_project(request: Request, project_id: str, caller: LinkageCaller, store: Store) -> ProjectInfo:
     """A project's protocol fingerprint and which parties have uploaded."""
     authorize(caller, project_id, (ADMIN, "party", "analyst"), "read this project")
-    return _info(store, request.app.state.stats_store, project_id)
+    return _info(store, request.app.state.statistics_side, project_id)
 
 
 @router.get("/me", name="me")

@@ -1,8 +1,10 @@
-"""The linkage service: ``create_app(config)`` builds the FastAPI app ``pprl serve`` runs.
+"""The app `pprl serve` runs: the linkage side and the statistics side in one process.
 
 One process serves both sides (the embedded default) but keeps them apart: the linkage
-routes use the linkage store only, the attribute route (``stats.api``) the statistics
-store only. Errors are JSON ``{"code": ..., "message": ...}`` with the status of the
+routes use the linkage store only, the statistics routes (``stats.api``) the statistics
+store only; the linkage side reaches the statistics store only through
+:class:`~linkage.service.statistics_side.StatisticsSide`. Errors are JSON
+``{"code": ..., "message": ...}`` with the status of the
 :class:`~linkage.errors.PprlError` subclass raised.
 """
 
@@ -26,13 +28,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from linkage.api import audit, projects, results, runs, uploads
-from linkage.api.deps import record
-from linkage.api.worker import RunWorker, recover
 from linkage.errors import Forbidden, PayloadTooLarge, PprlError, SecretError, Unauthorized
-from linkage.store import LinkageStore
+from linkage.service.api import audit, projects, results, runs, uploads
+from linkage.service.store import LinkageStore
+from linkage.service.worker import RunWorker, recover
+from linkage.web import record
+from stats.answering import QueryService
 from stats.api import attributes, queries
-from stats.service import QueryService
 from stats.store import StatsStore
 
 __all__ = ["ErrorBody", "ServiceConfig", "create_app", "hash_admin_secret"]
@@ -305,6 +307,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.config = config
     app.state.linkage_store = store
     app.state.stats_store = stats
+    app.state.statistics_side = stats
     app.state.query_service = QueryService(stats)
     app.state.worker = worker
     app.state.audit = store.append_audit

@@ -13,10 +13,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-from linkage.engine import link, load_inputs
 from linkage.errors import PprlError
-from linkage.store import LinkageStore, RunRecord
-from stats.store import StatsStore
+from linkage.matching.engine import link, load_inputs
+from linkage.service.statistics_side import StatisticsSide
+from linkage.service.store import LinkageStore, RunRecord
 
 __all__ = ["RunWorker", "recover", "sync_mappings"]
 
@@ -25,7 +25,7 @@ AuditFunction = Callable[[str, str, str | None, str, str], None]
 SERVICE_ACTOR = "service"
 
 
-def sync_mappings(store: LinkageStore, stats: StatsStore) -> list[str]:
+def sync_mappings(store: LinkageStore, stats: StatisticsSide) -> list[str]:
     """Copy each project's latest done entity mapping to the statistics store where it lags.
 
     Returns:
@@ -40,7 +40,7 @@ def sync_mappings(store: LinkageStore, stats: StatsStore) -> list[str]:
     return copied
 
 
-def recover(store: LinkageStore, stats: StatsStore, audit: AuditFunction) -> None:
+def recover(store: LinkageStore, stats: StatisticsSide, audit: AuditFunction) -> None:
     """Bring both stores to a consistent state after a start or a crash.
 
     Removes half-received bodies and unreferenced blobs, queues again the runs a stopped
@@ -73,7 +73,7 @@ class RunWorker:
     def __init__(
         self,
         store: LinkageStore,
-        stats: StatsStore,
+        stats: StatisticsSide,
         audit: AuditFunction,
         *,
         workers: int = 1,

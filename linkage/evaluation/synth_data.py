@@ -1,4 +1,4 @@
-"""Name, street and place lists for :mod:`linkage.synth` (invented people, real-looking NZ data).
+"""Name, street and place lists for :mod:`linkage.evaluation.synth` (invented people, real-looking NZ data).
 
 Weights are relative frequencies; they follow a Zipf-like fall-off within each list.
 """

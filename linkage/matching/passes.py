@@ -1,8 +1,8 @@
 """What a task of either pass computes from its candidate pairs, on the pool or on Dask.
 
 Pass 1 counts the pairs' patterns of agreement levels (all the EM needs); pass 2 weighs
-the pairs under the fitted model. Slice tasks (:mod:`linkage.engine`) and block-partition
-tasks (:mod:`linkage.partition`) share these, so both give the same numbers.
+the pairs under the fitted model. Slice tasks (:mod:`linkage.matching.engine`) and block-partition
+tasks (:mod:`linkage.matching.partition`) share these, so both give the same numbers.
 """
 
 from __future__ import annotations
@@ -11,15 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from linkage.score import (
-    Comparison,
-    Feature,
-    FellegiSunterModel,
-    decode_patterns,
-    encode_patterns,
-    feature_levels,
-    tf_adjustments,
-)
+from linkage.matching.compare import Comparison, Feature, decode_patterns, encode_patterns, feature_levels
+from linkage.matching.model import FellegiSunterModel, tf_adjustments
 
 __all__ = ["count_patterns", "pattern_counts", "weigh_pairs"]
 

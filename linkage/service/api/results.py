@@ -14,10 +14,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from linkage.api.deps import LinkageCaller, Store, authorize, json_content, record
 from linkage.errors import Conflict, Forbidden
-from linkage.store import LinkageStore, RunRecord, SharedRecord
-from stats.store import StatsStore
+from linkage.service.api.deps import LinkageCaller, Store
+from linkage.service.statistics_side import StatisticsSide
+from linkage.service.store import LinkageStore, RunRecord, SharedRecord
+from linkage.web import authorize, json_content, record
 
 router = APIRouter(tags=["results"])
 
@@ -111,7 +112,7 @@ def download_results(request: Request, project_id: str, caller: LinkageCaller, s
     run = _latest(store, project_id)
     shared = store.shared_records(run.id, caller.party)
     keys = {(caller.party, item.token) for item in shared} | {other for item in shared for other in item.others}
-    stats: StatsStore = request.app.state.stats_store
+    stats: StatisticsSide = request.app.state.statistics_side
     records = release(shared, caller.party, stats.consent(project_id, keys))
     record(request, caller, project_id, "ok", f"run {run.id}: {len(records)} records released")
     return _results(store, project_id, run, caller.party, records)

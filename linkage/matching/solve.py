@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linkage.anon import greedy_groups
+from linkage.matching.anonlink_bridge import greedy_groups
 
 __all__ = ["Entity", "MERGE_SHARE", "solve_entities"]
 

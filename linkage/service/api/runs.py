@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import BaseModel, Field
 
-from linkage.api.deps import ADMIN, LinkageCaller, Store, authorize, record
-from linkage.store import RunRecord
+from linkage.service.api.deps import LinkageCaller, Store
+from linkage.service.store import RunRecord
+from linkage.web import ADMIN, authorize, record
 
 router = APIRouter(tags=["runs"])
 

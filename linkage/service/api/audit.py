@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from linkage.api.deps import ADMIN, LinkageCaller, Store, authorize, record
+from linkage.service.api.deps import LinkageCaller, Store
+from linkage.web import ADMIN, authorize, record
 
 router = APIRouter(tags=["audit"])
 

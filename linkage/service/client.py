@@ -35,7 +35,7 @@ from linkage.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from linkage.evaluate import read_keymap
+from linkage.token_files import read_keymap
 
 __all__ = [
     "ATTRIBUTES_FILE",

@@ -8,7 +8,6 @@ completeness) and how much of the full comparison space it avoided (reduction ra
 
 from __future__ import annotations
 
-import csv
 import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,14 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from linkage.agency import encode_csv
-from linkage.anon import clk_dataset, clk_dice_pairs
-from linkage.block import BlockIndex, candidate_pairs, sorted_unique, split_codes
+from linkage.agency.encode import encode_csv
 from linkage.encodings import Encodings
-from linkage.engine import LinkResult, link, load_inputs
 from linkage.errors import InputError
+from linkage.matching.anonlink_bridge import clk_dataset, clk_dice_pairs
+from linkage.matching.block import BlockIndex, candidate_pairs, sorted_unique, split_codes
+from linkage.matching.engine import LinkResult, link, load_inputs
+from linkage.matching.solve import solve_entities
 from linkage.protocol import Protocol
-from linkage.solve import solve_entities
+from linkage.token_files import read_keymap, read_rows
 
 __all__ = [
     "BlockingScores",
@@ -33,8 +33,6 @@ __all__ = [
     "blocking_scores",
     "cluster_scores",
     "pairwise_scores",
-    "read_entities",
-    "read_keymap",
     "read_truth",
     "threshold_curve",
     "true_pairs",
@@ -84,42 +82,9 @@ class BlockingScores:
     reduction_ratio: float
 
 
-def _read_csv(path: Path, columns: Sequence[str]) -> Iterable[list[str]]:
-    try:
-        handle = path.open(encoding="utf-8-sig", newline="")
-    except FileNotFoundError as exc:
-        raise InputError(f"{path}: no such file", path=str(path)) from exc
-    with handle:
-        reader = csv.reader(handle)
-        header = next(reader, [])
-        if [h.strip() for h in header] != list(columns):
-            raise InputError(
-                f"{path} line 1: expected the header {','.join(columns)}; pass the file pprl wrote",
-                path=str(path),
-                line=1,
-            )
-        for row in reader:
-            if len(row) != len(columns):
-                raise InputError(f"{path} line {reader.line_num}: expected {len(columns)} columns", path=str(path))
-            yield row
-
-
 def read_truth(path: Path) -> dict[Record, str]:
     """``party,client_id,person_id`` rows as {(party, client id): person id}."""
-    return {(party, client): person for party, client, person in _read_csv(path, ("party", "client_id", "person_id"))}
-
-
-def read_keymap(path: Path) -> dict[str, str]:
-    """A party's ``token,client_id`` key map as {token: client id}."""
-    return dict(_read_csv(path, ("token", "client_id")))  # type: ignore[arg-type]
-
-
-def read_entities(path: Path) -> dict[str, list[tuple[str, str]]]:
-    """``entity_id,party,token`` rows as {entity id: [(party, token), ...]}."""
-    entities: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for entity, party, token in _read_csv(path, ("entity_id", "party", "token")):
-        entities[entity].append((party, token))
-    return dict(entities)
+    return {(party, client): person for party, client, person in read_rows(path, ("party", "client_id", "person_id"))}
 
 
 def _pairs_of(group: Sequence[Record]) -> Iterable[tuple[Record, Record]]:

@@ -1,8 +1,10 @@
-"""What the linkage routes share: the caller, access checks, the audit log, receiving bodies.
+"""What the HTTP routes of both sides share: callers, access checks, the audit log, bodies.
 
 Every endpoint needs a credential: the server's admin secret, or a token scoped to one
-project and one role (a party, or the analysts). A route authenticates with
-:func:`linkage_caller`, then states who may call it with :func:`authorize`.
+project and one role (a party, or the analysts). A route authenticates with its side's
+caller dependency (built on :func:`identify`), then states who may call it with
+:func:`authorize`. The linkage side's routes live in :mod:`linkage.service.api`, the
+statistics side's in :mod:`stats.api`; the app that serves both is :mod:`server.app`.
 """
 
 from __future__ import annotations
@@ -12,26 +14,27 @@ import hmac
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Protocol
 
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from linkage.errors import Forbidden, Unauthorized, UnsupportedMediaType
-from linkage.store import LinkageStore
 
 __all__ = [
     "ADMIN",
+    "UPLOAD_RESPONSES",
     "Caller",
-    "LinkageCaller",
-    "Store",
+    "Credential",
+    "UploadReceipt",
     "authorize",
     "bearer",
+    "binary_body",
     "check_admin",
+    "identify",
     "json_content",
-    "linkage_caller",
-    "linkage_store",
     "receive_body",
     "record",
     "require_content_type",
@@ -39,6 +42,7 @@ __all__ = [
 
 ADMIN = "admin"
 ROLE_WORDS = {ADMIN: "the administrator", "party": "a party", "analyst": "an analyst"}
+
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -71,50 +75,49 @@ def check_admin(request: Request, token: str) -> bool:
     return hmac.compare_digest(hashlib.sha256(token.encode("utf-8")).hexdigest(), expected)
 
 
-def _no_credential() -> Unauthorized:
-    return Unauthorized(
-        "no credential: send `Authorization: Bearer <token>` with the token `pprl project create` printed "
-        "(the CLI reads it from --token-file or $PPRL_TOKEN)"
-    )
+class Credential(Protocol):
+    """What a side's store knows of a project credential: its role, project and party."""
+
+    @property
+    def role(self) -> str: ...  # noqa: D102 - the attribute documents itself
+
+    @property
+    def project_id(self) -> str: ...  # noqa: D102
+
+    @property
+    def party(self) -> str | None: ...  # noqa: D102
 
 
-def _unknown_credential() -> Unauthorized:
-    return Unauthorized(
-        "this credential is not valid on this server; check --token-file points at the token printed "
-        "by `pprl project create` for this server"
-    )
-
-
-def linkage_store(request: Request) -> LinkageStore:
-    """The linkage store of the running app."""
-    store: LinkageStore = request.app.state.linkage_store
-    return store
-
-
-def linkage_caller(
+def identify(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    credentials: HTTPAuthorizationCredentials | None,
+    authenticate: Callable[[str], Credential | None],
 ) -> Caller:
-    """Authenticate the caller against the admin secret and the linkage store's credentials.
+    """The caller behind a bearer token: the admin secret, or a credential of one side's store.
+
+    Each side authenticates against its own store (``authenticate``), so neither needs the
+    other's credentials. The caller is kept on the request for the audit log.
 
     Raises:
         Unauthorized: no credential, or one this server does not know.
     """
     if credentials is None:
-        raise _no_credential()
+        raise Unauthorized(
+            "no credential: send `Authorization: Bearer <token>` with the token `pprl project create` printed "
+            "(the CLI reads it from --token-file or $PPRL_TOKEN)"
+        )
     if check_admin(request, credentials.credentials):
         caller = Caller(ADMIN, None, None)
     else:
-        found = linkage_store(request).authenticate(credentials.credentials)
+        found = authenticate(credentials.credentials)
         if found is None:
-            raise _unknown_credential()
+            raise Unauthorized(
+                "this credential is not valid on this server; check --token-file points at the token printed "
+                "by `pprl project create` for this server"
+            )
         caller = Caller(found.role, found.project_id, found.party)
     request.state.caller = caller
     return caller
-
-
-LinkageCaller = Annotated[Caller, Depends(linkage_caller)]
-Store = Annotated[LinkageStore, Depends(linkage_store)]
 
 
 def authorize(caller: Caller, project_id: str | None, roles: Collection[str], what: str) -> None:
@@ -186,3 +189,30 @@ async def receive_body(request: Request, path: Path) -> tuple[str, int]:
         path.unlink(missing_ok=True)
         raise
     return digest.hexdigest(), size
+
+
+UPLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"description": "The same content was already stored (unchanged), or it was replaced."},
+    201: {"description": "Stored."},
+}
+
+
+class UploadReceipt(BaseModel):
+    """What an upload did."""
+
+    kind: str = Field(description="encodings or attributes")
+    party: str
+    status: str = Field(description="created, unchanged or replaced")
+    record_count: int
+    sha256: str = Field(description="SHA-256 of the body as stored")
+
+
+def binary_body(media_type: str, description: str) -> dict[str, object]:
+    """OpenAPI for a raw request body of this media type."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }

@@ -1,0 +1,371 @@
+"""Weigh the evidence of compared pairs: the Fellegi-Sunter model, fitted without labels.
+
+The weight of each level is log2(m/u): m, the chance of that level among true matches,
+is estimated by expectation-maximisation over the candidate pairs, without labels; u, its
+chance among non-matches, from random pairs, which are almost all non-matches. This is
+the approach of Splink and of Fellegi and Sunter (1969), applied to encodings. Agreeing
+on a rare name weighs more than on a common one (term-frequency adjustment), and the
+match threshold can be chosen from the model itself (:func:`choose_threshold`).
+
+Under a salt, u of a salted field is estimated among random pairs that share the salt
+(:func:`same_salt_pairs`), and its term frequencies are shares within the salt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from linkage.matching.compare import Comparison, Feature
+
+__all__ = [
+    "FellegiSunterModel",
+    "TF_KINDS",
+    "choose_threshold",
+    "estimate_u",
+    "fit_em",
+    "fit_em_by_rule",
+    "fit_prior",
+    "same_salt_pairs",
+    "term_frequencies",
+    "tf_adjustments",
+    "value_fingerprints",
+]
+
+
+_U_PSEUDO_SHARE = 1e-6
+_U_PRIOR_PAIRS = 10
+# m comes from a few thousand expected matches: a larger pseudo-count keeps a level never
+# seen among them (a disagreeing sex, say) from counting as proof of a non-match.
+_M_PSEUDO_SHARE = 1e-3
+
+
+def _level_frequencies(
+    levels: np.ndarray, weights: np.ndarray, features: Sequence[Feature], pseudo_share: float
+) -> tuple[np.ndarray, ...]:
+    """Weighted share of each level per feature, the neutral level excluded (left at 1)."""
+    out = []
+    for column, feature in enumerate(features):
+        counts = np.bincount(levels[:, column], weights=weights, minlength=feature.size)
+        weighed = np.ones(feature.size, dtype=bool)
+        weighed[feature.neutral] = False
+        # A pseudo-count keeps every level possible, so no weight is infinite.
+        observed = counts[weighed] + pseudo_share * counts[weighed].sum() / weighed.sum() + 1e-12
+        shares = np.ones(feature.size)
+        shares[weighed] = observed / observed.sum()
+        out.append(shares)
+    return tuple(out)
+
+
+def same_salt_pairs(
+    salts_a: np.ndarray, salts_b: np.ndarray, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` pairs drawn uniformly among the pairs whose two records share a salt.
+
+    >>> salts_a, salts_b = np.array([1, 2], np.uint64), np.array([2, 2, 3], np.uint64)
+    >>> a, b = same_salt_pairs(salts_a, salts_b, 50, np.random.default_rng(0))
+    >>> sorted(set(a.tolist())), sorted(set(b.tolist()))
+    ([1], [0, 1])
+    """
+    order = np.argsort(salts_b, kind="stable")
+    ordered = salts_b[order]
+    low = np.searchsorted(ordered, salts_a, "left")
+    width = np.searchsorted(ordered, salts_a, "right") - low
+    if not width.any():
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    # A record of the first side weighs as many pairs as the second side has records of its salt.
+    index_a = rng.choice(len(salts_a), size=count, p=width / width.sum())
+    offsets = (rng.random(count) * width[index_a]).astype(np.intp)
+    return index_a, order[low[index_a] + offsets]
+
+
+def estimate_u(levels: np.ndarray, features: Sequence[Feature]) -> tuple[np.ndarray, ...]:
+    """Estimate u, per feature level, from random pairs (nearly all non-matches).
+
+    A few pseudo-pairs that disagree on everything (code 0) are added: where random
+    pairs are too few to tell, e.g. a salted field when hardly any pair shares a salt,
+    u leans towards "non-matches disagree" instead of rating every level alike.
+    """
+    prior = np.zeros((_U_PRIOR_PAIRS, len(features)), dtype=levels.dtype)
+    return _level_frequencies(
+        np.concatenate([levels, prior]), np.ones(len(levels) + len(prior)), features, _U_PSEUDO_SHARE
+    )
+
+
+@dataclass(frozen=True)
+class FellegiSunterModel:
+    """Fitted m and u per feature level, and the prior chance that two records match.
+
+    Attributes:
+        features: what is weighed.
+        m: per feature, P(level | match); 1 at the neutral level.
+        u: per feature, P(level | non-match); 1 at the neutral level.
+        prior: chance that a pair of records (of all pairs) is a match.
+        iterations: EM iterations run.
+    """
+
+    features: tuple[Feature, ...]
+    m: tuple[np.ndarray, ...]
+    u: tuple[np.ndarray, ...]
+    prior: float
+    iterations: int
+
+    def level_weights(self) -> tuple[np.ndarray, ...]:
+        """log2(m/u) per feature level (0 at the neutral level)."""
+        return tuple(np.log2(m / u) for m, u in zip(self.m, self.u, strict=True))
+
+    def match_weights(self, levels: np.ndarray) -> np.ndarray:
+        """Sum of level weights per pair: log2 of the Bayes factor for "same person"."""
+        total = np.zeros(len(levels))
+        for column, weights in enumerate(self.level_weights()):
+            total += weights[levels[:, column]]
+        return total
+
+    def probabilities(self, levels: np.ndarray, prior: float | None = None) -> np.ndarray:
+        """Posterior probability that each pair is a match."""
+        return self.probabilities_of(self.match_weights(levels), prior)
+
+    def probabilities_of(self, weights: np.ndarray, prior: float | None = None) -> np.ndarray:
+        """Posterior probability of a match for given match weights."""
+        return _posterior(weights, self.prior if prior is None else prior)
+
+
+TF_KINDS = frozenset({"name"})
+_TF_CLIP = 8.0
+
+
+def value_fingerprints(filters: np.ndarray) -> np.ndarray:
+    """A 64-bit fingerprint of each packed filter (equal filters, equal fingerprints).
+
+    Args:
+        filters: packed filters, shape (records, words), uint64.
+    """
+    out = np.zeros(len(filters), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in range(filters.shape[1]):
+            out = (out ^ filters[:, column]) * np.uint64(0x100000001B3) + np.uint64(column + 1)
+    return out
+
+
+def term_frequencies(fingerprints: Sequence[np.ndarray], salts: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+    """For every record of every party, the share of all records with the same value.
+
+    Under a salt, the share among the records with the same salt, since a salted field is
+    only ever compared within its salt.
+
+    >>> [f.tolist() for f in term_frequencies([np.array([1, 2], np.uint64), np.array([1, 1], np.uint64)])]
+    [[0.75, 0.25], [0.75, 0.75]]
+    >>> salts = [np.array([7, 7], np.uint64), np.array([8, 8], np.uint64)]
+    >>> [f.tolist() for f in term_frequencies([np.array([1, 2], np.uint64), np.array([1, 1], np.uint64)], salts)]
+    [[0.5, 0.5], [1.0, 1.0]]
+    """
+    if salts is None:
+        total = sum(len(party) for party in fingerprints)
+        return [counts / total for counts in _counts_of(fingerprints)]
+    with np.errstate(over="ignore"):
+        values = [f ^ (s * np.uint64(0x9E3779B97F4A7C15)) for f, s in zip(fingerprints, salts, strict=True)]
+    value_counts = _counts_of(values)
+    salt_counts = _counts_of(salts)
+    return [v / s for v, s in zip(value_counts, salt_counts, strict=True)]
+
+
+def _counts_of(keys: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """For every key of every party, how many keys of all parties equal it."""
+    distinct, counts = np.unique(np.concatenate(keys), return_counts=True)
+    return [counts[np.searchsorted(distinct, party)] for party in keys]
+
+
+def tf_adjustments(
+    model: FellegiSunterModel,
+    comparisons: Sequence[Comparison],
+    levels: np.ndarray,
+    frequencies_a: Sequence[np.ndarray],
+    frequencies_b: Sequence[np.ndarray],
+) -> np.ndarray:
+    """Term-frequency adjustment of each pair's weight, as Splink makes it for names.
+
+    Agreeing on a rare name is stronger evidence than agreeing on a common one: where a
+    name field agrees exactly, its weight log2(m/u) becomes log2(m/f), f the share of
+    records with that value (the larger of the two sides'), clipped to +-8 bits.
+
+    Args:
+        model: the fitted model (its u of the exact level).
+        comparisons: the field comparisons.
+        levels: field levels of the pairs, shape (pairs, fields).
+        frequencies_a: per term-frequency field, the value share of each pair's first record.
+        frequencies_b: the same for the second record.
+    """
+    out = np.zeros(len(levels))
+    column = 0
+    for position, comparison in enumerate(comparisons):
+        if comparison.field.kind not in TF_KINDS:
+            continue
+        feature = next((i for i, f in enumerate(model.features) if f.members == (position,)), None)
+        if feature is not None:
+            top = comparison.levels - 1
+            exact = levels[:, position] == top
+            share = np.maximum(frequencies_a[column], frequencies_b[column])
+            adjustment = np.clip(np.log2(model.u[feature][top] / share), -_TF_CLIP, _TF_CLIP)
+            out += np.where(exact, adjustment, 0.0)
+        column += 1
+    return out
+
+
+def _posterior(weights: np.ndarray, prior: float) -> np.ndarray:
+    log_odds = weights + np.log2(prior / (1.0 - prior))
+    return 1.0 / (1.0 + np.exp2(-np.clip(log_odds, -60, 60)))
+
+
+def fit_em(
+    patterns: np.ndarray,
+    counts: np.ndarray,
+    features: Sequence[Feature],
+    u: tuple[np.ndarray, ...],
+    *,
+    total_pairs: int,
+    max_iterations: int = 200,
+    tolerance: float = 1e-7,
+) -> FellegiSunterModel:
+    """Estimate m and the match prior by EM over the candidates, with u held fixed.
+
+    u comes from random pairs, so it describes all pairs; the prior is therefore the
+    chance that two records of all ``total_pairs`` match, with every pair that blocking
+    did not propose counted as a non-match. (Fitting the prior among the candidates
+    instead would be inconsistent with u: blocking proposes pairs because they agree on
+    something, and every candidate would look like a match.)
+
+    Args:
+        patterns: distinct level patterns of the candidates, shape (patterns, fields).
+        counts: how many candidate pairs have each pattern.
+        features: what is weighed.
+        u: non-match level probabilities, from :func:`estimate_u`.
+        total_pairs: the number of pairs blocking chose from (product of party sizes).
+        max_iterations: stop after this many iterations.
+        tolerance: stop when no m moves by more than this and the prior by less than
+            this share of itself.
+
+    Returns:
+        The fitted model.
+    """
+    counts = counts.astype(np.float64)
+    # Start from "matches mostly agree": m rises geometrically towards the top level.
+    m = tuple(_initial_m(feature) for feature in features)
+    prior = min(0.5, counts.sum() / 10 / total_pairs)
+    iteration = 0
+    for iteration in range(1, max_iterations + 1):  # noqa: B007 - reported below
+        model = FellegiSunterModel(tuple(features), m, u, prior, iteration)
+        weighted = counts * model.probabilities(patterns)
+        new_m = _level_frequencies(patterns, weighted, features, _M_PSEUDO_SHARE)
+        new_prior = float(np.clip(weighted.sum() / total_pairs, 1e-12, 0.5))
+        change = max(
+            abs(new_prior - prior) / prior, *(float(np.abs(a - b).max()) for a, b in zip(new_m, m, strict=True))
+        )
+        m, prior = new_m, new_prior
+        if change < tolerance:
+            break
+    return FellegiSunterModel(tuple(features), m, u, prior, iteration)
+
+
+def _initial_m(feature: Feature) -> np.ndarray:
+    """Start from "matches mostly agree": m grows with each member's level."""
+    codes = np.arange(feature.size)
+    score = np.zeros(feature.size)
+    for radix in reversed(feature.radices):
+        level = codes % radix
+        score += np.where(level == radix - 1, 0.5, level / max(radix - 2, 1))  # the top code is "missing"
+        codes //= radix
+    m = np.exp(3.0 * score)
+    m[feature.neutral] = 0.0
+    m /= m.sum()
+    m[feature.neutral] = 1.0
+    return m
+
+
+def fit_em_by_rule(
+    patterns: np.ndarray,
+    counts: np.ndarray,
+    sessions: Sequence[tuple[np.ndarray, np.ndarray, frozenset[str]]],
+    features: Sequence[Feature],
+    u: tuple[np.ndarray, ...],
+    *,
+    total_pairs: int,
+) -> FellegiSunterModel:
+    """Estimate m one blocking rule at a time, as Splink does, then the prior over all pairs.
+
+    Candidates proposed by a rule agree on that rule's fields by construction, so within
+    one rule's candidates those fields say nothing about matching: each rule's session
+    fits m only for the features that do not use its fields, and a feature's m is the
+    average over the sessions where it was free. A single EM over all candidates can
+    instead settle on "agrees on the name" as the match class when namesakes are common.
+
+    Args:
+        patterns: distinct level patterns of all candidates, shape (patterns, features).
+        counts: how many candidates have each pattern.
+        sessions: per blocking rule, its candidates' distinct patterns, their counts, and
+            the fields the rule agrees on.
+        features: what is weighed.
+        u: non-match level probabilities, from :func:`estimate_u`.
+        total_pairs: the number of pairs blocking chose from.
+
+    Returns:
+        The fitted model (falls back to one EM over all candidates for a feature that no
+        session leaves free).
+    """
+    overall = fit_em(patterns, counts, features, u, total_pairs=total_pairs)
+    sums = [np.zeros_like(m) for m in overall.m]
+    sessions_free = [0] * len(features)
+    for session_patterns, session_counts, fields in sessions:
+        free = [i for i, f in enumerate(features) if not set(f.name.split("+")) & fields]
+        if not free or session_counts.sum() < 100:
+            continue
+        sub_features = [features[i] for i in free]
+        fitted = fit_em(
+            session_patterns[:, free],
+            session_counts,
+            sub_features,
+            tuple(u[i] for i in free),
+            total_pairs=int(session_counts.sum()),
+        )
+        for position, i in enumerate(free):
+            sums[i] += fitted.m[position]
+            sessions_free[i] += 1
+    m = tuple(sums[i] / sessions_free[i] if sessions_free[i] else overall.m[i] for i in range(len(features)))
+    model = FellegiSunterModel(tuple(features), m, u, overall.prior, overall.iterations)
+    prior = fit_prior(model, patterns, counts, total_pairs)
+    return FellegiSunterModel(tuple(features), m, u, prior, overall.iterations)
+
+
+def fit_prior(model: FellegiSunterModel, patterns: np.ndarray, counts: np.ndarray, total_pairs: int) -> float:
+    """The match prior of one pair of parties (``total_pairs`` pairs), m and u fixed."""
+    weights = model.match_weights(patterns)
+    counts = counts.astype(np.float64)
+    prior = model.prior
+    for _ in range(500):
+        new_prior = float(np.clip((counts * _posterior(weights, prior)).sum() / total_pairs, 1e-12, 0.5))
+        if abs(new_prior - prior) <= 1e-9 * prior:
+            break
+        prior = new_prior
+    return prior
+
+
+def choose_threshold(probabilities: np.ndarray) -> float:
+    """The probability threshold that maximises the expected pairwise F1, without labels.
+
+    Under the model, a pair with posterior p is a match with chance p, so accepting every
+    pair with p >= t has expected true positives sum(p), false positives sum(1 - p) over
+    the accepted pairs and false negatives sum(p) over the rest.
+
+    >>> choose_threshold(np.array([0.99, 0.98, 0.9, 0.2, 0.01]))
+    0.9
+    """
+    if not len(probabilities):
+        return 0.5
+    ordered = np.sort(probabilities)[::-1]
+    true_positives = np.cumsum(ordered)
+    false_positives = np.cumsum(1.0 - ordered)
+    false_negatives = ordered.sum() - true_positives
+    f1 = 2 * true_positives / (2 * true_positives + false_positives + false_negatives)
+    best = int(np.argmax(f1))
+    return float(ordered[best])

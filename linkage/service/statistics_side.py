@@ -1,0 +1,45 @@
+"""What the linkage side asks of the statistics side, and nothing more.
+
+The two sides keep separate stores (the separation principle); the linkage side never
+imports the statistics side's code. Where they must meet (a new project is registered on
+both; a finished run's entity mapping is handed over; consent flags, which arrive with
+the attributes, decide record-level releases), the linkage side calls this interface,
+and the app that serves both (:mod:`server.app`) passes the statistics store, which
+implements it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol as Interface
+
+from linkage.protocol import Protocol
+
+__all__ = ["StatisticsSide"]
+
+
+class StatisticsSide(Interface):
+    """The statistics store's methods the linkage side calls."""
+
+    def register_project(self, project_id: str, protocol: Protocol, credential_hashes: Mapping[str, str]) -> None:
+        """Store a new project and its credential hashes on the statistics side."""
+
+    def attribute_counts(self, project_id: str) -> dict[str, int]:
+        """Per party, how many attribute rows it has uploaded."""
+        ...
+
+    def consent(self, project_id: str, records: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bool]:
+        """The consent flag of each ``(party, token)``, where its party uploaded one."""
+        ...
+
+    def mapping_run(self, project_id: str) -> int | None:
+        """The run whose entity mapping the statistics side holds."""
+        ...
+
+    def replace_mapping(self, project_id: str, run_id: int, chunks: Iterable[list[tuple[int, str, str]]]) -> int:
+        """Make a done run's ``(entity_id, party, token)`` rows the project's mapping; returns the row count."""
+        ...
+
+    def clean_incoming(self) -> int:
+        """Remove half-received uploads; returns how many went."""
+        ...
