@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from tests.conftest import EXAMPLE_PROTOCOL, SECRET, msd_row
+from tests.helpers import EXAMPLE_PROTOCOL, SECRET, msd_row
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_encode_bad_row_exit_code_and_message(runner, write_csv, secret_file, tm
 
 
 def test_encode_warns_about_extra_columns(runner, write_csv, secret_file, tmp_path):
-    from tests.conftest import MSD_HEADER
+    from tests.helpers import MSD_HEADER
 
     path = write_csv([[*msd_row("A1"), "x"]], header=[*MSD_HEADER, "notes"])
     result = runner.invoke(main, encode_args(path, tmp_path / "out", "--secret-file", str(secret_file), "--quiet"))

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from tests.conftest import EXAMPLE_PROTOCOL
+from tests.helpers import EXAMPLE_PROTOCOL
 
 PARTIES = ("msd", "police", "haven")
 

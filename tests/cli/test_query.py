@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from tests.cli.conftest import SERVER, invoke
-from tests.conftest import EXAMPLE_PROTOCOL
+from tests.helpers import EXAMPLE_PROTOCOL, SERVER, invoke
 
 
 def local_options(agencies, entities, ledger):

@@ -10,9 +10,7 @@ import pytest
 
 from cli.main import main
 from cli.service import RedactQuery, log_config
-from tests.cli.conftest import SERVER, invoke
-from tests.conftest import EXAMPLE_PROTOCOL
-from tests.linkage.api.conftest import ADMIN_SECRET
+from tests.helpers import ADMIN_SECRET, EXAMPLE_PROTOCOL, SERVER, invoke
 
 
 @pytest.mark.usefixtures("service")

@@ -5,7 +5,7 @@ import pytest
 
 from linkage.errors import InputError, ProtocolError
 from linkage.protocol import load_protocol, parse_protocol
-from tests.conftest import EXAMPLE_PROTOCOL
+from tests.helpers import EXAMPLE_PROTOCOL
 
 
 def document():

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from linkage.errors import BudgetExceeded, InputError, ProtocolError
 from linkage.protocol import load_protocol, parse_protocol
 from stats.budget import Budget, FileLedger, Loss, budget_of, check_affordable
-from tests.conftest import EXAMPLE_PROTOCOL
+from tests.helpers import EXAMPLE_PROTOCOL
 
 
 def test_losses_add_exactly_so_a_hundred_hundredths_spend_the_whole_budget():

@@ -16,7 +16,7 @@ from stats.budget import FileLedger, Loss
 from stats.dp import Answer, answer_query, prepare, project_to_counts
 from stats.entities import entity_table, membership_patterns
 from stats.query import parse_query
-from tests.stats.conftest import people
+from tests.helpers import people
 
 NOISELESS = "--rho 1000000"  # noise with a scale below 0.001: the answer is the exact statistic
 

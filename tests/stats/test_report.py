@@ -2,7 +2,6 @@
 
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import yaml
@@ -12,16 +11,11 @@ from linkage.errors import BudgetExceeded, InputError
 from stats.budget import FileLedger, Loss
 from stats.dp import answer_queries, answer_query
 from stats.report import build_report, parse_report_spec, read_report_spec
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "schemas" / "examples" / "quarterly_report.yaml"
-
-
-def example(protocol):
-    return read_report_spec(protocol, EXAMPLE)
+from tests.helpers import EXAMPLE_REPORT, example_report
 
 
 def test_the_example_spec_shares_its_spend_between_the_sections(protocol):
-    spec = example(protocol)
+    spec = example_report(protocol)
     assert spec.spend == Loss.of(rho=0.4)
     assert spec.cost == spec.spend, "the example's shares add up to 1"
     assert [s.query.kind for s in spec.sections][:2] == ["overlap", "count"]
@@ -44,7 +38,7 @@ def test_the_example_spec_shares_its_spend_between_the_sections(protocol):
     ],
 )
 def test_bad_specs_are_refused_whole(protocol, change, message):
-    document = yaml.safe_load(EXAMPLE.read_text())
+    document = yaml.safe_load(EXAMPLE_REPORT.read_text())
     change(document)
     with pytest.raises(InputError, match=re.escape(message)):
         parse_report_spec(protocol, document)
@@ -66,7 +60,7 @@ def make(protocol, table, ledger, plan=None):
 
     return build_report(
         protocol,
-        example(protocol),
+        example_report(protocol),
         plan=plan or plan_here,
         release=release,
         budget=ledger.budget,
@@ -128,7 +122,7 @@ def test_a_section_that_fails_to_release_records_nothing(protocol, table, tmp_pa
 
     real_prepare = stats.dp.prepare
     monkeypatch.setattr(stats.dp, "prepare", failing_second)
-    queries = [section.query for section in example(protocol).sections]
+    queries = [section.query for section in example_report(protocol).sections]
     with pytest.raises(InputError, match="a test"):
         answer_queries(table, queries, protocol, ledger.spend, "ministry", "report")
     assert ledger.budget().entries == ()

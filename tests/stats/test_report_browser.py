@@ -12,7 +12,7 @@ from matplotlib import image
 from stats.budget import FileLedger
 from stats.dp import answer_queries, answer_query
 from stats.report import build_report
-from tests.stats.test_report import example
+from tests.helpers import example_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -36,7 +36,7 @@ def test_the_report_renders_with_its_charts_in_chromium(chromium, protocol, tabl
         return answer_queries(table, queries, protocol, ledger.spend, "ministry", label)
 
     page = build_report(
-        protocol, example(protocol), plan=plan, release=release, budget=ledger.budget, now=datetime.now(UTC)
+        protocol, example_report(protocol), plan=plan, release=release, budget=ledger.budget, now=datetime.now(UTC)
     )
     report = tmp_path / "report.html"
     report.write_text(page, encoding="utf-8")

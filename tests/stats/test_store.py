@@ -1,8 +1,6 @@
 """The statistics store on SQLite and (with PPRL_TEST_DATABASE_URL) PostgreSQL, and attribute files."""
 
 import hashlib
-import os
-import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +10,8 @@ import pytest
 from linkage.errors import BudgetExceeded, Conflict, InputError, NotFound
 from stats.budget import Loss
 from stats.store import StatsStore, read_attributes
+from tests.helpers import schema_suffix
 
-POSTGRES_URL = os.environ.get("PPRL_TEST_DATABASE_URL")
 HEADER = "token,consent,region,benefit_type,weeks_supported\n"
 
 
@@ -21,12 +19,9 @@ def token(n):
     return f"{n:032x}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def stats(request, tmp_path):
-    if request.param == "postgres" and not POSTGRES_URL:
-        pytest.skip("set PPRL_TEST_DATABASE_URL=postgresql+psycopg://... to run the PostgreSQL variant")
-    url = POSTGRES_URL if request.param == "postgres" else None
-    created = StatsStore(tmp_path / "data", url, schema=f"pprl_stats_t{secrets.token_hex(4)}")
+@pytest.fixture
+def stats(database_url, tmp_path):
+    created = StatsStore(tmp_path / "data", database_url, schema=f"pprl_stats_t{schema_suffix()}")
     yield created
     created.destroy()
 

@@ -4,7 +4,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 from server.app import create_app
-from tests.linkage.api.conftest import ADMIN, TestClient, bearer, create_project, upload_all, wait_for_run
+from tests.helpers import ADMIN, TestClient, bearer, create_project, upload_all, wait_for_run
 
 
 def ask(client, project_id, token, **body):

@@ -9,7 +9,7 @@ from linkage.agency.encode import encode_csv
 from linkage.errors import InputError, MismatchError
 from linkage.matching.engine import link, load_inputs
 from linkage.protocol import load_protocol
-from tests.conftest import EXAMPLE_PROTOCOL, MSD_HEADER, SECRET, msd_row
+from tests.helpers import EXAMPLE_PROTOCOL, MSD_HEADER, SECRET, msd_row
 
 POLICE_HEADER = [*MSD_HEADER[:9], "region", "offence_category", "police_contacts"]
 

@@ -1,17 +1,13 @@
 """Each attack succeeds on a weak encoding (so the check can fail), and the risk check runs end to end."""
 
-import json
-
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli.main import main
 from linkage.agency.attacks import frequency_attack, graph_matching_attack, identify
 from linkage.agency.risk import attack_encodings, build_reference, encode_values, read_identifiers, recommend
 from linkage.evaluation.synth import synthesise_population
 from linkage.protocol import Hardening, with_hardening
-from tests.conftest import EXAMPLE_PROTOCOL, SECRET
+from tests.helpers import SECRET
 
 SALT = ("date_of_birth", "year")
 
@@ -106,65 +102,3 @@ def test_recommend_keeps_quality_within_the_goal():
     cheap = option("diffusion3", Hardening(diffusion=3), 0.005, 0.988)
     assert recommend([none, costly, cheap]) == "diffusion3"
     assert recommend([none, costly]) is None
-
-
-def test_risk_command(population, tmp_path, monkeypatch):
-    monkeypatch.setenv("PPRL_SECRET", SECRET.hex())
-    chart = tmp_path / "risk.png"
-    result = CliRunner().invoke(
-        main,
-        [
-            "risk",
-            "--protocol",
-            str(EXAMPLE_PROTOCOL),
-            str(population / "police.csv"),
-            "--sample",
-            "120",
-            "--quality-people",
-            "0",
-            "--json",
-            "--plot",
-            str(chart),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
-    labels = [option["hardening"] for option in report["options"]]
-    assert labels[0] == "none" and "salt+diffusion3" in labels
-    assert report["records"] == 120 and report["overlap"] == 1.0
-    assert set(report["options"][0]["attacks"]) == {
-        "frequency_clk",
-        "frequency_fields",
-        "pattern_mining",
-        "graph_matching",
-    }
-    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_risk_command_needs_a_secret(population, monkeypatch):
-    monkeypatch.delenv("PPRL_SECRET", raising=False)
-    result = CliRunner().invoke(main, ["risk", "--protocol", str(EXAMPLE_PROTOCOL), str(population / "msd.csv")])
-    assert result.exit_code != 0
-    assert "no secret" in result.output
-
-
-@pytest.mark.slow
-def test_risk_command_measures_quality(population, monkeypatch):
-    monkeypatch.setenv("PPRL_SECRET", SECRET.hex())
-    result = CliRunner().invoke(
-        main,
-        [
-            "risk",
-            "--protocol",
-            str(EXAMPLE_PROTOCOL),
-            str(population / "msd.csv"),
-            "--sample",
-            "200",
-            "--quality-people",
-            "400",
-            "--quiet",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert "linkage F1" in result.output
-    assert "recommendation:" in result.output

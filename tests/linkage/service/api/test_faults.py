@@ -11,8 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import ROOT
-from tests.linkage.api.conftest import ADMIN, ADMIN_SECRET, CSV, OCTET, PARTIES, bearer, create_project
+from tests.helpers import ADMIN, ADMIN_SECRET, CSV, OCTET, PARTIES, ROOT, bearer, create_project, wait_for_run
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +65,21 @@ def server(tmp_path):
     started.stop()
 
 
+def received_bytes(blobs):
+    """Bytes of the half-received bodies in the blob folder."""
+    return sum(path.stat().st_size for path in blobs.glob(".incoming-*"))
+
+
+def wait_for(condition, deadline=30.0):
+    """Whether ``condition()`` became true before the deadline (checked as the server writes)."""
+    stop = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > stop:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_kill_during_upload_and_run_loses_nothing_and_duplicates_nothing(server, agencies):
     client = httpx.Client(base_url=server.url, timeout=30)
     project_id, credentials = create_project(client)
@@ -96,7 +110,8 @@ def test_kill_during_upload_and_run_loses_nothing_and_duplicates_nothing(server,
     sender = threading.Thread(target=send)
     sender.start()
     assert half_sent.wait(30)
-    time.sleep(0.3)  # let the server write what it received
+    incoming = wait_for(lambda: received_bytes(server.data_dir / "blobs") >= len(body) // 2)
+    assert incoming, "the server wrote the half it received before it was killed"
     server.kill()
     killed.set()
     sender.join(30)
@@ -121,12 +136,7 @@ def test_kill_during_upload_and_run_loses_nothing_and_duplicates_nothing(server,
     run = client.post(f"/projects/{project_id}/runs", headers=bearer(credentials["msd"])).json()
     server.kill()
     server.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = client.get(f"/projects/{project_id}/runs/{run['run_id']}", headers=ADMIN).json()
-        if status["status"] in ("done", "failed"):
-            break
-        time.sleep(0.1)
+    status = wait_for_run(client, project_id, run["run_id"], ADMIN_SECRET)
     assert status["status"] == "done", status
     assert client.get(f"/projects/{project_id}/runs/{run['run_id'] + 1}", headers=ADMIN).status_code == 404
     results = client.get(f"/projects/{project_id}/results", headers=bearer(credentials["msd"])).json()

@@ -1,8 +1,6 @@
 """The linkage store on SQLite and (with PPRL_TEST_DATABASE_URL) PostgreSQL: the same tests."""
 
 import hashlib
-import os
-import secrets
 import threading
 from datetime import UTC, datetime
 
@@ -13,27 +11,12 @@ from linkage.errors import Conflict, InputError, MismatchError, NotFound
 from linkage.matching.engine import LinkResult
 from linkage.matching.solve import Entity
 from linkage.service.store import LinkageStore, hash_token, issue_credentials, new_project_id, open_engine, uploads
-from tests.linkage.api.conftest import build_agencies, build_foreign
-
-POSTGRES_URL = os.environ.get("PPRL_TEST_DATABASE_URL")
+from tests.helpers import schema_suffix
 
 
-@pytest.fixture(scope="module")
-def agencies(tmp_path_factory):
-    return build_agencies(tmp_path_factory.mktemp("agencies"))
-
-
-@pytest.fixture(scope="module")
-def foreign(tmp_path_factory, agencies):
-    return build_foreign(tmp_path_factory.mktemp("foreign"), agencies)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request, tmp_path):
-    if request.param == "postgres" and not POSTGRES_URL:
-        pytest.skip("set PPRL_TEST_DATABASE_URL=postgresql+psycopg://... to run the PostgreSQL variant")
-    url = POSTGRES_URL if request.param == "postgres" else None
-    created = LinkageStore(tmp_path / "data", url, schema=f"pprl_linkage_t{secrets.token_hex(4)}")
+@pytest.fixture
+def store(database_url, tmp_path):
+    created = LinkageStore(tmp_path / "data", database_url, schema=f"pprl_linkage_t{schema_suffix()}")
     yield created
     created.destroy()
 

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from server.app import create_app
-from tests.conftest import EXAMPLE_PROTOCOL
-from tests.linkage.api.conftest import (
+from tests.helpers import (
     ADMIN,
+    EXAMPLE_PROTOCOL,
     OCTET,
     TestClient,
     bearer,

@@ -1,14 +1,11 @@
 """On a Dask cluster: the same encodings and entities as on the local process pool."""
 
-import contextlib
 import csv
 import dataclasses
 import os
 import re
 import shutil
 import signal
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -24,8 +21,7 @@ from linkage.evaluation.synth import synthesise_population
 from linkage.matching import tasks
 from linkage.matching.engine import link, load_inputs
 from linkage.token_files import write_entities
-from tests.conftest import EXAMPLE_PROTOCOL, SECRET, msd_row
-from tests.linkage.test_engine import encoded_population, protocol_with_parties
+from tests.helpers import SECRET, encoded_population, protocol_with_parties
 
 distributed = pytest.importorskip("distributed")
 
@@ -34,14 +30,7 @@ distributed = pytest.importorskip("distributed")
 pytestmark = [
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
-        yield local
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +45,15 @@ def entities_bytes(result, path):
     return path.read_bytes()
 
 
-def test_dask_gives_the_same_entities_as_the_pool(cluster, inputs, tmp_path):
+def test_dask_gives_the_same_entities_as_the_pool(dask_cluster, inputs, tmp_path):
     protocol, outs = inputs
     pooled = link(protocol, load_inputs(protocol, outs), workers=2)
-    on_dask = link(protocol, load_inputs(protocol, outs), dask=cluster.scheduler_address)
+    on_dask = link(protocol, load_inputs(protocol, outs), dask=dask_cluster.scheduler_address)
     assert entities_bytes(on_dask, tmp_path / "dask.csv") == entities_bytes(pooled, tmp_path / "pool.csv")
     assert on_dask.pairs_compared == pooled.pairs_compared
 
 
-def test_dask_workers_need_no_copy_of_the_inputs(cluster, inputs, tmp_path):
+def test_dask_workers_need_no_copy_of_the_inputs(dask_cluster, inputs, tmp_path):
     """The encodings are scattered from the client: once loaded, the files may be gone."""
     protocol, outs = inputs
     expected = entities_bytes(link(protocol, load_inputs(protocol, outs), workers=2), tmp_path / "pool.csv")
@@ -74,12 +63,12 @@ def test_dask_workers_need_no_copy_of_the_inputs(cluster, inputs, tmp_path):
     encodings = load_inputs(protocol, [private / out.name for out in outs])
     shutil.rmtree(private)  # memory-mapped here, readable nowhere else
     progress = []
-    result = link(protocol, encodings, dask=cluster.scheduler_address, on_progress=lambda *p: progress.append(p))
+    result = link(protocol, encodings, dask=dask_cluster.scheduler_address, on_progress=lambda *p: progress.append(p))
     assert entities_bytes(result, tmp_path / "dask.csv") == expected
     total = progress[-1][1]
     half = total // 2  # two passes over the slices, each reported from 0 as its tasks complete
     assert [done for done, _ in progress] == list(range(half + 1)) + list(range(half, total + 1))
-    with distributed.Client(cluster) as client:
+    with distributed.Client(dask_cluster) as client:
         assert list(client.run(lambda: len(tasks._states)).values()) == [0, 0]
 
 
@@ -88,18 +77,14 @@ def test_a_worker_killed_mid_job_is_survived(inputs, tmp_path, monkeypatch):
     expected = entities_bytes(link(protocol, load_inputs(protocol, outs)), tmp_path / "local.csv")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
         results = []
-        with killing_a_worker(local) as (progress, _):
-            sent = scattered_during(
-                monkeypatch,
-                lambda: results.append(
-                    link(
-                        protocol,
-                        load_inputs(protocol, outs),
-                        dask=local.scheduler_address,
-                        on_progress=lambda done, _total: progress.append(done),
-                    )
-                ),
-            )
+        killer = WorkerKiller(local)
+        sent = scattered_during(
+            monkeypatch,
+            lambda: results.append(
+                link(protocol, load_inputs(protocol, outs), dask=local.scheduler_address, on_progress=killer)
+            ),
+        )
+    assert killer.killed_at is not None
     assert entities_bytes(results[0], tmp_path / "survived.csv") == expected
     # The killed worker's partitions died with it (scattered data cannot be recomputed): they were cut again.
     tasks = [(data.value.parties, data.value.partition) for data, _ in sent]
@@ -143,7 +128,7 @@ def client_file(protocol, tmp_path_factory):
     return data / "msd.csv"
 
 
-def test_encode_on_dask_writes_the_same_files_as_the_pool(cluster, protocol, client_file, tmp_path, monkeypatch):
+def test_encode_on_dask_writes_the_same_files_as_the_pool(dask_cluster, protocol, client_file, tmp_path, monkeypatch):
     monkeypatch.setattr(linkage.agency.encode, "CHUNK_ROWS", 400)  # several tasks from a small file
     progress = []
     pooled = encode_csv(protocol, "msd", SECRET, client_file, tmp_path / "pool", workers=2, on_error="skip")
@@ -154,7 +139,7 @@ def test_encode_on_dask_writes_the_same_files_as_the_pool(cluster, protocol, cli
         client_file,
         tmp_path / "dask",
         on_error="skip",
-        dask=cluster.scheduler_address,
+        dask=dask_cluster.scheduler_address,
         on_progress=lambda done, total: progress.append((done, total)),
     )
     assert (on_dask.records, on_dask.rejected) == (pooled.records, pooled.rejected)
@@ -168,9 +153,9 @@ def test_encode_on_dask_writes_the_same_files_as_the_pool(cluster, protocol, cli
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_encode_on_dask_gives_the_pool_errors_and_writes_nothing(cluster, protocol, client_file, tmp_path):
+def test_encode_on_dask_gives_the_pool_errors_and_writes_nothing(dask_cluster, protocol, client_file, tmp_path):
     failures = []
-    for name, where in (("pool", {"workers": 2}), ("dask", {"dask": cluster.scheduler_address})):
+    for name, where in (("pool", {"workers": 2}), ("dask", {"dask": dask_cluster.scheduler_address})):
         with pytest.raises(InputError, match="4 row\\(s\\) cannot be encoded; nothing was written") as info:
             encode_csv(protocol, "msd", SECRET, client_file, tmp_path / name, **where)
         failures.append((str(info.value), info.value.problems))
@@ -179,11 +164,11 @@ def test_encode_on_dask_gives_the_pool_errors_and_writes_nothing(cluster, protoc
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_failed_encode_task_logs_neither_keys_nor_rows(cluster, protocol):
+def test_a_failed_encode_task_logs_neither_keys_nor_rows(dask_cluster, protocol):
     """Dask logs a failed task with its arguments; the keys and the rows travel sealed."""
     keys = derive_keys(SECRET, protocol)
     bad_setup = Sealed((protocol, "msd", keys, [99], 3))  # a column position past the row's end
-    with distributed.Client(cluster) as client:
+    with distributed.Client(dask_cluster) as client:
         future = client.submit(_work_remote, "job", bad_setup, Sealed((2, "A1,Zebediah,Quixotic\n")), pure=False)
         with pytest.raises(IndexError):
             future.result()
@@ -193,74 +178,48 @@ def test_a_failed_encode_task_logs_neither_keys_nor_rows(cluster, protocol):
         assert secret not in logged
 
 
-def test_pprl_encode_dask_and_an_unreachable_scheduler(cluster, write_csv, tmp_path, monkeypatch):
-    from click.testing import CliRunner
-
-    from cli.main import main
-
-    path = write_csv([msd_row("A1"), msd_row("A2", given="Mere")])
-    base = ["encode", "--protocol", str(EXAMPLE_PROTOCOL), "--party", "msd", str(path), "--quiet"]
-    runner = CliRunner()
-    env = {"PPRL_SECRET": SECRET.hex()}
-    result = runner.invoke(main, [*base, "--out", str(tmp_path / "out"), "--dask", cluster.scheduler_address], env=env)
-    assert result.exit_code == 0, result.output
-    assert "encoded 2 records for msd (0 rejected)" in result.output and SECRET.hex() not in result.output
-    assert "inside your agency" in runner.invoke(main, ["encode", "--help"]).output
-    monkeypatch.setattr(linkage.dask_cluster, "CONNECT_SECONDS", 1)
-    unreachable = runner.invoke(main, [*base, "--out", str(tmp_path / "no"), "--dask", "tcp://127.0.0.1:9"], env=env)
-    assert unreachable.exit_code == 1
-    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in unreachable.output
-    assert not (tmp_path / "no").exists()
-
-
 @pytest.mark.slow
 def test_a_worker_killed_mid_encode_is_survived(protocol, client_file, tmp_path, monkeypatch):
     monkeypatch.setattr(linkage.agency.encode, "CHUNK_ROWS", 100)
     expected = encode_csv(protocol, "msd", SECRET, client_file, tmp_path / "pool", workers=2, on_error="skip")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
-        with killing_a_worker(local) as (progress, killed_at):
-            survived = encode_csv(
-                protocol,
-                "msd",
-                SECRET,
-                client_file,
-                tmp_path / "dask",
-                on_error="skip",
-                dask=local.scheduler_address,
-                on_progress=lambda done, _total: progress.append(done),
-            )
-    assert killed_at[0] < len(progress) / 2  # the worker died with chunks (and their texts) still on it
+        killer = WorkerKiller(local)
+        survived = encode_csv(
+            protocol,
+            "msd",
+            SECRET,
+            client_file,
+            tmp_path / "dask",
+            on_error="skip",
+            dask=local.scheduler_address,
+            on_progress=killer,
+        )
+    assert killer.killed_at is not None and killer.killed_at < len(killer.progress) / 2
     assert survived.records == expected.records
     dask_files, pool_files = canonical(tmp_path / "dask"), canonical(tmp_path / "pool")
     assert dask_files.pop("dask/encodings.pprl") == pool_files.pop("pool/encodings.pprl")
     assert dask_files == pool_files
 
 
-@contextlib.contextmanager
-def killing_a_worker(local):
-    """Kill one of the cluster's workers as soon as the job records progress.
+class WorkerKiller:
+    """An ``on_progress`` callback that kills one of the cluster's workers at the job's first progress.
 
-    Yields the list the job appends its progress to, and one that gets the progress
-    recorded when the worker was killed.
+    The kill happens inside the job's own callback, before it takes a second result, so
+    the killed worker still holds inputs (and results) the job has not consumed: the job
+    must survive a real loss, whatever the machine's speed.
     """
-    with distributed.Client(local) as client:
-        pid = next(iter(client.run(os.getpid).values()))
-    progress: list[int] = []
-    killed_at: list[int] = []
 
-    def kill_when_started():
-        deadline = time.monotonic() + 60
-        while not progress and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(pid, signal.SIGKILL)
-        killed_at.append(len(progress))
+    def __init__(self, local):
+        with distributed.Client(local) as client:
+            self.pid = next(iter(client.run(os.getpid).values()))
+        self.progress: list[int] = []
+        self.killed_at: int | None = None
 
-    killer = threading.Thread(target=kill_when_started)
-    killer.start()
-    try:
-        yield progress, killed_at
-    finally:
-        killer.join()
+    def __call__(self, done, _total):
+        if self.killed_at is None and done > 0:
+            os.kill(self.pid, signal.SIGKILL)
+            self.killed_at = len(self.progress)
+        self.progress.append(done)
 
 
 def scattered_during(monkeypatch, run):
@@ -278,10 +237,10 @@ def scattered_during(monkeypatch, run):
     return sent
 
 
-def test_a_task_gets_only_its_partitions_records(cluster, inputs, monkeypatch):
+def test_a_task_gets_only_its_partitions_records(dask_cluster, inputs, monkeypatch):
     protocol, outs = inputs
     encodings = load_inputs(protocol, outs)
-    sent = scattered_during(monkeypatch, lambda: link(protocol, encodings, dask=cluster.scheduler_address))
+    sent = scattered_during(monkeypatch, lambda: link(protocol, encodings, dask=dask_cluster.scheduler_address))
     assert sent and all(not kwargs.get("broadcast") and len(kwargs["workers"]) == 1 for _, kwargs in sent)
     sizes = [item.header.record_count for item in encodings]
     per_worker = {}
@@ -297,14 +256,15 @@ def test_a_task_gets_only_its_partitions_records(cluster, inputs, monkeypatch):
     assert len(per_worker) == 2 and max(per_worker.values()) < 0.8 * broadcast
 
 
-def test_a_clk_prefilter_keeps_the_broadcast_slices(cluster, inputs, monkeypatch, tmp_path):
+def test_a_clk_prefilter_keeps_the_broadcast_slices(dask_cluster, inputs, monkeypatch, tmp_path):
     """An all-pairs CLK scan cannot be cut by block: every worker gets every party, as before."""
     protocol, outs = inputs
     scanning = dataclasses.replace(protocol, clk_prefilter=0.5)
     pooled = link(scanning, load_inputs(scanning, outs), workers=2)
     results = []
     sent = scattered_during(
-        monkeypatch, lambda: results.append(link(scanning, load_inputs(scanning, outs), dask=cluster.scheduler_address))
+        monkeypatch,
+        lambda: results.append(link(scanning, load_inputs(scanning, outs), dask=dask_cluster.scheduler_address)),
     )
     assert [kwargs.get("broadcast") for _, kwargs in sent] == [True]
     assert entities_bytes(results[0], tmp_path / "dask.csv") == entities_bytes(pooled, tmp_path / "pool.csv")

@@ -15,7 +15,7 @@ from linkage.errors import ProtocolError
 from linkage.evaluation.synth import synthesise_population
 from linkage.matching.compare import PartyFeatures, compare_pairs, comparisons_for
 from linkage.protocol import Hardening, parse_protocol, with_hardening
-from tests.conftest import EXAMPLE_PROTOCOL, SECRET
+from tests.helpers import EXAMPLE_PROTOCOL, SECRET
 
 SALT = ("date_of_birth", "year")
 ROWS = [

@@ -2,7 +2,7 @@
 
 from linkage.service.store import MAX_RUN_ATTEMPTS
 from server.app import create_app
-from tests.linkage.api.conftest import (
+from tests.helpers import (
     ADMIN,
     TestClient,
     bearer,

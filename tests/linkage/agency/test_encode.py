@@ -11,7 +11,7 @@ from linkage.agency.encode import encode_csv
 from linkage.agency.secret import parse_secret, write_secret
 from linkage.encodings import read_encodings, read_header
 from linkage.errors import InputError, OutputExistsError, SecretError
-from tests.conftest import MSD_HEADER, SECRET, msd_row
+from tests.helpers import MSD_HEADER, SECRET, msd_row
 
 
 def encode(protocol, path, out, **kwargs):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from linkage.agency.hashing import clkhash_schema, derive_keys, load_clkhash_schema, secret_check
 from linkage.agency.records import RecordEncoder
-from tests.conftest import SECRET
+from tests.helpers import SECRET
 
 names = st.one_of(
     st.none(),

@@ -1,15 +1,12 @@
 """The linkage engine on synthetic populations: 2, 3 and 5 parties, quality, determinism."""
 
-import copy
 import csv
-import json
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from linkage.agency.encode import encode_csv
 from linkage.evaluation.scores import (
     blocking_scores,
     pairwise_scores,
@@ -18,38 +15,9 @@ from linkage.evaluation.scores import (
     resolve_entities,
     true_pairs,
 )
-from linkage.evaluation.synth import synthesise_population
 from linkage.matching.engine import _canonical_order, link, load_inputs, score_candidates
-from linkage.protocol import parse_protocol
 from linkage.token_files import read_entities, read_keymap, write_entities
-from tests.conftest import EXAMPLE_PROTOCOL, SECRET
-
-
-def protocol_with_parties(count):
-    document = json.loads(EXAMPLE_PROTOCOL.read_text())
-    parties = copy.deepcopy(document["parties"])
-    while len(parties) < count:
-        extra = copy.deepcopy(parties[len(parties) % 3])
-        extra["id"] = f"agency{len(parties)}"
-        extra["name"] = f"Agency {len(parties)}"
-        extra["mandate"] = "public_service"
-        parties.append(extra)
-    document["parties"] = parties[:count]
-    document["releases"]["record_level"] = {
-        p["id"]: {"allowed": True, "serious_threat": p["mandate"] == "public_safety"} for p in document["parties"]
-    }
-    return parse_protocol(document)
-
-
-def encoded_population(protocol, people, seed, root):
-    data = root / "data"
-    synthesise_population(protocol, people, seed, data)
-    outs = []
-    for party in protocol.parties:
-        out = root / party.id
-        encode_csv(protocol, party.id, SECRET, data / f"{party.id}.csv", out, workers=1)
-        outs.append(out)
-    return data, outs
+from tests.helpers import encoded_population, protocol_with_parties
 
 
 def quality(protocol, data, outs, entities_path):

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pytest
 
 from server.app import create_app
-from tests.conftest import EXAMPLE_PROTOCOL
-from tests.linkage.api.conftest import (
+from tests.helpers import (
     ADMIN,
     CSV,
+    EXAMPLE_PROTOCOL,
     OCTET,
     PARTIES,
     TestClient,

@@ -4,7 +4,7 @@ import re
 from collections import defaultdict
 
 from server.app import create_app
-from tests.linkage.api.conftest import (
+from tests.helpers import (
     ADMIN,
     PARTIES,
     TestClient,

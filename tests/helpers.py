@@ -1,0 +1,282 @@
+"""What tests share that is not a fixture: constants, data builders and service calls.
+
+Fixtures live in ``tests/conftest.py`` only; a test module imports helpers from here,
+never from a conftest or from another test module.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import secrets
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cli.main import main
+from linkage.agency.encode import encode_csv
+from linkage.evaluation.synth import synthesise_population
+from linkage.protocol import Protocol, parse_protocol
+from linkage.service.store import LinkageStore
+from server.app import ServiceConfig, hash_admin_secret
+from stats.entities import entity_table
+from stats.report import ReportSpec, read_report_spec
+from stats.store import StatsStore
+
+with warnings.catch_warnings():
+    # Starlette would rather have httpx2; httpx works, and pprl's client is built on httpx.
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+__all__ = ["TestClient"]
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_PROTOCOL = ROOT / "schemas" / "examples" / "social_services.json"
+EXAMPLE_REPORT = ROOT / "schemas" / "examples" / "quarterly_report.yaml"
+SECRET = bytes(range(32))
+ADMIN_SECRET = "test-admin-secret-" + "0" * 40
+POSTGRES_URL = os.environ.get("PPRL_TEST_DATABASE_URL")
+PARTIES = ("msd", "police", "haven")
+PEOPLE = 300
+SERVER = "http://pprl.test"
+
+MSD_HEADER = [
+    "client_id",
+    "given_name",
+    "surname",
+    "date_of_birth",
+    "sex",
+    "address",
+    "city",
+    "postcode",
+    "consent",
+    "region",
+    "benefit_type",
+    "weeks_supported",
+]
+
+
+def msd_row(
+    client_id: str, given: str = "Aroha", surname: str = "Te Awa", dob: str = "1984-03-07", **extra: str
+) -> list[str]:
+    """One msd client row of the example protocol, with defaults for every column."""
+    values = {
+        "client_id": client_id,
+        "given_name": given,
+        "surname": surname,
+        "date_of_birth": dob,
+        "sex": "f",
+        "address": "12 Kauri Street",
+        "city": "Whangarei",
+        "postcode": "0110",
+        "consent": "true",
+        "region": "Northland",
+        "benefit_type": "jobseeker",
+        "weeks_supported": "12",
+    }
+    values.update(extra)
+    return [values[c] for c in MSD_HEADER]
+
+
+def example_document() -> dict[str, Any]:
+    """A fresh copy of the example protocol's JSON."""
+    return json.loads(EXAMPLE_PROTOCOL.read_text())
+
+
+def protocol_with_parties(count: int) -> Protocol:
+    """The example protocol with ``count`` parties (extra ones copy the first three)."""
+    document = example_document()
+    parties = copy.deepcopy(document["parties"])
+    while len(parties) < count:
+        extra = copy.deepcopy(parties[len(parties) % 3])
+        extra["id"] = f"agency{len(parties)}"
+        extra["name"] = f"Agency {len(parties)}"
+        extra["mandate"] = "public_service"
+        parties.append(extra)
+    document["parties"] = parties[:count]
+    document["releases"]["record_level"] = {
+        p["id"]: {"allowed": True, "serious_threat": p["mandate"] == "public_safety"} for p in document["parties"]
+    }
+    return parse_protocol(document)
+
+
+def encoded_population(protocol: Protocol, people: int, seed: int, root: Path) -> tuple[Path, list[Path]]:
+    """Synthesise ``people`` and encode every party's file: (data folder, one output folder per party)."""
+    data = root / "data"
+    synthesise_population(protocol, people, seed, data)
+    outs = []
+    for party in protocol.parties:
+        out = root / party.id
+        encode_csv(protocol, party.id, SECRET, data / f"{party.id}.csv", out, workers=1)
+        outs.append(out)
+    return data, outs
+
+
+def build_agencies(root: Path) -> dict[str, Path]:
+    """Three agencies' `pprl encode` folders for one synthetic population (~300 people), and the truth."""
+    protocol = parse_protocol(example_document())
+    data, outs = encoded_population(protocol, PEOPLE, 3, root)
+    return {**{party.id: out for party, out in zip(protocol.parties, outs, strict=True)}, "truth": data / "truth.csv"}
+
+
+def build_foreign(root: Path, agencies: dict[str, Path]) -> dict[str, Path]:
+    """msd's clients encoded under another fingerprint, under another secret, and again (new tokens)."""
+    document = example_document()
+    document["identifiers"]["fields"][0]["clk_bits_per_token"] = 21
+    other = parse_protocol(document)
+    data = agencies["msd"].parent / "data"
+    encode_csv(other, "msd", SECRET, data / "msd.csv", root / "fingerprint", workers=1)
+    protocol = parse_protocol(example_document())
+    encode_csv(protocol, "msd", bytes(reversed(SECRET)), data / "msd.csv", root / "secret", workers=1)
+    encode_csv(protocol, "msd", SECRET, data / "msd.csv", root / "again", workers=1)
+    return {"fingerprint": root / "fingerprint", "secret": root / "secret", "again": root / "again"}
+
+
+def read_keymap_tokens(out_dir: Path) -> set[str]:
+    """The tokens of an encode folder's key map."""
+    with (out_dir / "keymap.csv").open() as handle:
+        return {row["token"] for row in csv.DictReader(handle)}
+
+
+def read_consent(out_dir: Path) -> dict[str, bool]:
+    """Each token's consent flag in an encode folder's attributes file."""
+    with (out_dir / "attributes.csv").open() as handle:
+        return {row["token"]: row["consent"] == "true" for row in csv.DictReader(handle)}
+
+
+def schema_suffix() -> str:
+    """A fresh suffix for PostgreSQL schemas, so that tests never share one."""
+    return secrets.token_hex(4)
+
+
+def make_factory(root: Path, url: str | None) -> tuple[Callable[..., ServiceConfig], Callable[[], None]]:
+    """A service config factory on ``url`` (``None``: SQLite under ``root``), and its cleanup."""
+    suffix = schema_suffix()
+    base = {
+        "database_url": url,
+        "admin_secret_sha256": hash_admin_secret(ADMIN_SECRET, "test"),
+        "linkage_schema": f"pprl_linkage_t{suffix}",
+        "stats_schema": f"pprl_stats_t{suffix}",
+    }
+
+    def make(**overrides: Any) -> ServiceConfig:
+        return ServiceConfig(**{"data_dir": root / "service", **base, **overrides})
+
+    def cleanup() -> None:
+        if url:
+            LinkageStore(root / "service", url, schema=base["linkage_schema"]).destroy()
+            StatsStore(root / "service", url, schema=base["stats_schema"]).destroy()
+
+    return make, cleanup
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header for a token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+ADMIN = bearer(ADMIN_SECRET)
+OCTET = {"Content-Type": "application/octet-stream"}
+CSV = {"Content-Type": "text/csv"}
+
+
+def create_project(client: TestClient, document: dict[str, Any] | None = None) -> tuple[str, dict[str, str]]:
+    """Create a project (the example protocol by default): its id and credentials."""
+    response = client.post("/projects", json={"protocol": document or example_document()}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return response.json()["project_id"], response.json()["credentials"]
+
+
+def put_encodings(client: TestClient, project_id: str, token: str, body: bytes, **params: Any) -> Any:
+    """PUT a party's encodings."""
+    return client.put(
+        f"/projects/{project_id}/encodings", content=body, headers={**bearer(token), **OCTET}, params=params
+    )
+
+
+def put_attributes(client: TestClient, project_id: str, token: str, body: bytes, **params: Any) -> Any:
+    """PUT a party's attributes."""
+    return client.put(
+        f"/projects/{project_id}/attributes", content=body, headers={**bearer(token), **CSV}, params=params
+    )
+
+
+def upload_all(client: TestClient, project_id: str, credentials: dict[str, str], agencies: dict[str, Path]) -> None:
+    """Upload every party's encodings and attributes."""
+    for party in PARTIES:
+        response = put_encodings(
+            client, project_id, credentials[party], (agencies[party] / "encodings.pprl").read_bytes()
+        )
+        assert response.status_code == 201, response.text
+        response = put_attributes(
+            client, project_id, credentials[party], (agencies[party] / "attributes.csv").read_bytes()
+        )
+        assert response.status_code == 201, response.text
+
+
+def wait_for_run(client: TestClient, project_id: str, run_id: int, token: str, deadline: float = 120.0) -> dict:
+    """Poll until the run is done or failed (the deadline only stops a hung test)."""
+    stop = time.monotonic() + deadline
+    body: dict = {}
+    while time.monotonic() < stop:
+        body = client.get(f"/projects/{project_id}/runs/{run_id}", headers=bearer(token)).json()
+        if body["status"] in ("done", "failed"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not finish: {body}")
+
+
+def invoke(runner: Any, *args: Any, env: dict[str, str] | None = None) -> Any:
+    """Run a `pprl` command with click's runner (arguments as strings)."""
+    return runner.invoke(main, [str(arg) for arg in args], env=env)
+
+
+def people(protocol: Protocol, n: int, seed: int = 0) -> tuple[list[tuple[int, str, str]], dict[str, dict[str, Any]]]:
+    """A mapping and per-party attributes for ``n`` people, each known to one to three parties."""
+    rng = np.random.default_rng(seed)
+    regions = protocol.attribute("region").categories
+    attributes: dict[str, dict[str, Any]] = {party: {} for party in PARTIES}
+    mapping = []
+    for person in range(n):
+        parties = [party for party, share in zip(PARTIES, (0.7, 0.4, 0.15), strict=True) if rng.random() < share]
+        parties = parties or ["msd"]
+        for party in parties:
+            token = f"{person:028x}{PARTIES.index(party):04x}"
+            values: dict[str, Any] = {
+                "region": None if rng.random() < 0.02 else regions[int(rng.integers(len(regions)))]
+            }
+            if party == "msd":
+                values |= {"benefit_type": "jobseeker", "weeks_supported": int(rng.integers(0, 53))}
+            elif party == "police":
+                values |= {"offence_category": "property", "police_contacts": int(rng.integers(0, 31))}
+            else:
+                values |= {"housed_within_90_days": bool(rng.random() < 0.6), "months_in_nz": int(rng.integers(0, 121))}
+            attributes[party][token] = values
+            if len(parties) > 1:
+                mapping.append((person, party, token))
+    return mapping, attributes
+
+
+def people_table(protocol: Protocol, n: int, seed: int = 0) -> Any:
+    """The entity table of :func:`people`, built as the service builds it."""
+    return entity_table(protocol, *people(protocol, n, seed))
+
+
+def write_rows(path: Path, rows: Sequence[Sequence[str]], header: Sequence[str] = MSD_HEADER) -> Path:
+    """Write a CSV file with a header."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def example_report(protocol: Protocol) -> ReportSpec:
+    """The example report spec (schemas/examples/quarterly_report.yaml)."""
+    return read_report_spec(protocol, EXAMPLE_REPORT)
