@@ -30,7 +30,7 @@ from linkage.service.client import (
 )
 
 TOKEN_ENV = "PPRL_TOKEN"  # noqa: S105 - the name of a variable, not a secret
-ADMIN_ENV = "PPRL_ADMIN_SECRET"  # noqa: S105 - the name of a variable, not a secret
+ADMIN_ENV = "PPRL_ADMIN_SECRET"
 DATABASE_ENV = "PPRL_DATABASE_URL"
 
 

@@ -63,7 +63,7 @@ def connect(address: str) -> Iterator[Client]:
         ServiceError: the scheduler cannot be reached within ``CONNECT_SECONDS``.
     """
     try:
-        from distributed import Client  # noqa: PLC0415 - an optional extra
+        from distributed import Client  # an optional extra
     except ImportError as exc:
         raise InputError("--dask needs the dask extra: pip install 'pprl[dask]'") from exc
     try:
@@ -79,7 +79,8 @@ def connect(address: str) -> Iterator[Client]:
 
 def parallelism(client: Client) -> int:
     """How many tasks the cluster runs at once (its worker threads), at least 1."""
-    return max(1, sum(client.nthreads().values()))
+    threads: dict[str, int] = client.nthreads()
+    return max(1, sum(threads.values()))
 
 
 class ScatteredTasks:
@@ -109,12 +110,13 @@ class ScatteredTasks:
             used, address = heapq.heappop(load)
             placement[number] = address
             heapq.heappush(load, (used + sizes[number] / max(threads[address], 1), address))
-        self._inputs: list[Future] = [self._scatter(number, placement[number]) for number in range(len(sizes))]
+        self._inputs: list[Future[Any]] = [self._scatter(number, placement[number]) for number in range(len(sizes))]
 
-    def _scatter(self, number: int, worker: str | None = None) -> Future:
+    def _scatter(self, number: int, worker: str | None = None) -> Future[Any]:
         # Scattered one at a time, so the coordinator never holds more than one cut input.
         sealed = Sealed(self._make_input(number))
-        return self._client.scatter(sealed, workers=[worker] if worker else None, hash=False)
+        future: Future[Any] = self._client.scatter(sealed, workers=[worker] if worker else None, hash=False)
+        return future
 
     def run(
         self, work: Callable[..., Any], arguments: tuple[Any, ...], on_progress: Callable[[int, int], None] | None
@@ -123,7 +125,7 @@ class ScatteredTasks:
 
         Progress counts completed tasks; a task run again after a loss counts once.
         """
-        from distributed import as_completed  # noqa: PLC0415 - an optional extra, present with a client
+        from distributed import as_completed  # an optional extra, present with a client
 
         total = len(self._inputs)
         if on_progress:
@@ -156,7 +158,7 @@ class ScatteredTasks:
                 on_progress(done, total)
             yield number, result
 
-    def _submit(self, number: int, work: Callable[..., Any], arguments: tuple[Any, ...]) -> Future:
+    def _submit(self, number: int, work: Callable[..., Any], arguments: tuple[Any, ...]) -> Future[Any]:
         return self._client.submit(work, self._inputs[number], *arguments, pure=False)
 
     def close(self) -> None:

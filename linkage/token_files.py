@@ -49,7 +49,7 @@ def read_rows(path: Path, columns: Sequence[str]) -> Iterator[list[str]]:
 
 def read_keymap(path: Path) -> dict[str, str]:
     """A party's ``token,client_id`` key map as {token: client id}."""
-    return dict(read_rows(path, ("token", "client_id")))  # type: ignore[arg-type]
+    return dict(read_rows(path, ("token", "client_id")))
 
 
 def read_entities(path: Path) -> dict[str, list[tuple[str, str]]]:

@@ -13,11 +13,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display, and safe in a server thread
 
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
-from matplotlib.figure import Figure  # noqa: E402
+# Imported after choosing the backend (isort keeps them below it).
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from stats.dp import Answer, Cell  # noqa: E402
-from stats.render import show_key  # noqa: E402
+from stats.dp import Answer, Cell
+from stats.render import show_key
 
 __all__ = ["bar_chart", "upset_chart"]
 

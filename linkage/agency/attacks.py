@@ -87,15 +87,15 @@ def identify(
     >>> identify([("ana", None), ("bo", "x")], [("ana", "y"), ("bo", "x"), ("bo", "z")], np.array([0, 1]))
     (2, 2)
     """
-    by_mask: dict[tuple[int, ...], dict[tuple, int]] = {}
+    by_mask: dict[tuple[int, ...], dict[tuple[object, ...], int]] = {}
     named = correct = 0
     for record, guess in enumerate(guesses):
         mask = tuple(i for i, value in enumerate(guess) if value is not None)
         if not mask:
             continue
         if mask not in by_mask:
-            counts: Counter[tuple] = Counter()
-            where: dict[tuple, int] = {}
+            counts: Counter[tuple[object, ...]] = Counter()
+            where: dict[tuple[object, ...], int] = {}
             for index, row in enumerate(reference):
                 key = tuple(row[i] for i in mask)
                 counts[key] += 1
@@ -212,7 +212,9 @@ def _frequent_pattern(
     """
     counts = bits.sum(axis=0).astype(np.int64)
     counts[excluded] = -1
-    beams = [((int(b),), bits[:, b]) for b in np.argsort(-counts, kind="stable")[: beam * 2] if counts[b] > 0]
+    beams: list[tuple[tuple[int, ...], np.ndarray]] = [
+        ((int(b),), bits[:, b]) for b in np.argsort(-counts, kind="stable")[: beam * 2] if counts[b] > 0
+    ]
     if not beams:
         return np.zeros(0, dtype=np.intp), 0
     for _ in range(size - 1):
@@ -395,7 +397,8 @@ def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a.astype(np.float32)
     b = b.astype(np.float32)
     out = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2 * (a @ b.T)
-    return np.maximum(out, 0.0)
+    distances: np.ndarray = np.maximum(out, 0.0)
+    return distances
 
 
 def _mutual_best(distance: np.ndarray, margin: float) -> list[tuple[int, int, float]]:

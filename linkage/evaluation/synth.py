@@ -22,8 +22,8 @@ from typing import IO
 
 import numpy as np
 
-from linkage import synth_data as data
 from linkage.errors import InputError, OutputExistsError
+from linkage.evaluation import synth_data as data
 from linkage.protocol import AttributeSpec, FieldSpec, Protocol
 
 __all__ = ["Corruption", "SynthSummary", "synthesise_population"]
@@ -80,7 +80,8 @@ class _Person:
 
 def _zipf(count: int, exponent: float = 0.9) -> np.ndarray:
     weights = 1.0 / np.arange(1, count + 1) ** exponent
-    return weights / weights.sum()
+    shares: np.ndarray = weights / weights.sum()
+    return shares
 
 
 class _Population:
@@ -349,6 +350,6 @@ def _write_all(
             if on_progress:
                 on_progress(min(start + CHUNK_PEOPLE, num_people), num_people)
     finally:
-        for handle in handles:
-            handle.close()
+        for opened in handles:
+            opened.close()
     return counts

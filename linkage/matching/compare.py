@@ -97,7 +97,7 @@ def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
     for spec in protocol.fields:
         salt_part = (salt_transform or "whole") if spec.name == salt_field else None
         if spec.kind == "date":
-            labels = ("different", "two of three parts", "day and month swapped", "exact")
+            labels: tuple[str, ...] = ("different", "two of three parts", "day and month swapped", "exact")
             out.append(Comparison(spec, labels, salt_part=salt_part))
         elif spec.kind == "category":
             out.append(Comparison(spec, ("different", "exact"), salt_part=salt_part))
@@ -221,7 +221,8 @@ def _unmixed_dice(
     built_differ = (1 - (1 - 2 * differ) ** (1 / taps)) / 2
     built_a = (1 - np.clip(1 - 2 * share_a, 0.0, 1.0) ** (1 / taps)) / 2
     built_b = (1 - np.clip(1 - 2 * share_b, 0.0, 1.0) ** (1 / taps)) / 2
-    return np.clip(1 - built_differ / np.maximum(built_a + built_b, 1e-12), 0.0, 1.0)
+    unmixed: np.ndarray = np.clip(1 - built_differ / np.maximum(built_a + built_b, 1e-12), 0.0, 1.0)
+    return unmixed
 
 
 def _dice_levels(dice: np.ndarray, missing: np.ndarray, comparison: Comparison) -> np.ndarray:

@@ -215,7 +215,8 @@ def tf_adjustments(
 
 def _posterior(weights: np.ndarray, prior: float) -> np.ndarray:
     log_odds = weights + np.log2(prior / (1.0 - prior))
-    return 1.0 / (1.0 + np.exp2(-np.clip(log_odds, -60, 60)))
+    posterior: np.ndarray = 1.0 / (1.0 + np.exp2(-np.clip(log_odds, -60, 60)))
+    return posterior
 
 
 def fit_em(
@@ -254,7 +255,7 @@ def fit_em(
     m = tuple(_initial_m(feature) for feature in features)
     prior = min(0.5, counts.sum() / 10 / total_pairs)
     iteration = 0
-    for iteration in range(1, max_iterations + 1):  # noqa: B007 - reported below
+    for iteration in range(1, max_iterations + 1):
         model = FellegiSunterModel(tuple(features), m, u, prior, iteration)
         weighted = counts * model.probabilities(patterns)
         new_m = _level_frequencies(patterns, weighted, features, _M_PSEUDO_SHARE)

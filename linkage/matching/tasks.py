@@ -248,7 +248,7 @@ def executor(
     limits = (protocol.max_block_pairs, protocol.clk_prefilter)
     if dask is not None:
         with connect(dask) as client:
-            from distributed import as_completed  # noqa: PLC0415 - an optional extra, present if connect worked
+            from distributed import as_completed  # an optional extra, present if connect worked
 
             partitioned = protocol.clk_prefilter is None
             sources = (

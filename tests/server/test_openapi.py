@@ -21,6 +21,7 @@ with warnings.catch_warnings():
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     make, _ = make_factory(tmp_path_factory.mktemp("openapi"), None)
@@ -43,7 +44,6 @@ def test_the_api_keeps_its_schema(app, credentials):
     assert len(operations) > 10
 
     for operation in operations:
-
         # Derandomised: the same cases every run, so CI is reproducible; raise max_examples to fuzz harder locally.
         @given(case=operation.as_strategy())
         @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
