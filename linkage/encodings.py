@@ -24,17 +24,19 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from linkage.errors import InputError
+from linkage.errors import InputError, MismatchError, PprlError
 from linkage.protocol import Protocol
 
 __all__ = [
     "ENCODINGS_FILE",
+    "check_compatible",
     "Encodings",
     "EncodingsHeader",
     "EncodingsWriter",
@@ -201,13 +203,13 @@ def resolve_encodings_path(path: str | Path) -> Path:
     return path
 
 
-def _parse_header(path: Path, handle: BinaryIO) -> tuple[EncodingsHeader, int]:
+def _parse_header(handle: BinaryIO, shown: str) -> tuple[EncodingsHeader, int]:
     prefix = handle.read(_PREFIX)
     if len(prefix) < _PREFIX or prefix[: len(MAGIC)] != MAGIC:
         raise InputError(
-            f"{path}: not a pprl encodings file (it does not start with {MAGIC.decode()}); "
+            f"{shown}: not a pprl encodings file (it does not start with {MAGIC.decode()}); "
             "pass a file written by `pprl encode`",
-            path=str(path),
+            path=shown,
         )
     (length,) = struct.unpack("<I", prefix[len(MAGIC) :])
     raw = handle.read(length) if length <= _MAX_HEADER else b""
@@ -218,46 +220,53 @@ def _parse_header(path: Path, handle: BinaryIO) -> tuple[EncodingsHeader, int]:
         header = EncodingsHeader(**fields)
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(
-            f"{path}: the encodings header is damaged or truncated; encode the file again",
-            path=str(path),
+            f"{shown}: the encodings header is damaged or truncated; encode the file again",
+            path=shown,
         ) from exc
     if header.format != FORMAT or header.format_version != FORMAT_VERSION:
         raise InputError(
-            f"{path}: encodings format {header.format} v{header.format_version} is not "
+            f"{shown}: encodings format {header.format} v{header.format_version} is not "
             f"supported (this pprl reads {FORMAT} v{FORMAT_VERSION}); encode again with this version",
-            path=str(path),
+            path=shown,
         )
     return header, _PREFIX + length
 
 
-def read_header(path: str | Path) -> EncodingsHeader:
-    """Read only the header of an encodings file (or of the folder holding it)."""
+def read_header(path: str | Path, *, shown_as: str | None = None) -> EncodingsHeader:
+    """Read only the header of an encodings file (or of the folder holding it).
+
+    Args:
+        path: the file or folder.
+        shown_as: how messages name the file (e.g. "the upload": never a server's path).
+    """
     resolved = resolve_encodings_path(path)
     with resolved.open("rb") as handle:
-        return _parse_header(resolved, handle)[0]
+        return _parse_header(handle, shown_as or str(resolved))[0]
 
 
-def read_encodings(path: str | Path, *, verify: bool = True) -> Encodings:
+def read_encodings(path: str | Path, *, verify: bool = True, shown_as: str | None = None) -> Encodings:
     """Load an encodings file, memory-mapped, after checking it is complete.
 
     Args:
         path: an ``encodings.pprl`` file or the folder holding it.
         verify: also check the records' SHA-256 (reads the whole file once).
+        shown_as: how messages name the file (e.g. "the upload": never a server's path).
 
     Raises:
         InputError: not an encodings file, truncated, or corrupted.
     """
     resolved = resolve_encodings_path(path)
+    shown = shown_as or str(resolved)
     with resolved.open("rb") as handle:
-        header, offset = _parse_header(resolved, handle)
+        header, offset = _parse_header(handle, shown)
     dtype = header.dtype
     expected = offset + header.record_count * dtype.itemsize
     actual = resolved.stat().st_size
     if actual != expected:
         raise InputError(
-            f"{resolved}: {actual} bytes where the header promises {expected} "
+            f"{shown}: {actual} bytes where the header promises {expected} "
             f"({header.record_count} records); the file is truncated or damaged, copy or encode it again",
-            path=str(resolved),
+            path=shown,
         )
     if header.record_count == 0:
         records = np.zeros(0, dtype=dtype)
@@ -270,8 +279,87 @@ def read_encodings(path: str | Path, *, verify: bool = True) -> Encodings:
             digest.update(np.ascontiguousarray(records[start : start + step]).tobytes())
         if digest.hexdigest() != header.records_sha256:
             raise InputError(
-                f"{resolved}: the records do not match the header's checksum; the file is "
+                f"{shown}: the records do not match the header's checksum; the file is "
                 "damaged, copy or encode it again",
-                path=str(resolved),
+                path=shown,
             )
     return Encodings(path=resolved, header=header, records=records)
+
+
+def check_compatible(
+    protocol: Protocol,
+    inputs: Sequence[tuple[str, EncodingsHeader]],
+    *,
+    uploader: str | None = None,
+    stored: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse encodings that cannot be linked together under ``protocol``, listing every problem.
+
+    The one check of compatibility, for ``pprl link`` (several files) and for the service
+    (one upload, against the other parties' stored uploads).
+
+    Args:
+        protocol: the protocol they must have been made under.
+        inputs: ``(how to name it, header)`` of each file.
+        uploader: the party the files must belong to (the service: the credential's party).
+        stored: the secret check of every other party's stored upload (the service).
+
+    Raises:
+        MismatchError: another protocol, layout or secret; a party not in the protocol,
+            twice, or not the uploader's. Every problem is listed.
+        InputError: only empty files.
+    """
+    problems: list[str] = []
+    empty: list[str] = []
+    layout = record_layout(protocol)
+    known = {party.id for party in protocol.parties}
+    seen: dict[str, str] = {}
+    checks: dict[str, tuple[str, str]] = {}
+    for shown, header in inputs:
+        if header.fingerprint != protocol.fingerprint:
+            problems.append(
+                f"{shown} was encoded under protocol fingerprint {header.fingerprint[:12]}..., but the protocol "
+                f"{protocol.name!r} has {protocol.fingerprint[:12]}...; encode it again with the agreed protocol "
+                "(`pprl protocol validate` prints its fingerprint)"
+            )
+        elif header.layout != layout or header.clk_bits != protocol.clk_bits:
+            problems.append(
+                f"{shown} has a record layout this protocol does not produce; encode it again with this pprl version"
+            )
+        if header.party not in known:
+            problems.append(f"{shown} belongs to party {header.party!r}, which is not in protocol {protocol.name!r}")
+        elif uploader is not None and header.party != uploader:
+            problems.append(
+                f"{shown} was encoded for party {header.party!r}, but your token is for party {uploader!r}; "
+                f"upload {uploader}'s own encodings (`pprl encode --party {uploader}`)"
+            )
+        if header.party in seen:
+            problems.append(
+                f"{shown} and {seen[header.party]} are both from party {header.party!r}; pass one file per party"
+            )
+        seen.setdefault(header.party, shown)
+        checks.setdefault(header.secret_check, (shown, header.party))
+        if header.record_count == 0:
+            empty.append(f"{shown} has no records; encode a non-empty client list")
+    if len(checks) > 1:
+        named = " and ".join(shown for shown, _ in checks.values())
+        problems.append(f"{named} were encoded with different secrets; every party must use the same shared secret")
+    for other, check in sorted((stored or {}).items()):
+        differing = [shown for shown, header in inputs if header.party != other and header.secret_check != check]
+        if differing:
+            problems.append(
+                f"{differing[0]} was encoded with a different shared secret than the encodings party {other!r} "
+                "uploaded; every party must encode with the same secret. If yours is right, "
+                f"{other} must encode again and upload with --replace"
+            )
+    if problems:
+        raise _listed(MismatchError, "these encodings cannot be linked together", problems + empty)
+    if empty:
+        raise _listed(InputError, "these encodings files are empty", empty)
+
+
+def _listed(kind: type[PprlError], summary: str, problems: list[str]) -> PprlError:
+    """One problem as the message; several under a summary, each listed."""
+    if len(problems) == 1:
+        return kind(problems[0])
+    return kind(summary, problems=problems)

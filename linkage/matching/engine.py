@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from linkage.encodings import Encodings, read_encodings
-from linkage.errors import InputError, MismatchError
+from linkage.encodings import Encodings, check_compatible, read_encodings
+from linkage.errors import InputError
 from linkage.matching.compare import (
     Comparison,
     Feature,
@@ -83,42 +83,13 @@ def check_inputs(protocol: Protocol, encodings: Sequence[Encodings]) -> None:
     """Refuse inputs that cannot be linked together, saying which file differs in what.
 
     Raises:
-        MismatchError: another protocol, secret or bit length; one party twice.
+        MismatchError: another protocol, secret or layout; one party twice (every problem listed,
+            by :func:`~linkage.encodings.check_compatible`).
         InputError: fewer than two parties, an empty file, duplicated tokens.
     """
     if len(encodings) < 2:
         raise InputError("linkage needs the encodings of at least two parties; pass two or more files")
-    first = encodings[0]
-    seen: dict[str, Path] = {}
-    for item in encodings:
-        header, path = item.header, item.path
-        if header.fingerprint != protocol.fingerprint:
-            raise MismatchError(
-                f"{path} was encoded under protocol fingerprint {header.fingerprint[:12]}..., but the "
-                f"protocol given has {protocol.fingerprint[:12]}...; encode it again with the agreed protocol",
-                path=str(path),
-            )
-        if header.secret_check != first.header.secret_check:
-            raise MismatchError(
-                f"{path} and {first.path} were encoded with different secrets; every party must use "
-                "the same shared secret",
-                path=str(path),
-            )
-        if header.clk_bits != protocol.clk_bits or header.layout != first.header.layout:
-            raise MismatchError(
-                f"{path} has {header.clk_bits}-bit CLKs or a record layout that differs from {first.path}; "
-                "encode both with the same pprl version and protocol",
-                path=str(path),
-            )
-        if header.party not in {p.id for p in protocol.parties}:
-            raise MismatchError(f"{path} belongs to party {header.party!r}, which is not in the protocol")
-        if header.party in seen:
-            raise MismatchError(
-                f"{path} and {seen[header.party]} are both from party {header.party!r}; pass one file per party"
-            )
-        seen[header.party] = path
-        if header.record_count == 0:
-            raise InputError(f"{path} has no records; encode a non-empty client list", path=str(path))
+    check_compatible(protocol, [(str(item.path), item.header) for item in encodings])
     tokens = np.concatenate([np.ascontiguousarray(item.records["token"]).view("V16").ravel() for item in encodings])
     if len(np.unique(tokens)) != len(tokens):
         raise InputError(

@@ -45,8 +45,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from linkage.database import ANALYST, Database, hash_token, now, open_engine, project_tables
-from linkage.encodings import EncodingsHeader, read_encodings, read_header, record_layout
-from linkage.errors import Conflict, InputError, MismatchError, NotFound, PprlError, ProtocolError
+from linkage.encodings import EncodingsHeader, check_compatible, read_encodings, read_header
+from linkage.errors import Conflict, NotFound, ProtocolError
 from linkage.matching.engine import LinkResult
 from linkage.protocol import Protocol, parse_protocol
 
@@ -61,8 +61,7 @@ __all__ = [
     "SharedRecord",
     "UploadOutcome",
     "UploadRecord",
-    "check_encodings",
-    "check_secret",
+    "check_upload",
     "hash_token",
     "issue_credentials",
     "new_project_id",
@@ -245,13 +244,21 @@ class AuditEntry:
     detail: str
 
 
-def check_encodings(protocol: Protocol, party: str, path: Path, *, shown_as: str = "the upload") -> EncodingsHeader:
-    """Check an uploaded encodings file belongs to this project and party, and is complete.
+def check_upload(
+    protocol: Protocol,
+    party: str,
+    path: Path,
+    stored: Iterable[UploadRecord] = (),
+    *,
+    shown_as: str = "the upload",
+) -> EncodingsHeader:
+    """Check an uploaded encodings file belongs to this project and party, matches the others' secret, is whole.
 
     Args:
         protocol: the project's protocol.
         party: the uploading party.
         path: the received file.
+        stored: the other parties' current uploads (their secret checks must match).
         shown_as: how to name the file in messages (never the server's path).
 
     Returns:
@@ -259,49 +266,13 @@ def check_encodings(protocol: Protocol, party: str, path: Path, *, shown_as: str
 
     Raises:
         InputError: not an encodings file, truncated, corrupted or empty.
-        MismatchError: another protocol, another party or another layout.
+        MismatchError: another protocol, party, layout or secret (every problem listed).
     """
-    try:
-        header = read_header(path)
-        if header.fingerprint != protocol.fingerprint:
-            raise MismatchError(
-                f"{shown_as} was encoded under protocol fingerprint {header.fingerprint[:12]}..., but this project's "
-                f"protocol {protocol.name!r} has {protocol.fingerprint[:12]}...; encode again with the project's "
-                "protocol (`pprl protocol validate` prints its fingerprint)"
-            )
-        if header.party != party:
-            raise MismatchError(
-                f"{shown_as} was encoded for party {header.party!r}, but your token is for party {party!r}; "
-                f"upload {party}'s own encodings (`pprl encode --party {party}`)"
-            )
-        if header.layout != record_layout(protocol) or header.clk_bits != protocol.clk_bits:
-            raise MismatchError(
-                f"{shown_as} has a record layout this project's protocol does not produce; encode again with "
-                "this pprl version"
-            )
-        if header.record_count == 0:
-            raise InputError(f"{shown_as} has no records; encode a non-empty client list")
-        read_encodings(path, verify=True)
-    except PprlError as exc:
-        exc.message = exc.message.replace(str(path), shown_as)
-        exc.args = (exc.message,)
-        raise
+    header = read_header(path, shown_as=shown_as)
+    others = {upload.party: upload.secret_check for upload in stored if upload.party != party}
+    check_compatible(protocol, [(shown_as, header)], uploader=party, stored=others)
+    read_encodings(path, verify=True, shown_as=shown_as)
     return header
-
-
-def check_secret(header: EncodingsHeader, others: Iterable[UploadRecord], *, shown_as: str = "the upload") -> None:
-    """Refuse encodings made with another shared secret than the other parties' uploads.
-
-    Raises:
-        MismatchError: naming the party whose upload differs.
-    """
-    for other in others:
-        if other.party != header.party and other.secret_check != header.secret_check:
-            raise MismatchError(
-                f"{shown_as} was encoded with a different shared secret than the encodings party {other.party!r} "
-                "uploaded; every party must encode with the same secret. If yours is right, "
-                f"{other.party} must encode again and upload with --replace"
-            )
 
 
 class LinkageStore(Database):
@@ -394,7 +365,7 @@ class LinkageStore(Database):
         refused unless ``replace``. ``received`` is always consumed (moved or deleted).
 
         Raises:
-            InputError, MismatchError: see :func:`check_encodings` and :func:`check_secret`.
+            InputError, MismatchError: see :func:`check_upload`.
             Conflict: different content without ``replace``, or a run is queued or running.
         """
         shown_as = "the uploaded encodings file"
@@ -404,14 +375,18 @@ class LinkageStore(Database):
             if previous is not None and previous.body_sha256 == body_sha256:
                 return UploadOutcome("unchanged", previous)
             # The slow part (reading the whole file) runs outside the lock: parties upload at once.
-            header = check_encodings(protocol, party, received, shown_as=shown_as)
+            header = check_upload(protocol, party, received, self.uploads(project_id).values(), shown_as=shown_as)
             _fsync_file(received)
             with self._upload_lock:
                 current = self.uploads(project_id)
                 previous = current.get(party)
                 if previous is not None and previous.body_sha256 == body_sha256:
                     return UploadOutcome("unchanged", previous)
-                check_secret(header, current.values(), shown_as=shown_as)
+                check_compatible(
+                    protocol,
+                    [(shown_as, header)],
+                    stored={u.party: u.secret_check for u in current.values() if u.party != party},
+                )
                 if previous is not None and not replace:
                     raise Conflict(
                         f"party {party!r} already uploaded different encodings ({previous.record_count} records, "

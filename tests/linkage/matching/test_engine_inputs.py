@@ -95,3 +95,19 @@ def test_different_protocols(protocol, encoded, tmp_path):
 def test_not_an_encodings_path(protocol, tmp_path):
     with pytest.raises(InputError, match="no encodings file here"):
         load_inputs(protocol, [tmp_path, tmp_path])
+
+
+def test_every_problem_is_listed_at_once(protocol, encoded, tmp_path):
+    document = json.loads(EXAMPLE_PROTOCOL.read_text())
+    document["encoding"]["clk_bits"] = 512
+    other_path = tmp_path / "other.json"
+    other_path.write_text(json.dumps(document))
+    other = load_protocol(other_path)
+    first = encoded("msd", [msd_row("M1")], MSD_HEADER, "msd1", use_protocol=other)
+    second = encoded("msd", [msd_row("M2")], MSD_HEADER, "msd2", secret=bytes(reversed(SECRET)))
+    with pytest.raises(MismatchError, match="these encodings cannot be linked together") as raised:
+        load_inputs(protocol, [first, second])
+    problems = "\n".join(raised.value.problems)
+    assert "msd1" in problems and "was encoded under protocol fingerprint" in problems
+    assert "are both from party 'msd'" in problems
+    assert "were encoded with different secrets" in problems

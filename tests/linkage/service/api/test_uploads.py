@@ -91,7 +91,7 @@ def test_encodings_of_another_protocol_or_party_or_secret_are_refused(client, ag
     assert wrong_fingerprint.status_code == 409
     assert wrong_fingerprint.json()["code"] == "mismatch"
     assert "was encoded under protocol fingerprint" in wrong_fingerprint.json()["message"]
-    assert "encode again with the project's protocol" in wrong_fingerprint.json()["message"]
+    assert "encode it again with the agreed protocol" in wrong_fingerprint.json()["message"]
 
     wrong_party = put_encodings(
         client, project_id, credentials["police"], (agencies["msd"] / "encodings.pprl").read_bytes()
