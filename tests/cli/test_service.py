@@ -159,6 +159,8 @@ def test_serve_builds_the_app_and_keeps_secrets_and_queries_out_of_logs(runner, 
     assert ADMIN_SECRET not in repr(config)
     assert (tmp_path / "data" / "linkage.db").exists()
     assert (tmp_path / "data" / "stats.db").exists()
+    started["app"].state.linkage_store.close()  # uvicorn.run was replaced: no lifespan closes them
+    started["app"].state.stats_store.close()
     assert "redact_query" in started["log_config"]["handlers"]["access"]["filters"]
     assert log_config()["loggers"]["pprl"]["level"] == "INFO"
     record = logging.LogRecord(

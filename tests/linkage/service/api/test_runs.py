@@ -94,6 +94,7 @@ def test_a_run_interrupted_too_often_fails_with_a_message(config, agencies):
         assert store.claim_next_run().id == run_id
         store.requeue_interrupted()
     run = store.run(project_id, run_id)
+    store.close()  # reopened after the app's lifespan closed it
     assert run.status == "failed"
     assert f"the server stopped during this run {MAX_RUN_ATTEMPTS} times" in run.message
 
