@@ -10,6 +10,7 @@ import copy
 import csv
 import json
 import os
+import re
 import secrets
 import time
 import warnings
@@ -21,6 +22,7 @@ import numpy as np
 
 from cli.main import main
 from linkage.agency.encode import encode_csv
+from linkage.encodings import read_encodings
 from linkage.evaluation.synth import synthesise_population
 from linkage.protocol import Protocol, parse_protocol
 from linkage.service.store import LinkageStore
@@ -280,3 +282,27 @@ def write_rows(path: Path, rows: Sequence[Sequence[str]], header: Sequence[str] 
 def example_report(protocol: Protocol) -> ReportSpec:
     """The example report spec (schemas/examples/quarterly_report.yaml)."""
     return read_report_spec(protocol, EXAMPLE_REPORT)
+
+
+TOKEN = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+def canonical(out: Path) -> dict[str, Any]:
+    """Every output file as bytes, with each random token replaced by its keymap row number.
+
+    Tokens are fresh random numbers on every run (pool or Dask, CLI or page); everything
+    else must be byte-for-byte the same. The encodings file is keyed by its folder's name.
+    """
+    with (out / "keymap.csv").open(newline="") as handle:
+        order = {row[0]: f"{number:032d}" for number, row in enumerate(csv.reader(handle))}
+    files: dict[str, Any] = {}
+    for path in sorted(out.iterdir()):
+        if path.suffix == ".csv":
+            files[path.name] = TOKEN.sub(lambda match: order[match.group()], path.read_text())
+    encodings = read_encodings(out)
+    records = np.array(encodings.records)
+    tokens = [order[token.tobytes().hex()] for token in records["token"]]
+    records["token"] = np.frombuffer(b"".join(bytes.fromhex(t) for t in tokens), dtype=np.uint8).reshape(-1, 16)
+    header = encodings.header.to_json().replace(encodings.header.records_sha256, "")
+    files[out.name + "/encodings.pprl"] = (header, records.tobytes())
+    return files
