@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
+from cli.checking import SHARING_NOTE, render_check, render_choice
 from cli.common import PprlGroup, progress, protocol_option, read_secret
+from linkage.agency.check import check_file
+from linkage.agency.columns import parse_columns, read_mapping_file
 from linkage.agency.encode import encode_csv
 from linkage.agency.secret import generate_secret, write_secret
 from linkage.encodings import read_header
@@ -96,8 +99,22 @@ def synth(protocol: Protocol, people: int, seed: int, out: Path, quiet: bool) ->
     type=click.Path(dir_okay=False, path_type=Path),
     help="File written by `pprl keygen`. Default: the PPRL_SECRET environment variable.",
 )
-@click.argument("input_csv", metavar="INPUT.csv", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
+@click.argument("input_file", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder to create (not with --check).")
+@click.option("--sheet", help="The spreadsheet's sheet to read (default: the first).")
+@click.option(
+    "--columns",
+    "column_options",
+    multiple=True,
+    metavar="COLUMN=HEADER,...",
+    help='Your file\'s name for protocol columns, e.g. given_name="First Name",date_of_birth=DOB.',
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A saved mapping file (YAML: columns, and optionally sheet); --columns and --sheet win over it.",
+)
+@click.option("--check", is_flag=True, help="Read and normalise everything, print a quality summary, write nothing.")
 @click.option(
     "--on-error",
     type=click.Choice(["fail", "skip"]),
@@ -117,8 +134,12 @@ def encode(
     protocol: Protocol,
     party: str,
     secret_file: Path | None,
-    input_csv: Path,
-    out: Path,
+    input_file: Path,
+    out: Path | None,
+    sheet: str | None,
+    column_options: tuple[str, ...],
+    mapping: Path | None,
+    check: bool,
     on_error: str,
     workers: int | None,
     dask: str | None,
@@ -126,27 +147,56 @@ def encode(
 ) -> None:
     """Encode your client list for linkage, on your own machine.
 
+    INPUT is a CSV (UTF-8, comma-separated) or a spreadsheet (.xlsx, .ods) with a header row.
+    Columns are found by the protocol's names or their usual names (First Name, Surname,
+    DOB...); the choice is printed. Name the others with --columns or a --mapping file.
+    With --check, nothing is written and no secret is needed: a summary per column says what
+    is missing, refused or suspicious (placeholders such as UNKNOWN or 01/01/1900).
+
     Writes OUT/encodings.pprl (for the linkage service), OUT/attributes.csv (token, consent
     and outcome columns, for the statistics side) and OUT/keymap.csv (token -> your client
     id: it never leaves your agency). Nothing is written unless all of it is complete.
     With --dask, the rows are encoded on your agency's own Dask cluster: its workers hold
     the derived keys while encoding, so it must be trusted like this machine.
 
-    Example: pprl encode --protocol protocol.json --party msd --secret-file secret.key clients.csv --out msd-out
+    Example: pprl encode --protocol protocol.json --party msd --secret-file secret.key clients.xlsx --out msd-out
     """
+    columns: dict[str, str] = {}
+    if mapping is not None:
+        saved = read_mapping_file(mapping)
+        columns.update(saved.columns)
+        sheet = sheet or saved.sheet
+    for option in column_options:
+        columns.update(parse_columns(option))
+    if check:
+        if out is not None or dask is not None:
+            raise click.UsageError("--check writes nothing and runs here: leave out --out and --dask")
+        with progress(f"checking {input_file.name}", quiet=quiet) as on_progress:
+            checked = check_file(
+                protocol, party, input_file, sheet=sheet, columns=columns, workers=workers, on_progress=on_progress
+            )
+        click.echo(render_check(checked))
+        return
+    if out is None:
+        raise click.UsageError("Missing option '--out' (the folder to create), or pass --check")
     secret = read_secret(secret_file)
-    with progress(f"encoding {input_csv.name}", quiet=quiet) as on_progress:
+    with progress(f"encoding {input_file.name}", quiet=quiet) as on_progress:
         summary = encode_csv(
             protocol,
             party,
             secret,
-            input_csv,
+            input_file,
             out,
+            sheet=sheet,
+            columns=columns,
             on_error=on_error,
             workers=workers,
             dask=dask,
             on_progress=on_progress,
         )
+    if summary.columns is not None:
+        for line in render_choice(summary.columns):
+            click.echo(line, err=True)
     for warning in summary.warnings:
         click.echo(f"Warning: {warning}", err=True)
     rate = summary.records / summary.seconds if summary.seconds else 0.0
@@ -157,6 +207,7 @@ def encode(
     for file in summary.files:
         click.echo(f"  {file}")
     click.echo(f"protocol fingerprint: {summary.fingerprint}")
+    click.echo(SHARING_NOTE)
 
 
 @main.command()

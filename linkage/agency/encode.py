@@ -26,7 +26,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,15 @@ import numpy as np
 from linkage.agency.columns import ColumnChoice, choose_columns
 from linkage.agency.hashing import Keys, derive_keys, secret_check
 from linkage.agency.records import RecordEncoder, RowProblem, prepare_rows
-from linkage.agency.sources import ClientFile, Task, duplicate_lines, id_hash, open_client_file, read_rows
+from linkage.agency.sources import (
+    ClientFile,
+    Task,
+    duplicate_lines,
+    id_hash,
+    map_in_order,
+    open_client_file,
+    read_rows,
+)
 from linkage.dask_cluster import Sealed, connect, parallelism
 from linkage.encodings import ENCODINGS_FILE, EncodingsWriter, read_encodings
 from linkage.errors import InputError, OutputExistsError, ServiceError
@@ -324,19 +331,7 @@ def _encode_into(
 
 def _map_chunks(setup: Setup, chunks: Iterator[Task], workers: int) -> Iterator[_Chunk]:
     """Encode chunks in order, on a pool with a bounded number in flight."""
-    if workers <= 1:
-        _init_worker(*setup)
-        for chunk in chunks:
-            yield _work(chunk)
-        return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=setup) as pool:
-        pending: list[Future[_Chunk]] = []
-        for chunk in chunks:
-            pending.append(pool.submit(_work, chunk))
-            if len(pending) >= 2 * workers:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+    return map_in_order(_work, chunks, workers, _init_worker, setup)
 
 
 def _map_chunks_on_dask(setup: Setup, chunks: Iterator[Task], address: str) -> Iterator[_Chunk]:

@@ -19,9 +19,11 @@ import csv
 import datetime as dt
 import hashlib
 import io
-from collections.abc import Iterator, Sequence
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +39,7 @@ __all__ = [
     "column_letter",
     "duplicate_lines",
     "id_hash",
+    "map_in_order",
     "open_client_file",
     "read_rows",
 ]
@@ -53,6 +56,7 @@ _SAVE_AS_CSV = "save it as comma-separated CSV (in Excel: Save As > CSV UTF-8), 
 # processes) or a spreadsheet's rows of cells as calamine gives them.
 Payload = str | list[list[Any]]
 Task = tuple[int, Payload]
+Result = TypeVar("Result")
 
 
 def cell_text(value: Any) -> str:
@@ -369,21 +373,28 @@ def read_rows(task: Task, positions: Sequence[int], width: int) -> tuple[list[tu
                 rows.append((first_line + offset, values))
         return rows, problems
     reader = csv.reader(io.StringIO(payload, newline=""), strict=True)
+    pick = operator.itemgetter(*positions)
     while True:
-        line = first_line + reader.line_num
+        consumed = reader.line_num
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            problems.append(RowProblem(line, None, f"malformed CSV ({exc}); check the quoting of this line"))
+            problems.append(
+                RowProblem(first_line + consumed, None, f"malformed CSV ({exc}); check the quoting of this line")
+            )
             break
         if not any(cell.strip() for cell in row):
             continue
+        line = first_line + consumed
         if len(row) != width:
             problems.append(RowProblem(line, None, f"has {len(row)} columns where the header has {width}"))
             continue
-        rows.append((line, [_flatten(row[i]) for i in positions]))
+        values = list(pick(row))
+        if reader.line_num > consumed + 1:  # only a record spanning lines holds a line break
+            values = [_flatten(value) for value in values]
+        rows.append((line, values))
     return rows, problems
 
 
@@ -409,3 +420,30 @@ def duplicate_lines(id_hashes: np.ndarray, lines: np.ndarray) -> dict[int, int]:
         out.setdefault(first, second)
         out[second] = first
     return out
+
+
+def map_in_order(
+    work: Callable[[Task], Result],
+    chunks: Iterator[Task],
+    workers: int,
+    initializer: Callable[..., None],
+    initargs: tuple[Any, ...],
+) -> Iterator[Result]:
+    """Run ``work`` on every chunk, results in the chunks' order, on a pool with a bounded number in flight.
+
+    Each worker process runs ``initializer(*initargs)`` once; with one worker, everything
+    runs in this process.
+    """
+    if workers <= 1:
+        initializer(*initargs)
+        for chunk in chunks:
+            yield work(chunk)
+        return
+    with ProcessPoolExecutor(workers, initializer=initializer, initargs=initargs) as pool:
+        pending: list[Future[Result]] = []
+        for chunk in chunks:
+            pending.append(pool.submit(work, chunk))
+            if len(pending) >= 2 * workers:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
