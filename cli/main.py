@@ -243,6 +243,10 @@ from cli.risk import risk  # noqa: E402 - as above
 from cli.service import audit, project, results, run_command, serve, status, upload  # noqa: E402 - as above
 
 main.add_command(risk)
+
+from cli.encoder import encoder  # noqa: E402 - as above
+
+main.add_command(encoder)
 main.add_command(serve)
 main.add_command(project)
 main.add_command(upload)

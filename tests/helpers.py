@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import copy
 import csv
+import datetime as dt
 import json
 import os
 import re
 import secrets
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
+from xml.sax.saxutils import quoteattr as xml_quote
 
 import numpy as np
 
@@ -306,3 +310,122 @@ def canonical(out: Path) -> dict[str, Any]:
     header = encodings.header.to_json().replace(encodings.header.records_sha256, "")
     files[out.name + "/encodings.pprl"] = (header, records.tobytes())
     return files
+
+
+def write_xlsx(path: Path, sheets: dict[str, Sequence[Sequence[Any]]]) -> Path:
+    """A workbook with these sheets (the first is the first), each a list of rows of cells.
+
+    Cells keep their Python type: a ``datetime.date`` is stored as a spreadsheet date, a number as a number.
+    """
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    workbook.remove(workbook.active)
+    for name, rows in sheets.items():
+        sheet = workbook.create_sheet(name)
+        for row in rows:
+            sheet.append(list(row))
+    workbook.save(path)
+    return path
+
+
+def _ods_cell(value: Any) -> str:
+    if value is None or value == "":
+        return "<table:table-cell/>"
+    if isinstance(value, dt.date):
+        return (
+            f'<table:table-cell office:value-type="date" office:date-value="{value.isoformat()}">'
+            f"<text:p>{value.isoformat()}</text:p></table:table-cell>"
+        )
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = f'office:value-type="float" office:value="{value}"'
+        return f"<table:table-cell {number}><text:p>{value}</text:p></table:table-cell>"
+    paragraphs = "".join(f"<text:p>{xml_escape(line)}</text:p>" for line in str(value).split("\n"))
+    return f'<table:table-cell office:value-type="string">{paragraphs}</table:table-cell>'
+
+
+def write_ods(path: Path, sheets: dict[str, Sequence[Sequence[Any]]]) -> Path:
+    """An OpenDocument spreadsheet, written by hand (the format is a zip of XML): as :func:`write_xlsx`.
+
+    A line break in a text cell becomes a second paragraph, as LibreOffice stores it.
+    """
+    tables = "".join(
+        f"<table:table table:name={xml_quote(name)}>"
+        + "".join("<table:table-row>" + "".join(_ods_cell(v) for v in row) + "</table:table-row>" for row in rows)
+        + "</table:table>"
+        for name, rows in sheets.items()
+    )
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
+        f"<office:body><office:spreadsheet>{tables}</office:spreadsheet></office:body></office:document-content>"
+    )
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+        '<manifest:file-entry manifest:full-path="/" '
+        'manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+        "</manifest:manifest>"
+    )
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", content, compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr("META-INF/manifest.xml", manifest, compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+# An export's own names for the example protocol's msd columns, as an agency's system might
+# write them: some are usual names the encoder finds itself, the rest need --columns.
+EXPORT_HEADER = {
+    "client_id": "Client Number",
+    "given_name": "First Name",
+    "surname": "Family Name",
+    "date_of_birth": "DOB",
+    "sex": "Gender",
+    "address": "Street Address",
+    "city": "Town",
+    "postcode": "Post Code",
+    "consent": "Consent Given",
+    "region": "Region Name",
+    "benefit_type": "Benefit",
+    "weeks_supported": "Weeks On Benefit",
+}
+EXPORT_COLUMNS = {"region": "Region Name", "benefit_type": "Benefit", "weeks_supported": "Weeks On Benefit"}
+
+
+def agency_export(source: Path, rows: int | None = None) -> tuple[list[str], list[list[Any]]]:
+    """An msd client CSV as a real export looks: other column names, dates as dates, multi-line addresses, bad rows.
+
+    Every fifth address is a rural-delivery one over two lines; dates written
+    ``YYYY-MM-DD`` become date cells (others stay as typed text); and a few rows are bad:
+    an impossible date, a second row with an existing client id, an unknown sex, a
+    placeholder name and date. Also a column the protocol does not have.
+    """
+    with source.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        data = [dict(zip(header, row, strict=True)) for row in reader][:rows]
+    out: list[list[Any]] = []
+    for number, row in enumerate(data):
+        cells: list[Any] = []
+        for column in MSD_HEADER:
+            value: Any = row[column]
+            if column == "date_of_birth" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                value = dt.date.fromisoformat(value)
+            if column == "address" and value and number % 5 == 0:
+                value = f"{value}\nRD {1 + number % 9}"
+            if column == "weeks_supported" and value:
+                value = int(value)
+            cells.append(value)
+        cells.append("note")
+        out.append(cells)
+    position = {column: MSD_HEADER.index(column) for column in MSD_HEADER}
+    out[3][position["date_of_birth"]] = "31/02/1990"
+    out[7][position["client_id"]] = out[6][position["client_id"]]
+    out[11][position["sex"]] = "unknown"
+    out[13][position["given_name"]] = "UNKNOWN"
+    out[17][position["date_of_birth"]] = dt.date(1900, 1, 1)
+    return [EXPORT_HEADER[c] for c in MSD_HEADER] + ["Case Notes"], out

@@ -123,8 +123,8 @@ class CheckSummary:
         duplicate_rows: the rows that carry them.
         problems: the first problems, located as in an encoding error.
         problem_count: all problems, of which ``problems`` lists the first.
-        preview: the first encodable rows normalised, in the protocol's column order
-            (dates as ``YYYY-MM-DD``, a missing value empty).
+        preview: the first rows the normaliser accepts, normalised, in the protocol's column
+            order (dates as ``YYYY-MM-DD``, a missing value empty).
         preview_lines: the line (or row) of each previewed row.
         warnings: columns of the file that are ignored.
         seconds: how long the check took.

@@ -72,11 +72,11 @@ SYNONYMS: Mapping[str, tuple[str, ...]] = {
         "FName",
     ),
     "surname": ("Last Name", "Family Name", "Surname", "LName"),
-    "date_of_birth": ("DOB", "Date of Birth", "Birth Date", "Birthdate", "Born"),
+    "date_of_birth": ("DOB", "Date of Birth", "Birth Date", "Born"),
     "sex": ("Sex", "Gender"),
     "address": ("Address", "Street Address", "Address Line 1", "Address 1", "Street", "Residential Address"),
     "city": ("City", "Town", "Town City"),
-    "postcode": ("Postcode", "Post Code", "Postal Code", "Zip", "Zip Code"),
+    "postcode": ("Post Code", "Postal Code", "Zip", "Zip Code"),
     "consent": ("Consent", "Consent Given", "Consented", "Consent Flag"),
 }
 _NOT_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
@@ -240,12 +240,13 @@ def propose_columns(
                 free.remove(found[0])
             elif found:
                 undecided[column] = ("more than one column could be it", tuple(header[i] for i in found))
+    # Headers that two columns' names fit are offered for those columns only.
+    claimed = {h for _, found in undecided.values() for h in found}
     for column in expected:
         if column in decided or column in undecided:
             continue
         # Likely headers first (close to its name or a usual name), then the other unused ones.
         names = [column, *SYNONYMS.get(column, ())]
-        claimed = {h for _, found in undecided.values() for h in found}
         unused = [header[i] for i in free if header[i] not in claimed]
         close = [h for name in names for h in _close(name, unused)]
         candidates = tuple(dict.fromkeys([*close, *unused]))[:_MAX_CANDIDATES]

@@ -39,6 +39,7 @@ __all__ = [
     "column_letter",
     "duplicate_lines",
     "id_hash",
+    "list_sheets",
     "map_in_order",
     "open_client_file",
     "read_rows",
@@ -153,7 +154,13 @@ class ClientFile:
         if problem.column is None:
             return f"{self.where(problem.line)}: {problem.reason}"
         position = columns.positions[[m.column for m in columns.matches].index(problem.column)]
-        return f"{self.where(problem.line, position)}, column {columns.label(problem.column)}: {problem.reason}"
+        place = self.where(problem.line, position)  # a spreadsheet's ends with ", column E"
+        place += (
+            f" {columns.label(problem.column)}"
+            if self.sheet is not None
+            else f", column {columns.label(problem.column)}"
+        )
+        return f"{place}: {problem.reason}"
 
     def chunks(self) -> Iterator[Task]:
         """The data rows after the header, in chunks of about :data:`CHUNK_ROWS` rows."""
@@ -321,6 +328,27 @@ class _Spreadsheet(ClientFile):
 
     def close(self) -> None:
         self._rows = []
+
+
+def list_sheets(path: Path) -> tuple[str, ...]:
+    """The visible worksheets of a spreadsheet, in order (none for a CSV).
+
+    Raises:
+        InputError: the spreadsheet cannot be read.
+    """
+    if path.suffix.lower() not in SPREADSHEET_SUFFIXES:
+        return ()
+    from python_calamine import CalamineError, CalamineWorkbook, SheetTypeEnum, SheetVisibleEnum
+
+    try:
+        metadata = CalamineWorkbook.from_path(str(path)).sheets_metadata
+    except CalamineError as exc:
+        raise InputError(f"{path.name}: cannot read this spreadsheet ({exc.__class__.__name__}: {exc})") from exc
+    return tuple(
+        meta.name
+        for meta in metadata
+        if meta.visible == SheetVisibleEnum.Visible and meta.typ == SheetTypeEnum.WorkSheet
+    )
 
 
 def open_client_file(path: Path, *, sheet: str | None = None, name: str | None = None) -> ClientFile:
