@@ -248,8 +248,8 @@ def propose_columns(
         # Likely headers first (close to its name or a usual name), then the other unused ones.
         names = [column, *SYNONYMS.get(column, ())]
         unused = [header[i] for i in free if header[i] not in claimed]
-        close = [h for name in names for h in _close(name, unused)]
-        candidates = tuple(dict.fromkeys([*close, *unused]))[:_MAX_CANDIDATES]
+        likely = [h for name in names for h in _close(name, unused)]
+        candidates = tuple(dict.fromkeys([*likely, *unused]))[:_MAX_CANDIDATES]
         undecided[column] = ("no column with its name or a usual name for it", candidates)
     used = {match.position for match in decided.values()}
     return ColumnProposal(

@@ -186,10 +186,10 @@ class _TrackedBytes(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
-        count = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+    def readinto(self, buffer: Any) -> int:
+        count: int | None = self.raw.readinto(buffer)  # type: ignore[attr-defined]
         self.position += count or 0
-        return count  # type: ignore[no-any-return]
+        return count or 0
 
 
 class _CsvFile(ClientFile):

@@ -106,9 +106,11 @@ class _Session:
 
     def __init__(self, settings: EncoderSettings) -> None:
         self.lock = threading.Lock()
-        self.protocol, self.protocol_file = settings.protocol or (None, None)
+        self.protocol: Protocol | None = settings.protocol[0] if settings.protocol else None
+        self.protocol_file: str | None = settings.protocol[1] if settings.protocol else None
         self.party = settings.party
-        self.secret, self.secret_file = settings.secret or (None, None)
+        self.secret: bytes | None = settings.secret[0] if settings.secret else None
+        self.secret_file: str | None = settings.secret[1] if settings.secret else None
         self.client_path: Path | None = None
         self.client_name: str | None = None
         self.job: _Job | None = None
@@ -178,6 +180,7 @@ def _static(name: str) -> bytes:
 def create_encoder_app(settings: EncoderSettings) -> FastAPI:
     """The encoder page's app (serve it on 127.0.0.1 only; ``pprl encoder`` does)."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
     session = _Session(settings)
 
     @app.middleware("http")
