@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from linkage.agency.columns import ColumnChoice, choose_columns
 from linkage.agency.records import PreparedRows, RowProblem, prepare_rows
-from linkage.agency.sources import Task, duplicate_lines, id_hash, map_in_order, open_client_file, read_rows
+from linkage.agency.sources import Task, duplicate_lines, hash_client_ids, map_in_order, open_client_file, read_rows
 from linkage.protocol import Protocol
 
 __all__ = [
@@ -39,8 +38,8 @@ MAX_LISTED_PROBLEMS = 50
 PREVIEW_ROWS = 5
 
 # Values that stand for "not known" in exported lists. Encoded, they look like a real name or
-# address shared by everyone who has them, so they make false matches. Compared with
-# surrounding spaces and case ignored; each is shown as written here.
+# address shared by everyone who has them, so they make false matches. Found as written
+# here, in lower case or capitalised; shown as written here.
 PLACEHOLDER_TEXT: Mapping[str, str] = {
     label.casefold(): label
     for label in (
@@ -78,7 +77,6 @@ PLACEHOLDER_DATES: Mapping[dt.date, str] = {
     dt.date(1901, 1, 1): "01/01/1901",
     dt.date(1970, 1, 1): "01/01/1970",
 }
-_SPACES = re.compile(r"\s+")
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -188,29 +186,39 @@ def _date_spellings(date: dt.date) -> list[str]:
     return iso + [f"{d}{a}{m}{b}{date.year}" for d in days for m in months for a in "/.-" for b in "/.-"]
 
 
-# Placeholders by their spelling, so that a chunk's distinct values are looked up, not parsed.
-_DATE_TEXT = {text: label for date, label in PLACEHOLDER_DATES.items() for text in _date_spellings(date)}
+def _spellings(label: str) -> set[str]:
+    """How an export writes a placeholder: as listed, in lower case, or capitalised (``Unknown``)."""
+    return {label, label.lower(), label.title(), label.capitalize()}
 
 
-def _placeholder(value: str, kind: str) -> str | None:
-    """The placeholder a cell holds, as :data:`PLACEHOLDER_TEXT` writes it, or ``None``.
+# Placeholders by their exact spellings, by the kind of column they are looked for in: a
+# chunk's distinct values are intersected with these at C speed, not looked at one by one.
+_TEXT = {spelling: label for label in PLACEHOLDER_TEXT.values() for spelling in _spellings(label)}
+_PLACEHOLDERS: Mapping[str, Mapping[str, str]] = {
+    "client id": _TEXT,
+    "name": _TEXT,
+    "text": _TEXT,
+    "code": {**_TEXT, **PLACEHOLDER_CODES},
+    "date": {text: label for date, label in PLACEHOLDER_DATES.items() for text in _date_spellings(date)},
+}
 
-    >>> _placeholder(" unknown ", "name"), _placeholder("1/1/1900", "date"), _placeholder("Aroha", "name")
-    ('UNKNOWN', '01/01/1900', None)
+
+def _count_cells(cells: Sequence[str], kind: str) -> tuple[int, Counter[str]]:
+    """Empty cells, and placeholders by label, in one column of a chunk.
+
+    >>> _count_cells(["Aroha", "", " ", "UNKNOWN", "Unknown", "n/a"], "name")
+    (2, Counter({'UNKNOWN': 2, 'N/A': 1}))
+    >>> _count_cells(["1/1/1900", "01-01-1900", "1984-03-07"], "date")
+    (0, Counter({'01/01/1900': 2}))
     """
-    key = value.strip().casefold()
-    if kind == "date":
-        return _DATE_TEXT.get(key)
-    if "  " in key or "\t" in key:
-        key = _SPACES.sub(" ", key)
-    if kind == "code" and key in PLACEHOLDER_CODES:
-        return PLACEHOLDER_CODES[key]
-    return PLACEHOLDER_TEXT.get(key)
-
-
-_CHECKED_KINDS = frozenset({"client id", "name", "text", "code", "date"})
-# Longer cells are neither empty nor a placeholder (spaces around it included): skip them unread.
-_LONGEST_PLACEHOLDER = 24
+    counts = Counter(cells)
+    missing = counts[""] + sum(counts[value] for value in filter(str.isspace, counts))
+    table = _PLACEHOLDERS.get(kind)
+    found: Counter[str] = Counter()
+    if table:
+        for value in counts.keys() & table.keys():
+            found[table[value]] += counts[value]
+    return missing, found
 
 
 def _preview_row(prepared: PreparedRows, index: int) -> tuple[str, ...]:
@@ -229,25 +237,21 @@ def _check_chunk(task: Task) -> _Partial:
     out = _Partial(rows=len(rows) + len({p.line for p in problems if p.column is None} - {line for line, _ in rows}))
     columns = list(zip(*(values for _, values in rows), strict=True)) if rows else [() for _ in positions]
     for index, cells in enumerate(columns):
-        missing = 0
-        checked = kinds[index] in _CHECKED_KINDS
-        for value, count in Counter(cells).items():
-            if len(value) > _LONGEST_PLACEHOLDER:
-                continue
-            if not value.strip():
-                missing += count
-            elif checked and (label := _placeholder(value, kinds[index])):
-                out.suspicious[(index, label)] += count
+        missing, found = _count_cells(cells, kinds[index])
         out.missing.append(missing)
+        for label, count in found.items():
+            out.suspicious[(index, label)] = count
     for problem in problems:
         out.reasons[(problem.column, problem.reason)] += 1
     problem_lines = np.unique(np.asarray([p.line for p in problems], dtype=np.int64))
     out.problem_lines = problem_lines
     out.first_problems = sorted(problems, key=lambda p: p.line)[:MAX_LISTED_PROBLEMS]
     out.problem_count = len(problems)
-    with_id = [(line, values[0].strip()) for line, values in rows if values[0].strip()]
-    out.id_hashes = np.asarray([id_hash(client_id) for _, client_id in with_id], dtype=np.int64)
-    out.id_lines = np.asarray([line for line, _ in with_id], dtype=np.int64)
+    ids = [values[0].strip() for _, values in rows]
+    out.id_hashes = hash_client_ids([client_id for client_id in ids if client_id])
+    out.id_lines = np.asarray(
+        [line for (line, _), client_id in zip(rows, ids, strict=True) if client_id], dtype=np.int64
+    )
     out.id_passed = ~np.isin(out.id_lines, problem_lines)
     out.preview = [
         (prepared.lines[i], _preview_row(prepared, i)) for i in range(min(PREVIEW_ROWS, len(prepared.lines)))

@@ -39,7 +39,7 @@ from linkage.agency.sources import (
     ClientFile,
     Task,
     duplicate_lines,
-    id_hash,
+    hash_client_ids,
     map_in_order,
     open_client_file,
     read_rows,
@@ -148,7 +148,7 @@ def _encode_chunk(worker: Worker, task: Task) -> _Chunk:
         keymap=keymap.getvalue(),
         attributes=attributes.getvalue(),
         lines=np.asarray(prepared.lines, dtype=np.int64),
-        id_hashes=np.asarray([id_hash(c) for c in prepared.client_ids], dtype=np.int64),
+        id_hashes=hash_client_ids(prepared.client_ids),
         problems=problems,
     )
 
