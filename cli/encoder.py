@@ -69,6 +69,7 @@ def encoder(
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
+    listener.listen()  # the browser may knock before the server runs: its connection waits in the backlog
     port = listener.getsockname()[1]
     token = secrets.token_urlsafe(32)
     work_dir = Path(tempfile.mkdtemp(prefix="pprl-encoder-"))  # mode 0700: mkdtemp's own

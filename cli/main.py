@@ -106,7 +106,7 @@ def synth(protocol: Protocol, people: int, seed: int, out: Path, quiet: bool) ->
     "--columns",
     "column_options",
     multiple=True,
-    metavar="COLUMN=HEADER,...",
+    metavar="COL=NAME,...",
     help='Your file\'s name for protocol columns, e.g. given_name="First Name",date_of_birth=DOB.',
 )
 @click.option(
