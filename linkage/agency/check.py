@@ -169,7 +169,7 @@ _setup: _Setup | None = None
 
 
 def _init_worker(protocol: Protocol, party_id: str, positions: list[int], width: int, kinds: list[str]) -> None:
-    global _setup  # noqa: PLW0603 - one setup per worker process, by design
+    global _setup  # one setup per worker process, by design
     _setup = (protocol, party_id, positions, width, kinds)
 
 

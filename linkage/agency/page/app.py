@@ -336,7 +336,7 @@ def create_encoder_app(settings: EncoderSettings) -> FastAPI:
             except PprlError as exc:
                 job.error = {"error": exc.message, "problems": list(exc.problems)}
                 job.state = "failed"
-            except Exception as exc:  # noqa: BLE001 - shown on the page, whatever it is
+            except Exception as exc:  # shown on the page, whatever it is
                 # Only the class: a message could quote a value from the client file.
                 job.error = {"error": f"unexpected error ({exc.__class__.__name__}); please report it", "problems": []}
                 job.state = "failed"
