@@ -29,6 +29,8 @@ __all__ = [
     "Party",
     "Protocol",
     "RecordLevelRelease",
+    "attribute_bins",
+    "equivalent_delta",
     "load_protocol",
     "parse_protocol",
     "with_hardening",
@@ -395,6 +397,7 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
                 f"$.releases.record_level.{party_id}.serious_threat: only a public_safety "
                 "mandate may invoke the serious-threat exception"
             )
+    problems += _statistics_problems(doc)
     return problems
 
 
@@ -528,3 +531,50 @@ def _with_fingerprint(protocol: Protocol) -> Protocol:
     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     object.__setattr__(protocol, "fingerprint", digest)
     return protocol
+
+
+# -- statistics releases: declared bins of integer attributes, and the δ shown next to a ρ --
+# (issue 16; read by the statistics side, which keeps everything else about releases)
+
+DEFAULT_EQUIVALENT_DELTA = 1e-6
+
+
+def _statistics_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Declared bins must be whole numbers that start at the attribute's lower bound and rise within its bounds."""
+    problems = []
+    for i, attribute in enumerate(doc["attributes"]):
+        bins = attribute.get("bins")
+        if bins is None:
+            continue
+        where = f"$.attributes[{i}].bins"
+        if attribute["type"] != "integer":
+            problems.append(f"{where}: only an integer attribute has bins")
+            continue
+        lower, upper = attribute["lower"], attribute["upper"]
+        if bins[0] != lower:
+            problems.append(f"{where}: bins are lower edges and start at the lower bound {lower}, not {bins[0]}")
+        if any(later <= earlier for earlier, later in zip(bins, bins[1:], strict=False)):
+            problems.append(f"{where}: the lower edges must rise, e.g. [{lower}, {lower + 10}, {lower + 20}]")
+        if bins[-1] > upper:
+            problems.append(f"{where}: edge {bins[-1]} is above the upper bound {upper}")
+    return problems
+
+
+def attribute_bins(protocol: Protocol, name: str) -> tuple[int, ...]:
+    """The lower edges of the bins the protocol declares for an integer attribute (empty if none).
+
+    >>> import json
+    >>> from importlib import resources
+    >>> text = resources.files("schemas").joinpath("examples/social_services.json").read_text()
+    >>> attribute_bins(parse_protocol(json.loads(text)), "weeks_supported")
+    (0, 13, 26, 39)
+    """
+    for attribute in protocol.document["attributes"]:
+        if attribute["name"] == name:
+            return tuple(attribute.get("bins", ()))
+    return ()
+
+
+def equivalent_delta(protocol: Protocol) -> float:
+    """The δ at which the statistics side also shows a ρ spend as (ε, δ) (default 1e-6)."""
+    return float(protocol.document["releases"].get("equivalent_delta", DEFAULT_EQUIVALENT_DELTA))
