@@ -340,15 +340,21 @@ class ServiceClient:
         )
         return _results(body)
 
-    def query(self, query: str | Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+    def query(
+        self, query: str | Mapping[str, Any], *, dry_run: bool = False, target_half_width: float | None = None
+    ) -> dict[str, Any]:
         """A differentially private answer (analyst credential), as the JSON of ``stats.dp.Answer``.
 
         Args:
             query: the query language as one string, or the query's JSON form.
             dry_run: only plan it: stated accuracy and cost, no values, nothing spent.
+            target_half_width: with ``dry_run``, plan it at the least cost that gives ± this.
         """
         payload: dict[str, Any] = {"query": query} if isinstance(query, str) else {"spec": dict(query)}
-        body, _ = self._request("POST", f"/projects/{self._project()}/queries", json={**payload, "dry_run": dry_run})
+        payload["dry_run"] = dry_run
+        if target_half_width is not None:
+            payload["target_half_width"] = target_half_width
+        body, _ = self._request("POST", f"/projects/{self._project()}/queries", json=payload)
         return dict(body)
 
     def query_batch(self, label: str, specs: list[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -42,6 +42,13 @@ class QueryRequest(BaseModel):
         default=None, description='e.g. {"kind": "count", "by": ["region"], "cost": {"rho": 0.05}}.'
     )
     dry_run: bool = Field(default=False, description="Only plan: the stated accuracy and cost, no values, no spending.")
+    target_half_width: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e9,
+        description="With dry_run: plan the query at the least cost whose cells are stated to within ± this "
+        "(count, sum, overlap); the query may then leave its cost out.",
+    )
 
 
 class BatchRequest(BaseModel):
@@ -55,12 +62,21 @@ class BatchRequest(BaseModel):
 
 
 class CellBody(BaseModel):
-    """One released number with its group key and the half-width of its 95% interval."""
+    """One released number with its group key and its 95% interval (``lower``..``upper``, within ± ``half_width``)."""
 
     key: list[str | bool | None]
     value: float | None
     half_width: float | None
+    lower: float | None = None
+    upper: float | None = None
     note: str
+
+
+class ApproxBody(BaseModel):
+    """A ρ (zCDP) loss shown as (ε, δ), by OpenDP's conversion."""
+
+    epsilon: float
+    delta: float
 
 
 class AnswerBody(BaseModel):
@@ -78,6 +94,7 @@ class AnswerBody(BaseModel):
     interval: str
     notes: list[str]
     released: bool
+    approx_dp: ApproxBody | None = None
 
 
 class BatchBody(BaseModel):
@@ -93,6 +110,10 @@ class BudgetBody(BaseModel):
     spent: dict[str, float]
     remaining: dict[str, float]
     releases: list[dict[str, Any]]
+    equivalent_delta: float | None = None
+    total_approx_dp: ApproxBody | None = None
+    spent_approx_dp: ApproxBody | None = None
+    remaining_approx_dp: ApproxBody | None = None
 
 
 @router.post(
@@ -104,12 +125,21 @@ class BudgetBody(BaseModel):
 async def ask(
     request: Request, project_id: str, body: QueryRequest, caller: StatsCaller, service: Service
 ) -> dict[str, Any]:
-    """Answer a query with differential privacy, spending its cost from the project's budget."""
+    """Answer a query with differential privacy, spending its cost from the project's budget.
+
+    With ``dry_run`` nothing is released or spent; with ``target_half_width`` too, the plan
+    is made at the least cost that gives that accuracy (the answer's ``cost``).
+    """
     authorize(caller, project_id, ("analyst",), "ask statistical queries")
     if (body.query is None) == (body.spec is None):
         raise InputError('send the query as "query" (the query language) or as "spec" (its JSON form), not both')
+    if body.target_half_width is not None and not body.dry_run:
+        raise InputError('"target_half_width" plans only: send it with "dry_run": true, then ask at the cost it gives')
     query: Any = body.query if body.query is not None else body.spec
-    spec = await run_in_threadpool(service.parse, project_id, query)
+    targeted = body.target_half_width is not None
+    spec = await run_in_threadpool(service.parse, project_id, query, cost_optional=targeted)
+    if body.target_half_width is not None:
+        spec = await run_in_threadpool(service.cost_for, project_id, spec, body.target_half_width)
     answer = await run_in_threadpool(service.answer, project_id, spec, caller.actor, dry_run=body.dry_run)
     if answer.released:
         await run_in_threadpool(record, request, caller, project_id, "released", f"{spec.text()} ({spec.cost})")

@@ -112,3 +112,28 @@ def test_a_local_report_is_written_once_and_refused_when_the_budget_cannot_pay(r
     assert out.read_text() == second, "the refused report wrote nothing"
     shown = invoke(runner, "budget", "--protocol", EXAMPLE_PROTOCOL, "--ledger", tmp_path / "study.ledger")
     assert "spent ρ=0.8, ρ=0.2 left" in shown.output
+
+
+def test_a_dry_run_prints_the_cost_for_a_target_half_width_and_spends_show_as_epsilon(runner, agencies, tmp_path):
+    entities = tmp_path / "entities.csv"
+    linked = invoke(runner, "link", "--protocol", EXAMPLE_PROTOCOL, agencies["msd"], agencies["police"],
+                    agencies["haven"], "--out", entities, "--quiet")  # fmt: skip
+    assert linked.exit_code == 0, linked.output
+    options = local_options(agencies, entities, tmp_path / "study.ledger")
+    planned = invoke(runner, "query", *options, "--dry-run", "--target-half-width", "5", "count", "--by", "region")
+    assert planned.exit_code == 0, planned.output
+    assert "the least cost that gives ± 5: ρ=" in planned.output and "dry run: nothing spent" in planned.output
+    as_json = invoke(runner, "query", *options, "--json", "--dry-run", "--target-half-width", "5", "count", "--by",
+                     "region")  # fmt: skip
+    body = json.loads(as_json.output)
+    assert all(cell["half_width"] <= 5 for cell in body["cells"]) and body["approx_dp"]["delta"] == 1e-6
+    not_dry = invoke(runner, "query", *options, "--target-half-width", "5", "count", "--by", "region")
+    assert not_dry.exit_code == 1 and "add --dry-run" in not_dry.output
+    mean = invoke(runner, "query", *options, "--dry-run", "--target-half-width", "0.1", "mean", "weeks_supported")
+    assert mean.exit_code == 1 and "depends on how many people each group has" in mean.output
+    rho = body["cost"]["rho"]
+    released = invoke(runner, "query", *options, "count", "--by", "weeks_supported", "--rho", str(rho))
+    assert released.exit_code == 0, released.output
+    assert f"spent ρ={rho:g} (≈ ε=" in released.output and "13-25" in released.output
+    shown = invoke(runner, "budget", "--protocol", EXAMPLE_PROTOCOL, "--ledger", tmp_path / "study.ledger")
+    assert "as (ε, δ) at δ=1e-06" in shown.output and "≈ ε alone" in shown.output
