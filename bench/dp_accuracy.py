@@ -76,7 +76,7 @@ def true_quantiles(prepared: Prepared, exact: Prepared) -> dict[tuple[Any, ...],
     """Per group: the range of values that are the true q-quantile, and the exact histogram."""
     q = prepared.spec.q or 0.5
     rows = exact.parts["histogram"].rows(exact.data)
-    truths = {}
+    truths: dict[tuple[Any, ...], tuple[float, float, list[int]]] = {}
     for key, possible in zip(prepared.keys, prepared.possible, strict=True):
         if not possible:
             continue

@@ -109,12 +109,13 @@ def epsilon_of_rho(rho: float, delta: float) -> float:
     sigma = 1 / math.sqrt(2 * rho)
     try:
         gaussian = dp.m.make_gaussian(dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=sigma)
-        epsilon = float(dp.c.make_zCDP_to_approxDP(gaussian).map(1.0).epsilon(delta))
+        converted: Any = dp.c.make_zCDP_to_approxDP(gaussian)
+        epsilon = float(converted.map(1.0).epsilon(delta))
     except dp.OpenDPException:  # OpenDP overflows for a huge rho; the textbook bound still holds there
         epsilon = rho + 2 * math.sqrt(rho * math.log(1 / delta))
     epsilon = max(epsilon, rho)  # the conversion never goes below rho; OpenDP's rounds to 0 for a tiny one
     digits = 3 - math.floor(math.log10(epsilon)) if epsilon > 0 else 0
-    return math.ceil(epsilon * 10**digits) / 10**digits
+    return math.ceil(epsilon * 10.0**digits) / 10.0**digits
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class Possible:
             attribute.name: frozenset(p.id for p in protocol.parties if attribute.name in p.attributes)
             for attribute in protocol.attributes
         }
-        self._allowed: dict[str, set[str | bool] | tuple[int, int]] = {}
+        self._allowed: dict[str, set[str | bool | int] | tuple[int, int]] = {}
         for condition in spec.where:
             self._narrow(condition)
         needs = {c.column.name for c in spec.where if not _membership(c.column)}
@@ -100,7 +100,9 @@ class Possible:
             previous = self._allowed.get(column.name)
             self._allowed[column.name] = values & previous if isinstance(previous, set) else values
             return
-        low, high = self._allowed.get(column.name, (column.lower, column.upper))  # type: ignore[misc]
+        assert column.lower is not None and column.upper is not None  # noqa: S101 - >= and <= are on integers
+        previous_range = self._allowed.get(column.name)
+        low, high = previous_range if isinstance(previous_range, tuple) else (column.lower, column.upper)
         bound = int(condition.values[0])
         self._allowed[column.name] = (max(low, bound), high) if condition.op == ">=" else (low, min(high, bound))
 
@@ -118,7 +120,7 @@ class Possible:
             return (column.name.removeprefix("member:") in pattern) in condition.values
         return True
 
-    def _value_ok(self, column: Column, value: object, pattern: frozenset[str]) -> bool:
+    def _value_ok(self, column: Column, value: str | bool | None, pattern: frozenset[str]) -> bool:
         if column.name == "pattern":
             return value == self.label(pattern)
         if column.name == "shared":
@@ -138,7 +140,7 @@ class Possible:
             return max(first, low) <= min(last, high)
         return value in allowed if isinstance(allowed, set) else True
 
-    def key(self, columns: Sequence[Column], key: Sequence[object]) -> bool:
+    def key(self, columns: Sequence[Column], key: Sequence[str | bool | None]) -> bool:
         """Whether anyone can have this group key (``columns`` as in the answer, ``pattern`` included)."""
         return any(
             all(self._value_ok(column, value, pattern) for column, value in zip(columns, key, strict=True))

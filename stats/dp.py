@@ -412,7 +412,7 @@ def _measure(plan: Callable[[Any, float], Any], loss: Loss, rows: int) -> tuple[
     rho = _rho_within(epsilon, delta)
     for _ in range(10):  # OpenDP's map may land a rounding error above epsilon: shrink rho a hair
         inner, inner_scale = _fit(lambda s: plan(dp.zero_concentrated_divergence(), s), "rho", rho, rows)
-        converted = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(inner), delta)
+        converted: Any = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(inner), delta)
         spent_epsilon, spent_delta = converted.map(rows)
         if spent_epsilon <= epsilon and spent_delta <= delta:
             inner_summary = dp.summarize_polars_measurement(inner)
@@ -457,8 +457,8 @@ def prepare(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol) -> Prepare
     plan = data
     for column in columns:
         if column.type == "binned":
-            labels = [key for key in column.keys if key is not None]
-            plan = plan.with_columns(_bins_expr(column.attribute, column.bins, labels, column.name))  # type: ignore[arg-type]
+            labels = [str(key) for key in column.keys if key is not None]
+            plan = plan.with_columns(_bins_expr(column.attribute, column.bins, labels, column.name))
     for condition in spec.where:
         plan = plan.filter(condition_expr(condition))
     kinds = [column.type for column in columns]
@@ -471,7 +471,8 @@ def prepare(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol) -> Prepare
             return base.select(*aggregates), None
         rows = [(*key, *more) for key in wanted for more in itertools.product(*(values for _, _, values in extra))]
         frame = _keys(by, [*kinds, *(kind for _, kind, _ in extra)], rows) if extra else group_keys
-        joined = frame.lazy().join(base.group_by(by).agg(*aggregates), on=by, how="left", nulls_equal=True)  # type: ignore[union-attr]
+        assert frame is not None  # noqa: S101 - grouped, so there are keys
+        joined = frame.lazy().join(base.group_by(by).agg(*aggregates), on=by, how="left", nulls_equal=True)
         return joined, frame
 
     parts_plans: dict[str, tuple[Any, pl.DataFrame | None, tuple[str, ...], Fraction]] = {}
@@ -551,7 +552,7 @@ def cost_for_half_width(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol
     for _ in range(20):
         digits = 1 - math.floor(math.log10(amount))
         rounded = math.ceil(amount * 10**digits) / 10**digits
-        cost = Loss.of(**{measure: f"{rounded:.{max(digits, 0)}f}"}, delta=float(spec.cost.delta))  # type: ignore[arg-type]
+        cost = Loss.from_json({measure: f"{rounded:.{max(digits, 0)}f}", "delta": float(spec.cost.delta)})
         candidate = replace(spec, cost=cost)
         cells = prepare(table, candidate, protocol).preview().cells
         if all(cell.half_width is None or cell.half_width <= target for cell in cells):

@@ -133,11 +133,11 @@ def _overlap(prepared: Prepared, rows: Rows) -> Answer:
         live = [p for p in patterns if by_pattern[p][0]]
         counts: dict[str, int | None] = dict.fromkeys(patterns, 0)
         if all(by_pattern[p][1] is not None for p in live):  # cells rounded before they are added up
-            projected = project([float(by_pattern[p][1]) for p in live])  # type: ignore[arg-type]
+            projected = project([float(_or(by_pattern[p][1], 0)) for p in live])
             counts |= {p: rules.rounded(c) for p, c in zip(live, projected, strict=True)}
         else:
             counts |= dict.fromkeys(live)
-        suppressed = [p in live and counts[p] is not None and rules.suppressed(counts[p]) for p in patterns]  # type: ignore[arg-type]
+        suppressed = [p in live and rules.suppressed(_or(counts[p], rules.suppress_below)) for p in patterns]
         for pattern, hidden in zip(patterns, suppressed, strict=True):
             if pattern not in live:
                 cells.append(_cell((*outer, pattern), 0, 0.0, NOBODY, lower=0.0, upper=0.0))
@@ -147,13 +147,14 @@ def _overlap(prepared: Prepared, rows: Rows) -> Answer:
                 cells.append(_count_cell(rules, (*outer, pattern), counts[pattern], single))
         sums = [[i for i, p in enumerate(patterns) if parties is None or set(parties) <= set(p.split("+"))]
                 for parties in [*party_sets, None]]  # fmt: skip
-        values = [counts[p] if counts[p] is not None else 0 for p in patterns]
-        withheld = withheld_sums(values, suppressed, sums, rules.suppress_below)  # type: ignore[arg-type]
+        values = [_or(counts[p], 0) for p in patterns]
+        withheld = withheld_sums(values, suppressed, sums, rules.suppress_below)
         for parties, members, hide in zip([*party_sets, None], sums, withheld, strict=True):
             label = "any" if parties is None else "+".join(parties)
             noisy_members = [i for i in members if patterns[i] in live]
             width = sum_half_width(distribution, scale, len(noisy_members), rules.base)
-            total = None if any(counts[patterns[i]] is None for i in members) else sum(values[i] for i in members)
+            known = all(counts[patterns[i]] is not None for i in members)
+            total = sum(values[i] for i in members) if known else None
             if hide:
                 derived.append(_cell((*outer, label), None, width, "withheld: it would give a suppressed cell away"))
             elif total is not None and not noisy_members:
@@ -170,6 +171,10 @@ def _overlap(prepared: Prepared, rows: Rows) -> Answer:
     if rules.suppress_below:
         notes.append("a figure that adds up cells is withheld when it would give a suppressed cell away")
     return _answer(prepared, cells, derived, "OpenDP accuracy per cell; normal approximation for sums of cells", notes)
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def project(noisy: Sequence[float]) -> list[int]:
@@ -249,15 +254,16 @@ def _quantiles(prepared: Prepared, rows: Rows, histogram: Rows) -> Answer:
             cells.append(_cell(key, None, None, NOBODY))
             continue
         value = rows.get(key, {}).get(attribute.name)
-        counts = [histogram.get((*key, str(index)), {}).get("len") for index in range(len(prepared.bins))]
-        if value is None or None in counts:
+        noisy = [histogram.get((*key, str(index)), {}).get("len") for index in range(len(prepared.bins))]
+        if value is None or None in noisy:
             cells.append(_cell(key, None, None))
             continue
-        if sum(counts) < least:  # type: ignore[arg-type]
+        counts = [float(count or 0) for count in noisy]
+        if sum(counts) < least:
             note = f"suppressed: fewer than {rules.suppress_below} people" if rules.suppress_below > 1 else ""
             cells.append(_cell(key, None, None, note or "too few people for a quantile"))
             continue
-        found = quantile_interval(counts, q, variance)  # type: ignore[arg-type]
+        found = quantile_interval(counts, q, variance)
         lower, upper = (
             (prepared.bins[found[0]][0], prepared.bins[found[1]][1]) if found else (attribute.lower, attribute.upper)
         )
