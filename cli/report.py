@@ -18,7 +18,7 @@ from cli.common import progress
 from cli.query import choose_mode, local_study
 from cli.service import read_token, token_file_option
 from linkage.errors import OutputExistsError
-from linkage.protocol import parse_protocol
+from linkage.protocol import equivalent_delta, parse_protocol
 from linkage.service.client import ServiceClient
 
 
@@ -101,4 +101,5 @@ def report(
     temporary = out.with_name(f".{out.name}.tmp")
     temporary.write_text(page, encoding="utf-8")
     temporary.replace(out)
-    click.echo(f"wrote {out}: {len(spec.sections)} sections, spent {spec.cost} of the privacy budget")
+    spent = spec.cost.shown(equivalent_delta(loaded))
+    click.echo(f"wrote {out}: {len(spec.sections)} sections, spent {spent} of the privacy budget")

@@ -99,7 +99,7 @@ def test_a_local_report_is_written_once_and_refused_when_the_budget_cannot_pay(r
     out = tmp_path / "report.html"
     written = invoke(runner, "report", *options, "--spec", spec, "--out", out, "--quiet")
     assert written.exit_code == 0, written.output
-    assert "7 sections, spent ρ=0.4 of the privacy budget" in written.output
+    assert "7 sections, spent ρ=0.4 (≈ ε=4.605, δ=1e-06) of the privacy budget" in written.output
     page = out.read_text()
     assert invoke(runner, "report", *options, "--spec", spec, "--out", out, "--quiet").exit_code == 1, "no overwrite"
     again = invoke(runner, "report", *options, "--spec", spec, "--out", out, "--force", "--quiet")
@@ -137,3 +137,30 @@ def test_a_dry_run_prints_the_cost_for_a_target_half_width_and_spends_show_as_ep
     assert f"spent ρ={rho:g} (≈ ε=" in released.output and "13-25" in released.output
     shown = invoke(runner, "budget", "--protocol", EXAMPLE_PROTOCOL, "--ledger", tmp_path / "study.ledger")
     assert "as (ε, δ) at δ=1e-06" in shown.output and "≈ ε alone" in shown.output
+
+
+@pytest.mark.slow
+def test_no_query_words_make_pprl_query_print_a_traceback(runner, agencies, tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    entities = tmp_path / "entities.csv"
+    linked = invoke(runner, "link", "--protocol", EXAMPLE_PROTOCOL, agencies["msd"], agencies["police"],
+                    agencies["haven"], "--out", entities, "--quiet")  # fmt: skip
+    assert linked.exit_code == 0, linked.output
+    options = local_options(agencies, entities, tmp_path / "study.ledger")
+    words = st.sampled_from(
+        ["count", "sum", "mean", "quantile", "overlap", "weeks_supported", "months_in_nz[0,60]", "member:msd", "--by",
+         "--where", "--q", "--rho", "--epsilon", "--delta", "0.05", "1e-17", "nan", "region", "region=Otago", "'",
+         "\\", "--dry-run", "--target-half-width", "5", "--json", "x.json", "shared", "weeks_supported>=9" * 3]
+    )  # fmt: skip
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(query=st.lists(words, min_size=1, max_size=8))
+    def check(query):
+        result = invoke(runner, "query", *options, *query)
+        assert result.exit_code in (0, 1, 2, 3), (query, result.output)
+        unhandled = result.exception is not None and not isinstance(result.exception, SystemExit)
+        assert not unhandled and "Traceback" not in result.output, (query, result.output, result.exception)
+
+    check()

@@ -206,11 +206,12 @@ def test_a_slow_release_holds_no_database_lock_that_blocks_other_projects(client
     project_id, credentials = linked_project(client, agencies)
     other_id, other = create_project(client)
     started, finish = threading.Event(), threading.Event()
+    gave_up = []
     real_release = stats.dp.Prepared.release
 
     def slow_release(self):
         started.set()
-        finish.wait(60)
+        gave_up.append(not finish.wait(30))  # the upload below sets it, unless it waits for this release
         return real_release(self)
 
     monkeypatch.setattr(stats.dp.Prepared, "release", slow_release)
@@ -225,6 +226,7 @@ def test_a_slow_release_holds_no_database_lock_that_blocks_other_projects(client
         finally:
             finish.set()
         assert pending.result(timeout=120).status_code == 200
+    assert gave_up == [False], "the other project's upload had to wait for this project's release"
 
 
 WORDS = st.sampled_from(
