@@ -37,7 +37,7 @@ from linkage.evaluation.scores import encode_and_link
 from linkage.protocol import Protocol, load_protocol
 from linkage.token_files import write_entities
 from stats.accuracy import quantile_rank_bound
-from stats.dp import Prepared, prepare
+from stats.dp import Prepared, condition_expr, prepare
 from stats.entities import read_entity_table
 from stats.query import parse_query
 
@@ -57,6 +57,7 @@ QUERIES = (
     "mean weeks_supported --where shared {cost}",
     "quantile months_in_nz --where member:haven {cost}",
     "quantile months_in_nz --q 0.3 --by member:police --where member:haven {cost}",
+    "quantile months_in_nz --q 0.7 --where member:police,haven {cost}",
     "quantile police_contacts --q 0.9 --where member:police {cost}",
 )
 
@@ -72,22 +73,31 @@ def build_table(protocol: Protocol, people: int, seed: int, folder: Path) -> pl.
     return read_entity_table(protocol, folder / "entities.csv", files)
 
 
-def true_quantiles(prepared: Prepared, exact: Prepared) -> dict[tuple[Any, ...], tuple[float, float, list[int]]]:
-    """Per group: the range of values that are the true q-quantile, and the exact histogram."""
-    q = prepared.spec.q or 0.5
-    rows = exact.parts["histogram"].rows(exact.data)
+def true_quantiles(table: pl.DataFrame, prepared: Prepared) -> dict[tuple[Any, ...], tuple[float, float, list[int]]]:
+    """Per group: the values that are the true q-quantile (#(x < v) <= qn <= #(x <= v)), and every value's count."""
+    spec = prepared.spec
+    assert spec.attribute is not None and spec.attribute.lower is not None and spec.attribute.upper is not None
+    name, q = spec.attribute.name, spec.q or 0.5
+    people = table.filter(*(condition_expr(c) for c in spec.where), pl.col(name).is_not_null())
+    values = list(range(spec.attribute.lower, spec.attribute.upper + 1))
     truths: dict[tuple[Any, ...], tuple[float, float, list[int]]] = {}
     for key, possible in zip(prepared.keys, prepared.possible, strict=True):
         if not possible:
             continue
-        counts = [int(rows.get((*key, str(i)), {}).get("len") or 0) for i in range(len(prepared.bins))]
-        n = sum(counts)
-        below = np.cumsum([0, *counts])  # below[i]: people in bins before i
-        values = [
-            i for i in range(len(counts)) if counts[i] and below[i] <= q * n <= below[i + 1]
-        ]  # #(x < v) <= qn <= #(x <= v)
-        if values:
-            truths[key] = (prepared.bins[values[0]][0], prepared.bins[values[-1]][1], counts)
+        group = people
+        for column, value in zip(prepared.columns, key, strict=True):
+            if column.type == "binned":
+                first, last = column.bin_ranges()[list(column.keys).index(value)]
+                group = group.filter(pl.col(column.attribute).is_between(first, last))
+            else:
+                group = group.filter(pl.col(column.name).is_null() if value is None else pl.col(column.name) == value)
+        data = np.sort(group[name].to_numpy())
+        n = len(data)
+        below = np.searchsorted(data, values, side="left")
+        upto = np.searchsorted(data, values, side="right")
+        true = [v for v, lt, le in zip(values, below, upto, strict=True) if lt <= q * n <= le and n]
+        if true:
+            truths[key] = (true[0], true[-1], [int(c) for c in upto - below])
     return truths
 
 
@@ -96,14 +106,14 @@ def run(table: pl.DataFrame, protocol: Protocol, template: str, cost: str, reps:
     text = template.format(cost=cost)
     spec = parse_query(protocol, shlex.split(text))
     prepared = prepare(table, spec, protocol)
-    exact = prepare(table, parse_query(protocol, shlex.split(template.format(cost=NOISELESS))), protocol)
     results: dict[tuple[str, tuple[Any, ...]], dict[str, list[float]]] = {}
     truth: dict[tuple[str, tuple[Any, ...]], Any] = {}
     quantiles = {}
     if spec.kind == "quantile":
-        quantiles = true_quantiles(prepared, exact)
+        quantiles = true_quantiles(table, prepared)
         truth = {("cells", key): (low, high) for key, (low, high, _) in quantiles.items()}
     else:
+        exact = prepare(table, parse_query(protocol, shlex.split(template.format(cost=NOISELESS))), protocol)
         exact_answer = exact.release()
         truth = {("cells", c.key): c.value for c in exact_answer.cells}
         truth |= {("derived", c.key): c.value for c in exact_answer.derived}
@@ -162,7 +172,9 @@ def _rank_held(prepared: Prepared, quantile: tuple[float, float, list[int]], val
     q = prepared.spec.q or 0.5
     scale = float(main.summary["scale"][0])
     bound = quantile_rank_bound(scale, scale / main.global_scale, q, len(prepared.candidates))
-    values = [first for first, _ in prepared.bins]
+    attribute = prepared.spec.attribute
+    assert attribute is not None and attribute.lower is not None
+    values = range(attribute.lower, attribute.lower + len(counts))
     between = sum(c for v, c in zip(values, counts, strict=True) if min(value, high) < v < max(value, low))
     tied = max(c for v, c in zip(values, counts, strict=True) if low <= v <= high)
     return between <= bound + tied
@@ -175,6 +187,7 @@ def main() -> None:
     parser.add_argument("--cost", action="append", help="rho=X or epsilon=Y (repeat; default rho=0.05, epsilon=2)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--table-cache", type=Path, help="Parquet file for the entity table (made if missing).")
+    parser.add_argument("--only", help="Run only the queries whose template contains this text.")
     args = parser.parse_args()
     protocol = load_protocol(PROTOCOL)
     costs = args.cost or ["rho=0.05", "epsilon=2"]
@@ -196,7 +209,7 @@ def main() -> None:
         measure, _, amount = cost.partition("=")
         flag = f"--{measure} {amount}"
         print(f"\n=== each query costs {measure}={amount}; {args.reps} releases each ===")
-        for template in QUERIES:
+        for template in (t for t in QUERIES if not args.only or args.only in t):
             rows = run(table, protocol, template, flag, args.reps)
             print(f"\n{template.format(cost=flag)}   ({rows[0]['release_ms']:.1f} ms a release)" if rows else "")
             print(header)

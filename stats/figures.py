@@ -21,7 +21,14 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from stats.accuracy import Z, half_width, noise_variance, quantile_interval, quantile_rank_bound, sum_half_width
+from stats.accuracy import (
+    half_width,
+    mean_half_width,
+    noise_variance,
+    quantile_interval,
+    quantile_rank_bound,
+    sum_half_width,
+)
 from stats.cells import OutputRules, withheld_sums
 from stats.entities import membership_patterns
 
@@ -223,8 +230,8 @@ def _means(prepared: Prepared, rows: Rows) -> Answer:
             cells.append(_cell(key, None, None, note or "too few people for a mean"))
             continue
         mean = min(max(noisy_sum / noisy_count, attribute.lower), attribute.upper)
-        variance = noise_variance(*total) + mean * mean * noise_variance(*count)
-        width = min(Z * math.sqrt(variance) / noisy_count, attribute.upper - attribute.lower)
+        width = mean_half_width(total[0], total[1], count[1], mean, noisy_count)
+        width = min(width, attribute.upper - attribute.lower)
         lower, upper = max(attribute.lower, mean - width), min(attribute.upper, mean + width)
         cells.append(_cell(key, mean, width, lower=lower, upper=upper))
     notes = [

@@ -127,3 +127,26 @@ def test_a_section_that_fails_to_release_records_nothing(protocol, table, tmp_pa
     with pytest.raises(InputError, match="a test"):
         answer_queries(table, queries, protocol, ledger.spend, "ministry", "report")
     assert ledger.budget().entries == ()
+
+
+def test_a_report_under_a_suppression_rule_gives_no_suppressed_cell_away(protocol, table, tmp_path):
+    import copy
+
+    from linkage.protocol import parse_protocol
+
+    document = copy.deepcopy(protocol.document)
+    document["releases"]["output_rules"] = {"suppress_below": 150}
+    strict = parse_protocol(document)
+    ledger = FileLedger(tmp_path / "l", strict)
+    page = build_report(
+        strict,
+        example_report(strict),
+        plan=lambda query: answer_query(table, query, strict, ledger.spend, "ministry", dry_run=True),
+        release=lambda queries, label: answer_queries(table, queries, strict, ledger.spend, "ministry", label),
+        budget=ledger.budget,
+        now=datetime(2026, 10, 1, tzinfo=UTC),
+    )
+    assert "suppressed: below 150" in page, "the smallest overlap cells are under the rule"
+    assert "withheld: it would give a suppressed cell away" in page
+    assert "known to any agency: <b>withheld" in page, "the total would give the suppressed cell away"
+    assert "(≈ ε=" in page, "spends are shown as (epsilon, delta) too"
