@@ -95,7 +95,8 @@ def _pmf(distribution: str, scale: float) -> np.ndarray:
         weights = np.exp(-(support**2) / (2 * scale * scale))
     else:
         weights = np.exp(-np.abs(support) / scale)
-    return weights / weights.sum()
+    normalised: np.ndarray = weights / weights.sum()
+    return normalised
 
 
 def sum_half_width(distribution: str, scale: float, cells: int, rounding: int = 1) -> float:
