@@ -665,6 +665,7 @@ def answer_queries(
     """Release several queries as one spend (a report): all are paid for and handed out, or none.
 
     The ledger records one release, ``label`` with every query, at their summed cost.
+    Planning and release each have ``timeout`` seconds per query.
 
     Raises:
         BudgetExceeded: the ledger cannot pay for them all (nothing is released or recorded).
@@ -675,8 +676,9 @@ def answer_queries(
         raise InputError("send at least one query")
     total = sum((spec.cost for spec in specs[1:]), specs[0].cost)
     text = f"{label}: " + "; ".join(spec.text() for spec in specs)
-    prepared = _bounded(lambda: [prepare(table, spec, protocol) for spec in specs], timeout, "planning the queries")
-    answers = _bounded(lambda: [item.release() for item in prepared], timeout, "the release")
+    limit = timeout * len(specs)  # each query of the batch has its own time
+    prepared = _bounded(lambda: [prepare(table, spec, protocol) for spec in specs], limit, "planning the queries")
+    answers = _bounded(lambda: [item.release() for item in prepared], limit, "the release")
     with spend(who, text, total) as receipt:
         receipt.mechanism = "; ".join(dict.fromkeys(item.mechanism for item in prepared))
     return [_noted(answer, protocol) for answer in answers]
