@@ -315,8 +315,7 @@ def fit_em_by_rule(
         session leaves free).
     """
     overall = fit_em(patterns, counts, features, u, total_pairs=total_pairs)
-    sums = [np.zeros_like(m) for m in overall.m]
-    sessions_free = [0] * len(features)
+    fitted_m: list[list[np.ndarray]] = [[] for _ in features]
     for session_patterns, session_counts, fields in sessions:
         free = [i for i, f in enumerate(features) if not set(f.name.split("+")) & fields]
         if not free or session_counts.sum() < 100:
@@ -330,12 +329,33 @@ def fit_em_by_rule(
             total_pairs=int(session_counts.sum()),
         )
         for position, i in enumerate(free):
-            sums[i] += fitted.m[position]
-            sessions_free[i] += 1
-    m = tuple(sums[i] / sessions_free[i] if sessions_free[i] else overall.m[i] for i in range(len(features)))
+            fitted_m[i].append(fitted.m[position])
+    m = tuple(_robust_m(fitted_m[i], features[i]) if fitted_m[i] else overall.m[i] for i in range(len(features)))
     model = FellegiSunterModel(tuple(features), m, u, overall.prior, overall.iterations)
     prior = fit_prior(model, patterns, counts, total_pairs)
     return FellegiSunterModel(tuple(features), m, u, prior, overall.iterations)
+
+
+def _robust_m(sessions: Sequence[np.ndarray], feature: Feature) -> np.ndarray:
+    """A feature's m from the sessions that left it free: their median per level, renormalised.
+
+    One session can mistake a group of non-matches for matches: pairs blocked on an
+    address are mostly people of one household, who share a surname and an address but
+    neither a given name nor a birth date, and that session's EM may take them for the
+    match class, rating a different given name as likely among matches. A mean lets that
+    one session drag every feature it left free; the median of three or more does not.
+
+    >>> from linkage.matching.compare import Feature
+    >>> f = Feature("sex", (0,), (3,), 2)
+    >>> _robust_m([np.array([0.1, 0.9, 1.0]), np.array([0.12, 0.88, 1.0]), np.array([0.6, 0.4, 1.0])], f).round(3)
+    array([0.12, 0.88, 1.  ])
+    """
+    m: np.ndarray = np.median(np.stack(sessions), axis=0)
+    weighed = np.ones(feature.size, dtype=bool)
+    weighed[feature.neutral] = False
+    m[weighed] /= m[weighed].sum()
+    m[feature.neutral] = 1.0
+    return m
 
 
 def fit_prior(model: FellegiSunterModel, patterns: np.ndarray, counts: np.ndarray, total_pairs: int) -> float:
