@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from linkage.errors import InputError, MismatchError, PprlError
-from linkage.protocol import Protocol
+from linkage.protocol import STRING_KINDS, Protocol
 
 __all__ = [
     "ENCODINGS_FILE",
@@ -40,9 +40,11 @@ __all__ = [
     "Encodings",
     "EncodingsHeader",
     "EncodingsWriter",
+    "copy_column",
     "read_encodings",
     "read_header",
     "record_layout",
+    "salted_copies",
 ]
 
 ENCODINGS_FILE = "encodings.pprl"
@@ -110,8 +112,42 @@ def record_layout(protocol: Protocol) -> tuple[tuple[str, str, int], ...]:
         else:
             assert spec.num_bits is not None  # noqa: S101 - the schema requires it for these kinds
             layout.append((spec.name, "u1", spec.num_bits // 8))
+    # Under further salts, every salted filter again, once per salt (after the fields, so
+    # that every earlier column keeps its place).
+    for name in salted_copies(protocol):
+        layout.append((name, "u1", protocol.field(name.partition("@")[0]).num_bits // 8))  # type: ignore[operator]
     layout.append(("block", "<u8", len(protocol.blocking)))
     return tuple(layout)
+
+
+def copy_column(field: str, salt_index: int) -> str:
+    """The column of a field's filter under its protocol's salt number ``salt_index`` (0: the first).
+
+    >>> copy_column("given_name", 0), copy_column("given_name", 1)
+    ('given_name', 'given_name@1')
+    """
+    return field if salt_index == 0 else f"{field}@{salt_index}"
+
+
+def salted_copies(protocol: Protocol) -> tuple[str, ...]:
+    """Columns of the filters encoded again under the protocol's second and third salt.
+
+    >>> from linkage.protocol import Hardening, load_protocol, with_hardening
+    >>> protocol = load_protocol("schemas/examples/social_services.json")
+    >>> two = Hardening(salt=("date_of_birth", "year"), also_salt=(("date_of_birth", "month_day"),))
+    >>> salted_copies(with_hardening(protocol, two))[:2]
+    ('given_name@1', 'surname@1')
+    """
+    hardening = protocol.hardening
+    if not hardening.salts_target("fields") or not hardening.also_salt:
+        return ()
+    salt_field = hardening.salts[0][0]
+    return tuple(
+        copy_column(spec.name, index)
+        for index in range(1, len(hardening.salts))
+        for spec in protocol.fields
+        if spec.kind in STRING_KINDS and spec.num_bits and spec.name != salt_field
+    )
 
 
 class EncodingsWriter:

@@ -27,6 +27,7 @@ __all__ = [
     "FieldSpec",
     "Hardening",
     "Party",
+    "Salt",
     "Protocol",
     "RecordLevelRelease",
     "attribute_bins",
@@ -59,6 +60,9 @@ class FieldSpec:
     categories: tuple[str, ...] = ()
 
 
+Salt = tuple[str, str | None]
+
+
 @dataclass(frozen=True)
 class Hardening:
     """How the Bloom filters the linkage service sees are hardened (all off: plain clkhash).
@@ -66,18 +70,30 @@ class Hardening:
     Attributes:
         salt: ``(field, transform)`` whose value salts the tokens of every other field,
             or ``None``.
+        also_salt: further salts: every salted field is encoded once more per salt, and a
+            pair is compared under the first salt (``salt``, then these) that both of its
+            records share.
         balance: build at half length, append the complement, permute with a key.
         xor_fold: build at twice the length and XOR the halves.
         diffusion: taps of the linear diffusion layer (each output bit the XOR of this
             many keyed input bits), or ``None``.
         apply_to: ``"clk"``, ``"fields"`` or both.
+        fallback: ``"clk"``: the record-level CLK is left unsalted (its other steps
+            still apply) and compared for pairs that share no salt; ``None``: not compared.
     """
 
-    salt: tuple[str, str | None] | None = None
+    salt: Salt | None = None
+    also_salt: tuple[Salt, ...] = ()
     balance: bool = False
     xor_fold: bool = False
     diffusion: int | None = None
     apply_to: frozenset[str] = frozenset({"clk", "fields"})
+    fallback: str | None = None
+
+    @property
+    def salts(self) -> tuple[Salt, ...]:
+        """Every salt, in the order pairs are compared under them."""
+        return ((self.salt,) if self.salt else ()) + self.also_salt
 
     @property
     def active(self) -> bool:
@@ -88,18 +104,26 @@ class Hardening:
         """Whether the steps apply to ``"clk"`` or ``"fields"``."""
         return self.active and target in self.apply_to
 
+    def salts_target(self, target: str) -> bool:
+        """Whether the salt applies to ``"clk"`` or ``"fields"`` (a CLK fallback is unsalted)."""
+        if not self.salt or not self.applies_to(target):
+            return False
+        return not (target == "clk" and self.fallback == "clk")
+
     def settings(self) -> dict[str, Any]:
         """The hardening as protocol JSON (empty when off).
 
         >>> Hardening(salt=("date_of_birth", "year"), diffusion=4).settings()["salt"]
         'date_of_birth:year'
+        >>> Hardening(salt=("d", "year"), also_salt=(("d", "month_day"),)).settings()["salt"]
+        ['d:year', 'd:month_day']
         """
         if not self.active:
             return {}
         out: dict[str, Any] = {}
         if self.salt:
-            field, transform = self.salt
-            out["salt"] = f"{field}:{transform}" if transform else field
+            names = [f"{field}:{transform}" if transform else field for field, transform in self.salts]
+            out["salt"] = names[0] if len(names) == 1 else names
         if self.balance:
             out["balance"] = True
         if self.xor_fold:
@@ -107,20 +131,24 @@ class Hardening:
         if self.diffusion:
             out["diffusion"] = self.diffusion
         out["apply_to"] = sorted(self.apply_to)
+        if self.fallback:
+            out["fallback"] = self.fallback
         return out
 
     @property
     def label(self) -> str:
-        """A short name, e.g. ``salt+diffusion4`` or ``none``."""
+        """A short name, e.g. ``salt+diffusion4``, ``salt2+diffusion4+clk_fallback`` or ``none``."""
         parts = []
         if self.salt:
-            parts.append("salt")
+            parts.append("salt" if not self.also_salt else f"salt{len(self.salts)}")
         if self.balance:
             parts.append("balance")
         if self.xor_fold:
             parts.append("xor_fold")
         if self.diffusion:
             parts.append(f"diffusion{self.diffusion}")
+        if self.fallback:
+            parts.append(f"{self.fallback}_fallback")
         if parts and self.apply_to != frozenset({"clk", "fields"}):
             parts.append("(" + "+".join(sorted(self.apply_to)) + " only)")
         return "+".join(parts) or "none"
@@ -352,10 +380,9 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
                     f"{where}: transform {transform!r} does not apply to a {field_kinds[field]} "
                     f"field (allowed: {allowed})"
                 )
-    salt = doc["encoding"].get("hardening", {}).get("salt")
-    if salt is not None:
+    hardening = doc["encoding"].get("hardening", {})
+    for where, salt in _salt_entries(hardening.get("salt")):
         field, _, transform = salt.partition(":")
-        where = "$.encoding.hardening.salt"
         if field not in field_kinds:
             problems.append(
                 f"{where}: field {field!r} is not an identifier field; salt with a stable field such as "
@@ -373,6 +400,19 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
                 f"{where}: salt with a part of a date (e.g. date_of_birth:year or :month_day) or a "
                 f"category field, not {salt!r}"
             )
+    salt_fields = {salt.partition(":")[0] for _, salt in _salt_entries(hardening.get("salt"))}
+    if len(salt_fields) > 1:
+        problems.append(
+            "$.encoding.hardening.salt: every salt must be a part of the same field (e.g. date_of_birth:year "
+            "and date_of_birth:month_day), so that one field stays unsalted as the one the others are cut from"
+        )
+    if hardening.get("fallback") and not hardening.get("salt"):
+        problems.append("$.encoding.hardening.fallback: a fallback is for pairs that share no salt; set a salt too")
+    if hardening.get("fallback") == "clk" and "clk" not in hardening.get("apply_to", ("clk", "fields")):
+        problems.append(
+            "$.encoding.hardening.fallback: a CLK fallback must be hardened; add 'clk' to apply_to, or it "
+            "would be a plain CLK every pair can be attacked through"
+        )
     problems += _salted_groups(doc, field_kinds)
     grouped: list[str] = []
     for i, group in enumerate(doc["matching"].get("comparison_groups", ())):
@@ -401,10 +441,20 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _salt_entries(salt: str | list[str] | None) -> list[tuple[str, str]]:
+    """``(JSON path, salt)`` of each salt written in the protocol (one string or a list)."""
+    if salt is None:
+        return []
+    if isinstance(salt, str):
+        return [("$.encoding.hardening.salt", salt)]
+    return [(f"$.encoding.hardening.salt[{i}]", item) for i, item in enumerate(salt)]
+
+
 def _salted_groups(doc: Mapping[str, Any], field_kinds: Mapping[str, str]) -> list[str]:
     """Comparison groups that would mix salted fields with unsalted ones (one joint level can't)."""
     hardening = doc["encoding"].get("hardening", {})
-    salt_field = hardening.get("salt", "").partition(":")[0]
+    entries = _salt_entries(hardening.get("salt"))
+    salt_field = entries[0][1].partition(":")[0] if entries else ""
     if not salt_field or "fields" not in hardening.get("apply_to", ("fields",)):
         return []
     problems = []
@@ -419,13 +469,17 @@ def _salted_groups(doc: Mapping[str, Any], field_kinds: Mapping[str, str]) -> li
 
 
 def _hardening(settings: Mapping[str, Any]) -> Hardening:
-    salt = settings.get("salt")
+    salts: list[Salt] = [
+        (salt.partition(":")[0], salt.partition(":")[2] or None) for _, salt in _salt_entries(settings.get("salt"))
+    ]
     return Hardening(
-        salt=(salt.partition(":")[0], salt.partition(":")[2] or None) if salt else None,
+        salt=salts[0] if salts else None,
+        also_salt=tuple(salts[1:]),
         balance=settings.get("balance", False),
         xor_fold=settings.get("xor_fold", False),
         diffusion=settings.get("diffusion"),
         apply_to=frozenset(settings.get("apply_to", ("clk", "fields"))),
+        fallback=settings.get("fallback"),
     )
 
 
@@ -509,6 +563,10 @@ def encoding_settings(protocol: Protocol) -> dict[str, Any]:
     if protocol.hardening.active:
         # Only when on, so that unhardened protocols keep the fingerprints they always had.
         settings["hardening"] = protocol.hardening.settings()
+        if protocol.hardening.salt:
+            # Salted tokens are hashed with keyed 64-bit mixing since version 2 (before: one
+            # BLAKE2 per token and salt): encodings of either kind must never be mixed.
+            settings["hardening"]["salted_hashing"] = 2
     return settings
 
 

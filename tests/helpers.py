@@ -115,7 +115,9 @@ def protocol_with_parties(count: int) -> Protocol:
 def encoded_population(protocol: Protocol, people: int, seed: int, root: Path) -> tuple[Path, list[Path]]:
     """Synthesise ``people`` and encode every party's file: (data folder, one output folder per party)."""
     data = root / "data"
-    synthesise_population(protocol, people, seed, data)
+    # The basic profile: these suites check the engine's plumbing against fixed quality
+    # bounds; the realistic profile is measured by tests/linkage/agency/test_hardening.py.
+    synthesise_population(protocol, people, seed, data, profile="basic")
     outs = []
     for party in protocol.parties:
         out = root / party.id

@@ -226,7 +226,7 @@ class RealisticPopulation(_Population):
             _, _, first, span, _ = places.CITIES[home[1]]
             po_box = (f"PO Box {int(rng.integers(1, 99999))}", home[1], f"{first + span + int(rng.integers(40)):04d}")
         household = _Household(self._surname(background), background, addresses, po_box, need)
-        size = int(rng.choice([1, 2, 3, 4, 5], p=[0.6, 0.2, 0.1, 0.06, 0.04]))
+        size = int(rng.choice([1, 2, 3, 4, 5], p=[0.8, 0.1, 0.05, 0.03, 0.02]))
         parent_year = int(rng.integers(_FIRST_YEAR, _LAST_YEAR - 18))
         documented = background in _REFUGEE and rng.random() < self.errors.first_january
         previous_child: dt.date | None = None

@@ -38,7 +38,7 @@ from linkage.matching.model import (
     estimate_u,
     fit_em_by_rule,
     fit_prior,
-    same_salt_pairs,
+    shared_salt_pairs,
 )
 from linkage.matching.partition import partition_tasks
 from linkage.matching.solve import Entity, solve_entities
@@ -172,7 +172,7 @@ def _same_salt_levels(
     are left out: within one year, true matches are no longer rare among random pairs,
     and nearly all of them agree on the whole date.
     """
-    index_a, index_b = same_salt_pairs(pair[0].salts, pair[1].salts, count, rng)
+    index_a, index_b = shared_salt_pairs(pair[0].salts, pair[1].salts, count, rng)
     levels = compare_pairs(pair[0], pair[1], index_a, index_b, comparisons)
     salt_field = next(i for i, c in enumerate(comparisons) if c.salt_part is not None)
     if comparisons[salt_field].salt_part != "whole":

@@ -29,6 +29,7 @@ __all__ = [
     "fit_em_by_rule",
     "fit_prior",
     "same_salt_pairs",
+    "shared_salt_pairs",
     "term_frequencies",
     "tf_adjustments",
     "value_fingerprints",
@@ -40,6 +41,7 @@ _U_PRIOR_PAIRS = 10
 # m comes from a few thousand expected matches: a larger pseudo-count keeps a level never
 # seen among them (a disagreeing sex, say) from counting as proof of a non-match.
 _M_PSEUDO_SHARE = 1e-3
+_MIN_SESSION_PAIRS = 100
 
 
 def _level_frequencies(
@@ -79,6 +81,41 @@ def same_salt_pairs(
     index_a = rng.choice(len(salts_a), size=count, p=width / width.sum())
     offsets = (rng.random(count) * width[index_a]).astype(np.intp)
     return index_a, order[low[index_a] + offsets]
+
+
+def shared_salt_pairs(
+    salts_a: np.ndarray, salts_b: np.ndarray, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """About ``count`` pairs drawn uniformly among the pairs that share at least one of several salts.
+
+    Each salt (a column) gets a share of ``count`` in proportion to how many pairs share
+    it, and its pairs are drawn with :func:`same_salt_pairs`; a pair sharing two salts
+    can be drawn through either (under date parts, such a pair shares the whole date,
+    which the caller leaves out anyway).
+
+    >>> a = np.array([[1, 5], [2, 6]], np.uint64); b = np.array([[1, 9], [3, 6]], np.uint64)
+    >>> index_a, index_b = shared_salt_pairs(a, b, 40, np.random.default_rng(0))
+    >>> sorted({(int(x), int(y)) for x, y in zip(index_a, index_b)})
+    [(0, 0), (1, 1)]
+    """
+    weights = []
+    for column in range(salts_a.shape[1]):
+        values, counts_a = np.unique(salts_a[:, column], return_counts=True)
+        counts_b = np.zeros(len(values), dtype=np.int64)
+        present, where = np.unique(salts_b[:, column], return_counts=True)
+        found = np.isin(present, values)
+        counts_b[np.searchsorted(values, present[found])] = where[found]
+        weights.append(float((counts_a * counts_b).sum()))
+    total = sum(weights)
+    parts_a, parts_b = [np.zeros(0, dtype=np.intp)], [np.zeros(0, dtype=np.intp)]
+    for column, weight in enumerate(weights):
+        if weight:
+            index_a, index_b = same_salt_pairs(
+                salts_a[:, column], salts_b[:, column], max(1, round(count * weight / total)), rng
+            )
+            parts_a.append(index_a)
+            parts_b.append(index_b)
+    return np.concatenate(parts_a), np.concatenate(parts_b)
 
 
 def estimate_u(levels: np.ndarray, features: Sequence[Feature]) -> tuple[np.ndarray, ...]:
@@ -318,7 +355,7 @@ def fit_em_by_rule(
     fitted_m: list[list[np.ndarray]] = [[] for _ in features]
     for session_patterns, session_counts, fields in sessions:
         free = [i for i, f in enumerate(features) if not set(f.name.split("+")) & fields]
-        if not free or session_counts.sum() < 100:
+        if not free or session_counts.sum() < _MIN_SESSION_PAIRS:
             continue
         sub_features = [features[i] for i in free]
         fitted = fit_em(
@@ -329,7 +366,11 @@ def fit_em_by_rule(
             total_pairs=int(session_counts.sum()),
         )
         for position, i in enumerate(free):
-            fitted_m[i].append(fitted.m[position])
+            # A session in which a feature is nearly always neutral (the CLK fallback,
+            # among pairs blocked on a date, which share a salt) says nothing of its m.
+            weighed = session_counts[session_patterns[:, i] != features[i].neutral].sum()
+            if weighed >= _MIN_SESSION_PAIRS:
+                fitted_m[i].append(fitted.m[position])
     m = tuple(_robust_m(fitted_m[i], features[i]) if fitted_m[i] else overall.m[i] for i in range(len(features)))
     model = FellegiSunterModel(tuple(features), m, u, overall.prior, overall.iterations)
     prior = fit_prior(model, patterns, counts, total_pairs)

@@ -139,7 +139,10 @@ def partition_tasks(
     indices, to cut its input again should a worker die with it.
     """
     records = [np.asarray(item.records) for item in encodings]
-    fields = [(name, records[0].dtype[name]) for name in dict.fromkeys(["block", *(c.field.name for c in comparisons)])]
+    fields = [
+        (name, records[0].dtype[name])
+        for name in dict.fromkeys(["block", *(n for c in comparisons for n in c.columns)])
+    ]
     tasks: list[tuple[int, int, int, int]] = []
     cuts: list[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]] = []
     for a, b in itertools.combinations(range(len(records)), 2):

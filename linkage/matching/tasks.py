@@ -128,7 +128,8 @@ def frequencies_of(state: State, comparisons: Sequence[Comparison]) -> list[list
     records: list[np.ndarray] = state["records"]
 
     def build() -> list[list[np.ndarray]]:
-        salts = [record_salts(party, comparisons) for party in records]
+        # A salted field's term frequencies are shares within its first salt.
+        salts = [record_salts(party, comparisons)[:, :1].ravel() for party in records]
         per_field = [
             term_frequencies(
                 [value_fingerprints(np.ascontiguousarray(party[c.field.name]).view(np.uint64)) for party in records],
