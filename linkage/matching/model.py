@@ -13,6 +13,7 @@ Under a salt, u of a salted field is estimated among random pairs that share the
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -126,9 +127,33 @@ def estimate_u(levels: np.ndarray, features: Sequence[Feature]) -> tuple[np.ndar
     u leans towards "non-matches disagree" instead of rating every level alike.
     """
     prior = np.zeros((_U_PRIOR_PAIRS, len(features)), dtype=levels.dtype)
-    return _level_frequencies(
+    u = _level_frequencies(
         np.concatenate([levels, prior]), np.ones(len(levels) + len(prior)), features, _U_PSEUDO_SHARE
     )
+    return tuple(_falling(shares, feature) for shares, feature in zip(u, features, strict=True))
+
+
+def _falling(u: np.ndarray, feature: Feature) -> np.ndarray:
+    """u of a single field's levels made to fall from level to level (closer agreement, rarer).
+
+    Random pairs hold a few true matches, and among the rare top levels of a noisy filter
+    (a diffused CLK) those few can outnumber the non-matches, rating the closest agreement
+    as likelier among non-matches than the next one down. A non-match is never likelier
+    to agree more closely: each level's u is capped at the one below, then all renormalised.
+    Groups, whose codes are not ordered, are left as they are.
+
+    >>> from linkage.matching.compare import Feature
+    >>> _falling(np.array([0.9, 0.09, 0.0, 0.01, 1.0]), Feature("clk", (0,), (5,), 4)).round(3).tolist()
+    [0.909, 0.091, 0.0, 0.0, 1.0]
+    """
+    if len(feature.members) != 1:
+        return u
+    out = u.copy()
+    weighed = [code for code in range(feature.size) if code != feature.neutral]
+    for below, above in itertools.pairwise(weighed):
+        out[above] = min(out[above], out[below])
+    out[weighed] /= out[weighed].sum()
+    return out
 
 
 @dataclass(frozen=True)
