@@ -27,6 +27,7 @@ from linkage.agency.attacks import (
 )
 from linkage.agency.hashing import derive_keys, salted, tokenize
 from linkage.agency.records import RecordEncoder, Value, prepare_rows, salts_for
+from linkage.encodings import copy_column
 from linkage.errors import InputError
 from linkage.evaluation.scores import (
     PairwiseScores,
@@ -216,13 +217,19 @@ def attack_encodings(
     """
     hardening = protocol.hardening
     strings = [i for i, spec in enumerate(protocol.fields) if spec.kind in STRING_KINDS]
-    names = [protocol.fields[i].name for i in strings]
     salt_index = [spec.name for spec in protocol.fields].index(hardening.salt[0]) if hardening.salt else -1
-    reference_salts = salts_for(protocol, reference)
+    # Under several salts every salted filter has a copy per salt: the attacker may go
+    # after each copy, each under its own salt, and keeps whichever names more people.
+    copies = len(hardening.salts) if hardening.salts_target("fields") and len(hardening.salts) > 1 else 1
+    reference_salts = [salts_for(protocol, reference, k) for k in range(max(1, len(hardening.salts)))]
 
     def salted_in(target: str, index: int) -> bool:
-        return bool(hardening.salt) and hardening.applies_to(target) and index != salt_index
+        return hardening.salts_target(target) and index != salt_index
 
+    def columns(copy: int) -> list[str]:
+        return [copy_column(protocol.fields[i].name, copy if salted_in("fields", i) else 0) for i in strings]
+
+    names = columns(0)
     whole_reference = [(tuple(row),) for row in reference]
     whole_actual = [(tuple(row),) for row in values]
     field_reference = [tuple(row[i] for i in strings) for row in reference]
@@ -237,22 +244,6 @@ def attack_encodings(
         truth,
         attack="frequency_clk",
     )
-    field_keys = [
-        [
-            None if row[i] is None else (row[i], salt if salted_in("fields", i) else "")
-            for row, salt in zip(reference, reference_salts, strict=True)
-        ]
-        for i in strings
-    ]
-    results["frequency_fields"] = frequency_attack(
-        [np.asarray(records[name]) for name in names],
-        field_keys,
-        field_reference,
-        field_actual,
-        truth,
-        names=names,
-        attack="frequency_fields",
-    )
 
     def tokens_of(row: Sequence[Value], salt: str, index: int, target: str) -> frozenset[str]:
         value = row[index]
@@ -263,27 +254,52 @@ def attack_encodings(
         use_salt = salt if salted_in(target, index) else ""
         return frozenset(salted(gram, use_salt) for gram in grams)
 
-    field_tokens = [
-        [tokens_of(row, s, i, "fields") for row, s in zip(reference, reference_salts, strict=True)] for i in strings
-    ]
-    field_widths = [
-        {token: protocol.fields[i].bits_per_token or 1 for tokens in column for token in tokens}
-        for i, column in zip(strings, field_tokens, strict=True)
-    ]
-    fields_mined = pattern_mining_attack(
-        [np.asarray(records[name]) for name in names],
-        field_tokens,
-        [[row[i] for row in reference] for i in strings],
-        field_widths,
-        field_reference,
-        field_actual,
-        truth,
-        names=names,
-        attack="pattern_mining",
-    )
+    frequency_results, mining_results = [], []
+    for copy in range(copies):
+        salts = reference_salts[copy]
+        field_keys = [
+            [
+                None if row[i] is None else (row[i], salt if salted_in("fields", i) else "")
+                for row, salt in zip(reference, salts, strict=True)
+            ]
+            for i in strings
+        ]
+        frequency_results.append(
+            frequency_attack(
+                [np.asarray(records[name]) for name in columns(copy)],
+                field_keys,
+                field_reference,
+                field_actual,
+                truth,
+                names=names,
+                attack="frequency_fields",
+            )
+        )
+        field_tokens = [
+            [tokens_of(row, s, i, "fields") for row, s in zip(reference, salts, strict=True)] for i in strings
+        ]
+        field_widths = [
+            {token: protocol.fields[i].bits_per_token or 1 for tokens in column for token in tokens}
+            for i, column in zip(strings, field_tokens, strict=True)
+        ]
+        mining_results.append(
+            pattern_mining_attack(
+                [np.asarray(records[name]) for name in columns(copy)],
+                field_tokens,
+                [[row[i] for row in reference] for i in strings],
+                field_widths,
+                field_reference,
+                field_actual,
+                truth,
+                names=names,
+                attack="pattern_mining",
+            )
+        )
+    results["frequency_fields"] = _strongest(frequency_results)
+    fields_mined = _strongest(mining_results)
     clk_tokens = [
         frozenset(f"{i}|{token}" for i in range(len(protocol.fields)) for token in tokens_of(row, salt, i, "clk"))
-        for row, salt in zip(reference, reference_salts, strict=True)
+        for row, salt in zip(reference, reference_salts[0], strict=True)
     ]
     clk_widths = {
         token: protocol.fields[int(token.partition("|")[0])].clk_bits_per_token
@@ -304,13 +320,27 @@ def attack_encodings(
 
     reencoded = encode_values(protocol, attacker_secret or random_secret(), reference)
     clk_graph = graph_matching_attack(np.asarray(records["clk"]), np.asarray(reencoded["clk"]), truth)
-    fields_graph = graph_matching_attack(
-        np.concatenate([np.asarray(records[name]) for name in names], axis=1),
-        np.concatenate([np.asarray(reencoded[name]) for name in names], axis=1),
-        truth,
+    # Each copy's filters side by side, and (under several salts) all copies together.
+    column_sets = [columns(copy) for copy in range(copies)]
+    if copies > 1:
+        column_sets.append(list(dict.fromkeys(name for copy in column_sets for name in copy)))
+    fields_graph = _strongest(
+        [
+            graph_matching_attack(
+                np.concatenate([np.asarray(records[name]) for name in chosen], axis=1),
+                np.concatenate([np.asarray(reencoded[name]) for name in chosen], axis=1),
+                truth,
+            )
+            for chosen in column_sets
+        ]
     )
     results["graph_matching"] = _stronger(clk_graph, fields_graph)
     return results
+
+
+def _strongest(results: Sequence[AttackResult]) -> AttackResult:
+    """The variant that re-identified most (then recovered most values)."""
+    return max(results, key=lambda result: (result.reidentified, result.values_recovered))
 
 
 def _stronger(clk: AttackResult, fields: AttackResult) -> AttackResult:
