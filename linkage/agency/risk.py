@@ -13,7 +13,7 @@ import csv
 import datetime as dt
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -80,11 +80,16 @@ def hardening_options(protocol: Protocol) -> dict[str, Hardening]:
         Hardening(diffusion=6),
     ]
     if salt:
+        # The year, then the day and month: a pair whose year was mistyped still shares one.
+        second = ((salt[0], "month_day"),)
         options += [
             Hardening(salt=salt),
-            Hardening(salt=salt, diffusion=3),
             Hardening(salt=salt, diffusion=4),
             Hardening(salt=salt, balance=True, diffusion=3),
+            Hardening(salt=salt, diffusion=4, fallback="clk"),
+            Hardening(salt=salt, also_salt=second, diffusion=4),
+            Hardening(salt=salt, also_salt=second, diffusion=4, fallback="clk"),
+            Hardening(salt=salt, also_salt=second, balance=True, diffusion=3, fallback="clk"),
         ]
     if protocol.hardening.active and protocol.hardening not in options:
         options.append(protocol.hardening)
@@ -104,6 +109,8 @@ class OptionRisk:
             (the date field salts are cut from): salted fields cannot compare a record
             without one to a record with one, and this F1 shows what the option costs
             apart from that.
+        by_overlap: the attacks' results for each overlap measured (``attacks`` is the
+            first of them, the largest).
     """
 
     label: str
@@ -111,10 +118,11 @@ class OptionRisk:
     attacks: dict[str, AttackResult]
     f1: float | None
     f1_with_salt: float | None = None
+    by_overlap: dict[float, dict[str, AttackResult]] = field(default_factory=dict)
 
     @property
     def worst(self) -> float:
-        """The largest share of records any attack re-identified."""
+        """The largest share of records any attack re-identified (at full overlap, the worst case)."""
         return max(result.reidentified for result in self.attacks.values())
 
 
@@ -125,7 +133,10 @@ class RiskReport:
     Attributes:
         records: records attacked.
         reference_records: records in the attacker's plaintext reference.
-        overlap: share of the attacked records whose person is in the reference.
+        overlap: share of the attacked records whose person is in the reference (the
+            first, largest, overlap measured).
+        overlaps: every overlap measured (the share of the attacked records the
+            attacker's list covers), largest first.
         options: one entry per hardening option, ``none`` first.
         current: the label of the protocol's own hardening.
         recommended: the label recommended, or ``None`` if no option meets the goals.
@@ -144,6 +155,7 @@ class RiskReport:
     recommended_with_salt: str | None
     max_reidentified: float
     max_f1_cost: float
+    overlaps: tuple[float, ...] = (1.0,)
 
 
 def read_identifiers(
@@ -497,7 +509,7 @@ def assess_risk(
     reference_path: Path | None = None,
     options: dict[str, Hardening] | None = None,
     sample: int = 2000,
-    overlap: float = 1.0,
+    overlaps: Sequence[float] = (1.0, 0.5, 0.2),
     quality_people: int | None = 5000,
     seed: int = 1,
     workers: int = 1,
@@ -516,7 +528,10 @@ def assess_risk(
             synthetic people.
         options: hardening options by label (default :func:`hardening_options`).
         sample: attack at most this many records (the first of the file).
-        overlap: share of the attacked records the default reference covers.
+        overlaps: shares of the attacked records the default reference covers; every
+            attack runs at each (graph matching needs a high overlap, Vidanage et al.
+            2020, so an agency sees the worst case and the likely one). With
+            ``reference_path``, only the given reference's own overlap.
         quality_people: people in the synthetic linkage that measures each option's F1
             (``None``: do not measure).
         seed: for the reference, the synthetic data and the attacker's key.
@@ -536,12 +551,16 @@ def assess_risk(
     attacker_secret = rng.bytes(32)
     with tempfile.TemporaryDirectory(prefix="pprl-risk-") as tmp_name:
         tmp = Path(tmp_name)
-        reference_values = reference_truth = None
+        references = []
         if reference_path is not None:
             reference_ids, reference_values = read_identifiers(protocol, party_id, reference_path)
             where = {client: i for i, client in enumerate(reference_ids)}
-            reference_truth = np.array([where.get(client, -1) for client in client_ids])
-        reference, truth = build_reference(protocol, values, reference_values, reference_truth, overlap, seed, tmp)
+            given = np.array([where.get(client, -1) for client in client_ids])
+            references.append(build_reference(protocol, values, reference_values, given, 1.0, seed, tmp))
+        else:
+            for number, share in enumerate(sorted(set(overlaps), reverse=True)):
+                folder = tmp / f"reference-{number}"
+                references.append(build_reference(protocol, values, None, None, share, seed, folder))
         synth_dir = tmp / "synth"
         if quality_people:
             synthesise_population(protocol, quality_people, seed, synth_dir)
@@ -549,7 +568,13 @@ def assess_risk(
         for number, (label, hardening) in enumerate(chosen.items()):
             variant = with_hardening(protocol, hardening)
             records = encode_values(variant, secret, values)
-            attacks = attack_encodings(variant, records, values, reference, truth, attacker_secret=attacker_secret)
+            by_overlap = {
+                float((truth >= 0).mean()): attack_encodings(
+                    variant, records, values, reference, truth, attacker_secret=attacker_secret
+                )
+                for reference, truth in references
+            }
+            attacks = next(iter(by_overlap.values()))
             done += 1
             if on_progress:
                 on_progress(done, steps)
@@ -568,13 +593,15 @@ def assess_risk(
                     attacks,
                     quality.overall.f1 if quality else None,
                     quality.with_salt.f1 if quality else None,
+                    by_overlap,
                 )
             )
-    covered = float((truth >= 0).mean())
+    measured = tuple(float((truth >= 0).mean()) for _, truth in references)
     return RiskReport(
         records=len(values),
-        reference_records=len(reference),
-        overlap=covered,
+        reference_records=len(references[0][0]),
+        overlap=measured[0],
+        overlaps=measured,
         options=tuple(results),
         current=protocol.hardening.label,
         recommended=recommend(results),
