@@ -102,7 +102,7 @@ def test_hardening_is_deterministic_and_keyed(protocol, hardening):
     assert first.tobytes() == second.tobytes()
     other = encode(hardened, secret=bytes(reversed(SECRET)))
     assert (first["clk"][0] != other["clk"][0]).any()
-    plain = encode(protocol)
+    plain = encode(with_hardening(protocol, Hardening()))
     assert (first["clk"][0] != plain["clk"][0]).any()
     assert first.dtype == plain.dtype  # every filter keeps its declared length
     assert not first["clk"][3].any() and not first["given_name"][3].any()  # missing stays missing
@@ -291,3 +291,21 @@ def test_each_option_keeps_recall_within_its_bound(protocol, realistic_synth, pl
     quality = linkage_quality(with_hardening(protocol, hardening), SECRET, realistic_synth, tmp_path).overall
     assert quality.recall >= plain_recall - _recall_bound(hardening), label
     assert quality.precision >= 0.85, label
+
+
+def test_two_salts_compare_under_the_one_a_pair_shares(protocol):
+    two = with_hardening(protocol, Hardening(salt=SALT, also_salt=(("date_of_birth", "month_day"),), fallback="clk"))
+    rows = [ROWS[0], ROWS[1], (*ROWS[0][:2], None, *ROWS[0][3:])]  # the same person: year typo, then no date
+    records = encode(two, rows=rows)
+    assert "given_name@1" in records.dtype.names
+    comparisons = comparisons_for(two)
+    features = PartyFeatures.from_records(records, comparisons)
+    levels = compare_pairs(features, features, np.array([0, 0]), np.array([1, 2]), comparisons)
+    names = [c.field.name for c in comparisons]
+    given, clk = names.index("given_name"), names.index("clk")
+    # Another year, the same day and month: the names compare under the second salt.
+    assert levels[0, given] == comparisons[given].levels - 1
+    assert levels[0, clk] == comparisons[clk].missing
+    # No date on one side: no salt is shared, and the unsalted CLK stands in.
+    assert levels[1, given] == comparisons[given].missing
+    assert levels[1, clk] not in (0, comparisons[clk].missing)
