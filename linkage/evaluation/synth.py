@@ -317,7 +317,8 @@ def synthesise_population(
 def _population(protocol: Protocol, seed: int, profile: str, corruption: Corruption | None) -> _Population:
     if profile == "basic":
         return _Population(protocol, seed, corruption or Corruption())
-    from linkage.evaluation.synth_realistic import RealisticErrors, RealisticPopulation  # noqa: PLC0415 - it subclasses _Population
+    # Imported here: the realistic profile subclasses _Population, defined in this module.
+    from linkage.evaluation.synth_realistic import RealisticErrors, RealisticPopulation
 
     return RealisticPopulation(protocol, seed, RealisticErrors())
 

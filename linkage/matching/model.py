@@ -134,7 +134,7 @@ def estimate_u(levels: np.ndarray, features: Sequence[Feature]) -> tuple[np.ndar
 
 
 def _falling(u: np.ndarray, feature: Feature) -> np.ndarray:
-    """u of a single field's levels made to fall from level to level (closer agreement, rarer).
+    """Make u of a single field's levels fall from level to level (closer agreement, rarer).
 
     Random pairs hold a few true matches, and among the rare top levels of a noisy filter
     (a diffused CLK) those few can outnumber the non-matches, rating the closest agreement
