@@ -39,7 +39,7 @@ def test_risk_command(population, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     labels = [option["hardening"] for option in report["options"]]
-    assert labels[0] == "none" and "salt2+balance+diffusion3+clk_fallback" in labels
+    assert labels[0] == "none" and "salt2+diffusion4+clk_fallback" in labels
     assert report["records"] == 120 and report["overlap"] == 1.0
     # Every attack at the attacker's three overlaps: the worst case and likelier ones.
     assert report["overlaps"] == [1.0, 0.5, 0.2]

@@ -260,7 +260,7 @@ def _recall_bound(hardening):
     Measured (1,500 people, seed 11; 1,200 people, seed 5): unsalted options lose up to
     0.021; a single salt or two salts without a fallback 0.10-0.13 (every pair whose date
     is missing on one side); a salt with the CLK fallback 0.07; two salts with it
-    0.036-0.086 under diffusion 4 and 0.027 under balance and diffusion 3 (the example's).
+    0.036-0.086 under diffusion 4 (the example's) and 0.027 under balance and diffusion 3.
     The bounds leave room for the seed.
     """
     if not hardening.salt:
