@@ -71,13 +71,22 @@ def keygen(out: Path) -> None:
 @protocol_option
 @click.option("--people", type=click.IntRange(min=1), required=True, help="Number of distinct people.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same files.")
+@click.option(
+    "--profile",
+    type=click.Choice(["realistic", "basic"]),
+    default="realistic",
+    show_default=True,
+    help="realistic: households and the errors real client lists show (docs/synthetic-data.md); "
+    "basic: the earlier, milder generator.",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def synth(protocol: Protocol, people: int, seed: int, out: Path, quiet: bool) -> None:
+def synth(protocol: Protocol, people: int, seed: int, profile: str, out: Path, quiet: bool) -> None:
     """Generate realistic synthetic client files for every party of a protocol.
 
     People overlap between parties and their records are corrupted as real records are
-    (typos, nicknames, changed surnames, swapped day and month, moves, missing values).
+    (typos, mistyped years, nicknames and transliterations, changed surnames, swapped day
+    and month, moves, PO boxes, missing values; households share an address and a surname).
     Writes OUT/<party>.csv and OUT/truth.csv (party,client_id,person_id).
 
     Example: pprl synth --protocol schemas/examples/social_services.json --people 20000 --seed 7 --out data
@@ -85,7 +94,7 @@ def synth(protocol: Protocol, people: int, seed: int, out: Path, quiet: bool) ->
     from linkage.evaluation.synth import synthesise_population
 
     with progress("synthesising", quiet=quiet) as on_progress:
-        summary = synthesise_population(protocol, people, seed, out, on_progress=on_progress)
+        summary = synthesise_population(protocol, people, seed, out, profile=profile, on_progress=on_progress)
     for party, count in summary.records_by_party.items():
         click.echo(f"{party}: {count} records -> {out / (party + '.csv')}")
     click.echo(f"truth: {out / 'truth.csv'} ({summary.people} people)")

@@ -290,7 +290,11 @@ def _score(
         np.fromiter(all_counts.values(), dtype=np.int64, count=len(all_counts)),
         sessions,
         features,
-        estimate_u(random_levels, features),
+        estimate_u(
+            random_levels,
+            features,
+            falling=[i for i, f in enumerate(features) if any(comparisons[m].fallback for m in f.members)],
+        ),
         total_pairs=_total_pairs(sizes),
     )
     priors = {

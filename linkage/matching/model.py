@@ -119,18 +119,27 @@ def shared_salt_pairs(
     return np.concatenate(parts_a), np.concatenate(parts_b)
 
 
-def estimate_u(levels: np.ndarray, features: Sequence[Feature]) -> tuple[np.ndarray, ...]:
+def estimate_u(levels: np.ndarray, features: Sequence[Feature], falling: Sequence[int] = ()) -> tuple[np.ndarray, ...]:
     """Estimate u, per feature level, from random pairs (nearly all non-matches).
 
     A few pseudo-pairs that disagree on everything (code 0) are added: where random
     pairs are too few to tell, e.g. a salted field when hardly any pair shares a salt,
     u leans towards "non-matches disagree" instead of rating every level alike.
+
+    Args:
+        levels: feature levels of random pairs.
+        features: what is weighed.
+        falling: features whose u is made to fall with closer agreement (:func:`_falling`):
+            the CLK fallback, whose top levels random true matches can dominate.
     """
     prior = np.zeros((_U_PRIOR_PAIRS, len(features)), dtype=levels.dtype)
     u = _level_frequencies(
         np.concatenate([levels, prior]), np.ones(len(levels) + len(prior)), features, _U_PSEUDO_SHARE
     )
-    return tuple(_falling(shares, feature) for shares, feature in zip(u, features, strict=True))
+    return tuple(
+        _falling(shares, feature) if index in falling else shares
+        for index, (shares, feature) in enumerate(zip(u, features, strict=True))
+    )
 
 
 def _falling(u: np.ndarray, feature: Feature) -> np.ndarray:

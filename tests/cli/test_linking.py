@@ -18,7 +18,21 @@ def encoded(tmp_path_factory):
     protocol = str(EXAMPLE_PROTOCOL)
     result = runner.invoke(
         main,
-        ["synth", "--protocol", protocol, "--people", "600", "--seed", "4", "--out", str(root / "data"), "--quiet"],
+        # The basic profile: this checks the commands together against a fixed F1 bound.
+        [
+            "synth",
+            "--protocol",
+            protocol,
+            "--people",
+            "600",
+            "--seed",
+            "4",
+            "--profile",
+            "basic",
+            "--out",
+            str(root / "data"),
+            "--quiet",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert runner.invoke(main, ["keygen", "--out", str(root / "secret.key")]).exit_code == 0

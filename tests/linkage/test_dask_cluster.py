@@ -16,6 +16,7 @@ from linkage.dask_cluster import Sealed
 from linkage.errors import InputError
 from linkage.evaluation.synth import synthesise_population
 from linkage.matching import tasks
+from linkage.matching.compare import comparisons_for
 from linkage.matching.engine import link, load_inputs
 from linkage.token_files import write_entities
 from tests.helpers import SECRET, canonical, encoded_population, protocol_with_parties
@@ -223,7 +224,9 @@ def test_a_task_gets_only_its_partitions_records(dask_cluster, inputs, monkeypat
             assert len(records) < sizes[party] / 2  # nowhere near all of a party
             assert np.all(np.diff(indices) > 0)  # each record once
             assert np.array_equal(records["block"], np.asarray(encodings[party].records["block"])[indices])
-            assert "clk" not in records.dtype.names and "token" not in records.dtype.names
+            # Only the columns the comparisons read (the CLK too, under a CLK fallback).
+            read = {"block", *(name for c in comparisons_for(protocol) for name in c.columns)}
+            assert set(records.dtype.names) == read and "token" not in records.dtype.names
         per_worker[kwargs["workers"][0]] = per_worker.get(kwargs["workers"][0], 0) + sum(r.nbytes for r in task.records)
     broadcast = sum(np.asarray(item.records).nbytes for item in encodings)  # what every worker got before
     assert len(per_worker) == 2 and max(per_worker.values()) < 0.8 * broadcast
