@@ -13,8 +13,8 @@ The salt's own agreement is weighed once, by the salt field's comparison, and ne
 through every salted field. Under several salts (``"salt": ["date_of_birth:year",
 "date_of_birth:month_day"]``) every salted field has one filter per salt, and a pair is
 compared under the first salt its two records share: a mistyped year still leaves the day
-and month. With ``"fallback": "clk"``, a pair that shares no salt (a date of birth missing
-on one side, or a wholly different date) is compared on its unsalted, hardened
+and month. With ``"fallback": "clk"``, a pair that shares no salt because one record lacks
+the salt field (a date of birth missing on one side) is compared on its unsalted, hardened
 record-level CLK instead, and only then.
 
 The fields' levels are then combined into features (a group of fields that vary together,
@@ -72,7 +72,8 @@ class Comparison:
             (folding: 2, diffusion: its taps, both: the product); 1 when unmixed. The
             Dice of such filters is mapped back to the built filters' scale.
         copies: a salted filter's number of copies, one per salt.
-        fallback: the record-level CLK, compared only for pairs that share no salt.
+        fallback: the record-level CLK, compared only for pairs that share no salt because
+            one record lacks the salt field.
         salt_parts: for the salt field, the parts of its value that salt, in order
             (``("year", "month_day")``); empty for every other field.
     """
