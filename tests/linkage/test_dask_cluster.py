@@ -229,7 +229,11 @@ def test_a_task_gets_only_its_partitions_records(dask_cluster, inputs, monkeypat
             assert set(records.dtype.names) == read and "token" not in records.dtype.names
         per_worker[kwargs["workers"][0]] = per_worker.get(kwargs["workers"][0], 0) + sum(r.nbytes for r in task.records)
     broadcast = sum(np.asarray(item.records).nbytes for item in encodings)  # what every worker got before
-    assert len(per_worker) == 2 and max(per_worker.values()) < 0.8 * broadcast
+    # Under the example's hardening a task reads 97% of a record (two salted copies of
+    # every filter, and the CLK for the fallback), so on two workers the partitions send
+    # each about what a broadcast would (1.01x here; 0.8x before issue 17's hardening).
+    # They still never hold a whole party (above), which is what bounds a worker's memory.
+    assert len(per_worker) == 2 and max(per_worker.values()) < 1.2 * broadcast
 
 
 def test_a_clk_prefilter_keeps_the_broadcast_slices(dask_cluster, inputs, monkeypatch, tmp_path):
