@@ -240,7 +240,16 @@ main.add_command(link)
 main.add_command(evaluate)
 
 from cli.risk import risk  # noqa: E402 - as above
-from cli.service import audit, project, results, run_command, serve, status, upload  # noqa: E402 - as above
+from cli.service import (  # noqa: E402 - as above
+    audit,
+    project,
+    results,
+    run_command,
+    serious_threat_group,
+    serve,
+    status,
+    upload,
+)
 
 main.add_command(risk)
 
@@ -254,6 +263,7 @@ main.add_command(run_command)
 main.add_command(status)
 main.add_command(results)
 main.add_command(audit)
+main.add_command(serious_threat_group)
 
 from cli.query import budget, query  # noqa: E402 - as above
 from cli.report import report  # noqa: E402 - as above

@@ -65,7 +65,7 @@ def test_three_agencies_from_the_command_line(runner, admin_file, agencies, tmp_
     assert "403 (forbidden): the protocol does not allow record-level results for party 'police'" in refused.output
     named = tmp_path / "named.txt"
     with (agencies["police"] / "keymap.csv").open() as handle:
-        named.write_text("\n".join(row["token"] for row in csv.DictReader(handle)) + "\n")
+        named.write_text("\n".join(row["token"] for row in csv.DictReader(handle))[:5 * 33] + "\n")
     reason = "threat to life reported by a family member, file 2231"
     threat = invoke(runner, "results", "--server", SERVER, "--token-file", tokens / "police.token",
                     "--keymap", agencies["police"] / "keymap.csv", "--out", tmp_path / "police.csv",

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from linkage.errors import BudgetExceeded, Conflict, InputError, NotFound
+from linkage.token_files import token_set_sha256
 from stats.budget import Loss
 from stats.store import StatsStore, read_attributes
 from tests.helpers import schema_suffix
@@ -77,6 +78,7 @@ def test_credentials_and_projects_are_its_own(stats, project):
 
 
 def test_attributes_upload_is_idempotent_and_consent_is_looked_up(stats, project):
+    stats.register_encodings(project, "msd", token_set_sha256([token(1), token(2)]), 2)
     text = HEADER + f"{token(1)},true,Auckland,jobseeker,12\n{token(2)},false,Otago,none,0\n"
     path, sha = receive(stats, text)
     assert stats.accept_attributes(project, "msd", path, sha, replace=False).status == "created"

@@ -138,26 +138,29 @@ def test_at_most_one_active_run_even_under_concurrent_starts(store, protocol):
         thread.start()
     for thread in threads:
         thread.join()
-    assert len({run.id for run, _ in outcomes}) == 1
-    assert sum(created for _, created in outcomes) == 1
+    assert len({started.run.id for started in outcomes}) == 1
+    assert sum(started.created for started in outcomes) == 1
     claimed = store.claim_next_run()
     assert claimed.status == "running"
     assert store.claim_next_run() is None
-    assert store.start_run(project_id)[0].id == claimed.id
-    assert store.requeue_interrupted() == ([claimed.id], [])
-    assert store.run(project_id, claimed.id).status == "queued"
+    assert store.start_run(project_id).run.id == claimed.id
+    again, failed = store.requeue_interrupted()
+    assert ([run.id for run in again], failed) == ([claimed.id], [])
+    assert store.run(project_id, claimed.number).status == "queued"
 
 
 def test_entities_of_the_latest_done_run_only_and_shared_records(store, protocol):
     project_id, _ = new_project(store, protocol)
     upload_rows(store, project_id, ["msd", "police", "haven"])
     a, b, c, d = ("a" * 32, "b" * 32), ("c" * 32, "d" * 32), ("e" * 32,), ("f" * 32, "0" * 32)
-    first, _ = store.start_run(project_id)
+    first = store.start_run(project_id).run
     store.claim_next_run()
     store.store_entities(first.id, fake_result(["msd", "police", "haven"], [a, b, c], [[(0, 0), (1, 0)]]))
     store.finish_run(first.id)
-    second, created = store.start_run(project_id)
-    assert created
+    started = store.start_run(project_id)
+    second = started.run
+    assert started.created
+    assert (first.number, second.number) == (1, 2)
     store.claim_next_run()
     result = fake_result(["msd", "police", "haven"], [a, b, c], [[(0, 0), (1, 1), (2, 0)], [(0, 1), (1, 0)]])
     assert store.store_entities(second.id, result) == (2, 5)

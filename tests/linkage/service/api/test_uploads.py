@@ -1,5 +1,6 @@
 """Uploads: idempotent, refused when different or foreign, atomic, and bad requests get clear 4xx."""
 
+import hashlib
 import json
 
 import pytest
@@ -71,6 +72,7 @@ def test_attributes_are_idempotent_too_and_kept_on_the_statistics_side(client, a
     project_id, credentials = create_project(client)
     body = (agencies["haven"] / "attributes.csv").read_bytes()
     haven = credentials["haven"]
+    put_encodings(client, project_id, haven, (agencies["haven"] / "encodings.pprl").read_bytes())
     assert put_attributes(client, project_id, haven, body).status_code == 201
     assert put_attributes(client, project_id, haven, body).json()["status"] == "unchanged"
     changed = body.replace(b",true,", b",false,", 1)
@@ -80,7 +82,9 @@ def test_attributes_are_idempotent_too_and_kept_on_the_statistics_side(client, a
     assert put_attributes(client, project_id, haven, changed, replace="true").json()["status"] == "replaced"
     stats = client.app.state.stats_store
     assert stats.attribute_counts(project_id) == {"haven": body.count(b"\n") - 1}
-    assert client.app.state.linkage_store.uploads(project_id) == {}, "attributes never reach the linkage store"
+    encodings = hashlib.sha256((agencies["haven"] / "encodings.pprl").read_bytes()).hexdigest()
+    linkage = client.app.state.linkage_store
+    assert [path.name for path in linkage.blob_dir.iterdir()] == [encodings], "attributes never reach the linkage side"
 
 
 def test_encodings_of_another_protocol_or_party_or_secret_are_refused(client, agencies, foreign):
