@@ -105,7 +105,7 @@ def hash_admin_secret(text: str, source: str) -> str:
     if len(secret) < MIN_ADMIN_SECRET_CHARS:
         raise SecretError(
             f"{source}: the admin secret has {len(secret)} characters, fewer than {MIN_ADMIN_SECRET_CHARS}; "
-            "make one with `pprl keygen --out admin.secret`"
+            "make one with `pprl keygen --out admin.secret --purpose admin`"
         )
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from linkage.free_text import escape_text
 from stats.budget import Budget
 from stats.dp import Answer, Cell
 
@@ -91,7 +92,11 @@ def format_budget(budget: Budget) -> str:
     lines = [f"budget {budget.total}: spent {budget.spent}, {budget.remaining} left", ""]
     if not budget.entries:
         return "\n".join([*lines, "no releases yet"])
-    rows = [[str(e.number), e.at.strftime("%Y-%m-%d %H:%M:%S"), e.who, str(e.loss), e.query] for e in budget.entries]
+    # Escaped: a ledger written before control characters were refused could forge lines.
+    rows = [
+        [str(e.number), e.at.strftime("%Y-%m-%d %H:%M:%S"), escape_text(e.who), str(e.loss), escape_text(e.query)]
+        for e in budget.entries
+    ]
     headers = ["#", "when (UTC)", "who", "cost", "query"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from linkage.errors import InputError
+from linkage.free_text import check_free_text
 from linkage.web import ADMIN, authorize, json_content, record
 from stats.answering import QueryService
 from stats.api.deps import StatsCaller
@@ -44,11 +45,20 @@ class QueryRequest(BaseModel):
     dry_run: bool = Field(default=False, description="Only plan: the stated accuracy and cost, no values, no spending.")
 
 
+def _one_line_label(text: str) -> str:
+    try:
+        return check_free_text(text, "label")
+    except InputError as exc:
+        raise ValueError(exc.message) from exc
+
+
 class BatchRequest(BaseModel):
     """Several queries in their JSON form, released as one spend (a report): all or none."""
 
     model_config = ConfigDict(extra="forbid")
-    label: str = Field(min_length=1, max_length=200, description="What the ledger calls the batch, e.g. its title.")
+    label: Annotated[str, AfterValidator(_one_line_label)] = Field(
+        min_length=1, max_length=200, description="What the ledger calls the batch, e.g. its title (one line)."
+    )
     specs: list[dict[str, Any]] = Field(
         min_length=1, max_length=50, description="The queries' JSON forms, each with its own cost."
     )
