@@ -1013,11 +1013,14 @@ class LinkageStore(Database):
         with self._read() as conn:
             head = self._head(conn, AUDIT_CHAIN)
             rows = conn.execution_options(yield_per=_CHUNK).execute(select(audit).order_by(audit.c.id))
-            chain = (
-                ChainRow(row.id, row.prev_sha256, row.sha256, _audit_values(row.id, row.at, row._mapping))
-                for row in rows
-            )
-            return verify_chain("the audit log", chain, head)
+            try:
+                chain = (
+                    ChainRow(row.id, row.prev_sha256, row.sha256, _audit_values(row.id, row.at, row._mapping))
+                    for row in rows
+                )
+                return verify_chain("the audit log", chain, head)
+            finally:
+                rows.close()
 
     def _seal_audit(self, conn: Connection) -> None:
         """Start the chain: hash the lines an older pprl wrote without one (all of them, or none exist)."""

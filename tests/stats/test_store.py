@@ -6,8 +6,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import delete, update
 
-from linkage.errors import BudgetExceeded, Conflict, InputError, NotFound
+from linkage.errors import BudgetExceeded, Conflict, InputError, NotFound, PprlError
 from linkage.token_files import token_set_sha256
 from stats.budget import Loss
 from stats.store import StatsStore, read_attributes
@@ -162,3 +163,70 @@ def test_concurrent_queries_never_overspend_together(stats, project):
     assert done == len(budget.entries) == 33, "0.03 fits 33 times in 1, however the queries interleave"
     assert [e.number for e in budget.entries] == list(range(1, 34))
     assert budget.spent.amount <= 1
+
+
+def spend(stats, project, rho, who="analyst"):
+    with stats.spend(project, who, f"count --rho {rho}", Loss.of(rho=rho)) as receipt:
+        receipt.mechanism = "OpenDP discrete Gaussian"
+
+
+def tamper(stats, statement):
+    """Change the database behind the store's back, as someone with the files would."""
+    with stats._engine.begin() as conn:
+        conn.execute(statement)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda tables: update(tables["releases"]).where(tables["releases"].c.number == 2).values(query="count"),
+        lambda tables: update(tables["releases"]).where(tables["releases"].c.number == 1).values(loss='{"rho": 0.01}'),
+        lambda tables: delete(tables["releases"]).where(tables["releases"].c.number == 2),
+        lambda tables: delete(tables["releases"]).where(tables["releases"].c.number == 3),
+        lambda tables: delete(tables["ledger_heads"]),
+    ],
+    ids=["edit-query", "edit-cost", "delete-middle", "delete-last", "delete-head"],
+)
+def test_a_ledger_edited_or_cut_at_rest_releases_nothing_more(stats, project, damage):
+    """Issue 15 row 7: deleting a release row gave the project its budget back."""
+    for _ in range(3):
+        spend(stats, project, 0.3)
+    assert stats.budget(project).remaining == Loss.of(rho=0.1)
+    tamper(stats, damage(stats._metadata.tables))
+    with pytest.raises(PprlError, match=f"the ledger of project {project}") as caught:
+        spend(stats, project, 0.3)
+    assert caught.value.code == "tampered"
+    with pytest.raises(PprlError, match="restored from a backup"):
+        stats.budget(project)
+    assert not stats.verify_ledgers()[0].ok
+
+
+def test_ledgers_verify_and_their_heads_move_with_each_release(stats, project):
+    assert [check.ok for check in stats.verify_ledgers()] == [True]
+    spend(stats, project, 0.1)
+    first = stats.verify_ledgers()[0]
+    spend(stats, project, 0.1)
+    second = stats.verify_ledgers()[0]
+    assert (first.rows, second.rows) == (1, 2) and first.head != second.head
+
+
+def test_an_analyst_of_their_own_spends_within_their_budget_and_the_projects(stats, project):
+    stats.register_analyst(project, "ana", hashlib.sha256(b"pprl_ana").hexdigest(), {"rho": 0.3})
+    stats.register_analyst(project, "ben", hashlib.sha256(b"pprl_ben").hexdigest(), None)
+    found = stats.authenticate("pprl_ana")
+    assert (found.role, found.name, found.party) == ("analyst", "ana", None)
+    with pytest.raises(Conflict, match="has an analyst named 'ana' already"):
+        stats.register_analyst(project, "ana", hashlib.sha256(b"pprl_x").hexdigest(), None)
+    with pytest.raises(InputError, match="within its total ρ=1"):
+        stats.register_analyst(project, "cat", hashlib.sha256(b"pprl_cat").hexdigest(), {"rho": 2})
+    with pytest.raises(InputError, match="in the project's measure"):
+        stats.register_analyst(project, "cat", hashlib.sha256(b"pprl_cat").hexdigest(), {"epsilon": 0.5})
+    spend(stats, project, 0.2, who="analyst:ana")
+    with pytest.raises(BudgetExceeded, match="only ρ=0.1 of analyst:ana's own budget ρ=0.3 is left"):
+        spend(stats, project, 0.2, who="analyst:ana")
+    spend(stats, project, 0.75, who="analyst:ben")
+    with pytest.raises(BudgetExceeded, match="of the project's ρ=1 is left"):
+        spend(stats, project, 0.1, who="analyst:ana")
+    assert [entry.who for entry in stats.budget(project).entries] == ["analyst:ana", "analyst:ben"]
+    assert stats.analyst_budget(project, "analyst:ana").remaining == Loss.of(rho=0.1)
+    assert stats.analyst_budget(project, "analyst:ben") is None

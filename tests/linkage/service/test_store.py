@@ -6,11 +6,20 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from sqlalchemy import delete, update
 
 from linkage.errors import Conflict, InputError, MismatchError, NotFound
 from linkage.matching.engine import LinkResult
 from linkage.matching.solve import Entity
-from linkage.service.store import LinkageStore, hash_token, issue_credentials, new_project_id, open_engine, uploads
+from linkage.service.store import (
+    LinkageStore,
+    audit,
+    hash_token,
+    issue_credentials,
+    new_project_id,
+    open_engine,
+    uploads,
+)
 from tests.helpers import schema_suffix
 
 
@@ -203,3 +212,49 @@ def test_unsupported_database_urls_are_refused_without_the_password():
     with pytest.raises(InputError, match=r"unsupported database URL mysql://me:\*\*\*@db/x") as caught:
         open_engine("mysql://me:hunter2@db/x", None)
     assert "hunter2" not in str(caught.value)
+
+
+def tamper(store, statement):
+    """Change the database behind the store's back, as someone with the files would (server stopped)."""
+    with store._engine.begin() as conn:
+        conn.execute(statement)
+
+
+def test_the_audit_log_is_a_hash_chain_that_shows_edits_and_deletions(database_url, tmp_path):
+    schema = f"pprl_linkage_t{schema_suffix()}"
+    store = LinkageStore(tmp_path / "data", database_url, schema=schema)
+    for number in range(5):
+        store.append_audit("party:police", "results.serious_threat", "p1", "ok", f"reason {number}")
+    check = store.verify_audit()
+    assert (check.ok, check.rows) == (True, 5)
+    ids = [entry.id for entry in store.audit_entries()]
+
+    tamper(store, update(audit).where(audit.c.id == ids[2]).values(detail="reason edited"))
+    edited = store.verify_audit()
+    assert not edited.ok and edited.first_bad == ids[2]
+    assert f"row {ids[2]} does not match its hash: it was edited" in edited.problem
+    tamper(store, update(audit).where(audit.c.id == ids[2]).values(detail="reason 2"))
+    assert store.verify_audit().ok
+
+    tamper(store, delete(audit).where(audit.c.id == ids[-1]))
+    cut = store.verify_audit()
+    assert not cut.ok and "rows were deleted from the end" in cut.problem
+    store.close()
+    # A restart neither hides the cut nor hands out the deleted id again.
+    reopened = LinkageStore(tmp_path / "data", database_url, schema=schema)
+    assert not reopened.verify_audit().ok
+    reopened.append_audit("admin", "audit.read", None, "ok")
+    assert reopened.audit_entries()[-1].id > ids[-1]
+
+    tamper(reopened, delete(audit).where(audit.c.id == ids[1]))
+    middle = reopened.verify_audit()
+    assert not middle.ok and f"row {ids[2]} does not follow the row before it" in middle.problem
+    reopened.destroy()
+
+
+def test_audit_lines_are_bounded_whatever_the_caller_sends(store):
+    store.append_audit("anonymous" * 50, "GET /" + "x" * 15_000, "p" * 15_000, "unauthorized", "d" * 15_000)
+    line = store.audit_entries()[-1]
+    assert (len(line.actor), len(line.action), len(line.project_id), len(line.outcome)) == (80, 64, 32, 12)
+    assert len(line.detail) < 2100
+    assert store.verify_audit().ok
