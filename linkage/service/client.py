@@ -22,6 +22,7 @@ import httpx
 
 from linkage.encodings import ENCODINGS_FILE
 from linkage.errors import (
+    BudgetExceeded,
     Conflict,
     Forbidden,
     InputError,
@@ -79,6 +80,7 @@ _BY_STATUS: dict[int, type[PprlError]] = {
     429: TooManyRequests,
 }
 _BY_CODE: dict[str, type[PprlError]] = {
+    "budget_exceeded": BudgetExceeded,
     "mismatch": MismatchError,
     "invalid_protocol": ProtocolError,
     "tampered": TamperedError,
