@@ -107,7 +107,8 @@ def call(world, endpoint, role):
         url = f"/projects/{pid}/serious-threat-requests/{world.pending['to_refuse']}/refuse"
         return client.post(url, json={"note": "no threat stated"}, headers=headers)
     if endpoint == "fetch threat results":
-        return client.get(f"/projects/{pid}/serious-threat-requests/{world.pending['approved']}/results", headers=headers)
+        url = f"/projects/{pid}/serious-threat-requests/{world.pending['approved']}/results"
+        return client.get(url, headers=headers)
     if endpoint == "add analyst":
         body = {"name": f"ana-{role.replace('_', '-')}", "budget": {"rho": 0.2}}
         return client.post(f"/projects/{pid}/analysts", json=body, headers=headers)
