@@ -230,3 +230,24 @@ def test_an_analyst_of_their_own_spends_within_their_budget_and_the_projects(sta
     assert [entry.who for entry in stats.budget(project).entries] == ["analyst:ana", "analyst:ben"]
     assert stats.analyst_budget(project, "analyst:ana").remaining == Loss.of(rho=0.1)
     assert stats.analyst_budget(project, "analyst:ben") is None
+
+
+def test_a_statistics_store_an_older_pprl_made_is_upgraded_and_its_ledgers_sealed(database_url, tmp_path, protocol):
+    schema = f"pprl_stats_t{schema_suffix()}"
+    stats = StatsStore(tmp_path / "data", database_url, schema=schema)
+    stats.register_project("p1", protocol, {"msd": hashlib.sha256(b"pprl_msd").hexdigest()})
+    spend(stats, "p1", 0.2)
+    spend(stats, "p1", 0.3)
+    prefix = f'"{schema}".' if database_url else ""
+    with stats._engine.begin() as conn:
+        for table, column in [("releases", "prev_sha256"), ("releases", "sha256"),
+                              ("attribute_uploads", "tokens_sha256"), ("credentials", "name")]:  # fmt: skip
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}{table} DROP COLUMN {column}")
+        conn.exec_driver_sql(f"DROP TABLE {prefix}ledger_heads")
+    stats.close()
+    upgraded = StatsStore(tmp_path / "data", database_url, schema=schema)
+    assert [(check.ok, check.rows) for check in upgraded.verify_ledgers()] == [(True, 2)]
+    assert upgraded.budget("p1").remaining == Loss.of(rho=0.5)
+    spend(upgraded, "p1", 0.5)
+    assert upgraded.authenticate("pprl_msd").party == "msd"
+    upgraded.destroy()

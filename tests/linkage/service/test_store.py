@@ -258,3 +258,30 @@ def test_audit_lines_are_bounded_whatever_the_caller_sends(store):
     assert (len(line.actor), len(line.action), len(line.project_id), len(line.outcome)) == (80, 64, 32, 12)
     assert len(line.detail) < 2100
     assert store.verify_audit().ok
+
+
+def test_a_store_an_older_pprl_made_is_upgraded_and_its_audit_log_sealed(database_url, tmp_path, protocol):
+    schema = f"pprl_linkage_t{schema_suffix()}"
+    store = LinkageStore(tmp_path / "data", database_url, schema=schema)
+    project_id, tokens = new_project(store, protocol)
+    upload_rows(store, project_id, ["msd", "police", "haven"])
+    run = store.start_run(project_id).run
+    for number in range(3):
+        store.append_audit("admin", "audit.read", None, "ok", f"line {number}")
+    # What an older pprl left: no run numbers, no credential names, no chain, no token digests.
+    prefix = f'"{schema}".' if database_url else ""
+    with store._engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {prefix}runs_number_per_project")
+        for table, column in [("runs", "number"), ("runs", "started_by"), ("audit", "prev_sha256"),
+                              ("audit", "sha256"), ("uploads", "tokens_sha256"), ("credentials", "name")]:  # fmt: skip
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}{table} DROP COLUMN {column}")
+        conn.exec_driver_sql(f"DROP TABLE {prefix}chain_heads")
+    store.close()
+    upgraded = LinkageStore(tmp_path / "data", database_url, schema=schema)
+    check = upgraded.verify_audit()
+    assert (check.ok, check.rows) == (True, 3)
+    assert upgraded.run(project_id, run.id).number == run.id, "an older run keeps its id as its number"
+    assert upgraded.authenticate(tokens["analyst"]).role == "analyst"
+    upgraded.append_audit("admin", "audit.read", None, "ok", "after the upgrade")
+    assert upgraded.verify_audit().rows == 4
+    upgraded.destroy()
