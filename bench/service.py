@@ -170,12 +170,10 @@ class TinyRho:
             thread.join(180)
 
 
-def audit_lines(admin: ServiceClient) -> int:
-    return len(admin.audit())
-
-
-def database_bytes(data_dir: Path) -> int:
-    return sum(path.stat().st_size for path in data_dir.glob("linkage.db*"))
+def anonymous_lines(admin: ServiceClient) -> tuple[int, int]:
+    """How many audit lines name no caller, and how many characters they hold."""
+    lines = [line for line in admin.audit() if line.actor == "anonymous"]
+    return len(lines), sum(len(line.detail) + len(line.action) + len(line.project_id or "") for line in lines)
 
 
 def main() -> None:
@@ -261,7 +259,7 @@ def main() -> None:
             _, quiet, wall = timed(everyday_calls(url, others, args.rounds), args.threads)
             report("quiet", len(quiet), quiet, wall)
 
-            lines_before, bytes_before = audit_lines(admin), database_bytes(data_dir)
+            lines_before, chars_before = anonymous_lines(admin)
             with Flood(url) as flood:
                 _, flooded, wall = timed(everyday_calls(url, others, args.rounds), args.threads)
             report("during an anonymous flood", len(flooded), flooded, wall)
@@ -281,10 +279,10 @@ def main() -> None:
                 except OSError:
                     time.sleep(0.2)
             timed(everyday_calls(url, others, 1), args.threads)  # warm again after the restart
+            lines_after, chars_after = anonymous_lines(admin)
             print(
-                f"    flood: {sent} requests ({dict(sorted(flood.statuses.items()))} by status); "
-                f"{audit_lines(admin) - lines_before} audit lines and "
-                f"{(database_bytes(data_dir) - bytes_before) / 1024:.0f} KiB of linkage.db added"
+                f"    flood: {sent} requests ({dict(sorted(flood.statuses.items()))} by status) left "
+                f"{lines_after - lines_before} anonymous audit line(s), {chars_after - chars_before} characters"
             )
 
             with TinyRho(url, projects[0]) as tiny:

@@ -215,10 +215,6 @@ class RefusalTally:
             if len(seen) < self.MAX_ADDRESSES:
                 seen.add(address[:64])
 
-    def due(self) -> bool:
-        """Whether the window has passed and something is counted."""
-        return bool(self._counts) and self._clock() - self._started >= self._window
-
     def flush(self, audit: Callable[..., None], *, force: bool = False) -> int:
         """Write one audit line per kind counted, if the window has passed (or ``force``); returns the lines."""
         with self._lock:

@@ -267,12 +267,13 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(_error_body(exc.code, exc.message, exc.problems), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for error in exc.errors():
             where = ".".join(str(part) for part in error.get("loc", ()))
             problems.append(f"{where}: {error.get('msg', 'invalid')}")
         message = "the request is malformed: " + "; ".join(problems[:5])
+        await run_in_threadpool(_audit_error, request, "invalid_request", message)
         return JSONResponse(_error_body("invalid_request", message, problems), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -16,7 +16,7 @@ from linkage.errors import InputError
 from linkage.free_text import check_free_text
 from linkage.web import ADMIN, authorize, json_content, record
 from stats.answering import QueryService
-from stats.api.deps import StatsCaller
+from stats.api.deps import StatsCaller, StatsStoreDep
 
 router = APIRouter(tags=["statistics"])
 
@@ -103,6 +103,9 @@ class BudgetBody(BaseModel):
     spent: dict[str, float]
     remaining: dict[str, float]
     releases: list[dict[str, Any]]
+    own: dict[str, Any] | None = Field(
+        default=None, description="For an analyst with a budget of their own: its total, spent and remaining."
+    )
 
 
 @router.post(
@@ -150,11 +153,15 @@ async def ask_all(
 
 
 @router.get("/projects/{project_id}/budget", name="statistics.budget", response_model=BudgetBody)
-async def budget(project_id: str, caller: StatsCaller, service: Service) -> dict[str, Any]:
-    """The project's privacy budget and its ledger of releases."""
+async def budget(project_id: str, caller: StatsCaller, service: Service, stats: StatsStoreDep) -> dict[str, Any]:
+    """The project's privacy budget and its ledger of releases (and the caller's own budget, if any)."""
     authorize(caller, project_id, (ADMIN, "analyst"), "read the privacy budget")
     result = await run_in_threadpool(service.budget, project_id)
-    return result.to_json()
+    own = await run_in_threadpool(stats.analyst_budget, project_id, caller.actor)
+    body = result.to_json()
+    if own is not None:
+        body["own"] = {key: value for key, value in own.to_json().items() if key != "releases"}
+    return body
 
 
 @router.get("/projects/{project_id}/protocol", name="statistics.protocol")

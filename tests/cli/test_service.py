@@ -19,6 +19,7 @@ from tests.helpers import (
     SECRET,
     SERVER,
     TestClient,
+    bearer,
     create_project,
     invoke,
     make_factory,
@@ -331,9 +332,8 @@ def test_audit_and_budget_show_forged_lines_escaped_and_verify_the_chains(runner
     assert f"BROKEN  the ledger of project {project_id}" in broken.output
 
 
-@pytest.mark.usefixtures("service")
 def test_an_analyst_of_their_own_is_named_in_the_ledger_and_kept_to_their_budget(
-    runner, admin_file, agencies, tmp_path
+    runner, service, admin_file, agencies, tmp_path
 ):
     tokens = tmp_path / "t"
     created = invoke(runner, "project", "create", "--server", SERVER, "--admin-secret-file", admin_file,
@@ -361,6 +361,9 @@ def test_an_analyst_of_their_own_is_named_in_the_ledger_and_kept_to_their_budget
     assert invoke(runner, "query", *shared, "count", "--rho", "0.1").exit_code == 0
     budget = invoke(runner, "budget", *shared, "--json")
     assert [entry["who"] for entry in json.loads(budget.output)["releases"]] == ["analyst:ana", "analyst"]
+    ana_token = (tokens / "ana.token").read_text().strip()
+    own = TestClient(service).get(f"/projects/{project_id}/budget", headers=bearer(ana_token))  # already started
+    assert own.json()["own"] == {"total": {"rho": 0.15}, "spent": {"rho": 0.1}, "remaining": {"rho": 0.05}}
     audit = invoke(runner, "audit", "--server", SERVER, "--admin-secret-file", admin_file, "--json")
     actors = {json.loads(line)["actor"] for line in audit.output.splitlines()}
     assert {"analyst:ana", "analyst"} <= actors

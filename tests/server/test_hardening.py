@@ -139,6 +139,9 @@ def test_a_batch_label_with_a_line_break_is_refused_naming_the_field(client, age
     assert response.status_code == 422
     assert "label: a line break (U+000A) at character 3" in response.json()["message"]
     assert client.app.state.stats_store.budget(project_id).entries == ()
+    line = client.app.state.linkage_store.audit_entries()[-1]
+    assert (line.actor, line.action, line.outcome) == ("analyst", "statistics.query_batch", "invalid_request")
+    assert "\n" not in line.detail
 
 
 def test_audit_lines_carry_the_callers_own_project_and_500s_are_audited(client, monkeypatch):
