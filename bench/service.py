@@ -156,7 +156,7 @@ class TinyRho:
         try:
             answer = client.query(query)
             outcome = f"answered ({'released' if answer.get('released') else 'not released'})"
-        except Exception as exc:  # noqa: BLE001 - a bench reports whatever happened
+        except Exception as exc:
             outcome = f"{exc.__class__.__name__}: {str(exc)[:140]}"
         self.outcomes.append(f"{json.dumps(query)[:60]}: {outcome} after {time.perf_counter() - started:.1f} s")
 
