@@ -170,6 +170,16 @@ class TinyRho:
             thread.join(180)
 
 
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """Stop the server; kill it if a request still running (a tiny-rho query) holds it past a minute."""
+    server.terminate()
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=60)
+
+
 def anonymous_lines(admin: ServiceClient) -> tuple[int, int]:
     """How many audit lines name no caller, and how many characters they hold."""
     lines = [line for line in admin.audit() if line.actor == "anonymous"]
@@ -265,8 +275,7 @@ def main() -> None:
             report("during an anonymous flood", len(flooded), flooded, wall)
             sent = sum(flood.statuses.values())
             # Refusals are written in bulk once a minute and when the server stops: count after stopping.
-            server.terminate()
-            server.wait(timeout=60)
+            stop(server)
             server = subprocess.Popen(  # noqa: S603 - the same server again, to read what the flood left
                 [sys.executable, "-m", "cli.main", "serve", "--data-dir", str(data_dir),
                  "--admin-secret-file", str(admin_secret), "--port", str(port), "--workers", "1"],
@@ -294,8 +303,7 @@ def main() -> None:
                 ratio = p95(latencies) / p95(quiet)
                 print(f"  p95 {phase} / quiet: {ratio:.2f}x {'(within 2x)' if ratio <= 2 else '(OVER 2x)'}")
         finally:
-            server.terminate()
-            server.wait(timeout=60)
+            stop(server)
 
 
 if __name__ == "__main__":

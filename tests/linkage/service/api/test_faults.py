@@ -43,6 +43,7 @@ class Server:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
+        self.stop()  # never leave a half-started server behind
         raise AssertionError(f"the server did not start: {self.log_path.read_text()}")
 
     def kill(self):
