@@ -31,6 +31,7 @@ __all__ = [
     "RecordLevelRelease",
     "attribute_bins",
     "equivalent_delta",
+    "Safeguards",
     "load_protocol",
     "parse_protocol",
     "with_hardening",
@@ -169,6 +170,32 @@ class RecordLevelRelease:
 
 
 @dataclass(frozen=True)
+class Safeguards:
+    """Limits on repeated runs and on the serious-threat exception (``releases.safeguards``).
+
+    Attributes:
+        max_runs_per_party: runs each party may start in the project (or per period).
+        run_period_days: count runs over this many days instead (``None``: the project's life).
+        serious_threat_max_tokens: the most tokens one serious-threat request may name.
+        serious_threat_approval: every serious-threat request waits for the administrator.
+    """
+
+    max_runs_per_party: int = 3
+    run_period_days: int | None = None
+    serious_threat_max_tokens: int = 5
+    serious_threat_approval: bool = False
+
+    @classmethod
+    def from_json(cls, settings: Mapping[str, Any]) -> Safeguards:
+        """The safeguards a protocol declares, with defaults for what it leaves out.
+
+        >>> Safeguards.from_json({"serious_threat_approval": True}).serious_threat_max_tokens
+        5
+        """
+        return cls(**{key: settings[key] for key in settings})
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A validated protocol. Build it with :func:`load_protocol` or :func:`parse_protocol`."""
 
@@ -191,6 +218,7 @@ class Protocol:
     record_level: Mapping[str, RecordLevelRelease]
     output_rules: Mapping[str, int]
     rows_per_person: int
+    safeguards: Safeguards
     document: Mapping[str, Any]
     fingerprint: str
 
@@ -479,6 +507,7 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
         },
         output_rules=dict(doc["releases"].get("output_rules", {})),
         rows_per_person=int(doc["releases"].get("rows_per_person", 1)),
+        safeguards=Safeguards.from_json(doc["releases"].get("safeguards", {})),
         document=doc,
         fingerprint="",
     )

@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ from linkage.errors import InputError
 if TYPE_CHECKING:
     from linkage.matching.engine import LinkResult
 
-__all__ = ["read_entities", "read_keymap", "read_rows", "write_entities"]
+__all__ = ["read_entities", "read_keymap", "read_rows", "token_set_sha256", "write_entities"]
 
 
 def read_rows(path: Path, columns: Sequence[str]) -> Iterator[list[str]]:
@@ -45,6 +46,21 @@ def read_rows(path: Path, columns: Sequence[str]) -> Iterator[list[str]]:
             if len(row) != len(columns):
                 raise InputError(f"{path} line {reader.line_num}: expected {len(columns)} columns", path=str(path))
             yield row
+
+
+def token_set_sha256(tokens: Iterable[str]) -> str:
+    """SHA-256 of a set of record tokens (32 hex digits each), the same in whatever order they come.
+
+    The linkage side computes it from a party's encodings and the statistics side from its
+    attributes.csv: equal digests mean the two files hold the same records.
+
+    >>> token_set_sha256(["b" * 32, "a" * 32]) == token_set_sha256(["a" * 32, "b" * 32])
+    True
+    """
+    digest = hashlib.sha256()
+    for token in sorted(tokens):
+        digest.update(bytes.fromhex(token))
+    return digest.hexdigest()
 
 
 def read_keymap(path: Path) -> dict[str, str]:

@@ -18,7 +18,7 @@ from linkage.matching.engine import link, load_inputs
 from linkage.service.statistics_side import StatisticsSide
 from linkage.service.store import LinkageStore, RunRecord
 
-__all__ = ["RunWorker", "recover", "sync_mappings"]
+__all__ = ["RunWorker", "recover", "sync_encodings", "sync_mappings"]
 
 log = logging.getLogger("pprl.service")
 AuditFunction = Callable[[str, str, str | None, str, str], None]
@@ -40,21 +40,42 @@ def sync_mappings(store: LinkageStore, stats: StatisticsSide) -> list[str]:
     return copied
 
 
+def sync_encodings(store: LinkageStore, stats: StatisticsSide) -> int:
+    """Tell the statistics side each party's current encodings (token digest) where it lags.
+
+    An upload is registered on the statistics side right after it is stored; a crash in
+    between, or uploads an older pprl stored, are caught up here.
+
+    Returns:
+        How many uploads were registered.
+    """
+    store.fill_tokens_sha256()
+    registered = 0
+    for project in store.projects():
+        known = stats.encodings_tokens(project.id)
+        for party, upload in store.uploads(project.id).items():
+            if upload.tokens_sha256 and known.get(party) != upload.tokens_sha256:
+                stats.register_encodings(project.id, party, upload.tokens_sha256, upload.record_count)
+                registered += 1
+    return registered
+
+
 def recover(store: LinkageStore, stats: StatisticsSide, audit: AuditFunction) -> None:
     """Bring both stores to a consistent state after a start or a crash.
 
     Removes half-received bodies and unreferenced blobs, queues again the runs a stopped
-    server left running (or fails those interrupted too often), and copies lagging entity
-    mappings to the statistics side.
+    server left running (or fails those interrupted too often), and copies lagging token
+    digests and entity mappings to the statistics side.
     """
     removed = store.clean_blobs() + stats.clean_incoming()
     if removed:
         log.info("removed %d half-received or unreferenced upload file(s)", removed)
     again, failed = store.requeue_interrupted()
-    for run_id in again:
-        log.info("run %d was interrupted by a stop; queued again", run_id)
-    for run_id in failed:
-        audit(SERVICE_ACTOR, "run.failed", None, "failed", f"run {run_id} interrupted too often")
+    for run in again:
+        log.info("run %d of project %s was interrupted by a stop; queued again", run.number, run.project_id)
+    for run in failed:
+        audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.number} interrupted too often")
+    sync_encodings(store, stats)
     sync_mappings(store, stats)
 
 
@@ -163,17 +184,17 @@ class RunWorker:
             for party, path in inputs:
                 message = message.replace(str(path), f"the encodings of {party}")
             store.fail_run(run.id, message)
-            self._audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.id}: {exc.code}")
+            self._audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.number}: {exc.code}")
             return
         except Exception as exc:
-            log.exception("run %d failed", run.id)
+            log.exception("run %d of project %s failed", run.number, run.project_id)
             store.fail_run(run.id, f"internal error ({exc.__class__.__name__}); the server log has the details")
-            self._audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.id}: internal error")
+            self._audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.number}: internal error")
             return
         self._audit(
             SERVICE_ACTOR,
             "run.done",
             run.project_id,
             "ok",
-            f"run {run.id}: {done.entity_count} entities, {done.linked_records} records linked",
+            f"run {run.number}: {done.entity_count} entities, {done.linked_records} records linked",
         )
