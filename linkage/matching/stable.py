@@ -59,18 +59,28 @@ class StableLinkage:
     """The stable mapping of one run, and how far its bound holds on these records.
 
     Attributes:
-        entities: the clusters of two or more records with at most one per party.
-        ambiguous_clusters: clusters holding two records of one party.
-        ambiguous_records: the records in them (each a person of its own).
+        entities: the entities: clusters of two or more records with at most one per
+            party, and the greedy solver's entities within ambiguous clusters.
+        ambiguous: the clusters holding two records of one party, as their records
+            ``(party, record)``.
         worst_deletion: an upper bound, for these records, of the rows of the statistics
             table that taking away any one set of records with at most one per party (any
             one person) moves. At most :func:`rows_bound` when no cluster is ambiguous.
     """
 
     entities: list[Entity]
-    ambiguous_clusters: int
-    ambiguous_records: int
+    ambiguous: list[tuple[tuple[int, int], ...]]
     worst_deletion: int
+
+    @property
+    def ambiguous_clusters(self) -> int:
+        """How many clusters are ambiguous."""
+        return len(self.ambiguous)
+
+    @property
+    def ambiguous_records(self) -> int:
+        """How many records the ambiguous clusters hold."""
+        return sum(len(cluster) for cluster in self.ambiguous)
 
 
 def _components(first: np.ndarray, second: np.ndarray, count: int) -> np.ndarray:
@@ -112,10 +122,21 @@ def stable_entities(
     Returns:
         The entities (sorted by their first record) and what the bound can rest on.
 
+    A path of three parties' records is one entity, though its ends were not accepted:
+
+    >>> stable = stable_entities(np.array([0, 1]), np.array([1, 2]), np.array([0, 5]),
+    ...                          np.array([5, 3]), np.array([9.0, 7.0]), [2, 6, 4])
+    >>> stable.entities, stable.ambiguous
+    ([Entity(records=((0, 0), (1, 5), (2, 3)))], [])
+
+    Two records of party 0 in one cluster make it ambiguous; the greedy solver splits it:
+
     >>> stable = stable_entities(np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([0, 1, 5]),
     ...                          np.array([5, 3, 3]), np.array([9.0, 8.0, 7.0]), [2, 6, 4])
-    >>> stable.entities, stable.ambiguous_clusters
-    ([Entity(records=((0, 0), (1, 5), (2, 3)))], 0)
+    >>> stable.entities
+    [Entity(records=((0, 0), (1, 5))), Entity(records=((0, 1), (2, 3)))]
+    >>> stable.ambiguous
+    [((0, 0), (0, 1), (1, 5), (2, 3))]
     """
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     first = offsets[np.asarray(party_a, dtype=np.int64)] + np.asarray(record_a, dtype=np.int64)
@@ -140,15 +161,15 @@ def stable_entities(
             cluster = members.tolist()
             groups += [sorted(group) for group in links.resolve(cluster) if len(group) > 1]
             worst.append(links.worst_deletion(cluster))
-    entities = [
-        Entity(tuple(sorted((int(party[i]), int(nodes[i] - offsets[party[i]])) for i in group))) for group in groups
-    ]
-    entities.sort(key=lambda entity: entity.records)
+
+    def records(group: Iterable[int]) -> tuple[tuple[int, int], ...]:
+        return tuple(sorted((int(party[i]), int(nodes[i] - offsets[party[i]])) for i in group))
+
+    entities = sorted((Entity(records(group)) for group in groups), key=lambda entity: entity.records)
     largest = sorted(worst, reverse=True)[: len(sizes)]
     return StableLinkage(
         entities=entities,
-        ambiguous_clusters=len(ambiguous),
-        ambiguous_records=sum(len(members) for members in ambiguous),
+        ambiguous=sorted(records(members.tolist()) for members in ambiguous),
         worst_deletion=max(sum(largest), 1),
     )
 
