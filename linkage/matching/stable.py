@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from linkage.matching.solve import Entity, solve_entities
+from linkage.protocol import person_rows
 
 __all__ = ["StableLinkage", "rows_bound", "stable_entities"]
 
@@ -48,10 +49,12 @@ _EXACT_CLUSTER = 12
 def rows_bound(parties: int) -> int:
     """Rows of the statistics table one person can move when no cluster is ambiguous: P².
 
+    The protocol's ``rows_per_person`` defaults to it (:func:`linkage.protocol.person_rows`).
+
     >>> rows_bound(3), rows_bound(2)
     (9, 4)
     """
-    return parties * parties
+    return person_rows(parties)
 
 
 @dataclass(frozen=True)
