@@ -111,6 +111,8 @@ def stable_entities(
     record_b: np.ndarray,
     strength: np.ndarray,
     sizes: Sequence[int],
+    *,
+    audit: bool = True,
 ) -> StableLinkage:
     """The stable mapping of the accepted pairs (see the module's description).
 
@@ -121,6 +123,8 @@ def stable_entities(
         record_b: record index of the second record.
         strength: each pair's match weight (the greedy solver's order in ambiguous clusters).
         sizes: records per party.
+        audit: bound the worst deletion of each ambiguous cluster subset by subset (without,
+            ``worst_deletion`` counts such a cluster at twice its size).
 
     Returns:
         The entities (sorted by their first record) and what the bound can rest on.
@@ -163,17 +167,20 @@ def stable_entities(
         for members in ambiguous:
             cluster = members.tolist()
             groups += [sorted(group) for group in links.resolve(cluster) if len(group) > 1]
-            worst.append(links.worst_deletion(cluster))
+            worst.append(links.worst_deletion(cluster) if audit else 2 * len(cluster))
 
     def records(group: Iterable[int]) -> tuple[tuple[int, int], ...]:
         return tuple(sorted((int(party[i]), int(nodes[i] - offsets[party[i]])) for i in group))
 
     entities = sorted((Entity(records(group)) for group in groups), key=lambda entity: entity.records)
+    # A person has at most one record per party, in at most that many clusters; a record in
+    # no cluster moves one row.
     largest = sorted(worst, reverse=True)[: len(sizes)]
+    largest += [1] * (len(sizes) - len(largest))
     return StableLinkage(
         entities=entities,
         ambiguous=sorted(records(members.tolist()) for members in ambiguous),
-        worst_deletion=max(sum(largest), 1),
+        worst_deletion=sum(largest),
     )
 
 

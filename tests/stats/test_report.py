@@ -75,6 +75,8 @@ def test_the_report_is_one_page_built_from_dp_answers_with_intervals(protocol, t
     assert not re.search(r"""(src|href)=["']?https?:""", page), "nothing is fetched when the report is opened"
     assert page.count('src="data:image/png;base64,') == 6, "every section but the quantile has a chart"
     assert "What the ± means" in page and "nz-shared-clients-2026" in page
+    assert "can change at most 9 rows of the table these figures count" in page, "the unit and its bound"
+    assert "the matching model, fitted once on the agencies' records, is not itself protected" in page
     for row in re.findall(r"<tr>(.*?)</tr>", page):
         cells = re.findall(r'<td class="num">(.*?)</td><td>(.*?)</td>', row)
         for value, interval in cells:
