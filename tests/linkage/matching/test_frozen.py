@@ -89,7 +89,7 @@ def test_under_a_frozen_model_a_pair_is_decided_by_its_two_records_alone(small_b
     assert refitted != kept(client_pairs(protocol, outs)), "a model fitted per run moves other people's pairs"
 
 
-def test_a_model_for_another_protocol_or_a_damaged_file_is_refused(small_blocks, tmp_path, protocol):
+def test_a_model_for_another_protocol_or_a_damaged_file_is_refused(small_blocks, tmp_path):
     small, _, outs, _ = small_blocks
     model = link(small, load_inputs(small, outs[:2]), freeze=True).model
     document = model.to_json()
