@@ -21,6 +21,10 @@ then people known to 1, 2 and 3 parties in equal shares.
 --baseline N also runs N deletions through the linkage as it was before (a model fitted
 on each population, term frequencies, the `auto` threshold, the greedy solver), counting
 the trials in which other people's rows moved.
+
+--half-widths prints what the bound costs in accuracy: the stated 95% half-width (median
+cell) of the example report's queries, and a few more, at rows_per_person 1 (before) and
+at the derived bound (after), on this population's stable mapping.
 """
 
 from __future__ import annotations
@@ -117,6 +121,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=0, help="deletions to run through the old linkage too")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument("--half-widths", action="store_true", help="also print the half-widths before and after")
     args = parser.parse_args()
 
     protocol = load_protocol(EXAMPLE)
@@ -159,6 +164,8 @@ def main() -> None:
         f"audit: any one deletion moves at most {stable.worst_deletion} rows of these records"
     )
 
+    if args.half_widths:
+        half_widths(protocol, frozen_run, folders, work)
     ambiguous_records = _ambiguous_records(frozen_run, folders)
     chosen = choose_people(people, before, ambiguous_records, args.deletions, args.seed)
     trials: list[Trial] = []
@@ -223,6 +230,38 @@ def _ambiguous_records(result: LinkResult, folders: list[Path]) -> set[Record]:
 def _clients(folder: Path, tokens: np.ndarray) -> list[str]:
     keymap = read_keymap(folder / "keymap.csv")
     return [keymap[token.tobytes().hex()] for token in tokens]
+
+
+def half_widths(protocol: Protocol, result: LinkResult, folders: list[Path], work: Path) -> None:
+    """Median-cell 95% half-widths of the example report's queries at one row per person and at the bound."""
+    import dataclasses
+    import shlex
+
+    import yaml
+
+    from linkage.token_files import write_entities
+    from stats.dp import prepare
+    from stats.entities import read_entity_table
+    from stats.query import parse_query
+
+    write_entities(result, work / "stable.csv", stable=True)
+    attributes = [(folder.name, folder / "attributes.csv") for folder in folders]
+    table = read_entity_table(protocol, work / "stable.csv", attributes)
+    spec = yaml.safe_load((ROOT / "schemas" / "examples" / "quarterly_report.yaml").read_text())
+    queries = [(section["query"], section["share"] * spec["spend"]["rho"]) for section in spec["sections"]]
+    queries.append(("sum weeks_supported --where weeks_supported>=10", 0.05))
+    before = dataclasses.replace(protocol, rows_per_person=1)  # what releases were calibrated at
+    print(f"\nhalf-widths (95%, median cell) on {table.height} rows: rows_per_person 1 -> {protocol.rows_per_person}")
+    for query, rho in queries:
+        widths = []
+        for calibrated in (before, protocol):
+            prepared = prepare(table, parse_query(calibrated, shlex.split(f"{query} --rho {rho:g}")), calibrated)
+            cells = [c.half_width for c in prepared.preview().cells if c.half_width is not None]
+            if not cells:  # a mean's half-width needs its noisy count: the average over 20 releases
+                runs = [[c.half_width or 0.0 for c in prepared.release().cells] for _ in range(20)]
+                cells = [float(np.mean(column)) for column in zip(*runs, strict=True)]
+            widths.append(float(np.median(cells)))
+        print(f"  {query:<66} rho {rho:<6g} ±{widths[0]:<10.4g} ±{widths[1]:.4g}")
 
 
 def _summary(trials: list[Trial], bound: int) -> None:
