@@ -22,6 +22,9 @@ then people known to 1, 2 and 3 parties in equal shares.
 on each population, term frequencies, the `auto` threshold, the greedy solver), counting
 the trials in which other people's rows moved.
 
+--harder F multiplies every corruption rate of the synthetic population by F (capped at
+0.9): more typos, moves and missing values, so more missed and false links.
+
 --half-widths prints what the bound costs in accuracy: the stated 95% half-width (median
 cell) of the example report's queries, and a few more, at rows_per_person 1 (before) and
 at the derived bound (after), on this population's stable mapping.
@@ -30,6 +33,7 @@ at the derived bound (after), on this population's stable mapping.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -43,7 +47,7 @@ from linkage.agency.encode import encode_csv
 from linkage.evaluation.febrl import write_febrl4
 from linkage.evaluation.neighbours import Move, delete_person, entity_rows, measure_move, people_of
 from linkage.evaluation.scores import pairwise_scores, read_truth, true_pairs
-from linkage.evaluation.synth import synthesise_population
+from linkage.evaluation.synth import Corruption, synthesise_population
 from linkage.matching.engine import LinkResult, link, load_inputs
 from linkage.matching.frozen import FrozenModel
 from linkage.matching.stable import rows_bound
@@ -122,6 +126,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     parser.add_argument("--half-widths", action="store_true", help="also print the half-widths before and after")
+    parser.add_argument("--harder", type=float, default=1.0, help="multiply the synth corruption rates by this")
     args = parser.parse_args()
 
     protocol = load_protocol(EXAMPLE)
@@ -131,7 +136,10 @@ def main() -> None:
         if args.febrl:
             write_febrl4(protocol, data, ("msd", "police"))
         else:
-            synthesise_population(protocol, args.people, args.seed, data)
+            rates = {
+                f.name: min(0.9, getattr(Corruption(), f.name) * args.harder) for f in dataclasses.fields(Corruption)
+            }
+            synthesise_population(protocol, args.people, args.seed, data, corruption=Corruption(**rates))
     parties = [p.id for p in protocol.parties if (data / f"{p.id}.csv").exists()]
     truth = read_truth(data / "truth.csv")
     people = people_of(truth)
@@ -234,7 +242,6 @@ def _clients(folder: Path, tokens: np.ndarray) -> list[str]:
 
 def half_widths(protocol: Protocol, result: LinkResult, folders: list[Path], work: Path) -> None:
     """Median-cell 95% half-widths of the example report's queries at one row per person and at the bound."""
-    import dataclasses
     import shlex
 
     import yaml
