@@ -27,7 +27,8 @@ the trials in which other people's rows moved.
 
 --half-widths prints what the bound costs in accuracy: the stated 95% half-width (median
 cell) of the example report's queries, and a few more, at rows_per_person 1 (before) and
-at the derived bound (after), on this population's stable mapping.
+at the derived bound (after), on this population's stable mapping (a mean's half-width
+depends on its noisy count: per cell, the median over 21 releases).
 """
 
 from __future__ import annotations
@@ -194,7 +195,8 @@ def main() -> None:
         if move.rows > bound:
             print(f"  BOUND EXCEEDED: person {person} ({kind}) moved {move.rows} rows")
         shutil.rmtree(step)
-    _summary(trials, bound)
+    if trials:
+        _summary(trials, bound)
 
     if args.baseline:
         print(
@@ -264,9 +266,9 @@ def half_widths(protocol: Protocol, result: LinkResult, folders: list[Path], wor
         for calibrated in (before, protocol):
             prepared = prepare(table, parse_query(calibrated, shlex.split(f"{query} --rho {rho:g}")), calibrated)
             cells = [c.half_width for c in prepared.preview().cells if c.half_width is not None]
-            if not cells:  # a mean's half-width needs its noisy count: the average over 20 releases
-                runs = [[c.half_width or 0.0 for c in prepared.release().cells] for _ in range(20)]
-                cells = [float(np.mean(column)) for column in zip(*runs, strict=True)]
+            if not cells:  # a mean's half-width needs its noisy count: the median over 21 releases
+                runs = [[c.half_width or 0.0 for c in prepared.release().cells] for _ in range(21)]
+                cells = [float(np.median(column)) for column in zip(*runs, strict=True)]
             widths.append(float(np.median(cells)))
         print(f"  {query:<66} rho {rho:<6g} ±{widths[0]:<10.4g} ±{widths[1]:.4g}")
 
