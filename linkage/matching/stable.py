@@ -152,10 +152,14 @@ def stable_entities(
     edges = inverse.reshape(2, -1)
     labels = _components(edges[0], edges[1], len(nodes))
     party = np.searchsorted(offsets, nodes, side="right") - 1
-    order = np.lexsort((nodes, labels))
+    order = np.lexsort((nodes, party, labels))
+    # A cluster is ambiguous when two of its records, next to each other in this order, share a party.
+    twice = (labels[order][1:] == labels[order][:-1]) & (party[order][1:] == party[order][:-1])
+    ambiguous_label = np.zeros(len(nodes), dtype=bool)
+    ambiguous_label[labels[order][1:][twice]] = True
     clusters = np.split(order, np.flatnonzero(np.diff(labels[order])) + 1) if len(order) else []
-    ambiguous = [members for members in clusters if len(np.unique(party[members])) < len(members)]
-    groups = [members.tolist() for members in clusters if len(np.unique(party[members])) == len(members)]
+    ambiguous = [members for members in clusters if ambiguous_label[labels[members[0]]]]
+    groups = [members.tolist() for members in clusters if not ambiguous_label[labels[members[0]]]]
     worst = [len(group) for group in groups]
     if ambiguous:
         # One cluster's pairs at a time, in the order of the whole run's (the solver's ties
@@ -217,7 +221,7 @@ class _Links:
             if len({int(self.party[i]) for i in piece}) == len(piece):
                 rows.append(frozenset(piece))
                 continue
-            pairs = [(a, b) for a, b in self.strength if a in piece and b in piece]
+            pairs = sorted((a, b) for a in piece for b in self.neighbours[a] & piece if a < b)
             solved = solve_entities(
                 np.array([self.party[a] for a, _ in pairs]),
                 np.array([self.party[b] for _, b in pairs]),
