@@ -1,5 +1,9 @@
 """The linkage store: projects, credentials, encodings uploads, runs, entities and the audit log.
 
+Each project also keeps the linkage model its first run fitted and froze, which every later
+run reuses, and each run its stable mapping next to its entities: the mapping the
+statistics side counts people in (:mod:`linkage.matching.stable`).
+
 SQLAlchemy Core on SQLite (``DATA_DIR/linkage.db``, the embedded default) or PostgreSQL
 (schema ``pprl_linkage``), one code path for both. Encodings bodies are files under
 ``DATA_DIR/blobs/<sha256>``: written to a temporary file, fsync'd and renamed, and only then
@@ -140,6 +144,25 @@ entities = Table(
     Column("entity_id", Integer, nullable=False),
 )
 Index("entities_by_entity", entities.c.run_id, entities.c.entity_id)
+# The frozen model of a project (:mod:`linkage.matching.frozen`), as its JSON document; and
+# each run's stable mapping, which the statistics side receives instead of the entities.
+frozen_models = Table(
+    "frozen_models",
+    _metadata,
+    Column("project_id", String(32), ForeignKey("projects.id"), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("document", Text, nullable=False),
+    Column("fitted_run", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+stable_entities = Table(
+    "stable_entities",
+    _metadata,
+    Column("run_id", Integer, ForeignKey("runs.id"), primary_key=True),
+    Column("party", String(32), primary_key=True),
+    Column("token", String(32), primary_key=True),
+    Column("entity_id", Integer, nullable=False),
+)
 audit = Table(
     "audit",
     _metadata,
@@ -755,25 +778,23 @@ class LinkageStore(Database):
     def store_entities(self, run_id: int, result: LinkResult) -> tuple[int, int]:
         """Store a running run's entities in one transaction, replacing those of an interrupted attempt.
 
-        They become results only when :meth:`finish_run` marks the run done.
+        Its stable mapping too, and, if the project has no frozen model yet, the model the
+        run froze. They become results only when :meth:`finish_run` marks the run done.
 
         Returns:
             The number of entities and of records in them.
         """
-        rows = [
-            {
-                "run_id": run_id,
-                "entity_id": number,
-                "party": result.parties[party],
-                "token": result.tokens[party][record].tobytes().hex(),
-            }
-            for number, entity in enumerate(result.entities, start=1)
-            for party, record in entity.records
-        ]
+        rows = _entity_rows(run_id, result, result.entities)
+        stable = _entity_rows(run_id, result, result.stable.entities) if result.stable is not None else []
         with self._write() as conn:
             conn.execute(delete(entities).where(entities.c.run_id == run_id))
+            conn.execute(delete(stable_entities).where(stable_entities.c.run_id == run_id))
             for start in range(0, len(rows), _CHUNK):
                 conn.execute(insert(entities), rows[start : start + _CHUNK])
+            for start in range(0, len(stable), _CHUNK):
+                conn.execute(insert(stable_entities), stable[start : start + _CHUNK])
+            if result.model is not None:
+                self._freeze_model(conn, run_id, result)
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -790,6 +811,7 @@ class LinkageStore(Database):
             row = conn.execute(select(runs).where(runs.c.id == run_id)).one()
             earlier = select(runs.c.id).where(runs.c.project_id == row.project_id, runs.c.id != run_id)
             conn.execute(delete(entities).where(entities.c.run_id.in_(earlier)))
+            conn.execute(delete(stable_entities).where(stable_entities.c.run_id.in_(earlier)))
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -806,6 +828,7 @@ class LinkageStore(Database):
         """Mark a run failed with a message for the parties (no paths, no data); drop its entities."""
         with self._write() as conn:
             conn.execute(delete(entities).where(entities.c.run_id == run_id))
+            conn.execute(delete(stable_entities).where(stable_entities.c.run_id == run_id))
             conn.execute(
                 update(runs).where(runs.c.id == run_id).values(status="failed", finished_at=now(), message=message)
             )
@@ -839,13 +862,14 @@ class LinkageStore(Database):
 
     # -- entities -----------------------------------------------------------------------
 
-    def entity_rows(self, run_id: int) -> Iterator[list[tuple[int, str, str]]]:
-        """A run's ``(entity_id, party, token)`` rows, in chunks."""
+    def entity_rows(self, run_id: int, *, stable: bool = False) -> Iterator[list[tuple[int, str, str]]]:
+        """A run's ``(entity_id, party, token)`` rows, in chunks; with ``stable``, its stable mapping's."""
+        table = stable_entities if stable else entities
         with self._read() as conn:
             result = conn.execution_options(yield_per=_CHUNK).execute(
-                select(entities.c.entity_id, entities.c.party, entities.c.token)
-                .where(entities.c.run_id == run_id)
-                .order_by(entities.c.entity_id, entities.c.party)
+                select(table.c.entity_id, table.c.party, table.c.token)
+                .where(table.c.run_id == run_id)
+                .order_by(table.c.entity_id, table.c.party)
             )
             for chunk in result.partitions():
                 yield [(row.entity_id, row.party, row.token) for row in chunk]
@@ -975,6 +999,31 @@ class LinkageStore(Database):
             )
         return self.threat_request(project_id, request_id)
 
+    # -- the frozen model -----------------------------------------------------------------
+
+    def frozen_model(self, project_id: str) -> dict[str, Any] | None:
+        """The project's frozen model document (:meth:`FrozenModel.to_json`), or ``None`` before its first run."""
+        with self._read() as conn:
+            document = conn.execute(
+                select(frozen_models.c.document).where(frozen_models.c.project_id == project_id)
+            ).scalar_one_or_none()
+        return None if document is None else dict(json.loads(document))
+
+    def _freeze_model(self, conn: Any, run_id: int, result: LinkResult) -> None:
+        """Keep the model a run froze as its project's, unless the project has one already."""
+        project_id = conn.execute(select(runs.c.project_id).where(runs.c.id == run_id)).scalar_one()
+        known = conn.execute(select(frozen_models.c.project_id).where(frozen_models.c.project_id == project_id))
+        if known.first() is None and result.model is not None:
+            conn.execute(
+                insert(frozen_models).values(
+                    project_id=project_id,
+                    fingerprint=result.model.fingerprint,
+                    document=json.dumps(result.model.to_json(), sort_keys=True),
+                    fitted_run=run_id,
+                    created_at=now(),
+                )
+            )
+
     # -- audit --------------------------------------------------------------------------
 
     def append_audit(self, actor: str, action: str, project_id: str | None, outcome: str, detail: str = "") -> None:
@@ -1072,6 +1121,19 @@ def _audit_values(line_id: int, at: datetime, row: Any) -> list[object]:
 def _threat(row: Any) -> ThreatRequest:
     request: ThreatRequest = _record(ThreatRequest, row, tokens=tuple(json.loads(row.tokens)))
     return request
+
+
+def _entity_rows(run_id: int, result: LinkResult, found: Iterable[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": run_id,
+            "entity_id": number,
+            "party": result.parties[party],
+            "token": result.tokens[party][record].tobytes().hex(),
+        }
+        for number, entity in enumerate(found, start=1)
+        for party, record in entity.records
+    ]
 
 
 def _record(kind: Any, row: Any, **overrides: Any) -> Any:

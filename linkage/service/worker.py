@@ -2,9 +2,16 @@
 
 Runs live in the linkage store, not in memory: a run is queued by a row, claimed by
 marking it running, and finished in three steps: its entities are stored (one
-transaction), copied to the statistics store (one transaction), and only then is it marked
-done. After a crash, :func:`recover` queues the runs left running again, so a run is never
-lost and, with at most one active run per project, never duplicated.
+transaction), its stable mapping copied to the statistics store (one transaction), and
+only then is it marked done. After a crash, :func:`recover` queues the runs left running
+again, so a run is never lost and, with at most one active run per project, never duplicated.
+
+A project's first run fits the linkage model and freezes it; every later run decides each
+pair with that frozen model, so that whether two records match never depends on who else
+was linked. The parties' record-level results are the greedy solver's entities; the
+statistics side receives the stable mapping (:mod:`linkage.matching.stable`), which for
+two or three parties is the same entities, and in which one person's records can move at
+most (number of parties)² rows of the statistics table.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import threading
 from collections.abc import Callable
 
 from linkage.errors import PprlError
-from linkage.matching.engine import link, load_inputs
+from linkage.matching.engine import LinkResult, link, load_inputs
+from linkage.matching.frozen import FrozenModel
 from linkage.service.statistics_side import StatisticsSide
 from linkage.service.store import LinkageStore, RunRecord
 
@@ -26,7 +34,7 @@ SERVICE_ACTOR = "service"
 
 
 def sync_mappings(store: LinkageStore, stats: StatisticsSide) -> list[str]:
-    """Copy each project's latest done entity mapping to the statistics store where it lags.
+    """Copy each project's latest done stable mapping to the statistics store where it lags.
 
     Returns:
         The ids of the projects whose mapping was copied.
@@ -35,7 +43,7 @@ def sync_mappings(store: LinkageStore, stats: StatisticsSide) -> list[str]:
     for project in store.projects():
         latest = store.latest_done_run(project.id)
         if latest is not None and stats.mapping_run(project.id) != latest.id:
-            stats.replace_mapping(project.id, latest.id, store.entity_rows(latest.id))
+            stats.replace_mapping(project.id, latest.id, store.entity_rows(latest.id, stable=True))
             copied.append(project.id)
     return copied
 
@@ -156,9 +164,11 @@ class RunWorker:
     def execute(self, run: RunRecord) -> None:
         """Link a claimed run's inputs and store the outcome (done or failed).
 
-        The entities are stored on the linkage side (one transaction), copied to the
-        statistics side (one transaction), and only then is the run marked done, so that
-        ``done`` means both sides hold its results. A crash before that runs it again.
+        The entities and the stable mapping (and, on a project's first run, the frozen
+        model) are stored on the linkage side (one transaction), the stable mapping is
+        copied to the statistics side (one transaction), and only then is the run marked
+        done, so that ``done`` means both sides hold its results. A crash before that runs
+        it again (with the model it froze, if it got that far: the same entities).
         """
         store = self._store
         inputs = store.run_inputs(run.id)
@@ -174,10 +184,20 @@ class RunWorker:
         try:
             protocol = store.protocol(run.project_id)
             encodings = load_inputs(protocol, [path for _, path in inputs])
-            result = link(protocol, encodings, workers=self._workers, dask=self._dask, on_progress=on_progress)
+            frozen = store.frozen_model(run.project_id)
+            model = None if frozen is None else FrozenModel.from_json(frozen, protocol, source="the project's model")
+            result = link(
+                protocol,
+                encodings,
+                workers=self._workers,
+                dask=self._dask,
+                on_progress=on_progress,
+                model=model,
+                freeze=model is None,
+            )
             del encodings
             store.store_entities(run.id, result)
-            self._stats.replace_mapping(run.project_id, run.id, store.entity_rows(run.id))
+            self._stats.replace_mapping(run.project_id, run.id, store.entity_rows(run.id, stable=True))
             done = store.finish_run(run.id)
         except PprlError as exc:
             message = str(exc)
@@ -196,5 +216,18 @@ class RunWorker:
             "run.done",
             run.project_id,
             "ok",
-            f"run {run.number}: {done.entity_count} entities, {done.linked_records} records linked",
+            f"run {run.number}: {done.entity_count} entities, {done.linked_records} records linked; "
+            + _stable_note(result),
         )
+
+
+def _stable_note(result: LinkResult) -> str:
+    """What the audit log says of a run's stable mapping and frozen model (counts only)."""
+    stable, model = result.stable, result.model
+    if stable is None or model is None:
+        return "no stable mapping"
+    return (
+        f"stable mapping of {len(stable.entities)} entities by a model frozen at threshold {model.threshold:.3f}; "
+        f"{stable.ambiguous_records} records in {stable.ambiguous_clusters} clusters holding two records of one "
+        f"party; one deletion moves at most {stable.worst_deletion} rows here"
+    )
