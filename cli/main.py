@@ -53,18 +53,36 @@ def protocol_validate(file: Path) -> None:
     click.echo(f"fingerprint: {loaded.fingerprint}")
 
 
+KEYGEN_ADVICE = {
+    "shared": "the agencies' shared secret: give it to the other agencies by a secure channel, never to the "
+    "linkage service or the statistics side",
+    "admin": "the service's admin secret: give it to `pprl serve --admin-secret-file` and to the administrator "
+    "only, never to an agency or an analyst",
+}
+
+
 @main.command()
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to create.")
-def keygen(out: Path) -> None:
-    """Create a new 256-bit shared secret in a file only you can read (mode 0600).
+@click.option(
+    "--purpose",
+    type=click.Choice(["shared", "admin"]),
+    help="shared: the secret the agencies encode with; admin: the service's admin secret. Only changes the advice.",
+)
+def keygen(out: Path, purpose: str | None) -> None:
+    """Create a new 256-bit secret in a file only you can read (mode 0600).
 
-    Share it with the other agencies by a secure channel, never with the linkage service.
-    An existing file is never overwritten.
+    The same kind of secret serves two purposes: the agencies' shared secret (share it
+    with the other agencies by a secure channel, never with the service) or the service's
+    admin secret (for `pprl serve` and the administrator only). An existing file is never
+    overwritten.
 
-    Example: pprl keygen --out secret.key
+    Example: pprl keygen --out secret.key --purpose shared
     """
     write_secret(out, generate_secret())
-    click.echo(f"wrote a new 256-bit secret to {out} (mode 0600); keep it away from the linkage service")
+    click.echo(f"wrote a new 256-bit secret to {out} (mode 0600)")
+    for name, advice in KEYGEN_ADVICE.items():
+        if purpose in (None, name):
+            click.echo(f"  {'if it is ' if purpose is None else ''}{advice}")
 
 
 @main.command()
@@ -249,7 +267,16 @@ main.add_command(link)
 main.add_command(evaluate)
 
 from cli.risk import risk  # noqa: E402 - as above
-from cli.service import audit, project, results, run_command, serve, status, upload  # noqa: E402 - as above
+from cli.service import (  # noqa: E402 - as above
+    audit,
+    project,
+    results,
+    run_command,
+    serious_threat_group,
+    serve,
+    status,
+    upload,
+)
 
 main.add_command(risk)
 
@@ -263,6 +290,7 @@ main.add_command(run_command)
 main.add_command(status)
 main.add_command(results)
 main.add_command(audit)
+main.add_command(serious_threat_group)
 
 from cli.query import budget, query  # noqa: E402 - as above
 from cli.report import report  # noqa: E402 - as above

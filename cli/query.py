@@ -18,7 +18,7 @@ import click
 
 from cli.service import read_token, token_file_option
 from linkage.errors import InputError
-from linkage.protocol import Protocol, load_protocol
+from linkage.protocol import Protocol, load_protocol, parse_protocol
 from linkage.service.client import ServiceClient
 
 if TYPE_CHECKING:  # imported inside the commands: OpenDP and Polars are slow to import
@@ -45,6 +45,9 @@ An integer attribute groups by public bins: --by weeks_supported (bins the proto
 declares) or --by 'weeks_supported[0,13,26,39]' (lower edges; quote the brackets).
 
 \b
+The entities are the stable mapping of a frozen linkage model (`pprl link --statistics-out`),
+and every release protects one person as the rows their records can move (the parties
+squared: 9 for three); the answer says so, and docs/privacy-unit.md says where it holds.
 Every number comes with its 95% interval. Each answer spends its cost from the project's
 budget, recorded in a ledger (a ρ is also shown as (ε, δ)); a query the budget cannot pay
 for is refused and spends nothing. --dry-run shows the stated accuracy without spending;
@@ -52,7 +55,7 @@ with --target-half-width W it leaves the cost out and finds the least cost that 
 
 \b
 Example: pprl query --server URL --token-file analyst.token count --where member:police,msd --rho 0.05
-Example: pprl query --protocol P --entities entities.csv --attributes msd=msd-out/attributes.csv
+Example: pprl query --protocol P --entities stable.csv --attributes msd=msd-out/attributes.csv
            --attributes police=police-out/attributes.csv --ledger study.ledger count --by region --rho 0.05
 Example: pprl query --server URL --token-file analyst.token --dry-run --target-half-width 5 count --by region
 """
@@ -100,7 +103,11 @@ def choose_mode(local: dict[str, Any], server: str | None, what: str) -> str:
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.option("--protocol", type=click.Path(dir_okay=False, path_type=Path), help="Local: the protocol.")
-@click.option("--entities", type=click.Path(dir_okay=False, path_type=Path), help="Local: `pprl link`'s entities.csv.")
+@click.option(
+    "--entities",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Local: the stable mapping `pprl link --statistics-out` wrote.",
+)
 @click.option(
     "--attributes", "attributes", multiple=True, metavar="PARTY=PATH", help="Local: a party's attributes.csv."
 )
@@ -131,6 +138,7 @@ def query(
     """Answer QUERY with differential privacy (the help text is QUERY_HELP)."""
     from stats.budget import Budget, Loss
     from stats.dp import Answer, answer_query, cost_for_half_width
+    from stats.entities import privacy_unit
     from stats.query import load_query_document, parse_query, query_file
     from stats.render import format_answer
 
@@ -143,6 +151,7 @@ def query(
             sent: Any = shlex.join(query) if path is None else load_query_document(path)
             answer = Answer.from_json(client.query(sent, dry_run=dry_run, target_half_width=target_half_width))
             budget = Budget.from_json(client.budget())
+            unit = privacy_unit(parse_protocol(client.protocol_document()))
     else:
         loaded, table, book = local_study(protocol, entities, attributes, ledger)  # type: ignore[arg-type]
         placeholder = Loss.of(**{next(iter(loaded.budget)): 1}) if target_half_width is not None else None
@@ -151,12 +160,15 @@ def query(
             spec = cost_for_half_width(table, spec, loaded, target_half_width)
         answer = answer_query(table, spec, loaded, book.spend, getpass.getuser(), dry_run=dry_run)
         budget = book.budget()
+        unit = privacy_unit(loaded)
     if as_json:
-        click.echo(json.dumps({**answer.to_json(), "remaining": budget.remaining.to_json()}, indent=2))
+        body = {**answer.to_json(), "remaining": budget.remaining.to_json(), "privacy_unit": unit}
+        click.echo(json.dumps(body, indent=2))
     else:
         if target_half_width is not None:
             click.echo(f"the least cost that gives ± {target_half_width:g}: {answer.cost_shown}\n")
         click.echo(format_answer(answer, str(budget.remaining)))
+        click.echo(unit)
 
 
 @click.command("budget")

@@ -35,7 +35,11 @@ from linkage.service.client import ServiceClient
 @click.option("--server", metavar="URL", help="The service, e.g. http://127.0.0.1:8000.")
 @token_file_option
 @click.option("--protocol", type=click.Path(dir_okay=False, path_type=Path), help="Local: the protocol.")
-@click.option("--entities", type=click.Path(dir_okay=False, path_type=Path), help="Local: `pprl link`'s entities.csv.")
+@click.option(
+    "--entities",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Local: the stable mapping `pprl link --statistics-out` wrote.",
+)
 @click.option("--attributes", multiple=True, metavar="PARTY=PATH", help="Local: a party's attributes.csv.")
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), help="Local: the ledger file.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

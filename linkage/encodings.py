@@ -249,15 +249,27 @@ def _parse_header(handle: BinaryIO, shown: str) -> tuple[EncodingsHeader, int]:
         )
     (length,) = struct.unpack("<I", prefix[len(MAGIC) :])
     raw = handle.read(length) if length <= _MAX_HEADER else b""
+    damaged = InputError(f"{shown}: the encodings header is damaged or truncated; encode the file again", path=shown)
     try:
         fields = json.loads(raw.decode("utf-8"))
-        fields["layout"] = tuple(tuple(item) for item in fields["layout"])
-        fields["blocking"] = tuple(fields["blocking"])
-        header = EncodingsHeader(**fields)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise damaged from exc
+    problems = _header_problems(fields)
+    if problems:
         raise InputError(
-            f"{shown}: the encodings header is damaged or truncated; encode the file again",
+            f"{shown}: the encodings header is damaged or was not written by `pprl encode` "
+            f"({'; '.join(problems[:3])}); encode the file again",
             path=shown,
+            problems=problems,
+        )
+    fields["layout"] = tuple(tuple(item) for item in fields["layout"])
+    fields["blocking"] = tuple(fields["blocking"])
+    header = EncodingsHeader(**fields)
+    try:
+        _ = header.dtype
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"{shown}: the encodings header's record layout is not valid; encode the file again", path=shown
         ) from exc
     if header.format != FORMAT or header.format_version != FORMAT_VERSION:
         raise InputError(
@@ -266,6 +278,57 @@ def _parse_header(handle: BinaryIO, shown: str) -> tuple[EncodingsHeader, int]:
             path=shown,
         )
     return header, _PREFIX + length
+
+
+_HEADER_TYPES: dict[str, type] = {
+    "format": str,
+    "format_version": int,
+    "protocol": str,
+    "fingerprint": str,
+    "party": str,
+    "secret_check": str,
+    "record_count": int,
+    "clk_bits": int,
+    "layout": list,
+    "blocking": list,
+    "records_sha256": str,
+}
+
+
+def _header_problems(fields: object) -> list[str]:
+    """What is wrong with a decoded header: missing or unknown keys, values of the wrong type.
+
+    >>> _header_problems({"format": "pprl-encodings", "record_count": "12"})[:2]
+    ["missing 'format_version'", "missing 'protocol'"]
+    >>> _header_problems([])
+    ['not a JSON object']
+    """
+    if not isinstance(fields, dict):
+        return ["not a JSON object"]
+    problems = [f"missing {key!r}" for key in _HEADER_TYPES if key not in fields]
+    problems += [f"unknown key {str(key)[:40]!r}" for key in fields if key not in _HEADER_TYPES]
+    for key, kind in _HEADER_TYPES.items():
+        value = fields.get(key)
+        if key in fields and (not isinstance(value, kind) or isinstance(value, bool)):
+            problems.append(f"{key!r} is a {type(value).__name__}, not a {kind.__name__}")
+    if isinstance(fields.get("record_count"), int) and fields["record_count"] < 0:
+        problems.append("'record_count' is negative")
+    layout = fields.get("layout")
+    if isinstance(layout, list) and not all(
+        isinstance(item, list)
+        and len(item) == 3
+        and isinstance(item[0], str)
+        and isinstance(item[1], str)
+        and isinstance(item[2], int)
+        and not isinstance(item[2], bool)
+        and 0 < item[2] <= 1 << 16
+        for item in layout
+    ):
+        problems.append("'layout' is not a list of [name, type, count]")
+    blocking = fields.get("blocking")
+    if isinstance(blocking, list) and not all(isinstance(item, str) for item in blocking):
+        problems.append("'blocking' is not a list of rule names")
+    return problems
 
 
 def read_header(path: str | Path, *, shown_as: str | None = None) -> EncodingsHeader:

@@ -32,8 +32,10 @@ __all__ = [
     "RecordLevelRelease",
     "attribute_bins",
     "equivalent_delta",
+    "Safeguards",
     "load_protocol",
     "parse_protocol",
+    "person_rows",
     "with_hardening",
 ]
 
@@ -197,6 +199,32 @@ class RecordLevelRelease:
 
 
 @dataclass(frozen=True)
+class Safeguards:
+    """Limits on repeated runs and on the serious-threat exception (``releases.safeguards``).
+
+    Attributes:
+        max_runs_per_party: runs each party may start in the project (or per period).
+        run_period_days: count runs over this many days instead (``None``: the project's life).
+        serious_threat_max_tokens: the most tokens one serious-threat request may name.
+        serious_threat_approval: every serious-threat request waits for the administrator.
+    """
+
+    max_runs_per_party: int = 3
+    run_period_days: int | None = None
+    serious_threat_max_tokens: int = 5
+    serious_threat_approval: bool = False
+
+    @classmethod
+    def from_json(cls, settings: Mapping[str, Any]) -> Safeguards:
+        """The safeguards a protocol declares, with defaults for what it leaves out.
+
+        >>> Safeguards.from_json({"serious_threat_approval": True}).serious_threat_max_tokens
+        5
+        """
+        return cls(**{key: settings[key] for key in settings})
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A validated protocol. Build it with :func:`load_protocol` or :func:`parse_protocol`."""
 
@@ -219,6 +247,7 @@ class Protocol:
     record_level: Mapping[str, RecordLevelRelease]
     output_rules: Mapping[str, int]
     rows_per_person: int
+    safeguards: Safeguards
     document: Mapping[str, Any]
     fingerprint: str
 
@@ -422,6 +451,7 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
             elif name in grouped:
                 problems.append(f"$.matching.comparison_groups[{i}][{j}]: {name!r} is already in another group")
             grouped.append(name)
+    problems += _privacy_unit_problems(doc)
     record_level = doc["releases"]["record_level"]
     mandates = {p["id"]: p["mandate"] for p in doc["parties"]}
     for party_id in sorted(set(record_level) - set(party_ids)):
@@ -448,6 +478,39 @@ def _salt_entries(salt: str | list[str] | None) -> list[tuple[str, str]]:
     if isinstance(salt, str):
         return [("$.encoding.hardening.salt", salt)]
     return [(f"$.encoding.hardening.salt[{i}]", item) for i, item in enumerate(salt)]
+
+
+# -- the privacy unit (issue 16): how many rows of the statistics table one person can move ----------
+
+
+def person_rows(parties: int) -> int:
+    """The most rows of the statistics table one person can move: the square of the parties.
+
+    The statistics side's entities come from a frozen model and the stable mapping
+    (:mod:`linkage.matching.stable`): a person with at most one record per party has
+    records in at most P clusters, and taking them away moves at most P rows of each (when
+    no cluster holds two records of one party). ``releases.rows_per_person`` defaults to
+    this, and every release is calibrated at that many rows (``docs/privacy-unit.md``).
+
+    >>> person_rows(3)
+    9
+    """
+    return parties * parties
+
+
+def _privacy_unit_problems(doc: Mapping[str, Any]) -> list[str]:
+    """A ``rows_per_person`` below what the linkage lets one person move would make every release's claim false."""
+    declared = doc["releases"].get("rows_per_person")
+    least = person_rows(len(doc["parties"]))
+    if declared is None or declared >= least:
+        return []
+    return [
+        f"$.releases.rows_per_person: {declared} is below the {least} rows one person can move in the statistics "
+        f"table of {len(doc['parties'])} parties (docs/privacy-unit.md); omit it (the default is {least}) or raise it"
+    ]
+
+
+# -----------------------------------------------------------------------------------------------------
 
 
 def _salted_groups(doc: Mapping[str, Any], field_kinds: Mapping[str, str]) -> list[str]:
@@ -532,7 +595,8 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
             k: RecordLevelRelease(v["allowed"], v["serious_threat"]) for k, v in doc["releases"]["record_level"].items()
         },
         output_rules=dict(doc["releases"].get("output_rules", {})),
-        rows_per_person=int(doc["releases"].get("rows_per_person", 1)),
+        rows_per_person=int(doc["releases"].get("rows_per_person", person_rows(len(doc["parties"])))),
+        safeguards=Safeguards.from_json(doc["releases"].get("safeguards", {})),
         document=doc,
         fingerprint="",
     )

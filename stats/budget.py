@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from linkage.errors import BudgetExceeded, InputError
+from linkage.chain import GENESIS, chain_digest
+from linkage.errors import BudgetExceeded, InputError, TamperedError
+from linkage.file_modes import private_opener
 from linkage.protocol import DEFAULT_EQUIVALENT_DELTA, Protocol, equivalent_delta
 
 __all__ = [
@@ -353,22 +355,34 @@ class FileLedger:
     A release holds an exclusive lock on the file from the check to the record, so two
     ``pprl query`` processes sharing the file can never overspend together.
 
+    The releases form a hash chain (:mod:`linkage.chain`): each line carries the hash of
+    the line before and its own, and ``<ledger>.head`` keeps the number of releases and the
+    last hash, so that an edited, deleted or reordered line is found before the next
+    release. Lines written before the chain existed are hashed as they are read.
+
     Args:
-        path: the ledger file (created on first use).
+        path: the ledger file (created on first use, mode 0600).
         protocol: the study's protocol; a ledger made for another protocol is refused.
     """
 
     def __init__(self, path: Path, protocol: Protocol) -> None:
         self.path = Path(path)
+        self.head_path = self.path.with_name(self.path.name + ".head")
         self.total = budget_of(protocol)
         self.equivalent_delta = equivalent_delta(protocol)
         self._header = {"pprl_ledger": 1, "protocol": protocol.name, "total": self.total.to_json()}
 
-    def _read(self, handle: Any) -> list[LedgerEntry]:
+    def _read(self, handle: Any) -> tuple[list[LedgerEntry], str]:
+        """The releases and the chain's last hash, after checking the header and the chain.
+
+        Raises:
+            InputError: not a ledger, another protocol's, or a damaged line.
+            TamperedError: a line was edited, deleted or reordered.
+        """
         handle.seek(0)
         lines = handle.read().splitlines()
         if not lines:
-            return []
+            return [], GENESIS
         try:
             header = json.loads(lines[0])
         except json.JSONDecodeError:
@@ -381,21 +395,67 @@ class FileLedger:
                 f"{header.get('total')}, not of {self._header['protocol']!r} with {self._header['total']}; "
                 "use that protocol's ledger"
             )
-        entries = []
+        entries, records = [], []
         for number, line in enumerate(lines[1:], start=2):
             try:
-                entries.append(LedgerEntry.from_json(json.loads(line)))
+                record = json.loads(line)
+                entries.append(LedgerEntry.from_json(record))
+                records.append(record)
             except (json.JSONDecodeError, KeyError, ValueError, TypeError, InputError) as exc:
                 raise InputError(
                     f"{self.path} line {number} is damaged ({exc}); the ledger cannot be trusted, so nothing more "
                     "can be released from it until it is repaired from a backup"
                 ) from exc
-        return entries
+        return entries, self._check_chain(records)
+
+    def _check_chain(self, records: Sequence[Mapping[str, Any]]) -> str:
+        previous, chained, hashes = GENESIS, False, [GENESIS]
+        for number, record in enumerate(records, start=1):
+            digest = chain_digest(previous, [_canonical_release(record)])
+            if "sha256" in record or "prev_sha256" in record:
+                chained = True
+                if record.get("prev_sha256") != previous or record.get("sha256") != digest:
+                    self._tampered(f"release {number} was edited, or a release before it deleted or reordered")
+            previous = digest
+            hashes.append(digest)
+        head = self._read_head()
+        if head is None:
+            if chained:
+                self._tampered(f"{self.head_path.name} is missing")
+            return previous
+        rows, digest = head
+        # One release more than the head is a release whose head was not yet written (a crash).
+        if rows < 0 or not rows <= len(records) <= rows + 1 or hashes[rows] != digest:
+            self._tampered(f"{self.head_path.name} says {rows} releases; the ledger's {len(records)} do not match it")
+        return previous
+
+    def _read_head(self) -> tuple[int, str] | None:
+        try:
+            head = json.loads(self.head_path.read_text("utf-8"))
+            return int(head["rows"]), str(head["sha256"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            self._tampered(f"{self.head_path.name} is damaged")
+
+    def _tampered(self, problem: str) -> NoReturn:
+        raise TamperedError(
+            f"{self.path}: {problem}; the ledger cannot be trusted, so nothing more can be released from it until it "
+            "is restored from a backup"
+        )
+
+    def _write_head(self, rows: int, digest: str) -> None:
+        tmp = self.head_path.with_name(self.head_path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8", opener=private_opener) as handle:
+            handle.write(json.dumps({"rows": rows, "sha256": digest}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.head_path)
 
     @contextmanager
     def _locked(self) -> Iterator[Any]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a+", encoding="utf-8") as handle:
+        with open(self.path, "a+", encoding="utf-8", opener=private_opener) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield handle
@@ -403,11 +463,15 @@ class FileLedger:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def budget(self) -> Budget:
-        """Total, spent and remaining, with every release so far."""
+        """Total, spent and remaining, with every release so far.
+
+        Raises:
+            TamperedError: the ledger's hash chain is broken.
+        """
         if not self.path.exists():
             return Budget.from_entries(self.total, [], self.equivalent_delta)
         with self._locked() as handle:
-            return Budget.from_entries(self.total, self._read(handle), self.equivalent_delta)
+            return Budget.from_entries(self.total, self._read(handle)[0], self.equivalent_delta)
 
     @contextmanager
     def spend(self, who: str, query: str, cost: Loss) -> Iterator[Receipt]:
@@ -417,15 +481,25 @@ class FileLedger:
 
         Raises:
             BudgetExceeded: the cost does not fit; nothing is recorded.
+            TamperedError: the ledger's hash chain is broken; nothing is released.
         """
         with self._locked() as handle:
-            entries = self._read(handle)
+            entries, previous = self._read(handle)
             check_affordable(Budget.from_entries(self.total, entries), cost)
             receipt = Receipt()
             yield receipt
-            entry = LedgerEntry(len(entries) + 1, datetime.now(UTC), who, query, cost, receipt.mechanism)
+            entry = LedgerEntry(len(entries) + 1, datetime.now(UTC), who, query, cost, receipt.mechanism).to_json()
+            digest = chain_digest(previous, [_canonical_release(entry)])
             empty = handle.seek(0, os.SEEK_END) == 0
             text = json.dumps(self._header) + "\n" if empty else ""
-            handle.write(text + json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
+            chained = {**entry, "prev_sha256": previous, "sha256": digest}
+            handle.write(text + json.dumps(chained, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+            self._write_head(len(entries) + 1, digest)
+
+
+def _canonical_release(record: Mapping[str, Any]) -> str:
+    """A release line's content without its chain fields, as canonical JSON (what its hash covers)."""
+    content = {key: value for key, value in record.items() if key not in ("prev_sha256", "sha256")}
+    return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

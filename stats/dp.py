@@ -1,11 +1,12 @@
 """Differentially private answers to queries, computed with OpenDP over the entity table.
 
 Every noisy number comes from OpenDP's Polars measurements (``make_private_lazyframe``);
-nothing here draws noise. The privacy unit is one person (one row of the entity table,
-or up to the protocol's ``rows_per_person`` rows). A query is one OpenDP measurement (a
-quantile: two, an exponential mechanism and a histogram, on shares of the cost) whose
-loss, by OpenDP's privacy map, is at most the query's cost, so the ledger's sum of costs
-bounds the total loss by sequential composition.
+nothing here draws noise. The privacy unit is one person, counted as the rows of the entity
+table their records can move: the protocol's ``rows_per_person``, at least the parties
+squared (:func:`stats.entities.privacy_unit`, ``docs/privacy-unit.md``). A query is one
+OpenDP measurement (a quantile: two, an exponential mechanism and a histogram, on shares of
+the cost) whose loss, by OpenDP's privacy map, is at most the query's cost, so the ledger's
+sum of costs bounds the total loss by sequential composition.
 
 A query is planned and its noise calibrated first, then released, and only then recorded
 in the ledger and handed out; the ledger is held only for its own check and record, never
@@ -427,7 +428,7 @@ def prepare(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol) -> Prepare
     """Plan a query on the entity table with OpenDP and calibrate its noise, releasing nothing.
 
     The plan is a Polars query OpenDP makes private (``make_private_lazyframe``) with one
-    person as the privacy unit, who makes up to the protocol's ``rows_per_person`` rows;
+    person as the privacy unit, who moves up to the protocol's ``rows_per_person`` rows;
     its noise is the least that keeps OpenDP's privacy map of the whole measurement
     within the query's cost. Group keys come from the protocol; those the filter rules
     out for everyone are left out of the plan (they are answered as exactly empty).
@@ -513,6 +514,7 @@ def prepare(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol) -> Prepare
             return dp.m.make_private_lazyframe(domain, dp.symmetric_distance(), measure, query, global_scale=scale)
 
         try:
+            # The privacy unit (issue 16): calibrate at the rows one person can move, never at one row.
             measurement, summary, scale, approx = _measure(make, _share(spec.cost, share), protocol.rows_per_person)
         except InputError:
             raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from linkage.free_text import escape_text
 from stats.budget import Budget
 from stats.dp import Answer, Cell
 
@@ -119,10 +120,13 @@ def format_budget(budget: Budget) -> str:
     lines.append("")
     if not budget.entries:
         return "\n".join([*lines, "no releases yet"])
+    # Escaped: a ledger written before control characters were refused could forge lines.
     rows = []
     for e in budget.entries:
         cost = [str(e.loss), f"ε={e.loss.approx_dp(budget.equivalent_delta)[0]:g}"] if rho else [str(e.loss)]
-        rows.append([str(e.number), e.at.strftime("%Y-%m-%d %H:%M:%S"), e.who, *cost, e.query])
+        rows.append(
+            [str(e.number), e.at.strftime("%Y-%m-%d %H:%M:%S"), escape_text(e.who), *cost, escape_text(e.query)]
+        )
     headers = ["#", "when (UTC)", "who", "cost", *(["≈ ε alone"] if rho else []), "query"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())

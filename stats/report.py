@@ -344,18 +344,24 @@ def _budget(protocol: Protocol, spec: ReportSpec, before: Budget, after: Budget)
     )
 
 
-DP_NOTE = (
-    "<section class='note'><h2>What the ± means, and why the figures are not exact</h2>"
-    "<p>Every figure here was computed with <b>differential privacy</b>: a measured amount of random noise was "
-    "added to the true figure before it left the statistics service. The noise is large enough that no one "
-    "reading this report can tell whether any one person is among the records, and small enough that the "
-    "figures are useful.</p><p>Each figure has a <b>95% interval</b> (±): in 19 cases out of 20 the true figure "
-    "lies within that distance. Small counts are the least precise relative to their size. Counts of the "
-    "overlap were adjusted so that they are whole numbers that add up.</p><p>The protocol fixes a total "
-    "<b>privacy budget</b> for the project; each released figure spends part of it, and when it is spent no "
-    "more figures can be released. The figures in this report can be published: they reveal nothing about "
-    "any one person beyond what the budget allows.</p></section>"
-)
+def _dp_note(protocol: Protocol) -> str:
+    """The plain-words note on what the noise protects: one person, as the rows they can move."""
+    rows = protocol.rows_per_person
+    return (
+        "<section class='note'><h2>What the ± means, and why the figures are not exact</h2>"
+        "<p>Every figure here was computed with <b>differential privacy</b>: a measured amount of random noise was "
+        "added to the true figure before it left the statistics service. The noise hides whether any one person "
+        "is among the records: all of a person's records (at most one per agency) can change at most "
+        f"{rows} rows of the table these figures count, and every figure protects {rows} rows together. Two "
+        "limits: this holds where the matching did not put two records of one agency together, and the matching "
+        "model, fitted once on the agencies' records, is not itself protected.</p>"
+        "<p>Each figure has a <b>95% interval</b> (±): in 19 cases out of 20 the true figure "
+        "lies within that distance. Small counts are the least precise relative to their size. Counts of the "
+        "overlap were adjusted so that they are whole numbers that add up.</p><p>The protocol fixes a total "
+        "<b>privacy budget</b> for the project; each released figure spends part of it, and when it is spent no "
+        "more figures can be released. Within those limits, the figures in this report can be published: they "
+        "reveal nothing about any one person beyond what the budget allows.</p></section>"
+    )
 
 
 def render_report(
@@ -376,5 +382,6 @@ def render_report(
         f"<header><h1>{_e(spec.title)}</h1><p class='meta'>{period}produced "
         f"{_e(generated_at.strftime('%d %B %Y, %H:%M %Z'))} by pprl from differentially private answers only</p>"
         "</header>"
-        f"{DP_NOTE}{_protocol_summary(protocol)}{_budget(protocol, spec, before, after)}{sections}</body></html>"
+        f"{_dp_note(protocol)}{_protocol_summary(protocol)}{_budget(protocol, spec, before, after)}"
+        f"{sections}</body></html>"
     )

@@ -26,7 +26,7 @@ import numpy as np
 
 from cli.main import main
 from linkage.agency.encode import encode_csv
-from linkage.encodings import read_encodings
+from linkage.encodings import EncodingsWriter, read_encodings
 from linkage.evaluation.synth import synthesise_population
 from linkage.protocol import Protocol, parse_protocol
 from linkage.service.store import LinkageStore
@@ -169,6 +169,8 @@ def make_factory(root: Path, url: str | None) -> tuple[Callable[..., ServiceConf
     base = {
         "database_url": url,
         "admin_secret_sha256": hash_admin_secret(ADMIN_SECRET, "test"),
+        # Tests send requests as fast as the machine allows; the rate limit has tests of its own.
+        "rate_limit": None,
         "linkage_schema": f"pprl_linkage_t{suffix}",
         "stats_schema": f"pprl_stats_t{suffix}",
     }
@@ -226,6 +228,32 @@ def upload_all(client: TestClient, project_id: str, credentials: dict[str, str],
             client, project_id, credentials[party], (agencies[party] / "attributes.csv").read_bytes()
         )
         assert response.status_code == 201, response.text
+
+
+def without_records(protocol: Protocol, out_dir: Path, tokens: set[str], dest: Path) -> Path:
+    """A copy of an encode folder without the records of ``tokens``, as if the agency had removed those clients."""
+    encodings = read_encodings(out_dir)
+    keep = np.array([token.tobytes().hex() not in tokens for token in encodings.records["token"]])
+    dest.mkdir(parents=True)
+    header = encodings.header
+    with EncodingsWriter(
+        dest / "encodings.pprl", protocol=protocol, party=header.party, secret_check=header.secret_check
+    ) as writer:
+        writer.write(np.ascontiguousarray(encodings.records[keep]))
+    for name in ("attributes.csv", "keymap.csv"):
+        lines = (out_dir / name).read_text().splitlines()
+        kept = [lines[0], *(line for line in lines[1:] if line.split(",", 1)[0] not in tokens)]
+        (dest / name).write_text("\n".join(kept) + "\n")
+    return dest
+
+
+def entity_groups(store: LinkageStore, project_id: str, run_number: int) -> dict[int, list[tuple[str, str]]]:
+    """A run's entities as {entity id: [(party, token), ...]}, read from the linkage store."""
+    groups: dict[int, list[tuple[str, str]]] = {}
+    for chunk in store.entity_rows(store.run(project_id, run_number).id):
+        for entity_id, party, token in chunk:
+            groups.setdefault(entity_id, []).append((party, token))
+    return groups
 
 
 def wait_for_run(client: TestClient, project_id: str, run_id: int, token: str, deadline: float = 120.0) -> dict:

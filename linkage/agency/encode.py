@@ -47,6 +47,7 @@ from linkage.agency.sources import (
 from linkage.dask_cluster import Sealed, connect, parallelism
 from linkage.encodings import ENCODINGS_FILE, EncodingsWriter, read_encodings
 from linkage.errors import InputError, OutputExistsError, ServiceError
+from linkage.file_modes import PRIVATE_FILE, private_dir
 from linkage.protocol import Protocol
 
 __all__ = [
@@ -212,10 +213,13 @@ def encode_csv(
         choice = choose_columns(
             source.header, protocol.columns_for(party_id), columns, where=source.where(source.header_line)
         )
-        tmp = out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(4)}")
-        tmp.mkdir(parents=True)
+        # The folder is 0700 from the start and its files 0600 before it gets its name: the key
+        # map and the attributes are for this agency's eyes only.
+        tmp = private_dir(out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(4)}"))
         try:
             summary = _encode_into(protocol, party_id, keys, source, choice, tmp, on_error, workers, dask, on_progress)
+            for path in tmp.iterdir():
+                path.chmod(PRIVATE_FILE)
             if out_dir.exists():
                 out_dir.rmdir()
             tmp.rename(out_dir)

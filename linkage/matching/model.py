@@ -175,6 +175,10 @@ class FellegiSunterModel:
         u: per feature, P(level | non-match); 1 at the neutral level.
         prior: chance that a pair of records (of all pairs) is a match.
         iterations: EM iterations run.
+        term_frequencies: adjust exact name agreement for how common the name is
+            (:func:`tf_adjustments`). A frozen model (:mod:`linkage.matching.frozen`) does
+            not: the shares are counted over everyone linked, so with them one person's
+            records would move the weights of every pair that shares their names.
     """
 
     features: tuple[Feature, ...]
@@ -182,6 +186,7 @@ class FellegiSunterModel:
     u: tuple[np.ndarray, ...]
     prior: float
     iterations: int
+    term_frequencies: bool = True
 
     def level_weights(self) -> tuple[np.ndarray, ...]:
         """log2(m/u) per feature level (0 at the neutral level)."""
@@ -269,6 +274,8 @@ def tf_adjustments(
         frequencies_b: the same for the second record.
     """
     out = np.zeros(len(levels))
+    if not model.term_frequencies:
+        return out
     column = 0
     for position, comparison in enumerate(comparisons):
         if comparison.field.kind not in TF_KINDS:

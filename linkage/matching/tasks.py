@@ -16,10 +16,10 @@ import itertools
 import multiprocessing
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -51,10 +51,15 @@ SLICE_RECORDS = 20_000
 MIN_SLICE_RECORDS = 1_000
 
 
+# A frozen model's oversized blocks (:mod:`linkage.matching.frozen`): per pair of parties
+# (their indices in this run), per rule, the block keys to skip. Decided when the model was
+# fitted, not by counting the records linked now: a count would let one person's records
+# open or close a block of other people's pairs.
+FrozenBlocks = Mapping[tuple[int, int], tuple[np.ndarray, ...]]
 # What a worker needs for a job's tasks: the job's key, each party's records (a path to
-# load them from, or on Dask the sealed records scattered to it), block size limit, CLK
-# prefilter.
-Setup = tuple[str, tuple[Any, ...], int, float | None]
+# load them from, or on Dask the sealed records scattered to it), block size limit (or the
+# frozen oversized blocks), CLK prefilter.
+Setup = tuple[str, tuple[Any, ...], int | FrozenBlocks, float | None]
 State = dict[str, Any]
 
 
@@ -114,11 +119,13 @@ def _block_index(state: State, party_a: int, party_b: int) -> BlockIndex:
     records: list[np.ndarray] = state["records"]
 
     def build() -> BlockIndex:
-        return BlockIndex.build(
+        limit = state["max_block_pairs"]
+        index = BlockIndex.build(
             np.asarray(records[party_a]["block"]).reshape(len(records[party_a]), -1),
             np.asarray(records[party_b]["block"]).reshape(len(records[party_b]), -1),
-            state["max_block_pairs"],
+            limit if isinstance(limit, int) else np.iinfo(np.int64).max,
         )
+        return index if isinstance(limit, int) else replace(index, oversized=limit[(party_a, party_b)])
 
     return _cached(state, f"index/{party_a}/{party_b}", build)  # type: ignore[no-any-return]
 
@@ -230,7 +237,11 @@ class Runner:
 
 @contextmanager
 def executor(
-    protocol: Protocol, encodings: Sequence[Encodings], workers: int, dask: str | None = None
+    protocol: Protocol,
+    encodings: Sequence[Encodings],
+    workers: int,
+    dask: str | None = None,
+    oversized: FrozenBlocks | None = None,
 ) -> Iterator[tuple[Runner | None, Setup, int]]:
     """Where the tasks run: (runner, or ``None`` for this process; inputs setup; parallelism).
 
@@ -243,10 +254,11 @@ def executor(
     carries only its slice bounds and the model. Either way the encodings travel sealed
     (Dask never prints them), the workers need no shared file system, a task lost with a
     worker is run again elsewhere with the same result, and at the end the workers drop
-    the job's inputs.
+    the job's inputs. With ``oversized`` (a frozen model's), those blocks are skipped
+    instead of the blocks over the protocol's ``max_block_pairs``.
     """
     key = secrets.token_hex(8)
-    limits = (protocol.max_block_pairs, protocol.clk_prefilter)
+    limits = (protocol.max_block_pairs if oversized is None else oversized, protocol.clk_prefilter)
     if dask is not None:
         with connect(dask) as client:
             from distributed import as_completed  # an optional extra, present if connect worked

@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from linkage.errors import InputError
+from linkage.free_text import check_free_text
 from linkage.web import ADMIN, authorize, json_content, record
 from stats.answering import QueryService
-from stats.api.deps import StatsCaller
+from stats.api.deps import StatsCaller, StatsStoreDep
 
 router = APIRouter(tags=["statistics"])
 
@@ -51,11 +52,20 @@ class QueryRequest(BaseModel):
     )
 
 
+def _one_line_label(text: str) -> str:
+    try:
+        return check_free_text(text, "label")
+    except InputError as exc:
+        raise ValueError(exc.message) from exc
+
+
 class BatchRequest(BaseModel):
     """Several queries in their JSON form, released as one spend (a report): all or none."""
 
     model_config = ConfigDict(extra="forbid")
-    label: str = Field(min_length=1, max_length=200, description="What the ledger calls the batch, e.g. its title.")
+    label: Annotated[str, AfterValidator(_one_line_label)] = Field(
+        min_length=1, max_length=200, description="What the ledger calls the batch, e.g. its title (one line)."
+    )
     specs: list[dict[str, Any]] = Field(
         min_length=1, max_length=50, description="The queries' JSON forms, each with its own cost."
     )
@@ -114,6 +124,9 @@ class BudgetBody(BaseModel):
     total_approx_dp: ApproxBody | None = None
     spent_approx_dp: ApproxBody | None = None
     remaining_approx_dp: ApproxBody | None = None
+    own: dict[str, Any] | None = Field(
+        default=None, description="For an analyst with a budget of their own: its total, spent and remaining."
+    )
 
 
 @router.post(
@@ -170,11 +183,15 @@ async def ask_all(
 
 
 @router.get("/projects/{project_id}/budget", name="statistics.budget", response_model=BudgetBody)
-async def budget(project_id: str, caller: StatsCaller, service: Service) -> dict[str, Any]:
-    """The project's privacy budget and its ledger of releases."""
+async def budget(project_id: str, caller: StatsCaller, service: Service, stats: StatsStoreDep) -> dict[str, Any]:
+    """The project's privacy budget and its ledger of releases (and the caller's own budget, if any)."""
     authorize(caller, project_id, (ADMIN, "analyst"), "read the privacy budget")
     result = await run_in_threadpool(service.budget, project_id)
-    return result.to_json()
+    own = await run_in_threadpool(stats.analyst_budget, project_id, caller.actor)
+    body = result.to_json()
+    if own is not None:
+        body["own"] = {key: value for key, value in own.to_json().items() if key != "releases"}
+    return body
 
 
 @router.get("/projects/{project_id}/protocol", name="statistics.protocol")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from linkage.errors import BudgetExceeded, InputError, ProtocolError
+from linkage.errors import BudgetExceeded, InputError, PprlError, ProtocolError
 from linkage.protocol import load_protocol, parse_protocol
 from stats.budget import Budget, FileLedger, Loss, budget_of, check_affordable
 from tests.helpers import EXAMPLE_PROTOCOL
@@ -189,3 +189,52 @@ def test_the_budget_shows_every_rho_spend_as_epsilon_delta_at_the_protocols_delt
     assert Budget.from_json(json.loads(json.dumps(shown))) == budget
     text = format_budget(budget)
     assert "as (ε, δ) at δ=1e-08: the total is ε=" in text and "≈ ε alone" in text
+
+
+def spend_file(ledger, rho):
+    with ledger.spend("ana", f"count --rho {rho}", Loss.of(rho=rho)) as receipt:
+        receipt.mechanism = "OpenDP discrete Gaussian"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda lines: [lines[0], lines[1], lines[2].replace("count", "sum"), lines[3]],
+        lambda lines: [lines[0], lines[1], lines[3]],
+        lambda lines: lines[:3],
+        lambda lines: [lines[0], lines[2], lines[1], lines[3]],
+    ],
+    ids=["edit", "delete-middle", "delete-last", "reorder"],
+)
+def test_a_file_ledger_edited_or_cut_releases_nothing_more(protocol, tmp_path, damage):
+    path = tmp_path / "study.ledger"
+    ledger = FileLedger(path, protocol)
+    for _ in range(3):
+        spend_file(ledger, 0.3)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(damage(lines)) + "\n")
+    with pytest.raises(PprlError, match="restored from a backup") as caught:
+        spend_file(ledger, 0.05)
+    assert caught.value.code == "tampered"
+    with pytest.raises(PprlError, match="study.ledger"):
+        ledger.budget()
+
+
+def test_a_file_ledger_of_an_older_pprl_is_chained_from_its_next_release(protocol, tmp_path):
+    path = tmp_path / "old.ledger"
+    ledger = FileLedger(path, protocol)
+    spend_file(ledger, 0.2)
+    spend_file(ledger, 0.2)
+    old = [json.loads(line) for line in path.read_text().splitlines()]
+    for entry in old[1:]:
+        entry.pop("prev_sha256"), entry.pop("sha256")
+    path.write_text("\n".join(json.dumps(entry) for entry in old) + "\n")
+    ledger.head_path.unlink()
+    assert ledger.budget().remaining == Loss.of(rho=0.6), "an unchained ledger still reads"
+    spend_file(ledger, 0.2)
+    assert ledger.budget().remaining == Loss.of(rho=0.4)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[2], lines[3]]) + "\n")
+    with pytest.raises(PprlError, match="cannot be trusted"):
+        ledger.budget()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"

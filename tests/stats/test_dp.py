@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from linkage.errors import BudgetExceeded, InputError
+from linkage.errors import BudgetExceeded, InputError, ProtocolError
 from linkage.protocol import parse_protocol
 from stats.budget import FileLedger, Loss
 from stats.dp import Answer, answer_query, prepare, project_to_counts
@@ -65,24 +65,41 @@ def test_sum_mean_and_quantile_are_the_exact_statistics_without_noise(protocol, 
 
 
 def test_the_noise_is_no_more_than_the_cost_requires(protocol, table):
+    rows = protocol.rows_per_person  # one person: up to 9 rows with three parties (docs/privacy-unit.md)
     count = prepare(table, parse_query(protocol, ["count", "--rho", "0.1"]), protocol)
     scale = count.summary["scale"][0]
-    assert scale == pytest.approx(1 / math.sqrt(2 * 0.1), rel=1e-6), "a count's zCDP scale is 1/sqrt(2 rho)"
-    assert count.measurement.map(1) <= 0.1
-    assert count.preview().cells[0].half_width == 4.0, "OpenDP accuracy 5 means |error| <= 4 w.p. 95%"
+    assert scale == pytest.approx(rows / math.sqrt(2 * 0.1), rel=1e-6), "a count's zCDP scale is k/sqrt(2 rho)"
+    assert count.measurement.map(rows) <= 0.1
+    assert count.preview().cells[0].half_width == 39.0, "OpenDP accuracy 40 means |error| <= 39 w.p. 95%"
     total = prepare(table, parse_query(protocol, ["sum", "weeks_supported", "--rho", "0.1"]), protocol)
-    assert total.summary["scale"][0] == pytest.approx(52 / math.sqrt(0.2), rel=1e-6)
+    assert total.summary["scale"][0] == pytest.approx(rows * 52 / math.sqrt(0.2), rel=1e-6)
 
 
-@pytest.mark.parametrize("rows", [2, 3])
-def test_a_person_who_may_make_several_rows_is_protected_whole(protocol, table, rows):
+def test_the_privacy_unit_is_a_person_of_as_many_rows_as_the_parties_squared(protocol):
+    assert protocol.rows_per_person == len(protocol.parties) ** 2 == 9
+    document = copy.deepcopy(protocol.document)
+    document["releases"]["rows_per_person"] = 1
+    with pytest.raises(ProtocolError) as refused:
+        parse_protocol(document)
+    assert "rows_per_person: 1 is below the 9 rows one person can move" in str(refused.value)
+
+
+@pytest.mark.parametrize("rows", [9, 12])
+@pytest.mark.parametrize("measure", ["rho", "epsilon"])
+def test_a_person_who_may_make_several_rows_is_protected_whole(protocol, table, rows, measure):
+    # Group privacy: a release calibrated at one row would cost a person of k rows k² rho
+    # (zCDP) or k epsilon; calibrated at k rows, it costs the person what it says.
     document = copy.deepcopy(protocol.document)
     document["releases"]["rows_per_person"] = rows
+    document["releases"]["budget"] = {measure: 2.0}
     several = parse_protocol(document)
-    for query, single in (("count --rho 0.1", 1 / math.sqrt(0.2)), ("count --by region --rho 0.1", 1 / math.sqrt(0.2))):
+    for query in (f"count --{measure} 0.1", f"count --by region --{measure} 0.1"):
         prepared = prepare(table, parse_query(several, query.split()), several)
+        single = 1 / math.sqrt(0.2) if measure == "rho" else 1 / 0.1
         assert prepared.summary["scale"][0] == pytest.approx(rows * single, rel=1e-6), query
         assert prepared.measurement.map(rows) <= 0.1
+        one_row = prepared.measurement.map(1)
+        assert one_row == pytest.approx(0.1 / rows**2 if measure == "rho" else 0.1 / rows, rel=1e-6)
 
 
 def test_a_pure_epsilon_protocol_gets_laplace_noise(protocol, table):
@@ -91,8 +108,8 @@ def test_a_pure_epsilon_protocol_gets_laplace_noise(protocol, table):
     pure = parse_protocol(document)
     prepared = prepare(table, parse_query(pure, ["count", "--epsilon", "0.5"]), pure)
     assert "discrete Laplace" in prepared.mechanism
-    assert prepared.summary["scale"][0] == pytest.approx(2.0, rel=1e-6)
-    assert prepared.measurement.map(1) <= 0.5
+    assert prepared.summary["scale"][0] == pytest.approx(2.0 * pure.rows_per_person, rel=1e-6)
+    assert prepared.measurement.map(pure.rows_per_person) <= 0.5
 
 
 def test_overlap_cells_are_consistent_non_negative_integers(protocol, table):
@@ -143,7 +160,7 @@ def test_a_refused_query_releases_nothing_and_a_dry_run_spends_nothing(protocol,
     with pytest.raises(BudgetExceeded, match="only ρ=0.3 of the project's ρ=1 is left"):
         answer_query(table, spec, protocol, ledger.spend, "ana")
     preview = answer_query(table, spec, protocol, ledger.spend, "ana", dry_run=True)
-    assert not preview.released and preview.cells[0].value is None and preview.cells[0].half_width == 2.0
+    assert not preview.released and preview.cells[0].value is None and preview.cells[0].half_width == 15.0
     budget = ledger.budget()
     assert len(budget.entries) == 1 and budget.spent == Loss.of(rho=0.7)
     assert "discrete Gaussian" in budget.entries[0].mechanism
@@ -206,7 +223,8 @@ def test_the_quantile_rank_bound_divides_opendps_score_scale_by_the_scores_sensi
     assert scale > 1e9, "OpenDP's scale is in score units: alpha_den (about 1.8e10) times a rank"
     bound = quantile_rank_bound(scale, scale / main.global_scale, 0.3, 121)
     assert bound == pytest.approx(main.global_scale * 0.7 * math.log(121 / 0.05))
-    assert 20 < bound < 60, "tens of people, not 2.2e11"
+    # Tens of people per row one person can move (issue 16: 9 rows for three parties), not 2.2e11.
+    assert 20 < bound / protocol.rows_per_person < 60
 
 
 def test_a_discrete_laplace_count_interval_covers_95_percent_at_epsilon_2(protocol, table):
@@ -225,7 +243,10 @@ def test_a_discrete_laplace_count_interval_covers_95_percent_at_epsilon_2(protoc
 
 
 def test_overlap_under_a_filter_noises_only_the_patterns_it_leaves_possible(protocol, table):
-    spec = parse_query(protocol, shlex.split("overlap --where member:haven --rho 0.05"))
+    # At 81 times the cost, the noise of one row at 0.05 (a person is 9 rows: issue 16).
+    spec = parse_query(
+        protocol, shlex.split(f"overlap --where member:haven --rho {0.05 * protocol.rows_per_person**2}")
+    )
     prepared = prepare(table, spec, protocol)
     preview = {cell.key[-1]: cell for cell in prepared.preview().cells}
     for pattern in ("msd", "police", "msd+police"):
@@ -418,7 +439,8 @@ def test_a_large_noise_scale_gets_its_accuracy_quickly_and_truly(protocol, table
     fast = half_width("Integer Gaussian", EXACT_GAUSSIAN_UP_TO * (1 + 1e-9))
     assert fast >= exact and fast - exact <= 1, "the continuous tail agrees with OpenDP's at the switch"
     prepared = prepare(table, parse_query(protocol, shlex.split("count --rho 1e-10")), protocol)
-    assert prepared.preview().cells[0].half_width == pytest.approx(1.96 * 70711, rel=1e-3)
+    rows = protocol.rows_per_person  # the noise protects the rows one person can move (issue 16)
+    assert prepared.preview().cells[0].half_width == pytest.approx(1.96 * 70711 * rows, rel=1e-3)
 
 
 # -- issue 16, section 3: what analysts expect -------------------------------------------------
