@@ -290,13 +290,16 @@ def synthesise_population(
         What was written.
 
     Raises:
-        InputError: ``num_people`` below 1, or an unknown profile.
+        InputError: ``num_people`` below 1, an unknown profile, or ``corruption`` with
+            a profile other than ``basic`` (which would ignore it).
         OutputExistsError: ``out_dir`` exists and is not empty.
     """
     if num_people < 1:
         raise InputError("--people must be at least 1")
     if profile not in PROFILES:
         raise InputError(f"unknown synthetic profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if corruption is not None and profile != "basic":
+        raise InputError("corruption rates apply to the basic profile only; pass profile='basic' with them")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise OutputExistsError(f"{out_dir} already exists and is not empty; choose a new folder or delete it")
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(4)}")

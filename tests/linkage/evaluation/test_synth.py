@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from linkage.errors import InputError, OutputExistsError
-from linkage.evaluation.synth import synthesise_population
+from linkage.evaluation.synth import Corruption, synthesise_population
 
 
 def rows(path):
@@ -99,3 +99,14 @@ def test_refuses_a_non_empty_folder_and_bad_sizes(protocol, tmp_path):
     assert (out / "mine.txt").read_text() == "keep"
     with pytest.raises(InputError, match="at least 1"):
         synthesise_population(protocol, 0, 1, tmp_path / "other")
+
+
+def test_corruption_rates_are_refused_where_the_profile_would_ignore_them(protocol, tmp_path):
+    # The realistic profile has its own rates: bench/neighbours' --harder scaled the basic
+    # profile's and silently changed nothing once the realistic one became the default.
+    with pytest.raises(InputError, match="basic profile only"):
+        synthesise_population(protocol, 10, 1, tmp_path / "out", corruption=Corruption(typo_given_name=0.5))
+    summary = synthesise_population(
+        protocol, 10, 1, tmp_path / "basic", corruption=Corruption(typo_given_name=0.5), profile="basic"
+    )
+    assert summary.people == 10
