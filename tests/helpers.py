@@ -112,12 +112,16 @@ def protocol_with_parties(count: int) -> Protocol:
     return parse_protocol(document)
 
 
-def encoded_population(protocol: Protocol, people: int, seed: int, root: Path) -> tuple[Path, list[Path]]:
-    """Synthesise ``people`` and encode every party's file: (data folder, one output folder per party)."""
+def encoded_population(
+    protocol: Protocol, people: int, seed: int, root: Path, *, profile: str = "basic"
+) -> tuple[Path, list[Path]]:
+    """Synthesise ``people`` and encode every party's file: (data folder, one output folder per party).
+
+    The basic profile by default: most suites check the engine's plumbing against fixed
+    quality bounds; the realistic profile is measured by tests/linkage/agency/test_hardening.py.
+    """
     data = root / "data"
-    # The basic profile: these suites check the engine's plumbing against fixed quality
-    # bounds; the realistic profile is measured by tests/linkage/agency/test_hardening.py.
-    synthesise_population(protocol, people, seed, data, profile="basic")
+    synthesise_population(protocol, people, seed, data, profile=profile)
     outs = []
     for party in protocol.parties:
         out = root / party.id
