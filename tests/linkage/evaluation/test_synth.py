@@ -2,11 +2,13 @@
 
 import csv
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
 from linkage.errors import InputError, OutputExistsError
 from linkage.evaluation.synth import Corruption, synthesise_population
+from linkage.protocol import Protocol
 
 
 def rows(path):
@@ -101,7 +103,7 @@ def test_refuses_a_non_empty_folder_and_bad_sizes(protocol, tmp_path):
         synthesise_population(protocol, 0, 1, tmp_path / "other")
 
 
-def test_corruption_rates_are_refused_where_the_profile_would_ignore_them(protocol, tmp_path):
+def test_corruption_rates_are_refused_where_the_profile_would_ignore_them(protocol: Protocol, tmp_path: Path) -> None:
     # The realistic profile has its own rates: bench/neighbours' --harder scaled the basic
     # profile's and silently changed nothing once the realistic one became the default.
     with pytest.raises(InputError, match="basic profile only"):
