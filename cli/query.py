@@ -180,7 +180,7 @@ def query(
 def budget(
     protocol: Path | None, ledger: Path | None, server: str | None, token_file: Path | None, as_json: bool
 ) -> None:
-    r"""Show the privacy budget: total, spent, left, and every release so far (who, when, query, cost).
+    """Show the privacy budget: total, spent, left, and every release so far (who, when, query, cost).
 
     \b
     Example: pprl budget --server URL --token-file analyst.token

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -153,6 +154,9 @@ class Database:
         self._projects = metadata.tables["projects"]
         self._credentials = metadata.tables["credentials"]
         self._engine = open_engine(url, schema)
+        # A store dropped without close() (or used again after it) still releases its pooled
+        # connections, rather than leaving them to the garbage collector unclosed.
+        weakref.finalize(self, self._engine.dispose)
         metadata.create_all(self._engine)
         self._add_missing_columns()
 

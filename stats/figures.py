@@ -172,12 +172,13 @@ def _overlap(prepared: Prepared, rows: Rows) -> Answer:
         "cells are made non-negative whole numbers that add up to the noisy total (least squares), over the "
         "patterns the filter leaves possible",
         "'known to all of' a set of parties adds up the cells of every pattern that includes the set; "
-        "its interval uses the normal approximation",
+        "its interval is exact for the summed noise where the scale allows (up to 50), otherwise the normal "
+        "approximation",
         *_count_notes(rules)[1:],
     ]
     if rules.suppress_below:
         notes.append("a figure that adds up cells is withheld when it would give a suppressed cell away")
-    return _answer(prepared, cells, derived, "OpenDP accuracy per cell; normal approximation for sums of cells", notes)
+    return _answer(prepared, cells, derived, "OpenDP accuracy per cell; sums of cells from the summed noise's distribution", notes)
 
 
 def _or(value: int | None, default: int) -> int:

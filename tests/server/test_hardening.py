@@ -31,6 +31,7 @@ def test_an_anonymous_flood_with_huge_project_ids_adds_a_few_bounded_audit_lines
     assert lines[0].detail.startswith("1009 unauthenticated request(s) refused, from 1 address(es)")
     assert database_bytes(made.data_dir) - size < 200_000
     assert app.state.linkage_store.verify_audit().ok
+    app.state.linkage_store.close()  # read after shutdown (the refusals are flushed then): close again
 
 
 def test_refusals_are_written_per_kind_once_a_window_has_passed():

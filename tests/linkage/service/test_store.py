@@ -1,5 +1,6 @@
 """The linkage store on SQLite and (with PPRL_TEST_DATABASE_URL) PostgreSQL: the same tests."""
 
+import gc
 import hashlib
 import threading
 from datetime import UTC, datetime
@@ -285,3 +286,13 @@ def test_a_store_an_older_pprl_made_is_upgraded_and_its_audit_log_sealed(databas
     upgraded.append_audit("admin", "audit.read", None, "ok", "after the upgrade")
     assert upgraded.verify_audit().rows == 4
     upgraded.destroy()
+
+
+def test_a_store_used_after_close_and_dropped_leaves_no_connection_open(tmp_path):
+    """CI on Python 3.13 failed: a store read after the app's shutdown reopened a SQLite
+    connection that only the garbage collector closed (an unraisable ResourceWarning)."""
+    dropped = LinkageStore(tmp_path / "data", f"sqlite:///{tmp_path / 'linkage.db'}")
+    dropped.close()
+    assert dropped.audit_entries(limit=1) == []
+    del dropped
+    gc.collect()
