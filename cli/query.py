@@ -185,7 +185,7 @@ def budget(
     \b
     Example: pprl budget --server URL --token-file analyst.token
     Example: pprl budget --protocol protocol.json --ledger study.ledger
-    """
+    """  # noqa: D301 - not raw on purpose: click's no-rewrap marker is the backspace character itself
     from stats.budget import Budget, FileLedger
     from stats.render import format_budget
 

@@ -178,7 +178,9 @@ def _overlap(prepared: Prepared, rows: Rows) -> Answer:
     ]
     if rules.suppress_below:
         notes.append("a figure that adds up cells is withheld when it would give a suppressed cell away")
-    return _answer(prepared, cells, derived, "OpenDP accuracy per cell; sums of cells from the summed noise's distribution", notes)
+    return _answer(
+        prepared, cells, derived, "OpenDP accuracy per cell; sums of cells from the summed noise's distribution", notes
+    )
 
 
 def _or(value: int | None, default: int) -> int:
