@@ -234,9 +234,11 @@ def carry_ids(
     the first record); an entity heir to several keeps the oldest (smallest) and retires
     the rest into it; an entity heir to none gets a new id.
 
-    >>> ids, following, retired = carry_ids([[(0, 0), (1, 0)], [(1, 1)]], [np.array([5]), np.array([6, 6])], 9)
+    Entities 5 and 6 merge (5 stays, 6 retires into it); a new record stays alone (new id 9):
+
+    >>> ids, following, retired = carry_ids([[(0, 0), (1, 0)], [(1, 1)]], [np.array([5]), np.array([6, -1])], 9)
     >>> [i.tolist() for i in ids], following, retired
-    ([[6], [6, 9]], 10, {5: 6})
+    ([[5], [5, 9]], 10, {6: 5})
     """
     ids = tuple(np.array(column, dtype=np.int64, copy=True) for column in previous)
     heirs: dict[int, tuple[int, tuple[int, int], int]] = {}
