@@ -245,6 +245,16 @@ def without_records(protocol: Protocol, out_dir: Path, tokens: set[str], dest: P
     return dest
 
 
+def write_encodings(protocol: Protocol, party: str, secret_check: str, records: np.ndarray, folder: Path) -> Path:
+    """An encodings folder holding exactly ``records`` (a party's subset, a batch, records with reused tokens)."""
+    folder.mkdir(parents=True)
+    with EncodingsWriter(
+        folder / "encodings.pprl", protocol=protocol, party=party, secret_check=secret_check
+    ) as writer:
+        writer.write(np.ascontiguousarray(records))
+    return folder
+
+
 def entity_groups(store: LinkageStore, project_id: str, run_number: int) -> dict[int, list[tuple[str, str]]]:
     """A run's entities as {entity id: [(party, token), ...]}, read from the linkage store."""
     groups: dict[int, list[tuple[str, str]]] = {}

@@ -210,23 +210,29 @@ def read_state(path: Path, protocol: Protocol) -> LinkState:
     """
     again = f"restore {path} from a backup, or link from scratch with `pprl link ... --state-out {path}`"
     try:
-        archive = np.load(path, allow_pickle=False)
+        handle = path.open("rb")
     except FileNotFoundError as exc:
         raise InputError(
             f"{path}: no such state file; the first link writes it with --state-out", path=str(path)
         ) from exc
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path} is not a pprl linkage state, or it is truncated; {again}", path=str(path)) from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise InputError(f"{path} is not a pprl linkage state; {again}", path=str(path))
-    with archive:
+    # The file is opened here, not by np.load: np.load leaves it open when the archive is damaged.
+    with handle:
         try:
-            header = json.loads(bytes(archive["header"]).decode("utf-8"))
-            arrays = {name: archive[name] for name in archive.files if name != "header"}
-        except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+            archive = np.load(handle, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise InputError(
-                f"{path} is truncated or damaged ({exc.__class__.__name__}); {again}", path=str(path)
+                f"{path} is not a pprl linkage state, or it is truncated; {again}", path=str(path)
             ) from exc
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise InputError(f"{path} is not a pprl linkage state; {again}", path=str(path))
+        with archive:
+            try:
+                header = json.loads(bytes(archive["header"]).decode("utf-8"))
+                arrays = {name: archive[name] for name in archive.files if name != "header"}
+            except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+                raise InputError(
+                    f"{path} is truncated or damaged ({exc.__class__.__name__}); {again}", path=str(path)
+                ) from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise InputError(f"{path} is not a pprl linkage state; {again}", path=str(path))
     if set(header) != _HEADER_KEYS or header["version"] != VERSION:
