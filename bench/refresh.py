@@ -22,8 +22,10 @@ batch: pairwise F1 of the state against the truth, of a full re-link with the sa
 from __future__ import annotations
 
 import argparse
+import cProfile
 import csv
 import math
+import pstats
 import shutil
 import tempfile
 import time
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--withdrawn", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument("--profile", action="store_true", help="print where the first batch's time goes")
     args = parser.parse_args()
     protocol = load_protocol(EXAMPLE)
     parties = [p.id for p in protocol.parties]
@@ -225,11 +228,17 @@ def run(args: argparse.Namespace, protocol: Protocol, parties: list[str], work: 
             if batch_records[party]
         ]
         before = entity_ids(state, clients)
+        profiler = cProfile.Profile() if args.profile and batch == 1 else None
+        if profiler:
+            profiler.enable()
         started = time.perf_counter()
         previous = read_state(work / "state", protocol)
         state, summary = refresh_state(protocol, previous, [read_encodings(f) for f in batch_folders], withdrawn)
         write_state(state, work / "state")
         incremental = time.perf_counter() - started
+        if profiler:
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
         final = lists_folder(f"final{batch}")
         started = time.perf_counter()
         again = start_state(protocol, [read_encodings(f) for f in final], model=state.model)

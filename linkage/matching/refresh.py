@@ -301,46 +301,69 @@ class _Applied:
 def _apply(
     party: str, old: np.ndarray, old_ids: np.ndarray, batch: np.ndarray | None, withdrawn: np.ndarray
 ) -> _Applied:
+    """Apply one party's batch and withdrawals to its records (sorted by token), keeping them sorted.
+
+    The held records are sorted already: the batch's are sorted and merged in by binary
+    search, never by sorting every record again.
+    """
     old_keys = token_keys(old)
-    batch = batch if batch is not None else np.zeros(0, dtype=old.dtype)
+    batch = np.asarray(batch) if batch is not None else np.zeros(0, dtype=old.dtype)
+    batch = batch[np.argsort(token_keys(batch), kind="stable")]
     batch_keys = token_keys(batch)
-    if len(np.unique(batch_keys)) != len(batch_keys):
+    if len(batch_keys) > 1 and np.any(batch_keys[1:] == batch_keys[:-1]):
         raise InputError(f"party {party!r}: the batch holds a token twice; encode each client once")
-    unknown = ~np.isin(withdrawn, old_keys)
-    if unknown.any():
+    gone = _find(old_keys, withdrawn)
+    if np.any(gone < 0):
         raise InputError(
-            f"party {party!r}: {int(unknown.sum())} withdrawn tokens are not in the linkage state (the first: "
-            f"{_hex(withdrawn[unknown][0])}); withdraw only tokens linked before, from the "
+            f"party {party!r}: {int((gone < 0).sum())} withdrawn tokens are not in the linkage state (the first: "
+            f"{_hex(withdrawn[gone < 0][0])}); withdraw only tokens linked before, from the "
             "key map of an earlier `pprl encode`"
         )
-    both = np.isin(batch_keys, withdrawn)
+    both = _find(np.sort(withdrawn), batch_keys) >= 0
     if both.any():
         raise InputError(
             f"party {party!r}: {int(both.sum())} tokens are both withdrawn and in the batch; a correction keeps its "
             "token and is not withdrawn"
         )
-    corrected = np.isin(batch_keys, old_keys)
-    gone = np.isin(old_keys, withdrawn)
-    kept = np.flatnonzero(~gone & ~np.isin(old_keys, batch_keys))
-    combined = np.concatenate([old[kept], np.asarray(batch)])
-    order = np.argsort(token_keys(combined), kind="stable")
-    position = np.empty(len(order), dtype=np.int64)
-    position[order] = np.arange(len(order))
+    replaced = _find(old_keys, batch_keys)
+    corrected = replaced >= 0
+    keep = np.ones(len(old), dtype=bool)
+    keep[gone] = False
+    keep[replaced[corrected]] = False
+    kept = np.flatnonzero(keep)
+    # Merge: a kept record moves up by the batch records sorted before it, and the reverse.
+    kept_position = np.arange(len(kept)) + np.searchsorted(batch_keys, old_keys[kept])
+    batch_position = np.arange(len(batch)) + np.searchsorted(old_keys[kept], batch_keys)
+    records = np.empty(len(kept) + len(batch), dtype=old.dtype)
+    records[kept_position] = old[kept]
+    records[batch_position] = batch
     old_to_new = np.full(len(old), -1, dtype=np.int64)
-    old_to_new[kept] = position[: len(kept)]
-    previous = np.full(len(combined), -1, dtype=np.int64)
-    previous[position[: len(kept)]] = old_ids[kept]
+    old_to_new[kept] = kept_position
+    previous = np.full(len(records), -1, dtype=np.int64)
+    previous[kept_position] = old_ids[kept]
     # A corrected record was in its entity before: it may carry that entity's id on.
-    where = np.searchsorted(old_keys, batch_keys[corrected])
-    previous[position[len(kept) :][corrected]] = old_ids[where]
+    previous[batch_position[corrected]] = old_ids[replaced[corrected]]
     return _Applied(
-        records=combined[order],
+        records=records,
         previous=previous,
-        changed=np.sort(position[len(kept) :]),
+        changed=batch_position,
         old_to_new=old_to_new,
         dropped_ids=old_ids[gone],
-        counts=(int((~corrected).sum()), int(corrected.sum()), int(gone.sum())),
+        counts=(int((~corrected).sum()), int(corrected.sum()), len(gone)),
     )
+
+
+def _find(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Each key's index in ``sorted_keys``, or -1 where it is not there.
+
+    >>> _find(np.array([b"a", b"c"], dtype="S1"), np.array([b"c", b"b"], dtype="S1")).tolist()
+    [1, -1]
+    """
+    where = np.searchsorted(sorted_keys, keys)
+    inside = where < len(sorted_keys)
+    found = np.zeros(len(keys), dtype=bool)
+    found[inside] = sorted_keys[where[inside]] == keys[inside]
+    return np.where(found, where, -1)
 
 
 def _hex(token: np.bytes_) -> str:
@@ -460,7 +483,8 @@ def _token_array(party: str, tokens: Sequence[str]) -> np.ndarray:
         if len(value) != 16:
             raise InputError(f"party {party!r}: {token[:40]!r} is not a record token (32 hex digits)")
         raw.append(value)
-    return np.array(raw, dtype="S16") if raw else np.zeros(0, dtype="S16")
+    # Sorted and each once (a token listed twice is withdrawn once).
+    return np.unique(np.array(raw, dtype="S16")) if raw else np.zeros(0, dtype="S16")
 
 
 def _check_unique_tokens(parties: Sequence[str], applied: Sequence[_Applied]) -> None:
@@ -540,6 +564,13 @@ def _compare_changed(
     combos = list(itertools.combinations(range(len(parties)), 2))
     keys = [np.asarray(item.records["block"]).reshape(len(item.records), -1) for item in applied]
     party_features: dict[int, PartyFeatures] = {}
+    built: dict[int, BlockIndex] = {}
+
+    def indexes(party: int) -> BlockIndex:
+        if party not in built:
+            built[party] = _sorted_index(keys[party])
+        return built[party]
+
     clks: dict[int, list[bitarray]] = {}
     parts: list[AcceptedPairs] = []
     compared = 0
@@ -548,7 +579,7 @@ def _compare_changed(
     for done, (a, b) in enumerate(combos, start=1):
         changed_a, changed_b = applied[a].changed, applied[b].changed
         if len(changed_a) or len(changed_b):
-            codes = _candidates(keys, (a, b), (changed_a, changed_b), oversized[(a, b)])
+            codes = _candidates(keys, indexes, (a, b), (changed_a, changed_b), oversized[(a, b)])
             if protocol.clk_prefilter is not None:
                 codes = sorted_unique(
                     np.concatenate([codes, _clk_candidates(applied, clks, (a, b), protocol.clk_prefilter)])
@@ -576,25 +607,41 @@ def _compare_changed(
     return (AcceptedPairs.concatenate(parts) if parts else AcceptedPairs.empty()), compared
 
 
+def _sorted_index(keys: np.ndarray) -> BlockIndex:
+    """A party's block keys sorted per rule, to look other records' keys up in (no block skipped yet)."""
+    sorted_keys, order = [], []
+    for rule in range(keys.shape[1]):
+        column = keys[:, rule]
+        present = np.flatnonzero(column)
+        rule_order = present[np.argsort(column[present], kind="stable")]
+        sorted_keys.append(column[rule_order])
+        order.append(rule_order.astype(np.int64))
+    none = tuple(np.zeros(0, dtype=np.uint64) for _ in range(keys.shape[1]))
+    return BlockIndex(tuple(sorted_keys), tuple(order), none, len(keys))
+
+
 def _candidates(
     keys: Sequence[np.ndarray],
+    indexes: Callable[[int], BlockIndex],
     parties: tuple[int, int],
     changed: tuple[np.ndarray, np.ndarray],
     oversized: tuple[np.ndarray, ...],
 ) -> np.ndarray:
-    """Pair codes ``a * len(b) + b`` of every candidate with a changed record on either side."""
+    """Pair codes ``a * len(b) + b`` of every candidate with a changed record on either side.
+
+    The changed records of each side are looked up in the other side's whole index (a
+    block is symmetric: skipping an oversized key on the side looked up skips the block).
+    """
     a, b = parties
-    keys_a, keys_b = keys[a], keys[b]
-    width = max(len(keys_b), 1)
-    limit = np.iinfo(np.int64).max
+    width = max(len(keys[b]), 1)
     codes = []
-    if len(changed[0]) and len(keys_b):
-        index = replace(BlockIndex.build(keys_a[changed[0]], keys_b, limit), oversized=oversized)
-        local_a, index_b = candidate_pairs(keys_a[changed[0]], 0, index)
+    if len(changed[0]) and len(keys[b]):
+        index = replace(indexes(b), oversized=oversized)
+        local_a, index_b = candidate_pairs(keys[a][changed[0]], 0, index)
         codes.append(changed[0][local_a] * width + index_b)
-    if len(changed[1]) and len(keys_a):
-        index = replace(BlockIndex.build(keys_a, keys_b[changed[1]], limit), oversized=oversized)
-        index_a, local_b = candidate_pairs(keys_a, 0, index)
+    if len(changed[1]) and len(keys[a]):
+        index = replace(indexes(a), oversized=oversized)
+        local_b, index_a = candidate_pairs(keys[b][changed[1]], 0, index)
         codes.append(index_a * width + changed[1][local_b])
     if not codes:
         return np.zeros(0, dtype=np.int64)
