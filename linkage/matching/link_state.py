@@ -27,7 +27,7 @@ import json
 import os
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ FORMAT = "pprl-link-state"
 VERSION = 1
 _HEADER_KEYS = frozenset(
     {"format", "version", "fingerprint", "secret_check", "parties", "layout", "model", "next_entity", "batches"}
-    | {"records", "sha256"}
+    | {"records", "sha256", "dedupe"}
 )
 _PAIR_FIELDS = (("party_a", np.int8), ("party_b", np.int8), ("record_a", np.int32), ("record_b", np.int32))
 
@@ -63,7 +63,10 @@ def token_keys(records: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class AcceptedPairs:
-    """Accepted pairs, by party index (``party_a < party_b``) and record index in the state.
+    """Accepted pairs, by party index and record index in the state.
+
+    ``party_a < party_b``, or equal for a pair within a party (with ``dedupe``,
+    ``record_a < record_b`` then).
 
     ``weight`` is each pair's match weight under the frozen model: linkage side only.
     """
@@ -118,6 +121,10 @@ class LinkState:
         pairs: the accepted pairs.
         next_entity: the entity id the next new entity gets (ids are never reused).
         batches: how many batches were added since the first link.
+        dedupe: pairs within a party are compared too, and an entity may hold a party's
+            duplicate records (link-and-dedupe, :mod:`linkage.matching.dedupe`).
+        within_oversized: with ``dedupe``, per party, per blocking rule, the block keys
+            skipped within that party (frozen when the party's first records came).
     """
 
     fingerprint: str
@@ -129,6 +136,8 @@ class LinkState:
     pairs: AcceptedPairs
     next_entity: int
     batches: int = 0
+    dedupe: bool = False
+    within_oversized: Mapping[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
 
     def tokens(self, party: int) -> np.ndarray:
         """The party's tokens as sortable 16-byte values, ascending."""
@@ -154,6 +163,9 @@ def _arrays(state: LinkState) -> dict[str, np.ndarray]:
     for name, kind in _PAIR_FIELDS:
         out[f"pair_{name}"] = np.ascontiguousarray(getattr(state.pairs, name), dtype=kind)
     out["pair_weight"] = np.ascontiguousarray(state.pairs.weight, dtype=np.float64)
+    for party, rules in state.within_oversized.items():
+        for rule, keys in enumerate(rules):
+            out[f"within_{state.parties.index(party)}_{rule}"] = np.ascontiguousarray(keys, dtype=np.uint64)
     return out
 
 
@@ -178,6 +190,7 @@ def write_state(state: LinkState, path: Path) -> None:
         "model": state.model.to_json(),
         "next_entity": state.next_entity,
         "batches": state.batches,
+        "dedupe": state.dedupe,
         "records": [len(records) for records in state.records],
         "sha256": _digest(arrays),
     }
@@ -261,6 +274,11 @@ def read_state(path: Path, protocol: Protocol) -> LinkState:
             party_a=party_a, party_b=party_b, record_a=record_a, record_b=record_b, weight=arrays["pair_weight"]
         )
         model = FrozenModel.from_json(header["model"], protocol, source=f"the model in {path}")
+        within = {
+            party: tuple(arrays[f"within_{index}_{rule}"] for rule in range(len(protocol.blocking)))
+            for index, party in enumerate(parties)
+            if f"within_{index}_0" in arrays
+        }
     except KeyError as exc:
         raise InputError(f"{path} lacks the array {exc}; {again}", path=str(path)) from exc
     return LinkState(
@@ -273,4 +291,6 @@ def read_state(path: Path, protocol: Protocol) -> LinkState:
         pairs=pairs,
         next_entity=int(header["next_entity"]),
         batches=int(header["batches"]),
+        dedupe=bool(header["dedupe"]),
+        within_oversized=within,
     )

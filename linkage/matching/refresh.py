@@ -42,6 +42,7 @@ from linkage.errors import InputError, MismatchError
 from linkage.matching.anonlink_bridge import clk_dataset, clk_dice_pairs
 from linkage.matching.block import BlockIndex, candidate_pairs, sorted_unique, split_codes
 from linkage.matching.compare import PartyFeatures, compare_pairs, comparisons_for, features_for
+from linkage.matching.dedupe import merge_duplicates, within_oversized, within_pairs
 from linkage.matching.engine import check_inputs, freeze_model, score_candidates
 from linkage.matching.frozen import FrozenModel
 from linkage.matching.link_state import AcceptedPairs, LinkState, token_keys
@@ -99,6 +100,7 @@ def start_state(
     workers: int = 1,
     dask: str | None = None,
     on_progress: ProgressCallback | None = None,
+    dedupe: bool = False,
 ) -> LinkState:
     """Link the parties' full lists with a frozen model and keep the state for later batches.
 
@@ -112,6 +114,8 @@ def start_state(
         workers: processes for blocking and comparing.
         dask: a Dask scheduler to compare on instead.
         on_progress: called with (tasks done, tasks).
+        dedupe: also compare each party's records with its own, so that a party's
+            duplicates of one person join one entity (:mod:`linkage.matching.dedupe`).
 
     Returns:
         The state: every record with an entity id (numbered from 1), the accepted pairs,
@@ -146,8 +150,14 @@ def start_state(
         record_a[on_a] = rank[scored.record_a[accepted][on_a]]
         record_b[on_b] = rank[scored.record_b[accepted][on_b]]
     pairs = AcceptedPairs.concatenate([AcceptedPairs(party_a, party_b, record_a, record_b, scored.weight[accepted])])
+    within: dict[str, tuple[np.ndarray, ...]] = {}
+    if dedupe:
+        within = {party: within_oversized(_keys(records[i]), protocol.max_block_pairs) for i, party in enumerate(order)}
+        every = [np.arange(len(item), dtype=np.int64) for item in records]
+        duplicates, _ = _within(protocol, frozen, order, records, every, within)
+        pairs = AcceptedPairs.concatenate([pairs, duplicates])
     empty = tuple(np.full(len(item), -1, dtype=np.int64) for item in records)
-    solved = _solve(pairs, [len(item) for item in records], None)
+    solved = _solve(pairs, [len(item) for item in records], None, dedupe=dedupe)
     entity, next_entity, _ = carry_ids(solved, empty, 1)
     return LinkState(
         fingerprint=protocol.fingerprint,
@@ -158,14 +168,52 @@ def start_state(
         entity=entity,
         pairs=pairs,
         next_entity=next_entity,
+        dedupe=dedupe,
+        within_oversized=within,
     )
 
 
-def _solve(pairs: AcceptedPairs, sizes: Sequence[int], touched: np.ndarray | None) -> list[list[tuple[int, int]]]:
+def _keys(records: np.ndarray) -> np.ndarray:
+    return np.asarray(records["block"]).reshape(len(records), -1)
+
+
+def _within(
+    protocol: Protocol,
+    model: FrozenModel,
+    parties: Sequence[str],
+    records: Sequence[np.ndarray],
+    changed: Sequence[np.ndarray],
+    oversized: Mapping[str, tuple[np.ndarray, ...]],
+) -> tuple[AcceptedPairs, int]:
+    """Accepted pairs within each party that hold a changed record, and how many pairs were compared."""
+    comparisons = comparisons_for(protocol)
+    features = features_for(comparisons, protocol.comparison_groups)
+    parts, compared = [], 0
+    for index, party in enumerate(parties):
+        if not len(changed[index]):
+            continue
+        keys = _keys(records[index])
+        scoring = (
+            PartyFeatures.from_records(records[index], comparisons),
+            comparisons,
+            features,
+            model,
+            model.prior_of(party, party),
+        )
+        pairs, count = within_pairs(index, keys, _sorted_index(keys), changed[index], oversized[party], scoring)
+        parts.append(pairs)
+        compared += count
+    return (AcceptedPairs.concatenate(parts) if parts else AcceptedPairs.empty()), compared
+
+
+def _solve(
+    pairs: AcceptedPairs, sizes: Sequence[int], touched: np.ndarray | None, *, dedupe: bool = False
+) -> list[list[tuple[int, int]]]:
     """The entities of the components holding a touched record (every record if ``touched`` is ``None``).
 
     Entities as lists of ``(party, record)``, sorted, singletons included. ``touched`` is a
-    boolean per record over all parties, in party order.
+    boolean per record over all parties, in party order. With ``dedupe``, each party's
+    duplicate group is solved as one record and its entity then holds all of the group.
     """
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     first = offsets[pairs.party_a.astype(np.int64)] + pairs.record_a
@@ -178,20 +226,31 @@ def _solve(pairs: AcceptedPairs, sizes: Sequence[int], touched: np.ndarray | Non
         hit = np.zeros(total, dtype=bool)
         hit[np.unique(labels[touched])] = True
         chosen_nodes = hit[labels]
-    keep = chosen_nodes[first] if len(first) else np.zeros(0, dtype=bool)
+    group = np.arange(total)
+    if dedupe:
+        pairs, group = merge_duplicates(pairs, offsets, _labels)
+    keep = chosen_nodes[offsets[pairs.party_a.astype(np.int64)] + pairs.record_a] if len(pairs) else np.zeros(0, bool)
     chosen = pairs.take(keep)
     stable = stable_entities(
         chosen.party_a, chosen.party_b, chosen.record_a, chosen.record_b, chosen.weight, list(sizes), audit=False
     )
-    groups = [list(entity.records) for entity in stable.entities]
-    grouped = np.zeros(total, dtype=bool)
-    for group in groups:
-        for party, record in group:
-            grouped[offsets[party] + record] = True
     party_of = np.searchsorted(offsets, np.arange(total), side="right") - 1
+    members: dict[int, list[int]] = {}
+    if dedupe:
+        for node in np.flatnonzero(chosen_nodes & (group != np.arange(total))).tolist():
+            members.setdefault(int(group[node]), []).append(node)
+    groups: list[list[tuple[int, int]]] = []
+    grouped = np.zeros(total, dtype=bool)
+    for entity in stable.entities:
+        nodes = [int(offsets[p]) + r for p, r in entity.records]
+        nodes += [node for head in nodes for node in members.get(head, [])]
+        grouped[nodes] = True
+        groups.append(sorted((int(party_of[node]), node - int(offsets[party_of[node]])) for node in nodes))
+    alone: dict[int, list[int]] = {}
     for node in np.flatnonzero(chosen_nodes & ~grouped).tolist():
-        party = int(party_of[node])
-        groups.append([(party, node - int(offsets[party]))])
+        alone.setdefault(int(group[node]), []).append(node)
+    for nodes in alone.values():
+        groups.append(sorted((int(party_of[node]), node - int(offsets[party_of[node]])) for node in nodes))
     return groups
 
 
@@ -433,13 +492,22 @@ def refresh_state(
     kept = _kept_pairs(state, parties, applied)
     new_pairs, compared = _compare_changed(protocol, state.model, parties, applied, on_progress)
     pairs = AcceptedPairs.concatenate([kept, new_pairs])
+    within = dict(state.within_oversized)
+    if state.dedupe:
+        for index, party in enumerate(parties):
+            if party not in within:
+                within[party] = within_oversized(_keys(applied[index].records), protocol.max_block_pairs)
+        records = [item.records for item in applied]
+        duplicates, count = _within(protocol, state.model, parties, records, [a.changed for a in applied], within)
+        pairs = AcceptedPairs.concatenate([pairs, duplicates])
+        compared += count
     sizes = [len(item.records) for item in applied]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     touched = np.zeros(int(offsets[-1]), dtype=bool)
     for index, item in enumerate(applied):
         touched[offsets[index] + item.changed] = True
     touched |= _lost_neighbours(state, parties, applied, offsets)
-    groups = _solve(pairs, sizes, touched)
+    groups = _solve(pairs, sizes, touched, dedupe=state.dedupe)
     previous = [item.previous for item in applied]
     entity, next_entity, retired = carry_ids(groups, previous, state.next_entity)
     alive = set(np.unique(np.concatenate(entity)).tolist()) if entity else set()
@@ -458,6 +526,8 @@ def refresh_state(
         pairs=pairs,
         next_entity=next_entity,
         batches=state.batches + 1,
+        dedupe=state.dedupe,
+        within_oversized=within,
     )
     summary = BatchSummary(
         added={party: item.counts[0] for party, item in zip(parties, applied, strict=True)},

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from linkage.encodings import read_encodings
 from linkage.errors import InputError, MismatchError
+from linkage.matching.dedupe import duplicate_groups
 from linkage.matching.link_state import LinkState, read_state, write_state
 from linkage.matching.refresh import carry_ids, refresh_state, start_state
 from linkage.protocol import Protocol
@@ -48,7 +49,7 @@ def _write_all(protocol: Protocol, lists: dict[str, np.ndarray], check: str, fol
     ]
 
 
-def _start(protocol: Protocol, agencies: dict[str, Path], root: Path, share: float, seed: int):
+def _start(protocol: Protocol, agencies: dict[str, Path], root: Path, share: float, seed: int, dedupe: bool = False):
     """A state of a random ``share`` of every agency's records; the rest are the pool later batches add from."""
     rng = np.random.default_rng(seed)
     full = {party: np.asarray(read_encodings(agencies[party]).records) for party in PARTIES}
@@ -56,7 +57,8 @@ def _start(protocol: Protocol, agencies: dict[str, Path], root: Path, share: flo
     taken = {party: rng.random(len(records)) < share for party, records in full.items()}
     first = {party: full[party][taken[party]] for party in PARTIES}
     pool = {party: full[party][~taken[party]] for party in PARTIES}
-    state = start_state(protocol, [read_encodings(p) for p in _write_all(protocol, first, check, root / "first")])
+    files = _write_all(protocol, first, check, root / "first")
+    state = start_state(protocol, [read_encodings(p) for p in files], dedupe=dedupe)
     return state, pool, check, rng
 
 
@@ -106,12 +108,16 @@ def _check_ids(before: LinkState, after: LinkState, retired: dict[int, int | Non
 
 
 @pytest.mark.slow
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), sizes=st.tuples(st.integers(0, 30), st.integers(0, 12), st.integers(0, 12)))
-def test_batches_link_as_a_link_from_scratch(protocol, agencies, seed, sizes):
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    sizes=st.tuples(st.integers(0, 30), st.integers(0, 12), st.integers(0, 12)),
+    dedupe=st.booleans(),
+)
+def test_batches_link_as_a_link_from_scratch(protocol, agencies, seed, sizes, dedupe):
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        state, pool, check, rng = _start(protocol, agencies, root, 0.8, seed)
+        state, pool, check, rng = _start(protocol, agencies, root, 0.8, seed, dedupe)
         for number in range(2):
             batch, withdrawn = _random_batch(state, pool, rng, sizes)
             files = _write_all(protocol, batch, check, root / f"batch{number}")
@@ -121,9 +127,8 @@ def test_batches_link_as_a_link_from_scratch(protocol, agencies, seed, sizes):
             assert summary.withdrawn == {party: len(tokens) for party, tokens in withdrawn.items()}
             state = new
         lists = _final_lists(state)
-        again = start_state(
-            protocol, [read_encodings(p) for p in _write_all(protocol, lists, check, root / "final")], model=state.model
-        )
+        files = _write_all(protocol, lists, check, root / "final")
+        again = start_state(protocol, [read_encodings(p) for p in files], model=state.model, dedupe=dedupe)
         assert _pairs(state) == _pairs(again)
         assert set(_entities(state).values()) == set(_entities(again).values())
 
@@ -219,3 +224,29 @@ def test_bad_state_files_name_the_fix(protocol, plain_protocol, agencies, tmp_pa
     (tmp_path / "damaged").write_bytes(bytes(damaged))
     with pytest.raises(InputError, match="damaged|truncated|checksum"):
         read_state(tmp_path / "damaged", protocol)
+
+
+def test_dedupe_puts_a_partys_duplicates_in_one_entity_and_reports_them(protocol, agencies, tmp_path):
+    state, _, check, rng = _start(protocol, agencies, tmp_path, 1.0, 9, dedupe=True)
+    number, records = next((n, r) for n, r in state.entities().items() if len(r) == 3)
+    party, record = records[0]
+    twin = state.records[party][record : record + 1].copy()
+    twin["token"] = np.frombuffer(rng.bytes(16), dtype=np.uint8)  # the same client again, under a new client id
+    files = _write_all(protocol, {state.parties[party]: twin}, check, tmp_path / "twin")
+    new, summary = refresh_state(protocol, state, [read_encodings(p) for p in files])
+    assert summary.added[state.parties[party]] == 1
+    members = _entities(new)[number]
+    assert len(members) == 4 and twin["token"][0].tobytes() in members
+    report = duplicate_groups(new)
+    assert (
+        state.parties[party],
+        sorted([state.records[party]["token"][record].tobytes(), twin["token"][0].tobytes()]),
+    ) in [(p, sorted(tokens)) for p, tokens in report]
+    written = tmp_path / "state"
+    write_state(new, written)
+    again = read_state(written, protocol)
+    assert again.dedupe and _entities(again) == _entities(new) and duplicate_groups(again) == report
+    # Without dedupe, the twin is an entity of its own.
+    plain, _, _, _ = _start(protocol, agencies, tmp_path / "plain", 1.0, 9)
+    plain_new, _ = refresh_state(protocol, plain, [read_encodings(p) for p in files])
+    assert twin["token"][0].tobytes() not in _entities(plain_new)[number] and duplicate_groups(plain_new) == []
