@@ -21,6 +21,7 @@ from linkage.evaluation.scores import (
     threshold_curve,
     true_pairs,
 )
+from linkage.matching.dedupe import duplicate_groups
 from linkage.matching.engine import link as link_encodings
 from linkage.matching.engine import load_inputs, score_candidates
 from linkage.matching.frozen import FrozenModel, read_model, write_model
@@ -31,6 +32,7 @@ from linkage.token_files import (
     read_entities,
     read_keymap,
     read_tokens,
+    write_duplicates,
     write_entities,
     write_retired,
     write_state_entities,
@@ -94,6 +96,17 @@ def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) 
     help="With --previous: remove these tokens of PARTY (one per line, or key map rows); repeat per party.",
 )
 @click.option(
+    "--dedupe",
+    is_flag=True,
+    help="With --state-out: also match each party's records with its own, so that one client under two ids "
+    "joins one entity (kept in the state for later batches).",
+)
+@click.option(
+    "--dedupe-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With a --dedupe state: write duplicate_group,party,token, each party's records likely to be one client.",
+)
+@click.option(
     "--retired-out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="With --previous: where to write retired_entity_id,entity_id (default: OUT's name + .retired.csv).",
@@ -117,6 +130,8 @@ def link(
     state_out: Path | None,
     previous: Path | None,
     withdrawals: tuple[str, ...],
+    dedupe: bool,
+    dedupe_out: Path | None,
     retired_out: Path | None,
     workers: int | None,
     dask: str | None,
@@ -150,6 +165,8 @@ def link(
                 "--previous links with the state's own frozen model: drop --model, --save-model, --threshold"
             )
         state = read_state(previous, protocol)
+        if dedupe_out and not state.dedupe:
+            raise InputError(f"--dedupe-out needs a state linked with --dedupe, and {previous} was not")
         batch = [read_encodings(path) for path in inputs]
         withdrawn = _withdrawals(withdrawals)
         with progress("comparing the batch", quiet=quiet) as on_progress:
@@ -158,12 +175,16 @@ def link(
         retired_path = retired_out or out.with_name(f"{out.stem}.retired.csv")
         write_retired(dict(summary.retired), retired_path)
         _render_batch(summary)
-        _write_state_outputs(new_state, out, include_singletons, statistics_out)
+        _write_state_outputs(new_state, out, include_singletons, statistics_out, dedupe_out)
         click.echo(f"wrote {len(summary.retired):,} retired entity ids to {retired_path}")
         click.echo(f"kept the linkage state (batch {new_state.batches}) in {state_out}")
         return
     if withdrawals or retired_out:
         raise InputError("--withdraw and --retired-out add to a linkage state: pass --previous STATE")
+    if (dedupe or dedupe_out) and state_out is None:
+        raise InputError("--dedupe and --dedupe-out keep their pairs in a linkage state: pass --state-out STATE")
+    if dedupe_out and not dedupe:
+        raise InputError("--dedupe-out reports what --dedupe finds: pass --dedupe too")
     if len(inputs) < 2:
         raise InputError("linkage needs the encodings of at least two parties; pass two or more ENC")
     if state_out is not None:
@@ -178,9 +199,10 @@ def link(
                 workers=workers or os.cpu_count() or 1,
                 dask=dask,
                 on_progress=on_progress,
+                dedupe=dedupe,
             )
         write_state(state, state_out)
-        _write_state_outputs(state, out, include_singletons, statistics_out)
+        _write_state_outputs(state, out, include_singletons, statistics_out, dedupe_out)
         _save_model(state.model, save_model)
         click.echo(f"kept the linkage state ({len(state.pairs):,} accepted pairs) in {state_out}")
         return
@@ -253,12 +275,18 @@ def _render_batch(summary: BatchSummary) -> None:
     )
 
 
-def _write_state_outputs(state: LinkState, out: Path, include_singletons: bool, statistics_out: Path | None) -> None:
+def _write_state_outputs(
+    state: LinkState, out: Path, include_singletons: bool, statistics_out: Path | None, dedupe_out: Path | None
+) -> None:
     written = write_state_entities(state, out, include_singletons=include_singletons)
     click.echo(f"wrote {written:,} entities to {out} (threshold {state.model.threshold:.3f})")
     if statistics_out is not None:
         stable = write_state_entities(state, statistics_out, stable=True)
         click.echo(f"wrote the stable mapping ({stable:,} entities, the same ids) to {statistics_out}")
+    if dedupe_out is not None:
+        groups = duplicate_groups(state)
+        write_duplicates(groups, dedupe_out)
+        click.echo(f"wrote {len(groups):,} groups of likely duplicates within a party to {dedupe_out}")
 
 
 def _save_model(model: FrozenModel, path: Path | None) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "read_rows",
     "read_tokens",
     "token_set_sha256",
+    "write_duplicates",
     "write_entities",
     "write_retired",
     "write_state_entities",
@@ -220,6 +221,19 @@ def write_retired(retired: dict[int, int | None], path: Path) -> None:
     """Write ``retired_entity_id,entity_id``: each id that went and the id its records went to (empty: withdrawn)."""
     rows = [(_entity_name(old), "" if new is None else _entity_name(new)) for old, new in sorted(retired.items())]
     _write_csv(path, ("retired_entity_id", "entity_id"), rows)
+
+
+def write_duplicates(groups: Sequence[tuple[str, Sequence[bytes]]], path: Path) -> None:
+    """Write the deduplication report: ``duplicate_group,party,token``, one row per token of each group.
+
+    An agency reads its own rows (its tokens map to client ids through its key map).
+    """
+    rows = [
+        (f"d{number:07d}", party, token.hex())
+        for number, (party, tokens) in enumerate(groups, start=1)
+        for token in tokens
+    ]
+    _write_csv(path, ("duplicate_group", "party", "token"), rows)
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:

@@ -2,6 +2,7 @@
 
 import csv
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -248,3 +249,28 @@ def test_link_refuses_a_bad_state_with_the_fix(encoded, tmp_path):
     assert result.exit_code == 1 and "--previous needs --state-out" in result.output
     result = runner.invoke(main, [*args, str(encoded / "police"), "--withdraw", "msd=x.txt"])
     assert result.exit_code == 1 and "pass --previous STATE" in result.output
+    result = runner.invoke(main, [*args, str(encoded / "police"), "--dedupe"])
+    assert result.exit_code == 1 and "pass --state-out STATE" in result.output
+
+
+def test_link_dedupes_and_reports_duplicates(encoded, tmp_path):
+    runner = CliRunner()
+    msd = read_encodings(encoded / "msd")
+    twin = msd.records[:2].copy()
+    twin["token"] = np.arange(32, dtype=np.uint8).reshape(2, 16)  # the same two clients under new ids
+    both = np.concatenate([np.asarray(msd.records), twin])
+    folder = write_encodings(load_protocol(EXAMPLE_PROTOCOL), "msd", msd.header.secret_check, both, tmp_path / "msd")
+    result = runner.invoke(
+        main,
+        ["link", "--protocol", str(EXAMPLE_PROTOCOL), str(folder), str(encoded / "police"), str(encoded / "haven")]
+        + ["--out", str(tmp_path / "e.csv"), "--state-out", str(tmp_path / "s"), "--dedupe"]
+        + ["--dedupe-out", str(tmp_path / "dup.csv"), "--workers", "1", "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    groups = {}
+    for row in _rows(tmp_path / "dup.csv"):
+        groups.setdefault(row["duplicate_group"], set()).add(row["token"])
+    for original, copy in zip(msd.records[:2]["token"], twin["token"], strict=True):
+        assert {original.tobytes().hex(), copy.tobytes().hex()} in [
+            g & {original.tobytes().hex(), copy.tobytes().hex()} for g in groups.values()
+        ]
