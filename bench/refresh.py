@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import csv
+import itertools
 import math
 import pstats
 import shutil
@@ -97,6 +98,62 @@ def f1_of(
     return scores.precision, scores.recall, scores.f1
 
 
+def altered_row(
+    protocol: Protocol,
+    headers: dict[str, list[str]],
+    rows: dict[str, dict[str, list[str]]],
+    person: list[Record],
+    party: str,
+    client: str,
+) -> list[str]:
+    """The client's row with its identifiers from another agency's copy of the person (else a surname typo)."""
+    row = list(rows[party][client])
+    others = [r for r in person if r[0] != party]
+    names = {f.name for f in protocol.fields}
+    for column, name in enumerate(headers[party]):
+        if name not in names:
+            continue
+        if others:
+            row[column] = rows[others[0][0]][others[0][1]][headers[others[0][0]].index(name)]
+        elif name == "surname":
+            row[column] = typo(row[column])
+    return row
+
+
+def encode_rows(
+    protocol: Protocol, party: str, header: list[str], rows: dict[str, list[str]], folder: Path
+) -> dict[str, np.ndarray]:
+    """Encode rows (keyed by client id) as the agency would: each client's record, under a new token."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    source = folder.parent / f"{party}.csv"
+    with source.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        for client, row in rows.items():
+            writer.writerow([client, *row[1:]])
+    encode_csv(protocol, party, SECRET, source, folder, workers=1)
+    keymap = read_keymap(folder / "keymap.csv")
+    return {keymap[r["token"].tobytes().hex()]: r.copy() for r in np.asarray(read_encodings(folder).records)}
+
+
+def f1_all(
+    state: LinkState, clients: dict[str, dict[bytes, str]], truth: dict[Record, str]
+) -> tuple[float, float, float]:
+    """Pairwise scores over every pair of records, within and across parties."""
+    predicted, people = set(), defaultdict(list)
+    for records in state.entities().values():
+        group = sorted(
+            (state.parties[p], clients[state.parties[p]][state.records[p]["token"][r].tobytes()]) for p, r in records
+        )
+        predicted |= set(itertools.combinations(group, 2))
+        for record in group:
+            people[truth[record]].append(record)
+    actual = {pair for group in people.values() for pair in itertools.combinations(sorted(group), 2)}
+    found = len(predicted & actual)
+    precision, recall = found / max(len(predicted), 1), found / max(len(actual), 1)
+    return precision, recall, 2 * precision * recall / max(precision + recall, 1e-12)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--people", type=int, default=20_000)
@@ -106,6 +163,8 @@ def main() -> None:
     parser.add_argument("--withdrawn", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument("--duplicates", type=float, default=0.0, help="share of each agency's clients held twice")
+    parser.add_argument("--dedupe", action="store_true", help="link and dedupe (pprl link --dedupe)")
     parser.add_argument("--profile", action="store_true", help="print where the first batch's time goes")
     args = parser.parse_args()
     protocol = load_protocol(EXAMPLE)
@@ -146,6 +205,25 @@ def run(args: argparse.Namespace, protocol: Protocol, parties: list[str], work: 
     person_records: dict[str, list[Record]] = defaultdict(list)
     for record, person in truth.items():
         person_records[person].append(record)
+    for party in parties if args.duplicates else []:
+        held = sorted(records[party])
+        twins = [held[i] for i in rng.choice(len(held), round(args.duplicates * len(held)), replace=False)]
+        new_rows = {
+            f"DUP-{party}-{number:07d}": altered_row(
+                protocol, headers, rows, person_records[truth[(party, c)]], party, c
+            )
+            for number, c in enumerate(twins)
+        }
+        for (client, row), twin in zip(new_rows.items(), twins, strict=True):
+            rows[party][client] = [client, *row[1:]]
+            truth[(party, client)] = truth[(party, twin)]
+            person_records[truth[(party, twin)]].append((party, client))
+        for client, record in encode_rows(
+            protocol, party, headers[party], new_rows, work / "duplicates" / party
+        ).items():
+            records[party][client] = record
+            tokens_of[party][client] = record["token"].tobytes()
+            clients[party][record["token"].tobytes()] = client
     current = {party: {c for c in records[party] if arrival[truth[(party, c)]] == 0} for party in parties}
     print(
         f"{args.people:,} people in the first link, {per_batch:,} new people per batch; "
@@ -167,7 +245,7 @@ def run(args: argparse.Namespace, protocol: Protocol, parties: list[str], work: 
 
     first = lists_folder("first")
     started = time.perf_counter()
-    state = start_state(protocol, [read_encodings(f) for f in first])
+    state = start_state(protocol, [read_encodings(f) for f in first], dedupe=args.dedupe)
     print(
         f"first link (fit and freeze a model): {time.perf_counter() - started:.1f} s, "
         f"{len(state.pairs):,} accepted pairs, threshold {state.model.threshold:.3f}"
@@ -191,31 +269,15 @@ def run(args: argparse.Namespace, protocol: Protocol, parties: list[str], work: 
             corrected = [held[i] for i in chosen[: round(args.corrected * len(held))]]
             gone = [held[i] for i in chosen[len(corrected) : len(corrected) + round(args.withdrawn * len(held))]]
             if corrected:
-                fixed = work / f"corrections{batch}" / party
-                fixed.parent.mkdir(parents=True, exist_ok=True)
-                with (fixed.parent / f"{party}.csv").open("w", newline="", encoding="utf-8") as handle:
-                    writer = csv.writer(handle, lineterminator="\n")
-                    writer.writerow(headers[party])
-                    for client in corrected:
-                        row = list(rows[party][client])
-                        person = truth[(party, client)]
-                        others = [r for r in person_records[person] if r[0] != party and r[0] in rows]
-                        for column, name in enumerate(headers[party]):
-                            if name not in {f.name for f in protocol.fields}:
-                                continue
-                            if others:
-                                other_header = headers[others[0][0]]
-                                row[column] = rows[others[0][0]][others[0][1]][other_header.index(name)]
-                            elif name == "surname":
-                                row[column] = typo(row[column])
-                        rows[party][client] = row
-                        writer.writerow(row)
-                encode_csv(protocol, party, SECRET, fixed.parent / f"{party}.csv", fixed, workers=1)
-                keymap = read_keymap(fixed / "keymap.csv")
-                for record in np.asarray(read_encodings(fixed).records):
-                    client = keymap[record["token"].tobytes().hex()]
-                    record = record.copy()
+                new_rows = {
+                    c: altered_row(protocol, headers, rows, person_records[truth[(party, c)]], party, c)
+                    for c in corrected
+                }
+                for client, record in encode_rows(
+                    protocol, party, headers[party], new_rows, work / f"corrections{batch}" / party
+                ).items():
                     record["token"] = np.frombuffer(tokens_of[party][client], dtype=np.uint8)
+                    rows[party][client] = new_rows[client]
                     records[party][client] = record
                     batch_records[party].append(record)
             withdrawn[party] = [tokens_of[party][c].hex() for c in gone]
@@ -241,7 +303,7 @@ def run(args: argparse.Namespace, protocol: Protocol, parties: list[str], work: 
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
         final = lists_folder(f"final{batch}")
         started = time.perf_counter()
-        again = start_state(protocol, [read_encodings(f) for f in final], model=state.model)
+        again = start_state(protocol, [read_encodings(f) for f in final], model=state.model, dedupe=args.dedupe)
         full = time.perf_counter() - started
         after = entity_ids(state, clients)
         unchanged = [p for p, value in arrival.items() if value < batch and p not in touched]
@@ -267,13 +329,20 @@ def run(args: argparse.Namespace, protocol: Protocol, parties: list[str], work: 
     p_same, r_same, f1_same = f1_of(again, clients, truth)
     print(f"full re-link, same frozen model: precision {p_same:.4f} recall {r_same:.4f} F1 {f1_same:.4f}")
     started = time.perf_counter()
-    refit = start_state(protocol, [read_encodings(f) for f in final])
+    refit = start_state(protocol, [read_encodings(f) for f in final], dedupe=args.dedupe)
     refit_seconds = time.perf_counter() - started
     p_refit, r_refit, f1_refit = f1_of(refit, clients, truth)
     print(
         f"full re-link, model fitted again on the final lists ({refit_seconds:.1f} s): precision {p_refit:.4f} "
         f"recall {r_refit:.4f} F1 {f1_refit:.4f}; F1 difference (batches - refit) {f1 - f1_refit:+.4f}"
     )
+    if args.duplicates or args.dedupe:
+        for name, linked in (("after the batches", state), ("full re-link, model fitted again", refit)):
+            p_all, r_all, f1_all_pairs = f1_all(linked, clients, truth)
+            print(
+                f"{name}, every pair within and across parties: precision {p_all:.4f} recall {r_all:.4f} "
+                f"F1 {f1_all_pairs:.4f}"
+            )
     print(f"time ratio per batch: {', '.join(f'{r:.3f}' for r in ratios)} (max {max(ratios):.3f})")
 
 
