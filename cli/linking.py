@@ -26,7 +26,7 @@ from linkage.matching.engine import link as link_encodings
 from linkage.matching.engine import load_inputs, score_candidates
 from linkage.matching.frozen import FrozenModel, read_model, write_model
 from linkage.matching.link_state import LinkState, read_state, write_state
-from linkage.matching.refresh import BatchSummary, refresh_state, start_state
+from linkage.matching.refresh import BatchSummary, refit_state, refresh_state, start_state
 from linkage.protocol import Protocol
 from linkage.token_files import (
     read_entities,
@@ -96,6 +96,11 @@ def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) 
     help="With --previous: remove these tokens of PARTY (one per line, or key map rows); repeat per party.",
 )
 @click.option(
+    "--refit",
+    is_flag=True,
+    help="With --previous: fit the model again on the final lists and link them from scratch (ids carry over).",
+)
+@click.option(
     "--dedupe",
     is_flag=True,
     help="With --state-out: also match each party's records with its own, so that one client under two ids "
@@ -130,6 +135,7 @@ def link(
     state_out: Path | None,
     previous: Path | None,
     withdrawals: tuple[str, ...],
+    refit: bool,
     dedupe: bool,
     dedupe_out: Path | None,
     retired_out: Path | None,
@@ -170,7 +176,19 @@ def link(
         batch = [read_encodings(path) for path in inputs]
         withdrawn = _withdrawals(withdrawals)
         with progress("comparing the batch", quiet=quiet) as on_progress:
-            new_state, summary = refresh_state(protocol, state, batch, withdrawn, on_progress=on_progress)
+            if refit:
+                new_state, summary = refit_state(
+                    protocol,
+                    state,
+                    batch,
+                    withdrawn,
+                    work_dir=state_out.resolve().parent,
+                    workers=workers or os.cpu_count() or 1,
+                    dask=dask,
+                    on_progress=on_progress,
+                )
+            else:
+                new_state, summary = refresh_state(protocol, state, batch, withdrawn, on_progress=on_progress)
         write_state(new_state, state_out)
         retired_path = retired_out or out.with_name(f"{out.stem}.retired.csv")
         write_retired(dict(summary.retired), retired_path)
@@ -179,8 +197,8 @@ def link(
         click.echo(f"wrote {len(summary.retired):,} retired entity ids to {retired_path}")
         click.echo(f"kept the linkage state (batch {new_state.batches}) in {state_out}")
         return
-    if withdrawals or retired_out:
-        raise InputError("--withdraw and --retired-out add to a linkage state: pass --previous STATE")
+    if withdrawals or retired_out or refit:
+        raise InputError("--withdraw, --refit and --retired-out add to a linkage state: pass --previous STATE")
     if (dedupe or dedupe_out) and state_out is None:
         raise InputError("--dedupe and --dedupe-out keep their pairs in a linkage state: pass --state-out STATE")
     if dedupe_out and not dedupe:
@@ -269,7 +287,7 @@ def _render_batch(summary: BatchSummary) -> None:
             f"{summary.withdrawn[party]:,} withdrawn"
         )
     click.echo(
-        f"compared {summary.pairs_compared:,} candidate pairs of new or corrected records; "
+        f"compared {summary.pairs_compared:,} candidate pairs of new or corrected records (0: --refit compared all); "
         f"{summary.pairs_accepted:,} accepted pairs in all; solved {summary.components_solved:,} clusters again "
         f"({summary.records_solved:,} records) in {summary.seconds:.1f} s"
     )

@@ -14,11 +14,12 @@ decompose over the connected components of the accepted pairs, so a batch
 3. solve again only the components that hold a changed record or lost one, as the stable
    mapping does (:mod:`linkage.matching.stable`: a component with at most one record per
    party is one entity, an ambiguous one is solved by the greedy solver within it);
-4. carry the entity ids over (:func:`carry_ids`).
+4. carry the entity ids over (:func:`linkage.matching.entity_ids.carry_ids`).
 
 The accepted pairs are then exactly those a link from scratch of the same final lists with
 the same model would accept, and so are the entities (tests check both). The model is not
-re-fitted: fit a new one only by linking from scratch.
+re-fitted unless asked (:func:`refit_state`: a link from scratch of the final lists under a
+newly fitted model, with the entity ids carried over all the same).
 
 Entity ids: an entity keeps its id while it keeps its records; when entities merge, the
 merged entity keeps the oldest (smallest) id among them; when one splits, the part holding
@@ -30,20 +31,25 @@ they were all withdrawn). Ids are never reused.
 from __future__ import annotations
 
 import itertools
+import secrets
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from linkage.encodings import Encodings, check_compatible
+from linkage.encodings import Encodings, EncodingsWriter, check_compatible, read_encodings
 from linkage.errors import InputError, MismatchError
+from linkage.file_modes import private_dir
 from linkage.matching.anonlink_bridge import clk_dataset, clk_dice_pairs
 from linkage.matching.block import BlockIndex, candidate_pairs, sorted_unique, split_codes
 from linkage.matching.compare import PartyFeatures, compare_pairs, comparisons_for, features_for
 from linkage.matching.dedupe import merge_duplicates, within_oversized, within_pairs
 from linkage.matching.engine import check_inputs, freeze_model, score_candidates
+from linkage.matching.entity_ids import carry_ids
 from linkage.matching.frozen import FrozenModel
 from linkage.matching.link_state import AcceptedPairs, LinkState, token_keys
 from linkage.matching.model import choose_threshold
@@ -54,7 +60,7 @@ from linkage.protocol import Protocol
 if TYPE_CHECKING:
     from bitarray import bitarray
 
-__all__ = ["BatchSummary", "carry_ids", "refresh_state", "start_state"]
+__all__ = ["BatchSummary", "carry_ids", "refit_state", "refresh_state", "start_state"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -274,77 +280,6 @@ def _labels(first: np.ndarray, second: np.ndarray, count: int) -> np.ndarray:
         labels = moved
 
 
-def carry_ids(
-    groups: Sequence[Sequence[tuple[int, int]]], previous: Sequence[np.ndarray], next_entity: int
-) -> tuple[tuple[np.ndarray, ...], int, dict[int, int | None]]:
-    """Give each new entity an id, carried over from the entities its records were in.
-
-    Args:
-        groups: the new entities, as ``(party, record)`` lists.
-        previous: per party, each record's entity id before (``-1``: a new record, or one
-            whose entity is decided elsewhere); the ids of records not in ``groups`` are kept.
-        next_entity: the first id never given out.
-
-    Returns:
-        Per party the entity id of each record, the next id never given out, and the ids
-        that went, each with the id that most of its records now have.
-
-    An old id goes to the new entity holding most of its records (ties: the entity with
-    the first record); an entity heir to several keeps the oldest (smallest) and retires
-    the rest into it; an entity heir to none gets a new id.
-
-    Entities 5 and 6 merge (5 stays, 6 retires into it); a new record stays alone (new id 9):
-
-    >>> ids, following, retired = carry_ids([[(0, 0), (1, 0)], [(1, 1)]], [np.array([5]), np.array([6, -1])], 9)
-    >>> [i.tolist() for i in ids], following, retired
-    ([[5], [5, 9]], 10, {6: 5})
-    """
-    ids = tuple(np.array(column, dtype=np.int64, copy=True) for column in previous)
-    heirs: dict[int, tuple[int, tuple[int, int], int]] = {}
-    for number, group in enumerate(groups):
-        counts: dict[int, int] = {}
-        for party, record in group:
-            old = int(previous[party][record])
-            if old >= 0:
-                counts[old] = counts.get(old, 0) + 1
-        first = min(group)
-        for old, count in counts.items():
-            best = heirs.get(old)
-            # Most records first; then the group holding the first record.
-            if best is None or (count, _negated(first)) > (best[0], _negated(best[1])):
-                heirs[old] = (count, first, number)
-    inherited: dict[int, list[int]] = {}
-    for old, (_, _, number) in heirs.items():
-        inherited.setdefault(number, []).append(old)
-    chosen: dict[int, int] = {}
-    order = sorted(range(len(groups)), key=lambda number: min(groups[number]))
-    for number in order:
-        if number in inherited:
-            chosen[number] = min(inherited[number])
-        else:
-            chosen[number] = next_entity
-            next_entity += 1
-    for number, group in enumerate(groups):
-        for party, record in group:
-            ids[party][record] = chosen[number]
-    gone: set[int] = set()
-    for group in groups:
-        for party, record in group:
-            old = int(previous[party][record])
-            if old >= 0:
-                gone.add(old)
-    retired: dict[int, int | None] = {}
-    for old in sorted(gone):
-        heir = chosen[heirs[old][2]]
-        if heir != old:
-            retired[old] = heir
-    return ids, next_entity, retired
-
-
-def _negated(record: tuple[int, int]) -> tuple[int, int]:
-    return (-record[0], -record[1])
-
-
 @dataclass(frozen=True)
 class _Applied:
     """A batch applied to one party's records."""
@@ -425,6 +360,107 @@ def _find(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return np.where(found, where, -1)
 
 
+def refit_state(
+    protocol: Protocol,
+    state: LinkState,
+    batch: Sequence[Encodings],
+    withdrawn: Mapping[str, Sequence[str]] | None = None,
+    *,
+    work_dir: Path,
+    workers: int = 1,
+    dask: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> tuple[LinkState, BatchSummary]:
+    """Add a batch and fit the model again: a link from scratch of the final lists, entity ids carried over.
+
+    For when the protocol asks for a new model (the population drifted): every pair is
+    compared and decided again under a model fitted on the final lists, and frozen into
+    the new state. Entity ids carry over as in :func:`refresh_state`, over every entity.
+
+    Args:
+        protocol: the protocol the state was made under.
+        state: the state after the previous batch.
+        batch: as in :func:`refresh_state`.
+        withdrawn: as in :func:`refresh_state`.
+        work_dir: a private folder for the final lists' encodings files while they are
+            linked (a temporary folder inside it is removed afterwards).
+        workers: processes for blocking and comparing.
+        dask: a Dask scheduler to compare on instead.
+        on_progress: called with (tasks done, tasks).
+    """
+    started = time.perf_counter()
+    parties, applied = _apply_batch(protocol, state, batch, withdrawn or {})
+    folder = private_dir(work_dir / f".pprl-refit-{secrets.token_hex(4)}")
+    try:
+        files = []
+        for party, item in zip(parties, applied, strict=True):
+            if len(item.records):
+                path = folder / f"{party}.pprl"
+                with EncodingsWriter(path, protocol=protocol, party=party, secret_check=state.secret_check) as writer:
+                    writer.write(np.ascontiguousarray(item.records))
+                files.append(read_encodings(path))
+        fresh = start_state(protocol, files, workers=workers, dask=dask, on_progress=on_progress, dedupe=state.dedupe)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    previous = [applied[parties.index(party)].previous for party in fresh.parties]
+    groups = list(fresh.entities().values())
+    entity, next_entity, retired = carry_ids(groups, previous, state.next_entity)
+    retired = _retired(retired, entity, applied)
+    new_state = replace(fresh, entity=entity, next_entity=next_entity, batches=state.batches + 1)
+    summary = BatchSummary(
+        added={party: item.counts[0] for party, item in zip(parties, applied, strict=True)},
+        corrected={party: item.counts[1] for party, item in zip(parties, applied, strict=True)},
+        withdrawn={party: item.counts[2] for party, item in zip(parties, applied, strict=True)},
+        pairs_compared=0,
+        pairs_accepted=len(fresh.pairs),
+        components_solved=sum(1 for group in groups if len(group) > 1),
+        records_solved=sum(len(group) for group in groups),
+        retired=retired,
+        seconds=time.perf_counter() - started,
+    )
+    return new_state, summary
+
+
+def _retired(
+    retired: dict[int, int | None], entity: Sequence[np.ndarray], applied: Sequence[_Applied]
+) -> dict[int, int | None]:
+    """The ids that went: those :func:`carry_ids` retired, and those whose records were all withdrawn."""
+    alive = set(np.unique(np.concatenate(entity)).tolist()) if len(entity) else set()
+    for item in applied:
+        for old in np.unique(item.dropped_ids).tolist():
+            if old not in alive:
+                retired.setdefault(int(old), None)
+    return {old: new for old, new in sorted(retired.items()) if old not in alive}
+
+
+def _apply_batch(
+    protocol: Protocol, state: LinkState, batch: Sequence[Encodings], withdrawn: Mapping[str, Sequence[str]]
+) -> tuple[list[str], list[_Applied]]:
+    """Check a batch and apply it to every party's records: the parties (protocol order) and each one's result."""
+    _check_batch(protocol, state, batch)
+    known = {party.id for party in protocol.parties}
+    for party in withdrawn:
+        if party not in known:
+            raise InputError(f"--withdraw names party {party!r}, which is not in protocol {protocol.name!r}")
+    by_party = {item.header.party: np.asarray(item.records) for item in batch}
+    parties = _protocol_order(protocol, list(dict.fromkeys([*state.parties, *by_party])))
+    for party in withdrawn:
+        if party not in parties:
+            raise InputError(f"--withdraw names party {party!r}, which has no records in the linkage state")
+    applied: list[_Applied] = []
+    old_index = {party: index for index, party in enumerate(state.parties)}
+    for party in parties:
+        if party in old_index:
+            old, old_ids = state.records[old_index[party]], state.entity[old_index[party]]
+        else:
+            old = np.zeros(0, dtype=by_party[party].dtype)
+            old_ids = np.zeros(0, dtype=np.int64)
+        tokens = _token_array(party, withdrawn.get(party, ()))
+        applied.append(_apply(party, old, old_ids, by_party.get(party), tokens))
+    _check_unique_tokens(parties, applied)
+    return parties, applied
+
+
 def _hex(token: np.bytes_) -> str:
     """A token (``S16``, whose trailing zero bytes numpy drops) as its 32 hex digits."""
     return bytes(token).ljust(16, b"\0").hex()
@@ -467,28 +503,7 @@ def refresh_state(
         MismatchError: a batch encoded under another protocol or secret.
     """
     started = time.perf_counter()
-    withdrawn = withdrawn or {}
-    _check_batch(protocol, state, batch)
-    known = {party.id for party in protocol.parties}
-    for party in withdrawn:
-        if party not in known:
-            raise InputError(f"--withdraw names party {party!r}, which is not in protocol {protocol.name!r}")
-    by_party = {item.header.party: np.asarray(item.records) for item in batch}
-    parties = _protocol_order(protocol, list(dict.fromkeys([*state.parties, *by_party])))
-    for party in withdrawn:
-        if party not in parties:
-            raise InputError(f"--withdraw names party {party!r}, which has no records in the linkage state")
-    applied: list[_Applied] = []
-    old_index = {party: index for index, party in enumerate(state.parties)}
-    for party in parties:
-        if party in old_index:
-            old, old_ids = state.records[old_index[party]], state.entity[old_index[party]]
-        else:
-            old = np.zeros(0, dtype=by_party[party].dtype)
-            old_ids = np.zeros(0, dtype=np.int64)
-        tokens = _token_array(party, withdrawn.get(party, ()))
-        applied.append(_apply(party, old, old_ids, by_party.get(party), tokens))
-    _check_unique_tokens(parties, applied)
+    parties, applied = _apply_batch(protocol, state, batch, withdrawn or {})
     kept = _kept_pairs(state, parties, applied)
     new_pairs, compared = _compare_changed(protocol, state.model, parties, applied, on_progress)
     pairs = AcceptedPairs.concatenate([kept, new_pairs])
@@ -510,12 +525,7 @@ def refresh_state(
     groups = _solve(pairs, sizes, touched, dedupe=state.dedupe)
     previous = [item.previous for item in applied]
     entity, next_entity, retired = carry_ids(groups, previous, state.next_entity)
-    alive = set(np.unique(np.concatenate(entity)).tolist()) if entity else set()
-    for item in applied:
-        for old in np.unique(item.dropped_ids).tolist():
-            if old not in alive:
-                retired.setdefault(int(old), None)
-    retired = {old: new for old, new in retired.items() if old not in alive}
+    retired = _retired(retired, entity, applied)
     new_state = LinkState(
         fingerprint=state.fingerprint,
         secret_check=state.secret_check,

@@ -249,6 +249,8 @@ def test_link_refuses_a_bad_state_with_the_fix(encoded, tmp_path):
     assert result.exit_code == 1 and "--previous needs --state-out" in result.output
     result = runner.invoke(main, [*args, str(encoded / "police"), "--withdraw", "msd=x.txt"])
     assert result.exit_code == 1 and "pass --previous STATE" in result.output
+    result = runner.invoke(main, [*args, str(encoded / "police"), "--refit"])
+    assert result.exit_code == 1 and "pass --previous STATE" in result.output
     result = runner.invoke(main, [*args, str(encoded / "police"), "--dedupe"])
     assert result.exit_code == 1 and "pass --state-out STATE" in result.output
 

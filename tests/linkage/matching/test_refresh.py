@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from linkage.encodings import read_encodings
 from linkage.errors import InputError, MismatchError
 from linkage.matching.dedupe import duplicate_groups
+from linkage.matching.entity_ids import carry_ids
 from linkage.matching.link_state import LinkState, read_state, write_state
-from linkage.matching.refresh import carry_ids, refresh_state, start_state
+from linkage.matching.refresh import refit_state, refresh_state, start_state
 from linkage.protocol import Protocol
 from tests.helpers import PARTIES, write_encodings
 
@@ -250,3 +251,17 @@ def test_dedupe_puts_a_partys_duplicates_in_one_entity_and_reports_them(protocol
     plain, _, _, _ = _start(protocol, agencies, tmp_path / "plain", 1.0, 9)
     plain_new, _ = refresh_state(protocol, plain, [read_encodings(p) for p in files])
     assert twin["token"][0].tobytes() not in _entities(plain_new)[number] and duplicate_groups(plain_new) == []
+
+
+def test_refit_links_the_final_lists_from_scratch_and_keeps_the_ids(protocol, agencies, tmp_path):
+    state, pool, check, rng = _start(protocol, agencies, tmp_path, 0.8, 10)
+    batch, withdrawn = _random_batch(state, pool, rng, (20, 5, 5))
+    files = [read_encodings(p) for p in _write_all(protocol, batch, check, tmp_path / "batch")]
+    new, summary = refit_state(protocol, state, files, withdrawn, work_dir=tmp_path)
+    gone = {bytes.fromhex(token) for tokens in withdrawn.values() for token in tokens}
+    _check_ids(state, new, dict(summary.retired), gone)
+    lists = _final_lists(new)
+    scratch = start_state(protocol, [read_encodings(p) for p in _write_all(protocol, lists, check, tmp_path / "final")])
+    assert set(_entities(new).values()) == set(_entities(scratch).values())
+    assert new.model.to_json() == scratch.model.to_json() and new.batches == 1
+    assert not list(tmp_path.glob(".pprl-refit-*"))
