@@ -173,6 +173,8 @@ def link(
         state = read_state(previous, protocol)
         if dedupe_out and not state.dedupe:
             raise InputError(f"--dedupe-out needs a state linked with --dedupe, and {previous} was not")
+        if statistics_out and state.dedupe:
+            raise InputError(_NO_DEDUPED_STATISTICS)
         batch = [read_encodings(path) for path in inputs]
         withdrawn = _withdrawals(withdrawals)
         with progress("comparing the batch", quiet=quiet) as on_progress:
@@ -203,6 +205,8 @@ def link(
         raise InputError("--dedupe and --dedupe-out keep their pairs in a linkage state: pass --state-out STATE")
     if dedupe_out and not dedupe:
         raise InputError("--dedupe-out reports what --dedupe finds: pass --dedupe too")
+    if statistics_out and dedupe:
+        raise InputError(_NO_DEDUPED_STATISTICS)
     if len(inputs) < 2:
         raise InputError("linkage needs the encodings of at least two parties; pass two or more ENC")
     if state_out is not None:
@@ -268,6 +272,13 @@ def link(
             f"one party; any one person's records can move at most {stable.worst_deletion} rows of these records' "
             f"statistics table (the protocol calibrates at {protocol.rows_per_person})"
         )
+
+
+_NO_DEDUPED_STATISTICS = (
+    "--statistics-out: the privacy unit (docs/privacy-unit.md) is derived for entities with at most one record "
+    "per party, and a --dedupe state's entities may hold two; write the stable mapping from a state linked "
+    "without --dedupe"
+)
 
 
 def _withdrawals(values: tuple[str, ...]) -> dict[str, list[str]]:

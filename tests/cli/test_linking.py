@@ -253,6 +253,9 @@ def test_link_refuses_a_bad_state_with_the_fix(encoded, tmp_path):
     assert result.exit_code == 1 and "pass --previous STATE" in result.output
     result = runner.invoke(main, [*args, str(encoded / "police"), "--dedupe"])
     assert result.exit_code == 1 and "pass --state-out STATE" in result.output
+    state = ["--state-out", str(tmp_path / "s"), "--dedupe", "--statistics-out", str(tmp_path / "stable.csv")]
+    result = runner.invoke(main, [*args, str(encoded / "police"), *state])
+    assert result.exit_code == 1 and "privacy unit" in result.output and not (tmp_path / "s").exists()
 
 
 def test_link_dedupes_and_reports_duplicates(encoded, tmp_path):
