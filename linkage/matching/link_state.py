@@ -270,6 +270,9 @@ def read_state(path: Path, protocol: Protocol) -> LinkState:
         }
     except KeyError as exc:
         raise InputError(f"{path} lacks the array {exc}; {again}", path=str(path)) from exc
+    problems = _inconsistencies(header["records"], records, entity, pairs)
+    if problems:
+        raise InputError(f"{path} does not hold together ({'; '.join(problems)}); {again}", path=str(path))
     return LinkState(
         fingerprint=str(header["fingerprint"]),
         secret_check=str(header["secret_check"]),
@@ -283,3 +286,24 @@ def read_state(path: Path, protocol: Protocol) -> LinkState:
         dedupe=bool(header["dedupe"]),
         within_oversized=within,
     )
+
+
+def _inconsistencies(
+    counts: object, records: tuple[np.ndarray, ...], entity: tuple[np.ndarray, ...], pairs: AcceptedPairs
+) -> list[str]:
+    """What does not fit together in a state's arrays (a file written by hand or by another program)."""
+    sizes = [len(item) for item in records]
+    problems = []
+    if counts != sizes or [len(ids) for ids in entity] != sizes:
+        problems.append("record counts differ between the header, the records and the entity ids")
+    lengths = {len(pairs.party_a), len(pairs.party_b), len(pairs.record_a), len(pairs.record_b), len(pairs.weight)}
+    if len(lengths) > 1:
+        problems.append("the pair arrays differ in length")
+    elif len(pairs):
+        parties = np.concatenate([pairs.party_a, pairs.party_b]).astype(np.int64)
+        indices = np.concatenate([pairs.record_a, pairs.record_b]).astype(np.int64)
+        if parties.min() < 0 or parties.max() >= len(sizes):
+            problems.append("a pair names a party the state does not hold")
+        elif np.any((indices < 0) | (indices >= np.asarray(sizes, dtype=np.int64)[parties])):
+            problems.append("a pair names a record the state does not hold")
+    return problems

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from linkage.errors import InputError, MismatchError
@@ -40,3 +42,12 @@ def test_bad_state_files_name_the_fix(protocol, plain_protocol, agencies, tmp_pa
     (tmp_path / "damaged").write_bytes(bytes(damaged))
     with pytest.raises(InputError, match="damaged|truncated|checksum"):
         read_state(tmp_path / "damaged", protocol)
+
+
+def test_a_state_whose_arrays_do_not_fit_together_is_refused(protocol, agencies, tmp_path):
+    state, _, _, _ = start_subset(protocol, agencies, tmp_path, 0.9, 11)
+    pairs = state.pairs
+    broken = replace(state, pairs=replace(pairs, record_b=pairs.record_b + 10**6))
+    write_state(broken, tmp_path / "state")
+    with pytest.raises(InputError, match="does not hold together.*a record the state does not hold"):
+        read_state(tmp_path / "state", protocol)
