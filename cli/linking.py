@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from cli.common import progress, protocol_option
+from linkage.encodings import read_encodings
 from linkage.errors import InputError
 from linkage.evaluation.scores import (
     blocking_scores,
@@ -20,11 +21,22 @@ from linkage.evaluation.scores import (
     threshold_curve,
     true_pairs,
 )
+from linkage.matching.dedupe import duplicate_groups
 from linkage.matching.engine import link as link_encodings
 from linkage.matching.engine import load_inputs, score_candidates
-from linkage.matching.frozen import read_model, write_model
+from linkage.matching.frozen import FrozenModel, read_model, write_model
+from linkage.matching.link_state import LinkState, read_state, write_state
+from linkage.matching.refresh import BatchSummary, refit_state, refresh_state, start_state
 from linkage.protocol import Protocol
-from linkage.token_files import read_entities, read_keymap, write_entities
+from linkage.token_files import (
+    read_entities,
+    read_keymap,
+    read_tokens,
+    write_duplicates,
+    write_entities,
+    write_retired,
+    write_state_entities,
+)
 
 
 def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
@@ -41,7 +53,7 @@ def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 
 @click.command()
 @protocol_option
-@click.argument("inputs", metavar="ENC...", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", metavar="ENC...", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="entities.csv to write.")
 @click.option(
     "--threshold",
@@ -64,6 +76,46 @@ def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) 
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the stable mapping `pprl query --entities` reads (needs --model or --save-model).",
 )
+@click.option(
+    "--state-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Keep the linkage state here (linkage side only: it holds the encodings and match weights), so that "
+    "the next quarter's batch is added with --previous instead of linking everything again.",
+)
+@click.option(
+    "--previous",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Add a batch to this linkage state: each ENC holds a party's new and corrected records (a token the "
+    "state holds is a correction); entity ids carry over. Needs --state-out.",
+)
+@click.option(
+    "--withdraw",
+    "withdrawals",
+    multiple=True,
+    metavar="PARTY=FILE",
+    help="With --previous: remove these tokens of PARTY (one per line, or key map rows); repeat per party.",
+)
+@click.option(
+    "--refit",
+    is_flag=True,
+    help="With --previous: fit the model again on the final lists and link them from scratch (ids carry over).",
+)
+@click.option(
+    "--dedupe",
+    is_flag=True,
+    help="With --state-out: also match each party's records with its own, so that one client under two ids "
+    "joins one entity (kept in the state for later batches).",
+)
+@click.option(
+    "--dedupe-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With a --dedupe state: write duplicate_group,party,token, each party's records likely to be one client.",
+)
+@click.option(
+    "--retired-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --previous: where to write retired_entity_id,entity_id (default: OUT's name + .retired.csv).",
+)
 @click.option("--workers", type=click.IntRange(min=1), help="Processes to use (default: every core).")
 @click.option(
     "--dask",
@@ -80,6 +132,13 @@ def link(
     model: Path | None,
     save_model: Path | None,
     statistics_out: Path | None,
+    state_out: Path | None,
+    previous: Path | None,
+    withdrawals: tuple[str, ...],
+    refit: bool,
+    dedupe: bool,
+    dedupe_out: Path | None,
+    retired_out: Path | None,
     workers: int | None,
     dask: str | None,
     quiet: bool,
@@ -93,9 +152,82 @@ def link(
     model, one person's records can move at most (parties)² rows of the statistics table
     (docs/privacy-unit.md).
 
+    Every quarter: link the full lists once with --state-out STATE, then add each
+    quarter's batch with --previous STATE --state-out STATE: only the new and corrected
+    records are compared, and an entity keeps its id unless its records change
+    (docs/refresh.md).
+
     Example: pprl link --protocol protocol.json msd-out police-out haven-out --out entities.csv
     --save-model model.json --statistics-out stable.csv
+
+    Example: pprl link --protocol protocol.json msd-q2 police-q2 --previous state.pprl --state-out state.pprl
+    --withdraw msd=msd-withdrawn.txt --out entities.csv
     """
+    if previous is not None:
+        if state_out is None:
+            raise InputError("--previous needs --state-out FILE (it may be the same file) to keep the new state")
+        if model or save_model or threshold is not None:
+            raise InputError(
+                "--previous links with the state's own frozen model: drop --model, --save-model, --threshold"
+            )
+        state = read_state(previous, protocol)
+        if dedupe_out and not state.dedupe:
+            raise InputError(f"--dedupe-out needs a state linked with --dedupe, and {previous} was not")
+        if statistics_out and state.dedupe:
+            raise InputError(_NO_DEDUPED_STATISTICS)
+        batch = [read_encodings(path) for path in inputs]
+        withdrawn = _withdrawals(withdrawals)
+        with progress("comparing the batch", quiet=quiet) as on_progress:
+            if refit:
+                new_state, summary = refit_state(
+                    protocol,
+                    state,
+                    batch,
+                    withdrawn,
+                    work_dir=state_out.resolve().parent,
+                    workers=workers or os.cpu_count() or 1,
+                    dask=dask,
+                    on_progress=on_progress,
+                )
+            else:
+                new_state, summary = refresh_state(protocol, state, batch, withdrawn, on_progress=on_progress)
+        write_state(new_state, state_out)
+        retired_path = retired_out or out.with_name(f"{out.stem}.retired.csv")
+        write_retired(dict(summary.retired), retired_path)
+        _render_batch(summary)
+        _write_state_outputs(new_state, out, include_singletons, statistics_out, dedupe_out)
+        click.echo(f"wrote {len(summary.retired):,} retired entity ids to {retired_path}")
+        click.echo(f"kept the linkage state (batch {new_state.batches}) in {state_out}")
+        return
+    if withdrawals or retired_out or refit:
+        raise InputError("--withdraw, --refit and --retired-out add to a linkage state: pass --previous STATE")
+    if (dedupe or dedupe_out) and state_out is None:
+        raise InputError("--dedupe and --dedupe-out keep their pairs in a linkage state: pass --state-out STATE")
+    if dedupe_out and not dedupe:
+        raise InputError("--dedupe-out reports what --dedupe finds: pass --dedupe too")
+    if statistics_out and dedupe:
+        raise InputError(_NO_DEDUPED_STATISTICS)
+    if len(inputs) < 2:
+        raise InputError("linkage needs the encodings of at least two parties; pass two or more ENC")
+    if state_out is not None:
+        frozen = read_model(model, protocol) if model else None
+        encodings = load_inputs(protocol, inputs)
+        with progress("comparing", quiet=quiet) as on_progress:
+            state = start_state(
+                protocol,
+                encodings,
+                model=frozen,
+                threshold=threshold,
+                workers=workers or os.cpu_count() or 1,
+                dask=dask,
+                on_progress=on_progress,
+                dedupe=dedupe,
+            )
+        write_state(state, state_out)
+        _write_state_outputs(state, out, include_singletons, statistics_out, dedupe_out)
+        _save_model(state.model, save_model)
+        click.echo(f"kept the linkage state ({len(state.pairs):,} accepted pairs) in {state_out}")
+        return
     if model and save_model:
         raise InputError("pass --model (use a frozen model) or --save-model (fit and freeze one), not both")
     if statistics_out and not (model or save_model):
@@ -140,6 +272,56 @@ def link(
             f"one party; any one person's records can move at most {stable.worst_deletion} rows of these records' "
             f"statistics table (the protocol calibrates at {protocol.rows_per_person})"
         )
+
+
+_NO_DEDUPED_STATISTICS = (
+    "--statistics-out: the privacy unit (docs/privacy-unit.md) is derived for entities with at most one record "
+    "per party, and a --dedupe state's entities may hold two; write the stable mapping from a state linked "
+    "without --dedupe"
+)
+
+
+def _withdrawals(values: tuple[str, ...]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for value in values:
+        party, sep, file = value.partition("=")
+        if not sep or not party or not file:
+            raise InputError(f"--withdraw {value!r}: write PARTY=FILE, e.g. --withdraw msd=msd-withdrawn.txt")
+        out.setdefault(party, []).extend(read_tokens(Path(file)))
+    return out
+
+
+def _render_batch(summary: BatchSummary) -> None:
+    for party in summary.added:
+        click.echo(
+            f"{party}: {summary.added[party]:,} added, {summary.corrected[party]:,} corrected, "
+            f"{summary.withdrawn[party]:,} withdrawn"
+        )
+    click.echo(
+        f"compared {summary.pairs_compared:,} candidate pairs of new or corrected records (0: --refit compared all); "
+        f"{summary.pairs_accepted:,} accepted pairs in all; solved {summary.components_solved:,} clusters again "
+        f"({summary.records_solved:,} records) in {summary.seconds:.1f} s"
+    )
+
+
+def _write_state_outputs(
+    state: LinkState, out: Path, include_singletons: bool, statistics_out: Path | None, dedupe_out: Path | None
+) -> None:
+    written = write_state_entities(state, out, include_singletons=include_singletons)
+    click.echo(f"wrote {written:,} entities to {out} (threshold {state.model.threshold:.3f})")
+    if statistics_out is not None:
+        stable = write_state_entities(state, statistics_out, stable=True)
+        click.echo(f"wrote the stable mapping ({stable:,} entities, the same ids) to {statistics_out}")
+    if dedupe_out is not None:
+        groups = duplicate_groups(state)
+        write_duplicates(groups, dedupe_out)
+        click.echo(f"wrote {len(groups):,} groups of likely duplicates within a party to {dedupe_out}")
+
+
+def _save_model(model: FrozenModel, path: Path | None) -> None:
+    if path is not None:
+        write_model(model, path)
+        click.echo(f"froze the model (threshold {model.threshold:.3f}) in {path}")
 
 
 def _keymaps(values: tuple[str, ...]) -> dict[str, dict[str, str]]:

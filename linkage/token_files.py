@@ -22,6 +22,7 @@ from linkage.errors import InputError
 
 if TYPE_CHECKING:
     from linkage.matching.engine import LinkResult
+    from linkage.matching.link_state import LinkState
 
 __all__ = [
     "ENTITY_COLUMNS",
@@ -29,8 +30,12 @@ __all__ = [
     "read_entities",
     "read_keymap",
     "read_rows",
+    "read_tokens",
     "token_set_sha256",
+    "write_duplicates",
     "write_entities",
+    "write_retired",
+    "write_state_entities",
 ]
 
 ENTITY_COLUMNS = ("entity_id", "party", "token")
@@ -153,3 +158,88 @@ def write_entities(result: LinkResult, path: Path, *, include_singletons: bool =
         writer.writerows(rows)
     tmp.replace(path)
     return number
+
+
+def read_tokens(path: Path) -> list[str]:
+    """Record tokens to withdraw: one per line, or a CSV whose first column is ``token`` (a key map's rows).
+
+    Raises:
+        InputError: no such file, or lines that are not tokens (every such line listed).
+    """
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: no such file", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not a text file of record tokens", path=str(path)) from exc
+    tokens, problems = [], []
+    for number, line in enumerate(lines, start=1):
+        value = line.split(",", 1)[0].strip().lower()
+        if not value or (number == 1 and value == "token"):
+            continue
+        if len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
+            problems.append(f"{path} line {number}: not a record token (32 hex digits, as in the key map)")
+        else:
+            tokens.append(value)
+    if problems:
+        raise InputError(
+            problems[0] if len(problems) == 1 else f"{path}: lines that are not tokens",
+            path=str(path),
+            problems=problems,
+        )
+    return tokens
+
+
+def _entity_name(number: int) -> str:
+    return f"e{number:07d}"
+
+
+def write_state_entities(
+    state: LinkState, path: Path, *, include_singletons: bool = False, stable: bool = False
+) -> int:
+    """Write a linkage state's entities with their lasting ids; returns the number written.
+
+    Entities of two or more records (all of them with ``include_singletons``), under
+    ``entity_id,party,token`` (or the stable mapping's header with ``stable``: a state's
+    entities are the stable mapping). Written to a temporary file and renamed.
+    """
+    written = 0
+    rows: list[tuple[str, str, str]] = []
+    for number, records in state.entities().items():
+        if len(records) < 2 and not include_singletons:
+            continue
+        written += 1
+        for party, record in records:
+            rows.append(
+                (_entity_name(number), state.parties[party], state.records[party]["token"][record].tobytes().hex())
+            )
+    _write_csv(path, STABLE_COLUMNS if stable else ENTITY_COLUMNS, rows)
+    return written
+
+
+def write_retired(retired: dict[int, int | None], path: Path) -> None:
+    """Write ``retired_entity_id,entity_id``: each id that went and the id its records went to (empty: withdrawn)."""
+    rows = [(_entity_name(old), "" if new is None else _entity_name(new)) for old, new in sorted(retired.items())]
+    _write_csv(path, ("retired_entity_id", "entity_id"), rows)
+
+
+def write_duplicates(groups: Sequence[tuple[str, Sequence[bytes]]], path: Path) -> None:
+    """Write the deduplication report: ``duplicate_group,party,token``, one row per token of each group.
+
+    An agency reads its own rows (its tokens map to client ids through its key map).
+    """
+    rows = [
+        (f"d{number:07d}", party, token.hex())
+        for number, (party, tokens) in enumerate(groups, start=1)
+        for token in tokens
+    ]
+    _write_csv(path, ("duplicate_group", "party", "token"), rows)
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    tmp.replace(path)

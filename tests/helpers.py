@@ -28,6 +28,8 @@ from cli.main import main
 from linkage.agency.encode import encode_csv
 from linkage.encodings import EncodingsWriter, read_encodings
 from linkage.evaluation.synth import synthesise_population
+from linkage.matching.link_state import LinkState
+from linkage.matching.refresh import start_state
 from linkage.protocol import Protocol, parse_protocol
 from linkage.service.store import LinkageStore
 from server.app import ServiceConfig, hash_admin_secret
@@ -249,6 +251,62 @@ def without_records(protocol: Protocol, out_dir: Path, tokens: set[str], dest: P
         kept = [lines[0], *(line for line in lines[1:] if line.split(",", 1)[0] not in tokens)]
         (dest / name).write_text("\n".join(kept) + "\n")
     return dest
+
+
+def write_encodings(protocol: Protocol, party: str, secret_check: str, records: np.ndarray, folder: Path) -> Path:
+    """An encodings folder holding exactly ``records`` (a party's subset, a batch, records with reused tokens)."""
+    folder.mkdir(parents=True)
+    with EncodingsWriter(
+        folder / "encodings.pprl", protocol=protocol, party=party, secret_check=secret_check
+    ) as writer:
+        writer.write(np.ascontiguousarray(records))
+    return folder
+
+
+def record_tokens(records: np.ndarray) -> list[bytes]:
+    """Each record's token as bytes."""
+    return [row.tobytes() for row in np.asarray(records["token"])]
+
+
+def entity_members(state: LinkState) -> dict[int, frozenset[bytes]]:
+    """A linkage state's entities as {entity id: its tokens}."""
+    return {
+        number: frozenset(state.records[p]["token"][r].tobytes() for p, r in records)
+        for number, records in state.entities().items()
+    }
+
+
+def accepted_token_pairs(state: LinkState) -> set[tuple[bytes, bytes]]:
+    """A linkage state's accepted pairs, as pairs of tokens."""
+    pairs = state.pairs
+    return {
+        (state.records[a]["token"][ra].tobytes(), state.records[b]["token"][rb].tobytes())
+        for a, b, ra, rb in zip(pairs.party_a, pairs.party_b, pairs.record_a, pairs.record_b, strict=True)
+    }
+
+
+def write_party_lists(protocol: Protocol, lists: dict[str, np.ndarray], check: str, folder: Path) -> list[Path]:
+    """One encodings folder per party holding the given records (parties without records left out)."""
+    return [
+        write_encodings(protocol, party, check, records, folder / party)
+        for party, records in lists.items()
+        if len(records)
+    ]
+
+
+def start_subset(
+    protocol: Protocol, agencies: dict[str, Path], root: Path, share: float, seed: int, dedupe: bool = False
+) -> tuple[LinkState, dict[str, np.ndarray], str, np.random.Generator]:
+    """A state of a random ``share`` of every agency's records; the rest are the pool later batches add from."""
+    rng = np.random.default_rng(seed)
+    full = {party: np.asarray(read_encodings(agencies[party]).records) for party in PARTIES}
+    check = read_encodings(agencies["msd"]).header.secret_check
+    taken = {party: rng.random(len(records)) < share for party, records in full.items()}
+    first = {party: full[party][taken[party]] for party in PARTIES}
+    pool = {party: full[party][~taken[party]] for party in PARTIES}
+    files = write_party_lists(protocol, first, check, root / "first")
+    state = start_state(protocol, [read_encodings(p) for p in files], dedupe=dedupe)
+    return state, pool, check, rng
 
 
 def entity_groups(store: LinkageStore, project_id: str, run_number: int) -> dict[int, list[tuple[str, str]]]:

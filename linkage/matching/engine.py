@@ -64,6 +64,7 @@ __all__ = [
     "LinkResult",
     "ScoredCandidates",
     "check_inputs",
+    "freeze_model",
     "link",
     "load_inputs",
     "score_candidates",
@@ -492,7 +493,7 @@ def link(
     entities, accepted = select_and_solve(scored, chosen)
     stable = None
     if model is not None or freeze:
-        model = model if model is not None else _frozen(protocol, encodings, scored, chosen)
+        model = model if model is not None else freeze_model(protocol, encodings, scored, chosen)
         keep = scored.probability >= chosen
         stable = stable_entities(
             scored.party_a[keep],
@@ -516,7 +517,7 @@ def link(
     )
 
 
-def _frozen(
+def freeze_model(
     protocol: Protocol, encodings: Sequence[Encodings], scored: ScoredCandidates, threshold: float
 ) -> FrozenModel:
     """The model a freezing run fitted, with its priors, threshold and oversized blocks, by party id."""

@@ -2,11 +2,14 @@
 
 import csv
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from tests.helpers import EXAMPLE_PROTOCOL
+from linkage.encodings import read_encodings
+from linkage.protocol import load_protocol
+from tests.helpers import EXAMPLE_PROTOCOL, write_encodings
 
 PARTIES = ("msd", "police", "haven")
 
@@ -192,3 +195,101 @@ def test_link_freezes_a_model_reuses_it_and_writes_the_stable_mapping(encoded, t
     assert both.exit_code == 1 and "not both" in both.output
     missing = runner.invoke(main, [*base, "--out", str(tmp_path / "c.csv"), "--model", str(tmp_path / "none.json")])
     assert missing.exit_code == 1 and "no such model file" in missing.output
+
+
+def _rows(path):
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_link_keeps_a_state_and_adds_a_batch_to_it(encoded, tmp_path):
+    runner = CliRunner()
+    protocol = str(EXAMPLE_PROTOCOL)
+    state = tmp_path / "state.pprl"
+    first = tmp_path / "q1.csv"
+    result = runner.invoke(
+        main,
+        ["link", "--protocol", protocol, *(str(encoded / p) for p in PARTIES), "--out", str(first)]
+        + ["--state-out", str(state), "--workers", "1", "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "kept the linkage state" in result.output and state.exists()
+    linked = _rows(first)
+    # msd withdraws three linked clients, named by their key map rows; police corrects five records.
+    withdrawn = [row["token"] for row in linked if row["party"] == "msd"][:3]
+    keymap = _rows(encoded / "msd" / "keymap.csv")
+    (tmp_path / "gone.csv").write_text(
+        "token,client_id\n" + "".join(f"{r['token']},{r['client_id']}\n" for r in keymap if r["token"] in withdrawn)
+    )
+    police = read_encodings(encoded / "police")
+    batch = write_encodings(
+        load_protocol(EXAMPLE_PROTOCOL), "police", police.header.secret_check, police.records[:5], tmp_path / "q2"
+    )
+    second = tmp_path / "q2.csv"
+    result = runner.invoke(
+        main,
+        ["link", "--protocol", protocol, str(batch), "--previous", str(state), "--state-out", str(state)]
+        + ["--withdraw", f"msd={tmp_path / 'gone.csv'}", "--out", str(second), "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "msd: 0 added, 0 corrected, 3 withdrawn" in result.output
+    assert "police: 0 added, 5 corrected, 0 withdrawn" in result.output
+    after = _rows(second)
+    assert not {row["token"] for row in after} & set(withdrawn)
+
+    # Every entity that lost no record is still there, under its id (the corrections changed nothing).
+    def members(rows):
+        out = {}
+        for row in rows:
+            out.setdefault(row["entity_id"], set()).add(row["token"])
+        return out
+
+    hit = {number for number, tokens in members(linked).items() if tokens & set(withdrawn)}
+    assert {n: t for n, t in members(linked).items() if n not in hit}.items() <= members(after).items()
+    retired = _rows(tmp_path / "q2.retired.csv")
+    # An entity that lost its msd record keeps its id for what is left (a pair, or one record not written).
+    assert retired == []
+    assert all(members(after)[n] == members(linked)[n] - set(withdrawn) for n in hit if n in members(after))
+
+
+def test_link_refuses_a_bad_state_with_the_fix(encoded, tmp_path):
+    runner = CliRunner()
+    (tmp_path / "state").write_text("not a state")
+    args = ["link", "--protocol", str(EXAMPLE_PROTOCOL), str(encoded / "msd"), "--out", str(tmp_path / "e.csv")]
+    result = runner.invoke(main, [*args, "--previous", str(tmp_path / "state"), "--state-out", str(tmp_path / "s")])
+    assert result.exit_code == 1
+    assert "not a pprl linkage state" in result.output and "--state-out" in result.output
+    result = runner.invoke(main, [*args, "--previous", str(tmp_path / "state")])
+    assert result.exit_code == 1 and "--previous needs --state-out" in result.output
+    result = runner.invoke(main, [*args, str(encoded / "police"), "--withdraw", "msd=x.txt"])
+    assert result.exit_code == 1 and "pass --previous STATE" in result.output
+    result = runner.invoke(main, [*args, str(encoded / "police"), "--refit"])
+    assert result.exit_code == 1 and "pass --previous STATE" in result.output
+    result = runner.invoke(main, [*args, str(encoded / "police"), "--dedupe"])
+    assert result.exit_code == 1 and "pass --state-out STATE" in result.output
+    state = ["--state-out", str(tmp_path / "s"), "--dedupe", "--statistics-out", str(tmp_path / "stable.csv")]
+    result = runner.invoke(main, [*args, str(encoded / "police"), *state])
+    assert result.exit_code == 1 and "privacy unit" in result.output and not (tmp_path / "s").exists()
+
+
+def test_link_dedupes_and_reports_duplicates(encoded, tmp_path):
+    runner = CliRunner()
+    msd = read_encodings(encoded / "msd")
+    twin = msd.records[:2].copy()
+    twin["token"] = np.arange(32, dtype=np.uint8).reshape(2, 16)  # the same two clients under new ids
+    both = np.concatenate([np.asarray(msd.records), twin])
+    folder = write_encodings(load_protocol(EXAMPLE_PROTOCOL), "msd", msd.header.secret_check, both, tmp_path / "msd")
+    result = runner.invoke(
+        main,
+        ["link", "--protocol", str(EXAMPLE_PROTOCOL), str(folder), str(encoded / "police"), str(encoded / "haven")]
+        + ["--out", str(tmp_path / "e.csv"), "--state-out", str(tmp_path / "s"), "--dedupe"]
+        + ["--dedupe-out", str(tmp_path / "dup.csv"), "--workers", "1", "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    groups = {}
+    for row in _rows(tmp_path / "dup.csv"):
+        groups.setdefault(row["duplicate_group"], set()).add(row["token"])
+    for original, copy in zip(msd.records[:2]["token"], twin["token"], strict=True):
+        assert {original.tobytes().hex(), copy.tobytes().hex()} in [
+            g & {original.tobytes().hex(), copy.tobytes().hex()} for g in groups.values()
+        ]
