@@ -81,7 +81,8 @@ def test_the_report_is_one_page_built_from_dp_answers_with_intervals(protocol, t
         cells = re.findall(r'<td class="num">(.*?)</td><td>(.*?)</td>', row)
         for value, interval in cells:
             shown = interval.startswith("±") or re.fullmatch(r"[\d.,%]+ to [\d.,%]+", interval)
-            assert shown or value.startswith(("suppressed", "withheld", "no one")), row
+            # The noise is unseeded: a small group's noisy count may fall under one person.
+            assert shown or value.startswith(("suppressed", "withheld", "no one", "too few people")), row
     budget = ledger.budget()
     assert len(budget.entries) == 1 and budget.spent == Loss.of(rho=0.4)
     assert budget.entries[0].query.startswith("report 'Clients shared by")
