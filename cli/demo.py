@@ -5,8 +5,9 @@ client lists, makes a shared secret, encodes each list as that agency would on i
 machine, starts the linkage service on loopback (SQLite in a folder of its own), creates
 a project, uploads each agency's encodings, runs the linkage, downloads each permitted
 agency's results, answers an analyst's questions with differential privacy, writes the
-ministry's report, shows the budget ledger and the audit log, stops the service, and
-finally scores a local link against the synthetic truth. Each step says what it does and who would run it.
+ministry's report, shows the budget ledger and the audit log, stops the service, scores a
+local link against the synthetic truth, and adds a next quarter's new clients and two
+withdrawals to that link. Each step says what it does and who would run it.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def demo(people: int, seed: int, out: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    data, secret, entities = out / "data", out / "secret.key", out / "entities.csv"
+    data, secret, entities, state = out / "data", out / "secret.key", out / "entities.csv", out / "state.pprl"
     admin, tokens = out / "admin.secret", out / "tokens"
     click.secho("pprl demo: three agencies find the clients they share, without sharing who they are", bold=True)
     _step(
@@ -210,16 +211,18 @@ def demo(people: int, seed: int, out: Path) -> None:
             ["audit", "--server", url, "--admin-secret-file", str(admin)],
         )
     _step(
-        "Link the same encodings locally",
+        "Link the same encodings locally, keeping the linkage state",
         "development: the same engine in one process, to score it against the truth",
-        ["link", "--protocol", str(PROTOCOL), *(str(out / p) for p in PARTIES), "--out", str(entities), "--quiet"],
-    )
+        ["link", "--protocol", str(PROTOCOL), *(str(out / p) for p in PARTIES), "--out", str(entities),
+         "--state-out", str(state), "--quiet"],
+    )  # fmt: skip
     _step(
         "Score the linkage against the synthetic truth",
         "development only: real data has no truth file",
         ["evaluate", "--truth", str(data / "truth.csv"), "--entities", str(entities),
          *(arg for p in PARTIES for arg in ("--keymap", f"{p}={out / p / 'keymap.csv'}"))],
     )  # fmt: skip
+    _next_quarter(out, secret, state, max(people // 20, 10), seed + 1)
     click.secho("\nWhere things are:", bold=True)
     click.echo(f"  client lists (raw, stay at each agency):            {data}/<party>.csv")
     click.echo(f"  key maps (token -> client id, stay at each agency): {out}/<party>/keymap.csv")
@@ -228,6 +231,34 @@ def demo(people: int, seed: int, out: Path) -> None:
     click.echo(f"  the ministry's report (open in a browser, print):   {out}/report.html")
     click.echo(f"  the service's data and log:                         {out}/service/, {out}/service.log")
     click.echo(f"  entities of the local link:                         {entities}")
+    click.echo(f"  the next quarter's entities (and retired ids):      {out}/entities-q2.csv (.retired.csv)")
+
+
+def _next_quarter(out: Path, secret: Path, state: Path, people: int, seed: int) -> None:
+    """A quarter later: each agency encodes only its new clients, Haven withdraws two, and the batch is added."""
+    data = out / "data-q2"
+    _step(
+        f"Next quarter: {people:,} new people arrive",
+        "test data: each agency's new clients since the last quarter",
+        ["synth", "--protocol", str(PROTOCOL), "--people", str(people), "--seed", str(seed), "--out", str(data),
+         "--quiet"],
+    )  # fmt: skip
+    for party in PARTIES:
+        _step(
+            f"Encode {party}'s new clients",
+            f"{party}'s data team: only the new and changed records, with the same secret",
+            ["encode", "--protocol", str(PROTOCOL), "--party", party, "--secret-file", str(secret),
+             str(data / f"{party}.csv"), "--out", str(out / f"{party}-q2"), "--quiet"],
+        )  # fmt: skip
+    withdrawn = out / "haven-withdrawn.csv"
+    keymap = (out / "haven" / "keymap.csv").read_text().splitlines()
+    withdrawn.write_text("\n".join(keymap[:3]) + "\n")  # the header and two clients who left Haven
+    _step(
+        "Add the quarter to the linkage: only the new records are compared",
+        "development here; the linkage service would hold the state",
+        ["link", "--protocol", str(PROTOCOL), *(str(out / f"{p}-q2") for p in PARTIES), "--previous", str(state),
+         "--state-out", str(state), "--withdraw", f"haven={withdrawn}", "--out", str(out / "entities-q2.csv")],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -17,10 +17,13 @@ def test_the_demo_tells_the_whole_story(tmp_path):
     for step in ("Encode haven's client list", "Link the three agencies' encodings", "Download msd's results",
                  "How many clients do the agencies share?", "Write the quarterly report for the ministry",
                  "Ask for more than the budget has left", "Show the privacy budget ledger", "Read the audit log",
-                 "Score the linkage against the synthetic truth"):  # fmt: skip
+                 "Score the linkage against the synthetic truth", "Next quarter: 20 new people arrive",
+                 "Add the quarter to the linkage: only the new records are compared"):  # fmt: skip
         assert f"== {step}" in completed.stdout
     assert "answered 409 (budget_exceeded)" in completed.stderr
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 5
     assert (out / "msd-shared.csv").exists() and (out / "haven-shared.csv").exists()
     assert not (out / "police-shared.csv").exists(), "police were refused record-level results"
+    assert "haven: " in completed.stdout and " added, 0 corrected, 2 withdrawn" in completed.stdout
+    assert (out / "entities-q2.csv").exists() and (out / "entities-q2.retired.csv").exists()
