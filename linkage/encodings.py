@@ -67,7 +67,8 @@ class EncodingsHeader:
         record_count: number of records.
         clk_bits: length of the record-level CLK.
         layout: the record's fields: ``[name, dtype, count]`` each.
-        blocking: the blocking rules, in the order of the ``block`` columns.
+        blocking: the blocking rules, in the order of the ``block`` columns (a similarity
+            rule has a column per band).
         records_sha256: SHA-256 of all records, to detect truncation or corruption.
     """
 
@@ -110,7 +111,7 @@ def record_layout(protocol: Protocol) -> tuple[tuple[str, str, int], ...]:
         else:
             assert spec.num_bits is not None  # noqa: S101 - the schema requires it for these kinds
             layout.append((spec.name, "u1", spec.num_bits // 8))
-    layout.append(("block", "<u8", len(protocol.blocking)))
+    layout.append(("block", "<u8", sum(rule.columns for rule in protocol.blocking)))
     return tuple(layout)
 
 

@@ -33,9 +33,10 @@ from linkage.agency.normalise import (
     normalise_text,
     soundex,
 )
+from linkage.agency.similarity import band_keys, minhash_plan, signatures, token_hash
 from linkage.encodings import record_layout
 from linkage.matching.block import mix_keys
-from linkage.protocol import STRING_KINDS, AttributeSpec, FieldSpec, Protocol
+from linkage.protocol import STRING_KINDS, AttributeSpec, BlockingRule, FieldSpec, Protocol, SimilarityRule
 
 __all__ = ["PreparedRows", "RecordEncoder", "RowProblem", "prepare_rows", "salts_for"]
 
@@ -221,6 +222,7 @@ class _TokenTable:
         own: tuple[bytes, int, int] | None,
         salt_clk: bool = False,
         salt_own: bool = False,
+        similarity_key: bytes | None = None,
     ):
         self.ids: dict[tuple[str, str], int] = {}
         self.clk_key, self.clk_k, self.clk_bits = clk_key, clk_bits_per_token, clk_bits
@@ -228,6 +230,9 @@ class _TokenTable:
         self.salt_clk, self.salt_own = salt_clk, salt_own
         self.clk = np.zeros((1024, clk_bits_per_token), dtype=np.uint16)
         self.own_positions = np.zeros((1024, own[1] if own else 0), dtype=np.uint16)
+        # For similarity rules: each token's keyed hash, of the token as normalised (unsalted).
+        self.similarity_key = similarity_key
+        self.token_hashes = np.zeros(1024 if similarity_key else 0, dtype=np.uint64)
 
     def id_of(self, token: str, salt: str = "") -> int:
         token_id = self.ids.get((token, salt))
@@ -237,12 +242,15 @@ class _TokenTable:
         if token_id == len(self.clk):
             self.clk = np.concatenate([self.clk, np.zeros_like(self.clk)])
             self.own_positions = np.concatenate([self.own_positions, np.zeros_like(self.own_positions)])
+            self.token_hashes = np.concatenate([self.token_hashes, np.zeros_like(self.token_hashes)])
         clk_token = salted(token, salt) if self.salt_clk else token
         self.clk[token_id] = token_positions(clk_token, self.clk_key, self.clk_k, self.clk_bits)
         if self.own:
             key, bits_per_token, num_bits = self.own
             own_token = salted(token, salt) if self.salt_own else token
             self.own_positions[token_id] = token_positions(own_token, key, bits_per_token, num_bits)
+        if self.similarity_key is not None:
+            self.token_hashes[token_id] = token_hash(token, self.similarity_key)
         self.ids[(token, salt)] = token_id
         return token_id
 
@@ -282,6 +290,7 @@ class RecordEncoder:
             self._salt is not None and i != self._salt[0] and (salt_clk or (salt_own and plan is not None))
             for i, plan in enumerate(self._own_plans)
         ]
+        similar = [rule for rule in protocol.blocking if isinstance(rule, SimilarityRule)]
         self._tables = [
             _TokenTable(
                 keys.clk[i],
@@ -292,12 +301,14 @@ class RecordEncoder:
                 else None,
                 salt_clk=salt_clk and self._salted[i],
                 salt_own=salt_own and self._salted[i],
+                similarity_key=keys.block if any(spec.name in rule.fields for rule in similar) else None,
             )
             for i, (spec, plan) in enumerate(zip(protocol.fields, self._own_plans, strict=True))
         ]
         # The transforms each field's value goes through for blocking, e.g. surname -> soundex.
         self._transforms: list[list[str | None]] = [[] for _ in protocol.fields]
-        for rule in protocol.blocking:
+        exact = [rule for rule in protocol.blocking if isinstance(rule, BlockingRule)]
+        for rule in exact:
             for name, transform in rule.parts:
                 if transform not in self._transforms[position[name]]:
                     self._transforms[position[name]].append(transform)
@@ -306,7 +317,14 @@ class RecordEncoder:
                 np.uint64(keyed_hash64(keys.block, f"rule|{rule.name}")),
                 [(position[name], self._transforms[position[name]].index(t)) for name, t in rule.parts],
             )
-            for rule in protocol.blocking
+            for rule in exact
+        ]
+        # Each rule's first block key column: a similarity rule takes one per band.
+        self._columns = np.cumsum([0, *(rule.columns for rule in protocol.blocking)]).tolist()
+        self._plans = [
+            (self._columns[i], minhash_plan(rule, keys.block), [position[name] for name in sorted(rule.fields)])
+            for i, rule in enumerate(protocol.blocking)
+            if isinstance(rule, SimilarityRule)
         ]
 
     def _encode_value(
@@ -357,6 +375,7 @@ class RecordEncoder:
         out = np.zeros(count, dtype=self.dtype)
         clk = np.zeros((count, self._clk_plan.build_bits), dtype=bool)
         parts: list[np.ndarray] = []
+        tokens: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         salts = self._salts(rows)
         for index, spec in enumerate(self.protocol.fields):
             cache = self._caches[index]
@@ -391,6 +410,8 @@ class RecordEncoder:
             ids_array = np.asarray(token_ids, dtype=np.int64)
             rows_array = np.asarray(token_rows, dtype=np.int64)
             clk[rows_array[:, None], table.clk[ids_array]] = True
+            if table.similarity_key is not None:
+                tokens[index] = (table.token_hashes[ids_array], rows_array)
             plan = self._own_plans[index]
             if plan is not None:
                 own = np.zeros((count, plan.build_bits), dtype=bool)
@@ -399,7 +420,7 @@ class RecordEncoder:
             else:
                 out[spec.name] = hashes
         out["clk"] = np.packbits(self._harden(clk, self._clk_plan), axis=1)
-        out["block"] = self._block_keys(parts, count).reshape(out["block"].shape)
+        out["block"] = self._block_keys(parts, tokens, count).reshape(out["block"].shape)
         return out
 
     @staticmethod
@@ -412,14 +433,23 @@ class RecordEncoder:
         hardened[empty] = False
         return hardened
 
-    def _block_keys(self, parts: list[np.ndarray], count: int) -> np.ndarray:
-        """One key per rule: its parts' keyed hashes mixed with a keyed rule salt; 0 if a part is missing.
+    def _block_keys(
+        self, parts: list[np.ndarray], tokens: dict[int, tuple[np.ndarray, np.ndarray]], count: int
+    ) -> np.ndarray:
+        """Every rule's keys, in rule order; 0 where a record has none.
 
-        Each part is already a keyed hash of the transformed value, so the mix reveals
-        nothing unkeyed; mixing in numpy keeps the per-record cost to table look-ups.
+        An exact rule's key is its parts' keyed hashes mixed with a keyed rule salt (0 if
+        a part is missing); each part is already a keyed hash of the transformed value, so
+        the mix reveals nothing unkeyed, and mixing in numpy keeps the per-record cost to
+        table look-ups. A similarity rule's are its band keys
+        (:mod:`linkage.agency.similarity`), from the keyed hashes of its fields' tokens.
         """
-        block = np.zeros((count, len(self._rules)), dtype=np.uint64)
-        for column, (salt, rule_parts) in enumerate(self._rules):
+        block = np.zeros((count, self._columns[-1]), dtype=np.uint64)
+        for first, plan, fields in self._plans:
+            hashes = [(plan.group_of(self.protocol.fields[i].name), *tokens[i]) for i in fields if i in tokens]
+            block[:, first : first + plan.rule.bands] = band_keys(plan, signatures(plan, hashes, count))
+        exact = [self._columns[i] for i, rule in enumerate(self.protocol.blocking) if isinstance(rule, BlockingRule)]
+        for column, (salt, rule_parts) in zip(exact, self._rules, strict=True):
             key = np.full(count, salt, dtype=np.uint64)
             present = np.ones(count, dtype=bool)
             for field_index, transform_index in rule_parts:

@@ -218,7 +218,7 @@ def blocking_scores(protocol: Protocol, encodings: Sequence[Encodings], people: 
     for a, b in itertools.combinations(range(len(encodings)), 2):
         keys_a = np.asarray(encodings[a].records["block"]).reshape(encodings[a].header.record_count, -1)
         keys_b = np.asarray(encodings[b].records["block"]).reshape(encodings[b].header.record_count, -1)
-        index = BlockIndex.build(keys_a, keys_b, protocol.max_block_pairs)
+        index = BlockIndex.build(keys_a, keys_b, protocol.block_limits)
         clks_b = clk_dataset(np.ascontiguousarray(encodings[b].records["clk"])) if protocol.clk_prefilter else None
         for start in range(0, len(keys_a), 20_000):
             stop = min(start + 20_000, len(keys_a))

@@ -14,6 +14,7 @@ lies wholly in one partition and a worker needs only the records of its partitio
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,12 +22,14 @@ import numpy as np
 __all__ = [
     "BlockIndex",
     "BlockPartitions",
+    "block_limits",
     "candidate_pairs",
     "mix_keys",
     "SharedBlocks",
     "partition_blocks",
     "partition_of",
     "partition_pairs",
+    "rule_spans",
     "shared_blocks",
     "sorted_unique",
     "split_codes",
@@ -50,15 +53,17 @@ class BlockIndex:
     size: int
 
     @classmethod
-    def build(cls, keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int) -> BlockIndex:
+    def build(cls, keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int | Sequence[int]) -> BlockIndex:
         """Index party B's keys; find blocks bigger than ``max_block_pairs`` pairs.
 
         Args:
-            keys_a: party A's keys, shape (records, rules).
-            keys_b: party B's keys, shape (records, rules).
+            keys_a: party A's keys, shape (records, columns).
+            keys_b: party B's keys, shape (records, columns).
             max_block_pairs: a block with more pairs than this is skipped: it would cost
-                more than it finds (e.g. a very common surname with no other key).
+                more than it finds (e.g. a very common surname with no other key). One
+                limit for every column, or one per column.
         """
+        limits = block_limits(max_block_pairs, keys_b.shape[1])
         sorted_keys, order, oversized = [], [], []
         for rule in range(keys_b.shape[1]):
             column = keys_b[:, rule]
@@ -67,7 +72,7 @@ class BlockIndex:
             sorted_keys.append(column[rule_order])
             order.append(rule_order.astype(np.int64))
             common, pairs = _common_blocks(keys_a[:, rule], column)
-            oversized.append(common[pairs > max_block_pairs])
+            oversized.append(common[pairs > limits[rule]])
         return cls(tuple(sorted_keys), tuple(order), tuple(oversized), len(keys_b))
 
 
@@ -172,7 +177,7 @@ class SharedBlocks:
         return sum(len(rows) for rows in self.rows_a + self.rows_b)
 
 
-def shared_blocks(keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int) -> SharedBlocks:
+def shared_blocks(keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int | Sequence[int]) -> SharedBlocks:
     """Find, per rule, the records of each party whose key the other party shares in a usable block.
 
     A key no record of the other party holds (most keys of a selective rule) forms no
@@ -191,10 +196,11 @@ def shared_blocks(keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int) 
     >>> [o.tolist() for o in shared.oversized]
     [[6], []]
     """
+    limits = block_limits(max_block_pairs, keys_a.shape[1])
     rows_a, rows_b, oversized = [], [], []
     for rule in range(keys_a.shape[1]):
         common, pairs = _common_blocks(keys_a[:, rule], keys_b[:, rule])
-        too_big = pairs > max_block_pairs
+        too_big = pairs > limits[rule]
         oversized.append(common[too_big])
         usable = common[~too_big]
         rows_a.append(np.flatnonzero(np.isin(keys_a[:, rule], usable)))
@@ -300,6 +306,35 @@ def partition_pairs(
         keep[pending[shared]] = partition_of(column[shared], partitions) == partition
         pending = pending[~shared]
     return index_a[keep], index_b[keep]
+
+
+def block_limits(max_block_pairs: int | Sequence[int], columns: int) -> list[int]:
+    """The pair limit of each of ``columns`` block key columns, from one limit or one per column.
+
+    >>> block_limits(5, 2), block_limits([5, 9], 2)
+    ([5, 5], [5, 9])
+    """
+    if isinstance(max_block_pairs, int):
+        return [max_block_pairs] * columns
+    if len(max_block_pairs) != columns:
+        raise ValueError(f"{len(max_block_pairs)} block pair limits for {columns} block key columns")
+    return [int(limit) for limit in max_block_pairs]
+
+
+def rule_spans(columns: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """Each rule's block key columns as ``(first, stop)``, from how many columns each takes.
+
+    An exact rule takes one column, a similarity rule one per band.
+
+    >>> rule_spans([1, 3, 1])
+    ((0, 1), (1, 4), (4, 5))
+    """
+    spans = []
+    first = 0
+    for count in columns:
+        spans.append((first, first + count))
+        first += count
+    return tuple(spans)
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:

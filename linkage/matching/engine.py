@@ -22,6 +22,7 @@ import numpy as np
 
 from linkage.encodings import Encodings, check_compatible, read_encodings
 from linkage.errors import InputError
+from linkage.matching.block import rule_spans
 from linkage.matching.compare import (
     Comparison,
     Feature,
@@ -51,7 +52,7 @@ from linkage.matching.tasks import (
     score_slice,
     slice_tasks,
 )
-from linkage.protocol import Protocol
+from linkage.protocol import Protocol, Rule
 
 __all__ = [
     "LinkResult",
@@ -217,12 +218,19 @@ def score_candidates(
         if runner is not None and runner.client is not None:
             frequencies = frequencies_of({"records": [np.asarray(item.records) for item in encodings]}, comparisons)
             partitioned = partition_tasks(
-                runner.client, encodings, comparisons, frequencies, protocol.max_block_pairs, slots
+                runner.client, encodings, comparisons, frequencies, protocol.block_limits, slots
             )
             del frequencies
             try:
                 return _score(
-                    encodings, comparisons, features, partitioned.run, len(partitioned.tasks), floor, on_progress
+                    encodings,
+                    protocol.blocking,
+                    comparisons,
+                    features,
+                    partitioned.run,
+                    len(partitioned.tasks),
+                    floor,
+                    on_progress,
                 )
             finally:
                 partitioned.scattered.close()
@@ -232,11 +240,13 @@ def score_candidates(
             for task, result in run_tasks(encodings, work, (setup, *arguments), runner, slots, on_pass):
                 yield task[:2], result
 
-        return _score(encodings, comparisons, features, run, len(slice_tasks(sizes, slots)), floor, on_progress)
+        tasks = len(slice_tasks(sizes, slots))
+        return _score(encodings, protocol.blocking, comparisons, features, run, tasks, floor, on_progress)
 
 
 def _score(
     encodings: Sequence[Encodings],
+    rules: Sequence[Rule],
     comparisons: Sequence[Comparison],
     features: Sequence[Feature],
     run: PassRunner,
@@ -257,9 +267,10 @@ def _score(
 
     sizes = [item.header.record_count for item in encodings]
     counted: dict[tuple[int, int], dict[int, int]] = {}
-    by_rule: list[dict[int, int]] = [{} for _ in setup_rules(encodings)]
+    by_rule: list[dict[int, int]] = [{} for _ in rules]
     candidates = 0
-    for parties, (distinct, counts, per_rule) in run("count", (comparisons, features), progress(0)):
+    spans = rule_spans(rule.columns for rule in rules)
+    for parties, (distinct, counts, per_rule) in run("count", (comparisons, features, spans), progress(0)):
         table = counted.setdefault(parties, {})
         for code, count in zip(distinct.tolist(), counts.tolist(), strict=True):
             table[code] = table.get(code, 0) + count
@@ -280,9 +291,9 @@ def _score(
         (
             decode_patterns(np.fromiter(table, dtype=np.int64, count=len(table)), features),
             np.fromiter(table.values(), dtype=np.int64, count=len(table)),
-            fields,
+            rule.fields,
         )
-        for table, fields in zip(by_rule, setup_rules(encodings), strict=True)
+        for table, rule in zip(by_rule, rules, strict=True)
         if table
     ]
     model = fit_em_by_rule(
@@ -362,11 +373,6 @@ def _canonical_order(
     for start, stop in itertools.pairwise(bounds):
         order[start:stop] = order[start:stop][np.argsort(codes[start:stop], kind="stable")]
     return order
-
-
-def setup_rules(encodings: Sequence[Encodings]) -> list[frozenset[str]]:
-    """The fields each blocking rule agrees on, from the encodings header."""
-    return [frozenset(part.split(":")[0] for part in rule.split("+")) for rule in encodings[0].header.blocking]
 
 
 def _total_pairs(sizes: Sequence[int]) -> int:

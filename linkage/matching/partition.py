@@ -68,12 +68,15 @@ def _partition_levels(
 
 
 def count_partition(
-    sealed: Sealed[PartitionInputs], comparisons: Sequence[Comparison], features: Sequence[Feature]
+    sealed: Sealed[PartitionInputs],
+    comparisons: Sequence[Comparison],
+    features: Sequence[Feature],
+    spans: Sequence[tuple[int, int]],
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """Pass 1 on Dask: what :func:`linkage.matching.tasks.count_slice` counts, for one block partition."""
     keys, local_a, local_b, levels = _partition_levels(sealed.value, comparisons)
     patterns = encode_patterns(feature_levels(levels, features), features)
-    return pattern_counts(patterns, keys[0][local_a], keys[1][local_b])
+    return pattern_counts(patterns, keys[0][local_a], keys[1][local_b], spans)
 
 
 def score_partition(
@@ -127,7 +130,7 @@ def partition_tasks(
     encodings: Sequence[Encodings],
     comparisons: Sequence[Comparison],
     frequencies: Sequence[Sequence[np.ndarray]],
-    max_block_pairs: int,
+    max_block_pairs: Sequence[int],
     slots: int,
 ) -> PartitionTasks:
     """Cut every pair of parties into block partitions and scatter each task's records to one worker.

@@ -18,20 +18,25 @@ __all__ = ["count_patterns", "pattern_counts", "weigh_pairs"]
 
 
 def pattern_counts(
-    patterns: np.ndarray, keys_a: np.ndarray, keys_b: np.ndarray
+    patterns: np.ndarray, keys_a: np.ndarray, keys_b: np.ndarray, spans: Sequence[tuple[int, int]]
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """Distinct patterns and their counts, overall and among the pairs agreeing on each rule's key.
 
-    >>> keys_a = np.array([[5, 1], [6, 0]], dtype=np.uint64)
-    >>> keys_b = np.array([[5, 2], [6, 0]], dtype=np.uint64)
-    >>> distinct, counts, per_rule = pattern_counts(np.array([3, 3]), keys_a, keys_b)
+    ``spans`` are each rule's key columns (:func:`linkage.matching.block.rule_spans`): a
+    pair agrees on a similarity rule when it shares any of its band keys.
+
+    >>> keys_a = np.array([[5, 1, 7], [6, 0, 8]], dtype=np.uint64)
+    >>> keys_b = np.array([[5, 2, 7], [6, 0, 9]], dtype=np.uint64)
+    >>> distinct, counts, per_rule = pattern_counts(np.array([3, 3]), keys_a, keys_b, [(0, 1), (1, 3)])
     >>> distinct.tolist(), counts.tolist(), [(d.tolist(), c.tolist()) for d, c in per_rule]
-    ([3], [2], [([3], [2]), ([], [])])
+    ([3], [2], [([3], [2]), ([3], [1])])
     """
     distinct, _, counts = count_patterns(patterns)
     per_rule = []
-    for rule in range(keys_a.shape[1]):
-        agree = (keys_a[:, rule] == keys_b[:, rule]) & (keys_a[:, rule] != 0)
+    for first, stop in spans:
+        agree = np.zeros(len(patterns), dtype=bool)
+        for column in range(first, stop):
+            agree |= (keys_a[:, column] == keys_b[:, column]) & (keys_a[:, column] != 0)
         rule_distinct, _, rule_counts = count_patterns(patterns[agree])
         per_rule.append((rule_distinct, rule_counts))
     return distinct, counts, per_rule

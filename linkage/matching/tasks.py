@@ -52,9 +52,9 @@ MIN_SLICE_RECORDS = 1_000
 
 
 # What a worker needs for a job's tasks: the job's key, each party's records (a path to
-# load them from, or on Dask the sealed records scattered to it), block size limit, CLK
-# prefilter.
-Setup = tuple[str, tuple[Any, ...], int, float | None]
+# load them from, or on Dask the sealed records scattered to it), each block key column's
+# block size limit, CLK prefilter.
+Setup = tuple[str, tuple[Any, ...], tuple[int, ...], float | None]
 State = dict[str, Any]
 
 
@@ -171,15 +171,19 @@ def _slice_levels(
 
 
 def count_slice(
-    task: tuple[int, int, int, int], setup: Setup, comparisons: Sequence[Comparison], features: Sequence[Feature]
+    task: tuple[int, int, int, int],
+    setup: Setup,
+    comparisons: Sequence[Comparison],
+    features: Sequence[Feature],
+    spans: Sequence[tuple[int, int]],
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """Pass 1: how many candidates of the slice have each pattern, overall and per blocking rule."""
+    """Pass 1: how many candidates of the slice have each pattern, overall and per blocking rule (its ``spans``)."""
     state = _inputs(setup)
     index_a, index_b, patterns = _slice_patterns(state, task, comparisons, features)
     records: list[np.ndarray] = state["records"]
     keys_a = np.asarray(records[task[0]]["block"]).reshape(len(records[task[0]]), -1)[index_a]
     keys_b = np.asarray(records[task[1]]["block"]).reshape(len(records[task[1]]), -1)[index_b]
-    return pattern_counts(patterns, keys_a, keys_b)
+    return pattern_counts(patterns, keys_a, keys_b, spans)
 
 
 def score_slice(
@@ -245,7 +249,7 @@ def executor(
     the job's inputs.
     """
     key = secrets.token_hex(8)
-    limits = (protocol.max_block_pairs, protocol.clk_prefilter)
+    limits = (protocol.block_limits, protocol.clk_prefilter)
     if dask is not None:
         with connect(dask) as client:
             from distributed import as_completed  # an optional extra, present if connect worked

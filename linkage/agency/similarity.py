@@ -1,0 +1,144 @@
+"""Band keys of similarity blocking: keyed MinHash over the tokens of a record's fields.
+
+A similarity rule (``matching.blocking`` in the protocol) gives each record ``bands`` block
+keys made at the agency, beside the exact rules' keys, so that the linkage service can
+propose pairs whose values are alike without learning the values. The tokens are those
+each field's Bloom filter hashes (its n-grams). Every token is first hashed with the
+block key (:func:`token_hashes`), so nothing below is computable without the secret; the
+signature is the minimum of ``bands * hashes_per_band`` keyed hash functions over the
+record's tokens, and a band key is a keyed hash of ``hashes_per_band`` of those minima.
+
+Why the chance of sharing a band is known: a hash function's minimum over two token
+sets is the same exactly when the token of the union that hashes lowest lies in both,
+which happens with chance J, the Jaccard similarity of the sets. The functions are
+independent, so a band (``hashes_per_band`` = r of them) is shared with chance J ** r and
+at least one of ``bands`` = b bands with chance 1 - (1 - J ** r) ** b. Token sets with
+Dice D have J = D / (2 - D). See docs/blocking.md.
+
+Tokens are taken before salting and hardening: the band keys are keyed functions of the
+normalised values, as the exact rules' block keys are, and the service learns from them
+what it learns from those: which records share a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from linkage.agency.hashing import keyed_hash64
+from linkage.matching.block import mix_keys
+from linkage.protocol import SimilarityRule
+
+__all__ = ["MinHashPlan", "band_keys", "minhash_plan", "signatures", "token_hash", "token_hashes"]
+
+_NO_TOKEN = np.iinfo(np.uint64).max
+# Hash functions evaluated at once: bounds the (tokens x functions) work array.
+_FUNCTIONS_AT_ONCE = 16
+
+
+@dataclass(frozen=True)
+class MinHashPlan:
+    """The keyed hash functions of one similarity rule.
+
+    Attributes:
+        rule: the rule.
+        group_salts: per group of the rule, a keyed salt XORed into its tokens' hashes,
+            so that the same n-gram in two groups is two tokens.
+        multipliers: per hash function, an odd keyed 64-bit multiplier.
+        offsets: per hash function, a keyed 64-bit offset.
+        band_salts: per band, the keyed value its key's hash starts from.
+    """
+
+    rule: SimilarityRule
+    group_salts: tuple[int, ...]
+    multipliers: np.ndarray
+    offsets: np.ndarray
+    band_salts: np.ndarray
+
+    def group_of(self, field: str) -> int:
+        """The position of the group holding ``field``."""
+        return next(i for i, group in enumerate(self.rule.groups) if field in group)
+
+
+def minhash_plan(rule: SimilarityRule, key: bytes) -> MinHashPlan:
+    """Derive a rule's hash functions and salts from the block key (:attr:`Keys.block`).
+
+    Every value depends on the rule's name, which holds its fields and parameters: two
+    rules never share hash functions.
+    """
+    functions = rule.bands * rule.hashes_per_band
+    label = f"similarity|{rule.name}"
+    return MinHashPlan(
+        rule=rule,
+        group_salts=tuple(keyed_hash64(key, f"{label}|group|{'|'.join(group)}") for group in rule.groups),
+        multipliers=np.array([keyed_hash64(key, f"{label}|a{k}") | 1 for k in range(functions)], dtype=np.uint64),
+        offsets=np.array([keyed_hash64(key, f"{label}|b{k}") for k in range(functions)], dtype=np.uint64),
+        band_salts=np.array([keyed_hash64(key, f"{label}|band{j}") for j in range(rule.bands)], dtype=np.uint64),
+    )
+
+
+def token_hash(token: str, key: bytes) -> int:
+    """A token's keyed 64-bit hash (the same token, the same hash, in every field)."""
+    return keyed_hash64(key, f"token|{token}")
+
+
+def token_hashes(tokens: Sequence[str], key: bytes) -> np.ndarray:
+    """:func:`token_hash` of each token, as an array."""
+    return np.array([token_hash(token, key) for token in tokens], dtype=np.uint64)
+
+
+def signatures(plan: MinHashPlan, hashes: Sequence[tuple[int, np.ndarray, np.ndarray]], count: int) -> np.ndarray:
+    """MinHash signatures of ``count`` records.
+
+    Args:
+        plan: the rule's hash functions.
+        hashes: per field of the rule, ``(group position, token hashes, record of each
+            token)``; a token may appear twice for a record (it counts once).
+        count: number of records.
+
+    Returns:
+        uint64 array (count, bands * hashes_per_band); a record without tokens holds the
+        maximum value in every column.
+    """
+    functions = len(plan.multipliers)
+    out = np.full((count, functions), _NO_TOKEN, dtype=np.uint64)
+    salted = [token ^ np.uint64(plan.group_salts[group]) for group, token, _ in hashes]
+    rows = [row for _, _, row in hashes]
+    if not salted or not sum(len(part) for part in salted):
+        return out
+    values = np.concatenate(salted)
+    records = np.concatenate(rows)
+    order = np.argsort(records, kind="stable")
+    values, records = values[order], records[order]
+    starts = np.flatnonzero(np.concatenate([[True], records[1:] != records[:-1]]))
+    holders = records[starts]
+    with np.errstate(over="ignore"):
+        for first in range(0, functions, _FUNCTIONS_AT_ONCE):
+            last = min(first + _FUNCTIONS_AT_ONCE, functions)
+            hashed = values[:, None] * plan.multipliers[first:last] + plan.offsets[first:last]
+            out[holders, first:last] = np.minimum.reduceat(hashed, starts, axis=0)
+    return out
+
+
+def band_keys(plan: MinHashPlan, signature: np.ndarray) -> np.ndarray:
+    """The rule's band keys from the records' signatures: (records, bands) uint64, 0 for no token.
+
+    >>> from linkage.protocol import SimilarityRule
+    >>> plan = minhash_plan(SimilarityRule((("surname",),), 2, 3), bytes(64))
+    >>> one = signatures(plan, [(0, token_hashes(["ab", "bc", "cd"], bytes(64)), np.zeros(3, np.int64))], 1)
+    >>> keys = band_keys(plan, np.concatenate([one, one, signatures(plan, [], 1)]))
+    >>> bool((keys[0] == keys[1]).all()), keys[2].tolist()
+    (True, [0, 0])
+    """
+    rows = plan.rule.hashes_per_band
+    present = signature[:, 0] != _NO_TOKEN
+    out = np.zeros((len(signature), plan.rule.bands), dtype=np.uint64)
+    for band, salt in enumerate(plan.band_salts):
+        key = np.full(len(signature), salt, dtype=np.uint64)
+        for column in range(band * rows, (band + 1) * rows):
+            key = mix_keys(key ^ signature[:, column])
+        key[key == 0] = 1
+        out[:, band] = np.where(present, key, np.uint64(0))
+    return out
