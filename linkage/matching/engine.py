@@ -35,7 +35,6 @@ from linkage.matching.compare import (
 )
 from linkage.matching.model import (
     FellegiSunterModel,
-    choose_threshold,
     estimate_u,
     fit_em_by_rule,
     fit_prior,
@@ -52,6 +51,7 @@ from linkage.matching.tasks import (
     score_slice,
     slice_tasks,
 )
+from linkage.matching.threshold import choose_threshold
 from linkage.protocol import Protocol, Rule
 
 __all__ = [
@@ -115,8 +115,16 @@ class ScoredCandidates:
     weight: np.ndarray
     probability: np.ndarray
     model: FellegiSunterModel
+    priors: dict[tuple[int, int], float]
+    sizes: tuple[int, ...]
     pairs_total: int
     pairs_compared: int
+
+    def threshold(self) -> float:
+        """The threshold ``auto`` chooses: the best expected F1 of what the solver keeps (:func:`choose_threshold`)."""
+        return choose_threshold(
+            self.party_a, self.party_b, self.record_a, self.record_b, self.probability, self.sizes, self.priors
+        )
 
 
 @dataclass(frozen=True)
@@ -335,6 +343,8 @@ def _score(
         weight=weight,
         probability=probability,
         model=model,
+        priors=priors,
+        sizes=tuple(sizes),
         pairs_total=_total_pairs(sizes),
         pairs_compared=candidates,
     )
@@ -420,7 +430,7 @@ def link(
     scored = score_candidates(protocol, encodings, workers=workers, dask=dask, on_progress=on_progress)
     chosen = threshold if threshold is not None else protocol.threshold
     if chosen is None:
-        chosen = choose_threshold(scored.probability)
+        chosen = scored.threshold()
     entities, accepted = select_and_solve(scored, chosen)
     return LinkResult(
         parties=tuple(item.header.party for item in encodings),
