@@ -12,15 +12,17 @@ keys = arrays(np.uint64, st.tuples(st.integers(0, 40), st.integers(1, 3)), eleme
 
 @st.composite
 def two_parties(draw):
-    """Two parties' block keys under the same rules, and a limit on a block's pairs."""
+    """Two parties' block keys under the same rules, and a limit on a block's pairs (one, or one per column)."""
     a = draw(keys)
     b = draw(arrays(np.uint64, st.tuples(st.integers(0, 40), st.just(a.shape[1])), elements=st.integers(0, 6)))
-    return a, b, draw(st.integers(1, 50))
+    one = st.integers(1, 50)
+    return a, b, draw(one | st.lists(one, min_size=a.shape[1], max_size=a.shape[1]))
 
 
-def brute_force(a, b, limit):
+def brute_force(a, b, limits):
     pairs = set()
     for rule in range(a.shape[1]):
+        limit = limits if isinstance(limits, int) else limits[rule]
         values_a, counts_a = np.unique(a[:, rule], return_counts=True)
         values_b, counts_b = np.unique(b[:, rule], return_counts=True)
         sizes = dict(zip(values_a, counts_a, strict=True))
