@@ -33,10 +33,10 @@ from linkage.agency.normalise import (
     normalise_text,
     soundex,
 )
-from linkage.agency.similarity import band_keys, minhash_plan, signatures, token_hash
+from linkage.agency.similarity import SimilarityEncoder, token_hash
 from linkage.encodings import record_layout
 from linkage.matching.block import mix_keys
-from linkage.protocol import STRING_KINDS, AttributeSpec, BlockingRule, FieldSpec, Protocol, SimilarityRule
+from linkage.protocol import STRING_KINDS, AttributeSpec, BlockingRule, FieldSpec, Protocol
 
 __all__ = ["PreparedRows", "RecordEncoder", "RowProblem", "prepare_rows", "salts_for"]
 
@@ -290,7 +290,7 @@ class RecordEncoder:
             self._salt is not None and i != self._salt[0] and (salt_clk or (salt_own and plan is not None))
             for i, plan in enumerate(self._own_plans)
         ]
-        similar = [rule for rule in protocol.blocking if isinstance(rule, SimilarityRule)]
+        self._similarity = SimilarityEncoder(protocol, keys.block)
         self._tables = [
             _TokenTable(
                 keys.clk[i],
@@ -301,7 +301,7 @@ class RecordEncoder:
                 else None,
                 salt_clk=salt_clk and self._salted[i],
                 salt_own=salt_own and self._salted[i],
-                similarity_key=keys.block if any(spec.name in rule.fields for rule in similar) else None,
+                similarity_key=keys.block if i in self._similarity.readers else None,
             )
             for i, (spec, plan) in enumerate(zip(protocol.fields, self._own_plans, strict=True))
         ]
@@ -321,11 +321,6 @@ class RecordEncoder:
         ]
         # Each rule's first block key column: a similarity rule takes one per band.
         self._columns = np.cumsum([0, *(rule.columns for rule in protocol.blocking)]).tolist()
-        self._plans = [
-            (self._columns[i], minhash_plan(rule, keys.block), [position[name] for name in sorted(rule.fields)])
-            for i, rule in enumerate(protocol.blocking)
-            if isinstance(rule, SimilarityRule)
-        ]
 
     def _encode_value(
         self, index: int, spec: FieldSpec, value: Value, salt: str = ""
@@ -375,7 +370,7 @@ class RecordEncoder:
         out = np.zeros(count, dtype=self.dtype)
         clk = np.zeros((count, self._clk_plan.build_bits), dtype=bool)
         parts: list[np.ndarray] = []
-        tokens: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        signatures: dict[int, tuple[list[int], list[tuple[np.ndarray, ...]]]] = {}
         salts = self._salts(rows)
         for index, spec in enumerate(self.protocol.fields):
             cache = self._caches[index]
@@ -385,6 +380,8 @@ class RecordEncoder:
             field_parts = np.zeros((count, len(self._transforms[index])), dtype=np.uint64)
             present = 0
             salted_field = self._salted[index]
+            table = self._tables[index]
+            similar = signatures.setdefault(index, ([], [])) if table.similarity_key is not None else None
             for row_number, row in enumerate(rows):
                 value = row[index]
                 if value is None:
@@ -396,6 +393,9 @@ class RecordEncoder:
                 ) or self._encode_value(index, spec, value, salt)
                 token_ids.extend(ids)
                 token_rows.extend([row_number] * len(ids))
+                if similar is not None:
+                    similar[0].append(row_number)
+                    similar[1].append(self._similarity.value_signatures(index, value, ids, table.token_hashes))
                 if value_hashes is not None:
                     hashes[row_number] = value_hashes
                 if value_parts:
@@ -406,12 +406,9 @@ class RecordEncoder:
                 self._cached[index] = self._misses[index] < 0.8 * self._lookups[index]
                 if not self._cached[index]:
                     cache.clear()
-            table = self._tables[index]
             ids_array = np.asarray(token_ids, dtype=np.int64)
             rows_array = np.asarray(token_rows, dtype=np.int64)
             clk[rows_array[:, None], table.clk[ids_array]] = True
-            if table.similarity_key is not None:
-                tokens[index] = (table.token_hashes[ids_array], rows_array)
             plan = self._own_plans[index]
             if plan is not None:
                 own = np.zeros((count, plan.build_bits), dtype=bool)
@@ -420,7 +417,7 @@ class RecordEncoder:
             else:
                 out[spec.name] = hashes
         out["clk"] = np.packbits(self._harden(clk, self._clk_plan), axis=1)
-        out["block"] = self._block_keys(parts, tokens, count).reshape(out["block"].shape)
+        out["block"] = self._block_keys(parts, signatures, count).reshape(out["block"].shape)
         return out
 
     @staticmethod
@@ -434,7 +431,7 @@ class RecordEncoder:
         return hardened
 
     def _block_keys(
-        self, parts: list[np.ndarray], tokens: dict[int, tuple[np.ndarray, np.ndarray]], count: int
+        self, parts: list[np.ndarray], signatures: dict[int, tuple[list[int], list[tuple[np.ndarray, ...]]]], count: int
     ) -> np.ndarray:
         """Every rule's keys, in rule order; 0 where a record has none.
 
@@ -444,10 +441,7 @@ class RecordEncoder:
         table look-ups. A similarity rule's are its band keys
         (:mod:`linkage.agency.similarity`), from the keyed hashes of its fields' tokens.
         """
-        block = np.zeros((count, self._columns[-1]), dtype=np.uint64)
-        for first, plan, fields in self._plans:
-            hashes = [(plan.group_of(self.protocol.fields[i].name), *tokens[i]) for i in fields if i in tokens]
-            block[:, first : first + plan.rule.bands] = band_keys(plan, signatures(plan, hashes, count))
+        block = self._similarity.band_keys(signatures, count)
         exact = [self._columns[i] for i, rule in enumerate(self.protocol.blocking) if isinstance(rule, BlockingRule)]
         for column, (salt, rule_parts) in zip(exact, self._rules, strict=True):
             key = np.full(count, salt, dtype=np.uint64)
