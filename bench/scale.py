@@ -162,7 +162,8 @@ def main() -> None:
             print(
                 "  records "
                 + " x ".join(f"{item.header.record_count:,}" for item in encodings)
-                + f"; {blocking.candidate_pairs:,} candidate pairs; pair completeness {blocking.pair_completeness:.4f}",
+                + f"; {blocking.candidate_pairs:,} candidate pairs ({blocking.candidates_per_record:.1f} per record of "
+                + f"the larger party); pair completeness {blocking.pair_completeness:.4f}",
                 flush=True,
             )
             del encodings, keymaps, people_ids

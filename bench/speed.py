@@ -10,7 +10,8 @@ Part 1, comparison throughput, on the same CLKs (msd and police of a synthetic p
       field by field the pairs it keeps. Pairs per second = all pairs / wall time.
 Part 2, a two-party link (msd against police) of synthetic populations of each size, with
 the example protocol's blocking: wall time, peak memory (this process and its workers,
-sampled), candidates, and blocking's pair completeness from the truth.
+sampled), candidates (and per record of the larger party), and blocking's pair
+completeness from the truth.
 Targets (issue 4): (b)/(a) >= 1.8 on 2 cores; 1M people in under 10 minutes with pair
 completeness >= 0.99.
 """
@@ -93,7 +94,7 @@ def scaling(protocol, people: int, outs: list[Path], data: Path, workers: int) -
     sizes = " x ".join(f"{item.header.record_count:,}" for item in encodings)
     print(
         f"{people:>10,} {sizes:>22} {seconds:9.1f} {memory.total / 2**20:9.0f} {blocking.candidate_pairs:>13,} "
-        f"{blocking.pair_completeness:8.4f} {len(entities):>9,}",
+        f"{blocking.candidates_per_record:>10.1f} {blocking.pair_completeness:8.4f} {len(entities):>9,}",
         flush=True,
     )
 
@@ -111,7 +112,15 @@ def main() -> None:
         outs, _ = prepare(protocol, args.dice_people, args.seed, tmp, args.workers)
         throughput(protocol, outs, args.workers)
         print("\nPart 2: two-party link (msd x police), example protocol blocking, auto threshold")
-        columns = ("people", 10), ("records", 22), ("seconds", 9), ("peak MiB", 9), ("candidates", 13), ("PC", 8)
+        columns = (
+            ("people", 10),
+            ("records", 22),
+            ("seconds", 9),
+            ("peak MiB", 9),
+            ("candidates", 13),
+            ("per record", 10),
+            ("PC", 8),
+        )
         print(" ".join(f"{name:>{width}}" for name, width in columns), f"{'entities':>9}")
         for people in (int(s) for s in args.sizes.split(",") if s):
             outs, data = prepare(protocol, people, args.seed, tmp, args.workers)

@@ -180,7 +180,8 @@ def _render_blocking(blocking: BlockingAnalysis) -> None:
     if blocking.pair_completeness is not None:
         line += (
             f"; pair completeness {blocking.pair_completeness:.4f} "
-            f"({blocking.true_pairs_kept:,} of {blocking.true_pairs:,} true pairs kept)"
+            f"({blocking.true_pairs_kept:,} of {blocking.true_pairs:,} true pairs kept; "
+            f"{blocking.true_pairs_skipped:,} lost to skipped oversized blocks)"
         )
     click.echo(line)
     truth = blocking.pair_completeness is not None

@@ -26,7 +26,7 @@ from linkage.matching.anonlink_bridge import clk_dataset, clk_dice_pairs
 from linkage.matching.block import BlockIndex, candidate_pairs, rule_spans, sorted_unique, split_codes
 from linkage.protocol import Protocol
 
-__all__ = ["BlockingAnalysis", "LargeBlock", "RuleCoverage", "analyse_blocking"]
+__all__ = ["BlockingAnalysis", "LargeBlock", "RuleCoverage", "analyse_blocking", "true_pair_indices"]
 
 SLICE_RECORDS = 20_000
 LARGEST_BLOCKS = 10
@@ -97,6 +97,8 @@ class BlockingAnalysis:
         true_pairs: pairs of records of the same person (``None`` without truth).
         true_pairs_kept: those among the candidates.
         pair_completeness: ``true_pairs_kept`` over ``true_pairs``.
+        true_pairs_skipped: true pairs that share a block key only in blocks skipped as
+            oversized: what the pair limits cost.
     """
 
     rules: tuple[RuleCoverage, ...]
@@ -108,6 +110,35 @@ class BlockingAnalysis:
     true_pairs: int | None = None
     true_pairs_kept: int | None = None
     pair_completeness: float | None = None
+    true_pairs_skipped: int | None = None
+
+
+def true_pair_indices(people_a: np.ndarray, people_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of records of two parties that belong to the same known person.
+
+    >>> [x.tolist() for x in true_pair_indices(np.array([3, -1, 5, 3]), np.array([5, 3, 9]))]
+    [[0, 2, 3], [1, 0, 1]]
+    """
+    order_b = np.argsort(people_b, kind="stable")
+    sorted_b = people_b[order_b]
+    known = np.flatnonzero(people_a >= 0)
+    low = np.searchsorted(sorted_b, people_a[known], "left")
+    counts = np.searchsorted(sorted_b, people_a[known], "right") - low
+    index_a = np.repeat(known, counts)
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return index_a, order_b[np.repeat(low, counts) + offsets]
+
+
+def _skipped_only(keys_a: np.ndarray, keys_b: np.ndarray, index: BlockIndex, people: Sequence[np.ndarray]) -> int:
+    """True pairs that share some key, but every key they share is in a block skipped as oversized."""
+    index_a, index_b = true_pair_indices(people[0], people[1])
+    a, b = keys_a[index_a], keys_b[index_b]
+    shares = ((a == b) & (a != 0)).any(axis=1)
+    usable = np.zeros(len(a), dtype=bool)
+    for column in range(a.shape[1]):
+        equal = (a[:, column] == b[:, column]) & (a[:, column] != 0)
+        usable |= equal & ~np.isin(a[:, column], index.oversized[column])
+    return int((shares & ~usable).sum())
 
 
 def _rule_names(protocol: Protocol) -> list[str]:
@@ -202,7 +233,7 @@ def analyse_blocking(
     true_added = np.zeros(rules, dtype=np.int64)
     oversized = np.zeros((rules, 2), dtype=np.int64)
     largest: list[LargeBlock] = []
-    candidates = kept = actual = total = 0
+    candidates = kept = actual = total = skipped_only = 0
     sizes = [item.header.record_count for item in encodings]
     slices = sum(-(-sizes[a] // SLICE_RECORDS) for a, _ in itertools.combinations(range(len(sizes)), 2))
     done = 0
@@ -215,6 +246,8 @@ def analyse_blocking(
         for rule, (first, stop) in enumerate(spans):
             for column in range(first, stop):
                 oversized[rule] += _oversized(keys_a, keys_b, index, column)
+        if people is not None:
+            skipped_only += _skipped_only(keys_a, keys_b, index, (people[a], people[b]))
         clks_b = clk_dataset(np.ascontiguousarray(encodings[b].records["clk"])) if prefilter is not None else None
         for start in range(0, sizes[a], SLICE_RECORDS):
             stop_at = min(start + SLICE_RECORDS, sizes[a])
@@ -246,7 +279,7 @@ def analyse_blocking(
             if on_progress:
                 on_progress(done, slices)
         if people is not None:
-            actual += len(np.intersect1d(people[a][people[a] >= 0], people[b][people[b] >= 0]))
+            actual += len(true_pair_indices(people[a], people[b])[0])
         total += sizes[a] * sizes[b]
     cumulative = np.cumsum(added)
     truth = people is not None
@@ -276,4 +309,5 @@ def analyse_blocking(
         true_pairs=actual if truth else None,
         true_pairs_kept=kept if truth else None,
         pair_completeness=(kept / actual if actual else 1.0) if truth else None,
+        true_pairs_skipped=skipped_only if truth else None,
     )

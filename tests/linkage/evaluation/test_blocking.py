@@ -10,7 +10,7 @@ from linkage.evaluation.blocking import analyse_blocking
 from linkage.evaluation.scores import read_truth, record_people
 from linkage.matching.block import BlockIndex, candidate_pairs, rule_spans
 from linkage.matching.engine import load_inputs, score_candidates
-from linkage.protocol import load_protocol
+from linkage.protocol import SimilarityRule, load_protocol
 from linkage.token_files import read_keymap
 from tests.helpers import EXAMPLE_PROTOCOL, PARTIES
 
@@ -71,9 +71,20 @@ def test_without_truth_only_counts(inputs):
 
 
 def test_oversized_blocks_are_counted_and_skipped(inputs):
-    protocol, encodings, _ = inputs
+    protocol, encodings, people = inputs
+    whole = analyse_blocking(protocol, encodings, people)
+    assert whole.true_pairs_skipped == 0
+    # No block at all: every true pair that shares a key shares it only in skipped blocks.
+    rules = tuple(
+        dataclasses.replace(rule, max_block_pairs=0) if isinstance(rule, SimilarityRule) else rule
+        for rule in protocol.blocking
+    )
+    nothing = dataclasses.replace(protocol, max_block_pairs=0, blocking=rules)
+    none_kept = analyse_blocking(nothing, encodings, people)
+    assert none_kept.candidate_pairs == 0 and none_kept.true_pairs_kept == 0
+    assert none_kept.true_pairs_skipped == whole.true_pairs_kept > 0
     tight = dataclasses.replace(protocol, max_block_pairs=2)
-    analysis = analyse_blocking(tight, encodings)
+    analysis = analyse_blocking(tight, encodings, people)
     by_date = analysis.rules[0]
     assert by_date.oversized_blocks > 0 and by_date.oversized_pairs > 2 * by_date.oversized_blocks
     assert by_date.candidates == rule_candidates(tight, encodings, [0])
