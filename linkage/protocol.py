@@ -273,6 +273,11 @@ class Protocol:
             * rule.columns
         )
 
+    @property
+    def band_columns(self) -> tuple[bool, ...]:
+        """Per block key column, whether it is a band of a similarity rule."""
+        return tuple(isinstance(rule, SimilarityRule) for rule in self.blocking for _ in range(rule.columns))
+
     def party(self, party_id: str) -> Party:
         """Return the party with this id.
 

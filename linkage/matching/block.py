@@ -177,16 +177,29 @@ class SharedBlocks:
         return sum(len(rows) for rows in self.rows_a + self.rows_b)
 
 
-def shared_blocks(keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int | Sequence[int]) -> SharedBlocks:
-    """Find, per rule, the records of each party whose key the other party shares in a usable block.
+def shared_blocks(
+    keys_a: np.ndarray,
+    keys_b: np.ndarray,
+    max_block_pairs: int | Sequence[int],
+    banded: Sequence[bool] | None = None,
+) -> SharedBlocks:
+    """Find, per column, the records of each party whose key the other party shares in a usable block.
 
     A key no record of the other party holds (most keys of a selective rule) forms no
     pair, so its record need not be shipped anywhere for it.
 
+    A band column (``banded``, a similarity rule's) routes a record only when it meets
+    someone there with whom it shares no usable key of an earlier column: a record that
+    matches well shares most of its bands with its match, and would otherwise travel to a
+    partition per band for pairs its exact keys already make. Every pair is made in the
+    partition of the first column it shares (:func:`partition_pairs`), and both its
+    records are routed there.
+
     Args:
-        keys_a: party A's keys, shape (records, rules).
-        keys_b: party B's keys, shape (records, rules).
+        keys_a: party A's keys, shape (records, columns).
+        keys_b: party B's keys, shape (records, columns).
         max_block_pairs: as in :meth:`BlockIndex.build`.
+        banded: per column, whether it is a band column (default: none is).
 
     >>> a = np.array([[5, 3], [6, 0], [8, 8]], dtype=np.uint64)
     >>> b = np.array([[5, 4], [6, 0], [6, 0], [9, 8]], dtype=np.uint64)
@@ -195,17 +208,49 @@ def shared_blocks(keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int |
     ([[0], [2]], [[0], [3]], 4)
     >>> [o.tolist() for o in shared.oversized]
     [[6], []]
+    >>> a[0, 1] = b[0, 1] = 7  # a band both first records hold; they meet in column 0 already
+    >>> [r.tolist() for r in shared_blocks(a, b, 10).rows_a]
+    [[0, 1], [0, 2]]
+    >>> [r.tolist() for r in shared_blocks(a, b, 10, [False, True]).rows_a]
+    [[0, 1], [2]]
     """
-    limits = block_limits(max_block_pairs, keys_a.shape[1])
+    columns = keys_a.shape[1]
+    limits = block_limits(max_block_pairs, columns)
+    bands = list(banded) if banded is not None else [False] * columns
     rows_a, rows_b, oversized = [], [], []
-    for rule in range(keys_a.shape[1]):
-        common, pairs = _common_blocks(keys_a[:, rule], keys_b[:, rule])
-        too_big = pairs > limits[rule]
+    for column in range(columns):
+        common, pairs = _common_blocks(keys_a[:, column], keys_b[:, column])
+        too_big = pairs > limits[column]
         oversized.append(common[too_big])
         usable = common[~too_big]
-        rows_a.append(np.flatnonzero(np.isin(keys_a[:, rule], usable)))
-        rows_b.append(np.flatnonzero(np.isin(keys_b[:, rule], usable)))
+        rows_a.append(np.flatnonzero(np.isin(keys_a[:, column], usable)))
+        rows_b.append(np.flatnonzero(np.isin(keys_b[:, column], usable)))
+    for column in range(columns):
+        if bands[column]:
+            rows_a[column], rows_b[column] = _new_meetings(keys_a, keys_b, column, rows_a, rows_b, oversized)
     return SharedBlocks(tuple(rows_a), tuple(rows_b), tuple(oversized))
+
+
+def _new_meetings(
+    keys_a: np.ndarray,
+    keys_b: np.ndarray,
+    column: int,
+    rows_a: Sequence[np.ndarray],
+    rows_b: Sequence[np.ndarray],
+    oversized: Sequence[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Records of a column's usable blocks that meet someone there with no usable key of an earlier column shared."""
+    local_a, local_b = keys_a[rows_a[column]], keys_b[rows_b[column]]
+    index = BlockIndex.build(local_a[:, [column]], local_b[:, [column]], np.iinfo(np.int64).max)
+    pair_a, pair_b = candidate_pairs(local_a[:, [column]], 0, index)
+    # Column by column, only the pairs still new: most share an early exact key.
+    for earlier in range(column):
+        key = local_a[pair_a, earlier]
+        shared = (key == local_b[pair_b, earlier]) & (key != 0)
+        if len(oversized[earlier]):
+            shared[shared] = ~np.isin(key[shared], oversized[earlier])
+        pair_a, pair_b = pair_a[~shared], pair_b[~shared]
+    return rows_a[column][np.unique(pair_a)], rows_b[column][np.unique(pair_b)]
 
 
 @dataclass(frozen=True)

@@ -226,7 +226,13 @@ def score_candidates(
         if runner is not None and runner.client is not None:
             frequencies = frequencies_of({"records": [np.asarray(item.records) for item in encodings]}, comparisons)
             partitioned = partition_tasks(
-                runner.client, encodings, comparisons, frequencies, protocol.block_limits, slots
+                runner.client,
+                encodings,
+                comparisons,
+                frequencies,
+                protocol.block_limits,
+                protocol.band_columns,
+                slots,
             )
             del frequencies
             try:

@@ -131,6 +131,7 @@ def partition_tasks(
     comparisons: Sequence[Comparison],
     frequencies: Sequence[Sequence[np.ndarray]],
     max_block_pairs: Sequence[int],
+    band_columns: Sequence[bool],
     slots: int,
 ) -> PartitionTasks:
     """Cut every pair of parties into block partitions and scatter each task's records to one worker.
@@ -148,7 +149,7 @@ def partition_tasks(
     for a, b in itertools.combinations(range(len(records)), 2):
         keys_a = np.asarray(records[a]["block"]).reshape(len(records[a]), -1)
         keys_b = np.asarray(records[b]["block"]).reshape(len(records[b]), -1)
-        shared = shared_blocks(keys_a, keys_b, max_block_pairs)
+        shared = shared_blocks(keys_a, keys_b, max_block_pairs, band_columns)
         partitions = partition_count(shared.routes, slots)
         cut = partition_blocks(keys_a, keys_b, shared, partitions)
         for partition, (rows_a, rows_b) in enumerate(zip(cut.records_a, cut.records_b, strict=True)):
