@@ -52,7 +52,7 @@ from linkage.matching.tasks import (
     slice_tasks,
 )
 from linkage.matching.threshold import choose_threshold
-from linkage.protocol import Protocol, Rule
+from linkage.protocol import BlockingRule, Protocol, Rule
 
 __all__ = [
     "LinkResult",
@@ -301,6 +301,10 @@ def _score(
             all_counts[code] = all_counts.get(code, 0) + count
     all_counts = dict(sorted(all_counts.items()))
     random_levels = _random_pair_levels(encodings, comparisons, features)
+    # A session holds out the fields its rule forced to agree. A similarity rule forces none
+    # to agree, and its candidates alone (families and neighbours beside heavily corrupted
+    # matches) made EM take "alike on names or address" for the match class: it takes part
+    # in the EM over all candidates, not as a session of its own.
     sessions = [
         (
             decode_patterns(np.fromiter(table, dtype=np.int64, count=len(table)), features),
@@ -308,7 +312,7 @@ def _score(
             rule.fields,
         )
         for table, rule in zip(by_rule, rules, strict=True)
-        if table
+        if table and isinstance(rule, BlockingRule)
     ]
     model = fit_em_by_rule(
         decode_patterns(np.fromiter(all_counts, dtype=np.int64, count=len(all_counts)), features),
