@@ -194,7 +194,7 @@ class SimilarityRule:
     groups: tuple[tuple[str, ...], ...]
     bands: int
     hashes_per_band: int
-    max_block_pairs: int = 100
+    max_block_pairs: int = 30
 
     @property
     def name(self) -> str:
