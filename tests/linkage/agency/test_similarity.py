@@ -123,3 +123,32 @@ def test_band_keys_are_keyed_functions_of_the_values_in_the_block_columns():
     # Swapped names and a typo still meet in a band; the unrelated record in none.
     assert (one[0, 1:] == one[1, 1:]).any()
     assert not (one[0, 1:] == one[2, 1:]).any()
+
+
+NAMES = st.text(alphabet="abcdeh", min_size=1, max_size=8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.tuples(NAMES, NAMES, NAMES), min_size=2, max_size=6),
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=32, max_size=32),
+)
+def test_band_keys_hold_no_value_computable_without_the_secret(people, secret, other_secret):
+    """Whatever the values, band keys under one secret share no value with those under another.
+
+    The service holds the protocol (so its fingerprint and every rule's parameters) but not
+    the secret; a band key it could compute from the values alone would be the same under
+    every secret. Equal values still give equal keys under one secret: the service learns
+    which records share a band, as it learns which share an exact block key, and nothing else.
+    """
+    if secret == other_secret:
+        other_secret = bytes(b ^ 1 for b in secret)
+    protocol = example_with_similarity()
+    rows = [(given, surname, None, "f", address, "", "") for given, surname, address in people]
+    rows.append(rows[0])
+    one = RecordEncoder(protocol, derive_keys(secret, protocol)).encode(rows)["block"][:, 1:]
+    other = RecordEncoder(protocol, derive_keys(other_secret, protocol)).encode(rows)["block"][:, 1:]
+    assert (one != 0).all() and (other != 0).all()
+    assert not np.isin(other, one).any()
+    assert np.array_equal(one[0], one[-1]) and np.array_equal(other[0], other[-1])
