@@ -22,7 +22,7 @@ from linkage.encodings import Encodings
 from linkage.matching.block import partition_blocks, partition_pairs, shared_blocks
 from linkage.matching.compare import Comparison, Feature, PartyFeatures, compare_pairs, encode_patterns, feature_levels
 from linkage.matching.model import FellegiSunterModel
-from linkage.matching.passes import pattern_counts, weigh_pairs
+from linkage.matching.passes import key_columns, pattern_counts, weigh_pairs
 
 __all__ = ["PARTITION_RECORDS", "PartitionInputs", "PartitionTasks", "partition_count", "partition_tasks"]
 
@@ -76,7 +76,7 @@ def count_partition(
     """Pass 1 on Dask: what :func:`linkage.matching.tasks.count_slice` counts, for one block partition."""
     keys, local_a, local_b, levels = _partition_levels(sealed.value, comparisons)
     patterns = encode_patterns(feature_levels(levels, features), features)
-    return pattern_counts(patterns, keys[0][local_a], keys[1][local_b], spans)
+    return pattern_counts(patterns, key_columns(keys[0]), key_columns(keys[1]), (local_a, local_b), spans)
 
 
 def score_partition(

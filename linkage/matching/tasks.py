@@ -43,7 +43,7 @@ from linkage.matching.model import (
     term_frequencies,
     value_fingerprints,
 )
-from linkage.matching.passes import pattern_counts, weigh_pairs
+from linkage.matching.passes import key_columns, pattern_counts, weigh_pairs
 from linkage.protocol import Protocol
 
 ProgressCallback = Callable[[int, int], None]
@@ -123,6 +123,11 @@ def _block_index(state: State, party_a: int, party_b: int) -> BlockIndex:
     return _cached(state, f"index/{party_a}/{party_b}", build)  # type: ignore[no-any-return]
 
 
+def _key_columns(state: State, party: int) -> np.ndarray:
+    records: np.ndarray = state["records"][party]
+    return _cached(state, f"key_columns/{party}", lambda: key_columns(records["block"].reshape(len(records), -1)))  # type: ignore[no-any-return]
+
+
 def frequencies_of(state: State, comparisons: Sequence[Comparison]) -> list[list[np.ndarray]]:
     """Per party, per name field, the share of all records holding each record's value."""
     records: list[np.ndarray] = state["records"]
@@ -180,10 +185,8 @@ def count_slice(
     """Pass 1: how many candidates of the slice have each pattern, overall and per blocking rule (its ``spans``)."""
     state = _inputs(setup)
     index_a, index_b, patterns = _slice_patterns(state, task, comparisons, features)
-    records: list[np.ndarray] = state["records"]
-    keys_a = np.asarray(records[task[0]]["block"]).reshape(len(records[task[0]]), -1)[index_a]
-    keys_b = np.asarray(records[task[1]]["block"]).reshape(len(records[task[1]]), -1)[index_b]
-    return pattern_counts(patterns, keys_a, keys_b, spans)
+    columns_a, columns_b = (_key_columns(state, party) for party in task[:2])
+    return pattern_counts(patterns, columns_a, columns_b, (index_a, index_b), spans)
 
 
 def score_slice(
