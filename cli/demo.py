@@ -52,11 +52,13 @@ def _service(data_dir: Path, admin_secret: Path, log: Path) -> Iterator[str]:
     """`pprl serve` on a free loopback port for the duration of the block."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    args = ["serve", "--data-dir", str(data_dir), "--admin-secret-file", str(admin_secret), "--port", str(port)]
+    args = [
+        "serve", "--data-dir", str(data_dir), "--admin-secret-file", str(admin_secret), "--port", str(port),
+        "--api-docs",
+    ]  # fmt: skip
     click.secho("\n== Start the linkage service", bold=True)
     click.echo("   (the trusted linkage unit: SQLite in its data folder, on loopback only)")
     click.secho(f"   $ pprl {' '.join(args)} &", fg="cyan")
-    data_dir.mkdir(parents=True, exist_ok=True)
     with log.open("w") as output:
         server = subprocess.Popen(  # noqa: S603 - our own CLI
             [sys.executable, "-m", "cli.main", *args], stdout=output, stderr=subprocess.STDOUT
@@ -64,7 +66,7 @@ def _service(data_dir: Path, admin_secret: Path, log: Path) -> Iterator[str]:
     try:
         for _ in range(150):
             try:
-                with urllib.request.urlopen(f"{url}/openapi.json", timeout=1):  # noqa: S310 - loopback URL we built
+                with urllib.request.urlopen(f"{url}/health", timeout=1):  # noqa: S310 - loopback URL we built
                     break
             except OSError:
                 if server.poll() is not None:
@@ -117,7 +119,7 @@ def demo(people: int, seed: int, out: Path) -> None:
     _step(
         "Make the shared secret",
         "one agency, shared with the others, never with the linkage service",
-        ["keygen", "--out", str(secret)],
+        ["keygen", "--out", str(secret), "--purpose", "shared"],
     )
     for party in PARTIES:
         _step(
@@ -131,7 +133,11 @@ def demo(people: int, seed: int, out: Path) -> None:
         "anyone: the header of an encodings file",
         ["inspect", str(out / "msd")],
     )
-    _step("Make the service's admin secret", "the linkage unit's operator", ["keygen", "--out", str(admin)])
+    _step(
+        "Make the service's admin secret",
+        "the linkage unit's operator",
+        ["keygen", "--out", str(admin), "--purpose", "admin"],
+    )
     with _service(out / "service", admin, out / "service.log") as url:
         _step(
             "Create the project from the agreed protocol",

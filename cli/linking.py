@@ -14,6 +14,7 @@ from linkage.evaluation.blocking import BlockingAnalysis
 from linkage.evaluation.scores import PairwiseScores
 from linkage.matching.engine import link as link_encodings
 from linkage.matching.engine import load_inputs
+from linkage.matching.frozen import read_model, write_model
 from linkage.protocol import Protocol, load_protocol
 from linkage.token_files import write_entities
 
@@ -40,6 +41,21 @@ def _threshold(_ctx: click.Context, _param: click.Parameter, value: str | None) 
     help="'auto' (chosen from the data, no labels needed) or a match probability; default: the protocol's.",
 )
 @click.option("--include-singletons", is_flag=True, help="Also write records that matched no other party.")
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Decide every pair with this frozen model (from --save-model) instead of fitting one on these records.",
+)
+@click.option(
+    "--save-model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Fit a model on these records, freeze it (no term frequencies) and write it here, for later runs' --model.",
+)
+@click.option(
+    "--statistics-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the stable mapping `pprl query --entities` reads (needs --model or --save-model).",
+)
 @click.option("--workers", type=click.IntRange(min=1), help="Processes to use (default: every core).")
 @click.option(
     "--dask",
@@ -53,6 +69,9 @@ def link(
     out: Path,
     threshold: float | None,
     include_singletons: bool,
+    model: Path | None,
+    save_model: Path | None,
+    statistics_out: Path | None,
     workers: int | None,
     dask: str | None,
     quiet: bool,
@@ -61,12 +80,23 @@ def link(
 
     Each ENC is an encodings.pprl file or the folder `pprl encode` wrote. Writes
     entity_id,party,token with at most one record per party per entity; similarity scores
-    never leave the engine.
+    never leave the engine. For statistics (`pprl query`), fit and freeze a model once
+    with --save-model, and write the stable mapping with --statistics-out: with a frozen
+    model, one person's records can move at most (parties)² rows of the statistics table
+    (docs/privacy-unit.md).
 
     Example: pprl link --protocol protocol.json msd-out police-out haven-out --out entities.csv
+    --save-model model.json --statistics-out stable.csv
     """
+    if model and save_model:
+        raise InputError("pass --model (use a frozen model) or --save-model (fit and freeze one), not both")
+    if statistics_out and not (model or save_model):
+        raise InputError(
+            "--statistics-out needs a frozen model: fit one with --save-model FILE, or pass one with --model FILE"
+        )
+    frozen = read_model(model, protocol) if model else None
     encodings = load_inputs(protocol, inputs)
-    if threshold is None and protocol.threshold is not None:
+    if threshold is None and protocol.threshold is not None and frozen is None:
         threshold = protocol.threshold
     with progress("comparing", quiet=quiet) as on_progress:
         result = link_encodings(
@@ -76,6 +106,8 @@ def link(
             workers=workers or os.cpu_count() or 1,
             dask=dask,
             on_progress=on_progress,
+            model=frozen,
+            freeze=save_model is not None,
         )
     entities = write_entities(result, out, include_singletons=include_singletons)
     records = sum(len(entity.records) for entity in result.entities)
@@ -88,6 +120,18 @@ def link(
         f"{len(result.entities):,} entities of two or more records ({records:,} records) in {result.seconds:.1f} s"
     )
     click.echo(f"wrote {entities:,} entities to {out}")
+    if save_model and result.model is not None:
+        write_model(result.model, save_model)
+        click.echo(f"froze the model (threshold {result.model.threshold:.3f}) in {save_model}")
+    if statistics_out and result.stable is not None:
+        written = write_entities(result, statistics_out, stable=True)
+        stable = result.stable
+        click.echo(f"wrote the stable mapping ({written:,} entities) to {statistics_out}")
+        click.echo(
+            f"{stable.ambiguous_records:,} records in {stable.ambiguous_clusters:,} clusters holding two records of "
+            f"one party; any one person's records can move at most {stable.worst_deletion} rows of these records' "
+            f"statistics table (the protocol calibrates at {protocol.rows_per_person})"
+        )
 
 
 def _keymaps(values: tuple[str, ...]) -> dict[str, Path]:

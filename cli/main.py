@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
+from cli.checking import SHARING_NOTE, render_check, render_choice
 from cli.common import PprlGroup, progress, protocol_option, read_secret
+from linkage.agency.check import check_file
+from linkage.agency.columns import parse_columns, read_mapping_file
 from linkage.agency.encode import encode_csv
 from linkage.agency.secret import generate_secret, write_secret
 from linkage.encodings import read_header
@@ -50,31 +53,58 @@ def protocol_validate(file: Path) -> None:
     click.echo(f"fingerprint: {loaded.fingerprint}")
 
 
+KEYGEN_ADVICE = {
+    "shared": "the agencies' shared secret: give it to the other agencies by a secure channel, never to the "
+    "linkage service or the statistics side",
+    "admin": "the service's admin secret: give it to `pprl serve --admin-secret-file` and to the administrator "
+    "only, never to an agency or an analyst",
+}
+
+
 @main.command()
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="File to create.")
-def keygen(out: Path) -> None:
-    """Create a new 256-bit shared secret in a file only you can read (mode 0600).
+@click.option(
+    "--purpose",
+    type=click.Choice(["shared", "admin"]),
+    help="shared: the secret the agencies encode with; admin: the service's admin secret. Only changes the advice.",
+)
+def keygen(out: Path, purpose: str | None) -> None:
+    """Create a new 256-bit secret in a file only you can read (mode 0600).
 
-    Share it with the other agencies by a secure channel, never with the linkage service.
-    An existing file is never overwritten.
+    The same kind of secret serves two purposes: the agencies' shared secret (share it
+    with the other agencies by a secure channel, never with the service) or the service's
+    admin secret (for `pprl serve` and the administrator only). An existing file is never
+    overwritten.
 
-    Example: pprl keygen --out secret.key
+    Example: pprl keygen --out secret.key --purpose shared
     """
     write_secret(out, generate_secret())
-    click.echo(f"wrote a new 256-bit secret to {out} (mode 0600); keep it away from the linkage service")
+    click.echo(f"wrote a new 256-bit secret to {out} (mode 0600)")
+    for name, advice in KEYGEN_ADVICE.items():
+        if purpose in (None, name):
+            click.echo(f"  {'if it is ' if purpose is None else ''}{advice}")
 
 
 @main.command()
 @protocol_option
 @click.option("--people", type=click.IntRange(min=1), required=True, help="Number of distinct people.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same files.")
+@click.option(
+    "--profile",
+    type=click.Choice(["realistic", "basic"]),
+    default="realistic",
+    show_default=True,
+    help="realistic: households and the errors real client lists show (docs/synthetic-data.md); "
+    "basic: the earlier, milder generator.",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def synth(protocol: Protocol, people: int, seed: int, out: Path, quiet: bool) -> None:
+def synth(protocol: Protocol, people: int, seed: int, profile: str, out: Path, quiet: bool) -> None:
     """Generate realistic synthetic client files for every party of a protocol.
 
     People overlap between parties and their records are corrupted as real records are
-    (typos, nicknames, changed surnames, swapped day and month, moves, missing values).
+    (typos, mistyped years, nicknames and transliterations, changed surnames, swapped day
+    and month, moves, PO boxes, missing values; households share an address and a surname).
     Writes OUT/<party>.csv and OUT/truth.csv (party,client_id,person_id).
 
     Example: pprl synth --protocol schemas/examples/social_services.json --people 20000 --seed 7 --out data
@@ -82,7 +112,7 @@ def synth(protocol: Protocol, people: int, seed: int, out: Path, quiet: bool) ->
     from linkage.evaluation.synth import synthesise_population
 
     with progress("synthesising", quiet=quiet) as on_progress:
-        summary = synthesise_population(protocol, people, seed, out, on_progress=on_progress)
+        summary = synthesise_population(protocol, people, seed, out, profile=profile, on_progress=on_progress)
     for party, count in summary.records_by_party.items():
         click.echo(f"{party}: {count} records -> {out / (party + '.csv')}")
     click.echo(f"truth: {out / 'truth.csv'} ({summary.people} people)")
@@ -96,8 +126,22 @@ def synth(protocol: Protocol, people: int, seed: int, out: Path, quiet: bool) ->
     type=click.Path(dir_okay=False, path_type=Path),
     help="File written by `pprl keygen`. Default: the PPRL_SECRET environment variable.",
 )
-@click.argument("input_csv", metavar="INPUT.csv", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
+@click.argument("input_file", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder to create (not with --check).")
+@click.option("--sheet", help="The spreadsheet's sheet to read (default: the first).")
+@click.option(
+    "--columns",
+    "column_options",
+    multiple=True,
+    metavar="COL=NAME,...",
+    help='Your file\'s name for protocol columns, e.g. given_name="First Name",date_of_birth=DOB.',
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A saved mapping file (YAML: columns, and optionally sheet); --columns and --sheet win over it.",
+)
+@click.option("--check", is_flag=True, help="Read and normalise everything, print a quality summary, write nothing.")
 @click.option(
     "--on-error",
     type=click.Choice(["fail", "skip"]),
@@ -117,8 +161,12 @@ def encode(
     protocol: Protocol,
     party: str,
     secret_file: Path | None,
-    input_csv: Path,
-    out: Path,
+    input_file: Path,
+    out: Path | None,
+    sheet: str | None,
+    column_options: tuple[str, ...],
+    mapping: Path | None,
+    check: bool,
     on_error: str,
     workers: int | None,
     dask: str | None,
@@ -126,27 +174,56 @@ def encode(
 ) -> None:
     """Encode your client list for linkage, on your own machine.
 
+    INPUT is a CSV (UTF-8, comma-separated) or a spreadsheet (.xlsx, .ods) with a header row.
+    Columns are found by the protocol's names or their usual names (First Name, Surname,
+    DOB...); the choice is printed. Name the others with --columns or a --mapping file.
+    With --check, nothing is written and no secret is needed: a summary per column says what
+    is missing, refused or suspicious (placeholders such as UNKNOWN or 01/01/1900).
+
     Writes OUT/encodings.pprl (for the linkage service), OUT/attributes.csv (token, consent
     and outcome columns, for the statistics side) and OUT/keymap.csv (token -> your client
     id: it never leaves your agency). Nothing is written unless all of it is complete.
     With --dask, the rows are encoded on your agency's own Dask cluster: its workers hold
     the derived keys while encoding, so it must be trusted like this machine.
 
-    Example: pprl encode --protocol protocol.json --party msd --secret-file secret.key clients.csv --out msd-out
+    Example: pprl encode --protocol protocol.json --party msd --secret-file secret.key clients.xlsx --out msd-out
     """
+    columns: dict[str, str] = {}
+    if mapping is not None:
+        saved = read_mapping_file(mapping)
+        columns.update(saved.columns)
+        sheet = sheet or saved.sheet
+    for option in column_options:
+        columns.update(parse_columns(option))
+    if check:
+        if out is not None or dask is not None:
+            raise click.UsageError("--check writes nothing and runs here: leave out --out and --dask")
+        with progress(f"checking {input_file.name}", quiet=quiet) as on_progress:
+            checked = check_file(
+                protocol, party, input_file, sheet=sheet, columns=columns, workers=workers, on_progress=on_progress
+            )
+        click.echo(render_check(checked))
+        return
+    if out is None:
+        raise click.UsageError("Missing option '--out' (the folder to create), or pass --check")
     secret = read_secret(secret_file)
-    with progress(f"encoding {input_csv.name}", quiet=quiet) as on_progress:
+    with progress(f"encoding {input_file.name}", quiet=quiet) as on_progress:
         summary = encode_csv(
             protocol,
             party,
             secret,
-            input_csv,
+            input_file,
             out,
+            sheet=sheet,
+            columns=columns,
             on_error=on_error,
             workers=workers,
             dask=dask,
             on_progress=on_progress,
         )
+    if summary.columns is not None:
+        for line in render_choice(summary.columns):
+            click.echo(line, err=True)
     for warning in summary.warnings:
         click.echo(f"Warning: {warning}", err=True)
     rate = summary.records / summary.seconds if summary.seconds else 0.0
@@ -157,6 +234,7 @@ def encode(
     for file in summary.files:
         click.echo(f"  {file}")
     click.echo(f"protocol fingerprint: {summary.fingerprint}")
+    click.echo(SHARING_NOTE)
 
 
 @main.command()
@@ -189,9 +267,22 @@ main.add_command(link)
 main.add_command(evaluate)
 
 from cli.risk import risk  # noqa: E402 - as above
-from cli.service import audit, project, results, run_command, serve, status, upload  # noqa: E402 - as above
+from cli.service import (  # noqa: E402 - as above
+    audit,
+    project,
+    results,
+    run_command,
+    serious_threat_group,
+    serve,
+    status,
+    upload,
+)
 
 main.add_command(risk)
+
+from cli.encoder import encoder  # noqa: E402 - as above
+
+main.add_command(encoder)
 main.add_command(serve)
 main.add_command(project)
 main.add_command(upload)
@@ -199,6 +290,7 @@ main.add_command(run_command)
 main.add_command(status)
 main.add_command(results)
 main.add_command(audit)
+main.add_command(serious_threat_group)
 
 from cli.query import budget, query  # noqa: E402 - as above
 from cli.report import report  # noqa: E402 - as above

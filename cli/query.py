@@ -18,7 +18,7 @@ import click
 
 from cli.service import read_token, token_file_option
 from linkage.errors import InputError
-from linkage.protocol import Protocol, load_protocol
+from linkage.protocol import Protocol, load_protocol, parse_protocol
 from linkage.service.client import ServiceClient
 
 if TYPE_CHECKING:  # imported inside the commands: OpenDP and Polars are slow to import
@@ -41,14 +41,23 @@ COL>=N, COL<=N, member:A,B (known to A and B) or nonmember:A. QUERY may also be 
 .json or .yaml file with the JSON form ({"kind": "count", "by": ["region"], "cost": {"rho": 0.05}}).
 
 \b
-Every number comes with the half-width of its 95% interval. Each answer spends its cost
-from the project's budget, recorded in a ledger; a query the budget cannot pay for is
-refused and spends nothing. --dry-run shows the stated accuracy without spending.
+An integer attribute groups by public bins: --by weeks_supported (bins the protocol
+declares) or --by 'weeks_supported[0,13,26,39]' (lower edges; quote the brackets).
+
+\b
+The entities are the stable mapping of a frozen linkage model (`pprl link --statistics-out`),
+and every release protects one person as the rows their records can move (the parties
+squared: 9 for three); the answer says so, and docs/privacy-unit.md says where it holds.
+Every number comes with its 95% interval. Each answer spends its cost from the project's
+budget, recorded in a ledger (a ρ is also shown as (ε, δ)); a query the budget cannot pay
+for is refused and spends nothing. --dry-run shows the stated accuracy without spending;
+with --target-half-width W it leaves the cost out and finds the least cost that gives ± W.
 
 \b
 Example: pprl query --server URL --token-file analyst.token count --where member:police,msd --rho 0.05
-Example: pprl query --protocol P --entities entities.csv --attributes msd=msd-out/attributes.csv
+Example: pprl query --protocol P --entities stable.csv --attributes msd=msd-out/attributes.csv
            --attributes police=police-out/attributes.csv --ledger study.ledger count --by region --rho 0.05
+Example: pprl query --server URL --token-file analyst.token --dry-run --target-half-width 5 count --by region
 """
 
 
@@ -94,7 +103,11 @@ def choose_mode(local: dict[str, Any], server: str | None, what: str) -> str:
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
 )
 @click.option("--protocol", type=click.Path(dir_okay=False, path_type=Path), help="Local: the protocol.")
-@click.option("--entities", type=click.Path(dir_okay=False, path_type=Path), help="Local: `pprl link`'s entities.csv.")
+@click.option(
+    "--entities",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Local: the stable mapping `pprl link --statistics-out` wrote.",
+)
 @click.option(
     "--attributes", "attributes", multiple=True, metavar="PARTY=PATH", help="Local: a party's attributes.csv."
 )
@@ -102,6 +115,12 @@ def choose_mode(local: dict[str, Any], server: str | None, what: str) -> str:
 @click.option("--server", metavar="URL", help="The service, e.g. http://127.0.0.1:8000.")
 @token_file_option
 @click.option("--dry-run", is_flag=True, help="Show the stated accuracy and cost; release and spend nothing.")
+@click.option(
+    "--target-half-width",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="W",
+    help="With --dry-run: leave the cost out and plan at the least cost that gives ± W (count, sum, overlap).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.argument("query", nargs=-1, required=True, type=click.UNPROCESSED)
 def query(
@@ -112,31 +131,44 @@ def query(
     server: str | None,
     token_file: Path | None,
     dry_run: bool,
+    target_half_width: float | None,
     as_json: bool,
     query: tuple[str, ...],
 ) -> None:
     """Answer QUERY with differential privacy (the help text is QUERY_HELP)."""
-    from stats.budget import Budget
-    from stats.dp import Answer, answer_query
+    from stats.budget import Budget, Loss
+    from stats.dp import Answer, answer_query, cost_for_half_width
+    from stats.entities import privacy_unit
     from stats.query import load_query_document, parse_query, query_file
     from stats.render import format_answer
 
+    if target_half_width is not None and not dry_run:
+        raise InputError("--target-half-width plans only: add --dry-run, then ask again at the cost it prints")
     local = {"protocol": protocol, "entities": entities, "attributes": attributes, "ledger": ledger}
     path = query_file(query)
     if choose_mode(local, server, "pprl query") == "server":
         with ServiceClient(server, read_token(token_file)) as client:  # type: ignore[arg-type]
             sent: Any = shlex.join(query) if path is None else load_query_document(path)
-            answer = Answer.from_json(client.query(sent, dry_run=dry_run))
-            remaining = Budget.from_json(client.budget()).remaining
+            answer = Answer.from_json(client.query(sent, dry_run=dry_run, target_half_width=target_half_width))
+            budget = Budget.from_json(client.budget())
+            unit = privacy_unit(parse_protocol(client.protocol_document()))
     else:
         loaded, table, book = local_study(protocol, entities, attributes, ledger)  # type: ignore[arg-type]
-        spec = parse_query(loaded, query)
+        placeholder = Loss.of(**{next(iter(loaded.budget)): 1}) if target_half_width is not None else None
+        spec = parse_query(loaded, query, default_cost=placeholder)
+        if target_half_width is not None:
+            spec = cost_for_half_width(table, spec, loaded, target_half_width)
         answer = answer_query(table, spec, loaded, book.spend, getpass.getuser(), dry_run=dry_run)
-        remaining = book.budget().remaining
+        budget = book.budget()
+        unit = privacy_unit(loaded)
     if as_json:
-        click.echo(json.dumps({**answer.to_json(), "remaining": remaining.to_json()}, indent=2))
+        body = {**answer.to_json(), "remaining": budget.remaining.to_json(), "privacy_unit": unit}
+        click.echo(json.dumps(body, indent=2))
     else:
-        click.echo(format_answer(answer, str(remaining)))
+        if target_half_width is not None:
+            click.echo(f"the least cost that gives ± {target_half_width:g}: {answer.cost_shown}\n")
+        click.echo(format_answer(answer, str(budget.remaining)))
+        click.echo(unit)
 
 
 @click.command("budget")
@@ -148,12 +180,12 @@ def query(
 def budget(
     protocol: Path | None, ledger: Path | None, server: str | None, token_file: Path | None, as_json: bool
 ) -> None:
-    r"""Show the privacy budget: total, spent, left, and every release so far (who, when, query, cost).
+    """Show the privacy budget: total, spent, left, and every release so far (who, when, query, cost).
 
     \b
     Example: pprl budget --server URL --token-file analyst.token
     Example: pprl budget --protocol protocol.json --ledger study.ledger
-    """
+    """  # noqa: D301 - not raw on purpose: click's no-rewrap marker is the backspace character itself
     from stats.budget import Budget, FileLedger
     from stats.render import format_budget
 

@@ -18,7 +18,7 @@ from cli.common import progress
 from cli.query import choose_mode, local_study
 from cli.service import read_token, token_file_option
 from linkage.errors import OutputExistsError
-from linkage.protocol import parse_protocol
+from linkage.protocol import equivalent_delta, parse_protocol
 from linkage.service.client import ServiceClient
 
 
@@ -35,7 +35,11 @@ from linkage.service.client import ServiceClient
 @click.option("--server", metavar="URL", help="The service, e.g. http://127.0.0.1:8000.")
 @token_file_option
 @click.option("--protocol", type=click.Path(dir_okay=False, path_type=Path), help="Local: the protocol.")
-@click.option("--entities", type=click.Path(dir_okay=False, path_type=Path), help="Local: `pprl link`'s entities.csv.")
+@click.option(
+    "--entities",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Local: the stable mapping `pprl link --statistics-out` wrote.",
+)
 @click.option("--attributes", multiple=True, metavar="PARTY=PATH", help="Local: a party's attributes.csv.")
 @click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path), help="Local: the ledger file.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -101,4 +105,5 @@ def report(
     temporary = out.with_name(f".{out.name}.tmp")
     temporary.write_text(page, encoding="utf-8")
     temporary.replace(out)
-    click.echo(f"wrote {out}: {len(spec.sections)} sections, spent {spec.cost} of the privacy budget")
+    spent = spec.cost.shown(equivalent_delta(loaded))
+    click.echo(f"wrote {out}: {len(spec.sections)} sections, spent {spent} of the privacy budget")

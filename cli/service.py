@@ -8,6 +8,7 @@ printed except once, by ``pprl project create``.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import logging
 import os
@@ -18,8 +19,11 @@ import click
 
 from cli.common import PprlGroup, progress
 from linkage.errors import SecretError
+from linkage.free_text import escape_text
 from linkage.protocol import load_protocol
 from linkage.service.client import (
+    PendingRequest,
+    Results,
     RunStatus,
     ServiceClient,
     credential_files,
@@ -119,6 +123,21 @@ def log_config() -> dict[str, Any]:
 @click.option(
     "--max-upload-mb", default=4096, show_default=True, type=click.IntRange(min=1), help="Largest upload accepted."
 )
+@click.option(
+    "--behind-tls-proxy",
+    is_flag=True,
+    help="A TLS-terminating reverse proxy is in front (see docs/deployment.md); adds HSTS. Without it, a "
+    "--host beyond loopback gets a warning.",
+)
+@click.option("--api-docs", is_flag=True, help="Serve the API description at /docs and /openapi.json.")
+@click.option(
+    "--rate-limit",
+    default=50.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Requests per second each client address may send (bursts of 4 seconds' worth); 0 for no limit. "
+    "Counted in this process.",
+)
 def serve(
     data_dir: Path,
     database_url: str | None,
@@ -129,20 +148,27 @@ def serve(
     workers: int | None,
     dask: str | None,
     max_upload_mb: int,
+    behind_tls_proxy: bool,
+    api_docs: bool,
+    rate_limit: float,
 ) -> None:
-    """Run the linkage service (HTTP API with OpenAPI at /openapi.json).
+    """Run the linkage service (HTTP API; its description at /docs with --api-docs).
 
     Keeps the linkage store (encodings, runs, entities, audit log) and the statistics
-    store (attributes, entity mapping) apart: DATA_DIR/linkage.db and DATA_DIR/stats.db,
-    or the PostgreSQL schemas pprl_linkage and pprl_stats. Runs left unfinished by a
-    stop are queued again at start. Without an admin secret, projects cannot be created.
-    Put it behind a TLS-terminating proxy when it listens beyond localhost.
+    store (attributes, entity mapping, ledger) apart: DATA_DIR/linkage.db and
+    DATA_DIR/stats.db (folder 0700, files 0600), or the PostgreSQL schemas pprl_linkage and
+    pprl_stats. Runs left unfinished by a stop are queued again at start; the audit log's
+    and ledgers' hash chains are checked. Without an admin secret, projects cannot be
+    created. Beyond localhost, put it behind a TLS-terminating proxy (docs/deployment.md)
+    and say so with --behind-tls-proxy. Connections whose headers take over 10 s are
+    closed, idle ones after 5 s.
 
     Example: pprl serve --data-dir /srv/pprl --admin-secret-file /etc/pprl/admin.secret --port 8000
     """
     import uvicorn
 
     from server.app import ServiceConfig, create_app, hash_admin_secret
+    from server.middleware import uvicorn_settings
 
     admin_hash = None
     if admin_secret_file is not None or os.environ.get(ADMIN_ENV):
@@ -158,10 +184,35 @@ def serve(
         workers=workers or os.cpu_count() or 1,
         dask=dask,
         max_upload_bytes=max_upload_mb << 20,
+        api_docs=api_docs,
+        behind_tls_proxy=behind_tls_proxy,
+        rate_limit=rate_limit or None,
+        rate_burst=max(1, int(rate_limit * 4)),
     )
+    if not behind_tls_proxy and not is_loopback(host):
+        click.echo(
+            f"Warning: listening on {host} without TLS: credentials, encodings and results would cross the network "
+            "in clear. Put a TLS-terminating reverse proxy in front (docs/deployment.md), keep --host 127.0.0.1, "
+            "and pass --behind-tls-proxy",
+            err=True,
+        )
     app = create_app(config)
     click.echo(f"pprl linkage service on http://{host}:{port} (data in {data_dir})", err=True)
-    uvicorn.run(app, host=host, port=port, log_config=log_config(), server_header=False, workers=1)
+    uvicorn.run(app, host=host, port=port, log_config=log_config(), workers=1, **uvicorn_settings())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listening address is only reachable from this machine.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("0.0.0.0"), is_loopback("::1")
+    (True, True, False, True)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @click.group(cls=PprlGroup)
@@ -198,13 +249,62 @@ def project_create(server: str, admin_secret_file: Path | None, protocol_path: P
         created = client.create_project(protocol.document)
     click.echo(f"project {created.project_id}: {created.name}")
     click.echo(f"fingerprint: {created.fingerprint}")
+    roles = [*(p.id for p in protocol.parties), "analyst"]
     if out_dir is not None:
-        for path in write_credentials(created.credentials, out_dir):
+        for path in write_credentials(created.credentials, out_dir, roles):
             click.echo(f"  {path.stem}: {path} (mode 0600)")
         return
     click.echo("credentials (shown once; the server keeps only their hashes):")
     for role, token in created.credentials.items():
-        click.echo(f"  {role}: {token}")
+        click.echo(f"  {escape_text(role)}: {escape_text(token)}")
+
+
+@project.command("add-analyst")
+@server_option
+@admin_secret_option
+@click.option("--project", "project_id", required=True, help="The project's id.")
+@click.argument("name")
+@click.option("--rho", type=float, help="This analyst's own budget, in a zCDP project (within the project's).")
+@click.option("--epsilon", type=float, help="This analyst's own budget, in an ε-DP project (within the project's).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the token to this new file (mode 0600) instead of printing it.",
+)
+def project_add_analyst(
+    server: str,
+    admin_secret_file: Path | None,
+    project_id: str,
+    name: str,
+    rho: float | None,
+    epsilon: float | None,
+    out: Path | None,
+) -> None:
+    """Give one analyst a credential of their own; it is shown (or written) this once.
+
+    The ledger and the audit log name the analyst (analyst:NAME) instead of the shared
+    analyst credential. With --rho or --epsilon the analyst may spend at most that much,
+    within what is left of the project's budget. The server keeps only the token's hash.
+
+    Example: pprl project add-analyst --server http://pprl:8000 --admin-secret-file admin.key --project ID ana --rho 0.3
+    """
+    if rho is not None and epsilon is not None:
+        raise click.UsageError("give the analyst's budget as --rho or --epsilon, not both")
+    budget = {"rho": rho} if rho is not None else {"epsilon": epsilon} if epsilon is not None else None
+    if out is not None and out.exists():
+        raise click.UsageError(f"{out} exists already; token files are never overwritten")
+    with ServiceClient(server, read_admin_secret(admin_secret_file)) as client:
+        added = client.add_analyst(project_id, name, budget)
+    limit = f", own budget {json.dumps(dict(added.budget))}" if added.budget else ""
+    click.echo(f"analyst {added.name} of project {added.project_id}{limit}")
+    if out is not None:
+        descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(added.credential + "\n")
+        click.echo(f"  token: {out} (mode 0600)")
+        return
+    click.echo(f"  token (shown once; the server keeps only its hash): {added.credential}")
 
 
 @click.command()
@@ -234,22 +334,25 @@ def upload(server: str, token_file: Path | None, out_dir: Path, replace: bool, q
 @click.command("run")
 @server_option
 @token_file_option
+@click.option("--project", "project_id", help="The project's id, with the admin secret as --token-file.")
 @click.option("--wait", is_flag=True, help="Wait until the run is done, with a progress bar.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run_command(server: str, token_file: Path | None, wait: bool, quiet: bool) -> None:
+def run_command(server: str, token_file: Path | None, project_id: str | None, wait: bool, quiet: bool) -> None:
     """Start a linkage run once every party has uploaded; prints its id.
 
-    At most one run per project is queued or running; asking again returns that one.
+    At most one run per project is queued or running; asking again returns that one. A
+    party may start only as many runs as the protocol allows
+    (releases.safeguards.max_runs_per_party); the administrator may always start one.
 
     Example: pprl run --server http://127.0.0.1:8000 --token-file msd.token --wait
     """
     with ServiceClient(server, read_token(token_file)) as client:
-        run = client.start_run()
+        run = client.start_run(project_id)
         click.echo(f"run {run.run_id} {'queued' if run.created else 'already ' + run.status}")
         if not wait:
             return
         with progress("linking", quiet=quiet) as on_progress:
-            run = client.wait_for_run(run.run_id, on_progress=on_progress)
+            run = client.wait_for_run(run.run_id, on_progress=on_progress, project_id=project_id)
     _show_run(run)
 
 
@@ -264,14 +367,15 @@ def _show_run(run: RunStatus) -> None:
 @click.command()
 @server_option
 @token_file_option
+@click.option("--project", "project_id", help="The project's id, with the admin secret as --token-file.")
 @click.argument("run_id", type=int)
-def status(server: str, token_file: Path | None, run_id: int) -> None:
-    """Show a run's status and progress.
+def status(server: str, token_file: Path | None, project_id: str | None, run_id: int) -> None:
+    """Show a run's status and progress (its counts to the administrator only).
 
     Example: pprl status --server http://127.0.0.1:8000 --token-file msd.token 3
     """
     with ServiceClient(server, read_token(token_file)) as client:
-        run = client.run_status(run_id)
+        run = client.run_status(run_id, project_id)
     _show_run(run)
     if run.started_at:
         click.echo(f"  started {run.started_at}" + (f", finished {run.finished_at}" if run.finished_at else ""))
@@ -289,8 +393,10 @@ def status(server: str, token_file: Path | None, run_id: int) -> None:
 @click.option(
     "--tokens-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="With --serious-threat: the tokens (from keymap.csv), one per line.",
+    help="With --serious-threat: the tokens (from keymap.csv), one per line; at most the protocol's "
+    "serious_threat_max_tokens (5 by default).",
 )
+@click.option("--request", "request_id", help="Fetch an approved serious-threat request's release (once).")
 def results(
     server: str,
     token_file: Path | None,
@@ -299,13 +405,16 @@ def results(
     serious_threat: bool,
     reason: str | None,
     tokens_file: Path | None,
+    request_id: str | None,
 ) -> None:
     """Download which of your clients other parties also know, as your own client ids.
 
-    Writes client_id,shared_with (other parties' ids, ';'-separated). Only if the protocol
-    allows record-level results for your party, and only for clients whose consent is set
-    at both ends. A public-safety party may name tokens under the serious-threat exception,
-    with a reason that goes to the audit log.
+    Writes client_id,shared_with (other parties' ids, ';'-separated; file mode 0600). Only
+    if the protocol allows record-level results for your party, and only for clients whose
+    consent is set at both ends. A public-safety party may name a few tokens under the
+    serious-threat exception, with a written reason that goes to the audit log; if the
+    protocol wants the administrator's approval, the request waits, and --request ID
+    fetches it once approved.
 
     Example: pprl results --server http://127.0.0.1:8000 --token-file msd.token --keymap out/keymap.csv --out shared.csv
     """
@@ -313,12 +422,24 @@ def results(
         raise click.UsageError("--serious-threat needs --reason TEXT and --tokens-file FILE")
     if not serious_threat and (reason or tokens_file):
         raise click.UsageError("--reason and --tokens-file go with --serious-threat")
+    if serious_threat and request_id:
+        raise click.UsageError("--request fetches a request made before; leave --serious-threat out")
     with ServiceClient(server, read_token(token_file)) as client:
+        released: Results | PendingRequest
         if serious_threat:
             assert reason is not None and tokens_file is not None  # noqa: S101 - checked above
             released = client.serious_threat(read_tokens_file(tokens_file), reason)
+        elif request_id:
+            released = client.fetch_threat_results(request_id)
         else:
             released = client.results()
+    if isinstance(released, PendingRequest):
+        click.echo(
+            f"serious-threat request {released.request_id} ({released.token_count} tokens) waits for the "
+            "administrator's approval (`pprl serious-threat approve`); then fetch it once with "
+            f"`pprl results --request {released.request_id} ...`. Nothing was written."
+        )
+        return
     summary = write_shared(released, keymap, out)
     click.echo(f"run {released.run_id}: {summary.clients} of your clients are also known to other parties -> {out}")
     if not released.records and not serious_threat:
@@ -340,18 +461,109 @@ def results(
 @admin_secret_option
 @click.option("--project", "project_id", help="Only this project's lines.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def audit(server: str, admin_secret_file: Path | None, project_id: str | None, as_json: bool) -> None:
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Check the hash chains of the audit log and of every project's ledger instead; exit 4 if one is broken.",
+)
+def audit(server: str, admin_secret_file: Path | None, project_id: str | None, as_json: bool, verify: bool) -> None:
     """Show the append-only audit log: who did what, when, with what outcome.
+
+    The log and every privacy ledger are hash chains: --verify checks that no line was
+    edited, deleted or reordered, and prints each chain's head hash (keep those somewhere
+    else: they anchor the chains). Control characters in lines are shown escaped.
 
     Example: pprl audit --server http://127.0.0.1:8000 --admin-secret-file admin.secret
     """
     with ServiceClient(server, read_admin_secret(admin_secret_file)) as client:
-        lines = client.audit(project_id=project_id)
+        if verify:
+            chains = client.verify_audit()
+        else:
+            lines = client.audit(project_id=project_id)
+    if verify:
+        for chain in chains:
+            state = "ok" if chain.ok else "BROKEN"
+            click.echo(f"{state:<7} {chain.name}: {chain.rows} rows, head {chain.head}")
+            if not chain.ok:
+                click.echo(f"        {escape_text(chain.problem)}")
+        if not all(chain.ok for chain in chains):
+            click.echo("Error: a hash chain is broken; restore that store from a backup", err=True)
+            raise click.exceptions.Exit(4)
+        return
     for line in lines:
         if as_json:
             click.echo(json.dumps(line.__dict__))
         else:
+            fields = [escape_text(value or "-") for value in (line.actor, line.action, line.project_id, line.outcome)]
             click.echo(
-                f"{line.at}  {line.actor:<14} {line.action:<24} {line.project_id or '-':<16} {line.outcome:<14} "
-                f"{line.detail}"
+                f"{line.at}  {fields[0]:<14} {fields[1]:<24} {fields[2]:<16} {fields[3]:<14} {escape_text(line.detail)}"
             )
+
+
+@click.group("serious-threat", cls=PprlGroup)
+def serious_threat_group() -> None:
+    """Decide on serious-threat requests that wait for the administrator's approval.
+
+    Example: pprl serious-threat list --server http://127.0.0.1:8000 --admin-secret-file admin.secret --project ID
+    """
+
+
+@serious_threat_group.command("list")
+@server_option
+@admin_secret_option
+@click.option("--project", "project_id", required=True, help="The project's id.")
+def serious_threat_list(server: str, admin_secret_file: Path | None, project_id: str) -> None:
+    """List a project's serious-threat requests: who, when, how many tokens, why, and the decision.
+
+    Example: pprl serious-threat list --server http://127.0.0.1:8000 --admin-secret-file admin.secret --project ID
+    """
+    with ServiceClient(server, read_admin_secret(admin_secret_file)) as client:
+        requests = client.threat_requests(project_id)
+    if not requests:
+        click.echo("no serious-threat requests")
+    for item in requests:
+        decided = f" by {item.decided_by} ({escape_text(item.note) or 'no note'})" if item.decided_by else ""
+        click.echo(
+            f"{item.request_id}  {item.created_at}  {item.party:<12} {item.status:<9}{decided}  "
+            f"{item.token_count} token(s); reason: {escape_text(item.reason)}"
+        )
+
+
+def _decide(
+    server: str, admin_secret_file: Path | None, project_id: str, request_id: str, what: str, note: str
+) -> None:
+    with ServiceClient(server, read_admin_secret(admin_secret_file)) as client:
+        decided = client.decide_threat_request(project_id, request_id, what, note)
+    click.echo(f"request {decided.request_id} of {decided.party}: {decided.status}")
+
+
+@serious_threat_group.command("approve")
+@server_option
+@admin_secret_option
+@click.option("--project", "project_id", required=True, help="The project's id.")
+@click.option("--note", default="", help="Why (written to the audit log).")
+@click.argument("request_id")
+def serious_threat_approve(
+    server: str, admin_secret_file: Path | None, project_id: str, note: str, request_id: str
+) -> None:
+    """Approve a pending request: its party may then fetch the release once (audited).
+
+    Example: pprl serious-threat approve --server URL --admin-secret-file admin.secret --project ID --note "checked" REQ
+    """
+    _decide(server, admin_secret_file, project_id, request_id, "approve", note)
+
+
+@serious_threat_group.command("refuse")
+@server_option
+@admin_secret_option
+@click.option("--project", "project_id", required=True, help="The project's id.")
+@click.option("--note", required=True, help="Why (written to the audit log and shown to the party).")
+@click.argument("request_id")
+def serious_threat_refuse(
+    server: str, admin_secret_file: Path | None, project_id: str, note: str, request_id: str
+) -> None:
+    """Refuse a pending request: nothing is released (audited).
+
+    Example: pprl serious-threat refuse --server URL --admin-secret-file admin.secret --project ID --note "vague" REQ
+    """
+    _decide(server, admin_secret_file, project_id, request_id, "refuse", note)

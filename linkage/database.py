@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +30,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
 )
 from sqlalchemy.engine import Connection, Row, make_url
@@ -35,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateSchema, DropSchema
 
 from linkage.errors import InputError
+from linkage.file_modes import private_file
 from linkage.protocol import Protocol
 
 __all__ = ["ANALYST", "Database", "hash_token", "now", "open_engine", "project_tables"]
@@ -71,6 +75,9 @@ def open_engine(url: str, schema: str | None) -> Engine:
         raise InputError("the database URL cannot be parsed; write postgresql+psycopg://USER@HOST/DB") from exc
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            # Created 0600 before SQLite opens it; its -wal and -shm files take the same mode.
+            private_file(Path(parsed.database))
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 60})
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
@@ -126,6 +133,8 @@ def project_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("role", String(16), nullable=False),
         Column("party", String(32)),
         Column("created_at", DateTime(timezone=True), nullable=False),
+        # An analyst's name (``None``: the project's shared analyst credential, named "analyst").
+        Column("name", String(32)),
     )
     return projects, credentials
 
@@ -145,7 +154,29 @@ class Database:
         self._projects = metadata.tables["projects"]
         self._credentials = metadata.tables["credentials"]
         self._engine = open_engine(url, schema)
+        # A store dropped without close() (or used again after it) still releases its pooled
+        # connections, rather than leaving them to the garbage collector unclosed.
+        weakref.finalize(self, self._engine.dispose)
         metadata.create_all(self._engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Add the columns a newer pprl defines to tables an older one created (new columns are nullable)."""
+        schema = self._schema if self._engine.dialect.name == "postgresql" else None
+        inspector = inspect(self._engine)
+        missing = []
+        for table in self._metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name, schema=schema)}
+            missing += [(table, column) for column in table.columns if column.name not in present]
+        if not missing:
+            return
+        preparer = self._engine.dialect.identifier_preparer
+        with self._engine.begin() as conn:
+            for table, column in missing:
+                name = preparer.quote(table.name)
+                qualified = f"{preparer.quote_schema(schema)}.{name}" if schema else name
+                kind = column.type.compile(dialect=self._engine.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {qualified} ADD COLUMN {preparer.quote(column.name)} {kind}")
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -199,6 +230,14 @@ class Database:
             ],
         )
         return created
+
+    def _insert_credential(self, conn: Connection, project_id: str, role: str, name: str, digest: str) -> None:
+        """Store one more credential hash of a project (an analyst's own) in ``conn``."""
+        conn.execute(
+            insert(self._credentials).values(
+                token_sha256=digest, project_id=project_id, role=role, party=None, name=name, created_at=now()
+            )
+        )
 
     def _credential(self, token: str) -> Row[Any] | None:
         """The credentials row a token stands for, or ``None``; compared in constant time."""

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from linkage.errors import InputError, MismatchError, PprlError
-from linkage.protocol import Protocol
+from linkage.protocol import STRING_KINDS, Protocol
 
 __all__ = [
     "ENCODINGS_FILE",
@@ -40,9 +40,11 @@ __all__ = [
     "Encodings",
     "EncodingsHeader",
     "EncodingsWriter",
+    "copy_column",
     "read_encodings",
     "read_header",
     "record_layout",
+    "salted_copies",
 ]
 
 ENCODINGS_FILE = "encodings.pprl"
@@ -111,8 +113,42 @@ def record_layout(protocol: Protocol) -> tuple[tuple[str, str, int], ...]:
         else:
             assert spec.num_bits is not None  # noqa: S101 - the schema requires it for these kinds
             layout.append((spec.name, "u1", spec.num_bits // 8))
+    # Under further salts, every salted filter again, once per salt (after the fields, so
+    # that every earlier column keeps its place).
+    for name in salted_copies(protocol):
+        layout.append((name, "u1", protocol.field(name.partition("@")[0]).num_bits // 8))  # type: ignore[operator]
     layout.append(("block", "<u8", sum(rule.columns for rule in protocol.blocking)))
     return tuple(layout)
+
+
+def copy_column(field: str, salt_index: int) -> str:
+    """The column of a field's filter under its protocol's salt number ``salt_index`` (0: the first).
+
+    >>> copy_column("given_name", 0), copy_column("given_name", 1)
+    ('given_name', 'given_name@1')
+    """
+    return field if salt_index == 0 else f"{field}@{salt_index}"
+
+
+def salted_copies(protocol: Protocol) -> tuple[str, ...]:
+    """Columns of the filters encoded again under the protocol's second and third salt.
+
+    >>> from linkage.protocol import Hardening, load_protocol, with_hardening
+    >>> protocol = load_protocol("schemas/examples/social_services.json")
+    >>> two = Hardening(salt=("date_of_birth", "year"), also_salt=(("date_of_birth", "month_day"),))
+    >>> salted_copies(with_hardening(protocol, two))[:2]
+    ('given_name@1', 'surname@1')
+    """
+    hardening = protocol.hardening
+    if not hardening.salts_target("fields") or not hardening.also_salt:
+        return ()
+    salt_field = hardening.salts[0][0]
+    return tuple(
+        copy_column(spec.name, index)
+        for index in range(1, len(hardening.salts))
+        for spec in protocol.fields
+        if spec.kind in STRING_KINDS and spec.num_bits and spec.name != salt_field
+    )
 
 
 class EncodingsWriter:
@@ -214,15 +250,27 @@ def _parse_header(handle: BinaryIO, shown: str) -> tuple[EncodingsHeader, int]:
         )
     (length,) = struct.unpack("<I", prefix[len(MAGIC) :])
     raw = handle.read(length) if length <= _MAX_HEADER else b""
+    damaged = InputError(f"{shown}: the encodings header is damaged or truncated; encode the file again", path=shown)
     try:
         fields = json.loads(raw.decode("utf-8"))
-        fields["layout"] = tuple(tuple(item) for item in fields["layout"])
-        fields["blocking"] = tuple(fields["blocking"])
-        header = EncodingsHeader(**fields)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise damaged from exc
+    problems = _header_problems(fields)
+    if problems:
         raise InputError(
-            f"{shown}: the encodings header is damaged or truncated; encode the file again",
+            f"{shown}: the encodings header is damaged or was not written by `pprl encode` "
+            f"({'; '.join(problems[:3])}); encode the file again",
             path=shown,
+            problems=problems,
+        )
+    fields["layout"] = tuple(tuple(item) for item in fields["layout"])
+    fields["blocking"] = tuple(fields["blocking"])
+    header = EncodingsHeader(**fields)
+    try:
+        _ = header.dtype
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"{shown}: the encodings header's record layout is not valid; encode the file again", path=shown
         ) from exc
     if header.format != FORMAT or header.format_version != FORMAT_VERSION:
         raise InputError(
@@ -231,6 +279,57 @@ def _parse_header(handle: BinaryIO, shown: str) -> tuple[EncodingsHeader, int]:
             path=shown,
         )
     return header, _PREFIX + length
+
+
+_HEADER_TYPES: dict[str, type] = {
+    "format": str,
+    "format_version": int,
+    "protocol": str,
+    "fingerprint": str,
+    "party": str,
+    "secret_check": str,
+    "record_count": int,
+    "clk_bits": int,
+    "layout": list,
+    "blocking": list,
+    "records_sha256": str,
+}
+
+
+def _header_problems(fields: object) -> list[str]:
+    """What is wrong with a decoded header: missing or unknown keys, values of the wrong type.
+
+    >>> _header_problems({"format": "pprl-encodings", "record_count": "12"})[:2]
+    ["missing 'format_version'", "missing 'protocol'"]
+    >>> _header_problems([])
+    ['not a JSON object']
+    """
+    if not isinstance(fields, dict):
+        return ["not a JSON object"]
+    problems = [f"missing {key!r}" for key in _HEADER_TYPES if key not in fields]
+    problems += [f"unknown key {str(key)[:40]!r}" for key in fields if key not in _HEADER_TYPES]
+    for key, kind in _HEADER_TYPES.items():
+        value = fields.get(key)
+        if key in fields and (not isinstance(value, kind) or isinstance(value, bool)):
+            problems.append(f"{key!r} is a {type(value).__name__}, not a {kind.__name__}")
+    if isinstance(fields.get("record_count"), int) and fields["record_count"] < 0:
+        problems.append("'record_count' is negative")
+    layout = fields.get("layout")
+    if isinstance(layout, list) and not all(
+        isinstance(item, list)
+        and len(item) == 3
+        and isinstance(item[0], str)
+        and isinstance(item[1], str)
+        and isinstance(item[2], int)
+        and not isinstance(item[2], bool)
+        and 0 < item[2] <= 1 << 16
+        for item in layout
+    ):
+        problems.append("'layout' is not a list of [name, type, count]")
+    blocking = fields.get("blocking")
+    if isinstance(blocking, list) and not all(isinstance(item, str) for item in blocking):
+        problems.append("'blocking' is not a list of rule names")
+    return problems
 
 
 def read_header(path: str | Path, *, shown_as: str | None = None) -> EncodingsHeader:

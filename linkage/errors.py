@@ -134,3 +134,18 @@ class ServiceError(PprlError):
 
     http_status = 502
     code = "service_error"
+
+
+class TamperedError(PprlError):
+    """A hash-chained record (the audit log, a ledger) was changed, cut or reordered at rest."""
+
+    exit_code = 4
+    http_status = 409
+    code = "tampered"
+
+
+class TooManyRequests(PprlError):
+    """A client sent more requests than the service accepts per second; wait and retry."""
+
+    http_status = 429
+    code = "rate_limited"

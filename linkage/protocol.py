@@ -27,11 +27,16 @@ __all__ = [
     "FieldSpec",
     "Hardening",
     "Party",
+    "Salt",
     "Protocol",
     "RecordLevelRelease",
     "SimilarityRule",
+    "attribute_bins",
+    "equivalent_delta",
+    "Safeguards",
     "load_protocol",
     "parse_protocol",
+    "person_rows",
     "with_hardening",
 ]
 
@@ -58,6 +63,9 @@ class FieldSpec:
     categories: tuple[str, ...] = ()
 
 
+Salt = tuple[str, str | None]
+
+
 @dataclass(frozen=True)
 class Hardening:
     """How the Bloom filters the linkage service sees are hardened (all off: plain clkhash).
@@ -65,18 +73,30 @@ class Hardening:
     Attributes:
         salt: ``(field, transform)`` whose value salts the tokens of every other field,
             or ``None``.
+        also_salt: further salts: every salted field is encoded once more per salt, and a
+            pair is compared under the first salt (``salt``, then these) that both of its
+            records share.
         balance: build at half length, append the complement, permute with a key.
         xor_fold: build at twice the length and XOR the halves.
         diffusion: taps of the linear diffusion layer (each output bit the XOR of this
             many keyed input bits), or ``None``.
         apply_to: ``"clk"``, ``"fields"`` or both.
+        fallback: ``"clk"``: the record-level CLK is left unsalted (its other steps
+            still apply) and compared for pairs that share no salt; ``None``: not compared.
     """
 
-    salt: tuple[str, str | None] | None = None
+    salt: Salt | None = None
+    also_salt: tuple[Salt, ...] = ()
     balance: bool = False
     xor_fold: bool = False
     diffusion: int | None = None
     apply_to: frozenset[str] = frozenset({"clk", "fields"})
+    fallback: str | None = None
+
+    @property
+    def salts(self) -> tuple[Salt, ...]:
+        """Every salt, in the order pairs are compared under them."""
+        return ((self.salt,) if self.salt else ()) + self.also_salt
 
     @property
     def active(self) -> bool:
@@ -87,18 +107,26 @@ class Hardening:
         """Whether the steps apply to ``"clk"`` or ``"fields"``."""
         return self.active and target in self.apply_to
 
+    def salts_target(self, target: str) -> bool:
+        """Whether the salt applies to ``"clk"`` or ``"fields"`` (a CLK fallback is unsalted)."""
+        if not self.salt or not self.applies_to(target):
+            return False
+        return not (target == "clk" and self.fallback == "clk")
+
     def settings(self) -> dict[str, Any]:
         """The hardening as protocol JSON (empty when off).
 
         >>> Hardening(salt=("date_of_birth", "year"), diffusion=4).settings()["salt"]
         'date_of_birth:year'
+        >>> Hardening(salt=("d", "year"), also_salt=(("d", "month_day"),)).settings()["salt"]
+        ['d:year', 'd:month_day']
         """
         if not self.active:
             return {}
         out: dict[str, Any] = {}
         if self.salt:
-            field, transform = self.salt
-            out["salt"] = f"{field}:{transform}" if transform else field
+            names = [f"{field}:{transform}" if transform else field for field, transform in self.salts]
+            out["salt"] = names[0] if len(names) == 1 else names
         if self.balance:
             out["balance"] = True
         if self.xor_fold:
@@ -106,20 +134,24 @@ class Hardening:
         if self.diffusion:
             out["diffusion"] = self.diffusion
         out["apply_to"] = sorted(self.apply_to)
+        if self.fallback:
+            out["fallback"] = self.fallback
         return out
 
     @property
     def label(self) -> str:
-        """A short name, e.g. ``salt+diffusion4`` or ``none``."""
+        """A short name, e.g. ``salt+diffusion4``, ``salt2+diffusion4+clk_fallback`` or ``none``."""
         parts = []
         if self.salt:
-            parts.append("salt")
+            parts.append("salt" if not self.also_salt else f"salt{len(self.salts)}")
         if self.balance:
             parts.append("balance")
         if self.xor_fold:
             parts.append("xor_fold")
         if self.diffusion:
             parts.append(f"diffusion{self.diffusion}")
+        if self.fallback:
+            parts.append(f"{self.fallback}_fallback")
         if parts and self.apply_to != frozenset({"clk", "fields"}):
             parts.append("(" + "+".join(sorted(self.apply_to)) + " only)")
         return "+".join(parts) or "none"
@@ -234,6 +266,32 @@ class RecordLevelRelease:
 
 
 @dataclass(frozen=True)
+class Safeguards:
+    """Limits on repeated runs and on the serious-threat exception (``releases.safeguards``).
+
+    Attributes:
+        max_runs_per_party: runs each party may start in the project (or per period).
+        run_period_days: count runs over this many days instead (``None``: the project's life).
+        serious_threat_max_tokens: the most tokens one serious-threat request may name.
+        serious_threat_approval: every serious-threat request waits for the administrator.
+    """
+
+    max_runs_per_party: int = 3
+    run_period_days: int | None = None
+    serious_threat_max_tokens: int = 5
+    serious_threat_approval: bool = False
+
+    @classmethod
+    def from_json(cls, settings: Mapping[str, Any]) -> Safeguards:
+        """The safeguards a protocol declares, with defaults for what it leaves out.
+
+        >>> Safeguards.from_json({"serious_threat_approval": True}).serious_threat_max_tokens
+        5
+        """
+        return cls(**{key: settings[key] for key in settings})
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A validated protocol. Build it with :func:`load_protocol` or :func:`parse_protocol`."""
 
@@ -256,6 +314,7 @@ class Protocol:
     record_level: Mapping[str, RecordLevelRelease]
     output_rules: Mapping[str, int]
     rows_per_person: int
+    safeguards: Safeguards
     document: Mapping[str, Any]
     fingerprint: str
 
@@ -439,10 +498,9 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
                     f"{where}: transform {transform!r} does not apply to a {field_kinds[field]} "
                     f"field (allowed: {allowed})"
                 )
-    salt = doc["encoding"].get("hardening", {}).get("salt")
-    if salt is not None:
+    hardening = doc["encoding"].get("hardening", {})
+    for where, salt in _salt_entries(hardening.get("salt")):
         field, _, transform = salt.partition(":")
-        where = "$.encoding.hardening.salt"
         if field not in field_kinds:
             problems.append(
                 f"{where}: field {field!r} is not an identifier field; salt with a stable field such as "
@@ -460,6 +518,19 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
                 f"{where}: salt with a part of a date (e.g. date_of_birth:year or :month_day) or a "
                 f"category field, not {salt!r}"
             )
+    salt_fields = {salt.partition(":")[0] for _, salt in _salt_entries(hardening.get("salt"))}
+    if len(salt_fields) > 1:
+        problems.append(
+            "$.encoding.hardening.salt: every salt must be a part of the same field (e.g. date_of_birth:year "
+            "and date_of_birth:month_day), so that one field stays unsalted as the one the others are cut from"
+        )
+    if hardening.get("fallback") and not hardening.get("salt"):
+        problems.append("$.encoding.hardening.fallback: a fallback is for pairs that share no salt; set a salt too")
+    if hardening.get("fallback") == "clk" and "clk" not in hardening.get("apply_to", ("clk", "fields")):
+        problems.append(
+            "$.encoding.hardening.fallback: a CLK fallback must be hardened; add 'clk' to apply_to, or it "
+            "would be a plain CLK every pair can be attacked through"
+        )
     problems += _salted_groups(doc, field_kinds)
     grouped: list[str] = []
     for i, group in enumerate(doc["matching"].get("comparison_groups", ())):
@@ -469,6 +540,7 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
             elif name in grouped:
                 problems.append(f"$.matching.comparison_groups[{i}][{j}]: {name!r} is already in another group")
             grouped.append(name)
+    problems += _privacy_unit_problems(doc)
     record_level = doc["releases"]["record_level"]
     mandates = {p["id"]: p["mandate"] for p in doc["parties"]}
     for party_id in sorted(set(record_level) - set(party_ids)):
@@ -484,6 +556,7 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
                 f"$.releases.record_level.{party_id}.serious_threat: only a public_safety "
                 "mandate may invoke the serious-threat exception"
             )
+    problems += _statistics_problems(doc)
     return problems
 
 
@@ -515,10 +588,53 @@ def _blocking_rule(rule: Any) -> Rule:
     return BlockingRule(tuple((p.partition(":")[0], p.partition(":")[2] or None) for p in rule))
 
 
+def _salt_entries(salt: str | list[str] | None) -> list[tuple[str, str]]:
+    """``(JSON path, salt)`` of each salt written in the protocol (one string or a list)."""
+    if salt is None:
+        return []
+    if isinstance(salt, str):
+        return [("$.encoding.hardening.salt", salt)]
+    return [(f"$.encoding.hardening.salt[{i}]", item) for i, item in enumerate(salt)]
+
+
+# -- the privacy unit (issue 16): how many rows of the statistics table one person can move ----------
+
+
+def person_rows(parties: int) -> int:
+    """The most rows of the statistics table one person can move: the square of the parties.
+
+    The statistics side's entities come from a frozen model and the stable mapping
+    (:mod:`linkage.matching.stable`): a person with at most one record per party has
+    records in at most P clusters, and taking them away moves at most P rows of each (when
+    no cluster holds two records of one party). ``releases.rows_per_person`` defaults to
+    this, and every release is calibrated at that many rows (``docs/privacy-unit.md``).
+
+    >>> person_rows(3)
+    9
+    """
+    return parties * parties
+
+
+def _privacy_unit_problems(doc: Mapping[str, Any]) -> list[str]:
+    """A ``rows_per_person`` below what the linkage lets one person move would make every release's claim false."""
+    declared = doc["releases"].get("rows_per_person")
+    least = person_rows(len(doc["parties"]))
+    if declared is None or declared >= least:
+        return []
+    return [
+        f"$.releases.rows_per_person: {declared} is below the {least} rows one person can move in the statistics "
+        f"table of {len(doc['parties'])} parties (docs/privacy-unit.md); omit it (the default is {least}) or raise it"
+    ]
+
+
+# -----------------------------------------------------------------------------------------------------
+
+
 def _salted_groups(doc: Mapping[str, Any], field_kinds: Mapping[str, str]) -> list[str]:
     """Comparison groups that would mix salted fields with unsalted ones (one joint level can't)."""
     hardening = doc["encoding"].get("hardening", {})
-    salt_field = hardening.get("salt", "").partition(":")[0]
+    entries = _salt_entries(hardening.get("salt"))
+    salt_field = entries[0][1].partition(":")[0] if entries else ""
     if not salt_field or "fields" not in hardening.get("apply_to", ("fields",)):
         return []
     problems = []
@@ -533,13 +649,17 @@ def _salted_groups(doc: Mapping[str, Any], field_kinds: Mapping[str, str]) -> li
 
 
 def _hardening(settings: Mapping[str, Any]) -> Hardening:
-    salt = settings.get("salt")
+    salts: list[Salt] = [
+        (salt.partition(":")[0], salt.partition(":")[2] or None) for _, salt in _salt_entries(settings.get("salt"))
+    ]
     return Hardening(
-        salt=(salt.partition(":")[0], salt.partition(":")[2] or None) if salt else None,
+        salt=salts[0] if salts else None,
+        also_salt=tuple(salts[1:]),
         balance=settings.get("balance", False),
         xor_fold=settings.get("xor_fold", False),
         diffusion=settings.get("diffusion"),
         apply_to=frozenset(settings.get("apply_to", ("clk", "fields"))),
+        fallback=settings.get("fallback"),
     )
 
 
@@ -589,7 +709,8 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
             k: RecordLevelRelease(v["allowed"], v["serious_threat"]) for k, v in doc["releases"]["record_level"].items()
         },
         output_rules=dict(doc["releases"].get("output_rules", {})),
-        rows_per_person=int(doc["releases"].get("rows_per_person", 1)),
+        rows_per_person=int(doc["releases"].get("rows_per_person", person_rows(len(doc["parties"])))),
+        safeguards=Safeguards.from_json(doc["releases"].get("safeguards", {})),
         document=doc,
         fingerprint="",
     )
@@ -620,6 +741,10 @@ def encoding_settings(protocol: Protocol) -> dict[str, Any]:
     if protocol.hardening.active:
         # Only when on, so that unhardened protocols keep the fingerprints they always had.
         settings["hardening"] = protocol.hardening.settings()
+        if protocol.hardening.salt:
+            # Salted tokens are hashed with keyed 64-bit mixing since version 2 (before: one
+            # BLAKE2 per token and salt): encodings of either kind must never be mixed.
+            settings["hardening"]["salted_hashing"] = 2
     return settings
 
 
@@ -642,3 +767,50 @@ def _with_fingerprint(protocol: Protocol) -> Protocol:
     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     object.__setattr__(protocol, "fingerprint", digest)
     return protocol
+
+
+# -- statistics releases: declared bins of integer attributes, and the δ shown next to a ρ --
+# (issue 16; read by the statistics side, which keeps everything else about releases)
+
+DEFAULT_EQUIVALENT_DELTA = 1e-6
+
+
+def _statistics_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Declared bins must be whole numbers that start at the attribute's lower bound and rise within its bounds."""
+    problems = []
+    for i, attribute in enumerate(doc["attributes"]):
+        bins = attribute.get("bins")
+        if bins is None:
+            continue
+        where = f"$.attributes[{i}].bins"
+        if attribute["type"] != "integer":
+            problems.append(f"{where}: only an integer attribute has bins")
+            continue
+        lower, upper = attribute["lower"], attribute["upper"]
+        if bins[0] != lower:
+            problems.append(f"{where}: bins are lower edges and start at the lower bound {lower}, not {bins[0]}")
+        if any(later <= earlier for earlier, later in zip(bins, bins[1:], strict=False)):
+            problems.append(f"{where}: the lower edges must rise, e.g. [{lower}, {lower + 10}, {lower + 20}]")
+        if bins[-1] > upper:
+            problems.append(f"{where}: edge {bins[-1]} is above the upper bound {upper}")
+    return problems
+
+
+def attribute_bins(protocol: Protocol, name: str) -> tuple[int, ...]:
+    """The lower edges of the bins the protocol declares for an integer attribute (empty if none).
+
+    >>> import json
+    >>> from importlib import resources
+    >>> text = resources.files("schemas").joinpath("examples/social_services.json").read_text()
+    >>> attribute_bins(parse_protocol(json.loads(text)), "weeks_supported")
+    (0, 13, 26, 39)
+    """
+    for attribute in protocol.document["attributes"]:
+        if attribute["name"] == name:
+            return tuple(attribute.get("bins", ()))
+    return ()
+
+
+def equivalent_delta(protocol: Protocol) -> float:
+    """The δ at which the statistics side also shows a ρ spend as (ε, δ) (default 1e-6)."""
+    return float(protocol.document["releases"].get("equivalent_delta", DEFAULT_EQUIVALENT_DELTA))

@@ -1,7 +1,10 @@
 """The token-keyed CSV files pprl writes and reads: entities and key maps.
 
 * ``entities.csv`` (``entity_id,party,token``): what ``pprl link`` writes, one row per
-  record of an entity; the statistics side and evaluation read it.
+  record of an entity; evaluation reads it.
+* the stable mapping (``stable_entity_id,party,token``): what ``pprl link
+  --statistics-out`` writes from a frozen model (:mod:`linkage.matching.stable`); the
+  statistics side reads only this, so that its privacy unit holds (the header says which).
 * ``keymap.csv`` (``token,client_id``): written by ``pprl encode``; it never leaves the
   agency, where ``pprl results`` and ``pprl evaluate`` map tokens back to client ids.
 """
@@ -9,8 +12,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +23,18 @@ from linkage.errors import InputError
 if TYPE_CHECKING:
     from linkage.matching.engine import LinkResult
 
-__all__ = ["read_entities", "read_keymap", "read_rows", "write_entities"]
+__all__ = [
+    "ENTITY_COLUMNS",
+    "STABLE_COLUMNS",
+    "read_entities",
+    "read_keymap",
+    "read_rows",
+    "token_set_sha256",
+    "write_entities",
+]
+
+ENTITY_COLUMNS = ("entity_id", "party", "token")
+STABLE_COLUMNS = ("stable_entity_id", "party", "token")
 
 
 def read_rows(path: Path, columns: Sequence[str]) -> Iterator[list[str]]:
@@ -47,28 +62,81 @@ def read_rows(path: Path, columns: Sequence[str]) -> Iterator[list[str]]:
             yield row
 
 
+def token_set_sha256(tokens: Iterable[str]) -> str:
+    """SHA-256 of a set of record tokens (32 hex digits each), the same in whatever order they come.
+
+    The linkage side computes it from a party's encodings and the statistics side from its
+    attributes.csv: equal digests mean the two files hold the same records.
+
+    >>> token_set_sha256(["b" * 32, "a" * 32]) == token_set_sha256(["a" * 32, "b" * 32])
+    True
+    """
+    digest = hashlib.sha256()
+    for token in sorted(tokens):
+        digest.update(bytes.fromhex(token))
+    return digest.hexdigest()
+
+
 def read_keymap(path: Path) -> dict[str, str]:
     """A party's ``token,client_id`` key map as {token: client id}."""
     return dict(read_rows(path, ("token", "client_id")))
 
 
-def read_entities(path: Path) -> dict[str, list[tuple[str, str]]]:
-    """``entity_id,party,token`` rows as {entity id: [(party, token), ...]}."""
+def read_entities(path: Path, *, stable: bool | None = None) -> dict[str, list[tuple[str, str]]]:
+    """An entities file's rows as {entity id: [(party, token), ...]}.
+
+    Args:
+        path: the file.
+        stable: ``True`` reads only a stable mapping, ``False`` only record-level entities,
+            ``None`` either.
+
+    Raises:
+        InputError: no such file, another header, or a row of another width.
+    """
+    columns = ENTITY_COLUMNS
+    if stable or (stable is None and _first_line(path).startswith(STABLE_COLUMNS[0])):
+        columns = STABLE_COLUMNS
+    try:
+        rows = list(read_rows(path, columns))
+    except InputError as exc:
+        if stable and _first_line(path).startswith(ENTITY_COLUMNS[0]):
+            raise InputError(
+                f"{path} holds record-level entities, not the stable mapping the statistics side counts people "
+                "in; write that with `pprl link --save-model model.json --statistics-out FILE` (or --model) "
+                "and pass it",
+                path=str(path),
+            ) from exc
+        raise
     entities: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for entity, party, token in read_rows(path, ("entity_id", "party", "token")):
+    for entity, party, token in rows:
         entities[entity].append((party, token))
     return dict(entities)
 
 
-def write_entities(result: LinkResult, path: Path, *, include_singletons: bool = False) -> int:
+def _first_line(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            return handle.readline()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return ""
+
+
+def write_entities(result: LinkResult, path: Path, *, include_singletons: bool = False, stable: bool = False) -> int:
     """Write ``entity_id,party,token`` rows; returns the number of entities written.
 
-    Written to a temporary file and renamed, so a reader never sees half a file.
+    With ``stable``, the run's stable mapping under the header ``stable_entity_id,party,token``
+    (the run must have used or frozen a model). Written to a temporary file and renamed, so
+    a reader never sees half a file.
     """
+    entities = result.entities
+    if stable:
+        if result.stable is None:
+            raise InputError("the stable mapping needs a frozen model: link with --model FILE or --save-model FILE")
+        entities = result.stable.entities
     rows: list[tuple[str, str, str]] = []
     number = 0
     linked: set[tuple[int, int]] = set()
-    for number, entity in enumerate(result.entities, start=1):
+    for number, entity in enumerate(entities, start=1):
         for party, record in entity.records:
             rows.append((f"e{number:07d}", result.parties[party], result.tokens[party][record].tobytes().hex()))
             linked.add((party, record))
@@ -81,7 +149,7 @@ def write_entities(result: LinkResult, path: Path, *, include_singletons: bool =
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["entity_id", "party", "token"])
+        writer.writerow(STABLE_COLUMNS if stable else ENTITY_COLUMNS)
         writer.writerows(rows)
     tmp.replace(path)
     return number

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import threading
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +25,14 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from linkage.errors import Forbidden, Unauthorized, UnsupportedMediaType
+from linkage.file_modes import private_opener
 
 __all__ = [
     "ADMIN",
     "UPLOAD_RESPONSES",
     "Caller",
     "Credential",
+    "RefusalTally",
     "UploadReceipt",
     "authorize",
     "bearer",
@@ -42,6 +47,8 @@ __all__ = [
 
 ADMIN = "admin"
 ROLE_WORDS = {ADMIN: "the administrator", "party": "a party", "analyst": "an analyst"}
+# What new_project_id makes: anything else in a URL is not a project and never goes to the log as one.
+PROJECT_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 bearer = HTTPBearer(
@@ -53,17 +60,25 @@ bearer = HTTPBearer(
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: ``admin`` (no project), or a ``party`` or ``analyst`` of one project."""
+    """Who is calling: ``admin`` (no project), or a ``party`` or ``analyst`` of one project.
+
+    ``name`` is an analyst's name: ``None`` for the project's shared analyst credential,
+    which acts as the analyst named ``analyst`` (and is called just ``analyst``, as before
+    analysts had names).
+    """
 
     role: str
     project_id: str | None
     party: str | None
+    name: str | None = None
 
     @property
     def actor(self) -> str:
-        """How the audit log names the caller (never a token)."""
+        """How the audit log and the ledger name the caller (never a token): ``party:msd``, ``analyst:ana``."""
         if self.role == "party":
             return f"party:{self.party}"
+        if self.role == "analyst" and self.name:
+            return f"analyst:{self.name}"
         return self.role
 
 
@@ -86,6 +101,9 @@ class Credential(Protocol):
 
     @property
     def party(self) -> str | None: ...  # noqa: D102
+
+    @property
+    def name(self) -> str | None: ...  # noqa: D102
 
 
 def identify(
@@ -115,7 +133,7 @@ def identify(
                 "this credential is not valid on this server; check --token-file points at the token printed "
                 "by `pprl project create` for this server"
             )
-        caller = Caller(found.role, found.project_id, found.party)
+        caller = Caller(found.role, found.project_id, found.party, found.name)
     request.state.caller = caller
     return caller
 
@@ -142,11 +160,80 @@ def authorize(caller: Caller, project_id: str | None, roles: Collection[str], wh
 
 
 def record(request: Request, caller: Caller | None, project_id: str | None, outcome: str, detail: str = "") -> None:
-    """Append the current route's action to the audit log (the route's name is the action)."""
+    """Append the current route's action to the audit log (the route's name is the action).
+
+    A line carries the caller's own project; a project id from the URL that is not the
+    caller's is named in the detail, and one that is not a project id at all is never
+    written. Unauthenticated requests are not written one by one: they are counted in
+    the app's :class:`RefusalTally` and written as one line per kind and minute.
+    """
     route = request.scope.get("route")
-    action = getattr(route, "name", None) or f"{request.method} {request.url.path}"
+    action = getattr(route, "name", None) or "unmatched"
     audit: Callable[..., None] = request.app.state.audit
-    audit(caller.actor if caller else "anonymous", action, project_id, outcome, detail)
+    if caller is None:
+        tally: RefusalTally = request.app.state.refusals
+        tally.note(action, outcome, request.client.host if request.client else "unknown")
+        tally.flush(audit)
+        return
+    asked = project_id if project_id is not None and PROJECT_ID.match(project_id) else None
+    if project_id is not None and asked is None:
+        detail = f"asked about something that is not a project id ({len(project_id)} characters); {detail}"
+    elif caller.project_id is not None and asked is not None and asked != caller.project_id:
+        detail = f"asked about project {asked}; {detail}"
+    audit(caller.actor, action, caller.project_id or asked, outcome, detail)
+
+
+class RefusalTally:
+    """Refusals of unauthenticated (or rate-limited) requests, counted in memory, written in bulk.
+
+    Anyone can send requests without a credential; writing each refusal as an audit line
+    would let them grow the log at will. Instead each kind (action, outcome) is counted,
+    with the distinct client addresses (up to 1,000), and written as one line when a
+    window of ``window_seconds`` has passed, or when the server stops.
+
+    Args:
+        window_seconds: how long refusals are counted before they are written.
+        clock: seconds from a monotonic clock (tests pass their own).
+    """
+
+    MAX_ADDRESSES = 1000
+
+    def __init__(self, window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._window = window_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._started = clock()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._addresses: dict[tuple[str, str], set[str]] = {}
+
+    def note(self, action: str, outcome: str, address: str) -> None:
+        """Count one refusal."""
+        key = (action[:64], outcome[:64])
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+            seen = self._addresses.setdefault(key, set())
+            if len(seen) < self.MAX_ADDRESSES:
+                seen.add(address[:64])
+
+    def flush(self, audit: Callable[..., None], *, force: bool = False) -> int:
+        """Write one audit line per kind counted, if the window has passed (or ``force``); returns the lines."""
+        with self._lock:
+            if not self._counts or not (force or self._clock() - self._started >= self._window):
+                return 0
+            seconds = self._clock() - self._started
+            counts, addresses = self._counts, self._addresses
+            self._counts, self._addresses, self._started = {}, {}, self._clock()
+        for (action, outcome), count in sorted(counts.items()):
+            seen = len(addresses[(action, outcome)])
+            many = "+" if seen >= self.MAX_ADDRESSES else ""
+            audit(
+                "anonymous",
+                action,
+                None,
+                outcome,
+                f"{count} unauthenticated request(s) refused, from {seen}{many} address(es), in {seconds:.0f} s",
+            )
+        return len(counts)
 
 
 def require_content_type(request: Request, *allowed: str) -> None:
@@ -176,7 +263,7 @@ async def receive_body(request: Request, path: Path) -> tuple[str, int]:
     """
     digest = hashlib.sha256()
     size = 0
-    handle = await run_in_threadpool(path.open, "wb")
+    handle = await run_in_threadpool(open, path, "wb", opener=private_opener)
     try:
         async for chunk in request.stream():
             if chunk:

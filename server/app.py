@@ -5,11 +5,20 @@ routes use the linkage store only, the statistics routes (``stats.api``) the sta
 store only; the linkage side reaches the statistics store only through
 :class:`~linkage.service.statistics_side.StatisticsSide`. Errors are JSON
 ``{"code": ..., "message": ...}`` with the status of the
-:class:`~linkage.errors.PprlError` subclass raised.
+:class:`~linkage.errors.PprlError` subclass raised; every error, a 500 too, is audited
+(unauthenticated ones in bulk, see :class:`~linkage.web.RefusalTally`).
+
+Around the routes: a per-client rate limit, body-size limits and security headers
+(:mod:`server.middleware`). The API description (``/docs``, ``/openapi.json``) is served
+only when asked for (``ServiceConfig.api_docs``); ``/health`` answers without a credential.
+At start-up the audit log's and every ledger's hash chain are checked; a broken chain is
+logged and audited, and a project whose ledger is broken releases nothing more.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,10 +38,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from linkage.errors import Forbidden, PayloadTooLarge, PprlError, SecretError, Unauthorized
+from linkage.file_modes import private_dir
 from linkage.service.api import audit, projects, results, runs, uploads
 from linkage.service.store import LinkageStore
 from linkage.service.worker import RunWorker, recover
-from linkage.web import record
+from linkage.web import RefusalTally, record
+from server.middleware import RateLimit, SecurityHeaders
 from stats.answering import QueryService
 from stats.api import attributes, queries
 from stats.store import StatsStore
@@ -49,6 +60,7 @@ HTTP_CODES = {
     405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
 }
 
 
@@ -71,6 +83,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "The body is too large.",
         415: "The body has the wrong content type.",
         422: "The request is malformed (JSON, parameters).",
+        429: "Too many requests from this address; wait as Retry-After says.",
     }.items()
 }
 
@@ -92,7 +105,7 @@ def hash_admin_secret(text: str, source: str) -> str:
     if len(secret) < MIN_ADMIN_SECRET_CHARS:
         raise SecretError(
             f"{source}: the admin secret has {len(secret)} characters, fewer than {MIN_ADMIN_SECRET_CHARS}; "
-            "make one with `pprl keygen --out admin.secret`"
+            "make one with `pprl keygen --out admin.secret --purpose admin`"
         )
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
@@ -117,6 +130,14 @@ class ServiceConfig:
         run_worker: start the background run worker (tests may run queued runs by hand).
         linkage_schema: PostgreSQL schema of the linkage store.
         stats_schema: PostgreSQL schema of the statistics store.
+        api_docs: serve the API description (``/docs``, ``/openapi.json``); off by default,
+            since it maps the attack surface for anyone who can reach the port.
+        behind_tls_proxy: a TLS-terminating proxy is in front (adds HSTS).
+        rate_limit: requests per second each client address may send in the long run
+            (``None``: no limit); bursts of ``rate_burst``. Kept in this process's memory.
+        rate_burst: requests a client may send at once.
+        audit_window_seconds: how long unauthenticated refusals are counted before one
+            audit line per kind is written.
     """
 
     data_dir: Path
@@ -130,6 +151,11 @@ class ServiceConfig:
     run_worker: bool = True
     linkage_schema: str = "pprl_linkage"
     stats_schema: str = "pprl_stats"
+    api_docs: bool = False
+    behind_tls_proxy: bool = False
+    rate_limit: float | None = 50.0
+    rate_burst: int = 200
+    audit_window_seconds: float = 60.0
 
 
 def _error_body(code: str, message: str, problems: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
@@ -220,29 +246,34 @@ def _too_large(size: int, limit: int, upload: bool) -> str:
     return f"the request body has {size} bytes or more, over this server's limit of {limit} bytes; {hint}"
 
 
+def _audit_error(request: Request, code: str, message: str) -> None:
+    caller = getattr(request.state, "caller", None)
+    path_params = request.scope.get("path_params", {})
+    try:
+        record(request, caller, path_params.get("project_id"), code, message[:300])
+    except Exception:
+        log.exception("could not write the audit log")
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PprlError)
     async def pprl_error(request: Request, exc: PprlError) -> JSONResponse:
-        caller = getattr(request.state, "caller", None)
-        path_params = request.scope.get("path_params", {})
         # Refusals of uploads, runs and results belong in the audit log; failed reads too.
-        try:
-            await run_in_threadpool(record, request, caller, path_params.get("project_id"), exc.code, exc.message[:300])
-        except Exception:
-            log.exception("could not write the audit log")
+        await run_in_threadpool(_audit_error, request, exc.code, exc.message)
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
         status = exc.http_status if 400 <= exc.http_status < 600 else 400
         if isinstance(exc, Forbidden | Unauthorized):
-            log.info("refused %s %s: %s", request.method, request.url.path, exc.code)
+            log.info("refused %s %s: %s", request.method, request.url.path[:200], exc.code)
         return JSONResponse(_error_body(exc.code, exc.message, exc.problems), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for error in exc.errors():
             where = ".".join(str(part) for part in error.get("loc", ()))
             problems.append(f"{where}: {error.get('msg', 'invalid')}")
         message = "the request is malformed: " + "; ".join(problems[:5])
+        await run_in_threadpool(_audit_error, request, "invalid_request", message)
         return JSONResponse(_error_body("invalid_request", message, problems), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
@@ -254,7 +285,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        log.error("internal error on %s %s", request.method, request.url.path[:200], exc_info=exc)
+        await run_in_threadpool(_audit_error, request, "internal_error", exc.__class__.__name__)
         return JSONResponse(
             _error_body("internal_error", "internal error; the server log has the details"), status_code=500
         )
@@ -267,32 +299,60 @@ def _version() -> str:
         return "0"
 
 
+class Health(BaseModel):
+    """The service answers."""
+
+    status: str = "ok"
+
+
+def _check_chains(store: LinkageStore, stats: StatsStore) -> None:
+    """Check every hash chain at start-up; log and audit what is broken (releases from it stop)."""
+    for check in [store.verify_audit(), *stats.verify_ledgers()]:
+        if not check.ok:
+            log.error("tamper evidence: %s; restore it from a backup (`pprl audit --verify`)", check.problem)
+            store.append_audit("service", "chain.verify", None, "broken", check.problem[:1000])
+
+
+async def _flush_refusals(tally: RefusalTally, audit_line: Any, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        await run_in_threadpool(tally.flush, audit_line)
+
+
 def create_app(config: ServiceConfig) -> FastAPI:
     """Build the service app on the stores in ``config``.
 
     The stores are opened (and their tables created) now; starting the app (its
-    lifespan) recovers from any crash and starts the run worker.
+    lifespan) recovers from any crash, checks the hash chains and starts the run worker.
 
     Raises:
         InputError: the database URL is unsupported or the database unreachable.
     """
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     store = LinkageStore(config.data_dir, config.database_url, schema=config.linkage_schema)
     stats = StatsStore(config.data_dir, config.stats_database_url or config.database_url, schema=config.stats_schema)
     worker = RunWorker(store, stats, store.append_audit, workers=config.workers, dask=config.dask)
+    refusals = RefusalTally(config.audit_window_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(recover, store, stats, store.append_audit)
+        await run_in_threadpool(_check_chains, store, stats)
         if config.run_worker:
             worker.start()
+        flusher = asyncio.create_task(_flush_refusals(refusals, store.append_audit, config.audit_window_seconds))
         try:
             yield
         finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await run_in_threadpool(refusals.flush, store.append_audit, force=True)
             await run_in_threadpool(worker.stop)
             store.close()
             stats.close()
 
+    docs = config.api_docs
     app = FastAPI(
         title="pprl linkage service",
         version=_version(),
@@ -303,6 +363,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
         ),
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
     app.state.config = config
     app.state.linkage_store = store
@@ -311,8 +374,23 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.query_service = QueryService(stats)
     app.state.worker = worker
     app.state.audit = store.append_audit
+    app.state.refusals = refusals
     app.add_middleware(BodyLimit, upload_bytes=config.max_upload_bytes, json_bytes=config.max_json_bytes)
+    if config.rate_limit:
+        app.add_middleware(
+            RateLimit,
+            rate=config.rate_limit,
+            burst=config.rate_burst,
+            on_refused=lambda address: refusals.note("rate_limit", "rate_limited", address),
+        )
+    app.add_middleware(SecurityHeaders, hsts=config.behind_tls_proxy)
     _add_error_handlers(app)
+
+    @app.get("/health", name="health", tags=["health"])
+    async def health() -> Health:
+        """Whether the service answers (no credential needed; says nothing else)."""
+        return Health()
+
     for router in (
         projects.router,
         uploads.router,

@@ -7,7 +7,6 @@ mapping's run and each party's attributes upload) and kept in memory.
 
 from __future__ import annotations
 
-import shlex
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -16,11 +15,11 @@ from typing import Any
 import polars as pl
 
 from linkage.errors import Conflict, InputError
-from linkage.protocol import Protocol
-from stats.budget import Budget
-from stats.dp import Answer, Spend, answer_queries, answer_query
+from linkage.protocol import Protocol, equivalent_delta
+from stats.budget import Budget, Loss
+from stats.dp import Answer, Spend, answer_queries, answer_query, cost_for_half_width
 from stats.entities import entity_table
-from stats.query import QuerySpec, parse_query, parse_query_json
+from stats.query import QuerySpec, parse_query, parse_query_json, split_query
 from stats.store import StatsStore
 
 __all__ = ["QueryService"]
@@ -69,13 +68,35 @@ class QueryService:
             self._tables[project_id] = (version, table)
         return version, table
 
-    def parse(self, project_id: str, query: str | list[str] | dict[str, Any]) -> QuerySpec:
-        """Check a query given in the query language (text or words) or in its JSON form."""
+    def parse(
+        self, project_id: str, query: str | list[str] | dict[str, Any], *, cost_optional: bool = False
+    ) -> QuerySpec:
+        """Check a query given in the query language (text or words) or in its JSON form.
+
+        A query never names a file here: the service opens nothing a caller names. With
+        ``cost_optional``, a query without a cost gets a placeholder one (for
+        :meth:`cost_for`, which sets the real one).
+
+        Raises:
+            InputError: the query is malformed or does not fit the protocol.
+        """
         protocol = self._store.protocol(project_id)
+        default = Loss.of(**{next(iter(protocol.budget)): 1}) if cost_optional else None
         if isinstance(query, dict):
-            return parse_query_json(protocol, query)
-        words = shlex.split(query) if isinstance(query, str) else query
-        return parse_query(protocol, words)
+            return parse_query_json(protocol, query, default_cost=default)
+        words = split_query(query) if isinstance(query, str) else query
+        return parse_query(protocol, words, files=False, default_cost=default)
+
+    def cost_for(self, project_id: str, spec: QuerySpec, half_width: float) -> QuerySpec:
+        """The query at the least cost whose cells' stated half-width is at most ``half_width`` (spends nothing).
+
+        Raises:
+            InputError: a mean or quantile (their width depends on the data), or a bad target.
+            Conflict: no entity table yet.
+        """
+        protocol = self._store.protocol(project_id)
+        _, table = self._table(project_id)
+        return cost_for_half_width(table, spec, protocol, half_width)
 
     def answer(self, project_id: str, spec: QuerySpec, who: str, *, dry_run: bool = False) -> Answer:
         """Release (or with ``dry_run`` only plan) a query, spending from the project's ledger.
@@ -119,5 +140,6 @@ class QueryService:
         return self._store.protocol(project_id).document
 
     def budget(self, project_id: str) -> Budget:
-        """The project's budget and ledger."""
-        return self._store.budget(project_id)
+        """The project's budget and ledger, showing ρ spends as (ε, δ) at the protocol's δ too."""
+        delta = equivalent_delta(self._store.protocol(project_id))
+        return replace(self._store.budget(project_id), equivalent_delta=delta)

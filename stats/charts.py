@@ -39,10 +39,12 @@ def bar_chart(answer: Answer, *, percent: bool = False) -> bytes:
     labels = [", ".join(show_key(k) for k in cell.key) or "everyone" for cell in cells]
     scale = 100.0 if percent else 1.0
     values = [(cell.value or 0) * scale for cell in cells]
-    errors = [(cell.half_width or 0) * scale if cell.value is not None else 0 for cell in cells]
+    spans = _spans(cells, scale)
+    below = [max(0.0, v - low) for v, (low, _) in zip(values, spans, strict=True)]
+    above = [max(0.0, high - v) for v, (_, high) in zip(values, spans, strict=True)]
     figure, axes = plt.subplots(figsize=(7.5, 0.42 * len(cells) + 1.1))
     positions = range(len(cells))[::-1]
-    axes.barh(list(positions), values, xerr=errors, color=BLUE, ecolor="#222222", capsize=3, height=0.6)
+    axes.barh(list(positions), values, xerr=[below, above], color=BLUE, ecolor="#222222", capsize=3, height=0.6)
     for position, cell in zip(positions, cells, strict=True):
         if cell.value is None:
             axes.text(0, position, "  " + (cell.note or "not available"), va="center", fontsize=8, color=GREY)
@@ -52,6 +54,21 @@ def bar_chart(answer: Answer, *, percent: bool = False) -> bytes:
     axes.set_xlim(left=0)
     axes.spines[["top", "right"]].set_visible(False)
     return _png(figure)
+
+
+def _spans(cells: Sequence[Cell], scale: float) -> list[tuple[float, float]]:
+    """Each cell's 95% interval (``lower``..``upper``, or ± its half-width), times ``scale``; none when withheld."""
+    spans = []
+    for cell in cells:
+        value = (cell.value or 0) * scale
+        if cell.value is None:
+            spans.append((value, value))
+        elif cell.lower is not None and cell.upper is not None:
+            spans.append((cell.lower * scale, cell.upper * scale))
+        else:
+            width = (cell.half_width or 0) * scale
+            spans.append((value - width, value + width))
+    return spans
 
 
 def upset_chart(cells: Sequence[Cell], parties: Sequence[tuple[str, str]]) -> bytes:

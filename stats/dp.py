@@ -1,24 +1,21 @@
 """Differentially private answers to queries, computed with OpenDP over the entity table.
 
 Every noisy number comes from OpenDP's Polars measurements (``make_private_lazyframe``);
-nothing here draws noise. The privacy unit is one person (one row of the entity table).
-Each query is one measurement whose loss, by OpenDP's privacy map, is at most the query's
-cost, so the ledger's sum of costs bounds the total loss by sequential composition.
+nothing here draws noise. The privacy unit is one person, counted as the rows of the entity
+table their records can move: the protocol's ``rows_per_person``, at least the parties
+squared (:func:`stats.entities.privacy_unit`, ``docs/privacy-unit.md``). A query is one
+OpenDP measurement (a quantile: two, an exponential mechanism and a histogram, on shares of
+the cost) whose loss, by OpenDP's privacy map, is at most the query's cost, so the ledger's
+sum of costs bounds the total loss by sequential composition.
 
-What happens after OpenDP's release is post-processing, which cannot weaken the guarantee:
-a mean is the released sum over the released count; overlap cells are made non-negative
-integers that add up (and the overlaps of every set of parties are sums of cells); the
-protocol's output rules clamp, round and suppress counts.
+A query is planned and its noise calibrated first, then released, and only then recorded
+in the ledger and handed out; the ledger is held only for its own check and record, never
+while OpenDP computes, and planning and release each have a time limit. A computed answer
+that the ledger refuses is thrown away unseen, which spends nothing.
 
-Each cell carries the half-width of a 95% interval:
-- counts and sums: from OpenDP's accuracy for the mechanism and scale (exact for the noise;
-  as the noise is a whole number, the half-width is OpenDP's accuracy less one);
-- sums of several noisy cells (overlaps of a set of parties): the normal approximation;
-- means: the delta method on the released sum and count (approximate, good when the count
-  is large against its noise);
-- quantiles: a bound on the rank of the released value (with 95% probability the value's
-  rank is within that many people of the target rank), from the exponential mechanism's
-  utility guarantee; it is a bound, so it holds more often than 95%.
+What happens after OpenDP's release is post-processing (:mod:`stats.figures`), which cannot
+weaken the guarantee; how accurate each figure is, is in :mod:`stats.accuracy`, and which
+cells can hold anyone and what the output rules let out, in :mod:`stats.cells`.
 """
 
 from __future__ import annotations
@@ -27,60 +24,100 @@ import functools
 import itertools
 import math
 import operator
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from fractions import Fraction
+from typing import Any, TypeVar
 from typing import Protocol as Protocol_
 
 import numpy as np
 import opendp.prelude as dp
 import polars as pl
 
-from linkage.errors import InputError
-from linkage.protocol import Protocol
-from stats.budget import Loss, Receipt
+from linkage.errors import InputError, PprlError
+from linkage.protocol import Protocol, equivalent_delta
+from stats.accuracy import CONFIDENCE, noise_variance, scale_for_half_width
+from stats.budget import Loss, Receipt, epsilon_of_rho
+from stats.cells import Possible
 from stats.entities import membership_patterns
 from stats.query import Column, Condition, QuerySpec
 
 __all__ = [
     "CONFIDENCE",
+    "RELEASE_TIMEOUT",
     "Answer",
     "Cell",
     "Prepared",
+    "ReleaseTimeout",
     "Spend",
     "answer_queries",
     "answer_query",
     "condition_expr",
+    "cost_for_half_width",
     "prepare",
     "project_to_counts",
 ]
 
 dp.enable_features("contrib")  # OpenDP's Polars API is in its "contrib" (not yet vetted) tier
 
-CONFIDENCE = 0.95
-ALPHA = 1 - CONFIDENCE
-Z = 1.959963984540054  # the normal quantile for a two-sided 95% interval
 MAX_PEOPLE = 1_000_000_000  # a public upper bound on rows per group, which OpenDP needs for sums
-MAX_CANDIDATES = 1000
+MAX_CANDIDATES = 1000  # values the exponential mechanism chooses a quantile from
+HISTOGRAM_BINS = 64  # bins of the histogram a quantile's interval is read from
+QUANTILE_SHARE = Fraction(1, 4)  # of a quantile's cost, for the exponential mechanism; the rest, the histogram
+# Noise above a million people's worth (per unit a person can change a figure) answers
+# nothing; refusing it also keeps OpenDP from slow work on absurd scales (issue 15, row 2).
+MAX_GLOBAL_SCALE = 1e6
+RELEASE_TIMEOUT = 30.0  # seconds for planning, and again for releasing, one query or batch
+BIN = "__bin"  # the histogram's bin column (never an attribute name: those are [a-z][a-z0-9_]*)
+
+
+class ReleaseTimeout(PprlError):
+    """Planning or releasing a query took too long and was abandoned; nothing was released or spent."""
+
+    http_status = 503
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One released number, its group key, and the half-width of its 95% interval.
+    """One released number, its group key, and its 95% interval.
 
     ``value`` is ``None`` when an output rule suppressed it or it cannot be computed
-    (a mean over no one); ``note`` says which.
+    (a mean over no one); ``note`` says which. The interval is ``lower``..``upper`` when
+    given (a quantile's is not centred on its value; a mean's stays within the attribute's
+    bounds), else ``value`` ± ``half_width``; ``half_width`` always covers it.
     """
 
     key: tuple[str | bool | None, ...]
     value: float | int | None
     half_width: float | None
     note: str = ""
+    lower: float | None = None
+    upper: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The cell as plain JSON values."""
-        return {"key": list(self.key), "value": self.value, "half_width": self.half_width, "note": self.note}
+        return {
+            "key": list(self.key),
+            "value": self.value,
+            "half_width": self.half_width,
+            "lower": self.lower,
+            "upper": self.upper,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Cell:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            tuple(document["key"]),
+            document["value"],
+            document["half_width"],
+            document.get("note", ""),
+            document.get("lower"),
+            document.get("upper"),
+        )
 
 
 @dataclass(frozen=True)
@@ -89,7 +126,8 @@ class Answer:
 
     ``columns`` name the parts of each cell's key. For ``overlap``, ``derived`` holds the
     number of people known to every party of a set (key: the grouping values, then the
-    set as ``a+b``), computed from the cells.
+    set as ``a+b``), computed from the cells. ``equivalent_delta`` is the δ at which a ρ
+    cost is also shown as (ε, δ).
     """
 
     query: str
@@ -104,10 +142,16 @@ class Answer:
     notes: tuple[str, ...] = ()
     confidence: float = CONFIDENCE
     released: bool = True
+    equivalent_delta: float | None = None
+
+    @property
+    def cost_shown(self) -> str:
+        """The cost, with its (ε, δ) equivalent when it is a ρ."""
+        return self.cost.shown(self.equivalent_delta) if self.equivalent_delta else str(self.cost)
 
     def to_json(self) -> dict[str, Any]:
         """The answer as plain JSON values (what the service sends and ``--json`` prints)."""
-        return {
+        document = {
             "query": self.query,
             "kind": self.kind,
             "statistic": self.statistic,
@@ -121,27 +165,29 @@ class Answer:
             "notes": list(self.notes),
             "released": self.released,
         }
+        if self.equivalent_delta is not None and self.cost.measure == "rho":
+            epsilon, delta = self.cost.approx_dp(self.equivalent_delta)
+            document["approx_dp"] = {"epsilon": epsilon, "delta": delta}
+        return document
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Answer:
         """The inverse of :meth:`to_json` (for clients of the service)."""
-
-        def cells(items: Sequence[dict[str, Any]]) -> tuple[Cell, ...]:
-            return tuple(Cell(tuple(c["key"]), c["value"], c["half_width"], c.get("note", "")) for c in items)
-
+        approx = document.get("approx_dp")
         return cls(
             query=document["query"],
             kind=document["kind"],
             statistic=document["statistic"],
             columns=tuple(document["columns"]),
-            cells=cells(document["cells"]),
+            cells=tuple(Cell.from_json(c) for c in document["cells"]),
             mechanism=document["mechanism"],
             cost=Loss.from_json(document["cost"]),
             interval=document["interval"],
-            derived=cells(document.get("derived", [])),
+            derived=tuple(Cell.from_json(c) for c in document.get("derived", [])),
             notes=tuple(document.get("notes", [])),
             confidence=document.get("confidence", CONFIDENCE),
             released=document.get("released", True),
+            equivalent_delta=approx["delta"] if approx else None,
         )
 
 
@@ -156,40 +202,18 @@ def condition_expr(condition: Condition) -> pl.Expr:
     return functools.reduce(operator.or_, matches)
 
 
-def _keys(columns: Sequence[tuple[str, str, Sequence[Any]]]) -> pl.DataFrame:
-    """Every combination of the public keys of the grouping columns."""
-    dtypes = {"categorical": pl.String, "boolean": pl.Boolean, "pattern": pl.String}
-    rows = list(itertools.product(*(keys for _, _, keys in columns)))
-    return pl.DataFrame(rows, schema={name: dtypes[kind] for name, kind, _ in columns}, orient="row")
+def _bins_expr(source: str, edges: Sequence[int], labels: Sequence[str], name: str) -> pl.Expr:
+    """A column of bin labels for an integer column, with public lower ``edges`` (OpenDP plans ``cut``)."""
+    breaks = [edge - 1 for edge in edges[1:]]  # cut's bins are right-closed: (-inf, b1], (b1, b2], ...
+    return pl.col(source).cut(breaks, labels=list(labels)).cast(pl.String).alias(name)
 
 
-def _variance(distribution: str, scale: float) -> float:
-    if "Laplace" in distribution:
-        return 2 * scale * scale
-    return scale * scale
+_DTYPES = {"categorical": pl.String, "boolean": pl.Boolean, "pattern": pl.String, "binned": pl.String, "bin": pl.String}
 
 
-def _describe(distribution: str, scale: float) -> str:
-    names = {
-        "Integer Gaussian": "discrete Gaussian",
-        "Integer Laplace": "discrete Laplace",
-        "GumbelMin": "exponential mechanism (report noisy min)",
-    }
-    return f"OpenDP {names.get(distribution, distribution)}, scale {scale:.4g}"
-
-
-def _sum_accuracy(distribution: str, scale: float, cells: int) -> float:
-    """95% half-width of the sum of ``cells`` independent noisy cells.
-
-    OpenDP states accuracy ``a`` as ``P(|error| >= a) <= 0.05``; the noise on counts and
-    integer sums is a whole number, so the truth is within ``a - 1`` with probability at
-    least 95%, and that is the half-width an answer states.
-    """
-    if cells == 1:
-        if "Laplace" in distribution:
-            return float(dp.discrete_laplacian_scale_to_accuracy(scale, ALPHA)) - 1
-        return float(dp.discrete_gaussian_scale_to_accuracy(scale, ALPHA)) - 1
-    return Z * math.sqrt(cells * _variance(distribution, scale))
+def _keys(names: Sequence[str], kinds: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> pl.DataFrame:
+    schema = {name: _DTYPES[kind] for name, kind in zip(names, kinds, strict=True)}
+    return pl.DataFrame(list(rows), schema=schema, orient="row")
 
 
 def project_to_counts(noisy: Sequence[float]) -> list[int]:
@@ -221,348 +245,442 @@ def project_to_counts(noisy: Sequence[float]) -> list[int]:
 
 
 @dataclass
+class Part:
+    """One OpenDP measurement of a query, the public keys its rows come in, and its noise.
+
+    ``global_scale`` is the noise per unit of what one person can change (OpenDP's
+    ``global_scale``); ``summary`` is OpenDP's description of each noisy aggregate.
+    """
+
+    measurement: Any
+    keys: pl.DataFrame | None
+    columns: tuple[str, ...]
+    summary: pl.DataFrame
+    global_scale: float
+    approx: bool = False
+
+    def rows(self, data: pl.LazyFrame) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """Run the measurement once: its rows by key (the empty key when ungrouped)."""
+        frame = self.measurement(data).collect()
+        return {tuple(row[name] for name in self.columns): row for row in frame.iter_rows(named=True)}
+
+    def noise(self, aggregate: str) -> tuple[str, float]:
+        """The distribution and scale of the aggregate whose name contains ``aggregate``."""
+        for row in self.summary.iter_rows(named=True):
+            if aggregate in row["aggregate"]:
+                return row["distribution"], float(row["scale"])
+        raise KeyError(aggregate)  # pragma: no cover - the plan always has the aggregate it made
+
+
+@dataclass
 class Prepared:
     """A query planned on the entity table with its noise calibrated, ready to release.
 
     Build it with :func:`prepare`; ``mechanism`` and the stated accuracy are known before
     anything is released. Every call of :meth:`release` is a new release that costs the
     query's loss again, so only :func:`answer_query` (which records it) should make one.
+
+    ``keys`` are every group key of the answer (the membership pattern last, for an
+    overlap), ``possible`` says which of them anyone can have under the filter: only those
+    go to OpenDP.
     """
 
     spec: QuerySpec
     protocol: Protocol
-    measurement: Any
     data: pl.LazyFrame
-    group_columns: tuple[str, ...]
-    keys: pl.DataFrame | None
-    summary: pl.DataFrame
+    columns: tuple[Column, ...]
+    keys: list[tuple[Any, ...]]
+    possible: list[bool]
+    parts: dict[str, Part]
     candidates: list[int] = field(default_factory=list)
+    bins: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def group_columns(self) -> tuple[str, ...]:
+        """The names of the key's parts."""
+        return tuple(column.name for column in self.columns)
+
+    @property
+    def summary(self) -> pl.DataFrame:
+        """OpenDP's summary of the main measurement's noise."""
+        return self.parts["main"].summary
+
+    @property
+    def measurement(self) -> Any:
+        """The main OpenDP measurement (a quantile also has a histogram's, in ``parts``)."""
+        return self.parts["main"].measurement
 
     @property
     def mechanism(self) -> str:
         """The mechanisms OpenDP chose, with their noise scales."""
-        rows = self.summary.unique(subset=["distribution", "scale"], maintain_order=True).iter_rows(named=True)
-        return "; ".join(_describe(row["distribution"], row["scale"]) for row in rows)
-
-    def _row(self, aggregate: str) -> dict[str, Any]:
-        for row in self.summary.iter_rows(named=True):
-            if aggregate in row["aggregate"]:
-                return row
-        raise KeyError(aggregate)  # pragma: no cover - the plan always has the aggregate it made
-
-    def _statistic(self) -> str:
-        spec = self.spec
-        if spec.kind == "overlap":
-            return "people by the parties that know them"
-        if spec.kind == "count":
-            return "people"
-        assert spec.attribute is not None  # noqa: S101 - checked when the query was parsed
-        name = spec.attribute.name
-        if spec.kind == "quantile":
-            return f"{spec.q:g}-quantile of {name}"
-        return f"{spec.kind} of {name}"
-
-    def _answer(self, cells: list[Cell], derived: list[Cell], interval: str, notes: list[str]) -> Answer:
-        return Answer(
-            query=self.spec.text(),
-            kind=self.spec.kind,
-            statistic=self._statistic(),
-            columns=self.group_columns,
-            cells=tuple(cells),
-            derived=tuple(derived),
-            mechanism=self.mechanism,
-            cost=self.spec.cost,
-            interval=interval,
-            notes=tuple(notes),
-        )
+        described = []
+        for name, part in self.parts.items():
+            for row in part.summary.unique(subset=["distribution", "scale"], maintain_order=True).iter_rows(named=True):
+                described.append(_describe(self.spec, name, part, row["distribution"], row["scale"]))
+        return "; ".join(dict.fromkeys(described))
 
     def release(self) -> Answer:
-        """Run the OpenDP measurement once, then post-process its output into an answer."""
-        frame = self.measurement(self.data).collect()
-        if self.keys is not None:  # rows in the order of the public keys
-            frame = self.keys.join(
-                frame, on=list(self.group_columns), how="left", nulls_equal=True, maintain_order="left"
-            )
-        return self.release_from(list(frame.iter_rows(named=True)))
+        """Run each OpenDP measurement once, then post-process the output into an answer."""
+        return self.release_from({name: part.rows(self.data) for name, part in self.parts.items()})
 
     def preview(self) -> Answer:
         """The answer's shape and stated accuracy, with no values: spends nothing."""
-        placeholder = [dict(zip(self.group_columns, row, strict=True)) for row in self._key_rows()]
-        answer = self.release_from(placeholder)
-        return replace(answer, released=False)
+        return replace(self.release_from({name: {} for name in self.parts}), released=False)
 
-    def _key_rows(self) -> list[tuple[Any, ...]]:
-        if self.keys is None:
-            return [()]
-        return list(self.keys.iter_rows())
+    def release_from(self, rows: dict[str, dict[tuple[Any, ...], dict[str, Any]]]) -> Answer:
+        """Post-process given output rows by key (no rows: an answer without values)."""
+        from stats import figures  # the post-processing, one function per query kind
 
-    def release_from(self, rows: list[dict[str, Any]]) -> Answer:
-        """Post-process given output rows (``None`` values give an answer without values)."""
-        kind = self.spec.kind
-        if kind in ("count", "overlap"):
-            return self._counts(rows)
-        if kind == "sum":
-            return self._sums(rows)
-        if kind == "mean":
-            return self._means(rows)
-        return self._quantiles(rows)
-
-    # -- post-processing, one per kind ------------------------------------------------
-
-    def _key(self, row: dict[str, Any], columns: Sequence[str] | None = None) -> tuple[Any, ...]:
-        return tuple(row.get(name) for name in (columns if columns is not None else self.group_columns))
-
-    def _rules(self) -> tuple[int, int]:
-        rules = self.protocol.output_rules
-        return int(rules.get("suppress_below", 0)), max(1, int(rules.get("round_to_base", 1)))
-
-    def _rounded(self, value: int) -> int:
-        """A noisy count as published: at least 0, rounded to the protocol's base."""
-        _, base = self._rules()
-        return int(base * round(max(0, value) / base))
-
-    def _count_cell(self, key: tuple[Any, ...], value: int | None, half_width: float) -> Cell:
-        suppress_below, base = self._rules()
-        if value is None:
-            return Cell(key, None, half_width + base // 2)
-        rounded = self._rounded(value)
-        if rounded < suppress_below:
-            return Cell(key, None, half_width + base // 2, f"suppressed: below {suppress_below}")
-        return Cell(key, rounded, half_width + base // 2)
-
-    def _count_notes(self) -> list[str]:
-        suppress_below, base = self._rules()
-        notes = ["negative noisy counts are shown as 0"]
-        if base > 1:
-            notes.append(f"counts are rounded to a multiple of {base} (the interval includes the rounding)")
-        if suppress_below:
-            notes.append(f"counts below {suppress_below} are suppressed (the protocol's output rule)")
-        return notes
-
-    def _counts(self, rows: list[dict[str, Any]]) -> Answer:
-        row = self._row("Length")
-        distribution, scale = row["distribution"], row["scale"]
-        single = _sum_accuracy(distribution, scale, 1)
-        if self.spec.kind == "count":
-            cells = [self._count_cell(self._key(r), r.get("len"), single) for r in rows]
-            return self._answer(cells, [], "OpenDP accuracy of the count's noise", self._count_notes())
-        return self._overlap(rows, distribution, scale)
-
-    def _overlap(self, rows: list[dict[str, Any]], distribution: str, scale: float) -> Answer:
-        patterns = membership_patterns(self.protocol)
-        outer = self.group_columns[:-1]
-        groups: dict[tuple[Any, ...], dict[str, int | None]] = {}
-        for row in rows:
-            groups.setdefault(self._key(row, outer), {})[row["pattern"]] = row.get("len")
-        cells: list[Cell] = []
-        derived: list[Cell] = []
-        single = _sum_accuracy(distribution, scale, 1)
-        party_sets = [p.split("+") for p in patterns]
-        for outer_key, noisy in groups.items():
-            released = all(noisy.get(p) is not None for p in patterns)
-            counts: list[int | None] = [None] * len(patterns)
-            if released:  # cells rounded before they are added up, so the sums stay consistent
-                projected = project_to_counts([float(noisy[p]) for p in patterns])  # type: ignore[arg-type]
-                counts = [self._rounded(count) for count in projected]
-            by_pattern = dict(zip(patterns, counts, strict=True))
-            for pattern in patterns:
-                cells.append(self._count_cell((*outer_key, pattern), by_pattern[pattern], single))
-            for parties in [*party_sets, None]:
-                members = [p for p in patterns if parties is None or set(parties) <= set(p.split("+"))]
-                values = [by_pattern[p] for p in members]
-                total = None if None in values else sum(values)  # type: ignore[arg-type]
-                label = "any" if parties is None else "+".join(parties)
-                width = _sum_accuracy(distribution, scale, len(members))
-                derived.append(self._count_cell((*outer_key, label), total, width))
-        notes = [
-            "cells are made non-negative whole numbers that add up to the noisy total (least squares)",
-            "'known to all of' a set of parties adds up the cells of every pattern that includes the set; "
-            "its interval uses the normal approximation",
-            *self._count_notes()[1:],
-        ]
-        return self._answer(cells, derived, "OpenDP accuracy per cell; normal approximation for sums of cells", notes)
-
-    def _sums(self, rows: list[dict[str, Any]]) -> Answer:
-        row = self._row("Sum")
-        width = _sum_accuracy(row["distribution"], row["scale"], 1)
-        name = self.spec.attribute.name  # type: ignore[union-attr]
-        cells = [Cell(self._key(r), r.get(name), width) for r in rows]
-        return self._answer(cells, [], "OpenDP accuracy of the sum's noise", [f"people with no {name} add nothing"])
-
-    def _means(self, rows: list[dict[str, Any]]) -> Answer:
-        attribute = self.spec.attribute
-        assert attribute is not None and attribute.lower is not None and attribute.upper is not None  # noqa: S101
-        total, count = self._row("Sum"), self._row("Length")
-        cells = []
-        for row in rows:
-            noisy_sum, noisy_count = row.get(attribute.name), row.get("len")
-            if noisy_sum is None or noisy_count is None:
-                cells.append(Cell(self._key(row), None, None))
-                continue
-            if noisy_count < 1:
-                cells.append(Cell(self._key(row), None, None, "too few people for a mean"))
-                continue
-            mean = min(max(noisy_sum / noisy_count, attribute.lower), attribute.upper)
-            variance = _variance(total["distribution"], total["scale"]) + mean * mean * _variance(
-                count["distribution"], count["scale"]
-            )
-            cells.append(Cell(self._key(row), mean, Z * math.sqrt(variance) / noisy_count))
-        notes = [
-            f"the mean is the noisy sum over the noisy count of people with a recorded {attribute.name}, "
-            f"kept within {attribute.lower}..{attribute.upper}"
-        ]
-        if attribute.type == "boolean":
-            notes.append(f"{attribute.name} counts as 1 when true, so its mean is the share of people for whom it is")
-        return self._answer(cells, [], "delta method on the noisy sum and count (approximate)", notes)
-
-    def _quantiles(self, rows: list[dict[str, Any]]) -> Answer:
-        row = self._row("Quantile")
-        q = self.spec.q or 0.5
-        rank = row["scale"] * math.log(len(self.candidates) / ALPHA) * max(q, 1 - q)
-        name = self.spec.attribute.name  # type: ignore[union-attr]
-        cells = [Cell(self._key(r), r.get(name), rank) for r in rows]
-        notes = [
-            "the half-width is in people, not in units of the value: with 95% probability the released "
-            f"value's rank among people with a recorded {name} is within that many places of the target rank"
-        ]
-        return self._answer(cells, [], "rank bound of the exponential mechanism (conservative)", notes)
+        return figures.answer(self, rows)
 
 
-def _calibrate(make: Any, cost: Loss, rows: int = 1) -> Any:
-    """The measurement with the least noise whose privacy loss, by OpenDP's own map, fits ``cost``.
+def _describe(spec: QuerySpec, name: str, part: Part, distribution: str, scale: float) -> str:
+    if distribution == "GumbelMin":
+        q = spec.q or 0.5
+        return f"OpenDP exponential mechanism (report noisy min), scale {part.global_scale * max(q, 1 - q):.4g} ranks"
+    names = {"Integer Gaussian": "discrete Gaussian", "Integer Laplace": "discrete Laplace"}
+    shown = f"OpenDP {names.get(distribution, distribution)}, scale {scale:.4g}"
+    if part.approx:
+        shown += " (its zCDP loss converted to (ε, δ) by OpenDP)"
+    return shown + (" on a histogram" if name == "histogram" else "")
 
-    The loss is that of adding or removing one person, who may make up to ``rows`` rows
-    (a symmetric distance of ``rows``). Every mechanism here has a loss that falls as one
-    over the (global) noise scale, or its square under zCDP, so the loss at scale 1 gives
-    the scale directly; it is then nudged up until OpenDP's map agrees despite rounding.
-    Losses with a delta are found by OpenDP's binary search instead.
+
+def _share(loss: Loss, share: Fraction) -> Loss:
+    return Loss(loss.measure, loss.amount * share, loss.delta * share)
+
+
+def _fit(make: Callable[[float], Any], measure: str, budget: float, rows: int) -> tuple[Any, float]:
+    """The least-noise measurement whose loss (OpenDP's map at ``rows``) is at most ``budget``.
+
+    Every mechanism here has a loss that falls as one over the (global) noise scale, or
+    its square under zCDP, so the loss at scale 1 gives the scale directly; it is then
+    nudged up until OpenDP's map agrees despite rounding.
+
+    Raises:
+        InputError: the scale would be above :data:`MAX_GLOBAL_SCALE` (the cost is too small).
     """
-    if cost.delta:
-        d_out = (float(cost.amount), float(cost.delta))
-        return make(dp.binary_search_param(make, d_in=rows, d_out=d_out, T=float))
-    budget = float(cost.amount)
     at_one = make(1.0).map(rows)
-    scale = math.sqrt(at_one / budget) if cost.measure == "rho" else at_one / budget
+    if isinstance(at_one, tuple):  # approximate DP: (epsilon, delta)
+        at_one = at_one[0]
+    scale = math.sqrt(at_one / budget) if measure == "rho" else at_one / budget
+    if scale > MAX_GLOBAL_SCALE:
+        least = at_one / MAX_GLOBAL_SCALE**2 if measure == "rho" else at_one / MAX_GLOBAL_SCALE
+        raise InputError(
+            f"{measure}={budget:g} is so small that the noise would be {scale:.3g} times what one person can change, "
+            f"which answers nothing; ask for at least {measure}={least:.2g} (or none at all)"
+        )
     for _ in range(60):
         measurement = make(scale)
-        if measurement.map(rows) <= budget:
-            return measurement
+        loss = measurement.map(rows)
+        if (loss[0] if isinstance(loss, tuple) else loss) <= budget:
+            return measurement, scale
         scale *= 1 + 1e-9
-    raise InputError(f"could not calibrate the noise to {cost}")  # pragma: no cover - the loss is monotone
+    raise InputError(f"could not calibrate the noise to {measure}={budget:g}")  # pragma: no cover - monotone
 
 
-def _output_measure(cost: Loss) -> Any:
-    if cost.measure == "rho":
-        return dp.zero_concentrated_divergence()
-    if cost.delta:
-        return dp.approximate(dp.max_divergence())
-    return dp.max_divergence()
+def _rho_within(epsilon: float, delta: float) -> float:
+    """The largest ρ whose (ε, δ) conversion (OpenDP's, as :func:`epsilon_of_rho`) is within ``epsilon``."""
+    low, high = 0.0, epsilon  # rho <= epsilon always fits below: the conversion adds to rho
+    for _ in range(60):
+        middle = (low + high) / 2
+        if epsilon_of_rho(middle, delta) <= epsilon:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _spread(summary: pl.DataFrame) -> float:
+    return max(noise_variance(r["distribution"], r["scale"]) for r in summary.iter_rows(named=True) if r["scale"])
+
+
+def _measure(plan: Callable[[Any, float], Any], loss: Loss, rows: int) -> tuple[Any, pl.DataFrame, float, bool]:
+    """Calibrate a plan to a loss: the measurement, OpenDP's summary of it, its global scale, and if converted.
+
+    ρ uses OpenDP's discrete Gaussian (or exponential mechanism) under zCDP; ε alone, its
+    discrete Laplace. An ε with δ > 0 takes whichever has less noise: the discrete Laplace
+    at ε (δ left unused), or the discrete Gaussian at the largest ρ whose (ε, δ) conversion
+    by OpenDP's ``make_zCDP_to_approxDP`` fits, OpenDP's map checking the converted loss.
+    """
+    if loss.measure == "rho":
+        measurement, scale = _fit(lambda s: plan(dp.zero_concentrated_divergence(), s), "rho", float(loss.amount), rows)
+        return measurement, dp.summarize_polars_measurement(measurement), scale, False
+    epsilon, delta = float(loss.amount), float(loss.delta)
+    laplace, scale = _fit(lambda s: plan(dp.max_divergence(), s), "epsilon", epsilon, rows)
+    summary = dp.summarize_polars_measurement(laplace)
+    if not delta:
+        return laplace, summary, scale, False
+    rho = _rho_within(epsilon, delta)
+    for _ in range(10):  # OpenDP's map may land a rounding error above epsilon: shrink rho a hair
+        inner, inner_scale = _fit(lambda s: plan(dp.zero_concentrated_divergence(), s), "rho", rho, rows)
+        converted: Any = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(inner), delta)
+        spent_epsilon, spent_delta = converted.map(rows)
+        if spent_epsilon <= epsilon and spent_delta <= delta:
+            inner_summary = dp.summarize_polars_measurement(inner)
+            if _spread(inner_summary) < _spread(summary):
+                return converted, inner_summary, inner_scale, True
+            break
+        rho *= 1 - 1e-6
+    return laplace, summary, scale, False
 
 
 def prepare(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol) -> Prepared:
     """Plan a query on the entity table with OpenDP and calibrate its noise, releasing nothing.
 
     The plan is a Polars query OpenDP makes private (``make_private_lazyframe``) with one
-    person as the privacy unit, who makes up to the protocol's ``rows_per_person`` rows;
+    person as the privacy unit, who moves up to the protocol's ``rows_per_person`` rows;
     its noise is the least that keeps OpenDP's privacy map of the whole measurement
-    within the query's cost.
+    within the query's cost. Group keys come from the protocol; those the filter rules
+    out for everyone are left out of the plan (they are answered as exactly empty).
 
     Raises:
-        InputError: the plan is one OpenDP cannot make private (the message says why).
+        InputError: the filter rules out everyone, the cost is too small to answer
+            anything, or the plan is one OpenDP cannot make private (the message says why).
     """
-    keys_spec: list[tuple[str, str, Sequence[Any]]] = [(c.name, c.type, c.keys) for c in spec.by]
+    columns = list(spec.by)
     if spec.kind == "overlap":
-        keys_spec.append(("pattern", "pattern", membership_patterns(protocol)))
-    group_columns = tuple(name for name, _, _ in keys_spec)
+        columns.append(Column("pattern", "pattern", tuple(membership_patterns(protocol))))
+    keys = list(itertools.product(*(column.keys for column in columns)))
+    possible = Possible(protocol, spec)
+    flags = [bool(possible.patterns) and possible.key(columns, key) for key in keys]
+    if not any(flags):
+        shown = " ".join(f"--where {condition.text()}" for condition in spec.where) or "the query"
+        raise InputError(
+            f"{shown} rules out everyone (by the protocol: who reports what, and the bounds), "
+            "so there is nothing to release; nothing was spent"
+        )
     data = table.lazy()
+    names = [column.name for column in columns]
+    real = [name for name in names if name in table.columns]
     domain = dp.with_margin(dp.domain_of(data, infer=True), dp.polars.Margin(by=(), max_length=MAX_PEOPLE))
-    if group_columns:
-        domain = dp.with_margin(domain, dp.polars.Margin(by=list(group_columns), max_length=MAX_PEOPLE))
+    if real and len(real) == len(names):
+        domain = dp.with_margin(domain, dp.polars.Margin(by=real, max_length=MAX_PEOPLE))
     plan = data
+    for column in columns:
+        if column.type == "binned":
+            labels = [str(key) for key in column.keys if key is not None]
+            plan = plan.with_columns(_bins_expr(column.attribute, column.bins, labels, column.name))
     for condition in spec.where:
         plan = plan.filter(condition_expr(condition))
+    kinds = [column.type for column in columns]
+    wanted = [key for key, flag in zip(keys, flags, strict=True) if flag]
+    group_keys = _keys(names, kinds, wanted) if names else None
+
+    def grouped(base: pl.LazyFrame, aggregates: list[Any], extra: Sequence[tuple[str, str, Sequence[Any]]] = ()) -> Any:
+        by = [*names, *(name for name, _, _ in extra)]
+        if not by:
+            return base.select(*aggregates), None
+        rows = [(*key, *more) for key in wanted for more in itertools.product(*(values for _, _, values in extra))]
+        frame = _keys(by, [*kinds, *(kind for _, kind, _ in extra)], rows) if extra else group_keys
+        assert frame is not None  # noqa: S101 - grouped, so there are keys
+        joined = frame.lazy().join(base.group_by(by).agg(*aggregates), on=by, how="left", nulls_equal=True)
+        return joined, frame
+
+    parts_plans: dict[str, tuple[Any, pl.DataFrame | None, tuple[str, ...], Fraction]] = {}
     candidates: list[int] = []
-    aggregates: list[Any]
+    bins: list[tuple[int, int]] = []
     if spec.kind in ("count", "overlap"):
-        aggregates = [dp.len(signed=True)]
+        query, frame = grouped(plan, [dp.len(signed=True)])
+        parts_plans["main"] = (query, frame, tuple(names), Fraction(1))
     else:
-        attribute: Column = spec.attribute  # type: ignore[assignment]
-        plan = plan.filter(pl.col(attribute.name).is_not_null())
+        attribute = spec.attribute
+        assert attribute is not None and attribute.lower is not None and attribute.upper is not None  # noqa: S101
+        recorded = plan.filter(pl.col(attribute.name).is_not_null())
         value = pl.col(attribute.name).cast(pl.Int64)
-        bounds = (int(attribute.lower), int(attribute.upper))  # type: ignore[arg-type]
+        bounds = (attribute.lower, attribute.upper)
         if spec.kind == "sum":
-            aggregates = [value.dp.sum(bounds)]
+            query, frame = grouped(recorded, [value.dp.sum(bounds)])
+            parts_plans["main"] = (query, frame, tuple(names), Fraction(1))
         elif spec.kind == "mean":
-            aggregates = [value.dp.sum(bounds), dp.len(signed=True)]
+            query, frame = grouped(recorded, [value.dp.sum(bounds), dp.len(signed=True)])
+            parts_plans["main"] = (query, frame, tuple(names), Fraction(1))
         else:
             step = max(1, math.ceil((bounds[1] - bounds[0] + 1) / MAX_CANDIDATES))
             candidates = list(range(bounds[0], bounds[1] + 1, step))
-            aggregates = [value.dp.quantile(spec.q, candidates)]
-    keys = None
-    if group_columns:
-        keys = _keys(keys_spec)
-        grouped = plan.group_by(list(group_columns)).agg(*aggregates)
-        plan = keys.lazy().join(grouped, on=list(group_columns), how="left", nulls_equal=True)
-    else:
-        plan = plan.select(*aggregates)
+            query, frame = grouped(recorded, [value.dp.quantile(spec.q, candidates)])
+            parts_plans["main"] = (query, frame, tuple(names), QUANTILE_SHARE)
+            width = max(1, math.ceil((bounds[1] - bounds[0] + 1) / HISTOGRAM_BINS))
+            edges = list(range(bounds[0], bounds[1] + 1, width))
+            bins = [(edge, min(edge + width - 1, bounds[1])) for edge in edges]
+            labels = [str(index) for index in range(len(bins))]
+            binned = recorded.with_columns(_bins_expr(attribute.name, edges, labels, BIN))
+            query, frame = grouped(binned, [dp.len(signed=True)], [(BIN, "bin", labels)])
+            parts_plans["histogram"] = (query, frame, (*names, BIN), 1 - QUANTILE_SHARE)
 
-    def make(scale: float) -> Any:
-        return dp.m.make_private_lazyframe(
-            domain, dp.symmetric_distance(), _output_measure(spec.cost), plan, global_scale=scale
+    parts: dict[str, Part] = {}
+    for name, (query, frame, part_columns, share) in parts_plans.items():
+
+        def make(measure: Any, scale: float, query: Any = query) -> Any:
+            return dp.m.make_private_lazyframe(domain, dp.symmetric_distance(), measure, query, global_scale=scale)
+
+        try:
+            # The privacy unit (issue 16): calibrate at the rows one person can move, never at one row.
+            measurement, summary, scale, approx = _measure(make, _share(spec.cost, share), protocol.rows_per_person)
+        except InputError:
+            raise
+        except Exception as exc:  # OpenDP raises its own error types for plans it cannot make private
+            raise InputError(f"OpenDP cannot make this query private: {str(exc).strip()[:300]}") from exc
+        parts[name] = Part(measurement, frame, part_columns, summary, scale, approx)
+    return Prepared(spec, protocol, data, tuple(columns), keys, flags, parts, candidates, bins)
+
+
+def cost_for_half_width(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol, target: float) -> QuerySpec:
+    """The query at the least cost whose cells' stated half-width is at most ``target`` (a plan; spends nothing).
+
+    Counts, sums and overlaps only: their half-width depends on the noise scale alone.
+    A mean's and a quantile's depend on how many people each group has, which a plan
+    cannot look at. The cost is rounded up to two significant digits, then checked by
+    planning the query at it.
+
+    Raises:
+        InputError: a mean or quantile, or a target below 1.
+    """
+    if spec.kind not in ("count", "sum", "overlap"):
+        raise InputError(
+            f"--target-half-width works for count, sum and overlap; a {spec.kind}'s interval depends on how many "
+            "people each group has, which a plan cannot look at: dry-run it with a cost and read its interval"
         )
+    if not 1 <= target <= 1e9:
+        raise InputError(f"--target-half-width must be at least 1 (a whole person) and at most 1e9, not {target:g}")
+    measure = spec.cost.measure
+    reference = prepare(table, spec, protocol)
+    distribution, scale = next((r["distribution"], r["scale"]) for r in reference.summary.iter_rows(named=True))
+    wanted = scale_for_half_width(distribution, target - (protocol.output_rules.get("round_to_base", 1) // 2))
+    if "Gaussian" not in distribution or measure == "rho":
+        power = 2 if measure == "rho" else 1
+        amount = float(spec.cost.amount) * (scale / wanted) ** power
+    else:  # (epsilon, delta): the Gaussian's conversion is not a power law; search the cost
+        amount = _search_cost(table, spec, protocol, target)
+    for _ in range(20):
+        digits = 1 - math.floor(math.log10(amount))
+        rounded = math.ceil(amount * 10**digits) / 10**digits
+        cost = Loss.from_json({measure: f"{rounded:.{max(digits, 0)}f}", "delta": float(spec.cost.delta)})
+        candidate = replace(spec, cost=cost)
+        cells = prepare(table, candidate, protocol).preview().cells
+        if all(cell.half_width is None or cell.half_width <= target for cell in cells):
+            return candidate
+        amount = rounded * 1.05
+    raise InputError(
+        f"could not find a cost that gives ±{target:g}"
+    )  # pragma: no cover - the width falls with the cost
 
-    try:
-        measurement = _calibrate(make, spec.cost, protocol.rows_per_person)
-        summary = dp.summarize_polars_measurement(measurement, ALPHA)
-    except Exception as exc:  # OpenDP raises its own error types for plans it cannot make private
-        raise InputError(f"OpenDP cannot make this query private: {exc}") from exc
-    return Prepared(spec, protocol, measurement, data, group_columns, keys, summary, candidates)
+
+def _search_cost(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol, target: float) -> float:
+    low, high = 1e-6, 1e3
+    for _ in range(40):
+        middle = math.sqrt(low * high)
+        spec_at = replace(spec, cost=Loss.of(epsilon=f"{middle:.6g}", delta=float(spec.cost.delta)))
+        widths = [c.half_width or 0 for c in prepare(table, spec_at, protocol).preview().cells]
+        low, high = (low, middle) if max(widths) <= target else (middle, high)
+        if high / low < 1.01:
+            break
+    return high
+
+
+_T = TypeVar("_T")
+
+
+def _bounded(work: Callable[[], _T], timeout: float, what: str) -> _T:
+    """Run ``work`` in its own thread and give up after ``timeout`` seconds.
+
+    A thread cannot be stopped, but its result is then never used: nothing is released
+    or spent. Costs are bounded before planning, so this is a backstop, not the rule.
+
+    Raises:
+        ReleaseTimeout: ``work`` did not finish in time.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"pprl {what}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise ReleaseTimeout(
+            f"{what} took longer than {timeout:g} s and was stopped; nothing was released or spent. "
+            "Ask for fewer groups, or try again when the server is less busy"
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    value: _T = outcome["value"]
+    return value
 
 
 class Spend(Protocol_):
-    """How a ledger lets a release happen: check, run the body, record (see ``FileLedger.spend``)."""
+    """How a ledger records a release: check, run the body, record (see ``FileLedger.spend``)."""
 
     def __call__(self, who: str, query: str, cost: Loss) -> AbstractContextManager[Receipt]:
         """Check ``cost`` fits, run the body (which fills in the receipt), then record the release."""
 
 
-def answer_query(
-    table: pl.DataFrame, spec: QuerySpec, protocol: Protocol, spend: Spend, who: str, *, dry_run: bool = False
-) -> Answer:
-    """Check the budget, plan, release once and record the release; or, with ``dry_run``, only plan.
+def _noted(answer: Answer, protocol: Protocol) -> Answer:
+    return replace(answer, equivalent_delta=equivalent_delta(protocol))
 
-    The ledger is held from the budget check to the record, so nothing is released that
-    is not recorded, and a refused or failed query records nothing.
+
+def answer_query(
+    table: pl.DataFrame,
+    spec: QuerySpec,
+    protocol: Protocol,
+    spend: Spend,
+    who: str,
+    *,
+    dry_run: bool = False,
+    timeout: float = RELEASE_TIMEOUT,
+) -> Answer:
+    """Plan, release, record the release, and only then hand the answer out; or, with ``dry_run``, only plan.
+
+    Planning and the release happen outside the ledger (each within ``timeout`` seconds);
+    the ledger is held only to check the cost fits and record it. An answer the ledger
+    refuses is thrown away unseen, so a refused or failed query spends nothing and
+    nothing is handed out that is not recorded.
 
     Raises:
         BudgetExceeded: the ledger cannot pay for it (nothing is released or recorded).
-        InputError: OpenDP cannot make the plan private.
+        InputError: the query cannot be answered (the cost is too small, the filter rules
+            out everyone, OpenDP cannot make the plan private).
+        ReleaseTimeout: planning or releasing took too long (nothing is recorded).
     """
+    prepared = _bounded(lambda: prepare(table, spec, protocol), timeout, "planning the query")
     if dry_run:
-        return prepare(table, spec, protocol).preview()
+        return _noted(prepared.preview(), protocol)
+    answer = _bounded(prepared.release, timeout, "the release")
     with spend(who, spec.text(), spec.cost) as receipt:
-        prepared = prepare(table, spec, protocol)
         receipt.mechanism = prepared.mechanism
-        return prepared.release()
+    return _noted(answer, protocol)
 
 
 def answer_queries(
-    table: pl.DataFrame, specs: Sequence[QuerySpec], protocol: Protocol, spend: Spend, who: str, label: str
+    table: pl.DataFrame,
+    specs: Sequence[QuerySpec],
+    protocol: Protocol,
+    spend: Spend,
+    who: str,
+    label: str,
+    *,
+    timeout: float = RELEASE_TIMEOUT,
 ) -> list[Answer]:
-    """Release several queries as one spend (a report): all are paid for and released, or none.
+    """Release several queries as one spend (a report): all are paid for and handed out, or none.
 
-    The ledger records one release, ``label`` with every query, at their summed cost; it
-    is held from the budget check to the record, so no other release can slip in between.
+    The ledger records one release, ``label`` with every query, at their summed cost.
+    Planning and release each have ``timeout`` seconds per query.
 
     Raises:
         BudgetExceeded: the ledger cannot pay for them all (nothing is released or recorded).
-        InputError: no query, or OpenDP cannot make one of them private (nothing is recorded).
+        InputError: no query, or one of them cannot be answered (nothing is recorded).
+        ReleaseTimeout: planning or releasing took too long (nothing is recorded).
     """
     if not specs:
         raise InputError("send at least one query")
     total = sum((spec.cost for spec in specs[1:]), specs[0].cost)
     text = f"{label}: " + "; ".join(spec.text() for spec in specs)
+    limit = timeout * len(specs)  # each query of the batch has its own time
+    prepared = _bounded(lambda: [prepare(table, spec, protocol) for spec in specs], limit, "planning the queries")
+    answers = _bounded(lambda: [item.release() for item in prepared], limit, "the release")
     with spend(who, text, total) as receipt:
-        prepared = [prepare(table, spec, protocol) for spec in specs]
         receipt.mechanism = "; ".join(dict.fromkeys(item.mechanism for item in prepared))
-        return [item.release() for item in prepared]
+    return [_noted(answer, protocol) for answer in answers]

@@ -1,7 +1,11 @@
 """The entity table: one row per person, built from record tokens and the entity mapping only.
 
-A person is an entity of the latest linkage run (records of several parties found to be the
-same person), or a record no other party shares. Each row says which parties know the person
+A person is an entity of the latest linkage run's stable mapping (records of several
+parties found to be the same person; :mod:`linkage.matching.stable`), or a record no other
+party shares. The linkage is not perfect, so a row is not always a person: a missed link
+makes one person two rows, a false one two people one row. What the releases protect is
+therefore stated in rows one person can move (:func:`privacy_unit`): with a frozen model,
+at most the square of the number of parties. Each row says which parties know the person
 (``member:PARTY``), whether two or more do (``shared``), the membership pattern (``pattern``,
 e.g. ``msd+police``), and the person's outcome attributes, combined across the parties that
 report them as the protocol says (``first`` in protocol party order, ``max``, ``min``, ``any``).
@@ -24,7 +28,7 @@ from linkage.protocol import AttributeSpec, Protocol
 from linkage.token_files import read_entities
 from stats.store import read_attributes
 
-__all__ = ["entity_table", "membership_patterns", "read_entity_table"]
+__all__ = ["entity_table", "membership_patterns", "privacy_unit", "read_entity_table"]
 
 _DTYPES = {"categorical": pl.String, "integer": pl.Int64, "boolean": pl.Boolean}
 
@@ -39,6 +43,23 @@ def membership_patterns(protocol: Protocol) -> list[str]:
     """
     ids = [party.id for party in protocol.parties]
     return ["+".join(combo) for size in range(1, len(ids) + 1) for combo in itertools.combinations(ids, size)]
+
+
+def privacy_unit(protocol: Protocol) -> str:
+    """What every release protects, in one sentence (for ``pprl query`` and the service's answers).
+
+    >>> from tests.conftest import EXAMPLE_PROTOCOL
+    >>> from linkage.protocol import load_protocol
+    >>> privacy_unit(load_protocol(EXAMPLE_PROTOCOL))[:72]
+    'Privacy unit: one person, whose records (at most one per agency) move at'
+    """
+    rows = protocol.rows_per_person
+    return (
+        f"Privacy unit: one person, whose records (at most one per agency) move at most {rows} rows of the "
+        f"statistics table, the distance every release is calibrated at; this holds where the frozen linkage "
+        f"model puts no two records of one agency in one cluster, and the model's own fit on the agencies' "
+        f"records is not protected (docs/privacy-unit.md)."
+    )
 
 
 def _combine(spec: AttributeSpec, values: list[Any]) -> Any:
@@ -113,13 +134,21 @@ def entity_table(
 
 
 def read_entity_table(protocol: Protocol, entities: Path, attribute_files: Sequence[tuple[str, Path]]) -> pl.DataFrame:
-    """Build the entity table from ``pprl link``'s entities.csv and the parties' attributes.csv files.
+    """Build the entity table from ``pprl link``'s stable mapping and the parties' attributes.csv files.
+
+    ``entities`` must be the stable mapping (``pprl link --statistics-out``), made with a
+    frozen model: the record-level entities file is refused, since with a model fitted on
+    each population one person's records can move other people's rows without bound.
 
     Raises:
-        InputError: a file is missing or malformed, or a party is named twice.
+        InputError: a file is missing or malformed (or not a stable mapping), or a party is
+            named twice.
     """
     if not entities.is_file():
-        raise InputError(f"{entities}: entities file not found; write it with `pprl link ... --out {entities}`")
+        raise InputError(
+            f"{entities}: entities file not found; write it with `pprl link ... --save-model model.json "
+            f"--statistics-out {entities}`"
+        )
     parties = [party for party, _ in attribute_files]
     twice = sorted({party for party in parties if parties.count(party) > 1})
     if twice:
@@ -129,6 +158,6 @@ def read_entity_table(protocol: Protocol, entities: Path, attribute_files: Seque
         if not path.is_file():
             raise InputError(f"{path}: attributes file of party {party!r} not found")
         attributes[party] = {row.token: row.values for row in read_attributes(protocol, party, path)}
-    grouped = read_entities(entities)
+    grouped = read_entities(entities, stable=True)
     mapping = [(entity, party, token) for entity, records in grouped.items() for party, token in records]
     return entity_table(protocol, mapping, attributes)

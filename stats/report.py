@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from linkage.errors import BudgetExceeded, InputError
-from linkage.protocol import Protocol
+from linkage.protocol import Protocol, equivalent_delta
 from stats.budget import Budget, Loss, check_affordable
 from stats.dp import Answer, Cell
 from stats.query import QuerySpec, parse_query
@@ -197,14 +197,21 @@ def _e(text: object) -> str:
 
 
 def _figure_value(cell: Cell, answer: Answer, percent: bool) -> tuple[str, str]:
+    """A figure and its 95% interval as the report prints them (a range when not centred on the figure)."""
     if cell.value is None:
         return (cell.note or "not available"), ""
+    low, high = cell.lower, cell.upper
+    ranged = low is not None and high is not None and abs((cell.value - low) - (high - cell.value)) > 1e-9
     if percent:
+        if ranged:
+            return f"{cell.value * 100:.1f}%", f"{low * 100:.1f}% to {high * 100:.1f}%"  # type: ignore[operator]
         return f"{cell.value * 100:.1f}%", f"± {(cell.half_width or 0) * 100:.1f} points"
     if answer.kind == "mean":
+        if ranged:
+            return f"{cell.value:.2f}", f"{low:.2f} to {high:.2f}"
         return f"{cell.value:.2f}", f"± {cell.half_width or 0:.2f}"
     if answer.kind == "quantile":
-        return f"{int(cell.value):,}", f"rank ± {cell.half_width or 0:.0f} people"
+        return f"{int(cell.value):,}", f"{low:,.0f} to {high:,.0f}"
     return f"{int(cell.value):,}", f"± {cell.half_width or 0:,.0f}"
 
 
@@ -291,7 +298,7 @@ def _section(protocol: Protocol, section: Section, answer: Answer) -> str:
     notes = "; ".join(answer.notes)
     parts.append(
         f'<p class="small">Query: <code>{_e(answer.query)}</code>. {_e(answer.mechanism)}; '
-        f"privacy loss {_e(answer.cost)}. {_e(notes)}</p></section>"
+        f"privacy loss {_e(answer.cost.shown(equivalent_delta(protocol)))}. {_e(notes)}</p></section>"
     )
     return "".join(parts)
 
@@ -316,28 +323,45 @@ def _protocol_summary(protocol: Protocol) -> str:
     )
 
 
-def _budget(spec: ReportSpec, before: Budget, after: Budget) -> str:
+def _budget(protocol: Protocol, spec: ReportSpec, before: Budget, after: Budget) -> str:
+    delta = equivalent_delta(protocol)
+
+    def shown(loss: Loss) -> str:
+        return loss.shown(delta) if loss.amount else str(loss)
+
+    note = (
+        f"<p class='small'>Under zCDP the losses ρ add up; each is also shown as the (ε, δ) it amounts to on its "
+        f"own at δ={delta:g} (OpenDP's conversion), for readers who know ε. Those ε do not add up.</p>"
+        if spec.spend.measure == "rho"
+        else ""
+    )
     return (
         "<section><h2>Privacy budget</h2><table><tbody>"
-        f"<tr><td>total for the project</td><td>{_e(before.total)}</td></tr>"
-        f"<tr><td>spent before this report</td><td>{_e(before.spent)}</td></tr>"
-        f"<tr><td>spent by this report</td><td>{_e(spec.cost)}</td></tr>"
-        f"<tr><td>left</td><td>{_e(after.remaining)}</td></tr></tbody></table></section>"
+        f"<tr><td>total for the project</td><td>{_e(shown(before.total))}</td></tr>"
+        f"<tr><td>spent before this report</td><td>{_e(shown(before.spent))}</td></tr>"
+        f"<tr><td>spent by this report</td><td>{_e(shown(spec.cost))}</td></tr>"
+        f"<tr><td>left</td><td>{_e(shown(after.remaining))}</td></tr></tbody></table>{note}</section>"
     )
 
 
-DP_NOTE = (
-    "<section class='note'><h2>What the ± means, and why the figures are not exact</h2>"
-    "<p>Every figure here was computed with <b>differential privacy</b>: a measured amount of random noise was "
-    "added to the true figure before it left the statistics service. The noise is large enough that no one "
-    "reading this report can tell whether any one person is among the records, and small enough that the "
-    "figures are useful.</p><p>Each figure has a <b>95% interval</b> (±): in 19 cases out of 20 the true figure "
-    "lies within that distance. Small counts are the least precise relative to their size. Counts of the "
-    "overlap were adjusted so that they are whole numbers that add up.</p><p>The protocol fixes a total "
-    "<b>privacy budget</b> for the project; each released figure spends part of it, and when it is spent no "
-    "more figures can be released. The figures in this report can be published: they reveal nothing about "
-    "any one person beyond what the budget allows.</p></section>"
-)
+def _dp_note(protocol: Protocol) -> str:
+    """The plain-words note on what the noise protects: one person, as the rows they can move."""
+    rows = protocol.rows_per_person
+    return (
+        "<section class='note'><h2>What the ± means, and why the figures are not exact</h2>"
+        "<p>Every figure here was computed with <b>differential privacy</b>: a measured amount of random noise was "
+        "added to the true figure before it left the statistics service. The noise hides whether any one person "
+        "is among the records: all of a person's records (at most one per agency) can change at most "
+        f"{rows} rows of the table these figures count, and every figure protects {rows} rows together. Two "
+        "limits: this holds where the matching did not put two records of one agency together, and the matching "
+        "model, fitted once on the agencies' records, is not itself protected.</p>"
+        "<p>Each figure has a <b>95% interval</b> (±): in 19 cases out of 20 the true figure "
+        "lies within that distance. Small counts are the least precise relative to their size. Counts of the "
+        "overlap were adjusted so that they are whole numbers that add up.</p><p>The protocol fixes a total "
+        "<b>privacy budget</b> for the project; each released figure spends part of it, and when it is spent no "
+        "more figures can be released. Within those limits, the figures in this report can be published: they "
+        "reveal nothing about any one person beyond what the budget allows.</p></section>"
+    )
 
 
 def render_report(
@@ -358,5 +382,6 @@ def render_report(
         f"<header><h1>{_e(spec.title)}</h1><p class='meta'>{period}produced "
         f"{_e(generated_at.strftime('%d %B %Y, %H:%M %Z'))} by pprl from differentially private answers only</p>"
         "</header>"
-        f"{DP_NOTE}{_protocol_summary(protocol)}{_budget(spec, before, after)}{sections}</body></html>"
+        f"{_dp_note(protocol)}{_protocol_summary(protocol)}{_budget(protocol, spec, before, after)}"
+        f"{sections}</body></html>"
     )

@@ -1,9 +1,14 @@
-"""The statistics store: outcome attributes by record token, and the entity mapping.
+"""The statistics store: outcome attributes by record token, the entity mapping, and the ledger.
 
 A database of its own (``DATA_DIR/stats.db``, or the PostgreSQL schema ``pprl_stats``),
 separate from the linkage store: it never holds an encoding, and the linkage store never
 holds an attribute. It keeps its own copy of each project's protocol and its own hashes of
-the project's credentials, so the statistics side authenticates without the linkage side.
+the project's credentials (analysts' own ones too, with their budgets), so the statistics
+side authenticates without the linkage side. It knows each party's encodings only by the
+digest of their tokens, against which that party's attributes are checked.
+
+Each project's ledger of releases is a hash chain (:mod:`linkage.chain`), checked before
+every release: a ledger edited or cut at rest releases nothing more.
 
 All SQL of the statistics side lives in this module.
 """
@@ -17,7 +22,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +44,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from linkage.database import Database, now, project_tables
-from linkage.errors import Conflict, InputError, NotFound
+from linkage.chain import GENESIS, ChainCheck, ChainHead, ChainRow, chain_digest, verify_chain
+from linkage.database import ANALYST, Database, now, project_tables
+from linkage.errors import BudgetExceeded, Conflict, InputError, NotFound, TamperedError
+from linkage.file_modes import private_dir
 from linkage.protocol import AttributeSpec, Protocol, parse_protocol
+from linkage.token_files import token_set_sha256
 from stats.budget import Budget, LedgerEntry, Loss, Receipt, budget_of, check_affordable
 
 __all__ = [
@@ -68,6 +76,25 @@ attribute_uploads = Table(
     Column("body_sha256", String(64), nullable=False),
     Column("record_count", BigInteger, nullable=False),
     Column("uploaded_at", DateTime(timezone=True), nullable=False),
+    # The token digest (token_set_sha256) of the upload; it matched the party's encodings.
+    Column("tokens_sha256", String(64)),
+)
+encodings_tokens = Table(
+    "encodings_tokens",
+    _metadata,
+    Column("project_id", String(32), primary_key=True),
+    Column("party", String(32), primary_key=True),
+    Column("tokens_sha256", String(64), nullable=False),
+    Column("record_count", BigInteger, nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+)
+analysts = Table(
+    "analysts",
+    _metadata,
+    Column("project_id", String(32), primary_key=True),
+    Column("name", String(32), primary_key=True),
+    Column("budget", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 attributes = Table(
     "attributes",
@@ -104,16 +131,28 @@ releases = Table(
     Column("query", Text, nullable=False),
     Column("loss", Text, nullable=False),
     Column("mechanism", Text, nullable=False),
+    # The ledger's hash chain, per project (linkage.chain).
+    Column("prev_sha256", String(64)),
+    Column("sha256", String(64)),
+)
+ledger_heads = Table(
+    "ledger_heads",
+    _metadata,
+    Column("project_id", String(32), primary_key=True),
+    Column("number", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("rows", Integer, nullable=False),
 )
 
 
 @dataclass(frozen=True)
 class StatsCredential:
-    """Who a token belongs to on the statistics side."""
+    """Who a token belongs to on the statistics side (an analyst's name too)."""
 
     role: str
     project_id: str
     party: str | None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -245,11 +284,11 @@ class StatsStore(Database):
     """
 
     def __init__(self, data_dir: Path, url: str | None = None, *, schema: str | None = "pprl_stats") -> None:
-        self.data_dir = Path(data_dir)
-        self.incoming_dir = self.data_dir / "stats-incoming"
-        self.incoming_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = private_dir(Path(data_dir))
+        self.incoming_dir = private_dir(self.data_dir / "stats-incoming")
         super().__init__(url or f"sqlite:///{self.data_dir / 'stats.db'}", schema, _metadata)
         self._protocols: dict[str, Protocol] = {}
+        self._seal_ledgers()
 
     def clean_incoming(self) -> int:
         """Remove bodies left half-received by a crash; returns how many went."""
@@ -275,7 +314,89 @@ class StatsStore(Database):
         row = self._credential(token)
         if row is None:
             return None
-        return StatsCredential(role=row.role, project_id=row.project_id, party=row.party)
+        return StatsCredential(role=row.role, project_id=row.project_id, party=row.party, name=row.name)
+
+    def register_analyst(
+        self, project_id: str, name: str, credential_hash: str, budget: Mapping[str, Any] | None
+    ) -> None:
+        """Store an analyst's own credential (hashed) and optional budget within the project's.
+
+        Raises:
+            InputError: the budget is not a privacy loss in the protocol's measure, or exceeds the project's.
+            Conflict: the project has an analyst of this name already.
+        """
+        total = budget_of(self.protocol(project_id))
+        if budget is not None:
+            own = Loss.from_json(budget)
+            if own.measure != total.measure or not own.fits_within(total):
+                raise InputError(
+                    f"budget: an analyst's budget must be in the project's measure and within its total {total}, "
+                    f"not {own}; pass --{total.measure} with a smaller amount"
+                )
+        with self._write() as conn:
+            taken = conn.execute(
+                select(analysts.c.name).where(analysts.c.project_id == project_id, analysts.c.name == name)
+            ).first()
+            if taken is not None or name == ANALYST:
+                raise Conflict(f"project {project_id!r} has an analyst named {name!r} already; choose another name")
+            conn.execute(
+                insert(analysts).values(
+                    project_id=project_id,
+                    name=name,
+                    budget=None if budget is None else json.dumps(Loss.from_json(budget).to_json()),
+                    created_at=now(),
+                )
+            )
+            self._insert_credential(conn, project_id, ANALYST, name, credential_hash)
+
+    def analyst_budget(self, project_id: str, who: str) -> Budget | None:
+        """An analyst's own budget and what they spent (``who`` as the ledger names them), if they have one."""
+        own = self._analyst_loss(project_id, who)
+        if own is None:
+            return None
+        with self._read() as conn:
+            entries = [entry for entry in self._entries(conn, project_id) if entry.who == who]
+        return Budget.from_entries(own, entries)
+
+    def _analyst_loss(self, project_id: str, who: str) -> Loss | None:
+        role, _, name = who.partition(":")
+        if role != ANALYST or not name:
+            return None
+        with self._read() as conn:
+            text = conn.execute(
+                select(analysts.c.budget).where(analysts.c.project_id == project_id, analysts.c.name == name)
+            ).scalar()
+        return None if text is None else Loss.from_json(json.loads(text))
+
+    # -- encodings, as the linkage side reports them --------------------------------------
+
+    def register_encodings(self, project_id: str, party: str, tokens_sha256: str, record_count: int) -> None:
+        """Record a party's current encodings by the digest of their tokens; its attributes must match it."""
+        with self._write() as conn:
+            conn.execute(
+                delete(encodings_tokens).where(
+                    encodings_tokens.c.project_id == project_id, encodings_tokens.c.party == party
+                )
+            )
+            conn.execute(
+                insert(encodings_tokens).values(
+                    project_id=project_id,
+                    party=party,
+                    tokens_sha256=tokens_sha256,
+                    record_count=record_count,
+                    registered_at=now(),
+                )
+            )
+
+    def encodings_tokens(self, project_id: str) -> dict[str, str]:
+        """Per party, the token digest of the encodings the statistics side knows of."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(encodings_tokens.c.party, encodings_tokens.c.tokens_sha256).where(
+                    encodings_tokens.c.project_id == project_id
+                )
+            ).all()
+        return {row.party: row.tokens_sha256 for row in rows}
 
     def protocol(self, project_id: str) -> Protocol:
         """The project's protocol, parsed once and cached.
@@ -303,7 +424,8 @@ class StatsStore(Database):
 
         Raises:
             InputError: see :func:`read_attributes`.
-            Conflict: different content was uploaded before and ``replace`` is false.
+            Conflict: different content was uploaded before and ``replace`` is false; or the
+                tokens are not those of the party's encodings (uploaded first).
         """
         try:
             protocol = self.protocol(project_id)
@@ -316,6 +438,7 @@ class StatsStore(Database):
             if previous is not None and previous.body_sha256 == body_sha256:
                 return AttributesOutcome("unchanged", previous.record_count, body_sha256)
             rows = read_attributes(protocol, party, received, shown_as="the uploaded attributes.csv")
+            tokens_sha256 = self._check_tokens(project_id, party, rows)
             if previous is not None and not replace:
                 raise Conflict(
                     f"party {party!r} already uploaded different attributes ({previous.record_count} records); "
@@ -339,7 +462,12 @@ class StatsStore(Database):
                             for row in rows[start : start + _CHUNK]
                         ],
                     )
-                values = {"body_sha256": body_sha256, "record_count": len(rows), "uploaded_at": now()}
+                values = {
+                    "body_sha256": body_sha256,
+                    "record_count": len(rows),
+                    "uploaded_at": now(),
+                    "tokens_sha256": tokens_sha256,
+                }
                 if previous is None:
                     conn.execute(insert(attribute_uploads).values(project_id=project_id, party=party, **values))
                 else:
@@ -351,6 +479,28 @@ class StatsStore(Database):
             return AttributesOutcome("created" if previous is None else "replaced", len(rows), body_sha256)
         finally:
             received.unlink(missing_ok=True)
+
+    def _check_tokens(self, project_id: str, party: str, rows: list[AttributeRow]) -> str:
+        """The digest of the rows' tokens, after checking they are exactly those of the party's encodings."""
+        digest = token_set_sha256(row.token for row in rows)
+        with self._read() as conn:
+            known = conn.execute(
+                select(encodings_tokens).where(
+                    encodings_tokens.c.project_id == project_id, encodings_tokens.c.party == party
+                )
+            ).first()
+        if known is None:
+            raise Conflict(
+                f"party {party!r} has no encodings on the linkage side yet, so its attributes cannot be checked; "
+                "upload encodings.pprl first (`pprl upload` sends both, encodings first)"
+            )
+        if known.tokens_sha256 != digest:
+            raise Conflict(
+                f"the uploaded attributes.csv holds {len(rows)} tokens that are not the {known.record_count} tokens of "
+                f"the encodings party {party!r} uploaded; upload the attributes.csv written by the same "
+                "`pprl encode` run as those encodings (`pprl upload --replace OUTDIR` sends both)"
+            )
+        return digest
 
     def attribute_counts(self, project_id: str) -> dict[str, int]:
         """How many attribute records each party has uploaded."""
@@ -412,7 +562,14 @@ class StatsStore(Database):
         return None if value is None else int(value)
 
     def mapping(self, project_id: str) -> list[tuple[int, str, str]]:
-        """The project's ``(entity_id, party, token)`` rows, by entity."""
+        """The project's ``(entity_id, party, token)`` rows, by entity, checked against the attributes.
+
+        Raises:
+            Conflict: a party's attributes are not those of its current encodings, or the
+                mapping holds tokens its party's attributes lack (a run on older encodings);
+                the message says what to upload or run.
+        """
+        self._check_consistent(project_id)
         with self._read() as conn:
             rows = conn.execute(
                 select(entities.c.entity_id, entities.c.party, entities.c.token)
@@ -420,6 +577,44 @@ class StatsStore(Database):
                 .order_by(entities.c.entity_id, entities.c.party)
             ).all()
         return [(row.entity_id, row.party, row.token) for row in rows]
+
+    def _check_consistent(self, project_id: str) -> None:
+        known = self.encodings_tokens(project_id)
+        with self._read() as conn:
+            uploads = conn.execute(
+                select(attribute_uploads.c.party, attribute_uploads.c.tokens_sha256).where(
+                    attribute_uploads.c.project_id == project_id
+                )
+            ).all()
+            stale = sorted(row.party for row in uploads if row.tokens_sha256 != known.get(row.party))
+            if stale:
+                raise Conflict(
+                    f"the attributes of {', '.join(stale)} are not those of the encodings uploaded since; each must "
+                    "upload the attributes.csv written with its current encodings (`pprl upload --replace OUTDIR`)"
+                )
+            missing = conn.execute(
+                select(entities.c.party, func.count())
+                .select_from(
+                    entities.outerjoin(
+                        attributes,
+                        (attributes.c.project_id == entities.c.project_id)
+                        & (attributes.c.party == entities.c.party)
+                        & (attributes.c.token == entities.c.token),
+                    )
+                )
+                .where(
+                    entities.c.project_id == project_id,
+                    attributes.c.token.is_(None),
+                    entities.c.party.in_([row.party for row in uploads]),
+                )
+                .group_by(entities.c.party)
+            ).all()
+        if missing:
+            parties = ", ".join(sorted(row.party for row in missing))
+            raise Conflict(
+                f"the latest linkage run used other encodings of {parties} than their attributes belong to; start a "
+                "new run (`pprl run`) so that the entities and the attributes describe the same records"
+            )
 
     def attribute_values(self, project_id: str, party: str) -> dict[str, dict[str, Any]]:
         """A party's attributes by token (for the statistics engine; never released as such)."""
@@ -444,11 +639,54 @@ class StatsStore(Database):
 
     # -- the budget ledger --------------------------------------------------------------
 
-    def _entries(self, conn: Connection, project_id: str) -> list[LedgerEntry]:
+    def _seal_ledgers(self) -> None:
+        """Bring what an older pprl stored up to date: start the ledgers' chains, digest attributes' tokens.
+
+        A ledger is sealed only if none of its releases has a hash yet and it has no head;
+        a missing head next to hashed releases is tampering, which is reported, never sealed.
+        """
+        with self._write() as conn:
+            headed = set(conn.execute(select(ledger_heads.c.project_id)).scalars())
+            hashed = set(conn.execute(select(releases.c.project_id).where(releases.c.sha256.is_not(None))).scalars())
+            for project_id in sorted(set(conn.execute(select(releases.c.project_id)).scalars()) - headed - hashed):
+                previous, count, last = GENESIS, 0, 0
+                for row in conn.execute(
+                    select(releases).where(releases.c.project_id == project_id).order_by(releases.c.number)
+                ).all():
+                    digest = chain_digest(previous, _release_values(row))
+                    conn.execute(
+                        update(releases)
+                        .where(releases.c.project_id == project_id, releases.c.number == row.number)
+                        .values(prev_sha256=previous, sha256=digest)
+                    )
+                    previous, count, last = digest, count + 1, row.number
+                head = {"project_id": project_id, "number": last, "sha256": previous, "rows": count}
+                conn.execute(insert(ledger_heads).values(**head))
+            unchecked = conn.execute(
+                select(attribute_uploads.c.project_id, attribute_uploads.c.party).where(
+                    attribute_uploads.c.tokens_sha256.is_(None)
+                )
+            ).all()
+            for project_id, party in unchecked:
+                tokens = conn.execute(
+                    select(attributes.c.token).where(attributes.c.project_id == project_id, attributes.c.party == party)
+                ).scalars()
+                conn.execute(
+                    update(attribute_uploads)
+                    .where(attribute_uploads.c.project_id == project_id, attribute_uploads.c.party == party)
+                    .values(tokens_sha256=token_set_sha256(tokens))
+                )
+
+    def _ledger(self, conn: Connection, project_id: str) -> tuple[list[LedgerEntry], ChainCheck]:
+        """The project's releases in order, and the check of their hash chain."""
         rows = conn.execute(
             select(releases).where(releases.c.project_id == project_id).order_by(releases.c.number)
         ).all()
-        return [
+        head_row = conn.execute(select(ledger_heads).where(ledger_heads.c.project_id == project_id)).first()
+        head = None if head_row is None else ChainHead(head_row.number, head_row.sha256, head_row.rows)
+        chain = (ChainRow(row.number, row.prev_sha256, row.sha256, _release_values(row)) for row in rows)
+        check = verify_chain(f"the ledger of project {project_id}", chain, head)
+        entries = [
             LedgerEntry(
                 number=row.number,
                 at=row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC),
@@ -459,9 +697,34 @@ class StatsStore(Database):
             )
             for row in rows
         ]
+        return entries, check
+
+    def _entries(self, conn: Connection, project_id: str) -> list[LedgerEntry]:
+        """The project's releases, after checking the ledger's chain.
+
+        Raises:
+            TamperedError: the ledger was edited or cut at rest.
+        """
+        entries, check = self._ledger(conn, project_id)
+        if not check.ok:
+            raise TamperedError(
+                f"{check.problem}. Nothing more is released from this project until its ledger is restored from a "
+                "backup of the statistics database (`pprl audit --verify` checks every chain)"
+            )
+        return entries
+
+    def verify_ledgers(self) -> list[ChainCheck]:
+        """Check every project's ledger hash chain."""
+        with self._read() as conn:
+            project_ids = list(conn.execute(select(projects.c.id).order_by(projects.c.created_at)).scalars())
+            return [self._ledger(conn, project_id)[1] for project_id in project_ids]
 
     def budget(self, project_id: str) -> Budget:
-        """The project's total, what its releases spent, and each release."""
+        """The project's total, what its releases spent, and each release.
+
+        Raises:
+            TamperedError: the ledger was edited or cut at rest.
+        """
         total = budget_of(self.protocol(project_id))
         with self._read() as conn:
             return Budget.from_entries(total, self._entries(conn, project_id))
@@ -473,28 +736,64 @@ class StatsStore(Database):
         The body fills in the receipt it is given. The check, the body and the record are
         one transaction that holds the project's row lock (PostgreSQL) or the database's
         write lock (SQLite), so concurrent queries queue and can never overspend together.
-        If the body raises, nothing is recorded.
+        If the body raises, nothing is recorded. An analyst with a budget of their own
+        (``who`` = ``analyst:NAME``) spends from it too.
 
         Raises:
-            BudgetExceeded: the cost does not fit in what is left; nothing is recorded.
+            BudgetExceeded: the cost does not fit in what is left of the project's budget or
+                of the analyst's own; nothing is recorded.
+            TamperedError: the ledger's hash chain is broken; nothing is released.
         """
         total = budget_of(self.protocol(project_id))
+        own = self._analyst_loss(project_id, who)
         with self._write() as conn:
             conn.execute(select(projects.c.id).where(projects.c.id == project_id).with_for_update()).scalar()
-            check_affordable(Budget.from_entries(total, self._entries(conn, project_id)), cost)
+            entries = self._entries(conn, project_id)
+            check_affordable(Budget.from_entries(total, entries), cost)
+            if own is not None:
+                _check_own(Budget.from_entries(own, [entry for entry in entries if entry.who == who]), cost, who)
             receipt = Receipt()
             yield receipt
-            number = conn.execute(
-                select(func.coalesce(func.max(releases.c.number), 0)).where(releases.c.project_id == project_id)
-            ).scalar_one()
-            conn.execute(
-                insert(releases).values(
-                    project_id=project_id,
-                    number=int(number) + 1,
-                    at=now(),
-                    who=who,
-                    query=query,
-                    loss=json.dumps(cost.to_json()),
-                    mechanism=receipt.mechanism,
-                )
-            )
+            head = conn.execute(select(ledger_heads).where(ledger_heads.c.project_id == project_id)).first()
+            previous = GENESIS if head is None else head.sha256
+            row = {
+                "project_id": project_id,
+                "number": len(entries) + 1,
+                "at": now(),
+                "who": who,
+                "query": query,
+                "loss": json.dumps(cost.to_json()),
+                "mechanism": receipt.mechanism,
+            }
+            digest = chain_digest(previous, _release_values(row))
+            conn.execute(insert(releases).values(**row, prev_sha256=previous, sha256=digest))
+            moved = {"number": row["number"], "sha256": digest, "rows": len(entries) + 1}
+            if head is None:
+                conn.execute(insert(ledger_heads).values(project_id=project_id, **moved))
+            else:
+                conn.execute(update(ledger_heads).where(ledger_heads.c.project_id == project_id).values(**moved))
+
+
+def _check_own(budget: Budget, cost: Loss, who: str) -> None:
+    """Refuse a release an analyst's own budget cannot pay for."""
+    if not (budget.spent + cost).fits_within(budget.total):
+        raise BudgetExceeded(
+            f"this query costs {cost} but only {budget.remaining} of {who}'s own budget {budget.total} is left "
+            f"({len(budget.entries)} release(s) so far); ask for a smaller cost, or ask the administrator. "
+            "Nothing was spent."
+        )
+
+
+def _release_values(row: Any) -> list[object]:
+    """What a release's hash covers, in a fixed order (the time as UTC ISO with microseconds)."""
+    mapping = row._mapping if hasattr(row, "_mapping") else row
+    at: datetime = mapping["at"] if mapping["at"].tzinfo else mapping["at"].replace(tzinfo=UTC)
+    return [
+        mapping["project_id"],
+        mapping["number"],
+        at.astimezone(UTC).isoformat(timespec="microseconds"),
+        mapping["who"],
+        mapping["query"],
+        mapping["loss"],
+        mapping["mechanism"],
+    ]

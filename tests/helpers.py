@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import copy
 import csv
+import datetime as dt
 import json
 import os
+import re
 import secrets
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
+from xml.sax.saxutils import quoteattr as xml_quote
 
 import numpy as np
 
 from cli.main import main
 from linkage.agency.encode import encode_csv
+from linkage.encodings import EncodingsWriter, read_encodings
 from linkage.evaluation.synth import synthesise_population
 from linkage.protocol import Protocol, parse_protocol
 from linkage.service.store import LinkageStore
@@ -106,10 +112,16 @@ def protocol_with_parties(count: int) -> Protocol:
     return parse_protocol(document)
 
 
-def encoded_population(protocol: Protocol, people: int, seed: int, root: Path) -> tuple[Path, list[Path]]:
-    """Synthesise ``people`` and encode every party's file: (data folder, one output folder per party)."""
+def encoded_population(
+    protocol: Protocol, people: int, seed: int, root: Path, *, profile: str = "basic"
+) -> tuple[Path, list[Path]]:
+    """Synthesise ``people`` and encode every party's file: (data folder, one output folder per party).
+
+    The basic profile by default: most suites check the engine's plumbing against fixed
+    quality bounds; the realistic profile is measured by tests/linkage/agency/test_hardening.py.
+    """
     data = root / "data"
-    synthesise_population(protocol, people, seed, data)
+    synthesise_population(protocol, people, seed, data, profile=profile)
     outs = []
     for party in protocol.parties:
         out = root / party.id
@@ -161,6 +173,8 @@ def make_factory(root: Path, url: str | None) -> tuple[Callable[..., ServiceConf
     base = {
         "database_url": url,
         "admin_secret_sha256": hash_admin_secret(ADMIN_SECRET, "test"),
+        # Tests send requests as fast as the machine allows; the rate limit has tests of its own.
+        "rate_limit": None,
         "linkage_schema": f"pprl_linkage_t{suffix}",
         "stats_schema": f"pprl_stats_t{suffix}",
     }
@@ -218,6 +232,32 @@ def upload_all(client: TestClient, project_id: str, credentials: dict[str, str],
             client, project_id, credentials[party], (agencies[party] / "attributes.csv").read_bytes()
         )
         assert response.status_code == 201, response.text
+
+
+def without_records(protocol: Protocol, out_dir: Path, tokens: set[str], dest: Path) -> Path:
+    """A copy of an encode folder without the records of ``tokens``, as if the agency had removed those clients."""
+    encodings = read_encodings(out_dir)
+    keep = np.array([token.tobytes().hex() not in tokens for token in encodings.records["token"]])
+    dest.mkdir(parents=True)
+    header = encodings.header
+    with EncodingsWriter(
+        dest / "encodings.pprl", protocol=protocol, party=header.party, secret_check=header.secret_check
+    ) as writer:
+        writer.write(np.ascontiguousarray(encodings.records[keep]))
+    for name in ("attributes.csv", "keymap.csv"):
+        lines = (out_dir / name).read_text().splitlines()
+        kept = [lines[0], *(line for line in lines[1:] if line.split(",", 1)[0] not in tokens)]
+        (dest / name).write_text("\n".join(kept) + "\n")
+    return dest
+
+
+def entity_groups(store: LinkageStore, project_id: str, run_number: int) -> dict[int, list[tuple[str, str]]]:
+    """A run's entities as {entity id: [(party, token), ...]}, read from the linkage store."""
+    groups: dict[int, list[tuple[str, str]]] = {}
+    for chunk in store.entity_rows(store.run(project_id, run_number).id):
+        for entity_id, party, token in chunk:
+            groups.setdefault(entity_id, []).append((party, token))
+    return groups
 
 
 def wait_for_run(client: TestClient, project_id: str, run_id: int, token: str, deadline: float = 120.0) -> dict:
@@ -280,3 +320,146 @@ def write_rows(path: Path, rows: Sequence[Sequence[str]], header: Sequence[str] 
 def example_report(protocol: Protocol) -> ReportSpec:
     """The example report spec (schemas/examples/quarterly_report.yaml)."""
     return read_report_spec(protocol, EXAMPLE_REPORT)
+
+
+TOKEN = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+def canonical(out: Path) -> dict[str, Any]:
+    """Every output file as bytes, with each random token replaced by its keymap row number.
+
+    Tokens are fresh random numbers on every run (pool or Dask, CLI or page); everything
+    else must be byte-for-byte the same. The encodings file is keyed by its folder's name.
+    """
+    with (out / "keymap.csv").open(newline="") as handle:
+        order = {row[0]: f"{number:032d}" for number, row in enumerate(csv.reader(handle))}
+    files: dict[str, Any] = {}
+    for path in sorted(out.iterdir()):
+        if path.suffix == ".csv":
+            files[path.name] = TOKEN.sub(lambda match: order[match.group()], path.read_text())
+    encodings = read_encodings(out)
+    records = np.array(encodings.records)
+    tokens = [order[token.tobytes().hex()] for token in records["token"]]
+    records["token"] = np.frombuffer(b"".join(bytes.fromhex(t) for t in tokens), dtype=np.uint8).reshape(-1, 16)
+    header = encodings.header.to_json().replace(encodings.header.records_sha256, "")
+    files[out.name + "/encodings.pprl"] = (header, records.tobytes())
+    return files
+
+
+def write_xlsx(path: Path, sheets: dict[str, Sequence[Sequence[Any]]]) -> Path:
+    """A workbook with these sheets (the first is the first), each a list of rows of cells.
+
+    Cells keep their Python type: a ``datetime.date`` is stored as a spreadsheet date, a number as a number.
+    """
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    workbook.remove(workbook.active)
+    for name, rows in sheets.items():
+        sheet = workbook.create_sheet(name)
+        for row in rows:
+            sheet.append(list(row))
+    workbook.save(path)
+    return path
+
+
+def _ods_cell(value: Any) -> str:
+    if value is None or value == "":
+        return "<table:table-cell/>"
+    if isinstance(value, dt.date):
+        return (
+            f'<table:table-cell office:value-type="date" office:date-value="{value.isoformat()}">'
+            f"<text:p>{value.isoformat()}</text:p></table:table-cell>"
+        )
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = f'office:value-type="float" office:value="{value}"'
+        return f"<table:table-cell {number}><text:p>{value}</text:p></table:table-cell>"
+    paragraphs = "".join(f"<text:p>{xml_escape(line)}</text:p>" for line in str(value).split("\n"))
+    return f'<table:table-cell office:value-type="string">{paragraphs}</table:table-cell>'
+
+
+def write_ods(path: Path, sheets: dict[str, Sequence[Sequence[Any]]]) -> Path:
+    """An OpenDocument spreadsheet, written by hand (the format is a zip of XML): as :func:`write_xlsx`.
+
+    A line break in a text cell becomes a second paragraph, as LibreOffice stores it.
+    """
+    tables = "".join(
+        f"<table:table table:name={xml_quote(name)}>"
+        + "".join("<table:table-row>" + "".join(_ods_cell(v) for v in row) + "</table:table-row>" for row in rows)
+        + "</table:table>"
+        for name, rows in sheets.items()
+    )
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
+        f"<office:body><office:spreadsheet>{tables}</office:spreadsheet></office:body></office:document-content>"
+    )
+    manifest = (
+        '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+        'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+        '<manifest:file-entry manifest:full-path="/" '
+        'manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
+        '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+        "</manifest:manifest>"
+    )
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("content.xml", content, compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr("META-INF/manifest.xml", manifest, compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+# An export's own names for the example protocol's msd columns, as an agency's system might
+# write them: some are usual names the encoder finds itself, the rest need --columns.
+EXPORT_HEADER = {
+    "client_id": "Client Number",
+    "given_name": "First Name",
+    "surname": "Family Name",
+    "date_of_birth": "DOB",
+    "sex": "Gender",
+    "address": "Street Address",
+    "city": "Town",
+    "postcode": "Post Code",
+    "consent": "Consent Given",
+    "region": "Region Name",
+    "benefit_type": "Benefit",
+    "weeks_supported": "Weeks On Benefit",
+}
+EXPORT_COLUMNS = {"region": "Region Name", "benefit_type": "Benefit", "weeks_supported": "Weeks On Benefit"}
+
+
+def agency_export(source: Path, rows: int | None = None) -> tuple[list[str], list[list[Any]]]:
+    """An msd client CSV as a real export looks: other column names, dates as dates, multi-line addresses, bad rows.
+
+    Every fifth address is a rural-delivery one over two lines; dates written
+    ``YYYY-MM-DD`` become date cells (others stay as typed text); and a few rows are bad:
+    an impossible date, a second row with an existing client id, an unknown sex, a
+    placeholder name and date. Also a column the protocol does not have.
+    """
+    with source.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        data = [dict(zip(header, row, strict=True)) for row in reader][:rows]
+    out: list[list[Any]] = []
+    for number, row in enumerate(data):
+        cells: list[Any] = []
+        for column in MSD_HEADER:
+            value: Any = row[column]
+            if column == "date_of_birth" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+                value = dt.date.fromisoformat(value)
+            if column == "address" and value and number % 5 == 0:
+                value = f"{value}\nRD {1 + number % 9}"
+            if column == "weeks_supported" and value:
+                value = int(value)
+            cells.append(value)
+        cells.append("note")
+        out.append(cells)
+    position = {column: MSD_HEADER.index(column) for column in MSD_HEADER}
+    out[3][position["date_of_birth"]] = "31/02/1990"
+    out[7][position["client_id"]] = out[6][position["client_id"]]
+    out[11][position["sex"]] = "unknown"
+    out[13][position["given_name"]] = "UNKNOWN"
+    out[17][position["date_of_birth"]] = dt.date(1900, 1, 1)
+    return [EXPORT_HEADER[c] for c in MSD_HEADER] + ["Case Notes"], out

@@ -1,7 +1,9 @@
 """Encode a client file on the agency's machine, into the files each side receives.
 
-:func:`encode_csv` streams a client CSV through :mod:`linkage.agency.records` on a process pool
-and writes, into a temporary folder renamed only when complete:
+:func:`encode_csv` streams a client file (a CSV or a spreadsheet, read by
+:mod:`linkage.agency.sources`, its columns found by :mod:`linkage.agency.columns`) through
+:mod:`linkage.agency.records` on a process pool and writes, into a temporary folder renamed
+only when complete:
 
 * ``encodings.pprl``: tokens and encodings, for the linkage service;
 * ``attributes.csv``: ``token``, ``consent`` and the outcome columns, for the statistics side;
@@ -16,8 +18,6 @@ sealed so that they never appear in a log), so the cluster must be the agency's 
 from __future__ import annotations
 
 import csv
-import difflib
-import hashlib
 import io
 import os
 import secrets
@@ -25,30 +25,36 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from linkage.agency.columns import ColumnChoice, choose_columns
 from linkage.agency.hashing import Keys, derive_keys, secret_check
 from linkage.agency.records import RecordEncoder, RowProblem, prepare_rows
+from linkage.agency.sources import (
+    ClientFile,
+    Task,
+    duplicate_lines,
+    hash_client_ids,
+    map_in_order,
+    open_client_file,
+    read_rows,
+)
 from linkage.dask_cluster import Sealed, connect, parallelism
 from linkage.encodings import ENCODINGS_FILE, EncodingsWriter, read_encodings
 from linkage.errors import InputError, OutputExistsError, ServiceError
+from linkage.file_modes import PRIVATE_FILE, private_dir
 from linkage.protocol import Protocol
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
 
 __all__ = [
     "EncodeSummary",
     "encode_csv",
 ]
 
-CHUNK_ROWS = 4000
 MAX_LISTED_PROBLEMS = 50
 LOST_CHUNK_RETRIES = 3
 ProgressCallback = Callable[[int, int], None]
@@ -56,7 +62,7 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class EncodeSummary:
-    """What :func:`encode_csv` did."""
+    """What :func:`encode_csv` did, and which of the file's columns it read for which protocol column."""
 
     party: str
     records: int
@@ -65,6 +71,7 @@ class EncodeSummary:
     files: tuple[Path, ...]
     fingerprint: str
     warnings: tuple[str, ...]
+    columns: ColumnChoice | None = None
 
 
 # What a worker needs to encode chunks: protocol, party, keys, column positions, header width.
@@ -97,18 +104,13 @@ class _Chunk:
     problems: list[RowProblem]
 
 
-def _id_hash(client_id: str) -> int:
-    """A 64-bit hash of a client id, the same in every process (unlike ``hash``)."""
-    return int.from_bytes(hashlib.blake2b(client_id.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
-
-
-def _work(task: tuple[int, str]) -> _Chunk:
+def _work(task: Task) -> _Chunk:
     """Encode one chunk in a pool worker (or in this process)."""
     assert _worker is not None  # noqa: S101 - set by _init_worker
     return _encode_chunk(_worker, task)
 
 
-def _work_remote(job: str, setup: Sealed[Setup], task: Sealed[tuple[int, str]]) -> _Chunk:
+def _work_remote(job: str, setup: Sealed[Setup], task: Sealed[Task]) -> _Chunk:
     """Encode one chunk on a Dask worker, building the job's encoder on first use."""
     with _remote_lock:
         worker = _remote.get(job)
@@ -126,29 +128,10 @@ def _forget_remote(job: str) -> None:
         _remote.pop(job, None)
 
 
-def _encode_chunk(worker: Worker, task: tuple[int, str]) -> _Chunk:
-    """Parse, check, normalise and encode one chunk of CSV text starting at a given line."""
+def _encode_chunk(worker: Worker, task: Task) -> _Chunk:
+    """Read, check, normalise and encode one chunk of a client file."""
     protocol, party_id, encoder, positions, width = worker
-    first_line, text = task
-    rows: list[tuple[int, list[str]]] = []
-    problems: list[RowProblem] = []
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            line = first_line + reader.line_num - 1
-            problems.append(RowProblem(line, None, f"malformed CSV ({exc}); check the quoting of this line"))
-            break
-        line = first_line + reader.line_num - 1
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != width:
-            problems.append(RowProblem(line, None, f"has {len(row)} columns where the header has {width}"))
-            continue
-        rows.append((line, [row[i] for i in positions]))
+    rows, problems = read_rows(task, positions, width)
     prepared = prepare_rows(protocol, party_id, rows)
     problems.extend(prepared.problems)
     records = encoder.encode(prepared.values)
@@ -166,95 +149,9 @@ def _encode_chunk(worker: Worker, task: tuple[int, str]) -> _Chunk:
         keymap=keymap.getvalue(),
         attributes=attributes.getvalue(),
         lines=np.asarray(prepared.lines, dtype=np.int64),
-        id_hashes=np.asarray([_id_hash(c) for c in prepared.client_ids], dtype=np.int64),
+        id_hashes=hash_client_ids(prepared.client_ids),
         problems=problems,
     )
-
-
-class _TrackedBytes(io.RawIOBase):
-    """A binary file that remembers how far it has been read, for progress."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int | None:
-        count: int | None = self.raw.readinto(buffer)  # type: ignore[attr-defined]  # IO[bytes] lacks it; files have it
-        self.position += count or 0
-        return count
-
-
-def _check_header(header: list[str], expected: Sequence[str], path: Path) -> tuple[list[int], list[str]]:
-    """Column positions of the expected columns, and the names of ignored extra columns."""
-    if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
-        found = next(sep for sep in ";\t|" if sep in header[0])
-        raise InputError(
-            f"{path} line 1: the header has one column; the file seems to use {found!r} between "
-            "columns. Save it as comma-separated CSV (in Excel: Save As > CSV UTF-8)",
-            path=str(path),
-            line=1,
-        )
-    stripped = [name.strip() for name in header]
-    duplicated = sorted({name for name in stripped if stripped.count(name) > 1})
-    problems = [f"column {name!r} appears more than once" for name in duplicated]
-    for name in expected:
-        if name not in stripped:
-            close = difflib.get_close_matches(name, stripped, n=1, cutoff=0.6)
-            hint = f" (is {close[0]!r} a misspelling of it?)" if close else ""
-            problems.append(f"column {name!r} is missing{hint}")
-    if problems:
-        raise InputError(
-            f"{path} line 1: the header does not have the protocol's columns; rename or add "
-            f"them so that it has {', '.join(expected)}",
-            path=str(path),
-            line=1,
-            problems=problems,
-        )
-    extra = [name for name in stripped if name not in expected]
-    return [stripped.index(name) for name in expected], extra
-
-
-def _text_chunks(path: Path, text: IO[str], first_line: int) -> Iterator[tuple[int, str]]:
-    """Group the file's physical lines into chunks of whole records, as (first line, text).
-
-    A record ends where its quotes balance, so a quoted value spanning lines stays in
-    one chunk; the workers parse the text themselves, which costs far less than sending
-    parsed rows between processes.
-    """
-    lines: list[str] = []
-    start = line = first_line
-    open_quote = False
-    records = 0
-    try:
-        for physical in text:
-            lines.append(physical)
-            line += 1
-            if physical.count('"') % 2:
-                open_quote = not open_quote
-            if not open_quote:
-                records += 1
-                if records >= CHUNK_ROWS:
-                    yield start, "".join(lines)
-                    lines, start, records = [], line, 0
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{path} near line {line + 1}: not UTF-8 text ({exc.reason}); save the file "
-            "as UTF-8 (in Excel: Save As > CSV UTF-8)",
-            path=str(path),
-            line=line + 1,
-        ) from exc
-    if lines:
-        yield start, "".join(lines)
-
-
-def _describe(problem: RowProblem, path: Path) -> str:
-    where = f"{path} line {problem.line}"
-    if problem.column:
-        where += f", column {problem.column!r}"
-    return f"{where}: {problem.reason}"
 
 
 def encode_csv(
@@ -264,32 +161,41 @@ def encode_csv(
     input_path: Path,
     out_dir: Path,
     *,
+    sheet: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    input_name: str | None = None,
     on_error: str = "fail",
     workers: int | None = None,
     dask: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> EncodeSummary:
-    """Encode one party's client CSV into the files for the linkage and statistics sides.
+    """Encode one party's client file into the files for the linkage and statistics sides.
 
     Args:
         protocol: the validated protocol.
         party_id: the party whose clients these are.
         secret: the shared secret.
-        input_path: the client CSV (UTF-8, comma-separated, the protocol's columns).
+        input_path: the client file: a CSV (UTF-8, comma-separated) or a spreadsheet
+            (``.xlsx``, ``.ods``, ...), with a header row (see :mod:`linkage.agency.sources`).
         out_dir: the folder to create; it must not exist yet (or be empty).
+        sheet: the spreadsheet's sheet to read (default: the first).
+        columns: protocol column -> the file's column, for columns whose names differ
+            from the protocol's and from their usual names (see :mod:`linkage.agency.columns`).
+        input_name: how messages name the input file (default: its path).
         on_error: ``fail`` (any bad row stops with every problem listed, nothing written)
             or ``skip`` (bad rows go to ``rejected.csv`` with their reason).
         workers: processes to use; ``None`` means every core, 1 means in this process.
         dask: encode on this Dask scheduler (``tcp://HOST:PORT``) instead of a local pool.
             Every worker receives the keys derived from the secret (not the secret itself)
             and the client file's text: use only a cluster inside the agency.
-        on_progress: called with (bytes read, total bytes).
+        on_progress: called with (done, total): bytes of a CSV, rows of a spreadsheet.
 
     Returns:
-        What was written.
+        What was written, and which of the file's columns were read.
 
     Raises:
-        InputError: the file is malformed or, with ``fail``, has bad rows.
+        InputError: the file is malformed, its columns cannot be told apart, or, with
+            ``fail``, it has bad rows.
         OutputExistsError: ``out_dir`` exists and is not empty.
         ServiceError: the Dask scheduler cannot be reached.
     """
@@ -301,20 +207,25 @@ def encode_csv(
             f"{out_dir} already exists and is not empty; choose a new output folder",
             path=str(out_dir),
         )
-    if not input_path.is_file():
-        raise InputError(f"{input_path}: no such file", path=str(input_path))
     started = time.perf_counter()
     keys = derive_keys(secret, protocol)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(4)}")
-    tmp.mkdir(parents=True)
-    try:
-        summary = _encode_into(protocol, party_id, keys, input_path, tmp, on_error, workers, dask, on_progress)
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with open_client_file(input_path, sheet=sheet, name=input_name) as source:
+        choice = choose_columns(
+            source.header, protocol.columns_for(party_id), columns, where=source.where(source.header_line)
+        )
+        # The folder is 0700 from the start and its files 0600 before it gets its name: the key
+        # map and the attributes are for this agency's eyes only.
+        tmp = private_dir(out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(4)}"))
+        try:
+            summary = _encode_into(protocol, party_id, keys, source, choice, tmp, on_error, workers, dask, on_progress)
+            for path in tmp.iterdir():
+                path.chmod(PRIVATE_FILE)
+            if out_dir.exists():
+                out_dir.rmdir()
+            tmp.rename(out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     files = tuple(out_dir / f.name for f in summary.files)
     return EncodeSummary(
         party=party_id,
@@ -324,6 +235,7 @@ def encode_csv(
         files=files,
         fingerprint=protocol.fingerprint,
         warnings=summary.warnings,
+        columns=choice,
     )
 
 
@@ -331,7 +243,8 @@ def _encode_into(
     protocol: Protocol,
     party_id: str,
     keys: Keys,
-    input_path: Path,
+    source: ClientFile,
+    choice: ColumnChoice,
     tmp: Path,
     on_error: str,
     workers: int | None,
@@ -340,36 +253,20 @@ def _encode_into(
 ) -> EncodeSummary:
     expected = protocol.columns_for(party_id)
     attributes = protocol.party(party_id).attributes
-    total = input_path.stat().st_size
-    if total == 0:
-        raise InputError(f"{input_path}: the file is empty; export the client list with its header row")
     workers = workers or os.cpu_count() or 1
     problems: list[RowProblem] = []
     written = 0
+    total = source.total
     with (
-        input_path.open("rb") as raw,
         (tmp / "keymap.csv").open("w", newline="", encoding="utf-8") as keymap_file,
         (tmp / "attributes.csv").open("w", newline="", encoding="utf-8") as attributes_file,
         EncodingsWriter(
             tmp / ENCODINGS_FILE, protocol=protocol, party=party_id, secret_check=secret_check(keys)
         ) as writer,
     ):
-        tracked = _TrackedBytes(raw)
-        text = io.TextIOWrapper(io.BufferedReader(tracked), encoding="utf-8-sig", newline="")
-        header_text = ""
-        try:
-            header_text = text.readline()
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{input_path} line 1: not UTF-8 text; save the file as UTF-8 (in Excel: Save As > CSV UTF-8)",
-                path=str(input_path),
-                line=1,
-            ) from exc
-        header = next(csv.reader([header_text]), []) if header_text.strip() else []
-        if not header:
-            raise InputError(f"{input_path}: no header row; the first line must name the columns")
-        positions, extra = _check_header(header, expected, input_path)
-        warnings = tuple(f"{input_path}: column {name!r} is not in the protocol and is ignored" for name in extra)
+        warnings = tuple(
+            f"{source.where()}: column {name!r} is not in the protocol and is ignored" for name in choice.ignored
+        )
         keymap_file.write("token,client_id\n")
         csv.writer(attributes_file, lineterminator="\n").writerow(["token", "consent", *attributes])
         lines: list[np.ndarray] = []
@@ -378,12 +275,12 @@ def _encode_into(
         # bytes read ahead for chunks still in flight.
         read_up_to: deque[int] = deque()
 
-        def chunks() -> Iterator[tuple[int, str]]:
-            for chunk in _text_chunks(input_path, text, 2):
-                read_up_to.append(min(tracked.position, total))
+        def chunks() -> Iterator[Task]:
+            for chunk in source.chunks():
+                read_up_to.append(source.position)
                 yield chunk
 
-        setup: Setup = (protocol, party_id, keys, positions, len(header))
+        setup: Setup = (protocol, party_id, keys, choice.positions, len(source.header))
         mapped = _map_chunks(setup, chunks(), workers) if dask is None else _map_chunks_on_dask(setup, chunks(), dask)
         for chunk in mapped:
             problems.extend(chunk.problems)
@@ -397,31 +294,33 @@ def _encode_into(
             if on_progress:
                 on_progress(done, total)
         all_lines = np.concatenate(lines) if lines else np.zeros(0, dtype=np.int64)
-        duplicates = _duplicate_lines(np.concatenate(id_hashes) if id_hashes else all_lines, all_lines)
+        duplicates = duplicate_lines(np.concatenate(id_hashes) if id_hashes else all_lines, all_lines)
         problems += [
-            RowProblem(line, expected[0], f"the client id is also on line {other}; each client must appear once")
+            RowProblem(
+                line, expected[0], f"the client id is also on {source.unit} {other}; each client must appear once"
+            )
             for line, other in duplicates.items()
         ]
         rejected_lines = {p.line for p in problems}
         if problems and on_error == "fail":
             problems.sort(key=lambda p: p.line)
-            listed = [_describe(p, input_path) for p in problems[:MAX_LISTED_PROBLEMS]]
+            listed = [source.describe(p, choice) for p in problems[:MAX_LISTED_PROBLEMS]]
             if len(problems) > MAX_LISTED_PROBLEMS:
                 listed.append(f"... and {len(problems) - MAX_LISTED_PROBLEMS} more")
             raise InputError(
-                f"{input_path}: {len(rejected_lines)} row(s) cannot be encoded; nothing was written. "
+                f"{source.where()}: {len(rejected_lines)} row(s) cannot be encoded; nothing was written. "
                 "Fix them, or pass --on-error skip to encode the rest and list these in rejected.csv",
-                path=str(input_path),
+                path=source.name,
                 problems=listed,
             )
     if duplicates:
         # Rows with a repeated client id were encoded before the repeat was known: take them out.
         written = _drop_rows(tmp, protocol, party_id, keys, np.isin(all_lines, list(duplicates)))
     if written == 0:
-        raise InputError(f"{input_path}: no row could be encoded; nothing was written", path=str(input_path))
+        raise InputError(f"{source.where()}: no row could be encoded; nothing was written", path=source.name)
     files = [tmp / ENCODINGS_FILE, tmp / "attributes.csv", tmp / "keymap.csv"]
     if problems:
-        _write_rejected(tmp / "rejected.csv", problems)
+        _write_rejected(tmp / "rejected.csv", [_in_file_terms(p, choice) for p in problems])
         files.append(tmp / "rejected.csv")
     return EncodeSummary(
         party=party_id,
@@ -434,24 +333,12 @@ def _encode_into(
     )
 
 
-def _map_chunks(setup: Setup, chunks: Iterator[tuple[int, str]], workers: int) -> Iterator[_Chunk]:
+def _map_chunks(setup: Setup, chunks: Iterator[Task], workers: int) -> Iterator[_Chunk]:
     """Encode chunks in order, on a pool with a bounded number in flight."""
-    if workers <= 1:
-        _init_worker(*setup)
-        for chunk in chunks:
-            yield _work(chunk)
-        return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=setup) as pool:
-        pending: list[Future[_Chunk]] = []
-        for chunk in chunks:
-            pending.append(pool.submit(_work, chunk))
-            if len(pending) >= 2 * workers:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+    return map_in_order(_work, chunks, workers, _init_worker, setup)
 
 
-def _map_chunks_on_dask(setup: Setup, chunks: Iterator[tuple[int, str]], address: str) -> Iterator[_Chunk]:
+def _map_chunks_on_dask(setup: Setup, chunks: Iterator[Task], address: str) -> Iterator[_Chunk]:
     """Encode chunks in order as Dask tasks, with a bounded number in flight.
 
     The setup (with the derived keys) is scattered to every worker once, not sent with
@@ -468,13 +355,13 @@ def _map_chunks_on_dask(setup: Setup, chunks: Iterator[tuple[int, str]], address
         [shared] = client.scatter([Sealed(setup)], broadcast=True, hash=False)
         window = 2 * parallelism(client)
 
-        def lost(chunk: tuple[int, str]) -> ServiceError:
+        def lost(chunk: Task) -> ServiceError:
             return ServiceError(
                 f"the Dask cluster at {address} lost the chunk from line {chunk[0]} "
                 f"{LOST_CHUNK_RETRIES} times; check its workers, or encode without --dask"
             )
 
-        def submit(chunk: tuple[int, str]) -> tuple[tuple[int, str], Any, Any]:
+        def submit(chunk: Task) -> tuple[Task, Any, Any]:
             for attempt in range(LOST_CHUNK_RETRIES):
                 try:
                     [text] = client.scatter([Sealed(chunk)], hash=False)
@@ -485,7 +372,7 @@ def _map_chunks_on_dask(setup: Setup, chunks: Iterator[tuple[int, str]], address
                     time.sleep(1)
             return chunk, text, client.submit(_work_remote, job, shared, text, pure=False)
 
-        def result(entry: tuple[tuple[int, str], Any, Any]) -> _Chunk:
+        def result(entry: tuple[Task, Any, Any]) -> _Chunk:
             for attempt in range(LOST_CHUNK_RETRIES):
                 try:
                     return entry[2].result()  # type: ignore[no-any-return]
@@ -495,7 +382,7 @@ def _map_chunks_on_dask(setup: Setup, chunks: Iterator[tuple[int, str]], address
                     entry = submit(entry[0])
             raise AssertionError("unreachable")  # pragma: no cover
 
-        pending: deque[tuple[tuple[int, str], Any, Any]] = deque()
+        pending: deque[tuple[Task, Any, Any]] = deque()
         try:
             for chunk in chunks:
                 pending.append(submit(chunk))
@@ -506,22 +393,6 @@ def _map_chunks_on_dask(setup: Setup, chunks: Iterator[tuple[int, str]], address
         finally:
             client.cancel([future for _, text, task in pending for future in (text, task)] + [shared])
             client.run(_forget_remote, job, on_error="ignore")
-
-
-def _duplicate_lines(id_hashes: np.ndarray, lines: np.ndarray) -> dict[int, int]:
-    """Lines whose client id also appears on another line, each mapped to one such line.
-
-    Only a 64-bit hash per row is kept, so memory stays small. Every occurrence of a
-    repeated id is rejected, since which one is right cannot be known here.
-    """
-    order = np.argsort(id_hashes, kind="stable")
-    sorted_hashes = id_hashes[order]
-    out: dict[int, int] = {}
-    for index in np.flatnonzero(sorted_hashes[1:] == sorted_hashes[:-1]):
-        first, second = int(lines[order[index]]), int(lines[order[index + 1]])
-        out.setdefault(first, second)
-        out[second] = first
-    return out
 
 
 def _drop_rows(tmp: Path, protocol: Protocol, party_id: str, keys: Keys, drop: np.ndarray) -> int:
@@ -540,6 +411,13 @@ def _drop_rows(tmp: Path, protocol: Protocol, party_id: str, keys: Keys, drop: n
             writer_csv.writerow(rows[0])
             writer_csv.writerows(row for row, dropped in zip(rows[1:], drop, strict=True) if not dropped)
     return int((~drop).sum())
+
+
+def _in_file_terms(problem: RowProblem, choice: ColumnChoice) -> RowProblem:
+    """A problem naming the file's own column, as the agency finds it in its file."""
+    if problem.column is None:
+        return problem
+    return RowProblem(problem.line, choice.header_of(problem.column), problem.reason, problem.client_id)
 
 
 def _write_rejected(path: Path, problems: Sequence[RowProblem]) -> None:

@@ -38,6 +38,7 @@ from clkhash import schema as clkhash_schema_module
 from clkhash.bloomfilter import blake_hash_token
 from clkhash.key_derivation import generate_key_lists, hkdf
 
+from linkage.matching.block import mix_keys
 from linkage.protocol import FieldSpec, Hardening, Protocol
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "keyed_hash32",
     "keyed_hash64",
     "salted",
+    "salted_positions",
     "secret_check",
     "token_positions",
 ]
@@ -205,6 +207,38 @@ def keyed_hash64(key: bytes, value: str) -> int:
     """A keyed 64-bit hash; never 0, which marks a missing block key."""
     digest = hashlib.blake2b(value.encode("utf-8"), key=key, digest_size=8).digest()
     return struct.unpack("<Q", digest)[0] or 1
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def salted_positions(
+    token_values: np.ndarray, salt_values: np.ndarray, bits_per_token: int, num_bits: int
+) -> np.ndarray:
+    """Bit positions of salted tokens: keyed, one set per (token, salt), computed in numpy.
+
+    ``token_values`` and ``salt_values`` are keyed 64-bit hashes (:func:`keyed_hash64`) of
+    each token and of its record's salt. They are mixed with SplitMix64's finaliser (a
+    bijection that spreads every input bit), and each of the ``bits_per_token`` positions
+    is a further mix of that value with its index. Without the keys the two hashes are
+    unknown, so the positions of a token under one salt say nothing about its positions
+    under another. One BLAKE2 per token and one per salt value replaces one per
+    (token, salt) pair: the pairs are many (a few hundred bigrams times some 25,000 days
+    of birth), the tokens and salts few.
+
+    Returns:
+        Positions in ``0 .. num_bits - 1``, shape (tokens, bits_per_token), uint32.
+
+    >>> p = salted_positions(np.array([1, 1, 2], np.uint64), np.array([7, 8, 7], np.uint64), 3, 64)
+    >>> p.shape, bool((p[0] != p[1]).any()), bool((p[0] != p[2]).any()), int(p.max()) < 64
+    ((3, 3), True, True, True)
+    """
+    with np.errstate(over="ignore"):
+        mixed = mix_keys(mix_keys(token_values.astype(np.uint64)) + salt_values.astype(np.uint64))
+        out = np.empty((len(mixed), bits_per_token), dtype=np.uint32)
+        for index in range(bits_per_token):
+            out[:, index] = mix_keys(mixed + _GOLDEN * np.uint64(index + 1)) % np.uint64(num_bits)
+    return out
 
 
 def salted(token: str, salt: str) -> str:

@@ -21,7 +21,7 @@ from linkage.agency.hashing import (
     filter_hardening,
     keyed_hash32,
     keyed_hash64,
-    salted,
+    salted_positions,
     token_positions,
     tokenize,
 )
@@ -34,7 +34,7 @@ from linkage.agency.normalise import (
     soundex,
 )
 from linkage.agency.similarity import SimilarityEncoder, token_hash
-from linkage.encodings import record_layout
+from linkage.encodings import copy_column, record_layout
 from linkage.matching.block import mix_keys
 from linkage.protocol import STRING_KINDS, AttributeSpec, BlockingRule, FieldSpec, Protocol
 
@@ -189,8 +189,8 @@ def _transform(value: Value, transform: str | None) -> str | None:
     return value
 
 
-def salts_for(protocol: Protocol, rows: Sequence[Sequence[Value]]) -> list[str]:
-    """Each row's salt under the protocol's hardening ("" when unsalted or the salt field is missing).
+def salts_for(protocol: Protocol, rows: Sequence[Sequence[Value]], salt_index: int = 0) -> list[str]:
+    """Each row's value of one of the protocol's salts ("" when unsalted or the salt field is missing).
 
     >>> from linkage.protocol import Hardening, load_protocol, with_hardening
     >>> protocol = load_protocol("schemas/examples/social_services.json")
@@ -198,11 +198,12 @@ def salts_for(protocol: Protocol, rows: Sequence[Sequence[Value]]) -> list[str]:
     >>> salts_for(salted, [(None, None, dt.date(1984, 3, 7), None, None, None, None)])
     ['1984']
     """
-    salt = protocol.hardening.salt
-    if salt is None:
+    salts = protocol.hardening.salts
+    if salt_index >= len(salts):
         return [""] * len(rows)
-    index = [spec.name for spec in protocol.fields].index(salt[0])
-    return [_transform(row[index], salt[1]) or "" for row in rows]
+    field, transform = salts[salt_index]
+    index = [spec.name for spec in protocol.fields].index(field)
+    return [_transform(row[index], transform) or "" for row in rows]
 
 
 class _TokenTable:
@@ -210,8 +211,9 @@ class _TokenTable:
 
     Every token sets a fixed number of bits, so positions sit in a 2-D array and a whole
     chunk's bits are gathered with one numpy index instead of per-token Python work.
-    Positions are in the filters as built, before hardening; a salted token is a token of
-    its own.
+    Positions are in the filters as built, before hardening. Unsalted tokens take
+    clkhash's BLAKE2 positions; for salted ones the table keeps a keyed 64-bit value per
+    token, which :func:`~linkage.agency.hashing.salted_positions` mixes with the salt's.
     """
 
     def __init__(
@@ -220,38 +222,39 @@ class _TokenTable:
         clk_bits_per_token: int,
         clk_bits: int,
         own: tuple[bytes, int, int] | None,
-        salt_clk: bool = False,
-        salt_own: bool = False,
         similarity_key: bytes | None = None,
     ):
-        self.ids: dict[tuple[str, str], int] = {}
+        self.ids: dict[str, int] = {}
         self.clk_key, self.clk_k, self.clk_bits = clk_key, clk_bits_per_token, clk_bits
         self.own = own
-        self.salt_clk, self.salt_own = salt_clk, salt_own
         self.clk = np.zeros((1024, clk_bits_per_token), dtype=np.uint16)
         self.own_positions = np.zeros((1024, own[1] if own else 0), dtype=np.uint16)
+        self.clk_values = np.zeros(1024, dtype=np.uint64)
+        self.own_values = np.zeros(1024, dtype=np.uint64)
         # For similarity rules: each token's keyed hash, of the token as normalised (unsalted).
         self.similarity_key = similarity_key
         self.token_hashes = np.zeros(1024 if similarity_key else 0, dtype=np.uint64)
 
-    def id_of(self, token: str, salt: str = "") -> int:
-        token_id = self.ids.get((token, salt))
+    def id_of(self, token: str) -> int:
+        token_id = self.ids.get(token)
         if token_id is not None:
             return token_id
         token_id = len(self.ids)
         if token_id == len(self.clk):
             self.clk = np.concatenate([self.clk, np.zeros_like(self.clk)])
             self.own_positions = np.concatenate([self.own_positions, np.zeros_like(self.own_positions)])
+            self.clk_values = np.concatenate([self.clk_values, np.zeros_like(self.clk_values)])
+            self.own_values = np.concatenate([self.own_values, np.zeros_like(self.own_values)])
             self.token_hashes = np.concatenate([self.token_hashes, np.zeros_like(self.token_hashes)])
-        clk_token = salted(token, salt) if self.salt_clk else token
-        self.clk[token_id] = token_positions(clk_token, self.clk_key, self.clk_k, self.clk_bits)
+        self.clk[token_id] = token_positions(token, self.clk_key, self.clk_k, self.clk_bits)
+        self.clk_values[token_id] = keyed_hash64(self.clk_key, f"salted token|{token}")
         if self.own:
             key, bits_per_token, num_bits = self.own
-            own_token = salted(token, salt) if self.salt_own else token
-            self.own_positions[token_id] = token_positions(own_token, key, bits_per_token, num_bits)
+            self.own_positions[token_id] = token_positions(token, key, bits_per_token, num_bits)
+            self.own_values[token_id] = keyed_hash64(key, f"salted token|{token}")
         if self.similarity_key is not None:
             self.token_hashes[token_id] = token_hash(token, self.similarity_key)
-        self.ids[(token, salt)] = token_id
+        self.ids[token] = token_id
         return token_id
 
 
@@ -283,14 +286,15 @@ class RecordEncoder:
             for spec in protocol.fields
         ]
         # The salt field's own tokens are not salted; every other field's are.
-        self._salt = (position[hardening.salt[0]], hardening.salt[1]) if hardening.salt else None
-        salt_clk = bool(hardening.salt) and hardening.applies_to("clk")
-        salt_own = bool(hardening.salt) and hardening.applies_to("fields")
-        self._salted = [
-            self._salt is not None and i != self._salt[0] and (salt_clk or (salt_own and plan is not None))
+        salt_field = position[hardening.salt[0]] if hardening.salt else -1
+        self._salt_clk = [hardening.salts_target("clk") and i != salt_field for i in range(len(protocol.fields))]
+        self._salt_own = [
+            hardening.salts_target("fields") and i != salt_field and plan is not None
             for i, plan in enumerate(self._own_plans)
         ]
         self._similarity = SimilarityEncoder(protocol, keys.block)
+        self._salt_count = len(hardening.salts)
+        self._salt_values: dict[str, int] = {}
         self._tables = [
             _TokenTable(
                 keys.clk[i],
@@ -299,8 +303,6 @@ class RecordEncoder:
                 (keys.field[i], spec.bits_per_token, plan.build_bits)  # type: ignore[arg-type]
                 if plan is not None
                 else None,
-                salt_clk=salt_clk and self._salted[i],
-                salt_own=salt_own and self._salted[i],
                 similarity_key=keys.block if i in self._similarity.readers else None,
             )
             for i, (spec, plan) in enumerate(zip(protocol.fields, self._own_plans, strict=True))
@@ -322,9 +324,7 @@ class RecordEncoder:
         # Each rule's first block key column: a similarity rule takes one per band.
         self._columns = np.cumsum([0, *(rule.columns for rule in protocol.blocking)]).tolist()
 
-    def _encode_value(
-        self, index: int, spec: FieldSpec, value: Value, salt: str = ""
-    ) -> tuple[list[int], Any, tuple[int, ...]]:
+    def _encode_value(self, index: int, spec: FieldSpec, value: Value) -> tuple[list[int], Any, tuple[int, ...]]:
         """Token ids, hashes (dates and categories) and block key parts of one value."""
         cache = self._caches[index]
         self._misses[index] += 1
@@ -333,7 +333,7 @@ class RecordEncoder:
         text = value.strftime("%Y%m%d") if isinstance(value, dt.date) else value
         assert isinstance(text, str)  # noqa: S101 - None is handled by the caller
         table = self._tables[index]
-        token_ids = [table.id_of(token, salt) for token in tokenize(text, spec, self.protocol.ngram)]
+        token_ids = [table.id_of(token) for token in tokenize(text, spec, self.protocol.ngram)]
         hashes: Any = None
         if isinstance(value, dt.date):
             hashes = (
@@ -351,11 +351,26 @@ class RecordEncoder:
         )
         entry = (token_ids, hashes, parts)
         if self._cached[index]:
-            cache[(value, salt) if self._salted[index] else value] = entry
+            cache[value] = entry
         return entry
 
-    def _salts(self, rows: Sequence[Sequence[Value]]) -> list[str]:
-        return salts_for(self.protocol, rows)
+    def _salt_columns(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
+        """Per row and salt, the keyed 64-bit value of the row's salt (shape (rows, salts)).
+
+        A row without the salt field gets the value of "no salt": its salted filters are
+        never compared (it shares no salt), and they stay salted rather than plain.
+        """
+        out = np.zeros((len(rows), self._salt_count), dtype=np.uint64)
+        for salt_index in range(self._salt_count):
+            transform = self.protocol.hardening.salts[salt_index][1]
+            for row_number, salt in enumerate(salts_for(self.protocol, rows, salt_index)):
+                value = self._salt_values.get(f"{transform}|{salt}")
+                if value is None:
+                    value = self._salt_values[f"{transform}|{salt}"] = keyed_hash64(
+                        self.keys.hardening, f"salt|{transform}|{salt}"
+                    )
+                out[row_number, salt_index] = value
+        return out
 
     def encode(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
         """Encode normalised rows; the ``token`` column is left zero for the caller.
@@ -371,7 +386,7 @@ class RecordEncoder:
         clk = np.zeros((count, self._clk_plan.build_bits), dtype=bool)
         parts: list[np.ndarray] = []
         signatures: dict[int, tuple[list[int], list[tuple[np.ndarray, ...]]]] = {}
-        salts = self._salts(rows)
+        salts = self._salt_columns(rows) if self._salt_count else np.zeros((count, 0), dtype=np.uint64)
         for index, spec in enumerate(self.protocol.fields):
             cache = self._caches[index]
             token_ids: list[int] = []
@@ -379,7 +394,6 @@ class RecordEncoder:
             hashes = np.zeros((count, 3) if spec.kind == "date" else count, dtype=np.uint32)
             field_parts = np.zeros((count, len(self._transforms[index])), dtype=np.uint64)
             present = 0
-            salted_field = self._salted[index]
             table = self._tables[index]
             similar = signatures.setdefault(index, ([], [])) if table.similarity_key is not None else None
             for row_number, row in enumerate(rows):
@@ -387,10 +401,7 @@ class RecordEncoder:
                 if value is None:
                     continue
                 present += 1
-                salt = salts[row_number] if salted_field else ""
-                ids, value_hashes, value_parts = cache.get(
-                    (value, salt) if salted_field else value
-                ) or self._encode_value(index, spec, value, salt)
+                ids, value_hashes, value_parts = cache.get(value) or self._encode_value(index, spec, value)
                 token_ids.extend(ids)
                 token_rows.extend([row_number] * len(ids))
                 if similar is not None:
@@ -408,14 +419,28 @@ class RecordEncoder:
                     cache.clear()
             ids_array = np.asarray(token_ids, dtype=np.int64)
             rows_array = np.asarray(token_rows, dtype=np.int64)
-            clk[rows_array[:, None], table.clk[ids_array]] = True
-            plan = self._own_plans[index]
-            if plan is not None:
-                own = np.zeros((count, plan.build_bits), dtype=bool)
-                own[rows_array[:, None], table.own_positions[ids_array]] = True
-                out[spec.name] = np.packbits(self._harden(own, plan), axis=1)
+            if self._salt_clk[index]:
+                positions = salted_positions(
+                    table.clk_values[ids_array], salts[rows_array, 0], table.clk_k, table.clk_bits
+                )
             else:
+                positions = table.clk[ids_array]
+            clk[rows_array[:, None], positions] = True
+            plan = self._own_plans[index]
+            if plan is None:
                 out[spec.name] = hashes
+                continue
+            for salt_index in range(self._salt_count if self._salt_own[index] else 1):
+                own = np.zeros((count, plan.build_bits), dtype=bool)
+                if self._salt_own[index]:
+                    _, bits_per_token, num_bits = table.own  # type: ignore[misc]
+                    positions = salted_positions(
+                        table.own_values[ids_array], salts[rows_array, salt_index], bits_per_token, num_bits
+                    )
+                else:
+                    positions = table.own_positions[ids_array]
+                own[rows_array[:, None], positions] = True
+                out[copy_column(spec.name, salt_index)] = np.packbits(self._harden(own, plan), axis=1)
         out["clk"] = np.packbits(self._harden(clk, self._clk_plan), axis=1)
         out["block"] = self._block_keys(parts, signatures, count).reshape(out["block"].shape)
         return out

@@ -13,7 +13,7 @@ import csv
 import datetime as dt
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from linkage.agency.attacks import (
 )
 from linkage.agency.hashing import derive_keys, salted, tokenize
 from linkage.agency.records import RecordEncoder, Value, prepare_rows, salts_for
+from linkage.encodings import copy_column
 from linkage.errors import InputError
 from linkage.evaluation.scores import (
     PairwiseScores,
@@ -79,11 +80,16 @@ def hardening_options(protocol: Protocol) -> dict[str, Hardening]:
         Hardening(diffusion=6),
     ]
     if salt:
+        # The year, then the day and month: a pair whose year was mistyped still shares one.
+        second = ((salt[0], "month_day"),)
         options += [
             Hardening(salt=salt),
-            Hardening(salt=salt, diffusion=3),
             Hardening(salt=salt, diffusion=4),
             Hardening(salt=salt, balance=True, diffusion=3),
+            Hardening(salt=salt, diffusion=4, fallback="clk"),
+            Hardening(salt=salt, also_salt=second, diffusion=4),
+            Hardening(salt=salt, also_salt=second, diffusion=4, fallback="clk"),
+            Hardening(salt=salt, also_salt=second, balance=True, diffusion=3, fallback="clk"),
         ]
     if protocol.hardening.active and protocol.hardening not in options:
         options.append(protocol.hardening)
@@ -103,6 +109,8 @@ class OptionRisk:
             (the date field salts are cut from): salted fields cannot compare a record
             without one to a record with one, and this F1 shows what the option costs
             apart from that.
+        by_overlap: the attacks' results for each overlap measured (``attacks`` is the
+            first of them, the largest).
     """
 
     label: str
@@ -110,10 +118,11 @@ class OptionRisk:
     attacks: dict[str, AttackResult]
     f1: float | None
     f1_with_salt: float | None = None
+    by_overlap: dict[float, dict[str, AttackResult]] = field(default_factory=dict)
 
     @property
     def worst(self) -> float:
-        """The largest share of records any attack re-identified."""
+        """The largest share of records any attack re-identified (at full overlap, the worst case)."""
         return max(result.reidentified for result in self.attacks.values())
 
 
@@ -124,7 +133,10 @@ class RiskReport:
     Attributes:
         records: records attacked.
         reference_records: records in the attacker's plaintext reference.
-        overlap: share of the attacked records whose person is in the reference.
+        overlap: share of the attacked records whose person is in the reference (the
+            first, largest, overlap measured).
+        overlaps: every overlap measured (the share of the attacked records the
+            attacker's list covers), largest first.
         options: one entry per hardening option, ``none`` first.
         current: the label of the protocol's own hardening.
         recommended: the label recommended, or ``None`` if no option meets the goals.
@@ -143,6 +155,7 @@ class RiskReport:
     recommended_with_salt: str | None
     max_reidentified: float
     max_f1_cost: float
+    overlaps: tuple[float, ...] = (1.0,)
 
 
 def read_identifiers(
@@ -216,13 +229,19 @@ def attack_encodings(
     """
     hardening = protocol.hardening
     strings = [i for i, spec in enumerate(protocol.fields) if spec.kind in STRING_KINDS]
-    names = [protocol.fields[i].name for i in strings]
     salt_index = [spec.name for spec in protocol.fields].index(hardening.salt[0]) if hardening.salt else -1
-    reference_salts = salts_for(protocol, reference)
+    # Under several salts every salted filter has a copy per salt: the attacker may go
+    # after each copy, each under its own salt, and keeps whichever names more people.
+    copies = len(hardening.salts) if hardening.salts_target("fields") and len(hardening.salts) > 1 else 1
+    reference_salts = [salts_for(protocol, reference, k) for k in range(max(1, len(hardening.salts)))]
 
     def salted_in(target: str, index: int) -> bool:
-        return bool(hardening.salt) and hardening.applies_to(target) and index != salt_index
+        return hardening.salts_target(target) and index != salt_index
 
+    def columns(copy: int) -> list[str]:
+        return [copy_column(protocol.fields[i].name, copy if salted_in("fields", i) else 0) for i in strings]
+
+    names = columns(0)
     whole_reference = [(tuple(row),) for row in reference]
     whole_actual = [(tuple(row),) for row in values]
     field_reference = [tuple(row[i] for i in strings) for row in reference]
@@ -237,22 +256,6 @@ def attack_encodings(
         truth,
         attack="frequency_clk",
     )
-    field_keys = [
-        [
-            None if row[i] is None else (row[i], salt if salted_in("fields", i) else "")
-            for row, salt in zip(reference, reference_salts, strict=True)
-        ]
-        for i in strings
-    ]
-    results["frequency_fields"] = frequency_attack(
-        [np.asarray(records[name]) for name in names],
-        field_keys,
-        field_reference,
-        field_actual,
-        truth,
-        names=names,
-        attack="frequency_fields",
-    )
 
     def tokens_of(row: Sequence[Value], salt: str, index: int, target: str) -> frozenset[str]:
         value = row[index]
@@ -263,27 +266,52 @@ def attack_encodings(
         use_salt = salt if salted_in(target, index) else ""
         return frozenset(salted(gram, use_salt) for gram in grams)
 
-    field_tokens = [
-        [tokens_of(row, s, i, "fields") for row, s in zip(reference, reference_salts, strict=True)] for i in strings
-    ]
-    field_widths = [
-        {token: protocol.fields[i].bits_per_token or 1 for tokens in column for token in tokens}
-        for i, column in zip(strings, field_tokens, strict=True)
-    ]
-    fields_mined = pattern_mining_attack(
-        [np.asarray(records[name]) for name in names],
-        field_tokens,
-        [[row[i] for row in reference] for i in strings],
-        field_widths,
-        field_reference,
-        field_actual,
-        truth,
-        names=names,
-        attack="pattern_mining",
-    )
+    frequency_results, mining_results = [], []
+    for copy in range(copies):
+        salts = reference_salts[copy]
+        field_keys = [
+            [
+                None if row[i] is None else (row[i], salt if salted_in("fields", i) else "")
+                for row, salt in zip(reference, salts, strict=True)
+            ]
+            for i in strings
+        ]
+        frequency_results.append(
+            frequency_attack(
+                [np.asarray(records[name]) for name in columns(copy)],
+                field_keys,
+                field_reference,
+                field_actual,
+                truth,
+                names=names,
+                attack="frequency_fields",
+            )
+        )
+        field_tokens = [
+            [tokens_of(row, s, i, "fields") for row, s in zip(reference, salts, strict=True)] for i in strings
+        ]
+        field_widths = [
+            {token: protocol.fields[i].bits_per_token or 1 for tokens in column for token in tokens}
+            for i, column in zip(strings, field_tokens, strict=True)
+        ]
+        mining_results.append(
+            pattern_mining_attack(
+                [np.asarray(records[name]) for name in columns(copy)],
+                field_tokens,
+                [[row[i] for row in reference] for i in strings],
+                field_widths,
+                field_reference,
+                field_actual,
+                truth,
+                names=names,
+                attack="pattern_mining",
+            )
+        )
+    results["frequency_fields"] = _strongest(frequency_results)
+    fields_mined = _strongest(mining_results)
     clk_tokens = [
         frozenset(f"{i}|{token}" for i in range(len(protocol.fields)) for token in tokens_of(row, salt, i, "clk"))
-        for row, salt in zip(reference, reference_salts, strict=True)
+        for row, salt in zip(reference, reference_salts[0], strict=True)
     ]
     clk_widths = {
         token: protocol.fields[int(token.partition("|")[0])].clk_bits_per_token
@@ -304,13 +332,27 @@ def attack_encodings(
 
     reencoded = encode_values(protocol, attacker_secret or random_secret(), reference)
     clk_graph = graph_matching_attack(np.asarray(records["clk"]), np.asarray(reencoded["clk"]), truth)
-    fields_graph = graph_matching_attack(
-        np.concatenate([np.asarray(records[name]) for name in names], axis=1),
-        np.concatenate([np.asarray(reencoded[name]) for name in names], axis=1),
-        truth,
+    # Each copy's filters side by side, and (under several salts) all copies together.
+    column_sets = [columns(copy) for copy in range(copies)]
+    if copies > 1:
+        column_sets.append(list(dict.fromkeys(name for copy in column_sets for name in copy)))
+    fields_graph = _strongest(
+        [
+            graph_matching_attack(
+                np.concatenate([np.asarray(records[name]) for name in chosen], axis=1),
+                np.concatenate([np.asarray(reencoded[name]) for name in chosen], axis=1),
+                truth,
+            )
+            for chosen in column_sets
+        ]
     )
     results["graph_matching"] = _stronger(clk_graph, fields_graph)
     return results
+
+
+def _strongest(results: Sequence[AttackResult]) -> AttackResult:
+    """The variant that re-identified most (then recovered most values)."""
+    return max(results, key=lambda result: (result.reidentified, result.values_recovered))
 
 
 def _stronger(clk: AttackResult, fields: AttackResult) -> AttackResult:
@@ -467,7 +509,7 @@ def assess_risk(
     reference_path: Path | None = None,
     options: dict[str, Hardening] | None = None,
     sample: int = 2000,
-    overlap: float = 1.0,
+    overlaps: Sequence[float] = (1.0, 0.5, 0.2),
     quality_people: int | None = 5000,
     seed: int = 1,
     workers: int = 1,
@@ -486,7 +528,10 @@ def assess_risk(
             synthetic people.
         options: hardening options by label (default :func:`hardening_options`).
         sample: attack at most this many records (the first of the file).
-        overlap: share of the attacked records the default reference covers.
+        overlaps: shares of the attacked records the default reference covers; every
+            attack runs at each (graph matching needs a high overlap, Vidanage et al.
+            2020, so an agency sees the worst case and the likely one). With
+            ``reference_path``, only the given reference's own overlap.
         quality_people: people in the synthetic linkage that measures each option's F1
             (``None``: do not measure).
         seed: for the reference, the synthetic data and the attacker's key.
@@ -506,12 +551,16 @@ def assess_risk(
     attacker_secret = rng.bytes(32)
     with tempfile.TemporaryDirectory(prefix="pprl-risk-") as tmp_name:
         tmp = Path(tmp_name)
-        reference_values = reference_truth = None
+        references = []
         if reference_path is not None:
             reference_ids, reference_values = read_identifiers(protocol, party_id, reference_path)
             where = {client: i for i, client in enumerate(reference_ids)}
-            reference_truth = np.array([where.get(client, -1) for client in client_ids])
-        reference, truth = build_reference(protocol, values, reference_values, reference_truth, overlap, seed, tmp)
+            given = np.array([where.get(client, -1) for client in client_ids])
+            references.append(build_reference(protocol, values, reference_values, given, 1.0, seed, tmp))
+        else:
+            for number, share in enumerate(sorted(set(overlaps), reverse=True)):
+                folder = tmp / f"reference-{number}"
+                references.append(build_reference(protocol, values, None, None, share, seed, folder))
         synth_dir = tmp / "synth"
         if quality_people:
             synthesise_population(protocol, quality_people, seed, synth_dir)
@@ -519,7 +568,13 @@ def assess_risk(
         for number, (label, hardening) in enumerate(chosen.items()):
             variant = with_hardening(protocol, hardening)
             records = encode_values(variant, secret, values)
-            attacks = attack_encodings(variant, records, values, reference, truth, attacker_secret=attacker_secret)
+            by_overlap = {
+                float((truth >= 0).mean()): attack_encodings(
+                    variant, records, values, reference, truth, attacker_secret=attacker_secret
+                )
+                for reference, truth in references
+            }
+            attacks = next(iter(by_overlap.values()))
             done += 1
             if on_progress:
                 on_progress(done, steps)
@@ -538,13 +593,15 @@ def assess_risk(
                     attacks,
                     quality.overall.f1 if quality else None,
                     quality.with_salt.f1 if quality else None,
+                    by_overlap,
                 )
             )
-    covered = float((truth >= 0).mean())
+    measured = tuple(float((truth >= 0).mean()) for _, truth in references)
     return RiskReport(
         records=len(values),
-        reference_records=len(reference),
-        overlap=covered,
+        reference_records=len(references[0][0]),
+        overlap=measured[0],
+        overlaps=measured,
         options=tuple(results),
         current=protocol.hardening.label,
         recommended=recommend(results),

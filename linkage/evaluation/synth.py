@@ -1,11 +1,19 @@
-"""Realistic synthetic client lists for every party of a protocol, with known truth.
+"""Synthetic client lists for every party of a protocol, with known truth.
 
 People belong to overlapping sets of agencies; each agency's copy of a person is
-corrupted independently, the way real administrative records differ: typos, nicknames,
-a changed surname, day and month swapped, a moved address, missing values, case and
-spacing noise, New Zealand date formats. Outcome attributes differ between people
-known to several agencies and the rest, so statistics on shared clients have something
-to find. Generation streams in chunks (memory stays flat) and is deterministic per seed.
+corrupted independently, the way real administrative records differ. Two profiles:
+
+* ``realistic`` (the default; :mod:`linkage.evaluation.synth_realistic`): households,
+  names by background from large pools, and errors at the rates real client lists show
+  (year-of-birth typos, missing dates, transliterations, PO boxes, moves, per-agency
+  formats); the rates and their sources are in ``docs/synthetic-data.md``.
+* ``basic``: the earlier generator (independent people, a small name list, milder errors:
+  typos, nicknames, a changed surname, day and month swapped, a moved address, missing
+  values, case and spacing noise), kept for tests that need its numbers.
+
+Outcome attributes differ between people known to several agencies and the rest, so
+statistics on shared clients have something to find. Generation streams in chunks
+(memory stays flat) and is deterministic per seed and profile.
 """
 
 from __future__ import annotations
@@ -26,9 +34,10 @@ from linkage.errors import InputError, OutputExistsError
 from linkage.evaluation import synth_data as data
 from linkage.protocol import AttributeSpec, FieldSpec, Protocol
 
-__all__ = ["Corruption", "SynthSummary", "synthesise_population"]
+__all__ = ["PROFILES", "Corruption", "SynthSummary", "synthesise_population"]
 
 CHUNK_PEOPLE = 50_000
+PROFILES = ("realistic", "basic")
 _DATE_FORMATS = ("iso", "dmy", "d/m")
 _BASE_MEMBERSHIP = (0.65, 0.35, 0.08, 0.2, 0.15, 0.1)
 _FIRST_DAY = dt.date(1940, 1, 1).toordinal()
@@ -262,6 +271,7 @@ def synthesise_population(
     out_dir: Path,
     *,
     corruption: Corruption | None = None,
+    profile: str = "realistic",
     on_progress: Callable[[int, int], None] | None = None,
 ) -> SynthSummary:
     """Write ``out_dir/<party>.csv`` for every party and ``out_dir/truth.csv``.
@@ -271,24 +281,32 @@ def synthesise_population(
         num_people: distinct people to draw (each in one or more parties).
         seed: the random seed; the same seed gives the same files.
         out_dir: the folder to create (it may exist if empty).
-        corruption: how messy the records are; default :class:`Corruption`.
+        corruption: how messy the records of the ``basic`` profile are; default
+            :class:`Corruption`.
+        profile: ``realistic`` (default) or ``basic`` (see the module docstring).
         on_progress: called with (people done, people).
 
     Returns:
         What was written.
 
     Raises:
-        InputError: ``num_people`` below 1.
+        InputError: ``num_people`` below 1, an unknown profile, or ``corruption`` with
+            a profile other than ``basic`` (which would ignore it).
         OutputExistsError: ``out_dir`` exists and is not empty.
     """
     if num_people < 1:
         raise InputError("--people must be at least 1")
+    if profile not in PROFILES:
+        raise InputError(f"unknown synthetic profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if corruption is not None and profile != "basic":
+        raise InputError("corruption rates apply to the basic profile only; pass profile='basic' with them")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise OutputExistsError(f"{out_dir} already exists and is not empty; choose a new folder or delete it")
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(4)}")
     tmp.mkdir(parents=True)
     try:
-        counts = _write_all(protocol, num_people, seed, tmp, corruption or Corruption(), on_progress)
+        population = _population(protocol, seed, profile, corruption)
+        counts = _write_all(protocol, num_people, seed, tmp, population, on_progress)
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)
@@ -299,15 +317,23 @@ def synthesise_population(
     return SynthSummary(people=num_people, records_by_party=counts, files=files)
 
 
+def _population(protocol: Protocol, seed: int, profile: str, corruption: Corruption | None) -> _Population:
+    if profile == "basic":
+        return _Population(protocol, seed, corruption or Corruption())
+    # Imported here: the realistic profile subclasses _Population, defined in this module.
+    from linkage.evaluation.synth_realistic import RealisticErrors, RealisticPopulation
+
+    return RealisticPopulation(protocol, seed, RealisticErrors())
+
+
 def _write_all(
     protocol: Protocol,
     num_people: int,
     seed: int,
     folder: Path,
-    corruption: Corruption,
+    population: _Population,
     on_progress: Callable[[int, int], None] | None,
 ) -> dict[str, int]:
-    population = _Population(protocol, seed, corruption)
     id_rng = np.random.default_rng([seed, 1])
     prefixes = {p.id: p.id[:3].upper() for p in protocol.parties}
     semantics = [_semantic(spec) for spec in protocol.fields]

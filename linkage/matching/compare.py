@@ -10,7 +10,12 @@ salt field hash their tokens together with the salt (say, the year of birth). Tw
 are then only comparable when the two records share the salt: elsewhere a salted field
 is neutral (:mod:`linkage.matching.model` estimates its u among pairs that share the salt).
 The salt's own agreement is weighed once, by the salt field's comparison, and never again
-through every salted field.
+through every salted field. Under several salts (``"salt": ["date_of_birth:year",
+"date_of_birth:month_day"]``) every salted field has one filter per salt, and a pair is
+compared under the first salt its two records share: a mistyped year still leaves the day
+and month. With ``"fallback": "clk"``, a pair that shares no salt because one record lacks
+the salt field (a date of birth missing on one side) is compared on its unsalted, hardened
+record-level CLK instead, and only then.
 
 The fields' levels are then combined into features (a group of fields that vary together,
 such as an address and its postcode, is one feature) and each pair's pattern of feature
@@ -37,6 +42,7 @@ __all__ = [
     "encode_patterns",
     "feature_levels",
     "features_for",
+    "first_shared_salt",
     "record_salts",
     "salt_keys",
 ]
@@ -45,6 +51,8 @@ _DICE_LEVELS = {
     "name": (0.95, 0.85, 0.7, 0.5),
     "text": (0.95, 0.8, 0.6),
     "code": (0.95, 0.7, 0.45),
+    # Finer: a balanced or diffused CLK squeezes every pair's Dice towards one half.
+    "clk": (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6),
 }
 
 
@@ -63,6 +71,11 @@ class Comparison:
         taps: how many bits of the filter as built each bit of the hardened filter XORs
             (folding: 2, diffusion: its taps, both: the product); 1 when unmixed. The
             Dice of such filters is mapped back to the built filters' scale.
+        copies: a salted filter's number of copies, one per salt.
+        fallback: the record-level CLK, compared only for pairs that share no salt because
+            one record lacks the salt field.
+        salt_parts: for the salt field, the parts of its value that salt, in order
+            (``("year", "month_day")``); empty for every other field.
     """
 
     field: FieldSpec
@@ -71,6 +84,14 @@ class Comparison:
     salted: bool = False
     salt_part: str | None = None
     taps: int = 1
+    copies: int = 1
+    fallback: bool = False
+    salt_parts: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The encodings record columns this comparison reads (a salted filter's copies too)."""
+        return tuple(self.field.name if k == 0 else f"{self.field.name}@{k}" for k in range(self.copies))
 
     @property
     def levels(self) -> int:
@@ -83,29 +104,42 @@ class Comparison:
         return len(self.labels)
 
 
-def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
-    """The comparison of every identifier field of a protocol, in field order."""
+def _taps(protocol: Protocol, target: str) -> int:
     hardening = protocol.hardening
-    salt_field, salt_transform = hardening.salt or (None, None)
-    salts_filters = salt_field is not None and hardening.applies_to("fields")
-    taps = (2 if hardening.xor_fold else 1) * (hardening.diffusion or 1) if hardening.applies_to("fields") else 1
-    if hardening.balance:
+    if not hardening.applies_to(target) or hardening.balance:
         # A balanced filter has half its bits set whatever the value: the built filter's
         # bit share, which the mapping needs, is lost.
-        taps = 1
+        return 1
+    return (2 if hardening.xor_fold else 1) * (hardening.diffusion or 1)
+
+
+def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
+    """The comparison of every identifier field of a protocol, in field order (then a CLK fallback)."""
+    hardening = protocol.hardening
+    salt_field = hardening.salt[0] if hardening.salt else None
+    parts = tuple(transform or "whole" for _, transform in hardening.salts)
+    salts_filters = hardening.salts_target("fields")
+    taps = _taps(protocol, "fields")
     out = []
     for spec in protocol.fields:
-        salt_part = (salt_transform or "whole") if spec.name == salt_field else None
+        salt_part = parts[0] if spec.name == salt_field else None
+        salt_parts = parts if spec.name == salt_field else ()
         if spec.kind == "date":
             labels: tuple[str, ...] = ("different", "two of three parts", "day and month swapped", "exact")
-            out.append(Comparison(spec, labels, salt_part=salt_part))
+            out.append(Comparison(spec, labels, salt_part=salt_part, salt_parts=salt_parts))
         elif spec.kind == "category":
-            out.append(Comparison(spec, ("different", "exact"), salt_part=salt_part))
+            out.append(Comparison(spec, ("different", "exact"), salt_part=salt_part, salt_parts=salt_parts))
         else:
             thresholds = _DICE_LEVELS[spec.kind]
             labels = ("different", *(f"dice >= {t}" for t in reversed(thresholds)))
             salted = salts_filters and spec.name != salt_field
-            out.append(Comparison(spec, labels, thresholds, salted=salted, taps=taps))
+            copies = len(parts) if salted else 1
+            out.append(Comparison(spec, labels, thresholds, salted=salted, taps=taps, copies=copies))
+    if hardening.fallback == "clk" and parts:
+        spec = FieldSpec("clk", "clk", 0, 0, num_bits=protocol.clk_bits)
+        thresholds = _DICE_LEVELS["clk"]
+        labels = ("different", *(f"dice >= {t}" for t in reversed(thresholds)))
+        out.append(Comparison(spec, labels, thresholds, taps=_taps(protocol, "clk"), fallback=True))
     return tuple(out)
 
 
@@ -134,12 +168,34 @@ def salt_keys(hashes: np.ndarray, part: str) -> np.ndarray:
 
 
 def record_salts(records: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
-    """Each record's salt key (:func:`salt_keys`), read from its salt field alone; all 0 when unsalted."""
-    salt = next((c for c in comparisons if c.salt_part is not None), None)
+    """Each record's key of each salt (:func:`salt_keys`), read from its salt field alone.
+
+    Returns:
+        uint64, shape (records, salts); no column when unsalted.
+    """
+    salt = next((c for c in comparisons if c.salt_parts), None)
     if salt is None:
-        return np.zeros(len(records), dtype=np.uint64)
+        return np.zeros((len(records), 0), dtype=np.uint64)
     hashes = np.asarray(records[salt.field.name]).reshape(len(records), -1)
-    return salt_keys(hashes if hashes.shape[1] > 1 else hashes[:, 0], salt.salt_part)  # type: ignore[arg-type]
+    hashes = hashes if hashes.shape[1] > 1 else hashes[:, 0]
+    return np.stack([salt_keys(hashes, part) for part in salt.salt_parts], axis=1)
+
+
+def first_shared_salt(salts_a: np.ndarray, salts_b: np.ndarray) -> np.ndarray:
+    """Per pair, the index of the first salt its two records share; -1 where they share none.
+
+    Two records that both lack the salt field share its "no salt" value: the encoder
+    salts both with it, so their filters compare.
+
+    >>> a = np.array([[1984, 37], [1984, 37], [0, 0], [0, 0]], np.uint64)
+    >>> b = np.array([[1984, 99], [1985, 37], [0, 0], [1984, 37]], np.uint64)
+    >>> first_shared_salt(a, b).tolist()
+    [0, 1, 0, -1]
+    """
+    shared = salts_a == salts_b
+    if not shared.shape[1]:
+        return np.full(len(salts_a), -1, dtype=np.intp)
+    return np.where(shared.any(axis=1), np.argmax(shared, axis=1), -1)
 
 
 @dataclass(frozen=True)
@@ -151,11 +207,12 @@ class PartyFeatures:
 
     Attributes:
         words: packed Bloom filters of all filter fields, side by side, shape (records, words).
-        starts: first word of each filter field within a row.
-        popcounts: bits set per record and filter field, shape (records, filter fields).
+        starts: first word of each filter within a row (a salted field's copies are filters
+            of their own, one after the other).
+        popcounts: bits set per record and filter, shape (records, filters).
         hashes: hashes of the date and category fields, side by side, shape (records, columns).
         hash_starts: first column of each hashed field within ``hashes``.
-        salts: per record, its salt key (:func:`salt_keys`); all 0 when nothing is salted.
+        salts: per record, its key of each salt (:func:`record_salts`), shape (records, salts).
     """
 
     words: np.ndarray
@@ -172,13 +229,14 @@ class PartyFeatures:
         filters, hashes, starts, hash_starts = [], [], [], []
         width = hash_width = 0
         for comparison in comparisons:
-            column = np.ascontiguousarray(records[comparison.field.name])
             if comparison.dice_thresholds:
-                words = column.view(np.uint64).reshape(count, -1)
-                starts.append(width)
-                width += words.shape[1]
-                filters.append(words)
+                for name in comparison.columns:
+                    words = np.ascontiguousarray(records[name]).view(np.uint64).reshape(count, -1)
+                    starts.append(width)
+                    width += words.shape[1]
+                    filters.append(words)
             else:
+                column = np.ascontiguousarray(records[comparison.field.name])
                 values = column.reshape(count, -1).astype(np.uint32)
                 hash_starts.append(hash_width)
                 hash_width += values.shape[1]
@@ -279,6 +337,9 @@ def _compare_batch(
     comparisons: Sequence[Comparison],
 ) -> np.ndarray:
     out = np.empty((len(index_a), len(comparisons)), dtype=np.int8)
+    # Per pair, the salt its filters are compared under (-1: the pair shares none).
+    salt = first_shared_salt(features_a.salts[index_a], features_b.salts[index_b])
+    rows = np.arange(len(index_a))
     if features_a.words.shape[1]:
         shared = np.bitwise_count(features_a.words[index_a] & features_b.words[index_b])
         intersections = np.add.reduceat(shared, features_a.starts, axis=1, dtype=np.int32)
@@ -288,19 +349,25 @@ def _compare_batch(
         with np.errstate(invalid="ignore", divide="ignore"):
             dice = np.where(totals > 0, 2.0 * intersections / totals, 0.0)
             bits = np.diff(np.append(features_a.starts, features_a.words.shape[1])) * 64
-            for column, comparison in enumerate(c for c in comparisons if c.dice_thresholds):
+            block = 0
+            for comparison in (c for c in comparisons if c.dice_thresholds):
                 if comparison.taps > 1:
-                    dice[:, column] = _unmixed_dice(
-                        dice[:, column], counts_a[:, column], counts_b[:, column], bits[column], comparison.taps
-                    )
+                    for column in range(block, block + comparison.copies):
+                        dice[:, column] = _unmixed_dice(
+                            dice[:, column], counts_a[:, column], counts_b[:, column], bits[column], comparison.taps
+                        )
+                block += comparison.copies
         missing = (counts_a == 0) | (counts_b == 0)
     hashes_a = features_a.hashes[index_a]
     hashes_b = features_b.hashes[index_b]
     filter_column = hash_column = 0
     for column, comparison in enumerate(comparisons):
         if comparison.dice_thresholds:
-            out[:, column] = _dice_levels(dice[:, filter_column], missing[:, filter_column], comparison)
-            filter_column += 1
+            # A salted field's copy under the pair's shared salt (the first copy if none:
+            # it is then set missing below, with every salted field).
+            chosen = filter_column + np.maximum(salt, 0) if comparison.copies > 1 else filter_column
+            out[:, column] = _dice_levels(dice[rows, chosen], missing[rows, chosen], comparison)
+            filter_column += comparison.copies
             continue
         start = features_a.hash_starts[hash_column]
         hash_column += 1
@@ -311,11 +378,17 @@ def _compare_batch(
             levels = (a == b).astype(np.int8)
             levels[(a == 0) | (b == 0)] = comparison.missing
             out[:, column] = levels
-    salted = [column for column, comparison in enumerate(comparisons) if comparison.salted]
-    if salted:
-        apart = features_a.salts[index_a] != features_b.salts[index_b]
-        for column in salted:
-            out[apart, column] = comparisons[column].missing
+    apart = salt < 0
+    if any(c.fallback for c in comparisons):
+        # The CLK stands in only where a record lacks the salt field. Where both hold it
+        # and still share no salt, the dates disagree wholly: mostly members of one
+        # household, whose CLKs share a surname and an address.
+        lacking = (features_a.salts[index_a, 0] == 0) | (features_b.salts[index_b, 0] == 0)
+    for column, comparison in enumerate(comparisons):
+        if comparison.salted:
+            out[apart, column] = comparison.missing
+        elif comparison.fallback:
+            out[~(apart & lacking), column] = comparison.missing
     return out
 
 

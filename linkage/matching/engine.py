@@ -7,14 +7,18 @@ block-key space per task, holding only its blocks' records); fit a Fellegi-Sunte
 on the candidates and u from random pairs; choose the threshold (or take the given one);
 solve the accepted pairs into entities. The CLI runs it in-process; the service runs the
 same function as a job.
+
+With a frozen model (:mod:`linkage.matching.frozen`), or when asked to freeze one, every
+pair is decided by the frozen model alone, and the run also gives the stable mapping the
+statistics side uses (:mod:`linkage.matching.stable`).
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +37,19 @@ from linkage.matching.compare import (
     feature_levels,
     features_for,
 )
+from linkage.matching.frozen import FrozenModel, oversized_blocks
 from linkage.matching.model import (
     FellegiSunterModel,
     estimate_u,
     fit_em_by_rule,
     fit_prior,
-    same_salt_pairs,
+    shared_salt_pairs,
 )
 from linkage.matching.partition import partition_tasks
 from linkage.matching.solve import Entity, solve_entities
+from linkage.matching.stable import StableLinkage, stable_entities
 from linkage.matching.tasks import (
+    FrozenBlocks,
     ProgressCallback,
     count_slice,
     executor,
@@ -105,7 +112,9 @@ class ScoredCandidates:
 
     Linkage side only: these never leave the engine (scores are not released).
     ``pairs_compared`` counts every candidate; the arrays hold those at or above the
-    probability floor.
+    probability floor. ``priors`` are the match priors per pair of parties (indices) the
+    probabilities were computed with, ``oversized`` the blocks skipped when they were
+    frozen (``None``: those over the protocol's limit, counted on these records).
     """
 
     party_a: np.ndarray
@@ -115,10 +124,11 @@ class ScoredCandidates:
     weight: np.ndarray
     probability: np.ndarray
     model: FellegiSunterModel
-    priors: dict[tuple[int, int], float]
     sizes: tuple[int, ...]
     pairs_total: int
     pairs_compared: int
+    priors: Mapping[tuple[int, int], float] = field(default_factory=dict)
+    oversized: FrozenBlocks | None = None
 
     def threshold(self) -> float:
         """The threshold ``auto`` chooses: the best expected F1 of what the solver keeps (:func:`choose_threshold`)."""
@@ -129,7 +139,12 @@ class ScoredCandidates:
 
 @dataclass(frozen=True)
 class LinkResult:
-    """What a linkage run produced (no scores)."""
+    """What a linkage run produced (no scores).
+
+    ``entities`` are the greedy solver's (record-level results); with a frozen model,
+    ``stable`` is the stable mapping for the statistics side and ``model`` the frozen
+    model the run used (or fitted and froze).
+    """
 
     parties: tuple[str, ...]
     tokens: tuple[np.ndarray, ...]
@@ -139,6 +154,8 @@ class LinkResult:
     pairs_compared: int
     pairs_accepted: int
     seconds: float
+    model: FrozenModel | None = None
+    stable: StableLinkage | None = None
 
 
 def _random_pair_levels(
@@ -181,7 +198,7 @@ def _same_salt_levels(
     are left out: within one year, true matches are no longer rare among random pairs,
     and nearly all of them agree on the whole date.
     """
-    index_a, index_b = same_salt_pairs(pair[0].salts, pair[1].salts, count, rng)
+    index_a, index_b = shared_salt_pairs(pair[0].salts, pair[1].salts, count, rng)
     levels = compare_pairs(pair[0], pair[1], index_a, index_b, comparisons)
     salt_field = next(i for i, c in enumerate(comparisons) if c.salt_part is not None)
     if comparisons[salt_field].salt_part != "whole":
@@ -201,6 +218,8 @@ def score_candidates(
     floor: float = PROBABILITY_FLOOR,
     dask: str | None = None,
     on_progress: ProgressCallback | None = None,
+    model: FrozenModel | None = None,
+    freeze: bool = False,
 ) -> ScoredCandidates:
     """Block, compare and weigh every candidate pair of every pair of parties.
 
@@ -218,21 +237,28 @@ def score_candidates(
         floor: keep candidates with at least this match probability (0 keeps them all).
         dask: run the slices on this Dask scheduler instead of a local pool.
         on_progress: called with (tasks done, tasks) over both passes.
+        model: a frozen model: weigh with it (no EM, no term frequencies) and skip its
+            oversized blocks.
+        freeze: fit the model as usual, but weigh without term frequencies and skip the
+            blocks oversized now as a list, so that the model can be frozen
+            (:class:`linkage.matching.frozen.FrozenModel`) and give the same scores later.
     """
     comparisons = comparisons_for(protocol)
     features = features_for(comparisons, protocol.comparison_groups)
     sizes = [item.header.record_count for item in encodings]
-    with executor(protocol, encodings, workers, dask) as (runner, setup, slots):
+    parties = [item.header.party for item in encodings]
+    oversized: FrozenBlocks | None = None
+    if model is not None:
+        oversized = model.oversized_for(parties, len(protocol.block_limits))
+    elif freeze:
+        oversized = oversized_blocks(encodings, protocol.block_limits)
+    fixed = (model, freeze, oversized)
+    with executor(protocol, encodings, workers, dask, oversized) as (runner, setup, slots):
         if runner is not None and runner.client is not None:
             frequencies = frequencies_of({"records": [np.asarray(item.records) for item in encodings]}, comparisons)
+            limits = protocol.block_limits if oversized is None else oversized
             partitioned = partition_tasks(
-                runner.client,
-                encodings,
-                comparisons,
-                frequencies,
-                protocol.block_limits,
-                protocol.band_columns,
-                slots,
+                runner.client, encodings, comparisons, frequencies, limits, protocol.band_columns, slots
             )
             del frequencies
             try:
@@ -245,6 +271,7 @@ def score_candidates(
                     len(partitioned.tasks),
                     floor,
                     on_progress,
+                    fixed,
                 )
             finally:
                 partitioned.scattered.close()
@@ -255,7 +282,7 @@ def score_candidates(
                 yield task[:2], result
 
         tasks = len(slice_tasks(sizes, slots))
-        return _score(encodings, protocol.blocking, comparisons, features, run, tasks, floor, on_progress)
+        return _score(encodings, protocol.blocking, comparisons, features, run, tasks, floor, on_progress, fixed)
 
 
 def _score(
@@ -267,6 +294,7 @@ def _score(
     tasks: int,
     floor: float,
     on_progress: ProgressCallback | None,
+    fixed: tuple[FrozenModel | None, bool, FrozenBlocks | None] = (None, False, None),
 ) -> ScoredCandidates:
     """The two passes of :func:`score_candidates`, each over the ``tasks`` that ``run`` runs.
 
@@ -300,6 +328,12 @@ def _score(
         for code, count in table.items():
             all_counts[code] = all_counts.get(code, 0) + count
     all_counts = dict(sorted(all_counts.items()))
+    frozen, freeze, oversized = fixed
+    if frozen is not None:
+        priors = frozen.priors_for([item.header.party for item in encodings])
+        return _score_pass(
+            encodings, run, tasks, progress, comparisons, features, frozen.model, priors, floor, candidates, oversized
+        )
     random_levels = _random_pair_levels(encodings, comparisons, features)
     # A session holds out the fields its rule forced to agree. A similarity rule forces none
     # to agree, and its candidates alone (families and neighbours beside heavily corrupted
@@ -319,7 +353,11 @@ def _score(
         np.fromiter(all_counts.values(), dtype=np.int64, count=len(all_counts)),
         sessions,
         features,
-        estimate_u(random_levels, features),
+        estimate_u(
+            random_levels,
+            features,
+            falling=[i for i, f in enumerate(features) if any(comparisons[m].fallback for m in f.members)],
+        ),
         total_pairs=_total_pairs(sizes),
     )
     priors = {
@@ -331,6 +369,28 @@ def _score(
         )
         for a, b in itertools.combinations(range(len(sizes)), 2)
     }
+    if freeze:
+        model = replace(model, term_frequencies=False)
+    return _score_pass(
+        encodings, run, tasks, progress, comparisons, features, model, priors, floor, candidates, oversized
+    )
+
+
+def _score_pass(
+    encodings: Sequence[Encodings],
+    run: PassRunner,
+    tasks: int,
+    progress: Callable[[int], ProgressCallback | None],
+    comparisons: Sequence[Comparison],
+    features: Sequence[Feature],
+    model: FellegiSunterModel,
+    priors: Mapping[tuple[int, int], float],
+    floor: float,
+    candidates: int,
+    oversized: FrozenBlocks | None,
+) -> ScoredCandidates:
+    """The second pass of :func:`_score`: weigh every candidate and keep those at or above the floor."""
+    sizes = [item.header.record_count for item in encodings]
     parts: list[tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = []
     for (a, b), result in run("score", (comparisons, features, (model, priors, floor)), progress(tasks)):
         parts.append((a, b, result))
@@ -353,10 +413,11 @@ def _score(
         weight=weight,
         probability=probability,
         model=model,
-        priors=priors,
         sizes=tuple(sizes),
         pairs_total=_total_pairs(sizes),
         pairs_compared=candidates,
+        priors=dict(priors),
+        oversized=oversized,
     )
 
 
@@ -420,28 +481,48 @@ def link(
     workers: int = 1,
     dask: str | None = None,
     on_progress: ProgressCallback | None = None,
+    model: FrozenModel | None = None,
+    freeze: bool = False,
 ) -> LinkResult:
     """Link the parties' encodings into entities.
 
     Args:
         protocol: the protocol the encodings were made under.
         encodings: one loaded encodings file per party (see :func:`load_inputs`).
-        threshold: match probability to accept a pair; ``None`` takes the protocol's, and
-            a protocol's ``auto`` chooses it from the data (:func:`choose_threshold`).
+        threshold: match probability to accept a pair; ``None`` takes the frozen model's,
+            else the protocol's, and a protocol's ``auto`` chooses it from the data
+            (:func:`choose_threshold`).
         workers: processes for candidate generation and comparison.
         dask: a Dask scheduler address to run them on instead (same result as the pool).
         on_progress: called with (tasks done, tasks).
+        model: a frozen model to decide every pair with (see :func:`score_candidates`).
+        freeze: fit a model on these records and freeze it (returned as ``model``).
 
     Returns:
-        The entities and counts; no scores.
+        The entities and counts, no scores; with ``model`` or ``freeze``, also the frozen
+        model and the stable mapping.
     """
     started = time.perf_counter()
     check_inputs(protocol, encodings)
-    scored = score_candidates(protocol, encodings, workers=workers, dask=dask, on_progress=on_progress)
-    chosen = threshold if threshold is not None else protocol.threshold
+    scored = score_candidates(
+        protocol, encodings, workers=workers, dask=dask, on_progress=on_progress, model=model, freeze=freeze
+    )
+    chosen = threshold if threshold is not None else (model.threshold if model is not None else protocol.threshold)
     if chosen is None:
         chosen = scored.threshold()
     entities, accepted = select_and_solve(scored, chosen)
+    stable = None
+    if model is not None or freeze:
+        model = model if model is not None else _frozen(protocol, encodings, scored, chosen)
+        keep = scored.probability >= chosen
+        stable = stable_entities(
+            scored.party_a[keep],
+            scored.party_b[keep],
+            scored.record_a[keep],
+            scored.record_b[keep],
+            scored.weight[keep],
+            [item.header.record_count for item in encodings],
+        )
     return LinkResult(
         parties=tuple(item.header.party for item in encodings),
         tokens=tuple(np.ascontiguousarray(item.records["token"]) for item in encodings),
@@ -451,4 +532,23 @@ def link(
         pairs_compared=scored.pairs_compared,
         pairs_accepted=accepted,
         seconds=time.perf_counter() - started,
+        model=model,
+        stable=stable,
+    )
+
+
+def _frozen(
+    protocol: Protocol, encodings: Sequence[Encodings], scored: ScoredCandidates, threshold: float
+) -> FrozenModel:
+    """The model a freezing run fitted, with its priors, threshold and oversized blocks, by party id."""
+    parties = tuple(item.header.party for item in encodings)
+    oversized = scored.oversized or {}
+    return FrozenModel(
+        fingerprint=protocol.fingerprint,
+        parties=parties,
+        records={item.header.party: item.header.record_count for item in encodings},
+        model=scored.model,
+        priors={(parties[a], parties[b]): prior for (a, b), prior in scored.priors.items()},
+        threshold=threshold,
+        oversized={(parties[a], parties[b]): keys for (a, b), keys in oversized.items()},
     )

@@ -13,6 +13,7 @@ Under a salt, u of a salted field is estimated among random pairs that share the
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ __all__ = [
     "fit_em_by_rule",
     "fit_prior",
     "same_salt_pairs",
+    "shared_salt_pairs",
     "term_frequencies",
     "tf_adjustments",
     "value_fingerprints",
@@ -39,6 +41,7 @@ _U_PRIOR_PAIRS = 10
 # m comes from a few thousand expected matches: a larger pseudo-count keeps a level never
 # seen among them (a disagreeing sex, say) from counting as proof of a non-match.
 _M_PSEUDO_SHARE = 1e-3
+_MIN_SESSION_PAIRS = 100
 
 
 def _level_frequencies(
@@ -80,17 +83,85 @@ def same_salt_pairs(
     return index_a, order[low[index_a] + offsets]
 
 
-def estimate_u(levels: np.ndarray, features: Sequence[Feature]) -> tuple[np.ndarray, ...]:
+def shared_salt_pairs(
+    salts_a: np.ndarray, salts_b: np.ndarray, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """About ``count`` pairs drawn uniformly among the pairs that share at least one of several salts.
+
+    Each salt (a column) gets a share of ``count`` in proportion to how many pairs share
+    it, and its pairs are drawn with :func:`same_salt_pairs`; a pair sharing two salts
+    can be drawn through either (under date parts, such a pair shares the whole date,
+    which the caller leaves out anyway).
+
+    >>> a = np.array([[1, 5], [2, 6]], np.uint64); b = np.array([[1, 9], [3, 6]], np.uint64)
+    >>> index_a, index_b = shared_salt_pairs(a, b, 40, np.random.default_rng(0))
+    >>> sorted({(int(x), int(y)) for x, y in zip(index_a, index_b)})
+    [(0, 0), (1, 1)]
+    """
+    weights = []
+    for column in range(salts_a.shape[1]):
+        values, counts_a = np.unique(salts_a[:, column], return_counts=True)
+        counts_b = np.zeros(len(values), dtype=np.int64)
+        present, where = np.unique(salts_b[:, column], return_counts=True)
+        found = np.isin(present, values)
+        counts_b[np.searchsorted(values, present[found])] = where[found]
+        weights.append(float((counts_a * counts_b).sum()))
+    total = sum(weights)
+    parts_a, parts_b = [np.zeros(0, dtype=np.intp)], [np.zeros(0, dtype=np.intp)]
+    for column, weight in enumerate(weights):
+        if weight:
+            index_a, index_b = same_salt_pairs(
+                salts_a[:, column], salts_b[:, column], max(1, round(count * weight / total)), rng
+            )
+            parts_a.append(index_a)
+            parts_b.append(index_b)
+    return np.concatenate(parts_a), np.concatenate(parts_b)
+
+
+def estimate_u(levels: np.ndarray, features: Sequence[Feature], falling: Sequence[int] = ()) -> tuple[np.ndarray, ...]:
     """Estimate u, per feature level, from random pairs (nearly all non-matches).
 
     A few pseudo-pairs that disagree on everything (code 0) are added: where random
     pairs are too few to tell, e.g. a salted field when hardly any pair shares a salt,
     u leans towards "non-matches disagree" instead of rating every level alike.
+
+    Args:
+        levels: feature levels of random pairs.
+        features: what is weighed.
+        falling: features whose u is made to fall with closer agreement (:func:`_falling`):
+            the CLK fallback, whose top levels random true matches can dominate.
     """
     prior = np.zeros((_U_PRIOR_PAIRS, len(features)), dtype=levels.dtype)
-    return _level_frequencies(
+    u = _level_frequencies(
         np.concatenate([levels, prior]), np.ones(len(levels) + len(prior)), features, _U_PSEUDO_SHARE
     )
+    return tuple(
+        _falling(shares, feature) if index in falling else shares
+        for index, (shares, feature) in enumerate(zip(u, features, strict=True))
+    )
+
+
+def _falling(u: np.ndarray, feature: Feature) -> np.ndarray:
+    """Make u of a single field's levels fall from level to level (closer agreement, rarer).
+
+    Random pairs hold a few true matches, and among the rare top levels of a noisy filter
+    (a diffused CLK) those few can outnumber the non-matches, rating the closest agreement
+    as likelier among non-matches than the next one down. A non-match is never likelier
+    to agree more closely: each level's u is capped at the one below, then all renormalised.
+    Groups, whose codes are not ordered, are left as they are.
+
+    >>> from linkage.matching.compare import Feature
+    >>> _falling(np.array([0.9, 0.09, 0.0, 0.01, 1.0]), Feature("clk", (0,), (5,), 4)).round(3).tolist()
+    [0.909, 0.091, 0.0, 0.0, 1.0]
+    """
+    if len(feature.members) != 1:
+        return u
+    out = u.copy()
+    weighed = [code for code in range(feature.size) if code != feature.neutral]
+    for below, above in itertools.pairwise(weighed):
+        out[above] = min(out[above], out[below])
+    out[weighed] /= out[weighed].sum()
+    return out
 
 
 @dataclass(frozen=True)
@@ -103,6 +174,10 @@ class FellegiSunterModel:
         u: per feature, P(level | non-match); 1 at the neutral level.
         prior: chance that a pair of records (of all pairs) is a match.
         iterations: EM iterations run.
+        term_frequencies: adjust exact name agreement for how common the name is
+            (:func:`tf_adjustments`). A frozen model (:mod:`linkage.matching.frozen`) does
+            not: the shares are counted over everyone linked, so with them one person's
+            records would move the weights of every pair that shares their names.
     """
 
     features: tuple[Feature, ...]
@@ -110,6 +185,7 @@ class FellegiSunterModel:
     u: tuple[np.ndarray, ...]
     prior: float
     iterations: int
+    term_frequencies: bool = True
 
     def level_weights(self) -> tuple[np.ndarray, ...]:
         """log2(m/u) per feature level (0 at the neutral level)."""
@@ -197,6 +273,8 @@ def tf_adjustments(
         frequencies_b: the same for the second record.
     """
     out = np.zeros(len(levels))
+    if not model.term_frequencies:
+        return out
     column = 0
     for position, comparison in enumerate(comparisons):
         if comparison.field.kind not in TF_KINDS:
@@ -314,11 +392,10 @@ def fit_em_by_rule(
         session leaves free).
     """
     overall = fit_em(patterns, counts, features, u, total_pairs=total_pairs)
-    sums = [np.zeros_like(m) for m in overall.m]
-    sessions_free = [0] * len(features)
+    fitted_m: list[list[np.ndarray]] = [[] for _ in features]
     for session_patterns, session_counts, fields in sessions:
         free = [i for i, f in enumerate(features) if not set(f.name.split("+")) & fields]
-        if not free or session_counts.sum() < 100:
+        if not free or session_counts.sum() < _MIN_SESSION_PAIRS:
             continue
         sub_features = [features[i] for i in free]
         fitted = fit_em(
@@ -329,12 +406,37 @@ def fit_em_by_rule(
             total_pairs=int(session_counts.sum()),
         )
         for position, i in enumerate(free):
-            sums[i] += fitted.m[position]
-            sessions_free[i] += 1
-    m = tuple(sums[i] / sessions_free[i] if sessions_free[i] else overall.m[i] for i in range(len(features)))
+            # A session in which a feature is nearly always neutral (the CLK fallback,
+            # among pairs blocked on a date, which share a salt) says nothing of its m.
+            weighed = session_counts[session_patterns[:, i] != features[i].neutral].sum()
+            if weighed >= _MIN_SESSION_PAIRS:
+                fitted_m[i].append(fitted.m[position])
+    m = tuple(_robust_m(fitted_m[i], features[i]) if fitted_m[i] else overall.m[i] for i in range(len(features)))
     model = FellegiSunterModel(tuple(features), m, u, overall.prior, overall.iterations)
     prior = fit_prior(model, patterns, counts, total_pairs)
     return FellegiSunterModel(tuple(features), m, u, prior, overall.iterations)
+
+
+def _robust_m(sessions: Sequence[np.ndarray], feature: Feature) -> np.ndarray:
+    """A feature's m from the sessions that left it free: their median per level, renormalised.
+
+    One session can mistake a group of non-matches for matches: pairs blocked on an
+    address are mostly people of one household, who share a surname and an address but
+    neither a given name nor a birth date, and that session's EM may take them for the
+    match class, rating a different given name as likely among matches. A mean lets that
+    one session drag every feature it left free; the median of three or more does not.
+
+    >>> from linkage.matching.compare import Feature
+    >>> f = Feature("sex", (0,), (3,), 2)
+    >>> _robust_m([np.array([0.1, 0.9, 1.0]), np.array([0.12, 0.88, 1.0]), np.array([0.6, 0.4, 1.0])], f).round(3)
+    array([0.12, 0.88, 1.  ])
+    """
+    m: np.ndarray = np.median(np.stack(sessions), axis=0)
+    weighed = np.ones(feature.size, dtype=bool)
+    weighed[feature.neutral] = False
+    m[weighed] /= m[weighed].sum()
+    m[feature.neutral] = 1.0
+    return m
 
 
 def fit_prior(model: FellegiSunterModel, patterns: np.ndarray, counts: np.ndarray, total_pairs: int) -> float:

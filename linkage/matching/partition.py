@@ -11,7 +11,7 @@ the pool's slice tasks.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from linkage.dask_cluster import ScatteredTasks, Sealed
 from linkage.encodings import Encodings
-from linkage.matching.block import partition_blocks, partition_pairs, shared_blocks
+from linkage.matching.block import SharedBlocks, partition_blocks, partition_pairs, shared_blocks
 from linkage.matching.compare import Comparison, Feature, PartyFeatures, compare_pairs, encode_patterns, feature_levels
 from linkage.matching.model import FellegiSunterModel
 from linkage.matching.passes import key_columns, pattern_counts, weigh_pairs
@@ -130,7 +130,7 @@ def partition_tasks(
     encodings: Sequence[Encodings],
     comparisons: Sequence[Comparison],
     frequencies: Sequence[Sequence[np.ndarray]],
-    max_block_pairs: Sequence[int],
+    max_block_pairs: Sequence[int] | Mapping[tuple[int, int], tuple[np.ndarray, ...]],
     band_columns: Sequence[bool],
     slots: int,
 ) -> PartitionTasks:
@@ -140,16 +140,25 @@ def partition_tasks(
     its term frequencies (``frequencies``: per party, per name field, over all records of
     all parties; a partition alone would give others). Partitions with no record of one
     party make no pairs and no task. The coordinator keeps only each task's record
-    indices, to cut its input again should a worker die with it.
+    indices, to cut its input again should a worker die with it. ``max_block_pairs`` may
+    instead be a frozen model's oversized blocks per pair of parties
+    (:data:`linkage.matching.tasks.FrozenBlocks`), which are then the blocks skipped.
     """
     records = [np.asarray(item.records) for item in encodings]
-    fields = [(name, records[0].dtype[name]) for name in dict.fromkeys(["block", *(c.field.name for c in comparisons)])]
+    fields = [
+        (name, records[0].dtype[name])
+        for name in dict.fromkeys(["block", *(n for c in comparisons for n in c.columns)])
+    ]
     tasks: list[tuple[int, int, int, int]] = []
     cuts: list[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]] = []
     for a, b in itertools.combinations(range(len(records)), 2):
         keys_a = np.asarray(records[a]["block"]).reshape(len(records[a]), -1)
         keys_b = np.asarray(records[b]["block"]).reshape(len(records[b]), -1)
-        shared = shared_blocks(keys_a, keys_b, max_block_pairs, band_columns)
+        shared = (
+            _frozen_shared(keys_a, keys_b, max_block_pairs[(a, b)])
+            if isinstance(max_block_pairs, Mapping)
+            else shared_blocks(keys_a, keys_b, max_block_pairs, band_columns)
+        )
         partitions = partition_count(shared.routes, slots)
         cut = partition_blocks(keys_a, keys_b, shared, partitions)
         for partition, (rows_a, rows_b) in enumerate(zip(cut.records_a, cut.records_b, strict=True)):
@@ -173,6 +182,14 @@ def partition_tasks(
 
     sizes = [(len(rows_a) + len(rows_b)) * record_bytes for rows_a, rows_b, _ in cuts]
     return PartitionTasks(tasks, ScatteredTasks(client, make_input, sizes))
+
+
+def _frozen_shared(keys_a: np.ndarray, keys_b: np.ndarray, oversized: tuple[np.ndarray, ...]) -> SharedBlocks:
+    """:func:`shared_blocks` with the given blocks skipped, whatever the size of the others."""
+    every = shared_blocks(keys_a, keys_b, np.iinfo(np.int64).max)
+    rows_a = tuple(rows[~np.isin(keys_a[rows, rule], oversized[rule])] for rule, rows in enumerate(every.rows_a))
+    rows_b = tuple(rows[~np.isin(keys_b[rows, rule], oversized[rule])] for rule, rows in enumerate(every.rows_b))
+    return SharedBlocks(rows_a, rows_b, oversized)
 
 
 def _cut_fields(records: np.ndarray, rows: np.ndarray, fields: list[tuple[str, np.dtype[Any]]]) -> np.ndarray:

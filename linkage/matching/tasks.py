@@ -16,10 +16,10 @@ import itertools
 import multiprocessing
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -51,10 +51,15 @@ SLICE_RECORDS = 20_000
 MIN_SLICE_RECORDS = 1_000
 
 
+# A frozen model's oversized blocks (:mod:`linkage.matching.frozen`): per pair of parties
+# (their indices in this run), per rule, the block keys to skip. Decided when the model was
+# fitted, not by counting the records linked now: a count would let one person's records
+# open or close a block of other people's pairs.
+FrozenBlocks = Mapping[tuple[int, int], tuple[np.ndarray, ...]]
 # What a worker needs for a job's tasks: the job's key, each party's records (a path to
 # load them from, or on Dask the sealed records scattered to it), each block key column's
-# block size limit, CLK prefilter.
-Setup = tuple[str, tuple[Any, ...], tuple[int, ...], float | None]
+# block size limit (or the frozen oversized blocks), CLK prefilter.
+Setup = tuple[str, tuple[Any, ...], tuple[int, ...] | FrozenBlocks, float | None]
 State = dict[str, Any]
 
 
@@ -114,11 +119,14 @@ def _block_index(state: State, party_a: int, party_b: int) -> BlockIndex:
     records: list[np.ndarray] = state["records"]
 
     def build() -> BlockIndex:
-        return BlockIndex.build(
+        limit = state["max_block_pairs"]
+        frozen = isinstance(limit, Mapping)
+        index = BlockIndex.build(
             np.asarray(records[party_a]["block"]).reshape(len(records[party_a]), -1),
             np.asarray(records[party_b]["block"]).reshape(len(records[party_b]), -1),
-            state["max_block_pairs"],
+            np.iinfo(np.int64).max if frozen else limit,
         )
+        return replace(index, oversized=limit[(party_a, party_b)]) if frozen else index
 
     return _cached(state, f"index/{party_a}/{party_b}", build)  # type: ignore[no-any-return]
 
@@ -133,7 +141,8 @@ def frequencies_of(state: State, comparisons: Sequence[Comparison]) -> list[list
     records: list[np.ndarray] = state["records"]
 
     def build() -> list[list[np.ndarray]]:
-        salts = [record_salts(party, comparisons) for party in records]
+        # A salted field's term frequencies are shares within its first salt.
+        salts = [record_salts(party, comparisons)[:, :1].ravel() for party in records]
         per_field = [
             term_frequencies(
                 [value_fingerprints(np.ascontiguousarray(party[c.field.name]).view(np.uint64)) for party in records],
@@ -236,7 +245,11 @@ class Runner:
 
 @contextmanager
 def executor(
-    protocol: Protocol, encodings: Sequence[Encodings], workers: int, dask: str | None = None
+    protocol: Protocol,
+    encodings: Sequence[Encodings],
+    workers: int,
+    dask: str | None = None,
+    oversized: FrozenBlocks | None = None,
 ) -> Iterator[tuple[Runner | None, Setup, int]]:
     """Where the tasks run: (runner, or ``None`` for this process; inputs setup; parallelism).
 
@@ -249,10 +262,11 @@ def executor(
     carries only its slice bounds and the model. Either way the encodings travel sealed
     (Dask never prints them), the workers need no shared file system, a task lost with a
     worker is run again elsewhere with the same result, and at the end the workers drop
-    the job's inputs.
+    the job's inputs. With ``oversized`` (a frozen model's), those blocks are skipped
+    instead of the blocks over the protocol's ``max_block_pairs``.
     """
     key = secrets.token_hex(8)
-    limits = (protocol.block_limits, protocol.clk_prefilter)
+    limits = (protocol.block_limits if oversized is None else oversized, protocol.clk_prefilter)
     if dask is not None:
         with connect(dask) as client:
             from distributed import as_completed  # an optional extra, present if connect worked

@@ -13,7 +13,7 @@ import csv
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import httpx
 
 from linkage.encodings import ENCODINGS_FILE
 from linkage.errors import (
+    BudgetExceeded,
     Conflict,
     Forbidden,
     InputError,
@@ -32,16 +33,22 @@ from linkage.errors import (
     PprlError,
     ProtocolError,
     ServiceError,
+    TamperedError,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
 )
+from linkage.file_modes import PRIVATE_FILE, private_opener
 from linkage.token_files import read_keymap
 
 __all__ = [
     "ATTRIBUTES_FILE",
     "AuditLine",
+    "ChainStatus",
     "Identity",
+    "NewAnalyst",
     "NewProject",
+    "PendingRequest",
     "Results",
     "RunStatus",
     "ServiceClient",
@@ -59,6 +66,7 @@ __all__ = [
 ATTRIBUTES_FILE = "attributes.csv"
 CHUNK_BYTES = 1 << 20
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
+_ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 ProgressCallback = Callable[[int, int], None]
 _BY_STATUS: dict[int, type[PprlError]] = {
     400: InputError,
@@ -69,17 +77,24 @@ _BY_STATUS: dict[int, type[PprlError]] = {
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
     422: InputError,
+    429: TooManyRequests,
 }
-_BY_CODE: dict[str, type[PprlError]] = {"mismatch": MismatchError, "invalid_protocol": ProtocolError}
+_BY_CODE: dict[str, type[PprlError]] = {
+    "budget_exceeded": BudgetExceeded,
+    "mismatch": MismatchError,
+    "invalid_protocol": ProtocolError,
+    "tampered": TamperedError,
+}
 
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a credential belongs to."""
+    """Who a credential belongs to (an analyst's name too)."""
 
     role: str
     project_id: str | None
     party: str | None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,45 @@ class NewProject:
     name: str
     fingerprint: str
     credentials: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class NewAnalyst:
+    """An analyst's own credential (shown once) and budget."""
+
+    project_id: str
+    name: str
+    budget: Mapping[str, float] | None
+    credential: str
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A serious-threat request as stored: never its tokens, only their SHA-256."""
+
+    request_id: str
+    project_id: str
+    party: str
+    status: str
+    token_count: int
+    token_sha256: tuple[str, ...]
+    reason: str
+    created_at: str
+    decided_at: str | None
+    decided_by: str | None
+    note: str
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    """One hash chain as the server checked it (the audit log, a project's ledger)."""
+
+    name: str
+    ok: bool
+    rows: int
+    head: str
+    problem: str
+    first_bad: int | None
 
 
 @dataclass(frozen=True)
@@ -154,6 +208,7 @@ class AuditLine:
     project_id: str | None
     outcome: str
     detail: str
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,13 +291,18 @@ class ServiceClient:
         """Who this credential belongs to (asked once)."""
         if self._identity is None:
             body, _ = self._request("GET", "/me")
-            self._identity = Identity(body["role"], body["project_id"], body["party"])
+            self._identity = Identity(body["role"], body["project_id"], body["party"], body.get("name"))
         return self._identity
 
-    def _project(self) -> str:
+    def _project(self, project_id: str | None = None) -> str:
+        if project_id is not None:
+            return project_id
         identity = self.identity()
         if identity.project_id is None:
-            raise Forbidden("this command needs a project credential (--token-file), not the admin secret")
+            raise Forbidden(
+                "this command needs a project credential (--token-file), or with the admin secret the project's id "
+                "(--project)"
+            )
         return identity.project_id
 
     def create_project(self, protocol_document: Mapping[str, Any]) -> NewProject:
@@ -304,22 +364,27 @@ class ServiceClient:
             for kind, path in upload_files(out_dir)
         ]
 
-    def start_run(self) -> RunStatus:
-        """Queue a linkage run (or get the one already queued or running)."""
-        body, status = self._request("POST", f"/projects/{self._project()}/runs")
+    def start_run(self, project_id: str | None = None) -> RunStatus:
+        """Queue a linkage run (or get the one already queued or running); ``project_id`` for the admin secret."""
+        body, status = self._request("POST", f"/projects/{self._project(project_id)}/runs")
         return _run(body, created=status == 202)
 
-    def run_status(self, run_id: int) -> RunStatus:
+    def run_status(self, run_id: int, project_id: str | None = None) -> RunStatus:
         """A run's status and progress."""
-        body, _ = self._request("GET", f"/projects/{self._project()}/runs/{run_id}")
+        body, _ = self._request("GET", f"/projects/{self._project(project_id)}/runs/{run_id}")
         return _run(body)
 
     def wait_for_run(
-        self, run_id: int, *, poll_seconds: float = 1.0, on_progress: ProgressCallback | None = None
+        self,
+        run_id: int,
+        *,
+        poll_seconds: float = 1.0,
+        on_progress: ProgressCallback | None = None,
+        project_id: str | None = None,
     ) -> RunStatus:
         """Poll a run until it is done or failed; progress is reported in thousandths."""
         while True:
-            run = self.run_status(run_id)
+            run = self.run_status(run_id, project_id)
             if on_progress:
                 on_progress(round(run.progress * 1000), 1000)
             if run.finished:
@@ -331,24 +396,60 @@ class ServiceClient:
         body, _ = self._request("GET", f"/projects/{self._project()}/results")
         return _results(body)
 
-    def serious_threat(self, tokens: Sequence[str], reason: str) -> Results:
-        """Named tokens' shared parties under the serious-threat exception; the reason is audited."""
-        body, _ = self._request(
+    def serious_threat(self, tokens: Sequence[str], reason: str) -> Results | PendingRequest:
+        """Named tokens' shared parties under the serious-threat exception; the reason is audited.
+
+        Returns:
+            The release, or the pending request when the protocol wants the administrator's approval.
+        """
+        body, status = self._request(
             "POST",
             f"/projects/{self._project()}/results/serious-threat",
             json={"tokens": list(tokens), "reason": reason},
         )
+        return _pending(body) if status == 202 else _results(body)
+
+    def threat_requests(self, project_id: str | None = None) -> list[PendingRequest]:
+        """Serious-threat requests: the project's (admin secret, ``project_id``) or the party's own."""
+        body, _ = self._request("GET", f"/projects/{self._project(project_id)}/serious-threat-requests")
+        return [_pending(item) for item in body["requests"]]
+
+    def decide_threat_request(self, project_id: str, request_id: str, decision: str, note: str) -> PendingRequest:
+        """Approve or refuse a pending serious-threat request (admin secret); ``decision`` is approve or refuse."""
+        path = f"/projects/{project_id}/serious-threat-requests/{request_id}/{decision}"
+        body, _ = self._request("POST", path, json={"note": note})
+        return _pending(body)
+
+    def fetch_threat_results(self, request_id: str) -> Results:
+        """An approved serious-threat request's release (once)."""
+        body, _ = self._request("GET", f"/projects/{self._project()}/serious-threat-requests/{request_id}/results")
         return _results(body)
 
-    def query(self, query: str | Mapping[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+    def add_analyst(self, project_id: str, name: str, budget: Mapping[str, float] | None) -> NewAnalyst:
+        """Give an analyst a credential of their own, with an optional budget (admin secret)."""
+        body, _ = self._request("POST", f"/projects/{project_id}/analysts", json={"name": name, "budget": budget})
+        return NewAnalyst(body["project_id"], body["name"], body["budget"], body["credential"])
+
+    def verify_audit(self) -> list[ChainStatus]:
+        """Check the audit log's and every ledger's hash chain (admin secret)."""
+        body, _ = self._request("GET", "/audit/verify")
+        return [ChainStatus(**chain) for chain in body["chains"]]
+
+    def query(
+        self, query: str | Mapping[str, Any], *, dry_run: bool = False, target_half_width: float | None = None
+    ) -> dict[str, Any]:
         """A differentially private answer (analyst credential), as the JSON of ``stats.dp.Answer``.
 
         Args:
             query: the query language as one string, or the query's JSON form.
             dry_run: only plan it: stated accuracy and cost, no values, nothing spent.
+            target_half_width: with ``dry_run``, plan it at the least cost that gives ± this.
         """
         payload: dict[str, Any] = {"query": query} if isinstance(query, str) else {"spec": dict(query)}
-        body, _ = self._request("POST", f"/projects/{self._project()}/queries", json={**payload, "dry_run": dry_run})
+        payload["dry_run"] = dry_run
+        if target_half_width is not None:
+            payload["target_half_width"] = target_half_width
+        body, _ = self._request("POST", f"/projects/{self._project()}/queries", json=payload)
         return dict(body)
 
     def query_batch(self, label: str, specs: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -418,6 +519,22 @@ def _run(body: Mapping[str, Any], *, created: bool = False) -> RunStatus:
     )
 
 
+def _pending(body: Mapping[str, Any]) -> PendingRequest:
+    return PendingRequest(
+        request_id=body["request_id"],
+        project_id=body["project_id"],
+        party=body["party"],
+        status=body["status"],
+        token_count=body["token_count"],
+        token_sha256=tuple(body["token_sha256"]),
+        reason=body["reason"],
+        created_at=body["created_at"],
+        decided_at=body["decided_at"],
+        decided_by=body["decided_by"],
+        note=body["note"],
+    )
+
+
 def _results(body: Mapping[str, Any]) -> Results:
     return Results(
         run_id=body["run_id"],
@@ -472,7 +589,7 @@ def write_shared(results: Results, keymap_path: Path, out_path: Path) -> SharedS
     rows = [(keymap[item.token], ";".join(item.shared_with)) for item in results.records if item.token in keymap]
     unknown = sum(1 for item in results.records if item.token not in keymap)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with open(tmp, "w", newline="", encoding="utf-8", opener=private_opener) as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["client_id", "shared_with"])
         writer.writerows(sorted(rows))
@@ -484,8 +601,16 @@ def credential_files(out_dir: Path, roles: Sequence[str]) -> dict[str, Path]:
     """The token file of each role in ``out_dir``; check this before creating a project.
 
     Raises:
+        ServiceError: a role is not a plain name (a party id or ``analyst``), so it cannot
+            name a file in ``out_dir``.
         OutputExistsError: a token file exists already; tokens are never overwritten.
     """
+    unsafe = [role for role in roles if not _ROLE.match(role)]
+    if unsafe:
+        raise ServiceError(
+            f"refusing to write a token file for {unsafe[0][:40]!r}: a credential's name must be a party id or an "
+            "analyst's name (lowercase letters, digits, _ and -); nothing was written"
+        )
     paths = {role: out_dir / f"{role}.token" for role in roles}
     clashes = [str(path) for path in paths.values() if path.exists()]
     if clashes:
@@ -496,16 +621,32 @@ def credential_files(out_dir: Path, roles: Sequence[str]) -> dict[str, Path]:
     return paths
 
 
-def write_credentials(credentials: Mapping[str, str], out_dir: Path) -> list[Path]:
-    """Write one token file per role (``<role>.token``, mode 0600) into a folder.
+def write_credentials(credentials: Mapping[str, str], out_dir: Path, expected: Collection[str]) -> list[Path]:
+    """Write one token file per role (``<role>.token``, mode 0600) into a folder (made 0700 if new).
+
+    Args:
+        credentials: role -> token, as the server returned them.
+        out_dir: the folder.
+        expected: the roles the protocol has (its party ids and ``analyst``): the server
+            names the files, so anything else is refused before a file is written.
 
     Raises:
+        ServiceError: the server returned a credential for a role the protocol does not have.
         OutputExistsError: a token file exists already; tokens are never overwritten.
     """
+    unexpected = sorted(set(credentials) - set(expected))
+    if unexpected:
+        raise ServiceError(
+            f"the server returned a credential for {unexpected[0][:40]!r}, which is not a party of the protocol "
+            "nor the analysts; nothing was written. Check --server points at a pprl service you trust"
+        )
     paths = credential_files(out_dir, list(credentials))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not out_dir.exists():
+        out_dir.mkdir(parents=True, mode=0o700)
+        out_dir.chmod(0o700)
     for role, token in credentials.items():
-        descriptor = os.open(paths[role], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        descriptor = os.open(paths[role], os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+        os.fchmod(descriptor, PRIVATE_FILE)
         with os.fdopen(descriptor, "w", encoding="ascii") as handle:
             handle.write(token + "\n")
     return list(paths.values())

@@ -1,5 +1,9 @@
 """The linkage store: projects, credentials, encodings uploads, runs, entities and the audit log.
 
+Each project also keeps the linkage model its first run fitted and froze, which every later
+run reuses, and each run its stable mapping next to its entities: the mapping the
+statistics side counts people in (:mod:`linkage.matching.stable`).
+
 SQLAlchemy Core on SQLite (``DATA_DIR/linkage.db``, the embedded default) or PostgreSQL
 (schema ``pprl_linkage``), one code path for both. Encodings bodies are files under
 ``DATA_DIR/blobs/<sha256>``: written to a temporary file, fsync'd and renamed, and only then
@@ -12,17 +16,19 @@ All SQL of the linkage side lives in this module.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import secrets
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -42,13 +48,17 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from linkage.chain import GENESIS, ChainCheck, ChainHead, ChainRow, chain_digest, verify_chain
 from linkage.database import ANALYST, Database, hash_token, now, open_engine, project_tables
 from linkage.encodings import EncodingsHeader, check_compatible, read_encodings, read_header
 from linkage.errors import Conflict, NotFound, ProtocolError
+from linkage.file_modes import private_dir
 from linkage.matching.engine import LinkResult
-from linkage.protocol import Protocol, parse_protocol
+from linkage.protocol import Protocol, Safeguards, parse_protocol
+from linkage.token_files import token_set_sha256
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -59,9 +69,12 @@ __all__ = [
     "ProjectRecord",
     "RunRecord",
     "SharedRecord",
+    "StartedRun",
+    "ThreatRequest",
     "UploadOutcome",
     "UploadRecord",
     "check_upload",
+    "encodings_tokens_sha256",
     "hash_token",
     "issue_credentials",
     "new_project_id",
@@ -89,6 +102,9 @@ uploads = Table(
     Column("record_count", BigInteger, nullable=False),
     Column("size_bytes", BigInteger, nullable=False),
     Column("uploaded_at", DateTime(timezone=True), nullable=False),
+    # SHA-256 of the upload's set of tokens (token_set_sha256): the statistics side checks
+    # attributes against it. Filled in at start-up for uploads stored before it existed.
+    Column("tokens_sha256", String(64)),
 )
 runs = Table(
     "runs",
@@ -105,6 +121,10 @@ runs = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("entity_count", Integer),
     Column("linked_records", Integer),
+    # The run's number within its project (1, 2, ...): what parties see as its id.
+    Column("number", Integer),
+    # Who queued it (``party:msd``, ``admin``): parties may start only so many.
+    Column("started_by", String(80)),
 )
 # At most one queued or running run per project, enforced by the database itself.
 Index(
@@ -114,6 +134,7 @@ Index(
     sqlite_where=runs.c.status.in_(ACTIVE_STATUSES),
     postgresql_where=runs.c.status.in_(ACTIVE_STATUSES),
 )
+Index("runs_number_per_project", runs.c.project_id, runs.c.number, unique=True)
 entities = Table(
     "entities",
     _metadata,
@@ -123,6 +144,25 @@ entities = Table(
     Column("entity_id", Integer, nullable=False),
 )
 Index("entities_by_entity", entities.c.run_id, entities.c.entity_id)
+# The frozen model of a project (:mod:`linkage.matching.frozen`), as its JSON document; and
+# each run's stable mapping, which the statistics side receives instead of the entities.
+frozen_models = Table(
+    "frozen_models",
+    _metadata,
+    Column("project_id", String(32), ForeignKey("projects.id"), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("document", Text, nullable=False),
+    Column("fitted_run", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+stable_entities = Table(
+    "stable_entities",
+    _metadata,
+    Column("run_id", Integer, ForeignKey("runs.id"), primary_key=True),
+    Column("party", String(32), primary_key=True),
+    Column("token", String(32), primary_key=True),
+    Column("entity_id", Integer, nullable=False),
+)
 audit = Table(
     "audit",
     _metadata,
@@ -133,7 +173,37 @@ audit = Table(
     Column("project_id", String(32)),
     Column("outcome", String(64), nullable=False),
     Column("detail", Text, nullable=False, default=""),
+    # The hash chain (linkage.chain): the previous line's hash and this line's own.
+    Column("prev_sha256", String(64)),
+    Column("sha256", String(64)),
+    # AUTOINCREMENT: SQLite never hands out the id of a deleted last line again.
+    sqlite_autoincrement=True,
 )
+chain_heads = Table(
+    "chain_heads",
+    _metadata,
+    Column("name", String(32), primary_key=True),
+    Column("last_key", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("rows", BigInteger, nullable=False),
+)
+threat_requests = Table(
+    "threat_requests",
+    _metadata,
+    Column("id", String(16), primary_key=True),
+    Column("project_id", String(32), ForeignKey("projects.id"), nullable=False),
+    Column("party", String(32), nullable=False),
+    Column("tokens", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("decided_by", String(80)),
+    Column("note", Text, nullable=False, default=""),
+)
+AUDIT_CHAIN = "audit"
+MAX_DETAIL_CHARS = 2000
+_FIELD_LIMITS = {"actor": 80, "action": 64, "outcome": 64}
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -162,11 +232,12 @@ def issue_credentials(protocol: Protocol) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Credential:
-    """Who a token belongs to: a role (``party`` or ``analyst``) in one project."""
+    """Who a token belongs to: a role (``party`` or ``analyst``) in one project, and an analyst's name."""
 
     role: str
     project_id: str
     party: str | None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +263,7 @@ class UploadRecord:
     record_count: int
     size_bytes: int
     uploaded_at: datetime
+    tokens_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,7 +276,11 @@ class UploadOutcome:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A linkage run: its state and counts (never scores)."""
+    """A linkage run: its state and counts (never scores).
+
+    ``id`` is the store's own key; ``number`` counts the project's runs (1, 2, ...) and is
+    what the API calls the run's id.
+    """
 
     id: int
     project_id: str
@@ -217,6 +293,8 @@ class RunRecord:
     finished_at: datetime | None
     entity_count: int | None
     linked_records: int | None
+    number: int
+    started_by: str | None
 
 
 @dataclass(frozen=True)
@@ -232,8 +310,17 @@ class SharedRecord:
 
 
 @dataclass(frozen=True)
+class StartedRun:
+    """What asking for a run did: the run, whether it was queued now, and whose encodings changed since the last."""
+
+    run: RunRecord
+    created: bool
+    replaced: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class AuditEntry:
-    """One line of the append-only audit log."""
+    """One line of the append-only audit log, with its link in the hash chain."""
 
     id: int
     at: datetime
@@ -242,6 +329,32 @@ class AuditEntry:
     project_id: str | None
     outcome: str
     detail: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ThreatRequest:
+    """A serious-threat request: which of its tokens a party named, why, and what became of it.
+
+    ``status`` is ``pending`` (waiting for the administrator), ``approved``, ``refused`` or
+    ``released`` (fetched once).
+    """
+
+    id: str
+    project_id: str
+    party: str
+    tokens: tuple[str, ...]
+    reason: str
+    status: str
+    created_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    note: str
+
+    @property
+    def token_hashes(self) -> list[str]:
+        """SHA-256 of each named token: what the audit log and the administrator see instead of tokens."""
+        return [hashlib.sha256(token.encode("ascii")).hexdigest() for token in self.tokens]
 
 
 def check_upload(
@@ -275,6 +388,14 @@ def check_upload(
     return header
 
 
+def encodings_tokens_sha256(path: Path) -> str:
+    """The :func:`~linkage.token_files.token_set_sha256` of an encodings file's tokens."""
+    tokens = np.ascontiguousarray(read_encodings(path, verify=False).records["token"])
+    text = tokens.tobytes().hex()
+    width = 2 * tokens.shape[1] if tokens.ndim == 2 else 32
+    return token_set_sha256(text[i : i + width] for i in range(0, len(text), width))
+
+
 class LinkageStore(Database):
     """The linkage side's database and blob folder.
 
@@ -285,13 +406,24 @@ class LinkageStore(Database):
     """
 
     def __init__(self, data_dir: Path, url: str | None = None, *, schema: str | None = "pprl_linkage") -> None:
-        self.data_dir = Path(data_dir)
-        self.blob_dir = self.data_dir / "blobs"
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = private_dir(Path(data_dir))
+        self.blob_dir = private_dir(self.data_dir / "blobs")
         super().__init__(url or f"sqlite:///{self.data_dir / 'linkage.db'}", schema, _metadata)
         self._protocols: dict[str, Protocol] = {}
         # Uploads move files and rows together; one at a time keeps the pair consistent.
         self._upload_lock = threading.Lock()
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring rows an older pprl stored up to date: run numbers, and the audit log's hash chain."""
+        with self._write() as conn:
+            # An older store numbered runs across projects; its ids stay their numbers.
+            conn.execute(update(runs).where(runs.c.number.is_(None)).values(number=runs.c.id))
+            unchained = conn.execute(select(func.count()).where(audit.c.sha256.is_not(None))).scalar_one() == 0
+            if self._head(conn, AUDIT_CHAIN) is None and unchained:
+                # A new store, or one an older pprl wrote: start the chain. A missing head with
+                # hashed lines is tampering, which verify_audit reports; it is never re-sealed.
+                self._seal_audit(conn)
 
     # -- projects and credentials -------------------------------------------------------
 
@@ -314,7 +446,23 @@ class LinkageStore(Database):
         row = self._credential(token)
         if row is None:
             return None
-        return Credential(role=row.role, project_id=row.project_id, party=row.party)
+        return Credential(role=row.role, project_id=row.project_id, party=row.party, name=row.name)
+
+    def add_analyst(self, project_id: str, name: str, credential_hash: str) -> None:
+        """Store an analyst's own credential (hashed); the statistics side keeps its budget.
+
+        Raises:
+            Conflict: the project has an analyst of this name already.
+        """
+        with self._write() as conn:
+            taken = conn.execute(
+                select(credentials.c.name).where(
+                    credentials.c.project_id == project_id, credentials.c.role == ANALYST, credentials.c.name == name
+                )
+            ).first()
+            if taken is not None or name == ANALYST:
+                raise Conflict(f"project {project_id!r} has an analyst named {name!r} already; choose another name")
+            self._insert_credential(conn, project_id, ANALYST, name, credential_hash)
 
     def project(self, project_id: str) -> ProjectRecord:
         """The project with this id.
@@ -376,6 +524,7 @@ class LinkageStore(Database):
                 return UploadOutcome("unchanged", previous)
             # The slow part (reading the whole file) runs outside the lock: parties upload at once.
             header = check_upload(protocol, party, received, self.uploads(project_id).values(), shown_as=shown_as)
+            tokens_sha256 = encodings_tokens_sha256(received)
             _fsync_file(received)
             with self._upload_lock:
                 current = self.uploads(project_id)
@@ -405,6 +554,7 @@ class LinkageStore(Database):
                     record_count=header.record_count,
                     size_bytes=final.stat().st_size,
                     uploaded_at=now(),
+                    tokens_sha256=tokens_sha256,
                 )
                 values = {k: v for k, v in record.__dict__.items() if k not in ("project_id", "party")}
                 with self._write() as conn:
@@ -437,7 +587,10 @@ class LinkageStore(Database):
             self.blob_path(body_sha256).unlink(missing_ok=True)
 
     def clean_blobs(self) -> int:
-        """Remove half-received bodies and blobs no upload refers to; returns how many went."""
+        """Remove half-received bodies and blobs no upload refers to; returns how many went.
+
+        The blobs kept are made 0600 (an older pprl left them readable by others).
+        """
         with self._read() as conn:
             kept = set(conn.execute(select(uploads.c.body_sha256)).scalars())
         removed = 0
@@ -445,18 +598,56 @@ class LinkageStore(Database):
             if path.name not in kept:
                 path.unlink(missing_ok=True)
                 removed += 1
+            else:
+                path.chmod(0o600)
         return removed
+
+    def fill_tokens_sha256(self) -> list[UploadRecord]:
+        """Compute the token digest of uploads an older pprl stored without one; returns those uploads."""
+        with self._read() as conn:
+            rows = conn.execute(select(uploads).where(uploads.c.tokens_sha256.is_(None))).all()
+        filled = []
+        for row in rows:
+            blob = self.blob_path(row.body_sha256)
+            if not blob.exists():
+                continue
+            digest = encodings_tokens_sha256(blob)
+            with self._write() as conn:
+                conn.execute(
+                    update(uploads)
+                    .where(uploads.c.project_id == row.project_id, uploads.c.party == row.party)
+                    .values(tokens_sha256=digest)
+                )
+            filled.append(_upload(row, tokens_sha256=digest))
+        return filled
 
     # -- runs ---------------------------------------------------------------------------
 
-    def start_run(self, project_id: str) -> tuple[RunRecord, bool]:
+    def runs_started_by(self, project_id: str, actor: str, *, since: datetime | None = None) -> int:
+        """How many runs of the project ``actor`` queued (since a time), not counting failed ones."""
+        query = select(func.count()).where(
+            runs.c.project_id == project_id, runs.c.started_by == actor, runs.c.status != "failed"
+        )
+        if since is not None:
+            query = query.where(runs.c.created_at >= since)
+        with self._read() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def start_run(self, project_id: str, started_by: str = "admin", *, limited: bool = False) -> StartedRun:
         """Queue a run, or return the one already queued or running (never two at once).
 
+        Args:
+            project_id: the project.
+            started_by: who asks (``party:msd``, ``admin``), as the audit log names them.
+            limited: hold the caller to the protocol's ``max_runs_per_party`` (parties are).
+
         Returns:
-            The run and whether it was created now.
+            The run, whether it was queued now, and the parties whose encodings differ from
+            those of the project's previous run (a replace-then-run, which the audit flags).
 
         Raises:
-            Conflict: a party has not uploaded its encodings yet.
+            Conflict: a party has not uploaded its encodings yet, or the caller has started
+                as many runs as the protocol allows.
         """
         protocol = self.protocol(project_id)
         current = self.uploads(project_id)
@@ -466,23 +657,36 @@ class LinkageStore(Database):
                 f"waiting for encodings from {', '.join(missing)}; every party of the protocol must upload "
                 "(`pprl upload`) before a run can start"
             )
-        inputs = json.dumps({party: upload.body_sha256 for party, upload in sorted(current.items())})
+        active = self.active_run(project_id)
+        if active is not None:
+            return StartedRun(active, False)
+        if limited:
+            self._check_run_limit(project_id, started_by, protocol.safeguards)
+        inputs = {party: upload.body_sha256 for party, upload in sorted(current.items())}
         try:
             with self._write() as conn:
                 existing = conn.execute(
                     select(runs).where(runs.c.project_id == project_id, runs.c.status.in_(ACTIVE_STATUSES))
                 ).first()
                 if existing is not None:
-                    return _run(existing), False
+                    return StartedRun(_run(existing), False)
+                previous = conn.execute(
+                    select(runs.c.inputs).where(runs.c.project_id == project_id).order_by(runs.c.id.desc()).limit(1)
+                ).scalar()
+                number = conn.execute(
+                    select(func.coalesce(func.max(runs.c.number), 0)).where(runs.c.project_id == project_id)
+                ).scalar_one()
                 inserted = conn.execute(
                     insert(runs).values(
                         project_id=project_id,
                         status="queued",
                         progress=0.0,
                         message="",
-                        inputs=inputs,
+                        inputs=json.dumps(inputs),
                         attempts=0,
                         created_at=now(),
+                        number=int(number) + 1,
+                        started_by=started_by,
                     )
                 ).inserted_primary_key
         except IntegrityError:
@@ -490,20 +694,39 @@ class LinkageStore(Database):
             active = self.active_run(project_id)
             if active is None:
                 raise
-            return active, False
+            return StartedRun(active, False)
         assert inserted is not None  # noqa: S101 - an INSERT always has a primary key
-        return self.run(project_id, int(inserted[0])), True
+        before = json.loads(previous) if previous else {}
+        replaced = tuple(party for party, sha in inputs.items() if party in before and before[party] != sha)
+        return StartedRun(self._run_by_id(int(inserted[0])), True, replaced)
 
-    def run(self, project_id: str, run_id: int) -> RunRecord:
-        """A run of this project.
+    def _check_run_limit(self, project_id: str, started_by: str, safeguards: Safeguards) -> None:
+        days = safeguards.run_period_days
+        since = now() - timedelta(days=days) if days else None
+        started = self.runs_started_by(project_id, started_by, since=since)
+        if started >= safeguards.max_runs_per_party:
+            period = f"in the last {days} days" if days else "in this project"
+            raise Conflict(
+                f"{started_by} has started {started} runs {period}, the most the protocol allows "
+                f"(releases.safeguards.max_runs_per_party = {safeguards.max_runs_per_party}): repeated runs "
+                "would let a party difference what it sees. Use the results of the latest run, or ask the "
+                "administrator, who may start a run (`pprl run --project ID --token-file admin.secret`)"
+            )
+
+    def _run_by_id(self, run_id: int) -> RunRecord:
+        with self._read() as conn:
+            return _run(conn.execute(select(runs).where(runs.c.id == run_id)).one())
+
+    def run(self, project_id: str, number: int) -> RunRecord:
+        """The run of this project with this number.
 
         Raises:
             NotFound: no such run in this project.
         """
         with self._read() as conn:
-            row = conn.execute(select(runs).where(runs.c.id == run_id, runs.c.project_id == project_id)).first()
+            row = conn.execute(select(runs).where(runs.c.number == number, runs.c.project_id == project_id)).first()
         if row is None:
-            raise NotFound(f"no run {run_id} in project {project_id!r}; `pprl run` prints the id of a new run")
+            raise NotFound(f"no run {number} in project {project_id!r}; `pprl run` prints the id of a new run")
         return _run(row)
 
     def active_run(self, project_id: str) -> RunRecord | None:
@@ -555,25 +778,23 @@ class LinkageStore(Database):
     def store_entities(self, run_id: int, result: LinkResult) -> tuple[int, int]:
         """Store a running run's entities in one transaction, replacing those of an interrupted attempt.
 
-        They become results only when :meth:`finish_run` marks the run done.
+        Its stable mapping too, and, if the project has no frozen model yet, the model the
+        run froze. They become results only when :meth:`finish_run` marks the run done.
 
         Returns:
             The number of entities and of records in them.
         """
-        rows = [
-            {
-                "run_id": run_id,
-                "entity_id": number,
-                "party": result.parties[party],
-                "token": result.tokens[party][record].tobytes().hex(),
-            }
-            for number, entity in enumerate(result.entities, start=1)
-            for party, record in entity.records
-        ]
+        rows = _entity_rows(run_id, result, result.entities)
+        stable = _entity_rows(run_id, result, result.stable.entities) if result.stable is not None else []
         with self._write() as conn:
             conn.execute(delete(entities).where(entities.c.run_id == run_id))
+            conn.execute(delete(stable_entities).where(stable_entities.c.run_id == run_id))
             for start in range(0, len(rows), _CHUNK):
                 conn.execute(insert(entities), rows[start : start + _CHUNK])
+            for start in range(0, len(stable), _CHUNK):
+                conn.execute(insert(stable_entities), stable[start : start + _CHUNK])
+            if result.model is not None:
+                self._freeze_model(conn, run_id, result)
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -590,6 +811,7 @@ class LinkageStore(Database):
             row = conn.execute(select(runs).where(runs.c.id == run_id)).one()
             earlier = select(runs.c.id).where(runs.c.project_id == row.project_id, runs.c.id != run_id)
             conn.execute(delete(entities).where(entities.c.run_id.in_(earlier)))
+            conn.execute(delete(stable_entities).where(stable_entities.c.run_id.in_(earlier)))
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -606,18 +828,19 @@ class LinkageStore(Database):
         """Mark a run failed with a message for the parties (no paths, no data); drop its entities."""
         with self._write() as conn:
             conn.execute(delete(entities).where(entities.c.run_id == run_id))
+            conn.execute(delete(stable_entities).where(stable_entities.c.run_id == run_id))
             conn.execute(
                 update(runs).where(runs.c.id == run_id).values(status="failed", finished_at=now(), message=message)
             )
 
-    def requeue_interrupted(self) -> tuple[list[int], list[int]]:
+    def requeue_interrupted(self) -> tuple[list[RunRecord], list[RunRecord]]:
         """After a restart: queue again the runs left running, or fail those interrupted too often.
 
         Returns:
-            The ids re-queued and the ids failed.
+            The runs re-queued and the runs failed (as they were before).
         """
         with self._write() as conn:
-            rows = conn.execute(select(runs.c.id, runs.c.attempts).where(runs.c.status == "running")).all()
+            rows = [_run(row) for row in conn.execute(select(runs).where(runs.c.status == "running"))]
             again = [row.id for row in rows if row.attempts < MAX_RUN_ATTEMPTS]
             failed = [row.id for row in rows if row.attempts >= MAX_RUN_ATTEMPTS]
             if again:
@@ -635,17 +858,18 @@ class LinkageStore(Database):
                         "check its memory and logs, then start a new run",
                     )
                 )
-        return again, failed
+        return [r for r in rows if r.id in again], [r for r in rows if r.id in failed]
 
     # -- entities -----------------------------------------------------------------------
 
-    def entity_rows(self, run_id: int) -> Iterator[list[tuple[int, str, str]]]:
-        """A run's ``(entity_id, party, token)`` rows, in chunks."""
+    def entity_rows(self, run_id: int, *, stable: bool = False) -> Iterator[list[tuple[int, str, str]]]:
+        """A run's ``(entity_id, party, token)`` rows, in chunks; with ``stable``, its stable mapping's."""
+        table = stable_entities if stable else entities
         with self._read() as conn:
             result = conn.execution_options(yield_per=_CHUNK).execute(
-                select(entities.c.entity_id, entities.c.party, entities.c.token)
-                .where(entities.c.run_id == run_id)
-                .order_by(entities.c.entity_id, entities.c.party)
+                select(table.c.entity_id, table.c.party, table.c.token)
+                .where(table.c.run_id == run_id)
+                .order_by(table.c.entity_id, table.c.party)
             )
             for chunk in result.partitions():
                 yield [(row.entity_id, row.party, row.token) for row in chunk]
@@ -676,16 +900,154 @@ class LinkageStore(Database):
                     found.setdefault(row.token, []).append((row.party, row.other_token))
         return [SharedRecord(token, tuple(others)) for token, others in sorted(found.items())]
 
+    # -- serious-threat requests --------------------------------------------------------
+
+    def create_threat_request(
+        self, project_id: str, party: str, tokens: Sequence[str], reason: str, status: str
+    ) -> ThreatRequest:
+        """Store a serious-threat request (``pending`` until the administrator decides, or ``approved``)."""
+        request = ThreatRequest(
+            id=secrets.token_hex(8),
+            project_id=project_id,
+            party=party,
+            tokens=tuple(sorted(set(tokens))),
+            reason=reason,
+            status=status,
+            created_at=now(),
+            decided_at=None,
+            decided_by=None,
+            note="",
+        )
+        with self._write() as conn:
+            conn.execute(
+                insert(threat_requests).values(
+                    id=request.id,
+                    project_id=project_id,
+                    party=party,
+                    tokens=json.dumps(list(request.tokens)),
+                    reason=reason,
+                    status=status,
+                    created_at=request.created_at,
+                    note="",
+                )
+            )
+        return request
+
+    def threat_request(self, project_id: str, request_id: str) -> ThreatRequest:
+        """A serious-threat request of this project.
+
+        Raises:
+            NotFound: no such request in this project.
+        """
+        with self._read() as conn:
+            row = conn.execute(
+                select(threat_requests).where(
+                    threat_requests.c.id == request_id, threat_requests.c.project_id == project_id
+                )
+            ).first()
+        if row is None:
+            raise NotFound(
+                f"no serious-threat request {request_id!r} in project {project_id!r}; "
+                "`pprl serious-threat list` shows the requests"
+            )
+        return _threat(row)
+
+    def threat_requests(self, project_id: str, party: str | None = None) -> list[ThreatRequest]:
+        """The project's serious-threat requests (of one party), oldest first."""
+        query = (
+            select(threat_requests)
+            .where(threat_requests.c.project_id == project_id)
+            .order_by(threat_requests.c.created_at)
+        )
+        if party is not None:
+            query = query.where(threat_requests.c.party == party)
+        with self._read() as conn:
+            return [_threat(row) for row in conn.execute(query)]
+
+    def decide_threat_request(
+        self, project_id: str, request_id: str, *, before: str, after: str, by: str, note: str = ""
+    ) -> ThreatRequest:
+        """Move a request from status ``before`` to ``after`` (approve, refuse, release), atomically.
+
+        Raises:
+            NotFound: no such request.
+            Conflict: the request is not in status ``before`` (decided or released already).
+        """
+        current = self.threat_request(project_id, request_id)
+        values: dict[str, Any] = {"status": after}
+        if after in ("approved", "refused"):
+            values |= {"decided_at": now(), "decided_by": by, "note": note}
+        with self._write() as conn:
+            changed = conn.execute(
+                update(threat_requests)
+                .where(
+                    threat_requests.c.id == request_id,
+                    threat_requests.c.project_id == project_id,
+                    threat_requests.c.status == before,
+                )
+                .values(**values)
+            ).rowcount
+        if not changed:
+            raise Conflict(
+                f"serious-threat request {request_id!r} is {current.status}, not {before}; "
+                + {
+                    "pending": "it waits for the administrator (`pprl serious-threat approve`)",
+                    "approved": "the party can fetch it once (`pprl results --request ID`)",
+                    "refused": "it was refused; make a new request if the threat persists",
+                    "released": "it was fetched already; make a new request to fetch again",
+                }[current.status]
+            )
+        return self.threat_request(project_id, request_id)
+
+    # -- the frozen model -----------------------------------------------------------------
+
+    def frozen_model(self, project_id: str) -> dict[str, Any] | None:
+        """The project's frozen model document (:meth:`FrozenModel.to_json`), or ``None`` before its first run."""
+        with self._read() as conn:
+            document = conn.execute(
+                select(frozen_models.c.document).where(frozen_models.c.project_id == project_id)
+            ).scalar_one_or_none()
+        return None if document is None else dict(json.loads(document))
+
+    def _freeze_model(self, conn: Any, run_id: int, result: LinkResult) -> None:
+        """Keep the model a run froze as its project's, unless the project has one already."""
+        project_id = conn.execute(select(runs.c.project_id).where(runs.c.id == run_id)).scalar_one()
+        known = conn.execute(select(frozen_models.c.project_id).where(frozen_models.c.project_id == project_id))
+        if known.first() is None and result.model is not None:
+            conn.execute(
+                insert(frozen_models).values(
+                    project_id=project_id,
+                    fingerprint=result.model.fingerprint,
+                    document=json.dumps(result.model.to_json(), sort_keys=True),
+                    fitted_run=run_id,
+                    created_at=now(),
+                )
+            )
+
     # -- audit --------------------------------------------------------------------------
 
     def append_audit(self, actor: str, action: str, project_id: str | None, outcome: str, detail: str = "") -> None:
-        """Append a line to the audit log. Never pass a secret, token or record data."""
+        """Append a line to the audit log's hash chain. Never pass a secret, token or record data.
+
+        Values are cut to their columns' widths and the detail to 2,000 characters, so that
+        no caller can grow the log by more than a bounded amount per line.
+        """
+        values = {"actor": actor, "action": action, "outcome": outcome}
+        values = {key: text[: _FIELD_LIMITS[key]] for key, text in values.items()}
+        if len(detail) > MAX_DETAIL_CHARS:
+            detail = detail[: MAX_DETAIL_CHARS - 20] + f"... ({len(detail)} characters)"
         with self._write() as conn:
-            conn.execute(
-                insert(audit).values(
-                    at=now(), actor=actor, action=action, project_id=project_id, outcome=outcome, detail=detail
-                )
-            )
+            head = self._lock_head(conn, AUDIT_CHAIN)
+            at = now()
+            row = {**values, "at": at, "project_id": (project_id or None) and project_id[:32], "detail": detail}
+            inserted = conn.execute(
+                insert(audit).values(**row, prev_sha256=head.digest, sha256="")
+            ).inserted_primary_key
+            assert inserted is not None  # noqa: S101 - an INSERT always has a primary key
+            line_id = int(inserted[0])
+            digest = chain_digest(head.digest, _audit_values(line_id, at, row))
+            conn.execute(update(audit).where(audit.c.id == line_id).values(sha256=digest))
+            self._move_head(conn, AUDIT_CHAIN, ChainHead(line_id, digest, head.rows + 1))
 
     def audit_entries(self, *, project_id: str | None = None, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
         """Audit lines after the id ``after``, oldest first, optionally for one project."""
@@ -694,6 +1056,84 @@ class LinkageStore(Database):
             query = query.where(audit.c.project_id == project_id)
         with self._read() as conn:
             return [_record(AuditEntry, row) for row in conn.execute(query)]
+
+    def verify_audit(self) -> ChainCheck:
+        """Check the audit log's hash chain: every line unedited, none deleted, inserted or reordered."""
+        with self._read() as conn:
+            head = self._head(conn, AUDIT_CHAIN)
+            rows = conn.execution_options(yield_per=_CHUNK).execute(select(audit).order_by(audit.c.id))
+            try:
+                chain = (
+                    ChainRow(row.id, row.prev_sha256, row.sha256, _audit_values(row.id, row.at, row._mapping))
+                    for row in rows
+                )
+                return verify_chain("the audit log", chain, head)
+            finally:
+                rows.close()
+
+    def _seal_audit(self, conn: Connection) -> None:
+        """Start the chain: hash the lines an older pprl wrote without one (all of them, or none exist)."""
+        previous, count, last = GENESIS, 0, 0
+        for row in conn.execute(select(audit).order_by(audit.c.id)).all():
+            digest = chain_digest(previous, _audit_values(row.id, row.at, row._mapping))
+            conn.execute(update(audit).where(audit.c.id == row.id).values(prev_sha256=previous, sha256=digest))
+            previous, count, last = digest, count + 1, row.id
+        conn.execute(insert(chain_heads).values(name=AUDIT_CHAIN, last_key=last, sha256=previous, rows=count))
+
+    @staticmethod
+    def _head(conn: Connection, name: str) -> ChainHead | None:
+        row = conn.execute(select(chain_heads).where(chain_heads.c.name == name)).first()
+        return None if row is None else ChainHead(int(row.last_key), row.sha256, int(row.rows))
+
+    def _lock_head(self, conn: Connection, name: str) -> ChainHead:
+        """The chain's head, locked until the transaction ends (appends to one chain queue)."""
+        row = conn.execute(select(chain_heads).where(chain_heads.c.name == name).with_for_update()).first()
+        if row is None:
+            return ChainHead(0, GENESIS, 0)
+        return ChainHead(int(row.last_key), row.sha256, int(row.rows))
+
+    @staticmethod
+    def _move_head(conn: Connection, name: str, head: ChainHead) -> None:
+        moved = conn.execute(
+            update(chain_heads)
+            .where(chain_heads.c.name == name)
+            .values(last_key=head.key, sha256=head.digest, rows=head.rows)
+        ).rowcount
+        if not moved:
+            conn.execute(insert(chain_heads).values(name=name, last_key=head.key, sha256=head.digest, rows=head.rows))
+
+
+def _audit_values(line_id: int, at: datetime, row: Any) -> list[object]:
+    """What an audit line's hash covers, in a fixed order (times as UTC ISO with microseconds)."""
+    stamp = _utc(at)
+    assert stamp is not None  # noqa: S101 - the column is NOT NULL
+    return [
+        line_id,
+        stamp.astimezone(UTC).isoformat(timespec="microseconds"),
+        row["actor"],
+        row["action"],
+        row["project_id"],
+        row["outcome"],
+        row["detail"],
+    ]
+
+
+def _threat(row: Any) -> ThreatRequest:
+    request: ThreatRequest = _record(ThreatRequest, row, tokens=tuple(json.loads(row.tokens)))
+    return request
+
+
+def _entity_rows(run_id: int, result: LinkResult, found: Iterable[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": run_id,
+            "entity_id": number,
+            "party": result.parties[party],
+            "token": result.tokens[party][record].tobytes().hex(),
+        }
+        for number, entity in enumerate(found, start=1)
+        for party, record in entity.records
+    ]
 
 
 def _record(kind: Any, row: Any, **overrides: Any) -> Any:
@@ -708,8 +1148,8 @@ def _project(row: Any) -> ProjectRecord:
     return project
 
 
-def _upload(row: Any) -> UploadRecord:
-    upload: UploadRecord = _record(UploadRecord, row)
+def _upload(row: Any, **overrides: Any) -> UploadRecord:
+    upload: UploadRecord = _record(UploadRecord, row, **overrides)
     return upload
 
 

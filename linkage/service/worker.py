@@ -2,9 +2,16 @@
 
 Runs live in the linkage store, not in memory: a run is queued by a row, claimed by
 marking it running, and finished in three steps: its entities are stored (one
-transaction), copied to the statistics store (one transaction), and only then is it marked
-done. After a crash, :func:`recover` queues the runs left running again, so a run is never
-lost and, with at most one active run per project, never duplicated.
+transaction), its stable mapping copied to the statistics store (one transaction), and
+only then is it marked done. After a crash, :func:`recover` queues the runs left running
+again, so a run is never lost and, with at most one active run per project, never duplicated.
+
+A project's first run fits the linkage model and freezes it; every later run decides each
+pair with that frozen model, so that whether two records match never depends on who else
+was linked. The parties' record-level results are the greedy solver's entities; the
+statistics side receives the stable mapping (:mod:`linkage.matching.stable`), which for
+two or three parties is the same entities, and in which one person's records can move at
+most (number of parties)² rows of the statistics table.
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ import threading
 from collections.abc import Callable
 
 from linkage.errors import PprlError
-from linkage.matching.engine import link, load_inputs
+from linkage.matching.engine import LinkResult, link, load_inputs
+from linkage.matching.frozen import FrozenModel
 from linkage.service.statistics_side import StatisticsSide
 from linkage.service.store import LinkageStore, RunRecord
 
-__all__ = ["RunWorker", "recover", "sync_mappings"]
+__all__ = ["RunWorker", "recover", "sync_encodings", "sync_mappings"]
 
 log = logging.getLogger("pprl.service")
 AuditFunction = Callable[[str, str, str | None, str, str], None]
@@ -26,7 +34,7 @@ SERVICE_ACTOR = "service"
 
 
 def sync_mappings(store: LinkageStore, stats: StatisticsSide) -> list[str]:
-    """Copy each project's latest done entity mapping to the statistics store where it lags.
+    """Copy each project's latest done stable mapping to the statistics store where it lags.
 
     Returns:
         The ids of the projects whose mapping was copied.
@@ -35,26 +43,47 @@ def sync_mappings(store: LinkageStore, stats: StatisticsSide) -> list[str]:
     for project in store.projects():
         latest = store.latest_done_run(project.id)
         if latest is not None and stats.mapping_run(project.id) != latest.id:
-            stats.replace_mapping(project.id, latest.id, store.entity_rows(latest.id))
+            stats.replace_mapping(project.id, latest.id, store.entity_rows(latest.id, stable=True))
             copied.append(project.id)
     return copied
+
+
+def sync_encodings(store: LinkageStore, stats: StatisticsSide) -> int:
+    """Tell the statistics side each party's current encodings (token digest) where it lags.
+
+    An upload is registered on the statistics side right after it is stored; a crash in
+    between, or uploads an older pprl stored, are caught up here.
+
+    Returns:
+        How many uploads were registered.
+    """
+    store.fill_tokens_sha256()
+    registered = 0
+    for project in store.projects():
+        known = stats.encodings_tokens(project.id)
+        for party, upload in store.uploads(project.id).items():
+            if upload.tokens_sha256 and known.get(party) != upload.tokens_sha256:
+                stats.register_encodings(project.id, party, upload.tokens_sha256, upload.record_count)
+                registered += 1
+    return registered
 
 
 def recover(store: LinkageStore, stats: StatisticsSide, audit: AuditFunction) -> None:
     """Bring both stores to a consistent state after a start or a crash.
 
     Removes half-received bodies and unreferenced blobs, queues again the runs a stopped
-    server left running (or fails those interrupted too often), and copies lagging entity
-    mappings to the statistics side.
+    server left running (or fails those interrupted too often), and copies lagging token
+    digests and entity mappings to the statistics side.
     """
     removed = store.clean_blobs() + stats.clean_incoming()
     if removed:
         log.info("removed %d half-received or unreferenced upload file(s)", removed)
     again, failed = store.requeue_interrupted()
-    for run_id in again:
-        log.info("run %d was interrupted by a stop; queued again", run_id)
-    for run_id in failed:
-        audit(SERVICE_ACTOR, "run.failed", None, "failed", f"run {run_id} interrupted too often")
+    for run in again:
+        log.info("run %d of project %s was interrupted by a stop; queued again", run.number, run.project_id)
+    for run in failed:
+        audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.number} interrupted too often")
+    sync_encodings(store, stats)
     sync_mappings(store, stats)
 
 
@@ -135,9 +164,11 @@ class RunWorker:
     def execute(self, run: RunRecord) -> None:
         """Link a claimed run's inputs and store the outcome (done or failed).
 
-        The entities are stored on the linkage side (one transaction), copied to the
-        statistics side (one transaction), and only then is the run marked done, so that
-        ``done`` means both sides hold its results. A crash before that runs it again.
+        The entities and the stable mapping (and, on a project's first run, the frozen
+        model) are stored on the linkage side (one transaction), the stable mapping is
+        copied to the statistics side (one transaction), and only then is the run marked
+        done, so that ``done`` means both sides hold its results. A crash before that runs
+        it again (with the model it froze, if it got that far: the same entities).
         """
         store = self._store
         inputs = store.run_inputs(run.id)
@@ -153,27 +184,50 @@ class RunWorker:
         try:
             protocol = store.protocol(run.project_id)
             encodings = load_inputs(protocol, [path for _, path in inputs])
-            result = link(protocol, encodings, workers=self._workers, dask=self._dask, on_progress=on_progress)
+            frozen = store.frozen_model(run.project_id)
+            model = None if frozen is None else FrozenModel.from_json(frozen, protocol, source="the project's model")
+            result = link(
+                protocol,
+                encodings,
+                workers=self._workers,
+                dask=self._dask,
+                on_progress=on_progress,
+                model=model,
+                freeze=model is None,
+            )
             del encodings
             store.store_entities(run.id, result)
-            self._stats.replace_mapping(run.project_id, run.id, store.entity_rows(run.id))
+            self._stats.replace_mapping(run.project_id, run.id, store.entity_rows(run.id, stable=True))
             done = store.finish_run(run.id)
         except PprlError as exc:
             message = str(exc)
             for party, path in inputs:
                 message = message.replace(str(path), f"the encodings of {party}")
             store.fail_run(run.id, message)
-            self._audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.id}: {exc.code}")
+            self._audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.number}: {exc.code}")
             return
         except Exception as exc:
-            log.exception("run %d failed", run.id)
+            log.exception("run %d of project %s failed", run.number, run.project_id)
             store.fail_run(run.id, f"internal error ({exc.__class__.__name__}); the server log has the details")
-            self._audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.id}: internal error")
+            self._audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.number}: internal error")
             return
         self._audit(
             SERVICE_ACTOR,
             "run.done",
             run.project_id,
             "ok",
-            f"run {run.id}: {done.entity_count} entities, {done.linked_records} records linked",
+            f"run {run.number}: {done.entity_count} entities, {done.linked_records} records linked; "
+            + _stable_note(result),
         )
+
+
+def _stable_note(result: LinkResult) -> str:
+    """What the audit log says of a run's stable mapping and frozen model (counts only)."""
+    stable, model = result.stable, result.model
+    if stable is None or model is None:
+        return "no stable mapping"
+    return (
+        f"stable mapping of {len(stable.entities)} entities by a model frozen at threshold {model.threshold:.3f}; "
+        f"{stable.ambiguous_records} records in {stable.ambiguous_clusters} clusters holding two records of one "
+        f"party; one deletion moves at most {stable.worst_deletion} rows here"
+    )

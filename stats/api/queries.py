@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from linkage.errors import InputError
+from linkage.free_text import check_free_text
 from linkage.web import ADMIN, authorize, json_content, record
 from stats.answering import QueryService
-from stats.api.deps import StatsCaller
+from stats.api.deps import StatsCaller, StatsStoreDep
 
 router = APIRouter(tags=["statistics"])
 
@@ -42,25 +43,50 @@ class QueryRequest(BaseModel):
         default=None, description='e.g. {"kind": "count", "by": ["region"], "cost": {"rho": 0.05}}.'
     )
     dry_run: bool = Field(default=False, description="Only plan: the stated accuracy and cost, no values, no spending.")
+    target_half_width: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e9,
+        description="With dry_run: plan the query at the least cost whose cells are stated to within ± this "
+        "(count, sum, overlap); the query may then leave its cost out.",
+    )
+
+
+def _one_line_label(text: str) -> str:
+    try:
+        return check_free_text(text, "label")
+    except InputError as exc:
+        raise ValueError(exc.message) from exc
 
 
 class BatchRequest(BaseModel):
     """Several queries in their JSON form, released as one spend (a report): all or none."""
 
     model_config = ConfigDict(extra="forbid")
-    label: str = Field(min_length=1, max_length=200, description="What the ledger calls the batch, e.g. its title.")
+    label: Annotated[str, AfterValidator(_one_line_label)] = Field(
+        min_length=1, max_length=200, description="What the ledger calls the batch, e.g. its title (one line)."
+    )
     specs: list[dict[str, Any]] = Field(
         min_length=1, max_length=50, description="The queries' JSON forms, each with its own cost."
     )
 
 
 class CellBody(BaseModel):
-    """One released number with its group key and the half-width of its 95% interval."""
+    """One released number with its group key and its 95% interval (``lower``..``upper``, within ± ``half_width``)."""
 
     key: list[str | bool | None]
     value: float | None
     half_width: float | None
+    lower: float | None = None
+    upper: float | None = None
     note: str
+
+
+class ApproxBody(BaseModel):
+    """A ρ (zCDP) loss shown as (ε, δ), by OpenDP's conversion."""
+
+    epsilon: float
+    delta: float
 
 
 class AnswerBody(BaseModel):
@@ -78,6 +104,7 @@ class AnswerBody(BaseModel):
     interval: str
     notes: list[str]
     released: bool
+    approx_dp: ApproxBody | None = None
 
 
 class BatchBody(BaseModel):
@@ -93,6 +120,13 @@ class BudgetBody(BaseModel):
     spent: dict[str, float]
     remaining: dict[str, float]
     releases: list[dict[str, Any]]
+    equivalent_delta: float | None = None
+    total_approx_dp: ApproxBody | None = None
+    spent_approx_dp: ApproxBody | None = None
+    remaining_approx_dp: ApproxBody | None = None
+    own: dict[str, Any] | None = Field(
+        default=None, description="For an analyst with a budget of their own: its total, spent and remaining."
+    )
 
 
 @router.post(
@@ -104,12 +138,21 @@ class BudgetBody(BaseModel):
 async def ask(
     request: Request, project_id: str, body: QueryRequest, caller: StatsCaller, service: Service
 ) -> dict[str, Any]:
-    """Answer a query with differential privacy, spending its cost from the project's budget."""
+    """Answer a query with differential privacy, spending its cost from the project's budget.
+
+    With ``dry_run`` nothing is released or spent; with ``target_half_width`` too, the plan
+    is made at the least cost that gives that accuracy (the answer's ``cost``).
+    """
     authorize(caller, project_id, ("analyst",), "ask statistical queries")
     if (body.query is None) == (body.spec is None):
         raise InputError('send the query as "query" (the query language) or as "spec" (its JSON form), not both')
+    if body.target_half_width is not None and not body.dry_run:
+        raise InputError('"target_half_width" plans only: send it with "dry_run": true, then ask at the cost it gives')
     query: Any = body.query if body.query is not None else body.spec
-    spec = await run_in_threadpool(service.parse, project_id, query)
+    targeted = body.target_half_width is not None
+    spec = await run_in_threadpool(service.parse, project_id, query, cost_optional=targeted)
+    if body.target_half_width is not None:
+        spec = await run_in_threadpool(service.cost_for, project_id, spec, body.target_half_width)
     answer = await run_in_threadpool(service.answer, project_id, spec, caller.actor, dry_run=body.dry_run)
     if answer.released:
         await run_in_threadpool(record, request, caller, project_id, "released", f"{spec.text()} ({spec.cost})")
@@ -140,11 +183,15 @@ async def ask_all(
 
 
 @router.get("/projects/{project_id}/budget", name="statistics.budget", response_model=BudgetBody)
-async def budget(project_id: str, caller: StatsCaller, service: Service) -> dict[str, Any]:
-    """The project's privacy budget and its ledger of releases."""
+async def budget(project_id: str, caller: StatsCaller, service: Service, stats: StatsStoreDep) -> dict[str, Any]:
+    """The project's privacy budget and its ledger of releases (and the caller's own budget, if any)."""
     authorize(caller, project_id, (ADMIN, "analyst"), "read the privacy budget")
     result = await run_in_threadpool(service.budget, project_id)
-    return result.to_json()
+    own = await run_in_threadpool(stats.analyst_budget, project_id, caller.actor)
+    body = result.to_json()
+    if own is not None:
+        body["own"] = {key: value for key, value in own.to_json().items() if key != "releases"}
+    return body
 
 
 @router.get("/projects/{project_id}/protocol", name="statistics.protocol")

@@ -30,6 +30,7 @@ def test_every_command_has_help_with_an_example(runner, path):
     result = runner.invoke(main, [*path, "--help"])
     assert result.exit_code == 0
     assert "Example: " in result.output
+    assert "\\b" not in result.output, "a raw docstring: click shows its \\b marker instead of keeping the lines"
 
 
 def test_protocol_validate_prints_fingerprint(runner, protocol):

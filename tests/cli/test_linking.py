@@ -18,7 +18,21 @@ def encoded(tmp_path_factory):
     protocol = str(EXAMPLE_PROTOCOL)
     result = runner.invoke(
         main,
-        ["synth", "--protocol", protocol, "--people", "600", "--seed", "4", "--out", str(root / "data"), "--quiet"],
+        # The basic profile: this checks the commands together against a fixed F1 bound.
+        [
+            "synth",
+            "--protocol",
+            protocol,
+            "--people",
+            "600",
+            "--seed",
+            "4",
+            "--profile",
+            "basic",
+            "--out",
+            str(root / "data"),
+            "--quiet",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert runner.invoke(main, ["keygen", "--out", str(root / "secret.key")]).exit_code == 0
@@ -183,3 +197,29 @@ def test_evaluate_says_which_inputs_go_together(encoded):
     )
     assert plot.exit_code == 1
     assert "need --truth, --protocol and --encodings" in plot.output
+
+
+def test_link_freezes_a_model_reuses_it_and_writes_the_stable_mapping(encoded, tmp_path):
+    runner = CliRunner()
+    inputs = [str(encoded / p) for p in PARTIES]
+    base = ["link", "--protocol", str(EXAMPLE_PROTOCOL), *inputs, "--quiet", "--workers", "1"]
+    model, stable = tmp_path / "model.json", tmp_path / "stable.csv"
+    first = runner.invoke(
+        main, [*base, "--out", str(tmp_path / "a.csv"), "--save-model", str(model), "--statistics-out", str(stable)]
+    )
+    assert first.exit_code == 0, first.output
+    assert "froze the model (threshold" in first.output and "wrote the stable mapping" in first.output
+    assert "the protocol calibrates at 9" in first.output
+    assert stable.read_text().splitlines()[0] == "stable_entity_id,party,token"
+    again = runner.invoke(
+        main, [*base, "--out", str(tmp_path / "b.csv"), "--model", str(model), "--statistics-out", str(tmp_path / "s")]
+    )
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    assert [line.split(",")[1:] for line in stable.read_text().splitlines()[1:]] == [
+        line.split(",")[1:] for line in (tmp_path / "s").read_text().splitlines()[1:]
+    ]
+    both = runner.invoke(main, [*base, "--out", str(tmp_path / "c.csv"), "--model", str(model), "--save-model", "m"])
+    assert both.exit_code == 1 and "not both" in both.output
+    missing = runner.invoke(main, [*base, "--out", str(tmp_path / "c.csv"), "--model", str(tmp_path / "none.json")])
+    assert missing.exit_code == 1 and "no such model file" in missing.output

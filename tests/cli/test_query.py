@@ -17,7 +17,8 @@ def local_options(agencies, entities, ledger):
 def test_a_local_study_queries_spends_and_shows_its_ledger(runner, agencies, tmp_path):
     entities = tmp_path / "entities.csv"
     linked = invoke(runner, "link", "--protocol", EXAMPLE_PROTOCOL, agencies["msd"], agencies["police"],
-                    agencies["haven"], "--out", entities, "--quiet")  # fmt: skip
+                    agencies["haven"], "--out", tmp_path / "record-level.csv", "--save-model", tmp_path / "model.json",
+                    "--statistics-out", entities, "--quiet")  # fmt: skip
     assert linked.exit_code == 0, linked.output
     ledger = tmp_path / "study.ledger"
     options = local_options(agencies, entities, ledger)
@@ -32,8 +33,11 @@ def test_a_local_study_queries_spends_and_shows_its_ledger(runner, agencies, tmp
     assert counted.exit_code == 0, counted.output
     body = json.loads(counted.output)
     assert body["query"] == "count --by region --where member:police=true --where member:msd=true --rho 0.2"
-    assert len(body["cells"]) == 10 and all(cell["half_width"] == 3.0 for cell in body["cells"])
+    # One person can move 9 rows (three parties, squared): the noise protects 9 rows together.
+    assert len(body["cells"]) == 10 and all(cell["half_width"] == 28.0 for cell in body["cells"])
     assert body["remaining"] == {"rho": 0.5}
+    assert body["privacy_unit"].startswith("Privacy unit: one person, whose records (at most one per agency) move")
+    assert "at most 9 rows" in overlap.output and "docs/privacy-unit.md" in overlap.output
 
     dry = invoke(runner, "query", *options, "--dry-run", "mean", "weeks_supported", "--rho", "0.4")
     assert dry.exit_code == 0 and "dry run: nothing spent" in dry.output
@@ -47,6 +51,20 @@ def test_a_local_study_queries_spends_and_shows_its_ledger(runner, agencies, tmp
     assert shown.exit_code == 0, shown.output
     assert "budget ρ=1: spent ρ=0.5, ρ=0.5 left" in shown.output
     assert "overlap --rho 0.3" in shown.output and "count --by region" in shown.output
+
+
+def test_a_local_study_counts_only_a_stable_mapping(runner, agencies, tmp_path):
+    entities = tmp_path / "entities.csv"
+    linked = invoke(runner, "link", "--protocol", EXAMPLE_PROTOCOL, agencies["msd"], agencies["police"],
+                    "--out", entities, "--quiet")  # fmt: skip
+    assert linked.exit_code == 0, linked.output
+    refused = invoke(runner, "query", *local_options(agencies, entities, tmp_path / "l"), "count", "--rho", "0.1")
+    assert refused.exit_code == 1
+    assert "holds record-level entities, not the stable mapping" in refused.output
+    assert "--statistics-out" in refused.output
+    alone = invoke(runner, "link", "--protocol", EXAMPLE_PROTOCOL, agencies["msd"], agencies["police"],
+                   "--out", entities, "--statistics-out", tmp_path / "stable.csv", "--quiet")  # fmt: skip
+    assert alone.exit_code == 1 and "--statistics-out needs a frozen model" in alone.output
 
 
 def test_query_needs_one_mode_and_says_which_options(runner, tmp_path):
@@ -92,14 +110,15 @@ def test_an_analyst_queries_through_the_service(runner, admin_file, agencies, tm
 def test_a_local_report_is_written_once_and_refused_when_the_budget_cannot_pay(runner, agencies, tmp_path):
     entities = tmp_path / "entities.csv"
     linked = invoke(runner, "link", "--protocol", EXAMPLE_PROTOCOL, agencies["msd"], agencies["police"],
-                    agencies["haven"], "--out", entities, "--quiet")  # fmt: skip
+                    agencies["haven"], "--out", tmp_path / "record-level.csv", "--save-model", tmp_path / "model.json",
+                    "--statistics-out", entities, "--quiet")  # fmt: skip
     assert linked.exit_code == 0, linked.output
     options = local_options(agencies, entities, tmp_path / "study.ledger")
     spec = EXAMPLE_PROTOCOL.parent / "quarterly_report.yaml"
     out = tmp_path / "report.html"
     written = invoke(runner, "report", *options, "--spec", spec, "--out", out, "--quiet")
     assert written.exit_code == 0, written.output
-    assert "7 sections, spent ρ=0.4 of the privacy budget" in written.output
+    assert "7 sections, spent ρ=0.4 (≈ ε=4.605, δ=1e-06) of the privacy budget" in written.output
     page = out.read_text()
     assert invoke(runner, "report", *options, "--spec", spec, "--out", out, "--quiet").exit_code == 1, "no overwrite"
     again = invoke(runner, "report", *options, "--spec", spec, "--out", out, "--force", "--quiet")
@@ -112,3 +131,57 @@ def test_a_local_report_is_written_once_and_refused_when_the_budget_cannot_pay(r
     assert out.read_text() == second, "the refused report wrote nothing"
     shown = invoke(runner, "budget", "--protocol", EXAMPLE_PROTOCOL, "--ledger", tmp_path / "study.ledger")
     assert "spent ρ=0.8, ρ=0.2 left" in shown.output
+
+
+def test_a_dry_run_prints_the_cost_for_a_target_half_width_and_spends_show_as_epsilon(runner, agencies, tmp_path):
+    entities = tmp_path / "entities.csv"
+    linked = invoke(runner, "link", "--protocol", EXAMPLE_PROTOCOL, agencies["msd"], agencies["police"],
+                    agencies["haven"], "--out", tmp_path / "record-level.csv", "--save-model", tmp_path / "model.json",
+                    "--statistics-out", entities, "--quiet")  # fmt: skip
+    assert linked.exit_code == 0, linked.output
+    options = local_options(agencies, entities, tmp_path / "study.ledger")
+    # ± 45 with one person as 9 rows (issue 16) costs about what ± 5 cost with one row.
+    planned = invoke(runner, "query", *options, "--dry-run", "--target-half-width", "45", "count", "--by", "region")
+    assert planned.exit_code == 0, planned.output
+    assert "the least cost that gives ± 45: ρ=" in planned.output and "dry run: nothing spent" in planned.output
+    as_json = invoke(runner, "query", *options, "--json", "--dry-run", "--target-half-width", "45", "count", "--by",
+                     "region")  # fmt: skip
+    body = json.loads(as_json.output)
+    assert all(cell["half_width"] <= 45 for cell in body["cells"]) and body["approx_dp"]["delta"] == 1e-6
+    not_dry = invoke(runner, "query", *options, "--target-half-width", "45", "count", "--by", "region")
+    assert not_dry.exit_code == 1 and "add --dry-run" in not_dry.output
+    mean = invoke(runner, "query", *options, "--dry-run", "--target-half-width", "0.1", "mean", "weeks_supported")
+    assert mean.exit_code == 1 and "depends on how many people each group has" in mean.output
+    rho = body["cost"]["rho"]
+    released = invoke(runner, "query", *options, "count", "--by", "weeks_supported", "--rho", str(rho))
+    assert released.exit_code == 0, released.output
+    assert f"spent ρ={rho:g} (≈ ε=" in released.output and "13-25" in released.output
+    shown = invoke(runner, "budget", "--protocol", EXAMPLE_PROTOCOL, "--ledger", tmp_path / "study.ledger")
+    assert "as (ε, δ) at δ=1e-06" in shown.output and "≈ ε alone" in shown.output
+
+
+@pytest.mark.slow
+def test_no_query_words_make_pprl_query_print_a_traceback(runner, agencies, tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    entities = tmp_path / "entities.csv"
+    linked = invoke(runner, "link", "--protocol", EXAMPLE_PROTOCOL, agencies["msd"], agencies["police"],
+                    agencies["haven"], "--out", entities, "--quiet")  # fmt: skip
+    assert linked.exit_code == 0, linked.output
+    options = local_options(agencies, entities, tmp_path / "study.ledger")
+    words = st.sampled_from(
+        ["count", "sum", "mean", "quantile", "overlap", "weeks_supported", "months_in_nz[0,60]", "member:msd", "--by",
+         "--where", "--q", "--rho", "--epsilon", "--delta", "0.05", "1e-17", "nan", "region", "region=Otago", "'",
+         "\\", "--dry-run", "--target-half-width", "5", "--json", "x.json", "shared", "weeks_supported>=9" * 3]
+    )  # fmt: skip
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(query=st.lists(words, min_size=1, max_size=8))
+    def check(query):
+        result = invoke(runner, "query", *options, *query)
+        assert result.exit_code in (0, 1, 2, 3), (query, result.output)
+        unhandled = result.exception is not None and not isinstance(result.exception, SystemExit)
+        assert not unhandled and "Traceback" not in result.output, (query, result.output, result.exception)
+
+    check()

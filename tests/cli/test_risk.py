@@ -39,8 +39,11 @@ def test_risk_command(population, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     labels = [option["hardening"] for option in report["options"]]
-    assert labels[0] == "none" and "salt+diffusion3" in labels
+    assert labels[0] == "none" and "salt2+diffusion4+clk_fallback" in labels
     assert report["records"] == 120 and report["overlap"] == 1.0
+    # Every attack at the attacker's three overlaps: the worst case and likelier ones.
+    assert report["overlaps"] == [1.0, 0.5, 0.2]
+    assert all(set(option["attacks_by_overlap"]) == {"1.00", "0.50", "0.20"} for option in report["options"])
     assert set(report["options"][0]["attacks"]) == {
         "frequency_clk",
         "frequency_fields",
@@ -77,6 +80,8 @@ def test_risk_command_measures_quality(population, monkeypatch):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     f1 = {option["hardening"]: option["f1"] for option in report["options"]}
-    assert 0.9 < f1["none"] <= 1.0, "unhardened encodings of 400 synthetic people link well"
+    # The realistic synth holds households (a surname and an address shared): unhardened
+    # encodings of 400 people link at about 0.9, not 0.99.
+    assert 0.8 < f1["none"] <= 1.0, "unhardened encodings of 400 synthetic people link"
     assert all(0.0 <= value <= 1.0 for value in f1.values())
     assert report["recommended"] is None or report["recommended"] in f1

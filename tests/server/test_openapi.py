@@ -25,7 +25,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     make, _ = make_factory(tmp_path_factory.mktemp("openapi"), None)
-    return create_app(make(run_worker=False))
+    return create_app(make(run_worker=False, api_docs=True, rate_limit=None))
 
 
 @pytest.fixture(scope="module")

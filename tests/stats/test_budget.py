@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from linkage.errors import BudgetExceeded, InputError, ProtocolError
+from linkage.errors import BudgetExceeded, InputError, PprlError, ProtocolError
 from linkage.protocol import load_protocol, parse_protocol
 from stats.budget import Budget, FileLedger, Loss, budget_of, check_affordable
 from tests.helpers import EXAMPLE_PROTOCOL
@@ -131,3 +131,110 @@ def test_a_protocol_may_fix_epsilon_with_or_without_delta_but_not_with_rho(proto
     document["releases"]["budget"] = {"rho": 1, "epsilon": 1}
     with pytest.raises(ProtocolError, match="budget"):
         parse_protocol(document)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"rho": "1e-6000000"}, "rho must be a number such as 0.05"),
+        ({"rho": "9" * 5000}, "rho must be a number such as 0.05"),
+        ({"rho": 10**5000}, "rho must be at most"),
+        ({"rho": float("inf")}, "rho must be a finite number"),
+        ({"rho": float("nan")}, "rho must be a finite number"),
+        ({"rho": "1e-25"}, "is outside what a release can spend"),
+        ({"rho": "1e12"}, "is outside what a release can spend"),
+        ({"rho": True}, "rho must be a number"),
+        ({"rho": [0.1]}, "rho must be a number"),
+        ({"epsilon": 1, "delta": "1e-999"}, "delta must be 0 or at least 1e-30"),
+    ],
+)
+def test_absurd_costs_are_refused_before_any_exact_arithmetic(values, message):
+    with pytest.raises(InputError, match=message):
+        Loss.from_json(values)
+
+
+@given(text=st.text(max_size=60))
+def test_any_text_as_a_cost_is_a_loss_or_an_input_error(text):
+    try:
+        loss = Loss.from_json({"rho": text})
+    except InputError:
+        return
+    assert 0 < loss.amount <= 10**9
+
+
+@pytest.mark.parametrize("rho", [1e-6, 0.001, 0.05, 0.4, 1.0, 10.0])
+def test_rho_is_shown_as_epsilon_by_opendps_conversion_within_the_textbook_bound(rho):
+    import math
+
+    from stats.budget import epsilon_of_rho
+
+    epsilon = epsilon_of_rho(rho, 1e-6)
+    textbook = rho + 2 * math.sqrt(rho * math.log(1e6))  # Bun and Steinke 2016, Proposition 1.3
+    assert rho < epsilon <= textbook * 1.001
+
+
+def test_the_budget_shows_every_rho_spend_as_epsilon_delta_at_the_protocols_delta(protocol, tmp_path):
+    from stats.render import format_budget
+
+    document = copy.deepcopy(protocol.document)
+    document["releases"]["equivalent_delta"] = 1e-8
+    ledger = FileLedger(tmp_path / "l", parse_protocol(document))
+    with ledger.spend("ana", "count --rho 0.3", Loss.of(rho=0.3)):
+        pass
+    budget = ledger.budget()
+    assert budget.equivalent_delta == 1e-8
+    shown = budget.to_json()
+    assert shown["equivalent_delta"] == 1e-8 and shown["releases"][0]["approx_dp"]["delta"] == 1e-8
+    assert shown["spent_approx_dp"]["epsilon"] == shown["releases"][0]["approx_dp"]["epsilon"] > 0.3
+    assert Budget.from_json(json.loads(json.dumps(shown))) == budget
+    text = format_budget(budget)
+    assert "as (ε, δ) at δ=1e-08: the total is ε=" in text and "≈ ε alone" in text
+
+
+def spend_file(ledger, rho):
+    with ledger.spend("ana", f"count --rho {rho}", Loss.of(rho=rho)) as receipt:
+        receipt.mechanism = "OpenDP discrete Gaussian"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda lines: [lines[0], lines[1], lines[2].replace("count", "sum"), lines[3]],
+        lambda lines: [lines[0], lines[1], lines[3]],
+        lambda lines: lines[:3],
+        lambda lines: [lines[0], lines[2], lines[1], lines[3]],
+    ],
+    ids=["edit", "delete-middle", "delete-last", "reorder"],
+)
+def test_a_file_ledger_edited_or_cut_releases_nothing_more(protocol, tmp_path, damage):
+    path = tmp_path / "study.ledger"
+    ledger = FileLedger(path, protocol)
+    for _ in range(3):
+        spend_file(ledger, 0.3)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(damage(lines)) + "\n")
+    with pytest.raises(PprlError, match="restored from a backup") as caught:
+        spend_file(ledger, 0.05)
+    assert caught.value.code == "tampered"
+    with pytest.raises(PprlError, match="study.ledger"):
+        ledger.budget()
+
+
+def test_a_file_ledger_of_an_older_pprl_is_chained_from_its_next_release(protocol, tmp_path):
+    path = tmp_path / "old.ledger"
+    ledger = FileLedger(path, protocol)
+    spend_file(ledger, 0.2)
+    spend_file(ledger, 0.2)
+    old = [json.loads(line) for line in path.read_text().splitlines()]
+    for entry in old[1:]:
+        entry.pop("prev_sha256"), entry.pop("sha256")
+    path.write_text("\n".join(json.dumps(entry) for entry in old) + "\n")
+    ledger.head_path.unlink()
+    assert ledger.budget().remaining == Loss.of(rho=0.6), "an unchained ledger still reads"
+    spend_file(ledger, 0.2)
+    assert ledger.budget().remaining == Loss.of(rho=0.4)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[2], lines[3]]) + "\n")
+    with pytest.raises(PprlError, match="cannot be trusted"):
+        ledger.budget()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"

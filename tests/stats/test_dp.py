@@ -3,14 +3,16 @@
 import copy
 import math
 import shlex
+from dataclasses import replace
 from fractions import Fraction
 
+import opendp.prelude as dp
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from linkage.errors import BudgetExceeded
+from linkage.errors import BudgetExceeded, InputError, ProtocolError
 from linkage.protocol import parse_protocol
 from stats.budget import FileLedger, Loss
 from stats.dp import Answer, answer_query, prepare, project_to_counts
@@ -63,24 +65,41 @@ def test_sum_mean_and_quantile_are_the_exact_statistics_without_noise(protocol, 
 
 
 def test_the_noise_is_no_more_than_the_cost_requires(protocol, table):
+    rows = protocol.rows_per_person  # one person: up to 9 rows with three parties (docs/privacy-unit.md)
     count = prepare(table, parse_query(protocol, ["count", "--rho", "0.1"]), protocol)
     scale = count.summary["scale"][0]
-    assert scale == pytest.approx(1 / math.sqrt(2 * 0.1), rel=1e-6), "a count's zCDP scale is 1/sqrt(2 rho)"
-    assert count.measurement.map(1) <= 0.1
-    assert count.preview().cells[0].half_width == 4.0, "OpenDP accuracy 5 means |error| <= 4 w.p. 95%"
+    assert scale == pytest.approx(rows / math.sqrt(2 * 0.1), rel=1e-6), "a count's zCDP scale is k/sqrt(2 rho)"
+    assert count.measurement.map(rows) <= 0.1
+    assert count.preview().cells[0].half_width == 39.0, "OpenDP accuracy 40 means |error| <= 39 w.p. 95%"
     total = prepare(table, parse_query(protocol, ["sum", "weeks_supported", "--rho", "0.1"]), protocol)
-    assert total.summary["scale"][0] == pytest.approx(52 / math.sqrt(0.2), rel=1e-6)
+    assert total.summary["scale"][0] == pytest.approx(rows * 52 / math.sqrt(0.2), rel=1e-6)
 
 
-@pytest.mark.parametrize("rows", [2, 3])
-def test_a_person_who_may_make_several_rows_is_protected_whole(protocol, table, rows):
+def test_the_privacy_unit_is_a_person_of_as_many_rows_as_the_parties_squared(protocol):
+    assert protocol.rows_per_person == len(protocol.parties) ** 2 == 9
+    document = copy.deepcopy(protocol.document)
+    document["releases"]["rows_per_person"] = 1
+    with pytest.raises(ProtocolError) as refused:
+        parse_protocol(document)
+    assert "rows_per_person: 1 is below the 9 rows one person can move" in str(refused.value)
+
+
+@pytest.mark.parametrize("rows", [9, 12])
+@pytest.mark.parametrize("measure", ["rho", "epsilon"])
+def test_a_person_who_may_make_several_rows_is_protected_whole(protocol, table, rows, measure):
+    # Group privacy: a release calibrated at one row would cost a person of k rows k² rho
+    # (zCDP) or k epsilon; calibrated at k rows, it costs the person what it says.
     document = copy.deepcopy(protocol.document)
     document["releases"]["rows_per_person"] = rows
+    document["releases"]["budget"] = {measure: 2.0}
     several = parse_protocol(document)
-    for query, single in (("count --rho 0.1", 1 / math.sqrt(0.2)), ("count --by region --rho 0.1", 1 / math.sqrt(0.2))):
+    for query in (f"count --{measure} 0.1", f"count --by region --{measure} 0.1"):
         prepared = prepare(table, parse_query(several, query.split()), several)
+        single = 1 / math.sqrt(0.2) if measure == "rho" else 1 / 0.1
         assert prepared.summary["scale"][0] == pytest.approx(rows * single, rel=1e-6), query
         assert prepared.measurement.map(rows) <= 0.1
+        one_row = prepared.measurement.map(1)
+        assert one_row == pytest.approx(0.1 / rows**2 if measure == "rho" else 0.1 / rows, rel=1e-6)
 
 
 def test_a_pure_epsilon_protocol_gets_laplace_noise(protocol, table):
@@ -89,8 +108,8 @@ def test_a_pure_epsilon_protocol_gets_laplace_noise(protocol, table):
     pure = parse_protocol(document)
     prepared = prepare(table, parse_query(pure, ["count", "--epsilon", "0.5"]), pure)
     assert "discrete Laplace" in prepared.mechanism
-    assert prepared.summary["scale"][0] == pytest.approx(2.0, rel=1e-6)
-    assert prepared.measurement.map(1) <= 0.5
+    assert prepared.summary["scale"][0] == pytest.approx(2.0 * pure.rows_per_person, rel=1e-6)
+    assert prepared.measurement.map(pure.rows_per_person) <= 0.5
 
 
 def test_overlap_cells_are_consistent_non_negative_integers(protocol, table):
@@ -141,7 +160,7 @@ def test_a_refused_query_releases_nothing_and_a_dry_run_spends_nothing(protocol,
     with pytest.raises(BudgetExceeded, match="only ρ=0.3 of the project's ρ=1 is left"):
         answer_query(table, spec, protocol, ledger.spend, "ana")
     preview = answer_query(table, spec, protocol, ledger.spend, "ana", dry_run=True)
-    assert not preview.released and preview.cells[0].value is None and preview.cells[0].half_width == 2.0
+    assert not preview.released and preview.cells[0].value is None and preview.cells[0].half_width == 15.0
     budget = ledger.budget()
     assert len(budget.entries) == 1 and budget.spent == Loss.of(rho=0.7)
     assert "discrete Gaussian" in budget.entries[0].mechanism
@@ -164,3 +183,304 @@ def test_a_histogram_by_two_attributes_has_every_pair_of_public_keys(protocol, t
     exact = {(r, p): n for r, p, n in table.group_by("region", "member:police").len().iter_rows()}
     regions = (*protocol.attribute("region").categories, None)
     assert values(answer) == {(r, p): exact.get((r, p), 0) for r in regions for p in (True, False)}
+
+
+# -- issue 16, section 2: intervals that are true ------------------------------------------
+
+
+def true_quantiles(values, q):
+    """Every value that is a true q-quantile of ``values``: #(x < v) <= q n <= #(x <= v)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    low = min(v for v in range(ordered[0], ordered[-1] + 1) if sum(x <= v for x in ordered) >= q * n)
+    return {
+        v for v in range(low, ordered[-1] + 1) if sum(x < v for x in ordered) <= q * n <= sum(x <= v for x in ordered)
+    }
+
+
+@pytest.mark.parametrize("q", [0.1, 0.3, 0.5, 0.9])
+def test_a_quantile_is_stated_with_an_interval_in_the_attributes_units_for_every_q(protocol, table, q):
+    spec = parse_query(protocol, shlex.split(f"quantile months_in_nz --q {q} --where member:haven --rho 0.2"))
+    prepared = prepare(table, spec, protocol)
+    months = table.filter(pl.col("member:haven"))["months_in_nz"].drop_nulls().to_list()
+    truth = true_quantiles(months, q)
+    covered = 0
+    for _ in range(40):
+        cell = prepared.release().cells[0]
+        assert cell.half_width <= 120, "a half-width in months, not in (mis-scaled) ranks"
+        assert 0 <= cell.lower <= cell.upper <= 120, "the interval is in months, within the attribute's bounds"
+        assert cell.lower >= cell.value - cell.half_width
+        covered += any(cell.lower <= t <= cell.upper for t in truth)
+    assert covered >= 34, f"{covered} of 40 intervals held the true {q}-quantile"
+
+
+def test_the_quantile_rank_bound_divides_opendps_score_scale_by_the_scores_sensitivity(protocol, table):
+    from stats.accuracy import quantile_rank_bound
+
+    spec = parse_query(protocol, shlex.split("quantile months_in_nz --q 0.3 --rho 0.05"))
+    main = prepare(table, spec, protocol).parts["main"]
+    scale = float(main.summary["scale"][0])
+    assert scale > 1e9, "OpenDP's scale is in score units: alpha_den (about 1.8e10) times a rank"
+    bound = quantile_rank_bound(scale, scale / main.global_scale, 0.3, 121)
+    assert bound == pytest.approx(main.global_scale * 0.7 * math.log(121 / 0.05))
+    # Tens of people per row one person can move (issue 16: 9 rows for three parties), not 2.2e11.
+    assert 20 < bound / protocol.rows_per_person < 60
+
+
+def test_a_discrete_laplace_count_interval_covers_95_percent_at_epsilon_2(protocol, table):
+    document = copy.deepcopy(protocol.document)
+    document["releases"]["budget"] = {"epsilon": 20.0}
+    pure = parse_protocol(document)
+    prepared = prepare(table, parse_query(pure, ["count", "--epsilon", "2"]), pure)
+    scale = prepared.summary["scale"][0]
+    width = prepared.preview().cells[0].half_width
+    p = math.exp(-1 / scale)
+    exact = (1 - p) / (1 + p) * (1 + 2 * sum(p**k for k in range(1, int(width) + 1)))
+    assert exact >= 0.95, f"P(|noise| <= {width}) is {exact:.3f} for OpenDP's discrete Laplace at scale {scale}"
+    truth = table.height
+    hits = sum(abs(prepared.release().cells[0].value - truth) <= width for _ in range(300))
+    assert hits >= 0.92 * 300, f"{hits} of 300"
+
+
+def test_overlap_under_a_filter_noises_only_the_patterns_it_leaves_possible(protocol, table):
+    # At 81 times the cost, the noise of one row at 0.05 (a person is 9 rows: issue 16).
+    spec = parse_query(
+        protocol, shlex.split(f"overlap --where member:haven --rho {0.05 * protocol.rows_per_person**2}")
+    )
+    prepared = prepare(table, spec, protocol)
+    preview = {cell.key[-1]: cell for cell in prepared.preview().cells}
+    for pattern in ("msd", "police", "msd+police"):
+        assert preview[pattern].value == 0 and preview[pattern].half_width == 0
+        assert "no one can be in this group" in preview[pattern].note
+    assert prepared.parts["main"].keys.height == 4, "only patterns with haven go to OpenDP"
+    haven = table.filter(pl.col("member:haven")).height
+    errors = []
+    for _ in range(150):
+        derived = {cell.key[-1]: cell.value for cell in prepared.release().derived}
+        errors.append(derived["haven"] - haven)
+    assert abs(sum(errors) / len(errors)) < 1.5, "no mass pushed off the real cells onto impossible ones"
+
+
+def test_cells_a_filter_rules_out_are_exact_zeros_and_a_filter_that_rules_out_everyone_is_refused(protocol, table):
+    answer = release(
+        table, protocol, "count --by member:police,region --where nonmember:police --where region=Otago --rho 0.1"
+    )
+    for cell in answer.cells:
+        if cell.key != (False, "Otago"):
+            assert cell.value == 0 and cell.half_width == 0, cell
+    mean = release(table, protocol, "mean weeks_supported --by member:msd --rho 0.1")
+    assert {c.key: c.note for c in mean.cells}[(False,)].startswith("no one can be in this group")
+    with pytest.raises(InputError, match="rules out everyone"):
+        release(table, protocol, "count --where nonmember:msd,police,haven --rho 0.1")
+    with pytest.raises(InputError, match="rules out everyone"):
+        release(table, protocol, "count --where weeks_supported>=60 --rho 0.1")
+
+
+def ruled(protocol, **rules):
+    document = copy.deepcopy(protocol.document)
+    document["releases"]["output_rules"] = rules
+    return parse_protocol(document)
+
+
+def recoverable(cells, derived, values, threshold):
+    """Groups of suppressed cells whose total the shown figures pin down at fewer than ``threshold`` people."""
+    import itertools
+
+    import numpy as np
+
+    patterns = [cell.key[-1] for cell in cells]
+    hidden = [i for i, cell in enumerate(cells) if cell.value is None]
+    rows = [np.eye(len(cells))[i] for i, cell in enumerate(cells) if cell.value is not None]
+    for cell in derived:
+        if cell.value is not None:
+            parties = None if cell.key[-1] == "any" else set(cell.key[-1].split("+"))
+            rows.append(np.array([1.0 if parties is None or parties <= set(p.split("+")) else 0.0 for p in patterns]))
+    shown = np.array(rows).reshape(-1, len(cells))
+    rank = np.linalg.matrix_rank(shown) if len(rows) else 0
+    found = []
+    for size in range(1, len(hidden) + 1):
+        for group in itertools.combinations(hidden, size):
+            vector = np.zeros(len(cells))
+            vector[list(group)] = 1
+            if np.linalg.matrix_rank(np.vstack([shown, vector])) == rank and sum(values[i] for i in group) < threshold:
+                found.append(group)
+    return found
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(counts=st.lists(st.integers(min_value=-5, max_value=120), min_size=7, max_size=7))
+def test_no_suppressed_overlap_cell_can_be_worked_out_from_the_figures_shown(protocol, table, counts):
+    strict = ruled(protocol, suppress_below=20)
+    prepared = prepare(table, parse_query(strict, shlex.split("overlap --rho 0.1")), strict)
+    rows = {
+        (pattern,): {"pattern": pattern, "len": count}
+        for pattern, count in zip(membership_patterns(strict), counts, strict=True)
+    }
+    answer = prepared.release_from({"main": rows})
+    unruled = prepare(table, parse_query(protocol, shlex.split("overlap --rho 0.1")), protocol)
+    values = [cell.value for cell in unruled.release_from({"main": rows}).cells]
+    assert recoverable(list(answer.cells), list(answer.derived), values, 20) == []
+    assert all(cell.value is None or cell.value >= 20 for cell in answer.cells)
+    for cell in answer.derived:
+        assert cell.value is None or cell.value >= 20 or cell.value == 0 and cell.half_width == 0
+
+
+def test_means_over_groups_below_the_threshold_are_withheld_and_intervals_stay_within_bounds(protocol, table):
+    strict = ruled(protocol, suppress_below=30)
+    prepared = prepare(
+        table, parse_query(strict, shlex.split("mean housed_within_90_days --by member:police --rho 0.001")), strict
+    )
+    rows = {
+        (True,): {"member:police": True, "housed_within_90_days": 25, "len": 29},
+        (False,): {"member:police": False, "housed_within_90_days": 39, "len": 40},
+    }
+    cells = {cell.key: cell for cell in prepared.release_from({"main": rows}).cells}
+    assert cells[(True,)].value is None and "suppressed: fewer than 30 people" in cells[(True,)].note
+    kept = cells[(False,)]
+    assert kept.value == pytest.approx(39 / 40)
+    assert 0 <= kept.lower <= kept.value <= kept.upper <= 1, "the interval of a share stays within 0..1"
+    assert kept.half_width <= 1
+
+
+def test_an_epsilon_delta_query_is_answered_within_its_loss(protocol, table):
+    document = copy.deepcopy(protocol.document)
+    document["releases"]["budget"] = {"epsilon": 3.0, "delta": 1e-6}
+    approx = parse_protocol(document)
+    for text in ("count --by region --epsilon 0.5 --delta 1e-7", "mean weeks_supported --epsilon 1 --delta 1e-6"):
+        prepared = prepare(table, parse_query(approx, shlex.split(text)), approx)
+        loss = prepared.measurement.map(1)
+        epsilon, delta = loss if isinstance(loss, tuple) else (loss, 0.0)
+        spec = prepared.spec
+        assert epsilon <= float(spec.cost.amount) and delta <= float(spec.cost.delta), text
+        assert all(cell.value is not None for cell in prepared.release().cells)
+
+
+def test_a_gaussian_is_chosen_for_epsilon_delta_when_it_has_less_noise(table):
+    from stats.budget import Loss
+    from stats.dp import _measure
+
+    frame = table.lazy()
+    domain = dp.with_margin(dp.domain_of(frame, infer=True), dp.polars.Margin(by=(), max_length=10**9))
+    query = frame.select(*(pl.col("weeks_supported").fill_null(0).dp.sum((0, 52)).alias(f"s{i}") for i in range(40)))
+
+    def plan(measure, scale):
+        return dp.m.make_private_lazyframe(domain, dp.symmetric_distance(), measure, query, global_scale=scale)
+
+    measurement, summary, _, converted = _measure(plan, Loss.of(epsilon=1, delta=1e-5), 1)
+    assert converted and "Gaussian" in summary["distribution"][0]
+    epsilon, delta = measurement.map(1)
+    assert epsilon <= 1 and delta <= 1e-5
+
+
+# -- issue 15, row 2: a release never holds the ledger while OpenDP works, and has a time limit --
+
+
+def test_the_ledger_is_held_only_to_check_and_record_never_while_opendp_plans_or_releases(
+    protocol, table, tmp_path, monkeypatch
+):
+    import contextlib
+
+    import stats.dp
+
+    ledger = FileLedger(tmp_path / "l", protocol)
+    held = []
+    work = []
+
+    @contextlib.contextmanager
+    def spend(who, query, cost):
+        held.append(True)
+        with ledger.spend(who, query, cost) as receipt:
+            yield receipt
+        held.pop()
+
+    real_prepare, real_release = stats.dp.prepare, stats.dp.Prepared.release
+    monkeypatch.setattr(stats.dp, "prepare", lambda *a: work.append(("plan", bool(held))) or real_prepare(*a))
+    monkeypatch.setattr(
+        stats.dp.Prepared, "release", lambda self: work.append(("release", bool(held))) or real_release(self)
+    )
+    answer = answer_query(table, parse_query(protocol, ["count", "--rho", "0.1"]), protocol, spend, "ana")
+    assert answer.released and work == [("plan", False), ("release", False)]
+    assert len(ledger.budget().entries) == 1
+
+
+def test_a_release_that_takes_too_long_is_refused_cleanly_and_spends_nothing(protocol, table, tmp_path, monkeypatch):
+    import threading
+
+    import stats.dp
+    from stats.dp import ReleaseTimeout
+
+    ledger = FileLedger(tmp_path / "l", protocol)
+    stuck = threading.Event()
+    monkeypatch.setattr(stats.dp.Prepared, "release", lambda _self: stuck.wait(30))
+    spec = parse_query(protocol, ["count", "--rho", "0.1"])
+    try:
+        with pytest.raises(
+            ReleaseTimeout, match="took longer than 0.2 s and was stopped; nothing was released or spent"
+        ):
+            answer_query(table, spec, protocol, ledger.spend, "ana", timeout=0.2)
+    finally:
+        stuck.set()
+    assert ledger.budget().entries == ()
+    assert ReleaseTimeout.http_status == 503
+
+
+@pytest.mark.parametrize(
+    "text", ["count --rho 1e-17", "sum weeks_supported --rho 1e-15", "quantile months_in_nz --rho 1e-16"]
+)
+def test_a_cost_too_small_to_answer_anything_is_refused_before_opendp_works_on_it(protocol, table, text):
+    with pytest.raises(InputError, match=r"is so small that the noise would be .* ask for at least rho="):
+        prepare(table, parse_query(protocol, shlex.split(text)), protocol)
+
+
+def test_a_large_noise_scale_gets_its_accuracy_quickly_and_truly(protocol, table):
+    from stats.accuracy import EXACT_GAUSSIAN_UP_TO, half_width
+
+    exact = half_width("Integer Gaussian", EXACT_GAUSSIAN_UP_TO)
+    fast = half_width("Integer Gaussian", EXACT_GAUSSIAN_UP_TO * (1 + 1e-9))
+    assert fast >= exact and fast - exact <= 1, "the continuous tail agrees with OpenDP's at the switch"
+    prepared = prepare(table, parse_query(protocol, shlex.split("count --rho 1e-10")), protocol)
+    rows = protocol.rows_per_person  # the noise protects the rows one person can move (issue 16)
+    assert prepared.preview().cells[0].half_width == pytest.approx(1.96 * 70711 * rows, rel=1e-3)
+
+
+# -- issue 16, section 3: what analysts expect -------------------------------------------------
+
+
+def test_binned_groups_count_the_people_in_each_public_bin(protocol, table):
+    answer = release(table, protocol, f"count --by weeks_supported,member:police {NOISELESS}")
+    weeks = table["weeks_supported"]
+    police = table["member:police"]
+    bins = {"0-12": (0, 12), "13-25": (13, 25), "26-38": (26, 38), "39-52": (39, 52)}
+    for (label, flag), value in values(answer).items():
+        if label is None:
+            expected = table.filter(weeks.is_null() & (police == flag)).height
+        else:
+            low, high = bins[label]
+            expected = table.filter(weeks.is_between(low, high) & (police == flag)).height
+        assert value == expected, (label, flag)
+    means = release(table, protocol, f"mean weeks_supported --by 'weeks_supported[0,26]' {NOISELESS}")
+    low = table.filter(pl.col("weeks_supported") < 26)["weeks_supported"].mean()
+    assert values(means)[("0-25",)] == pytest.approx(low, abs=1e-3)
+    assert values(means)[(None,)] is None, "no one without weeks_supported has a mean of it"
+
+
+@pytest.mark.parametrize("text", ["count --by region", "overlap", "sum weeks_supported --where member:msd"])
+def test_the_cost_for_a_target_half_width_is_the_least_that_gives_it(protocol, table, text):
+    from stats.budget import Loss
+    from stats.dp import cost_for_half_width
+
+    spec = parse_query(protocol, shlex.split(text), default_cost=Loss.of(rho=1))
+    target = 5 if "sum" not in text else 400
+    found = cost_for_half_width(table, spec, protocol, target)
+    assert all(cell.half_width <= target for cell in prepare(table, found, protocol).preview().cells)
+    cheaper = replace(found, cost=Loss.of(rho=float(found.cost.amount) * 0.9))
+    assert any(cell.half_width > target for cell in prepare(table, cheaper, protocol).preview().cells)
+    with pytest.raises(InputError, match="depends on how many people each group has"):
+        cost_for_half_width(table, replace(spec, kind="mean"), protocol, 5)
+
+
+def test_an_answer_shows_its_rho_as_epsilon_delta_too(protocol, table):
+    answer = answer_query(table, parse_query(protocol, ["count", "--rho", "0.05"]), protocol, None, "ana", dry_run=True)
+    assert answer.cost_shown == "ρ=0.05 (≈ ε=1.472, δ=1e-06)"
+    assert answer.to_json()["approx_dp"] == {"epsilon": 1.472, "delta": 1e-06}
+    assert Answer.from_json(answer.to_json()) == answer

@@ -4,7 +4,7 @@ import pytest
 
 from linkage.errors import InputError
 from linkage.protocol import parse_protocol
-from stats.entities import entity_table, membership_patterns, read_entity_table
+from stats.entities import entity_table, membership_patterns, privacy_unit, read_entity_table
 
 A, B, C, D = (f"{n:032x}" for n in range(1, 5))
 
@@ -56,7 +56,7 @@ def test_patterns_cover_every_non_empty_set_of_parties(protocol):
 
 def test_local_files_are_read_and_checked(protocol, tmp_path):
     entities = tmp_path / "entities.csv"
-    entities.write_text(f"entity_id,party,token\ne1,msd,{A}\ne1,police,{B}\n")
+    entities.write_text(f"stable_entity_id,party,token\ne1,msd,{A}\ne1,police,{B}\n")
     msd = tmp_path / "msd.csv"
     msd.write_text(f"token,consent,region,benefit_type,weeks_supported\n{A},true,Otago,none,3\n{C},false,,,\n")
     police = tmp_path / "police.csv"
@@ -69,3 +69,14 @@ def test_local_files_are_read_and_checked(protocol, tmp_path):
         read_entity_table(protocol, tmp_path / "nope.csv", [("msd", msd)])
     with pytest.raises(InputError, match="attributes file of party 'haven' not found"):
         read_entity_table(protocol, entities, [("haven", tmp_path / "nope.csv")])
+    record_level = tmp_path / "record-level.csv"
+    record_level.write_text(f"entity_id,party,token\ne1,msd,{A}\ne1,police,{B}\n")
+    with pytest.raises(InputError, match="holds record-level entities, not the stable mapping"):
+        read_entity_table(protocol, record_level, [("msd", msd), ("police", police)])
+
+
+def test_the_privacy_unit_is_stated_in_one_sentence_with_its_bound_and_limits(protocol):
+    sentence = privacy_unit(protocol)
+    assert sentence.count(". ") == 0 and sentence.endswith(".")
+    assert "one person" in sentence and "at most 9 rows" in sentence
+    assert "no two records of one agency in one cluster" in sentence and "not protected" in sentence

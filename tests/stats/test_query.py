@@ -51,7 +51,17 @@ def test_quantile_defaults_to_the_median(protocol):
         ("count region --rho 0.1", "count takes no attribute"),
         ("quantile housed_within_90_days --rho 0.1", "a quantile needs an integer attribute"),
         ("quantile months_in_nz --q 1.5 --rho 0.1", "--q must be between 0 and 1"),
-        ("count --by weeks_supported --rho 0.1", "an integer attribute has no public categories to group by"),
+        ("count --by police_contacts --rho 0.1", "the protocol declares none for it; give their lower edges"),
+        ("count --by 'police_contacts[0,40]' --rho 0.1", "the lower edges must rise within police_contacts's bounds"),
+        ("count --by 'region[1,2]' --rho 0.1", "only an integer attribute is grouped by bins; region is categorical"),
+        ("sum member:police --rho 0.1", "count them with `count --by member:police`"),
+        ("mean shared --rho 0.1", "count them with `count --by shared`"),
+        ("quantile member:msd --rho 0.1", "it is not an outcome to quantile"),
+        (
+            "count --by region,benefit_type,offence_category,housed_within_90_days,police_contacts[0,1,2,3,4,5] "
+            "--rho 0.1",
+            "more than the 5000",
+        ),
         ("count --where region>=3 --rho 0.1", ">= compares numbers, and region is categorical"),
         ("count --where member:nzdf --rho 0.1", "'nzdf' is not a party of the protocol"),
         ("count --where weeks_supported>=ten --rho 0.1", "'ten' is not a whole number"),
@@ -97,3 +107,39 @@ def test_a_yaml_query_file_is_read_too(protocol, tmp_path):
     path.write_text("kind: mean\nattribute: weeks_supported\nwhere: [shared]\ncost: {rho: 0.1}\n")
     spec = parse_query(protocol, [str(path)])
     assert spec.text() == "mean weeks_supported --where shared=true --rho 0.1"
+
+
+@pytest.mark.parametrize(
+    "text", ["count --where 'region=Auckland --rho 0.1", 'count --rho 0.1 "', "count --rho 0.1 \\"]
+)
+def test_a_query_that_cannot_be_split_into_words_is_an_input_error(text):
+    from stats.query import split_query
+
+    with pytest.raises(InputError, match="close every quote and do not end it with a backslash"):
+        split_query(text)
+
+
+def test_integer_attributes_group_by_the_protocols_bins_or_the_querys(protocol):
+    declared = parse(protocol, "count --by weeks_supported --rho 0.1").by[0]
+    assert declared.keys == ("0-12", "13-25", "26-38", "39-52", None)
+    given = parse(protocol, "count --by 'police_contacts[0,1,5]',region --rho 0.1")
+    assert [c.name for c in given.by] == ["police_contacts[0,1,5]", "region"]
+    assert given.by[0].keys == ("0", "1-4", "5-30", None)
+    assert parse(protocol, given.text()) == given
+    assert parse_query_json(protocol, json.loads(json.dumps(given.to_json()))) == given
+    assert parse(protocol, "count --by 'police_contacts[3,10]' --rho 0.1").by[0].bins == (0, 3, 10), "lower added"
+
+
+def test_a_word_that_names_a_file_is_read_only_when_files_are_allowed(protocol, tmp_path):
+    path = tmp_path / "q.yaml"
+    path.write_text("kind: count\ncost: {rho: 0.1}\nsecret_column: 1\n")
+    with pytest.raises(InputError, match="unknown query key"):
+        parse_query(protocol, [str(path)])
+    with pytest.raises(InputError, match="unknown query kind") as refused:
+        parse_query(protocol, [str(path)], files=False)
+    assert "secret_column" not in refused.value.message
+
+
+def test_integer_conditions_far_outside_the_bounds_are_kept_within_what_polars_can_compare(protocol):
+    spec = parse(protocol, "count --where weeks_supported>=99999999999999999999999 --rho 0.1")
+    assert spec.where[0].values == (53,)

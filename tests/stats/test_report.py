@@ -75,10 +75,13 @@ def test_the_report_is_one_page_built_from_dp_answers_with_intervals(protocol, t
     assert not re.search(r"""(src|href)=["']?https?:""", page), "nothing is fetched when the report is opened"
     assert page.count('src="data:image/png;base64,') == 6, "every section but the quantile has a chart"
     assert "What the ± means" in page and "nz-shared-clients-2026" in page
+    assert "can change at most 9 rows of the table these figures count" in page, "the unit and its bound"
+    assert "the matching model, fitted once on the agencies' records, is not itself protected" in page
     for row in re.findall(r"<tr>(.*?)</tr>", page):
         cells = re.findall(r'<td class="num">(.*?)</td><td>(.*?)</td>', row)
         for value, interval in cells:
-            assert interval.startswith(("±", "rank ±")) or value.startswith("suppressed"), row
+            shown = interval.startswith("±") or re.fullmatch(r"[\d.,%]+ to [\d.,%]+", interval)
+            assert shown or value.startswith(("suppressed", "withheld", "no one")), row
     budget = ledger.budget()
     assert len(budget.entries) == 1 and budget.spent == Loss.of(rho=0.4)
     assert budget.entries[0].query.startswith("report 'Clients shared by")
@@ -126,3 +129,32 @@ def test_a_section_that_fails_to_release_records_nothing(protocol, table, tmp_pa
     with pytest.raises(InputError, match="a test"):
         answer_queries(table, queries, protocol, ledger.spend, "ministry", "report")
     assert ledger.budget().entries == ()
+
+
+def test_a_report_under_a_suppression_rule_gives_no_suppressed_cell_away(protocol, table, tmp_path):
+    import copy
+
+    from linkage.protocol import parse_protocol
+
+    document = copy.deepcopy(protocol.document)
+    document["releases"]["output_rules"] = {"suppress_below": 150}
+    # A person is nine rows here (three agencies): a large spend keeps the noise far from the rule,
+    # so that which cells fall under it does not depend on the draw.
+    document["releases"]["budget"] = {"rho": 100.0}
+    strict = parse_protocol(document)
+    spec = yaml.safe_load(EXAMPLE_REPORT.read_text())
+    spec["spend"] = {"rho": 80}
+    generous = parse_report_spec(strict, spec)
+    ledger = FileLedger(tmp_path / "l", strict)
+    page = build_report(
+        strict,
+        generous,
+        plan=lambda query: answer_query(table, query, strict, ledger.spend, "ministry", dry_run=True),
+        release=lambda queries, label: answer_queries(table, queries, strict, ledger.spend, "ministry", label),
+        budget=ledger.budget,
+        now=datetime(2026, 10, 1, tzinfo=UTC),
+    )
+    assert "suppressed: below 150" in page, "the smallest overlap cells are under the rule"
+    assert "withheld: it would give a suppressed cell away" in page
+    assert "known to any agency: <b>withheld" in page, "the total would give the suppressed cell away"
+    assert "(≈ ε=" in page, "spends are shown as (epsilon, delta) too"

@@ -6,8 +6,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import delete, update
 
-from linkage.errors import BudgetExceeded, Conflict, InputError, NotFound
+from linkage.errors import BudgetExceeded, Conflict, InputError, NotFound, PprlError
+from linkage.token_files import token_set_sha256
 from stats.budget import Loss
 from stats.store import StatsStore, read_attributes
 from tests.helpers import schema_suffix
@@ -77,6 +79,7 @@ def test_credentials_and_projects_are_its_own(stats, project):
 
 
 def test_attributes_upload_is_idempotent_and_consent_is_looked_up(stats, project):
+    stats.register_encodings(project, "msd", token_set_sha256([token(1), token(2)]), 2)
     text = HEADER + f"{token(1)},true,Auckland,jobseeker,12\n{token(2)},false,Otago,none,0\n"
     path, sha = receive(stats, text)
     assert stats.accept_attributes(project, "msd", path, sha, replace=False).status == "created"
@@ -160,3 +163,91 @@ def test_concurrent_queries_never_overspend_together(stats, project):
     assert done == len(budget.entries) == 33, "0.03 fits 33 times in 1, however the queries interleave"
     assert [e.number for e in budget.entries] == list(range(1, 34))
     assert budget.spent.amount <= 1
+
+
+def spend(stats, project, rho, who="analyst"):
+    with stats.spend(project, who, f"count --rho {rho}", Loss.of(rho=rho)) as receipt:
+        receipt.mechanism = "OpenDP discrete Gaussian"
+
+
+def tamper(stats, statement):
+    """Change the database behind the store's back, as someone with the files would."""
+    with stats._engine.begin() as conn:
+        conn.execute(statement)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda tables: update(tables["releases"]).where(tables["releases"].c.number == 2).values(query="count"),
+        lambda tables: update(tables["releases"]).where(tables["releases"].c.number == 1).values(loss='{"rho": 0.01}'),
+        lambda tables: delete(tables["releases"]).where(tables["releases"].c.number == 2),
+        lambda tables: delete(tables["releases"]).where(tables["releases"].c.number == 3),
+        lambda tables: delete(tables["ledger_heads"]),
+    ],
+    ids=["edit-query", "edit-cost", "delete-middle", "delete-last", "delete-head"],
+)
+def test_a_ledger_edited_or_cut_at_rest_releases_nothing_more(stats, project, damage):
+    """Issue 15 row 7: deleting a release row gave the project its budget back."""
+    for _ in range(3):
+        spend(stats, project, 0.3)
+    assert stats.budget(project).remaining == Loss.of(rho=0.1)
+    tamper(stats, damage(stats._metadata.tables))
+    with pytest.raises(PprlError, match=f"the ledger of project {project}") as caught:
+        spend(stats, project, 0.3)
+    assert caught.value.code == "tampered"
+    with pytest.raises(PprlError, match="restored from a backup"):
+        stats.budget(project)
+    assert not stats.verify_ledgers()[0].ok
+
+
+def test_ledgers_verify_and_their_heads_move_with_each_release(stats, project):
+    assert [check.ok for check in stats.verify_ledgers()] == [True]
+    spend(stats, project, 0.1)
+    first = stats.verify_ledgers()[0]
+    spend(stats, project, 0.1)
+    second = stats.verify_ledgers()[0]
+    assert (first.rows, second.rows) == (1, 2) and first.head != second.head
+
+
+def test_an_analyst_of_their_own_spends_within_their_budget_and_the_projects(stats, project):
+    stats.register_analyst(project, "ana", hashlib.sha256(b"pprl_ana").hexdigest(), {"rho": 0.3})
+    stats.register_analyst(project, "ben", hashlib.sha256(b"pprl_ben").hexdigest(), None)
+    found = stats.authenticate("pprl_ana")
+    assert (found.role, found.name, found.party) == ("analyst", "ana", None)
+    with pytest.raises(Conflict, match="has an analyst named 'ana' already"):
+        stats.register_analyst(project, "ana", hashlib.sha256(b"pprl_x").hexdigest(), None)
+    with pytest.raises(InputError, match="within its total ρ=1"):
+        stats.register_analyst(project, "cat", hashlib.sha256(b"pprl_cat").hexdigest(), {"rho": 2})
+    with pytest.raises(InputError, match="in the project's measure"):
+        stats.register_analyst(project, "cat", hashlib.sha256(b"pprl_cat").hexdigest(), {"epsilon": 0.5})
+    spend(stats, project, 0.2, who="analyst:ana")
+    with pytest.raises(BudgetExceeded, match="only ρ=0.1 of analyst:ana's own budget ρ=0.3 is left"):
+        spend(stats, project, 0.2, who="analyst:ana")
+    spend(stats, project, 0.75, who="analyst:ben")
+    with pytest.raises(BudgetExceeded, match="of the project's ρ=1 is left"):
+        spend(stats, project, 0.1, who="analyst:ana")
+    assert [entry.who for entry in stats.budget(project).entries] == ["analyst:ana", "analyst:ben"]
+    assert stats.analyst_budget(project, "analyst:ana").remaining == Loss.of(rho=0.1)
+    assert stats.analyst_budget(project, "analyst:ben") is None
+
+
+def test_a_statistics_store_an_older_pprl_made_is_upgraded_and_its_ledgers_sealed(database_url, tmp_path, protocol):
+    schema = f"pprl_stats_t{schema_suffix()}"
+    stats = StatsStore(tmp_path / "data", database_url, schema=schema)
+    stats.register_project("p1", protocol, {"msd": hashlib.sha256(b"pprl_msd").hexdigest()})
+    spend(stats, "p1", 0.2)
+    spend(stats, "p1", 0.3)
+    prefix = f'"{schema}".' if database_url else ""
+    with stats._engine.begin() as conn:
+        for table, column in [("releases", "prev_sha256"), ("releases", "sha256"),
+                              ("attribute_uploads", "tokens_sha256"), ("credentials", "name")]:  # fmt: skip
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}{table} DROP COLUMN {column}")
+        conn.exec_driver_sql(f"DROP TABLE {prefix}ledger_heads")
+    stats.close()
+    upgraded = StatsStore(tmp_path / "data", database_url, schema=schema)
+    assert [(check.ok, check.rows) for check in upgraded.verify_ledgers()] == [(True, 2)]
+    assert upgraded.budget("p1").remaining == Loss.of(rho=0.5)
+    spend(upgraded, "p1", 0.5)
+    assert upgraded.authenticate("pprl_msd").party == "msd"
+    upgraded.destroy()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from linkage.service.api.deps import LinkageCaller, Store
+from linkage.service.statistics_side import StatisticsSide
 from linkage.web import (
     UPLOAD_RESPONSES,
     UploadReceipt,
@@ -45,6 +46,13 @@ async def upload_encodings(
     outcome = await run_in_threadpool(
         store.accept_encodings, project_id, caller.party, received, sha256, replace=replace
     )
+    upload = outcome.upload
+    if outcome.status != "unchanged" and upload.tokens_sha256:
+        # The statistics side checks this party's attributes against these tokens.
+        stats: StatisticsSide = request.app.state.statistics_side
+        await run_in_threadpool(
+            stats.register_encodings, project_id, caller.party, upload.tokens_sha256, upload.record_count
+        )
     if outcome.status == "created":
         response.status_code = status.HTTP_201_CREATED
     await run_in_threadpool(

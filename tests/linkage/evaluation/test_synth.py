@@ -2,11 +2,13 @@
 
 import csv
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
 from linkage.errors import InputError, OutputExistsError
-from linkage.evaluation.synth import synthesise_population
+from linkage.evaluation.synth import Corruption, synthesise_population
+from linkage.protocol import Protocol
 
 
 def rows(path):
@@ -99,3 +101,14 @@ def test_refuses_a_non_empty_folder_and_bad_sizes(protocol, tmp_path):
     assert (out / "mine.txt").read_text() == "keep"
     with pytest.raises(InputError, match="at least 1"):
         synthesise_population(protocol, 0, 1, tmp_path / "other")
+
+
+def test_corruption_rates_are_refused_where_the_profile_would_ignore_them(protocol: Protocol, tmp_path: Path) -> None:
+    # The realistic profile has its own rates: bench/neighbours' --harder scaled the basic
+    # profile's and silently changed nothing once the realistic one became the default.
+    with pytest.raises(InputError, match="basic profile only"):
+        synthesise_population(protocol, 10, 1, tmp_path / "out", corruption=Corruption(typo_given_name=0.5))
+    summary = synthesise_population(
+        protocol, 10, 1, tmp_path / "basic", corruption=Corruption(typo_given_name=0.5), profile="basic"
+    )
+    assert summary.people == 10

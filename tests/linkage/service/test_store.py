@@ -1,16 +1,26 @@
 """The linkage store on SQLite and (with PPRL_TEST_DATABASE_URL) PostgreSQL: the same tests."""
 
+import gc
 import hashlib
 import threading
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from sqlalchemy import delete, update
 
 from linkage.errors import Conflict, InputError, MismatchError, NotFound
 from linkage.matching.engine import LinkResult
 from linkage.matching.solve import Entity
-from linkage.service.store import LinkageStore, hash_token, issue_credentials, new_project_id, open_engine, uploads
+from linkage.service.store import (
+    LinkageStore,
+    audit,
+    hash_token,
+    issue_credentials,
+    new_project_id,
+    open_engine,
+    uploads,
+)
 from tests.helpers import schema_suffix
 
 
@@ -138,26 +148,29 @@ def test_at_most_one_active_run_even_under_concurrent_starts(store, protocol):
         thread.start()
     for thread in threads:
         thread.join()
-    assert len({run.id for run, _ in outcomes}) == 1
-    assert sum(created for _, created in outcomes) == 1
+    assert len({started.run.id for started in outcomes}) == 1
+    assert sum(started.created for started in outcomes) == 1
     claimed = store.claim_next_run()
     assert claimed.status == "running"
     assert store.claim_next_run() is None
-    assert store.start_run(project_id)[0].id == claimed.id
-    assert store.requeue_interrupted() == ([claimed.id], [])
-    assert store.run(project_id, claimed.id).status == "queued"
+    assert store.start_run(project_id).run.id == claimed.id
+    again, failed = store.requeue_interrupted()
+    assert ([run.id for run in again], failed) == ([claimed.id], [])
+    assert store.run(project_id, claimed.number).status == "queued"
 
 
 def test_entities_of_the_latest_done_run_only_and_shared_records(store, protocol):
     project_id, _ = new_project(store, protocol)
     upload_rows(store, project_id, ["msd", "police", "haven"])
     a, b, c, d = ("a" * 32, "b" * 32), ("c" * 32, "d" * 32), ("e" * 32,), ("f" * 32, "0" * 32)
-    first, _ = store.start_run(project_id)
+    first = store.start_run(project_id).run
     store.claim_next_run()
     store.store_entities(first.id, fake_result(["msd", "police", "haven"], [a, b, c], [[(0, 0), (1, 0)]]))
     store.finish_run(first.id)
-    second, created = store.start_run(project_id)
-    assert created
+    started = store.start_run(project_id)
+    second = started.run
+    assert started.created
+    assert (first.number, second.number) == (1, 2)
     store.claim_next_run()
     result = fake_result(["msd", "police", "haven"], [a, b, c], [[(0, 0), (1, 1), (2, 0)], [(0, 1), (1, 0)]])
     assert store.store_entities(second.id, result) == (2, 5)
@@ -200,3 +213,86 @@ def test_unsupported_database_urls_are_refused_without_the_password():
     with pytest.raises(InputError, match=r"unsupported database URL mysql://me:\*\*\*@db/x") as caught:
         open_engine("mysql://me:hunter2@db/x", None)
     assert "hunter2" not in str(caught.value)
+
+
+def tamper(store, statement):
+    """Change the database behind the store's back, as someone with the files would (server stopped)."""
+    with store._engine.begin() as conn:
+        conn.execute(statement)
+
+
+def test_the_audit_log_is_a_hash_chain_that_shows_edits_and_deletions(database_url, tmp_path):
+    schema = f"pprl_linkage_t{schema_suffix()}"
+    store = LinkageStore(tmp_path / "data", database_url, schema=schema)
+    for number in range(5):
+        store.append_audit("party:police", "results.serious_threat", "p1", "ok", f"reason {number}")
+    check = store.verify_audit()
+    assert (check.ok, check.rows) == (True, 5)
+    ids = [entry.id for entry in store.audit_entries()]
+
+    tamper(store, update(audit).where(audit.c.id == ids[2]).values(detail="reason edited"))
+    edited = store.verify_audit()
+    assert not edited.ok and edited.first_bad == ids[2]
+    assert f"row {ids[2]} does not match its hash: it was edited" in edited.problem
+    tamper(store, update(audit).where(audit.c.id == ids[2]).values(detail="reason 2"))
+    assert store.verify_audit().ok
+
+    tamper(store, delete(audit).where(audit.c.id == ids[-1]))
+    cut = store.verify_audit()
+    assert not cut.ok and "rows were deleted from the end" in cut.problem
+    store.close()
+    # A restart neither hides the cut nor hands out the deleted id again.
+    reopened = LinkageStore(tmp_path / "data", database_url, schema=schema)
+    assert not reopened.verify_audit().ok
+    reopened.append_audit("admin", "audit.read", None, "ok")
+    assert reopened.audit_entries()[-1].id > ids[-1]
+
+    tamper(reopened, delete(audit).where(audit.c.id == ids[1]))
+    middle = reopened.verify_audit()
+    assert not middle.ok and f"row {ids[2]} does not follow the row before it" in middle.problem
+    reopened.destroy()
+
+
+def test_audit_lines_are_bounded_whatever_the_caller_sends(store):
+    store.append_audit("anonymous" * 50, "GET /" + "x" * 15_000, "p" * 15_000, "unauthorized", "d" * 15_000)
+    line = store.audit_entries()[-1]
+    assert (len(line.actor), len(line.action), len(line.project_id), len(line.outcome)) == (80, 64, 32, 12)
+    assert len(line.detail) < 2100
+    assert store.verify_audit().ok
+
+
+def test_a_store_an_older_pprl_made_is_upgraded_and_its_audit_log_sealed(database_url, tmp_path, protocol):
+    schema = f"pprl_linkage_t{schema_suffix()}"
+    store = LinkageStore(tmp_path / "data", database_url, schema=schema)
+    project_id, tokens = new_project(store, protocol)
+    upload_rows(store, project_id, ["msd", "police", "haven"])
+    run = store.start_run(project_id).run
+    for number in range(3):
+        store.append_audit("admin", "audit.read", None, "ok", f"line {number}")
+    # What an older pprl left: no run numbers, no credential names, no chain, no token digests.
+    prefix = f'"{schema}".' if database_url else ""
+    with store._engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {prefix}runs_number_per_project")
+        for table, column in [("runs", "number"), ("runs", "started_by"), ("audit", "prev_sha256"),
+                              ("audit", "sha256"), ("uploads", "tokens_sha256"), ("credentials", "name")]:  # fmt: skip
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}{table} DROP COLUMN {column}")
+        conn.exec_driver_sql(f"DROP TABLE {prefix}chain_heads")
+    store.close()
+    upgraded = LinkageStore(tmp_path / "data", database_url, schema=schema)
+    check = upgraded.verify_audit()
+    assert (check.ok, check.rows) == (True, 3)
+    assert upgraded.run(project_id, run.id).number == run.id, "an older run keeps its id as its number"
+    assert upgraded.authenticate(tokens["analyst"]).role == "analyst"
+    upgraded.append_audit("admin", "audit.read", None, "ok", "after the upgrade")
+    assert upgraded.verify_audit().rows == 4
+    upgraded.destroy()
+
+
+def test_a_store_used_after_close_and_dropped_leaves_no_connection_open(tmp_path):
+    """CI on Python 3.13 failed: a store read after the app's shutdown reopened a SQLite
+    connection that only the garbage collector closed (an unraisable ResourceWarning)."""
+    dropped = LinkageStore(tmp_path / "data", f"sqlite:///{tmp_path / 'linkage.db'}")
+    dropped.close()
+    assert dropped.audit_entries(limit=1) == []
+    del dropped
+    gc.collect()

@@ -3,8 +3,20 @@
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+from hypothesis import strategies as st
+
 from server.app import create_app
-from tests.helpers import ADMIN, TestClient, bearer, create_project, upload_all, wait_for_run
+from tests.helpers import (
+    ADMIN,
+    TestClient,
+    bearer,
+    create_project,
+    put_attributes,
+    put_encodings,
+    upload_all,
+    wait_for_run,
+)
 
 
 def ask(client, project_id, token, **body):
@@ -109,12 +121,12 @@ def test_concurrent_analyst_queries_never_overspend(client, agencies):
 
 def test_analysts_see_a_run_finish_but_not_its_exact_counts(client, agencies):
     project_id, credentials = linked_project(client, agencies)
-    as_party = client.get(f"/projects/{project_id}/runs/1", headers=bearer(credentials["msd"])).json()
+    as_admin = client.get(f"/projects/{project_id}/runs/1", headers=ADMIN).json()
     as_analyst = client.get(f"/projects/{project_id}/runs/1", headers=bearer(credentials["analyst"])).json()
-    assert as_party["entity_count"] > 0 and as_party["linked_records"] > 0
+    assert as_admin["entity_count"] > 0 and as_admin["linked_records"] > 0
     assert as_analyst["status"] == "done"
     assert as_analyst["entity_count"] is None and as_analyst["linked_records"] is None
-    assert str(as_party["entity_count"]) in as_party["message"]
+    assert str(as_admin["entity_count"]) in as_admin["message"]
     assert not any(ch.isdigit() for ch in as_analyst["message"])
 
 
@@ -143,3 +155,167 @@ def test_a_batch_is_released_as_one_spend_or_not_at_all(client, agencies):
     party = client.post(url, json={"label": "x", "specs": specs}, headers=bearer(credentials["msd"]))
     assert party.status_code == 403
     assert client.get(f"/projects/{project_id}/budget", headers=bearer(analyst)).json() == budget
+
+
+# -- issue 15 rows 2 and 5, issue 16: no query input reaches a 500, a slow release blocks no one --
+
+
+def test_queries_that_used_to_reach_a_500_are_refused_with_the_fix(client, agencies):
+    project_id, credentials = linked_project(client, agencies)
+    analyst = credentials["analyst"]
+    cases = [
+        ({"query": "count --where 'region=Auckland --rho 0.1"}, "close every quote"),
+        ({"query": "count --rho 0.1 \\"}, "do not end it with a backslash"),
+        ({"query": "sum member:msd --rho 0.1"}, "count them with `count --by member:msd`"),
+        ({"query": "mean shared --rho 0.1"}, "count them with `count --by shared`"),
+        ({"spec": {"kind": "sum", "attribute": "member:police", "cost": {"rho": 0.1}}}, "not an outcome to sum"),
+        ({"query": "count --rho 1e-17"}, "is so small that the noise would be"),
+        ({"spec": {"kind": "count", "cost": {"rho": "1e-6000000"}}}, "rho must be a number such as 0.05"),
+        ({"query": "count --where weeks_supported>=999999999999999999999999 --rho 0.1"}, "rules out everyone"),
+        ({"query": "count --where nonmember:msd,police,haven --rho 0.1"}, "rules out everyone"),
+    ]
+    for body, message in cases:
+        response = ask(client, project_id, analyst, **body)
+        assert response.status_code == 400, (body, response.text)
+        assert message in response.json()["message"], (body, response.json())
+    assert client.get(f"/projects/{project_id}/budget", headers=bearer(analyst)).json()["releases"] == []
+
+
+def test_the_service_never_opens_a_file_a_query_names(client, agencies, tmp_path):
+    project_id, credentials = linked_project(client, agencies)
+    secret = tmp_path / "private.yaml"
+    secret.write_text("kind: count\ncost: {rho: 0.1}\nthe_secret_column: 1\n")
+    response = ask(client, project_id, credentials["analyst"], query=str(secret))
+    assert response.status_code == 400
+    assert "the_secret_column" not in response.text and "unknown query kind" in response.json()["message"]
+
+
+def test_a_dry_run_finds_the_cost_for_a_target_half_width_and_costs_show_as_epsilon_delta(client, agencies):
+    project_id, credentials = linked_project(client, agencies)
+    analyst = credentials["analyst"]
+    # ± 45 with one person as 9 rows (issue 16) costs about what ± 5 cost with one row.
+    planned = ask(client, project_id, analyst, query="count --by region", dry_run=True, target_half_width=45)
+    assert planned.status_code == 200, planned.text
+    body = planned.json()
+    assert not body["released"] and all(cell["half_width"] <= 45 for cell in body["cells"])
+    assert 0 < body["cost"]["rho"] < 1 and body["approx_dp"]["delta"] == 1e-6
+    refused = ask(client, project_id, analyst, query="count --by region", target_half_width=45)
+    assert refused.status_code == 400 and "send it with" in refused.json()["message"]
+    released = ask(client, project_id, analyst, query=f"count --by region --rho {body['cost']['rho']}")
+    assert released.status_code == 200 and all(cell["half_width"] <= 45 for cell in released.json()["cells"])
+    budget = client.get(f"/projects/{project_id}/budget", headers=bearer(analyst)).json()
+    assert budget["equivalent_delta"] == 1e-6 and budget["releases"][0]["approx_dp"]["epsilon"] > 0
+    assert budget["spent_approx_dp"]["epsilon"] == budget["releases"][0]["approx_dp"]["epsilon"]
+
+
+def test_a_slow_release_holds_no_database_lock_that_blocks_other_projects(client, agencies, monkeypatch):
+    import threading
+
+    import stats.dp
+
+    project_id, credentials = linked_project(client, agencies)
+    other_id, other = create_project(client)
+    # The other project's attributes must match encodings already on the linkage side.
+    encodings = put_encodings(client, other_id, other["msd"], (agencies["msd"] / "encodings.pprl").read_bytes())
+    assert encodings.status_code == 201, encodings.text
+    started, finish = threading.Event(), threading.Event()
+    gave_up = []
+    real_release = stats.dp.Prepared.release
+
+    def slow_release(self):
+        started.set()
+        gave_up.append(not finish.wait(30))  # the upload below sets it, unless it waits for this release
+        return real_release(self)
+
+    monkeypatch.setattr(stats.dp.Prepared, "release", slow_release)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(ask, client, project_id, credentials["analyst"], query="count --rho 0.1")
+        assert started.wait(60), "the release began"
+        try:
+            uploaded = put_attributes(client, other_id, other["msd"], (agencies["msd"] / "attributes.csv").read_bytes())
+            assert uploaded.status_code == 201, uploaded.text
+            spent = client.get(f"/projects/{project_id}/budget", headers=bearer(credentials["analyst"]))
+            assert spent.status_code == 200 and spent.json()["releases"] == [], "nothing recorded before release"
+        finally:
+            finish.set()
+        assert pending.result(timeout=120).status_code == 200
+    assert gave_up == [False], "the other project's upload had to wait for this project's release"
+
+
+WORDS = st.sampled_from(
+    ["count", "sum", "mean", "quantile", "overlap", "region", "weeks_supported", "months_in_nz", "member:msd",
+     "shared", "housed_within_90_days", "police_contacts[0,5]", "weeks_supported[0,", "--by", "--where", "--q",
+     "--rho", "--epsilon", "--delta", "--by=region", "0.05", "1e-17", "1e400", "-1", "nan", "0", "0.3", "'",
+     '"', "\\", "member:police,msd", "nonmember:haven", "region=Otago", "weeks_supported>=10",
+     "weeks_supported<=99999999999999999999", "region=", "=", ",", "[", "]", "x.json", "--colour"]
+)  # fmt: skip
+PLANNED = st.tuples(
+    st.sampled_from(["count", "overlap", "sum weeks_supported", "mean housed_within_90_days",
+                     "mean police_contacts", "quantile months_in_nz", "quantile weeks_supported --q 0.99",
+                     "quantile police_contacts --q 0.01"]),
+    st.lists(st.sampled_from(["region", "member:police", "shared", "weeks_supported", "police_contacts[0,1,30]",
+                              "months_in_nz[0,12,120]", "housed_within_90_days", "benefit_type"]),
+             max_size=2, unique=True),
+    st.lists(st.sampled_from(["member:haven", "nonmember:msd", "shared", "shared=false", "region=Otago,Auckland",
+                              "weeks_supported>=40", "weeks_supported<=3", "police_contacts>=31",
+                              "housed_within_90_days=true", "benefit_type=none", "member:msd,police,haven"]),
+             max_size=3),
+    st.sampled_from(["--rho 0.05", "--rho 1e-9", "--rho 1000000", "--epsilon 1", "--rho 3e-11"]),
+).map(lambda parts: " ".join([parts[0], *(["--by", ",".join(parts[1])] if parts[1] else []),
+                              *(f"--where {w}" for w in parts[2]), parts[3]]))  # fmt: skip
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+SPECS = st.fixed_dictionaries(
+    {},
+    optional={
+        "kind": st.sampled_from(["count", "sum", "mean", "quantile", "overlap", "median"]) | JSON,
+        "attribute": st.sampled_from(["weeks_supported", "months_in_nz", "region", "shared", "member:msd"]) | JSON,
+        "by": st.lists(st.sampled_from(["region", "member:police", "weeks_supported", "months_in_nz[0,60]"]) | JSON,
+                       max_size=3) | JSON,
+        "where": st.lists(st.sampled_from(["member:haven", "shared", "region=Auckland", "weeks_supported>=5"]) | JSON,
+                          max_size=3) | JSON,
+        "q": st.floats() | JSON,
+        "cost": st.fixed_dictionaries(
+            {}, optional={"rho": st.floats() | st.text(max_size=12) | JSON, "epsilon": st.floats() | JSON,
+                          "delta": st.floats() | JSON},
+        ) | JSON,
+    },
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_no_query_text_json_spec_or_batch_reaches_a_500(client, agencies):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st_
+
+    project_id, credentials = linked_project(client, agencies)
+    analyst = {**bearer(credentials["analyst"]), "Content-Type": "application/json"}
+    url = f"/projects/{project_id}"
+    statuses = set()
+
+    def post(path, body):  # Python's JSON, so that NaN and Infinity reach the service too
+        return client.post(path, content=json.dumps(body), headers=analyst)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(
+        words=st_.lists(WORDS, max_size=10),
+        text=st_.text(max_size=40),
+        spec=SPECS,
+        dry_run=st_.booleans(),
+        batch=st_.lists(SPECS, min_size=1, max_size=3),
+        planned=PLANNED,
+    )
+    def check(words, text, spec, dry_run, batch, planned):
+        for body in ({"query": " ".join(words), "dry_run": dry_run}, {"query": text, "dry_run": True},
+                     {"spec": spec, "dry_run": dry_run}, {"query": planned, "dry_run": True}):  # fmt: skip
+            response = post(f"{url}/queries", body)
+            statuses.add(response.status_code)
+            assert response.status_code in (200, 400, 409, 422), (body, response.text)
+        response = post(f"{url}/query-batches", {"label": "fuzz", "specs": batch})
+        assert response.status_code in (200, 400, 409, 422), (batch, response.text)
+
+    check()
+    assert 400 in statuses

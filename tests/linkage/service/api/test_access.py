@@ -33,6 +33,8 @@ class World:
     other_credentials: dict
     run_id: int
     agencies: dict
+    shared_police: list
+    pending: dict
 
     def headers(self, role):
         if role == "admin":
@@ -60,7 +62,15 @@ def world(tmp_path_factory, agencies):
         upload_all(client, project_id, credentials, agencies)
         run_id = client.post(f"/projects/{project_id}/runs", headers=bearer(credentials["msd"])).json()["run_id"]
         assert app.state.worker.run_pending() == 1
-        yield World(client, project_id, credentials, other_credentials, run_id, agencies)
+        store = app.state.linkage_store
+        shared = [item.token for item in store.shared_records(store.run(project_id, run_id).id, "police")][:5]
+        reason = "imminent danger to a person, case 12345"
+        pending = {
+            status: store.create_threat_request(project_id, "police", shared, reason, status).id
+            for status in ("pending", "approved")
+        }
+        pending["to_refuse"] = store.create_threat_request(project_id, "police", shared, reason, "pending").id
+        yield World(client, project_id, credentials, other_credentials, run_id, agencies, shared, pending)
 
 
 def call(world, endpoint, role):
@@ -86,11 +96,28 @@ def call(world, endpoint, role):
     if endpoint == "results":
         return client.get(f"/projects/{pid}/results", headers=headers)
     if endpoint == "serious threat":
-        named = sorted(read_keymap_tokens(world.agencies["police"]))[:50]
-        body = {"tokens": named, "reason": "imminent danger to a person, case 12345"}
+        body = {"tokens": world.shared_police, "reason": "imminent danger to a person, case 12345"}
         return client.post(f"/projects/{pid}/results/serious-threat", json=body, headers=headers)
+    if endpoint == "list threat requests":
+        return client.get(f"/projects/{pid}/serious-threat-requests", headers=headers)
+    if endpoint == "approve threat request":
+        url = f"/projects/{pid}/serious-threat-requests/{world.pending['pending']}/approve"
+        return client.post(url, json={"note": "confirmed with the duty inspector"}, headers=headers)
+    if endpoint == "refuse threat request":
+        url = f"/projects/{pid}/serious-threat-requests/{world.pending['to_refuse']}/refuse"
+        return client.post(url, json={"note": "no threat stated"}, headers=headers)
+    if endpoint == "fetch threat results":
+        url = f"/projects/{pid}/serious-threat-requests/{world.pending['approved']}/results"
+        return client.get(url, headers=headers)
+    if endpoint == "add analyst":
+        body = {"name": f"ana-{role.replace('_', '-')}", "budget": {"rho": 0.2}}
+        return client.post(f"/projects/{pid}/analysts", json=body, headers=headers)
     if endpoint == "audit":
         return client.get("/audit", headers=headers)
+    if endpoint == "verify audit":
+        return client.get("/audit/verify", headers=headers)
+    if endpoint == "health":
+        return client.get("/health", headers=headers)
     raise AssertionError(endpoint)
 
 
@@ -107,7 +134,15 @@ ALLOWED = {
     "read run": dict.fromkeys(("admin", *PARTIES, "analyst"), OK),
     "results": {"msd": OK, "haven": OK},
     "serious threat": {"police": OK},
+    # Parties list their own requests (msd and haven have none), the administrator all of them.
+    "list threat requests": dict.fromkeys(("admin", *PARTIES), OK),
+    "approve threat request": {"admin": OK},
+    "refuse threat request": {"admin": OK},
+    "fetch threat results": {"police": OK},
+    "add analyst": {"admin": {201}},
     "audit": {"admin": OK},
+    "verify audit": {"admin": OK},
+    "health": dict.fromkeys(ROLES, OK),
 }
 
 
@@ -115,7 +150,7 @@ ALLOWED = {
 @pytest.mark.parametrize("endpoint", list(ALLOWED))
 def test_endpoint_by_role(world, endpoint, role):
     response = call(world, endpoint, role)
-    if role in ("anonymous", "unknown_token"):
+    if role in ("anonymous", "unknown_token") and endpoint != "health":
         expected = {401}
     else:
         expected = ALLOWED[endpoint].get(role, {403})
@@ -129,6 +164,8 @@ def test_endpoint_by_role(world, endpoint, role):
     own = read_keymap_tokens(world.agencies[role]) if role in PARTIES else set()
     assert set(TOKEN.findall(response.text)) <= own
     assert not re.search(r'"(score|probability|weight|similarity)', response.text)
-    if endpoint in ("results", "serious threat") and response.status_code == 200:
+    if endpoint in ("results", "serious threat", "fetch threat results") and response.status_code == 200:
         assert body["records"], "the permitted party must get its shared records"
         assert all(role not in item["shared_with"] for item in body["records"])
+    if endpoint == "list threat requests" and response.status_code == 200:
+        assert all(item["party"] == role for item in body["requests"]) or role == "admin"

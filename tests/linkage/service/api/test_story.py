@@ -1,5 +1,6 @@
 """Three agencies through the service: create, upload, run, consent-limited results, serious threat, audit."""
 
+import hashlib
 import re
 from collections import defaultdict
 
@@ -46,14 +47,17 @@ def test_three_agencies_link_and_get_only_what_the_protocol_allows(backend_confi
         assert started.status_code == 202
         run = wait_for_run(client, project_id, started.json()["run_id"], credentials["msd"])
         assert run["status"] == "done", run["message"]
+        assert run["entity_count"] is None, "a party sees no counts of other parties' data"
+        run = client.get(f"/projects/{project_id}/runs/{run['run_id']}", headers=ADMIN).json()
         assert run["entity_count"] > 20
         assert not {"score", "probability", "weight", "threshold"} & set(run)
 
         entities = defaultdict(list)
-        for chunk in app.state.linkage_store.entity_rows(run["run_id"]):
+        internal = app.state.linkage_store.run(project_id, run["run_id"]).id
+        for chunk in app.state.linkage_store.entity_rows(internal):
             for entity_id, party, token in chunk:
                 entities[entity_id].append((party, token))
-        assert app.state.stats_store.mapping_run(project_id) == run["run_id"]
+        assert app.state.stats_store.mapping_run(project_id) == internal
         assert len(app.state.stats_store.mapping(project_id)) == run["linked_records"]
         consent = {party: read_consent(agencies[party]) for party in PARTIES}
         assert not all(all(flags.values()) for flags in consent.values()), "the data must exercise consent"
@@ -76,7 +80,11 @@ def test_three_agencies_link_and_get_only_what_the_protocol_allows(backend_confi
         assert "does not allow record-level results for party 'police'" in refused.json()["message"]
         assert "--serious-threat" in refused.json()["message"]
 
-        named = sorted(read_keymap_tokens(agencies["police"]))
+        # Five shared police clients, some with another party's consent unset: the exception names
+        # a few people, and releases them regardless of consent.
+        consented = expected_release(entities, consent, "police", tokens=None)
+        everyone = expected_release(entities, consent, "police", tokens=set(read_keymap_tokens(agencies["police"])))
+        named = sorted(set(everyone) - set(consented))[:3] + sorted(set(everyone) & set(consented))[:2]
         reason = "credible threat of harm to a child reported on 3 March, case 4471"
         threat = client.post(
             f"/projects/{project_id}/results/serious-threat",
@@ -101,5 +109,7 @@ def test_three_agencies_link_and_get_only_what_the_protocol_allows(backend_confi
         assert len(threat_lines) == 1
         assert threat_lines[0]["actor"] == "party:police"
         assert reason in threat_lines[0]["detail"]
+        hashes = [hashlib.sha256(token.encode()).hexdigest() for token in named]
+        assert all(digest in threat_lines[0]["detail"] for digest in hashes), "the audit names the tokens by hash"
         assert not TOKEN.findall(log.text), "the audit log must never hold a record token"
         assert not any(token in log.text for token in credentials.values())

@@ -1,9 +1,12 @@
 """Uploads: idempotent, refused when different or foreign, atomic, and bad requests get clear 4xx."""
 
+import hashlib
 import json
+import struct
 
 import pytest
 
+from linkage.encodings import read_header
 from server.app import create_app
 from tests.helpers import (
     ADMIN,
@@ -71,6 +74,7 @@ def test_attributes_are_idempotent_too_and_kept_on_the_statistics_side(client, a
     project_id, credentials = create_project(client)
     body = (agencies["haven"] / "attributes.csv").read_bytes()
     haven = credentials["haven"]
+    put_encodings(client, project_id, haven, (agencies["haven"] / "encodings.pprl").read_bytes())
     assert put_attributes(client, project_id, haven, body).status_code == 201
     assert put_attributes(client, project_id, haven, body).json()["status"] == "unchanged"
     changed = body.replace(b",true,", b",false,", 1)
@@ -80,7 +84,9 @@ def test_attributes_are_idempotent_too_and_kept_on_the_statistics_side(client, a
     assert put_attributes(client, project_id, haven, changed, replace="true").json()["status"] == "replaced"
     stats = client.app.state.stats_store
     assert stats.attribute_counts(project_id) == {"haven": body.count(b"\n") - 1}
-    assert client.app.state.linkage_store.uploads(project_id) == {}, "attributes never reach the linkage store"
+    encodings = hashlib.sha256((agencies["haven"] / "encodings.pprl").read_bytes()).hexdigest()
+    linkage = client.app.state.linkage_store
+    assert [path.name for path in linkage.blob_dir.iterdir()] == [encodings], "attributes never reach the linkage side"
 
 
 def test_encodings_of_another_protocol_or_party_or_secret_are_refused(client, agencies, foreign):
@@ -217,3 +223,90 @@ def test_replacing_encodings_while_a_run_is_queued_is_refused(client, agencies, 
     refused = put_encodings(client, project_id, credentials["msd"], body, replace="true")
     assert refused.status_code == 409
     assert f"run {run.json()['run_id']} of this project is queued" in refused.json()["message"]
+
+
+def test_attributes_must_carry_the_tokens_of_the_partys_encodings(client, agencies):
+    """Issue 15 row 4: other tokens made every query a 500; appended tokens moved the DP counts."""
+    project_id, credentials = create_project(client)
+    police = credentials["police"]
+    own = (agencies["police"] / "attributes.csv").read_text()
+    early = put_attributes(client, project_id, police, own.encode())
+    assert early.status_code == 409 and "upload encodings.pprl first" in early.json()["message"]
+    upload_all(client, project_id, credentials, agencies)
+    lines = own.splitlines()
+    padded = "\n".join([*lines, *(f"{i:032x},true,Auckland,property,{i % 30}" for i in range(1000))]) + "\n"
+    appended = put_attributes(client, project_id, police, padded.encode(), replace="true")
+    assert appended.status_code == 409, appended.text
+    count = len(lines) - 1
+    expected = f"holds {count + 1000} tokens that are not the {count} tokens of the encodings party 'police' uploaded"
+    assert expected in appended.json()["message"]
+    foreign_tokens = "\n".join([lines[0], *(f"{i:032x}," + line.split(",", 1)[1] for i, line in enumerate(lines[1:]))])
+    other = put_attributes(client, project_id, police, (foreign_tokens + "\n").encode(), replace="true")
+    assert other.status_code == 409
+    assert client.app.state.stats_store.attribute_counts(project_id)["police"] == len(lines) - 1, "nothing stored"
+
+
+def test_queries_never_fail_with_a_500_when_encodings_and_attributes_drift_apart(client, agencies, foreign):
+    project_id, credentials = create_project(client)
+    upload_all(client, project_id, credentials, agencies)
+    msd, analyst = credentials["msd"], bearer(credentials["analyst"])
+
+    def query():
+        return client.post(f"/projects/{project_id}/queries", json={"query": "count --rho 0.01"}, headers=analyst)
+
+    def run():
+        client.post(f"/projects/{project_id}/runs", headers=ADMIN)
+        client.app.state.worker.run_pending()
+
+    run()
+    assert query().status_code == 200
+    again = foreign["again"]  # msd's clients with new tokens
+    put_encodings(client, project_id, msd, (again / "encodings.pprl").read_bytes(), replace="true")
+    assert query().status_code == 200, "the latest run and the attributes still describe the same records"
+    run()
+    stale = query()
+    assert stale.status_code == 409, stale.text
+    assert "attributes of msd are not those of the encodings uploaded since" in stale.json()["message"]
+    put_attributes(client, project_id, msd, (again / "attributes.csv").read_bytes(), replace="true")
+    assert query().status_code == 200
+    put_encodings(client, project_id, msd, (agencies["msd"] / "encodings.pprl").read_bytes(), replace="true")
+    put_attributes(client, project_id, msd, (agencies["msd"] / "attributes.csv").read_bytes(), replace="true")
+    unrun = query()
+    assert unrun.status_code == 409
+    assert "start a new run" in unrun.json()["message"]
+    run()
+    assert query().status_code == 200
+
+
+def header_of(fields):
+    text = json.dumps(fields).encode()
+    return b"PPRLENC1" + struct.pack("<I", len(text)) + text
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda h: {**h, "fingerprint": 12345}, "'fingerprint' is a int, not a str"),
+        (lambda h: {**h, "fingerprint": None}, "'fingerprint' is a NoneType, not a str"),
+        (lambda h: {**h, "record_count": "198"}, "'record_count' is a str, not a int"),
+        (lambda h: {**h, "record_count": 198.0}, "'record_count' is a float, not a int"),
+        (lambda h: {**h, "record_count": -1}, "'record_count' is negative"),
+        (lambda h: {**h, "layout": [["token", "u1"]]}, "'layout' is not a list of [name, type, count]"),
+        (lambda h: {**h, "extra": 1}, "unknown key 'extra'"),
+    ],
+    ids=["fingerprint-number", "fingerprint-null", "count-string", "count-float", "count-negative", "layout", "extra"],
+)
+def test_encodings_headers_of_the_wrong_types_get_a_400(client, agencies, change, message):
+    project_id, credentials = create_project(client)
+    header = json.loads(read_header(agencies["msd"]).to_json())
+    response = put_encodings(client, project_id, credentials["msd"], header_of(change(header)))
+    assert response.status_code == 400, response.text
+    assert message in response.text
+
+
+def test_an_encodings_header_nested_200k_deep_gets_a_400(client):
+    project_id, credentials = create_project(client)
+    deep = b"PPRLENC1" + struct.pack("<I", 400_000) + b"[" * 200_000 + b"]" * 200_000
+    response = put_encodings(client, project_id, credentials["msd"], deep)
+    assert response.status_code == 400, response.text
+    assert "the encodings header is damaged or truncated" in response.json()["message"]

@@ -1,0 +1,243 @@
+"""How accurate a differentially private answer is: 95% intervals from OpenDP's noise.
+
+Pure functions of a noise distribution and its scale (as OpenDP's
+``summarize_polars_measurement`` names them) and of released numbers; nothing here draws
+noise or reads data. Every interval is stated for a confidence of 95%:
+
+- one noisy count or integer sum: the noise is a whole number, and OpenDP's accuracy ``a``
+  says ``P(|noise| >= a) <= 0.05``, so the truth is within ``ceil(a) - 1`` (not ``a - 1``,
+  which is too narrow whenever ``a`` is not a whole number: a discrete Laplace at scale 0.5
+  has ``a`` = 1.78, and ``a - 1`` covered 76% of the time, ``ceil(a) - 1`` covers 96.8%);
+- a sum of several noisy cells: the normal approximation with the cells' exact variances;
+- a quantile: a confidence interval for the true quantile read off a noisy histogram (see
+  :func:`quantile_interval`), and the exponential mechanism's own rank bound
+  (:func:`quantile_rank_bound`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import opendp.prelude as dp
+
+__all__ = [
+    "ALPHA",
+    "CONFIDENCE",
+    "Z",
+    "half_width",
+    "mean_half_width",
+    "noise_variance",
+    "quantile_interval",
+    "quantile_rank_bound",
+    "scale_for_half_width",
+    "sum_half_width",
+]
+
+CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE
+Z = 1.959963984540054  # the normal quantile for a two-sided 95% interval
+# Above this scale OpenDP's exact discrete Gaussian accuracy takes seconds (it sums the tail
+# term by term: 0.5 s at 1e6, 7 s at 1e7); the continuous Gaussian's tail is then as good.
+EXACT_GAUSSIAN_UP_TO = 1e4
+
+
+def _gaussian(distribution: str) -> bool:
+    return "Gaussian" in distribution
+
+
+def noise_variance(distribution: str, scale: float) -> float:
+    """The variance of OpenDP's integer noise at ``scale`` (an upper bound for the discrete Gaussian).
+
+    The discrete Gaussian's variance is at most ``scale**2`` (Canonne, Kamath and Steinke
+    2020, Proposition 19); the discrete Laplace's, ``2p / (1 - p)**2`` with ``p = exp(-1/scale)``.
+
+    >>> noise_variance("Integer Gaussian", 3.0)
+    9.0
+    >>> round(noise_variance("Integer Laplace", 2.0), 2)
+    7.84
+    """
+    if _gaussian(distribution):
+        return scale * scale
+    p = math.exp(-1 / scale)
+    return 2 * p / (1 - p) ** 2
+
+
+def half_width(distribution: str, scale: float) -> int:
+    """The half-width of a 95% interval around one value with OpenDP's integer noise at ``scale``.
+
+    >>> half_width("Integer Gaussian", 1 / math.sqrt(0.2))  # a count at rho=0.1
+    4
+    >>> half_width("Integer Laplace", 0.5)  # a count at epsilon=2: OpenDP's accuracy is 1.78
+    1
+    """
+    if _gaussian(distribution):
+        if scale > EXACT_GAUSSIAN_UP_TO:
+            # P(|X| >= k) of the discrete Gaussian is P(|N| >= k - 1/2) to far better than a
+            # part in a thousand at this scale, so ceil(z * scale) keeps at least 95%.
+            return math.ceil(Z * scale)
+        accuracy = float(dp.discrete_gaussian_scale_to_accuracy(scale, ALPHA))
+    else:
+        accuracy = float(dp.discrete_laplacian_scale_to_accuracy(scale, ALPHA))
+    return max(0, math.ceil(accuracy) - 1)
+
+
+EXACT_SUMS_UP_TO = 50.0  # noise scales whose sums of cells are computed exactly (a convolution of pmfs)
+
+
+def _pmf(distribution: str, scale: float) -> np.ndarray:
+    """OpenDP's integer noise distribution at ``scale`` on -t..t, with t far in the tail."""
+    reach = int(40 * scale) + 10
+    support = np.arange(-reach, reach + 1, dtype=float)
+    if _gaussian(distribution):
+        weights = np.exp(-(support**2) / (2 * scale * scale))
+    else:
+        weights = np.exp(-np.abs(support) / scale)
+    normalised: np.ndarray = weights / weights.sum()
+    return normalised
+
+
+def sum_half_width(distribution: str, scale: float, cells: int, rounding: int = 1) -> float:
+    """95% half-width of the sum of ``cells`` independent noisy cells, each rounded to a multiple of ``rounding``.
+
+    One cell: :func:`half_width` plus the rounding's largest error. Several, unrounded, at a
+    scale up to 50: exact, from the convolution of the noise's probabilities (the sum is a
+    whole number, and the normal approximation under-covered coarse noise: 91% for two cells
+    of a discrete Laplace at scale 0.5). Otherwise the normal approximation (rounding
+    counted as uniform noise of variance ``rounding**2 / 12``), as a whole number when the
+    sum is one.
+
+    >>> sum_half_width("Integer Laplace", 0.5, 2)
+    2.0
+    """
+    if cells == 0:
+        return 0.0
+    if cells == 1:
+        return float(half_width(distribution, scale) + rounding // 2)
+    if rounding == 1 and scale <= EXACT_SUMS_UP_TO and cells <= 64:
+        return _exact_sum_half_width(distribution, scale, cells)
+    variance = noise_variance(distribution, scale) + (rounding * rounding / 12 if rounding > 1 else 0.0)
+    width = Z * math.sqrt(cells * variance)
+    return float(math.ceil(width)) if rounding == 1 else width
+
+
+@functools.lru_cache(maxsize=256)
+def _exact_sum_half_width(distribution: str, scale: float, cells: int) -> float:
+    """The least whole ``h`` with ``P(|sum of cells noises| <= h) >= 0.95``: the pmf's ``cells``-th power by FFT."""
+    one = _pmf(distribution, scale)
+    length = cells * (len(one) - 1) + 1
+    size = 1 << (length - 1).bit_length()
+    total = np.clip(np.fft.irfft(np.fft.rfft(one, size) ** cells, size)[:length], 0, None)
+    middle = length // 2
+    inside = total[middle] + np.concatenate([[0.0], np.cumsum(total[middle + 1 :] + total[middle - 1 :: -1][:middle])])
+    return float(np.searchsorted(inside, CONFIDENCE - 1e-9))
+
+
+def mean_half_width(distribution: str, sum_scale: float, count_scale: float, mean: float, count: float) -> float:
+    """95% half-width of a noisy mean ``(sum + e1) / (count + e2)``, by the delta method.
+
+    The error is about ``(e1 - mean * e2) / count``. For Gaussian noise its 95% point is
+    1.96 standard deviations; a discrete Laplace's tails are heavier (a single one reaches
+    2.12), so there the point is that of the sum of two continuous Laplaces of OpenDP's
+    scales, whose tail is ``(a^2 e^(-t/a) - b^2 e^(-t/b)) / (a^2 - b^2)`` (and at least as
+    wide as the discrete one).
+
+    >>> round(mean_half_width("Integer Laplace", 1.0, 1e-9, 0.5, 100.0), 4)  # one Laplace: ln(20)/100
+    0.03
+    """
+    if _gaussian(distribution):
+        variance = noise_variance(distribution, sum_scale) + mean * mean * noise_variance(distribution, count_scale)
+        return Z * math.sqrt(variance) / count
+    a, b = sum_scale, max(abs(mean) * count_scale, 1e-12)
+    if abs(a - b) < 1e-9 * max(a, b):
+        b = a * (1 + 1e-6)  # the formula's limit where the scales are equal
+
+    def tail(t: float) -> float:  # P(|e1 - mean e2| > t)
+        return (a * a * math.exp(-t / a) - b * b * math.exp(-t / b)) / (a * a - b * b)
+
+    low, high = 0.0, 60 * max(a, b)
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if tail(middle) > ALPHA else (low, middle)
+    return high / count
+
+
+def scale_for_half_width(distribution: str, target: float) -> float:
+    """The largest noise scale whose :func:`half_width` is at most ``target`` (at least 1).
+
+    >>> scale = scale_for_half_width("Integer Gaussian", 5)
+    >>> half_width("Integer Gaussian", scale), half_width("Integer Gaussian", scale * 1.01) > 5
+    (5, True)
+    """
+    wanted = math.floor(target)
+    low, high = 1e-3, max(1.0, float(wanted))
+    while half_width(distribution, high) <= wanted:
+        low, high = high, high * 2
+    for _ in range(60):  # bisection: half_width is non-decreasing in the scale
+        middle = (low + high) / 2
+        if half_width(distribution, middle) <= wanted:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def quantile_rank_bound(scale: float, sensitivity: float, q: float, candidates: int) -> float:
+    """The exponential mechanism's rank bound, in people, from OpenDP's scale of its quantile.
+
+    OpenDP scores candidate ``c`` as ``|(1 - q) * #(x < c) - q * #(x > c)|`` times ``alpha_den``
+    (the denominator of its fraction for ``q``), a score whose sensitivity is
+    ``max(alpha_num, alpha_den - alpha_num)``, i.e. ``alpha_den * max(q, 1 - q)``, and adds
+    Gumbel noise of ``scale`` (in score units; ``scale = global scale * sensitivity``).
+    One person more or less below ``c`` moves the score by ``alpha_den`` times one rank, so
+    in ranks the mechanism's scale is ``scale / alpha_den = scale * max(q, 1 - q) / sensitivity``.
+    By the exponential mechanism's utility bound, with probability 95% the released
+    candidate's score is within ``scale_in_ranks * ln(candidates / 0.05)`` of the best one's.
+
+    >>> round(quantile_rank_bound(3.1623, 1.0, 0.5, 121), 2)  # rho=0.05, median of 0..120
+    12.32
+    >>> round(quantile_rank_bound(40833608682.27, 12912720851, 0.3, 121), 2)  # the same at q=0.3
+    17.25
+    """
+    in_ranks = scale * max(q, 1 - q) / sensitivity
+    return in_ranks * math.log(candidates / ALPHA)
+
+
+def quantile_interval(counts: Sequence[float], q: float, variance: float) -> tuple[int, int] | None:
+    """The bins that may hold the q-quantile, from noisy counts of people per bin (a 95% interval).
+
+    With ``A(j)`` the people in bins ``0..j`` and ``n`` everyone, ``G(j) = A(j) - q n`` rises
+    with ``j``, and the quantile lies in the first bin ``J`` where ``G(J) >= 0`` (and
+    ``G(J - 1) < 0``). Each noisy ``G(j) = (1 - q) A(j) - q (n - A(j))`` has variance
+    ``variance * ((1 - q)^2 (j + 1) + q^2 (bins - j - 1))``; a bin is kept unless its
+    noisy ``G`` is more than 1.96 standard deviations below 0, or the bin before it has a
+    noisy ``G`` at least 1.96 above 0. The true ``J`` is dropped only by one of those two
+    events, each of probability at most 2.5% (normal approximation), so the returned range
+    of bins holds it with probability at least 95%; more when many people share a value.
+
+    Returns:
+        The first and last bin kept, or ``None`` if no bin is (the caller then states the
+        whole range of the attribute).
+
+    >>> quantile_interval([10, 10, 10, 10, 10, 10, 10, 10], 0.5, 0.0)  # no noise: the 4th bin
+    (3, 3)
+    >>> quantile_interval([10, 10, 10, 10, 10, 10, 10, 10], 0.5, 4.0)
+    (3, 4)
+    """
+    bins = len(counts)
+    total = sum(counts)
+    kept = []
+    below = 0.0
+    previous_high = False  # "the bin before has G at least 1.96 sd above 0"; false before the first
+    for j, count in enumerate(counts):
+        below += count
+        g = (1 - q) * below - q * (total - below)
+        sd = math.sqrt(variance * ((1 - q) ** 2 * (j + 1) + q * q * (bins - j - 1)))
+        if g + Z * sd >= 0 and not previous_high:
+            kept.append(j)
+        previous_high = g - Z * sd >= 0
+    if not kept:
+        return None
+    return kept[0], kept[-1]

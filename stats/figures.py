@@ -1,0 +1,295 @@
+"""From OpenDP's noisy rows to the figures of an answer, one function per query kind.
+
+All of it is post-processing of OpenDP's output (and of public facts: the protocol, the
+query), so none of it can weaken the privacy guarantee. Cells that the filter rules out
+for everyone (:class:`stats.cells.Possible`) were never sent to OpenDP and are stated as
+exactly empty. Intervals are 95% intervals (:mod:`stats.accuracy`):
+
+- counts and sums: OpenDP's accuracy of the noise, ``ceil(a) - 1`` (exact for the noise;
+  a count's interval also covers the rounding to the protocol's base);
+- sums of several noisy cells (overlaps of a set of parties): the normal approximation;
+- means: the delta method on the released sum and count (approximate, good when the count
+  is large against its noise), kept within the attribute's bounds;
+- quantiles: a confidence interval for the true quantile read off a noisy histogram of the
+  same people (OpenDP, three quarters of the cost), around the exponential mechanism's
+  estimate (OpenDP, a quarter).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from stats.accuracy import (
+    half_width,
+    mean_half_width,
+    noise_variance,
+    quantile_interval,
+    quantile_rank_bound,
+    sum_half_width,
+)
+from stats.cells import OutputRules, withheld_sums
+from stats.entities import membership_patterns
+
+if TYPE_CHECKING:
+    from stats.dp import Answer, Cell, Prepared
+
+__all__ = ["answer"]
+
+Rows = dict[tuple[Any, ...], dict[str, Any]]
+NOBODY = "no one can be in this group under the filter"
+
+
+def answer(prepared: Prepared, rows: dict[str, Rows]) -> Answer:
+    """The answer to a prepared query from its measurements' rows by key (empty rows: no values)."""
+    kind = prepared.spec.kind
+    if kind == "count":
+        return _counts(prepared, rows["main"])
+    if kind == "overlap":
+        return _overlap(prepared, rows["main"])
+    if kind == "sum":
+        return _sums(prepared, rows["main"])
+    if kind == "mean":
+        return _means(prepared, rows["main"])
+    return _quantiles(prepared, rows["main"], rows["histogram"])
+
+
+def _statistic(prepared: Prepared) -> str:
+    spec = prepared.spec
+    if spec.kind == "overlap":
+        return "people by the parties that know them"
+    if spec.kind == "count":
+        return "people"
+    assert spec.attribute is not None  # noqa: S101 - checked when the query was parsed
+    if spec.kind == "quantile":
+        return f"{spec.q:g}-quantile of {spec.attribute.name}"
+    return f"{spec.kind} of {spec.attribute.name}"
+
+
+def _answer(prepared: Prepared, cells: list[Cell], derived: list[Cell], interval: str, notes: list[str]) -> Answer:
+    from stats.dp import Answer
+
+    if not all(prepared.possible):
+        notes = [*notes, "groups the filter rules out for everyone (by who reports what) are exactly 0, without noise"]
+    return Answer(
+        query=prepared.spec.text(),
+        kind=prepared.spec.kind,
+        statistic=_statistic(prepared),
+        columns=prepared.group_columns,
+        cells=tuple(cells),
+        derived=tuple(derived),
+        mechanism=prepared.mechanism,
+        cost=prepared.spec.cost,
+        interval=interval,
+        notes=tuple(notes),
+    )
+
+
+def _cell(key: tuple[Any, ...], value: float | None, width: float | None, note: str = "", **bounds: Any) -> Cell:
+    from stats.dp import Cell
+
+    return Cell(key, value, width, note, bounds.get("lower"), bounds.get("upper"))
+
+
+def _count_cell(rules: OutputRules, key: tuple[Any, ...], value: int | None, width: float) -> Cell:
+    """A published count: rounded, suppressed under the threshold, its interval starting at 0 at the least."""
+    if value is None:
+        return _cell(key, None, width)
+    if rules.suppressed(value):
+        return _cell(key, None, width, f"suppressed: below {rules.suppress_below}")
+    return _cell(key, value, width, lower=max(0.0, value - width), upper=value + width)
+
+
+def _count_notes(rules: OutputRules) -> list[str]:
+    notes = ["negative noisy counts are shown as 0"]
+    if rules.base > 1:
+        notes.append(f"counts are rounded to a multiple of {rules.base} (the interval includes the rounding)")
+    if rules.suppress_below:
+        notes.append(f"counts below {rules.suppress_below} are suppressed (the protocol's output rule)")
+    return notes
+
+
+def _counts(prepared: Prepared, rows: Rows) -> Answer:
+    rules = OutputRules.of(prepared.protocol)
+    distribution, scale = prepared.parts["main"].noise("Length")
+    width = float(half_width(distribution, scale) + rules.base // 2)
+    cells = []
+    for key, possible in zip(prepared.keys, prepared.possible, strict=True):
+        if not possible:
+            cells.append(_cell(key, 0, 0.0, NOBODY, lower=0.0, upper=0.0))
+            continue
+        noisy = rows.get(key, {}).get("len")
+        cells.append(_count_cell(rules, key, None if noisy is None else rules.rounded(noisy), width))
+    return _answer(prepared, cells, [], "OpenDP accuracy of the count's noise", _count_notes(rules))
+
+
+def _overlap(prepared: Prepared, rows: Rows) -> Answer:
+    rules = OutputRules.of(prepared.protocol)
+    distribution, scale = prepared.parts["main"].noise("Length")
+    patterns = membership_patterns(prepared.protocol)
+    party_sets = [[*p.split("+")] for p in patterns]
+    groups: dict[tuple[Any, ...], dict[str, tuple[bool, int | None]]] = {}
+    for key, possible in zip(prepared.keys, prepared.possible, strict=True):
+        noisy = rows.get(key, {}).get("len") if possible else 0
+        groups.setdefault(key[:-1], {})[key[-1]] = (possible, noisy)
+    cells: list[Cell] = []
+    derived: list[Cell] = []
+    single = float(half_width(distribution, scale) + rules.base // 2)
+    for outer, by_pattern in groups.items():
+        live = [p for p in patterns if by_pattern[p][0]]
+        counts: dict[str, int | None] = dict.fromkeys(patterns, 0)
+        if all(by_pattern[p][1] is not None for p in live):  # cells rounded before they are added up
+            projected = project([float(_or(by_pattern[p][1], 0)) for p in live])
+            counts |= {p: rules.rounded(c) for p, c in zip(live, projected, strict=True)}
+        else:
+            counts |= dict.fromkeys(live)
+        suppressed = [p in live and rules.suppressed(_or(counts[p], rules.suppress_below)) for p in patterns]
+        for pattern, hidden in zip(patterns, suppressed, strict=True):
+            if pattern not in live:
+                cells.append(_cell((*outer, pattern), 0, 0.0, NOBODY, lower=0.0, upper=0.0))
+            elif hidden:
+                cells.append(_cell((*outer, pattern), None, single, f"suppressed: below {rules.suppress_below}"))
+            else:
+                cells.append(_count_cell(rules, (*outer, pattern), counts[pattern], single))
+        sums = [[i for i, p in enumerate(patterns) if parties is None or set(parties) <= set(p.split("+"))]
+                for parties in [*party_sets, None]]  # fmt: skip
+        values = [_or(counts[p], 0) for p in patterns]
+        withheld = withheld_sums(values, suppressed, sums, rules.suppress_below)
+        for parties, members, hide in zip([*party_sets, None], sums, withheld, strict=True):
+            label = "any" if parties is None else "+".join(parties)
+            noisy_members = [i for i in members if patterns[i] in live]
+            width = sum_half_width(distribution, scale, len(noisy_members), rules.base)
+            known = all(counts[patterns[i]] is not None for i in members)
+            total = sum(values[i] for i in members) if known else None
+            if hide:
+                derived.append(_cell((*outer, label), None, width, "withheld: it would give a suppressed cell away"))
+            elif total is not None and not noisy_members:
+                derived.append(_cell((*outer, label), 0, 0.0, NOBODY, lower=0.0, upper=0.0))
+            else:
+                derived.append(_count_cell(rules, (*outer, label), total, width))
+    notes = [
+        "cells are made non-negative whole numbers that add up to the noisy total (least squares), over the "
+        "patterns the filter leaves possible",
+        "'known to all of' a set of parties adds up the cells of every pattern that includes the set; "
+        "its interval is exact for the summed noise where the scale allows (up to 50), otherwise the normal "
+        "approximation",
+        *_count_notes(rules)[1:],
+    ]
+    if rules.suppress_below:
+        notes.append("a figure that adds up cells is withheld when it would give a suppressed cell away")
+    return _answer(
+        prepared, cells, derived, "OpenDP accuracy per cell; sums of cells from the summed noise's distribution", notes
+    )
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def project(noisy: Sequence[float]) -> list[int]:
+    """:func:`stats.dp.project_to_counts` (imported late: stats.dp imports this module's caller)."""
+    from stats.dp import project_to_counts
+
+    return project_to_counts(noisy)
+
+
+def _sums(prepared: Prepared, rows: Rows) -> Answer:
+    attribute = prepared.spec.attribute
+    assert attribute is not None and attribute.lower is not None  # noqa: S101 - a sum has a bounded attribute
+    distribution, scale = prepared.parts["main"].noise("Sum")
+    width = float(half_width(distribution, scale))
+    floor = 0.0 if attribute.lower >= 0 else -math.inf
+    cells = []
+    for key, possible in zip(prepared.keys, prepared.possible, strict=True):
+        if not possible:
+            cells.append(_cell(key, 0, 0.0, NOBODY, lower=0.0, upper=0.0))
+            continue
+        value = rows.get(key, {}).get(attribute.name)
+        bounds = {} if value is None else {"lower": max(floor, value - width), "upper": value + width}
+        cells.append(_cell(key, value, width, **bounds))
+    notes = [f"people with no {attribute.name} add nothing"]
+    return _answer(prepared, cells, [], "OpenDP accuracy of the sum's noise", notes)
+
+
+def _means(prepared: Prepared, rows: Rows) -> Answer:
+    attribute = prepared.spec.attribute
+    assert attribute is not None and attribute.lower is not None and attribute.upper is not None  # noqa: S101
+    rules = OutputRules.of(prepared.protocol)
+    part = prepared.parts["main"]
+    total, count = part.noise("Sum"), part.noise("Length")
+    least = max(1, rules.suppress_below)
+    cells = []
+    for key, possible in zip(prepared.keys, prepared.possible, strict=True):
+        if not possible:
+            cells.append(_cell(key, None, None, NOBODY))
+            continue
+        noisy_sum, noisy_count = rows.get(key, {}).get(attribute.name), rows.get(key, {}).get("len")
+        if noisy_sum is None or noisy_count is None:
+            cells.append(_cell(key, None, None))
+            continue
+        if noisy_count < least:
+            note = f"suppressed: fewer than {rules.suppress_below} people" if rules.suppress_below > 1 else ""
+            cells.append(_cell(key, None, None, note or "too few people for a mean"))
+            continue
+        mean = min(max(noisy_sum / noisy_count, attribute.lower), attribute.upper)
+        width = mean_half_width(total[0], total[1], count[1], mean, noisy_count)
+        width = min(width, attribute.upper - attribute.lower)
+        lower, upper = max(attribute.lower, mean - width), min(attribute.upper, mean + width)
+        cells.append(_cell(key, mean, width, lower=lower, upper=upper))
+    notes = [
+        f"the mean is the noisy sum over the noisy count of people with a recorded {attribute.name}, "
+        f"kept within {attribute.lower}..{attribute.upper}, and so is its interval"
+    ]
+    if rules.suppress_below:
+        notes.append(f"means over fewer than {rules.suppress_below} people (by the noisy count) are suppressed")
+    if attribute.type == "boolean":
+        notes.append(f"{attribute.name} counts as 1 when true, so its mean is the share of people for whom it is")
+    return _answer(prepared, cells, [], "delta method on the noisy sum and count (approximate)", notes)
+
+
+def _quantiles(prepared: Prepared, rows: Rows, histogram: Rows) -> Answer:
+    spec = prepared.spec
+    attribute = spec.attribute
+    assert attribute is not None and attribute.lower is not None and attribute.upper is not None  # noqa: S101
+    q = spec.q or 0.5
+    rules = OutputRules.of(prepared.protocol)
+    main, bins = prepared.parts["main"], prepared.parts["histogram"]
+    distribution, scale = bins.noise("Length")
+    variance = noise_variance(distribution, scale)
+    least = max(1, rules.suppress_below)
+    cells = []
+    for key, possible in zip(prepared.keys, prepared.possible, strict=True):
+        if not possible:
+            cells.append(_cell(key, None, None, NOBODY))
+            continue
+        value = rows.get(key, {}).get(attribute.name)
+        noisy = [histogram.get((*key, str(index)), {}).get("len") for index in range(len(prepared.bins))]
+        if value is None or None in noisy:
+            cells.append(_cell(key, None, None))
+            continue
+        counts = [float(count or 0) for count in noisy]
+        if sum(counts) < least:
+            note = f"suppressed: fewer than {rules.suppress_below} people" if rules.suppress_below > 1 else ""
+            cells.append(_cell(key, None, None, note or "too few people for a quantile"))
+            continue
+        found = quantile_interval(counts, q, variance)
+        lower, upper = (
+            (prepared.bins[found[0]][0], prepared.bins[found[1]][1]) if found else (attribute.lower, attribute.upper)
+        )
+        width = max(value - lower, upper - value, 0)
+        cells.append(_cell(key, value, float(width), lower=float(lower), upper=float(upper)))
+    g = main.global_scale
+    sensitivity = main.summary["scale"][0] / g if g else 1.0
+    rank = quantile_rank_bound(float(main.summary["scale"][0]), sensitivity, q, len(prepared.candidates))
+    name = attribute.name
+    notes = [
+        f"the value is OpenDP's exponential-mechanism estimate; the interval, in units of {name}, is a 95% "
+        f"confidence interval for the true {q:g}-quantile read off an OpenDP noisy histogram of the same people "
+        "(the estimate usually, not always, lies inside it)",
+        f"with 95% probability at most {rank:.0f} people (plus any who share the quantile's exact value) lie between "
+        "the estimate and the true quantile (the exponential mechanism's bound)",
+    ]
+    if rules.suppress_below:
+        notes.append(f"quantiles over fewer than {rules.suppress_below} people (by the histogram) are suppressed")
+    return _answer(prepared, cells, [], "confidence interval from a noisy histogram (normal approximation)", notes)

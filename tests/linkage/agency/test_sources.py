@@ -1,0 +1,123 @@
+"""Reading client files: CSV with quoted line breaks, .xlsx and .ods with their dates, places in messages."""
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from linkage.agency.encode import encode_csv
+from linkage.agency.sources import list_sheets, open_client_file, read_rows
+from linkage.encodings import read_encodings
+from linkage.errors import InputError
+from tests.helpers import MSD_HEADER, SECRET, canonical, msd_row, write_ods, write_xlsx
+
+WRITERS = {"xlsx": write_xlsx, "ods": write_ods}
+
+
+def rows_of(source, positions):
+    rows, problems = [], []
+    for task in source.chunks():
+        read, refused = read_rows(task, positions, len(source.header))
+        rows += read
+        problems += refused
+    return rows, problems
+
+
+def typed_row(client_id, dob=dt.date(1984, 3, 7), address="12 Kauri Street", postcode=110, weeks=12):
+    """An msd row as a spreadsheet holds it: a date cell, numbers as numbers."""
+    row = msd_row(client_id, address=address)
+    row[MSD_HEADER.index("date_of_birth")] = dob
+    row[MSD_HEADER.index("postcode")] = postcode
+    row[MSD_HEADER.index("weeks_supported")] = weeks
+    return row
+
+
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_a_spreadsheet_reads_as_the_same_csv_would(kind, protocol, write_csv, tmp_path):
+    """Date cells, whole numbers and line breaks in cells give the text a CSV export gives."""
+    sheet = [
+        MSD_HEADER,
+        typed_row("A1", address="461 Whangatipu Street\nRD 6", postcode=110),
+        typed_row("A2", dob="07/03/1984", postcode="0110"),
+    ]
+    path = WRITERS[kind](tmp_path / f"clients.{kind}", {"Clients": sheet})
+    csv_path = write_csv(
+        [
+            msd_row("A1", address="461 Whangatipu Street RD 6", postcode="110"),
+            msd_row("A2", dob="07/03/1984", postcode="0110"),
+        ]
+    )
+    with open_client_file(path) as source:
+        assert source.sheet == "Clients" and source.header == tuple(MSD_HEADER)
+        rows, problems = rows_of(source, list(range(len(MSD_HEADER))))
+    assert problems == []
+    assert rows[0] == (2, msd_row("A1", address="461 Whangatipu Street RD 6", postcode="110"))
+    assert rows[1][1][MSD_HEADER.index("date_of_birth")] == "07/03/1984"
+    encode_csv(protocol, "msd", SECRET, path, tmp_path / "sheet", workers=1)
+    encode_csv(protocol, "msd", SECRET, csv_path, tmp_path / "csv", workers=1)
+    sheet_files, csv_files = canonical(tmp_path / "sheet"), canonical(tmp_path / "csv")
+    assert sheet_files.pop("sheet/encodings.pprl") == csv_files.pop("csv/encodings.pprl")
+    assert sheet_files == csv_files
+
+
+def test_a_date_cell_encodes_as_the_typed_date(protocol, tmp_path):
+    dates = [dt.date(1984, 3, 7), dt.datetime(1984, 3, 7, 0, 0), "7/3/1984", "1984-03-07"]
+    sheet = [MSD_HEADER, *(typed_row(f"A{i}", dob=d) for i, d in enumerate(dates))]
+    path = write_xlsx(tmp_path / "clients.xlsx", {"Clients": sheet})
+    records = read_encodings(encode_csv(protocol, "msd", SECRET, path, tmp_path / "out", workers=1).files[0]).records
+    for name in ("date_of_birth", "clk", "block"):
+        assert all(np.array_equal(records[name][0], records[name][i]) for i in range(1, len(dates)))
+
+
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_errors_name_the_sheet_row_and_column(kind, protocol, tmp_path):
+    """Rows and column letters are the spreadsheet's own, above and left of the data included."""
+    title = ["Client list, March"]  # a title row above the header is skipped
+    header = ["", *MSD_HEADER]
+    rows = [["", *typed_row("A1")], ["", *typed_row("A2", dob="31/02/1990")], [], ["", *typed_row("A3")]]
+    path = WRITERS[kind](tmp_path / f"clients.{kind}", {"Other": [["x", "y"]], "Clients": [title, [], header, *rows]})
+    with pytest.raises(InputError) as info:
+        encode_csv(protocol, "msd", SECRET, path, tmp_path / "out", sheet="Clients", workers=1)
+    assert f"clients.{kind} sheet 'Clients': 1 row(s) cannot be encoded" in str(info.value)
+    assert info.value.problems == (
+        f"{tmp_path}/clients.{kind} sheet 'Clients' row 5, column E 'date_of_birth': not a real calendar day "
+        "(day is out of range for month)",
+    )
+
+
+def test_the_first_sheet_by_default_and_an_unknown_sheet_lists_them(tmp_path):
+    path = write_xlsx(tmp_path / "clients.xlsx", {"March": [MSD_HEADER], "April": [MSD_HEADER[:3]]})
+    assert list_sheets(path) == ("March", "April")
+    with open_client_file(path) as source:
+        assert source.sheet == "March"
+    with open_client_file(path, sheet="April") as source:
+        assert source.header == tuple(MSD_HEADER[:3])
+    with pytest.raises(InputError, match="no sheet 'May'; its sheets are 'March', 'April'"):
+        open_client_file(path, sheet="May")
+
+
+def test_unreadable_and_empty_spreadsheets(tmp_path):
+    broken = tmp_path / "broken.xlsx"
+    broken.write_bytes(b"PK\x03\x04 not really a workbook")
+    with pytest.raises(InputError, match="broken.xlsx: cannot read this spreadsheet"):
+        open_client_file(broken)
+    empty = write_xlsx(tmp_path / "empty.xlsx", {"Clients": [["only a title"]]})
+    with pytest.raises(InputError, match="sheet 'Clients': no header row"):
+        open_client_file(empty)
+    with pytest.raises(InputError, match="this is a CSV file, which has none"):
+        open_client_file(write_text(tmp_path / "c.csv", "a,b\n"), sheet="x")
+
+
+def write_text(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_csv_rows_spanning_lines_keep_their_first_line_and_lose_their_breaks(tmp_path):
+    path = write_text(
+        tmp_path / "c.csv", 'id,address\r\nA1,"461 Whangatipu Street\r\nRD 6"\r\nA2,"a\rb"\r\n\r\nA3,x,extra\r\n'
+    )
+    with open_client_file(path) as source:
+        rows, problems = rows_of(source, [0, 1])
+    assert rows == [(2, ["A1", "461 Whangatipu Street RD 6"]), (4, ["A2", "a b"])]
+    assert [(p.line, p.reason) for p in problems] == [(7, "has 3 columns where the header has 2")]
