@@ -40,6 +40,7 @@ import numpy as np
 
 from linkage.agency.hashing import load_clkhash_schema
 from linkage.agency.records import prepare_rows
+from linkage.evaluation.blocking import analyse_blocking
 from linkage.evaluation.febrl import write_febrl4
 from linkage.evaluation.scores import (
     PairwiseScores,
@@ -47,10 +48,13 @@ from linkage.evaluation.scores import (
     encode_and_link,
     pairwise_scores,
     read_truth,
+    record_people,
     true_pairs,
 )
 from linkage.evaluation.synth import synthesise_population
+from linkage.matching.engine import load_inputs
 from linkage.protocol import Hardening, Protocol, load_protocol, parse_protocol, with_hardening
+from linkage.token_files import read_keymap
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "schemas" / "examples" / "social_services.json"
@@ -69,8 +73,13 @@ def read_party(path: Path) -> list[dict[str, str]]:
 def run_pprl(protocol: Protocol, data: Path, work: Path, workers: int) -> tuple[list[list[Record]], float, str]:
     started = time.perf_counter()
     result, outs = encode_and_link(protocol, SECRET, data, work, workers=workers)
+    seconds = time.perf_counter() - started
     clusters = client_clusters(result, outs)
-    return clusters, time.perf_counter() - started, f"auto {result.threshold:.3f}"
+    # Blocking's pair completeness, from the truth (not timed).
+    encodings = load_inputs(protocol, outs)
+    keymaps = {party.id: read_keymap(out / "keymap.csv") for party, out in zip(protocol.parties, outs, strict=True)}
+    blocking = analyse_blocking(protocol, encodings, record_people(encodings, keymaps, read_truth(data / "truth.csv")))
+    return clusters, seconds, f"auto {result.threshold:.3f}, pair completeness {blocking.pair_completeness:.4f}"
 
 
 # -- (b) clkhash + anonlink ----------------------------------------------------------------

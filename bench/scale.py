@@ -32,7 +32,8 @@ from memory_sampler import MemorySampler
 
 from linkage.agency.encode import encode_csv
 from linkage.encodings import read_encodings
-from linkage.evaluation.scores import blocking_scores, read_truth, record_people
+from linkage.evaluation.blocking import analyse_blocking
+from linkage.evaluation.scores import read_truth, record_people
 from linkage.evaluation.synth import synthesise_population
 from linkage.matching.engine import link, load_inputs
 from linkage.protocol import load_protocol
@@ -157,11 +158,12 @@ def main() -> None:
             encodings = load_inputs(protocol, link_outs)
             keymaps = {party: read_keymap(out / "keymap.csv") for party, out in zip(PARTIES, link_outs, strict=True)}
             people_ids = record_people(encodings, keymaps, read_truth(data / "truth.csv"))
-            blocking = blocking_scores(protocol, encodings, people_ids)
+            blocking = analyse_blocking(protocol, encodings, people_ids)
             print(
                 "  records "
                 + " x ".join(f"{item.header.record_count:,}" for item in encodings)
-                + f"; {blocking.candidate_pairs:,} candidate pairs; pair completeness {blocking.pair_completeness:.4f}",
+                + f"; {blocking.candidate_pairs:,} candidate pairs ({blocking.candidates_per_record:.1f} per record of "
+                + f"the larger party); pair completeness {blocking.pair_completeness:.4f}",
                 flush=True,
             )
             del encodings, keymaps, people_ids

@@ -10,7 +10,8 @@ Part 1, comparison throughput, on the same CLKs (msd and police of a synthetic p
       field by field the pairs it keeps. Pairs per second = all pairs / wall time.
 Part 2, a two-party link (msd against police) of synthetic populations of each size, with
 the example protocol's blocking: wall time, peak memory (this process and its workers,
-sampled), candidates, and blocking's pair completeness from the truth.
+sampled), candidates (and per record of the larger party), and blocking's pair
+completeness from the truth.
 Targets (issue 4): (b)/(a) >= 1.8 on 2 cores; 1M people in under 10 minutes with pair
 completeness >= 0.99.
 """
@@ -28,12 +29,13 @@ import numpy as np
 from memory_sampler import MemorySampler
 
 from linkage.agency.encode import encode_csv
-from linkage.evaluation.scores import blocking_scores, read_truth, record_people
+from linkage.evaluation.blocking import analyse_blocking
+from linkage.evaluation.scores import read_truth, record_people
 from linkage.evaluation.synth import synthesise_population
 from linkage.matching.anonlink_bridge import clk_dataset, clk_dice_pairs
+from linkage.matching.block import rule_spans
 from linkage.matching.compare import comparisons_for, features_for
 from linkage.matching.engine import load_inputs, score_candidates, select_and_solve
-from linkage.matching.model import choose_threshold
 from linkage.matching.tasks import count_slice, executor, run_tasks
 from linkage.protocol import load_protocol
 from linkage.token_files import read_keymap
@@ -67,7 +69,9 @@ def throughput(protocol, outs: list[Path], workers: int) -> None:
     comparisons = comparisons_for(protocol)
     features = features_for(comparisons, protocol.comparison_groups)
     with executor(scanning, encodings, workers) as (runner, setup, parallelism):
-        for _ in run_tasks(encodings, count_slice, (setup, comparisons, features), runner, parallelism, None):
+        spans = rule_spans(rule.columns for rule in protocol.blocking)
+        arguments = (setup, comparisons, features, spans)
+        for _ in run_tasks(encodings, count_slice, arguments, runner, parallelism, None):
             pass
     pprl_seconds = time.perf_counter() - started
     print(f"\nPart 1: all {pairs:,} pairs of {len(clks[0]):,} x {len(clks[1]):,} CLKs, Dice threshold 0.8")
@@ -81,16 +85,16 @@ def scaling(protocol, people: int, outs: list[Path], data: Path, workers: int) -
         started = time.perf_counter()
         encodings = load_inputs(protocol, outs)
         scored = score_candidates(protocol, encodings, workers=workers)
-        threshold = choose_threshold(scored.probability)
+        threshold = scored.threshold()
         entities, _ = select_and_solve(scored, threshold)
         seconds = time.perf_counter() - started
     keymaps = {party: read_keymap(out / "keymap.csv") for party, out in zip(PARTIES, outs, strict=True)}
     people_ids = record_people(encodings, keymaps, read_truth(data / "truth.csv"))
-    blocking = blocking_scores(protocol, encodings, people_ids)
+    blocking = analyse_blocking(protocol, encodings, people_ids)
     sizes = " x ".join(f"{item.header.record_count:,}" for item in encodings)
     print(
         f"{people:>10,} {sizes:>22} {seconds:9.1f} {memory.total / 2**20:9.0f} {blocking.candidate_pairs:>13,} "
-        f"{blocking.pair_completeness:8.4f} {len(entities):>9,}",
+        f"{blocking.candidates_per_record:>10.1f} {blocking.pair_completeness:8.4f} {len(entities):>9,}",
         flush=True,
     )
 
@@ -108,7 +112,15 @@ def main() -> None:
         outs, _ = prepare(protocol, args.dice_people, args.seed, tmp, args.workers)
         throughput(protocol, outs, args.workers)
         print("\nPart 2: two-party link (msd x police), example protocol blocking, auto threshold")
-        columns = ("people", 10), ("records", 22), ("seconds", 9), ("peak MiB", 9), ("candidates", 13), ("PC", 8)
+        columns = (
+            ("people", 10),
+            ("records", 22),
+            ("seconds", 9),
+            ("peak MiB", 9),
+            ("candidates", 13),
+            ("per record", 10),
+            ("PC", 8),
+        )
         print(" ".join(f"{name:>{width}}" for name, width in columns), f"{'entities':>9}")
         for people in (int(s) for s in args.sizes.split(",") if s):
             outs, data = prepare(protocol, people, args.seed, tmp, args.workers)

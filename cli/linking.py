@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
-import numpy as np
 
 from cli.common import progress, protocol_option
 from linkage.encodings import read_encodings
 from linkage.errors import InputError
-from linkage.evaluation.scores import (
-    blocking_scores,
-    cluster_scores,
-    pairwise_scores,
-    read_truth,
-    record_people,
-    resolve_entities,
-    threshold_curve,
-    true_pairs,
-)
+from linkage.evaluation.blocking import BlockingAnalysis
+from linkage.evaluation.scores import PairwiseScores
 from linkage.matching.dedupe import duplicate_groups
 from linkage.matching.engine import link as link_encodings
-from linkage.matching.engine import load_inputs, score_candidates
+from linkage.matching.engine import load_inputs
 from linkage.matching.frozen import FrozenModel, read_model, write_model
 from linkage.matching.link_state import LinkState, read_state, write_state
 from linkage.matching.refresh import BatchSummary, refit_state, refresh_state, start_state
-from linkage.protocol import Protocol
+from linkage.protocol import Protocol, load_protocol
 from linkage.token_files import (
-    read_entities,
-    read_keymap,
     read_tokens,
     write_duplicates,
     write_entities,
@@ -324,103 +314,123 @@ def _save_model(model: FrozenModel, path: Path | None) -> None:
         click.echo(f"froze the model (threshold {model.threshold:.3f}) in {path}")
 
 
-def _keymaps(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
+def _keymaps(values: tuple[str, ...]) -> dict[str, Path]:
     out = {}
     for value in values:
         party, sep, file = value.partition("=")
         if not sep or not party or not file:
             raise InputError(f"--keymap {value!r}: write PARTY=PATH, e.g. --keymap msd=msd-out/keymap.csv")
-        out[party] = read_keymap(Path(file))
+        out[party] = Path(file)
     return out
 
 
 @click.command()
-@click.option(
-    "--truth",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="party,client_id,person_id",
-)
-@click.option("--entities", required=True, type=click.Path(dir_okay=False, path_type=Path), help="From `pprl link`.")
-@click.option("--keymap", "keymaps", multiple=True, required=True, help="PARTY=PATH of a key map; once per party.")
+@click.option("--truth", type=click.Path(dir_okay=False, path_type=Path), help="party,client_id,person_id")
+@click.option("--entities", type=click.Path(dir_okay=False, path_type=Path), help="From `pprl link`.")
+@click.option("--keymap", "keymaps", multiple=True, help="PARTY=PATH of a key map; once per party (with --truth).")
 @click.option(
     "--protocol",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="With --encodings: also score blocking.",
+    help="With --encodings: analyse blocking (no truth needed).",
 )
 @click.option("--encodings", "encoding_paths", multiple=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="PNG of precision and recall by threshold.",
+    help="PNG of precision and recall by threshold (needs --truth, --protocol and --encodings).",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Processes for re-scoring (default: every core).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(
-    truth: Path,
-    entities: Path,
+    truth: Path | None,
+    entities: Path | None,
     keymaps: tuple[str, ...],
     protocol: Path | None,
     encoding_paths: tuple[Path, ...],
     plot: Path | None,
     workers: int | None,
+    quiet: bool,
 ) -> None:
-    """Score a linkage against the truth: pairwise and cluster measures, and blocking.
+    """Score a linkage against the truth, and analyse blocking rule by rule.
 
-    With --protocol and --encodings (one per party, as linked) it also reports blocking's
-    pair completeness and reduction ratio, and --plot draws precision and recall against
-    the match-probability threshold. For development and audit, on data with known truth.
+    With --truth, --entities and a --keymap per party: pairwise and cluster measures. With
+    --protocol and --encodings (one per party, as linked): per blocking rule the candidate
+    pairs it proposes, those no earlier rule proposed (cumulative, as Splink charts them),
+    skipped oversized blocks, and the largest blocks; no truth needed. With the truth as
+    well: pair completeness rule by rule, and --plot draws precision and recall against the
+    match-probability threshold. For development and audit.
 
     Example: pprl evaluate --truth data/truth.csv --entities entities.csv
     --keymap msd=msd-out/keymap.csv --keymap police=police-out/keymap.csv
+    --protocol protocol.json --encodings msd-out --encodings police-out
     """
-    from linkage.protocol import load_protocol
+    from linkage.evaluation.evaluate import evaluate_linkage
 
-    maps = _keymaps(keymaps)
-    known = read_truth(truth)
-    actual, clusters = true_pairs(known, maps)
-    predicted = resolve_entities(read_entities(entities), maps)
-    pairwise = pairwise_scores(predicted, actual)
-    clustered = cluster_scores(predicted, clusters)
-    click.echo(f"pairwise   precision {pairwise.precision:.4f}  recall {pairwise.recall:.4f}  F1 {pairwise.f1:.4f}")
-    click.echo(
-        f"           true pairs {len(actual):,}, found {pairwise.true_positives:,}, "
-        f"false {pairwise.false_positives:,}, missed {pairwise.false_negatives:,}"
-    )
-    click.echo(
-        f"clusters   {clustered.exact:,} of {clustered.true_entities:,} people linked exactly "
-        f"({clustered.exact_share:.4f}); {clustered.predicted_entities:,} entities predicted"
-    )
-    if not (protocol and encoding_paths):
-        if plot:
-            raise InputError("--plot needs --protocol and --encodings to re-score the candidates")
-        return
-    loaded = load_protocol(protocol)
-    encodings = load_inputs(loaded, encoding_paths)
-    people = record_people(encodings, maps, known)
-    blocking = blocking_scores(loaded, encodings, people)
-    click.echo(
-        f"blocking   pair completeness {blocking.pair_completeness:.4f} "
-        f"({blocking.true_pairs_kept:,} of {blocking.true_pairs:,} true pairs kept), "
-        f"reduction ratio {blocking.reduction_ratio:.6f} ({blocking.candidate_pairs:,} candidates)"
-    )
-    if plot:
-        scored = score_candidates(loaded, encodings, workers=workers or os.cpu_count() or 1)
-        thresholds = [float(t) for t in np.round(np.linspace(0.05, 0.99, 40), 3)]
-        curve = threshold_curve(
-            scored.party_a,
-            scored.party_b,
-            scored.record_a,
-            scored.record_b,
-            scored.weight,
-            scored.probability,
-            people,
-            thresholds,
+    with progress("analysing blocking", quiet=quiet) as on_progress:
+        result = evaluate_linkage(
+            truth=truth,
+            entities=entities,
+            keymaps=_keymaps(keymaps),
+            protocol=load_protocol(protocol) if protocol else None,
+            encodings=encoding_paths,
+            curve=plot is not None,
+            workers=workers or os.cpu_count() or 1,
+            on_progress=on_progress,
         )
-        _plot(curve, plot)
+    if result.pairwise is not None and result.clusters is not None:
+        pairwise, clustered = result.pairwise, result.clusters
+        click.echo(f"pairwise   precision {pairwise.precision:.4f}  recall {pairwise.recall:.4f}  F1 {pairwise.f1:.4f}")
+        click.echo(
+            f"           true pairs {result.true_pairs:,}, found {pairwise.true_positives:,}, "
+            f"false {pairwise.false_positives:,}, missed {pairwise.false_negatives:,}"
+        )
+        click.echo(
+            f"clusters   {clustered.exact:,} of {clustered.true_entities:,} people linked exactly "
+            f"({clustered.exact_share:.4f}); {clustered.predicted_entities:,} entities predicted"
+        )
+    if result.blocking is not None:
+        _render_blocking(result.blocking)
+    if plot:
+        _plot(result.curve, plot)
         click.echo(f"plot       {plot}")
 
 
-def _plot(curve: list, path: Path) -> None:  # type: ignore[type-arg]
+def _render_blocking(blocking: BlockingAnalysis) -> None:
+    line = (
+        f"blocking   {blocking.candidate_pairs:,} candidates of {blocking.total_pairs:,} pairs "
+        f"(reduction ratio {blocking.reduction_ratio:.6f}, {blocking.candidates_per_record:,.1f} per record "
+        "of the largest party)"
+    )
+    if blocking.pair_completeness is not None:
+        line += (
+            f"; pair completeness {blocking.pair_completeness:.4f} "
+            f"({blocking.true_pairs_kept:,} of {blocking.true_pairs:,} true pairs kept; "
+            f"{blocking.true_pairs_skipped:,} lost to skipped oversized blocks)"
+        )
+    click.echo(line)
+    truth = blocking.pair_completeness is not None
+    header = f"  {'rule':<58} {'candidates':>13} {'added':>13} {'cumulative':>11} {'skipped blocks':>15}"
+    click.echo(header + (f" {'true pairs':>11} {'added':>7} {'completeness':>12}" if truth else ""))
+    for rule in blocking.rules:
+        name = rule.rule if len(rule.rule) <= 58 else rule.rule[:55] + "..."
+        row = (
+            f"  {name:<58} {rule.candidates:>13,} {rule.added:>13,} {rule.cumulative_share:>10.1%} "
+            f"{rule.oversized_blocks:>6,} ({rule.oversized_pairs:,} pairs)".ljust(len(header))
+        )
+        if truth:
+            row += f" {rule.true_pairs:>11,} {rule.true_added:>7,} {rule.pair_completeness:>12.4f}"
+        click.echo(row)
+    if blocking.largest_blocks:
+        click.echo("  largest blocks:")
+        for block in blocking.largest_blocks:
+            skipped = " - skipped, over the limit" if block.skipped else ""
+            click.echo(
+                f"    {block.pairs:>12,} pairs ({block.records[0]:,} x {block.records[1]:,} records, "
+                f"{block.parties[0]} x {block.parties[1]}) {block.rule}{skipped}"
+            )
+
+
+def _plot(curve: Sequence[tuple[float, PairwiseScores]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -69,7 +69,8 @@ class EncodingsHeader:
         record_count: number of records.
         clk_bits: length of the record-level CLK.
         layout: the record's fields: ``[name, dtype, count]`` each.
-        blocking: the blocking rules, in the order of the ``block`` columns.
+        blocking: the blocking rules, in the order of the ``block`` columns (a similarity
+            rule has a column per band).
         records_sha256: SHA-256 of all records, to detect truncation or corruption.
     """
 
@@ -116,7 +117,7 @@ def record_layout(protocol: Protocol) -> tuple[tuple[str, str, int], ...]:
     # that every earlier column keeps its place).
     for name in salted_copies(protocol):
         layout.append((name, "u1", protocol.field(name.partition("@")[0]).num_bits // 8))  # type: ignore[operator]
-    layout.append(("block", "<u8", len(protocol.blocking)))
+    layout.append(("block", "<u8", sum(rule.columns for rule in protocol.blocking)))
     return tuple(layout)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Salt",
     "Protocol",
     "RecordLevelRelease",
+    "SimilarityRule",
     "attribute_bins",
     "equivalent_delta",
     "Safeguards",
@@ -189,6 +190,72 @@ class BlockingRule:
         """The rule as written in the protocol, e.g. ``surname:soundex+given_name:initial``."""
         return "+".join(f"{f}:{t}" if t else f for f, t in self.parts)
 
+    @property
+    def fields(self) -> frozenset[str]:
+        """The fields the rule's key is made from."""
+        return frozenset(field for field, _ in self.parts)
+
+    @property
+    def columns(self) -> int:
+        """Block key columns the rule takes in an encodings record: one."""
+        return 1
+
+
+@dataclass(frozen=True)
+class SimilarityRule:
+    """Locality-sensitive blocking: records whose tokens are alike share a band key, with a known chance.
+
+    The tokens are the fields' n-grams (as their Bloom filters hash them). A record's
+    MinHash signature holds ``bands * hashes_per_band`` keyed minimum hashes of its
+    tokens; each band's key is a keyed hash of ``hashes_per_band`` of them. Two records
+    whose token sets have Jaccard similarity J (Dice D = 2J / (1 + J)) share a given band
+    with chance J ** hashes_per_band, and at least one band with chance
+    1 - (1 - J ** hashes_per_band) ** bands (see docs/blocking.md).
+
+    Attributes:
+        groups: the fields, in groups; the fields of one group pool their tokens (a given
+            name and a surname that get swapped), each group's tokens are its own.
+        bands: band keys per record (block key columns).
+        hashes_per_band: minimum hashes each band key is made of.
+        max_block_pairs: a band block with more pairs than this is skipped. Records that
+            are alike share a band in small blocks; a big one comes from tokens most
+            records hold (a street type, say) ranking low under every hash function of
+            the band, and finds little that other bands do not. Not in the fingerprint.
+    """
+
+    groups: tuple[tuple[str, ...], ...]
+    bands: int
+    hashes_per_band: int
+    max_block_pairs: int = 30
+
+    @property
+    def name(self) -> str:
+        """A canonical name with every parameter, e.g. ``similarity:given_name|surname+address:20x5``."""
+        fields = "+".join("|".join(group) for group in self.groups)
+        return f"similarity:{fields}:{self.bands}x{self.hashes_per_band}"
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Every field whose tokens the signature is made from."""
+        return frozenset(field for group in self.groups for field in group)
+
+    @property
+    def columns(self) -> int:
+        """Block key columns the rule takes in an encodings record: one per band."""
+        return self.bands
+
+    def band_chance(self, dice: float) -> float:
+        """The chance that two records whose token sets have this Dice share at least one band key.
+
+        >>> round(SimilarityRule((("surname",),), 20, 5).band_chance(0.8), 4)
+        0.9406
+        """
+        jaccard = dice / (2.0 - dice)
+        return float(1.0 - (1.0 - jaccard**self.hashes_per_band) ** self.bands)
+
+
+Rule = BlockingRule | SimilarityRule
+
 
 @dataclass(frozen=True)
 class RecordLevelRelease:
@@ -237,7 +304,7 @@ class Protocol:
     clk_bits: int
     ngram: int
     hardening: Hardening
-    blocking: tuple[BlockingRule, ...]
+    blocking: tuple[Rule, ...]
     max_block_pairs: int
     comparison_groups: tuple[tuple[str, ...], ...]
     clk_prefilter: float | None
@@ -250,6 +317,25 @@ class Protocol:
     safeguards: Safeguards
     document: Mapping[str, Any]
     fingerprint: str
+
+    @property
+    def block_limits(self) -> tuple[int, ...]:
+        """Per block key column, the most pairs a block may make before it is skipped.
+
+        ``max_block_pairs`` for an exact rule's column; a similarity rule's own limit for
+        each of its bands.
+        """
+        return tuple(
+            limit
+            for rule in self.blocking
+            for limit in [rule.max_block_pairs if isinstance(rule, SimilarityRule) else self.max_block_pairs]
+            * rule.columns
+        )
+
+    @property
+    def band_columns(self) -> tuple[bool, ...]:
+        """Per block key column, whether it is a band of a similarity rule."""
+        return tuple(isinstance(rule, SimilarityRule) for rule in self.blocking for _ in range(rule.columns))
 
     def party(self, party_id: str) -> Party:
         """Return the party with this id.
@@ -398,6 +484,9 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
         if attribute["type"] == "categorical" and attribute["combine"] != "first":
             problems.append(f"$.attributes[{i}]: a categorical attribute combines with 'first'")
     for i, rule in enumerate(doc["matching"]["blocking"]):
+        if isinstance(rule, dict):
+            problems += _similarity_problems(rule["similarity"], f"$.matching.blocking[{i}].similarity", field_kinds)
+            continue
         for j, part in enumerate(rule):
             field, _, transform = part.partition(":")
             where = f"$.matching.blocking[{i}][{j}]"
@@ -469,6 +558,34 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
             )
     problems += _statistics_problems(doc)
     return problems
+
+
+def _similarity_problems(rule: Mapping[str, Any], where: str, field_kinds: Mapping[str, str]) -> list[str]:
+    """A similarity rule's fields must be identifier fields, each named once."""
+    problems: list[str] = []
+    seen: list[str] = []
+    for i, group in enumerate(rule["fields"]):
+        for j, name in enumerate([group] if isinstance(group, str) else group):
+            at = f"{where}.fields[{i}]" + ("" if isinstance(group, str) else f"[{j}]")
+            if name not in field_kinds:
+                problems.append(f"{at}: field {name!r} is not an identifier field")
+            elif name in seen:
+                problems.append(f"{at}: field {name!r} is named twice; name each field once")
+            seen.append(name)
+    return problems
+
+
+def _blocking_rule(rule: Any) -> Rule:
+    """A rule as the protocol writes it: a list of FIELD[:TRANSFORM] parts, or ``{"similarity": {...}}``."""
+    if isinstance(rule, dict):
+        settings = rule["similarity"]
+        return SimilarityRule(
+            groups=tuple((group,) if isinstance(group, str) else tuple(group) for group in settings["fields"]),
+            bands=settings["bands"],
+            hashes_per_band=settings["hashes_per_band"],
+            max_block_pairs=settings.get("max_block_pairs", SimilarityRule.max_block_pairs),
+        )
+    return BlockingRule(tuple((p.partition(":")[0], p.partition(":")[2] or None) for p in rule))
 
 
 def _salt_entries(salt: str | list[str] | None) -> list[tuple[str, str]]:
@@ -559,10 +676,7 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
         )
         for f in doc["identifiers"]["fields"]
     )
-    blocking = tuple(
-        BlockingRule(tuple((p.partition(":")[0], p.partition(":")[2] or None) for p in rule))
-        for rule in doc["matching"]["blocking"]
-    )
+    blocking = tuple(_blocking_rule(rule) for rule in doc["matching"]["blocking"])
     threshold = doc["matching"]["threshold"]
     protocol = Protocol(
         name=doc["name"],

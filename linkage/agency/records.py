@@ -33,9 +33,10 @@ from linkage.agency.normalise import (
     normalise_text,
     soundex,
 )
+from linkage.agency.similarity import SimilarityEncoder, token_hash
 from linkage.encodings import copy_column, record_layout
 from linkage.matching.block import mix_keys
-from linkage.protocol import STRING_KINDS, AttributeSpec, FieldSpec, Protocol
+from linkage.protocol import STRING_KINDS, AttributeSpec, BlockingRule, FieldSpec, Protocol
 
 __all__ = ["PreparedRows", "RecordEncoder", "RowProblem", "prepare_rows", "salts_for"]
 
@@ -215,7 +216,14 @@ class _TokenTable:
     token, which :func:`~linkage.agency.hashing.salted_positions` mixes with the salt's.
     """
 
-    def __init__(self, clk_key: bytes, clk_bits_per_token: int, clk_bits: int, own: tuple[bytes, int, int] | None):
+    def __init__(
+        self,
+        clk_key: bytes,
+        clk_bits_per_token: int,
+        clk_bits: int,
+        own: tuple[bytes, int, int] | None,
+        similarity_key: bytes | None = None,
+    ):
         self.ids: dict[str, int] = {}
         self.clk_key, self.clk_k, self.clk_bits = clk_key, clk_bits_per_token, clk_bits
         self.own = own
@@ -223,6 +231,9 @@ class _TokenTable:
         self.own_positions = np.zeros((1024, own[1] if own else 0), dtype=np.uint16)
         self.clk_values = np.zeros(1024, dtype=np.uint64)
         self.own_values = np.zeros(1024, dtype=np.uint64)
+        # For similarity rules: each token's keyed hash, of the token as normalised (unsalted).
+        self.similarity_key = similarity_key
+        self.token_hashes = np.zeros(1024 if similarity_key else 0, dtype=np.uint64)
 
     def id_of(self, token: str) -> int:
         token_id = self.ids.get(token)
@@ -234,12 +245,15 @@ class _TokenTable:
             self.own_positions = np.concatenate([self.own_positions, np.zeros_like(self.own_positions)])
             self.clk_values = np.concatenate([self.clk_values, np.zeros_like(self.clk_values)])
             self.own_values = np.concatenate([self.own_values, np.zeros_like(self.own_values)])
+            self.token_hashes = np.concatenate([self.token_hashes, np.zeros_like(self.token_hashes)])
         self.clk[token_id] = token_positions(token, self.clk_key, self.clk_k, self.clk_bits)
         self.clk_values[token_id] = keyed_hash64(self.clk_key, f"salted token|{token}")
         if self.own:
             key, bits_per_token, num_bits = self.own
             self.own_positions[token_id] = token_positions(token, key, bits_per_token, num_bits)
             self.own_values[token_id] = keyed_hash64(key, f"salted token|{token}")
+        if self.similarity_key is not None:
+            self.token_hashes[token_id] = token_hash(token, self.similarity_key)
         self.ids[token] = token_id
         return token_id
 
@@ -278,6 +292,7 @@ class RecordEncoder:
             hardening.salts_target("fields") and i != salt_field and plan is not None
             for i, plan in enumerate(self._own_plans)
         ]
+        self._similarity = SimilarityEncoder(protocol, keys.block)
         self._salt_count = len(hardening.salts)
         self._salt_values: dict[str, int] = {}
         self._tables = [
@@ -288,12 +303,14 @@ class RecordEncoder:
                 (keys.field[i], spec.bits_per_token, plan.build_bits)  # type: ignore[arg-type]
                 if plan is not None
                 else None,
+                similarity_key=keys.block if i in self._similarity.readers else None,
             )
             for i, (spec, plan) in enumerate(zip(protocol.fields, self._own_plans, strict=True))
         ]
         # The transforms each field's value goes through for blocking, e.g. surname -> soundex.
         self._transforms: list[list[str | None]] = [[] for _ in protocol.fields]
-        for rule in protocol.blocking:
+        exact = [rule for rule in protocol.blocking if isinstance(rule, BlockingRule)]
+        for rule in exact:
             for name, transform in rule.parts:
                 if transform not in self._transforms[position[name]]:
                     self._transforms[position[name]].append(transform)
@@ -302,8 +319,10 @@ class RecordEncoder:
                 np.uint64(keyed_hash64(keys.block, f"rule|{rule.name}")),
                 [(position[name], self._transforms[position[name]].index(t)) for name, t in rule.parts],
             )
-            for rule in protocol.blocking
+            for rule in exact
         ]
+        # Each rule's first block key column: a similarity rule takes one per band.
+        self._columns = np.cumsum([0, *(rule.columns for rule in protocol.blocking)]).tolist()
 
     def _encode_value(self, index: int, spec: FieldSpec, value: Value) -> tuple[list[int], Any, tuple[int, ...]]:
         """Token ids, hashes (dates and categories) and block key parts of one value."""
@@ -366,6 +385,7 @@ class RecordEncoder:
         out = np.zeros(count, dtype=self.dtype)
         clk = np.zeros((count, self._clk_plan.build_bits), dtype=bool)
         parts: list[np.ndarray] = []
+        signatures: dict[int, tuple[list[int], list[tuple[np.ndarray, ...]]]] = {}
         salts = self._salt_columns(rows) if self._salt_count else np.zeros((count, 0), dtype=np.uint64)
         for index, spec in enumerate(self.protocol.fields):
             cache = self._caches[index]
@@ -374,6 +394,8 @@ class RecordEncoder:
             hashes = np.zeros((count, 3) if spec.kind == "date" else count, dtype=np.uint32)
             field_parts = np.zeros((count, len(self._transforms[index])), dtype=np.uint64)
             present = 0
+            table = self._tables[index]
+            similar = signatures.setdefault(index, ([], [])) if table.similarity_key is not None else None
             for row_number, row in enumerate(rows):
                 value = row[index]
                 if value is None:
@@ -382,6 +404,9 @@ class RecordEncoder:
                 ids, value_hashes, value_parts = cache.get(value) or self._encode_value(index, spec, value)
                 token_ids.extend(ids)
                 token_rows.extend([row_number] * len(ids))
+                if similar is not None:
+                    similar[0].append(row_number)
+                    similar[1].append(self._similarity.value_signatures(index, value, ids, table.token_hashes))
                 if value_hashes is not None:
                     hashes[row_number] = value_hashes
                 if value_parts:
@@ -392,7 +417,6 @@ class RecordEncoder:
                 self._cached[index] = self._misses[index] < 0.8 * self._lookups[index]
                 if not self._cached[index]:
                     cache.clear()
-            table = self._tables[index]
             ids_array = np.asarray(token_ids, dtype=np.int64)
             rows_array = np.asarray(token_rows, dtype=np.int64)
             if self._salt_clk[index]:
@@ -418,7 +442,7 @@ class RecordEncoder:
                 own[rows_array[:, None], positions] = True
                 out[copy_column(spec.name, salt_index)] = np.packbits(self._harden(own, plan), axis=1)
         out["clk"] = np.packbits(self._harden(clk, self._clk_plan), axis=1)
-        out["block"] = self._block_keys(parts, count).reshape(out["block"].shape)
+        out["block"] = self._block_keys(parts, signatures, count).reshape(out["block"].shape)
         return out
 
     @staticmethod
@@ -431,14 +455,20 @@ class RecordEncoder:
         hardened[empty] = False
         return hardened
 
-    def _block_keys(self, parts: list[np.ndarray], count: int) -> np.ndarray:
-        """One key per rule: its parts' keyed hashes mixed with a keyed rule salt; 0 if a part is missing.
+    def _block_keys(
+        self, parts: list[np.ndarray], signatures: dict[int, tuple[list[int], list[tuple[np.ndarray, ...]]]], count: int
+    ) -> np.ndarray:
+        """Every rule's keys, in rule order; 0 where a record has none.
 
-        Each part is already a keyed hash of the transformed value, so the mix reveals
-        nothing unkeyed; mixing in numpy keeps the per-record cost to table look-ups.
+        An exact rule's key is its parts' keyed hashes mixed with a keyed rule salt (0 if
+        a part is missing); each part is already a keyed hash of the transformed value, so
+        the mix reveals nothing unkeyed, and mixing in numpy keeps the per-record cost to
+        table look-ups. A similarity rule's are its band keys
+        (:mod:`linkage.agency.similarity`), from the keyed hashes of its fields' tokens.
         """
-        block = np.zeros((count, len(self._rules)), dtype=np.uint64)
-        for column, (salt, rule_parts) in enumerate(self._rules):
+        block = self._similarity.band_keys(signatures, count)
+        exact = [self._columns[i] for i, rule in enumerate(self.protocol.blocking) if isinstance(rule, BlockingRule)]
+        for column, (salt, rule_parts) in zip(exact, self._rules, strict=True):
             key = np.full(count, salt, dtype=np.uint64)
             present = np.ones(count, dtype=bool)
             for field_index, transform_index in rule_parts:

@@ -1,4 +1,4 @@
-"""Linkage quality against known truth, and the synthetic client lists to measure it on.
+"""Linkage quality against known truth, blocking analysis, and synthetic client lists to measure on.
 
 For development, benchmarks and audit; nothing here runs in the service.
 """
@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 from linkage._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from linkage.evaluation.blocking import BlockingAnalysis, LargeBlock, RuleCoverage, analyse_blocking
+    from linkage.evaluation.evaluate import Evaluation, evaluate_linkage
     from linkage.evaluation.scores import (
-        BlockingScores,
         ClusterScores,
         PairwiseScores,
-        blocking_scores,
         cluster_scores,
         pairwise_scores,
         read_truth,
@@ -23,11 +23,15 @@ if TYPE_CHECKING:
     from linkage.evaluation.synth import synthesise_population
 
 __all__ = [
-    "BlockingScores",
+    "BlockingAnalysis",
     "ClusterScores",
+    "Evaluation",
+    "LargeBlock",
     "PairwiseScores",
-    "blocking_scores",
+    "RuleCoverage",
+    "analyse_blocking",
     "cluster_scores",
+    "evaluate_linkage",
     "pairwise_scores",
     "read_truth",
     "synthesise_population",
@@ -37,11 +41,15 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "BlockingScores": "linkage.evaluation.scores",
+        "BlockingAnalysis": "linkage.evaluation.blocking",
         "ClusterScores": "linkage.evaluation.scores",
+        "Evaluation": "linkage.evaluation.evaluate",
+        "LargeBlock": "linkage.evaluation.blocking",
         "PairwiseScores": "linkage.evaluation.scores",
-        "blocking_scores": "linkage.evaluation.scores",
+        "RuleCoverage": "linkage.evaluation.blocking",
+        "analyse_blocking": "linkage.evaluation.blocking",
         "cluster_scores": "linkage.evaluation.scores",
+        "evaluate_linkage": "linkage.evaluation.evaluate",
         "pairwise_scores": "linkage.evaluation.scores",
         "read_truth": "linkage.evaluation.scores",
         "synthesise_population": "linkage.evaluation.synth",

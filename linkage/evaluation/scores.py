@@ -2,8 +2,7 @@
 
 Pairwise measures count record pairs of different parties: a true pair is two records of
 the same person; a predicted pair is two records in the same entity. Cluster measures
-compare whole entities. Blocking measures say how many true pairs blocking kept (pair
-completeness) and how much of the full comparison space it avoided (reduction ratio).
+compare whole entities. Blocking is analysed in :mod:`linkage.evaluation.blocking`.
 """
 
 from __future__ import annotations
@@ -19,18 +18,14 @@ import numpy as np
 from linkage.agency.encode import encode_csv
 from linkage.encodings import Encodings
 from linkage.errors import InputError
-from linkage.matching.anonlink_bridge import clk_dataset, clk_dice_pairs
-from linkage.matching.block import BlockIndex, candidate_pairs, sorted_unique, split_codes
 from linkage.matching.engine import LinkResult, link, load_inputs
 from linkage.matching.solve import solve_entities
 from linkage.protocol import Protocol
 from linkage.token_files import read_keymap, read_rows
 
 __all__ = [
-    "BlockingScores",
     "ClusterScores",
     "PairwiseScores",
-    "blocking_scores",
     "cluster_scores",
     "pairwise_scores",
     "read_truth",
@@ -68,18 +63,6 @@ class ClusterScores:
     predicted_entities: int
     exact: int
     exact_share: float
-
-
-@dataclass(frozen=True)
-class BlockingScores:
-    """Blocking quality: pair completeness and reduction ratio."""
-
-    candidate_pairs: int
-    total_pairs: int
-    true_pairs_kept: int
-    true_pairs: int
-    pair_completeness: float
-    reduction_ratio: float
 
 
 def read_truth(path: Path) -> dict[Record, str]:
@@ -206,43 +189,6 @@ def record_people(
                 ids[index] = person_ids.setdefault(person, len(person_ids))
         out.append(ids)
     return out
-
-
-def blocking_scores(protocol: Protocol, encodings: Sequence[Encodings], people: Sequence[np.ndarray]) -> BlockingScores:
-    """Pair completeness and reduction ratio of the protocol's blocking (and CLK prefilter).
-
-    Streams over slices of records, as the engine does, so it needs no more memory than a
-    link; only counts are kept.
-    """
-    candidates = kept = actual = total = 0
-    for a, b in itertools.combinations(range(len(encodings)), 2):
-        keys_a = np.asarray(encodings[a].records["block"]).reshape(encodings[a].header.record_count, -1)
-        keys_b = np.asarray(encodings[b].records["block"]).reshape(encodings[b].header.record_count, -1)
-        index = BlockIndex.build(keys_a, keys_b, protocol.max_block_pairs)
-        clks_b = clk_dataset(np.ascontiguousarray(encodings[b].records["clk"])) if protocol.clk_prefilter else None
-        for start in range(0, len(keys_a), 20_000):
-            stop = min(start + 20_000, len(keys_a))
-            index_a, index_b = candidate_pairs(keys_a[start:stop], start, index)
-            if clks_b is not None and protocol.clk_prefilter is not None:
-                clks_a = clk_dataset(np.ascontiguousarray(encodings[a].records["clk"][start:stop]))
-                dice_a, dice_b = clk_dice_pairs(clks_a, clks_b, protocol.clk_prefilter)
-                width = len(keys_b)
-                codes = sorted_unique(np.concatenate([index_a * width + index_b, (dice_a + start) * width + dice_b]))
-                index_a, index_b = split_codes(codes, width)
-            candidates += len(index_a)
-            person_a = people[a][index_a]
-            kept += int(((person_a == people[b][index_b]) & (person_a >= 0)).sum())
-        shared = np.intersect1d(people[a][people[a] >= 0], people[b][people[b] >= 0])
-        actual += len(shared)
-        total += len(keys_a) * len(keys_b)
-    return BlockingScores(
-        candidate_pairs=candidates,
-        total_pairs=total,
-        true_pairs_kept=kept,
-        true_pairs=actual,
-        pair_completeness=kept / actual if actual else 1.0,
-        reduction_ratio=1.0 - candidates / total if total else 0.0,
-    )
 
 
 def _person(people: Sequence[np.ndarray], party: np.ndarray, record: np.ndarray) -> np.ndarray:

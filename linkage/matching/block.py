@@ -14,6 +14,7 @@ lies wholly in one partition and a worker needs only the records of its partitio
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,12 +22,14 @@ import numpy as np
 __all__ = [
     "BlockIndex",
     "BlockPartitions",
+    "block_limits",
     "candidate_pairs",
     "mix_keys",
     "SharedBlocks",
     "partition_blocks",
     "partition_of",
     "partition_pairs",
+    "rule_spans",
     "shared_blocks",
     "sorted_unique",
     "split_codes",
@@ -50,15 +53,17 @@ class BlockIndex:
     size: int
 
     @classmethod
-    def build(cls, keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int) -> BlockIndex:
+    def build(cls, keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int | Sequence[int]) -> BlockIndex:
         """Index party B's keys; find blocks bigger than ``max_block_pairs`` pairs.
 
         Args:
-            keys_a: party A's keys, shape (records, rules).
-            keys_b: party B's keys, shape (records, rules).
+            keys_a: party A's keys, shape (records, columns).
+            keys_b: party B's keys, shape (records, columns).
             max_block_pairs: a block with more pairs than this is skipped: it would cost
-                more than it finds (e.g. a very common surname with no other key).
+                more than it finds (e.g. a very common surname with no other key). One
+                limit for every column, or one per column.
         """
+        limits = block_limits(max_block_pairs, keys_b.shape[1])
         sorted_keys, order, oversized = [], [], []
         for rule in range(keys_b.shape[1]):
             column = keys_b[:, rule]
@@ -67,7 +72,7 @@ class BlockIndex:
             sorted_keys.append(column[rule_order])
             order.append(rule_order.astype(np.int64))
             common, pairs = _common_blocks(keys_a[:, rule], column)
-            oversized.append(common[pairs > max_block_pairs])
+            oversized.append(common[pairs > limits[rule]])
         return cls(tuple(sorted_keys), tuple(order), tuple(oversized), len(keys_b))
 
 
@@ -172,16 +177,29 @@ class SharedBlocks:
         return sum(len(rows) for rows in self.rows_a + self.rows_b)
 
 
-def shared_blocks(keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int) -> SharedBlocks:
-    """Find, per rule, the records of each party whose key the other party shares in a usable block.
+def shared_blocks(
+    keys_a: np.ndarray,
+    keys_b: np.ndarray,
+    max_block_pairs: int | Sequence[int],
+    banded: Sequence[bool] | None = None,
+) -> SharedBlocks:
+    """Find, per column, the records of each party whose key the other party shares in a usable block.
 
     A key no record of the other party holds (most keys of a selective rule) forms no
     pair, so its record need not be shipped anywhere for it.
 
+    A band column (``banded``, a similarity rule's) routes a record only when it meets
+    someone there with whom it shares no usable key of an earlier column: a record that
+    matches well shares most of its bands with its match, and would otherwise travel to a
+    partition per band for pairs its exact keys already make. Every pair is made in the
+    partition of the first column it shares (:func:`partition_pairs`), and both its
+    records are routed there.
+
     Args:
-        keys_a: party A's keys, shape (records, rules).
-        keys_b: party B's keys, shape (records, rules).
+        keys_a: party A's keys, shape (records, columns).
+        keys_b: party B's keys, shape (records, columns).
         max_block_pairs: as in :meth:`BlockIndex.build`.
+        banded: per column, whether it is a band column (default: none is).
 
     >>> a = np.array([[5, 3], [6, 0], [8, 8]], dtype=np.uint64)
     >>> b = np.array([[5, 4], [6, 0], [6, 0], [9, 8]], dtype=np.uint64)
@@ -190,16 +208,49 @@ def shared_blocks(keys_a: np.ndarray, keys_b: np.ndarray, max_block_pairs: int) 
     ([[0], [2]], [[0], [3]], 4)
     >>> [o.tolist() for o in shared.oversized]
     [[6], []]
+    >>> a[0, 1] = b[0, 1] = 7  # a band both first records hold; they meet in column 0 already
+    >>> [r.tolist() for r in shared_blocks(a, b, 10).rows_a]
+    [[0, 1], [0, 2]]
+    >>> [r.tolist() for r in shared_blocks(a, b, 10, [False, True]).rows_a]
+    [[0, 1], [2]]
     """
+    columns = keys_a.shape[1]
+    limits = block_limits(max_block_pairs, columns)
+    bands = list(banded) if banded is not None else [False] * columns
     rows_a, rows_b, oversized = [], [], []
-    for rule in range(keys_a.shape[1]):
-        common, pairs = _common_blocks(keys_a[:, rule], keys_b[:, rule])
-        too_big = pairs > max_block_pairs
+    for column in range(columns):
+        common, pairs = _common_blocks(keys_a[:, column], keys_b[:, column])
+        too_big = pairs > limits[column]
         oversized.append(common[too_big])
         usable = common[~too_big]
-        rows_a.append(np.flatnonzero(np.isin(keys_a[:, rule], usable)))
-        rows_b.append(np.flatnonzero(np.isin(keys_b[:, rule], usable)))
+        rows_a.append(np.flatnonzero(np.isin(keys_a[:, column], usable)))
+        rows_b.append(np.flatnonzero(np.isin(keys_b[:, column], usable)))
+    for column in range(columns):
+        if bands[column]:
+            rows_a[column], rows_b[column] = _new_meetings(keys_a, keys_b, column, rows_a, rows_b, oversized)
     return SharedBlocks(tuple(rows_a), tuple(rows_b), tuple(oversized))
+
+
+def _new_meetings(
+    keys_a: np.ndarray,
+    keys_b: np.ndarray,
+    column: int,
+    rows_a: Sequence[np.ndarray],
+    rows_b: Sequence[np.ndarray],
+    oversized: Sequence[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Records of a column's usable blocks that meet someone there with no usable key of an earlier column shared."""
+    local_a, local_b = keys_a[rows_a[column]], keys_b[rows_b[column]]
+    index = BlockIndex.build(local_a[:, [column]], local_b[:, [column]], np.iinfo(np.int64).max)
+    pair_a, pair_b = candidate_pairs(local_a[:, [column]], 0, index)
+    # Column by column, only the pairs still new: most share an early exact key.
+    for earlier in range(column):
+        key = local_a[pair_a, earlier]
+        shared = (key == local_b[pair_b, earlier]) & (key != 0)
+        if len(oversized[earlier]):
+            shared[shared] = ~np.isin(key[shared], oversized[earlier])
+        pair_a, pair_b = pair_a[~shared], pair_b[~shared]
+    return rows_a[column][np.unique(pair_a)], rows_b[column][np.unique(pair_b)]
 
 
 @dataclass(frozen=True)
@@ -300,6 +351,35 @@ def partition_pairs(
         keep[pending[shared]] = partition_of(column[shared], partitions) == partition
         pending = pending[~shared]
     return index_a[keep], index_b[keep]
+
+
+def block_limits(max_block_pairs: int | Sequence[int], columns: int) -> list[int]:
+    """The pair limit of each of ``columns`` block key columns, from one limit or one per column.
+
+    >>> block_limits(5, 2), block_limits([5, 9], 2)
+    ([5, 5], [5, 9])
+    """
+    if isinstance(max_block_pairs, int):
+        return [max_block_pairs] * columns
+    if len(max_block_pairs) != columns:
+        raise ValueError(f"{len(max_block_pairs)} block pair limits for {columns} block key columns")
+    return [int(limit) for limit in max_block_pairs]
+
+
+def rule_spans(columns: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """Each rule's block key columns as ``(first, stop)``, from how many columns each takes.
+
+    An exact rule takes one column, a similarity rule one per band.
+
+    >>> rule_spans([1, 3, 1])
+    ((0, 1), (1, 4), (4, 5))
+    """
+    spans = []
+    first = 0
+    for count in columns:
+        spans.append((first, first + count))
+        first += count
+    return tuple(spans)
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:

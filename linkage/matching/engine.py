@@ -26,6 +26,7 @@ import numpy as np
 
 from linkage.encodings import Encodings, check_compatible, read_encodings
 from linkage.errors import InputError
+from linkage.matching.block import rule_spans
 from linkage.matching.compare import (
     Comparison,
     Feature,
@@ -39,7 +40,6 @@ from linkage.matching.compare import (
 from linkage.matching.frozen import FrozenModel, oversized_blocks
 from linkage.matching.model import (
     FellegiSunterModel,
-    choose_threshold,
     estimate_u,
     fit_em_by_rule,
     fit_prior,
@@ -58,7 +58,8 @@ from linkage.matching.tasks import (
     score_slice,
     slice_tasks,
 )
-from linkage.protocol import Protocol
+from linkage.matching.threshold import choose_threshold
+from linkage.protocol import BlockingRule, Protocol, Rule
 
 __all__ = [
     "LinkResult",
@@ -124,10 +125,17 @@ class ScoredCandidates:
     weight: np.ndarray
     probability: np.ndarray
     model: FellegiSunterModel
+    sizes: tuple[int, ...]
     pairs_total: int
     pairs_compared: int
     priors: Mapping[tuple[int, int], float] = field(default_factory=dict)
     oversized: FrozenBlocks | None = None
+
+    def threshold(self) -> float:
+        """The threshold ``auto`` chooses: the best expected F1 of what the solver keeps (:func:`choose_threshold`)."""
+        return choose_threshold(
+            self.party_a, self.party_b, self.record_a, self.record_b, self.probability, self.sizes, self.priors
+        )
 
 
 @dataclass(frozen=True)
@@ -242,19 +250,29 @@ def score_candidates(
     parties = [item.header.party for item in encodings]
     oversized: FrozenBlocks | None = None
     if model is not None:
-        oversized = model.oversized_for(parties, len(protocol.blocking))
+        oversized = model.oversized_for(parties, len(protocol.block_limits))
     elif freeze:
-        oversized = oversized_blocks(encodings, protocol.max_block_pairs)
+        oversized = oversized_blocks(encodings, protocol.block_limits)
     fixed = (model, freeze, oversized)
     with executor(protocol, encodings, workers, dask, oversized) as (runner, setup, slots):
         if runner is not None and runner.client is not None:
             frequencies = frequencies_of({"records": [np.asarray(item.records) for item in encodings]}, comparisons)
-            limit = protocol.max_block_pairs if oversized is None else oversized
-            partitioned = partition_tasks(runner.client, encodings, comparisons, frequencies, limit, slots)
+            limits = protocol.block_limits if oversized is None else oversized
+            partitioned = partition_tasks(
+                runner.client, encodings, comparisons, frequencies, limits, protocol.band_columns, slots
+            )
             del frequencies
             try:
                 return _score(
-                    encodings, comparisons, features, partitioned.run, len(partitioned.tasks), floor, on_progress, fixed
+                    encodings,
+                    protocol.blocking,
+                    comparisons,
+                    features,
+                    partitioned.run,
+                    len(partitioned.tasks),
+                    floor,
+                    on_progress,
+                    fixed,
                 )
             finally:
                 partitioned.scattered.close()
@@ -264,11 +282,13 @@ def score_candidates(
             for task, result in run_tasks(encodings, work, (setup, *arguments), runner, slots, on_pass):
                 yield task[:2], result
 
-        return _score(encodings, comparisons, features, run, len(slice_tasks(sizes, slots)), floor, on_progress, fixed)
+        tasks = len(slice_tasks(sizes, slots))
+        return _score(encodings, protocol.blocking, comparisons, features, run, tasks, floor, on_progress, fixed)
 
 
 def _score(
     encodings: Sequence[Encodings],
+    rules: Sequence[Rule],
     comparisons: Sequence[Comparison],
     features: Sequence[Feature],
     run: PassRunner,
@@ -290,9 +310,10 @@ def _score(
 
     sizes = [item.header.record_count for item in encodings]
     counted: dict[tuple[int, int], dict[int, int]] = {}
-    by_rule: list[dict[int, int]] = [{} for _ in setup_rules(encodings)]
+    by_rule: list[dict[int, int]] = [{} for _ in rules]
     candidates = 0
-    for parties, (distinct, counts, per_rule) in run("count", (comparisons, features), progress(0)):
+    spans = rule_spans(rule.columns for rule in rules)
+    for parties, (distinct, counts, per_rule) in run("count", (comparisons, features, spans), progress(0)):
         table = counted.setdefault(parties, {})
         for code, count in zip(distinct.tolist(), counts.tolist(), strict=True):
             table[code] = table.get(code, 0) + count
@@ -315,14 +336,18 @@ def _score(
             encodings, run, tasks, progress, comparisons, features, frozen.model, priors, floor, candidates, oversized
         )
     random_levels = _random_pair_levels(encodings, comparisons, features)
+    # A session holds out the fields its rule forced to agree. A similarity rule forces none
+    # to agree, and its candidates alone (families and neighbours beside heavily corrupted
+    # matches) made EM take "alike on names or address" for the match class: it takes part
+    # in the EM over all candidates, not as a session of its own.
     sessions = [
         (
             decode_patterns(np.fromiter(table, dtype=np.int64, count=len(table)), features),
             np.fromiter(table.values(), dtype=np.int64, count=len(table)),
-            fields,
+            rule.fields,
         )
-        for table, fields in zip(by_rule, setup_rules(encodings), strict=True)
-        if table
+        for table, rule in zip(by_rule, rules, strict=True)
+        if table and isinstance(rule, BlockingRule)
     ]
     model = fit_em_by_rule(
         decode_patterns(np.fromiter(all_counts, dtype=np.int64, count=len(all_counts)), features),
@@ -389,6 +414,7 @@ def _score_pass(
         weight=weight,
         probability=probability,
         model=model,
+        sizes=tuple(sizes),
         pairs_total=_total_pairs(sizes),
         pairs_compared=candidates,
         priors=dict(priors),
@@ -429,11 +455,6 @@ def _canonical_order(
     for start, stop in itertools.pairwise(bounds):
         order[start:stop] = order[start:stop][np.argsort(codes[start:stop], kind="stable")]
     return order
-
-
-def setup_rules(encodings: Sequence[Encodings]) -> list[frozenset[str]]:
-    """The fields each blocking rule agrees on, from the encodings header."""
-    return [frozenset(part.split(":")[0] for part in rule.split("+")) for rule in encodings[0].header.blocking]
 
 
 def _total_pairs(sizes: Sequence[int]) -> int:
@@ -489,7 +510,7 @@ def link(
     )
     chosen = threshold if threshold is not None else (model.threshold if model is not None else protocol.threshold)
     if chosen is None:
-        chosen = choose_threshold(scored.probability)
+        chosen = scored.threshold()
     entities, accepted = select_and_solve(scored, chosen)
     stable = None
     if model is not None or freeze:

@@ -63,7 +63,8 @@ class FrozenModel:
         priors: per pair of parties ``(a, b)`` (ids), the chance that a pair of their
             records is a match.
         threshold: accept a pair whose match probability reaches this.
-        oversized: per pair of parties, per blocking rule, the block keys skipped.
+        oversized: per pair of parties, per block key column (one per exact rule, one per
+            band of a similarity rule), the block keys skipped.
     """
 
     fingerprint: str
@@ -85,12 +86,12 @@ class FrozenModel:
             (a, b): self.prior_of(parties[a], parties[b]) for a, b in itertools.combinations(range(len(parties)), 2)
         }
 
-    def oversized_for(self, parties: Sequence[str], rules: int) -> dict[tuple[int, int], tuple[np.ndarray, ...]]:
+    def oversized_for(self, parties: Sequence[str], columns: int) -> dict[tuple[int, int], tuple[np.ndarray, ...]]:
         """The blocks to skip for a run's pairs of parties, keyed by their indices in the run.
 
         A pair of parties the model was not fitted on skips no block.
         """
-        none = tuple(np.zeros(0, dtype=np.uint64) for _ in range(rules))
+        none = tuple(np.zeros(0, dtype=np.uint64) for _ in range(columns))
         out = {}
         for a, b in itertools.combinations(range(len(parties)), 2):
             keys = self.oversized.get((parties[a], parties[b]), self.oversized.get((parties[b], parties[a]), none))
@@ -170,8 +171,8 @@ class FrozenModel:
         values = [prior, *priors.values(), *(x for level in m + u for x in level.tolist())]
         if not all(math.isfinite(v) and v > 0 for v in values) or not 0 < threshold < 1:
             raise InputError(f"{source} holds a probability that is not positive or a threshold outside (0, 1)")
-        if any(len(rules) != len(protocol.blocking) for rules in oversized.values()):
-            raise MismatchError(f"{source} has oversized blocks for another number of blocking rules")
+        if any(len(columns) != len(protocol.block_limits) for columns in oversized.values()):
+            raise MismatchError(f"{source} has oversized blocks for another number of block key columns")
         known = {p.id for p in protocol.parties}
         if not set(parties) <= known or not {p for pair in priors for p in pair} <= known:
             raise MismatchError(f"{source} names a party that is not in the protocol")
@@ -187,9 +188,9 @@ def _pair(key: str) -> tuple[str, str]:
 
 
 def oversized_blocks(
-    encodings: Sequence[Encodings], max_block_pairs: int
+    encodings: Sequence[Encodings], max_block_pairs: int | Sequence[int]
 ) -> dict[tuple[int, int], tuple[np.ndarray, ...]]:
-    """Per pair of parties (indices), per rule, the keys of blocks with more than ``max_block_pairs`` pairs."""
+    """Per pair of parties (indices), per block key column, the keys of blocks over its pair limit."""
     keys = [np.asarray(item.records["block"]).reshape(item.header.record_count, -1) for item in encodings]
     return {
         (a, b): shared_blocks(keys[a], keys[b], max_block_pairs).oversized

@@ -5,7 +5,7 @@ is estimated by expectation-maximisation over the candidate pairs, without label
 chance among non-matches, from random pairs, which are almost all non-matches. This is
 the approach of Splink and of Fellegi and Sunter (1969), applied to encodings. Agreeing
 on a rare name weighs more than on a common one (term-frequency adjustment), and the
-match threshold can be chosen from the model itself (:func:`choose_threshold`).
+match threshold can be chosen from the model itself (:mod:`linkage.matching.threshold`).
 
 Under a salt, u of a salted field is estimated among random pairs that share the salt
 (:func:`same_salt_pairs`), and its term frequencies are shares within the salt.
@@ -24,7 +24,6 @@ from linkage.matching.compare import Comparison, Feature
 __all__ = [
     "FellegiSunterModel",
     "TF_KINDS",
-    "choose_threshold",
     "estimate_u",
     "fit_em",
     "fit_em_by_rule",
@@ -451,24 +450,3 @@ def fit_prior(model: FellegiSunterModel, patterns: np.ndarray, counts: np.ndarra
             break
         prior = new_prior
     return prior
-
-
-def choose_threshold(probabilities: np.ndarray) -> float:
-    """The probability threshold that maximises the expected pairwise F1, without labels.
-
-    Under the model, a pair with posterior p is a match with chance p, so accepting every
-    pair with p >= t has expected true positives sum(p), false positives sum(1 - p) over
-    the accepted pairs and false negatives sum(p) over the rest.
-
-    >>> choose_threshold(np.array([0.99, 0.98, 0.9, 0.2, 0.01]))
-    0.9
-    """
-    if not len(probabilities):
-        return 0.5
-    ordered = np.sort(probabilities)[::-1]
-    true_positives = np.cumsum(ordered)
-    false_positives = np.cumsum(1.0 - ordered)
-    false_negatives = ordered.sum() - true_positives
-    f1 = 2 * true_positives / (2 * true_positives + false_positives + false_negatives)
-    best = int(np.argmax(f1))
-    return float(ordered[best])

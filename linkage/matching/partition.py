@@ -22,7 +22,7 @@ from linkage.encodings import Encodings
 from linkage.matching.block import SharedBlocks, partition_blocks, partition_pairs, shared_blocks
 from linkage.matching.compare import Comparison, Feature, PartyFeatures, compare_pairs, encode_patterns, feature_levels
 from linkage.matching.model import FellegiSunterModel
-from linkage.matching.passes import pattern_counts, weigh_pairs
+from linkage.matching.passes import key_columns, pattern_counts, weigh_pairs
 
 __all__ = ["PARTITION_RECORDS", "PartitionInputs", "PartitionTasks", "partition_count", "partition_tasks"]
 
@@ -68,12 +68,15 @@ def _partition_levels(
 
 
 def count_partition(
-    sealed: Sealed[PartitionInputs], comparisons: Sequence[Comparison], features: Sequence[Feature]
+    sealed: Sealed[PartitionInputs],
+    comparisons: Sequence[Comparison],
+    features: Sequence[Feature],
+    spans: Sequence[tuple[int, int]],
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """Pass 1 on Dask: what :func:`linkage.matching.tasks.count_slice` counts, for one block partition."""
     keys, local_a, local_b, levels = _partition_levels(sealed.value, comparisons)
     patterns = encode_patterns(feature_levels(levels, features), features)
-    return pattern_counts(patterns, keys[0][local_a], keys[1][local_b])
+    return pattern_counts(patterns, key_columns(keys[0]), key_columns(keys[1]), (local_a, local_b), spans)
 
 
 def score_partition(
@@ -127,7 +130,8 @@ def partition_tasks(
     encodings: Sequence[Encodings],
     comparisons: Sequence[Comparison],
     frequencies: Sequence[Sequence[np.ndarray]],
-    max_block_pairs: int | Mapping[tuple[int, int], tuple[np.ndarray, ...]],
+    max_block_pairs: Sequence[int] | Mapping[tuple[int, int], tuple[np.ndarray, ...]],
+    band_columns: Sequence[bool],
     slots: int,
 ) -> PartitionTasks:
     """Cut every pair of parties into block partitions and scatter each task's records to one worker.
@@ -151,9 +155,9 @@ def partition_tasks(
         keys_a = np.asarray(records[a]["block"]).reshape(len(records[a]), -1)
         keys_b = np.asarray(records[b]["block"]).reshape(len(records[b]), -1)
         shared = (
-            shared_blocks(keys_a, keys_b, max_block_pairs)
-            if isinstance(max_block_pairs, int)
-            else _frozen_shared(keys_a, keys_b, max_block_pairs[(a, b)])
+            _frozen_shared(keys_a, keys_b, max_block_pairs[(a, b)])
+            if isinstance(max_block_pairs, Mapping)
+            else shared_blocks(keys_a, keys_b, max_block_pairs, band_columns)
         )
         partitions = partition_count(shared.routes, slots)
         cut = partition_blocks(keys_a, keys_b, shared, partitions)

@@ -14,27 +14,49 @@ import numpy as np
 from linkage.matching.compare import Comparison, Feature, decode_patterns, encode_patterns, feature_levels
 from linkage.matching.model import FellegiSunterModel, tf_adjustments
 
-__all__ = ["count_patterns", "pattern_counts", "weigh_pairs"]
+__all__ = ["count_patterns", "key_columns", "pattern_counts", "weigh_pairs"]
 
 
 def pattern_counts(
-    patterns: np.ndarray, keys_a: np.ndarray, keys_b: np.ndarray
+    patterns: np.ndarray,
+    columns_a: np.ndarray,
+    columns_b: np.ndarray,
+    pairs: tuple[np.ndarray, np.ndarray],
+    spans: Sequence[tuple[int, int]],
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
     """Distinct patterns and their counts, overall and among the pairs agreeing on each rule's key.
 
-    >>> keys_a = np.array([[5, 1], [6, 0]], dtype=np.uint64)
-    >>> keys_b = np.array([[5, 2], [6, 0]], dtype=np.uint64)
-    >>> distinct, counts, per_rule = pattern_counts(np.array([3, 3]), keys_a, keys_b)
+    ``spans`` are each rule's key columns (:func:`linkage.matching.block.rule_spans`): a
+    pair agrees on a similarity rule when it shares any of its band keys. The keys come
+    column by column (``columns_a``, ``columns_b``: each party's block keys, shape
+    (columns, records), from :func:`key_columns`) and are gathered one column at a time
+    for the ``pairs`` (index_a, index_b): gathering whole rows of 60-odd band columns for
+    millions of pairs took more time and memory than scoring them.
+
+    >>> keys_a = np.array([[5, 1, 7], [6, 0, 8]], dtype=np.uint64)
+    >>> keys_b = np.array([[5, 2, 7], [6, 0, 9]], dtype=np.uint64)
+    >>> pairs = np.array([0, 1]), np.array([0, 1])
+    >>> counted = pattern_counts(np.array([3, 3]), key_columns(keys_a), key_columns(keys_b), pairs, [(0, 1), (1, 3)])
+    >>> distinct, counts, per_rule = counted
     >>> distinct.tolist(), counts.tolist(), [(d.tolist(), c.tolist()) for d, c in per_rule]
-    ([3], [2], [([3], [2]), ([], [])])
+    ([3], [2], [([3], [2]), ([3], [1])])
     """
+    index_a, index_b = pairs
     distinct, _, counts = count_patterns(patterns)
     per_rule = []
-    for rule in range(keys_a.shape[1]):
-        agree = (keys_a[:, rule] == keys_b[:, rule]) & (keys_a[:, rule] != 0)
+    for first, stop in spans:
+        agree = np.zeros(len(patterns), dtype=bool)
+        for column in range(first, stop):
+            key = columns_a[column][index_a]
+            agree |= (key == columns_b[column][index_b]) & (key != 0)
         rule_distinct, _, rule_counts = count_patterns(patterns[agree])
         per_rule.append((rule_distinct, rule_counts))
     return distinct, counts, per_rule
+
+
+def key_columns(keys: np.ndarray) -> np.ndarray:
+    """Block keys (records, columns) as contiguous columns (columns, records), for :func:`pattern_counts`."""
+    return np.ascontiguousarray(np.asarray(keys).T)
 
 
 def weigh_pairs(

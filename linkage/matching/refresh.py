@@ -52,7 +52,6 @@ from linkage.matching.engine import check_inputs, freeze_model, score_candidates
 from linkage.matching.entity_ids import carry_ids
 from linkage.matching.frozen import FrozenModel
 from linkage.matching.link_state import AcceptedPairs, LinkState, token_keys
-from linkage.matching.model import choose_threshold
 from linkage.matching.passes import weigh_pairs
 from linkage.matching.stable import stable_entities
 from linkage.protocol import Protocol
@@ -135,7 +134,7 @@ def start_state(
     )
     chosen = threshold if threshold is not None else (model.threshold if model is not None else protocol.threshold)
     if chosen is None:
-        chosen = choose_threshold(scored.probability)
+        chosen = scored.threshold()
     frozen = replace(
         model if model is not None else freeze_model(protocol, encodings, scored, chosen), threshold=chosen
     )

@@ -43,7 +43,7 @@ from linkage.matching.model import (
     term_frequencies,
     value_fingerprints,
 )
-from linkage.matching.passes import pattern_counts, weigh_pairs
+from linkage.matching.passes import key_columns, pattern_counts, weigh_pairs
 from linkage.protocol import Protocol
 
 ProgressCallback = Callable[[int, int], None]
@@ -57,9 +57,9 @@ MIN_SLICE_RECORDS = 1_000
 # open or close a block of other people's pairs.
 FrozenBlocks = Mapping[tuple[int, int], tuple[np.ndarray, ...]]
 # What a worker needs for a job's tasks: the job's key, each party's records (a path to
-# load them from, or on Dask the sealed records scattered to it), block size limit (or the
-# frozen oversized blocks), CLK prefilter.
-Setup = tuple[str, tuple[Any, ...], int | FrozenBlocks, float | None]
+# load them from, or on Dask the sealed records scattered to it), each block key column's
+# block size limit (or the frozen oversized blocks), CLK prefilter.
+Setup = tuple[str, tuple[Any, ...], tuple[int, ...] | FrozenBlocks, float | None]
 State = dict[str, Any]
 
 
@@ -120,14 +120,20 @@ def _block_index(state: State, party_a: int, party_b: int) -> BlockIndex:
 
     def build() -> BlockIndex:
         limit = state["max_block_pairs"]
+        frozen = isinstance(limit, Mapping)
         index = BlockIndex.build(
             np.asarray(records[party_a]["block"]).reshape(len(records[party_a]), -1),
             np.asarray(records[party_b]["block"]).reshape(len(records[party_b]), -1),
-            limit if isinstance(limit, int) else np.iinfo(np.int64).max,
+            np.iinfo(np.int64).max if frozen else limit,
         )
-        return index if isinstance(limit, int) else replace(index, oversized=limit[(party_a, party_b)])
+        return replace(index, oversized=limit[(party_a, party_b)]) if frozen else index
 
     return _cached(state, f"index/{party_a}/{party_b}", build)  # type: ignore[no-any-return]
+
+
+def _key_columns(state: State, party: int) -> np.ndarray:
+    records: np.ndarray = state["records"][party]
+    return _cached(state, f"key_columns/{party}", lambda: key_columns(records["block"].reshape(len(records), -1)))  # type: ignore[no-any-return]
 
 
 def frequencies_of(state: State, comparisons: Sequence[Comparison]) -> list[list[np.ndarray]]:
@@ -179,15 +185,17 @@ def _slice_levels(
 
 
 def count_slice(
-    task: tuple[int, int, int, int], setup: Setup, comparisons: Sequence[Comparison], features: Sequence[Feature]
+    task: tuple[int, int, int, int],
+    setup: Setup,
+    comparisons: Sequence[Comparison],
+    features: Sequence[Feature],
+    spans: Sequence[tuple[int, int]],
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """Pass 1: how many candidates of the slice have each pattern, overall and per blocking rule."""
+    """Pass 1: how many candidates of the slice have each pattern, overall and per blocking rule (its ``spans``)."""
     state = _inputs(setup)
     index_a, index_b, patterns = _slice_patterns(state, task, comparisons, features)
-    records: list[np.ndarray] = state["records"]
-    keys_a = np.asarray(records[task[0]]["block"]).reshape(len(records[task[0]]), -1)[index_a]
-    keys_b = np.asarray(records[task[1]]["block"]).reshape(len(records[task[1]]), -1)[index_b]
-    return pattern_counts(patterns, keys_a, keys_b)
+    columns_a, columns_b = (_key_columns(state, party) for party in task[:2])
+    return pattern_counts(patterns, columns_a, columns_b, (index_a, index_b), spans)
 
 
 def score_slice(
@@ -258,7 +266,7 @@ def executor(
     instead of the blocks over the protocol's ``max_block_pairs``.
     """
     key = secrets.token_hex(8)
-    limits = (protocol.max_block_pairs if oversized is None else oversized, protocol.clk_prefilter)
+    limits = (protocol.block_limits if oversized is None else oversized, protocol.clk_prefilter)
     if dask is not None:
         with connect(dask) as client:
             from distributed import as_completed  # an optional extra, present if connect worked

