@@ -297,3 +297,43 @@ def test_a_kill_during_remove_party_leaves_it_done_or_not_started(backend_config
         assert [token for token in haven_tokens if token in tables] == []
         assert link(client, project_id)["status"] == "done"
         assert client.get("/audit/verify", headers=ADMIN).json()["ok"]
+
+
+def test_statistics_answer_from_the_latest_state_and_the_ledger_is_not_reset(client, agencies):
+    project_id, credentials = linked_project(client, agencies)
+    analyst = bearer(credentials["analyst"])
+
+    def ask():
+        response = client.post(f"/projects/{project_id}/queries", json={"query": "count --rho 0.01"}, headers=analyst)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def budget():
+        return client.get(f"/projects/{project_id}/budget", headers=ADMIN).json()
+
+    # The entity table the answers are computed on (the service caches it per data version).
+    def people():
+        return client.app.state.query_service._table(project_id)[1]
+
+    ask()
+    before, spent = people(), budget()
+    _, linked = mapping_tokens(client, project_id, "msd")
+    held = [token.tobytes().hex() for token in read_encodings(agencies["msd"]).records["token"]]
+    alone = sorted(set(held) - linked)[:5]  # each is a row of its own
+    response = client.post(
+        f"/projects/{project_id}/withdrawals", json={"tokens": alone}, headers=bearer(credentials["msd"])
+    )
+    assert response.status_code == 200, response.text
+    assert people().height == before.height - 5
+    assert budget()["spent"] == spent["spent"] and len(budget()["releases"]) == 1
+
+    ask()
+    assert client.delete(f"/projects/{project_id}/parties/haven", headers=ADMIN).status_code == 200
+    after = people()
+    assert not after["member:haven"].any() and after.height < before.height - 5
+    answer = ask()
+    assert any("haven was removed from the project on" in note for note in answer["notes"])
+    assert not any("no attributes from haven" in note for note in answer["notes"])
+    ledger = budget()
+    assert len(ledger["releases"]) == 3, "the budget is the project's, across withdrawals and removals"
+    assert ledger["spent"]["rho"] == pytest.approx(0.03)
