@@ -1,4 +1,4 @@
-"""Withdrawal and erasure from the command line: ``pprl withdraw``, ``pprl project remove-party`` and ``delete``.
+"""Withdrawal and erasure from the command line: `pprl withdraw`, `pprl project remove-party`, `expire`, `delete`.
 
 Each asks for confirmation (``--yes`` skips it), calls the service once, and prints what
 the service journalled: counts, never tokens. The erasure is done when the command
@@ -85,3 +85,25 @@ def project_delete(server: str, admin_secret_file: Path | None, project_id: str)
     with ServiceClient(server, read_admin_secret(admin_secret_file)) as client:
         erasure = client.delete_project(project_id)
     _show(erasure)
+
+
+@project.command("expire")
+@server_option
+@admin_secret_option
+@click.option("--project", "project_id", required=True, help="The project's id.")
+@click.confirmation_option(prompt="Erase the uploads older than the protocol's retention? This cannot be undone")
+def project_expire(server: str, admin_secret_file: Path | None, project_id: str) -> None:
+    """Erase the uploads the protocol's retention has run out for (releases.safeguards.upload_retention_days).
+
+    A party whose encodings were not uploaded again within that many days loses its
+    encodings, attributes, result and mapping rows, as with remove-party, but keeps its
+    credential: it may upload again, and runs wait for it. Run it from cron, e.g. daily.
+
+    Example: pprl project expire --server http://pprl:8000 --admin-secret-file admin.key --project ID --yes
+    """
+    with ServiceClient(server, read_admin_secret(admin_secret_file)) as client:
+        erasures = client.expire(project_id)
+    if not erasures:
+        click.echo(f"project {project_id}: no upload is older than the protocol's retention")
+    for erasure in erasures:
+        _show(erasure)

@@ -693,11 +693,18 @@ class StatsStore(Database):
             if removed:
                 self._mapping_changed(conn, project_id)
 
-    def erase_party(self, project_id: str, party: str) -> None:
-        """Erase one party's attributes, mapping rows, encodings digest and credential of a project."""
+    def erase_party(self, project_id: str, party: str, *, removed: bool = True) -> None:
+        """Erase one party's attributes, mapping rows and encodings digest of a project.
+
+        ``removed``: the party leaves the project (its credential goes too, and answers say
+        so); otherwise its upload expired, and it may upload again.
+        """
         with self._write() as conn:
             for table in (attributes, entities, attribute_uploads, encodings_tokens):
                 conn.execute(delete(table).where(table.c.project_id == project_id, table.c.party == party))
+            self._mapping_changed(conn, project_id)
+            if not removed:
+                return
             conn.execute(
                 delete(credentials).where(
                     credentials.c.project_id == project_id, credentials.c.role == "party", credentials.c.party == party
@@ -710,7 +717,6 @@ class StatsStore(Database):
             ).first()
             if known is None:
                 conn.execute(insert(erased_parties).values(project_id=project_id, party=party, erased_at=now()))
-            self._mapping_changed(conn, project_id)
 
     def erase_project(self, project_id: str) -> None:
         """Erase a project's attributes, mapping, digests, analysts and credentials; keep its ledger and protocol."""

@@ -463,6 +463,11 @@ class ServiceClient:
         body, _ = self._request("DELETE", f"/projects/{project_id}")
         return ErasureSummary(**body)
 
+    def expire(self, project_id: str) -> list[ErasureSummary]:
+        """Erase the uploads older than the protocol's retention (admin secret); those erasures."""
+        body, _ = self._request("POST", f"/projects/{project_id}/expire")
+        return [ErasureSummary(**item) for item in body["erasures"]]
+
     def verify_audit(self) -> list[ChainStatus]:
         """Check the audit log's and every ledger's hash chain (admin secret)."""
         body, _ = self._request("GET", "/audit/verify")

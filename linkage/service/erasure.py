@@ -23,9 +23,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
 import numpy as np
 
+from linkage.database import now
 from linkage.encodings import EncodingsWriter, read_encodings
 from linkage.errors import Conflict, InputError, NotFound
 from linkage.file_modes import shred_file
@@ -33,7 +35,15 @@ from linkage.service.statistics_side import StatisticsSide
 from linkage.service.store import ErasureRecord, LinkageStore
 from linkage.token_files import token_set_sha256
 
-__all__ = ["STEPS", "delete_project", "remove_party", "resume_erasures", "token_sha256", "withdraw_records"]
+__all__ = [
+    "STEPS",
+    "delete_project",
+    "expire_uploads",
+    "remove_party",
+    "resume_erasures",
+    "token_sha256",
+    "withdraw_records",
+]
 
 ProgressCallback = Callable[[int, int], None]
 # on_progress(done, STEPS): 0 before the journal line, 1 journalled, 2 linkage rows, 3
@@ -249,6 +259,59 @@ def delete_project(
     return _complete(store, stats, erasure, on_progress)
 
 
+def expire_uploads(
+    store: LinkageStore,
+    stats: StatisticsSide,
+    project_id: str,
+    *,
+    actor: str,
+    at: datetime | None = None,
+) -> list[ErasureRecord]:
+    """Erase every upload the protocol's ``upload_retention_days`` has run out for, as of ``at`` (now).
+
+    A party whose encodings were last uploaded (``pprl upload``, a replace) longer ago
+    loses its encodings, attributes and result and mapping rows as in :func:`remove_party`,
+    but keeps its credential: it may upload again, and runs wait for it until it does.
+
+    Returns:
+        The erasures done, one per expired upload (none when every upload is fresh).
+
+    Raises:
+        NotFound: no such project.
+        Conflict: the protocol declares no retention, a run is queued or running, or another
+            erasure is under way.
+    """
+    days = store.protocol(project_id).safeguards.upload_retention_days
+    if days is None:
+        raise Conflict(
+            f"the protocol of project {project_id!r} declares no releases.safeguards.upload_retention_days, so no "
+            "upload expires; remove a party's data with `pprl project remove-party`, or agree a retention period "
+            "in a new protocol"
+        )
+    cutoff = (at or now()) - timedelta(days=days)
+    done = []
+    for party, upload in sorted(store.uploads(project_id).items()):
+        if upload.uploaded_at >= cutoff:
+            continue
+        with store.exclusive():
+            current = store.uploads(project_id).get(party)
+            if current is None or current.uploaded_at >= cutoff:
+                continue  # replaced meanwhile
+            attributes = stats.attribute_counts(project_id).get(party, 0)
+            erasure = store.begin_erasure(
+                project_id,
+                "expire",
+                actor,
+                party=party,
+                blobs=[current.body_sha256],
+                summary=f"expired the upload of party {party} of {current.uploaded_at:%Y-%m-%d}, older than the "
+                f"protocol's {days} days: {current.record_count} encodings record(s), {attributes} attribute "
+                "row(s), its result and mapping rows; it may upload again",
+            )
+        done.append(_complete(store, stats, erasure, None))
+    return done
+
+
 def resume_erasures(store: LinkageStore, stats: StatisticsSide) -> list[ErasureRecord]:
     """Carry every erasure a crash left pending to its end; returns them, done."""
     return [_complete(store, stats, erasure, None) for erasure in store.pending_erasures()]
@@ -267,11 +330,12 @@ def _complete(
         stats.withdraw_tokens(
             project_id, party, erasure.tokens, str(upload["tokens_sha256"]), int(upload["record_count"])
         )
-    elif erasure.kind == "party":
-        assert party is not None  # noqa: S101 - a removal names its party
-        store.erase_party_rows(project_id, party)
+    elif erasure.kind in ("party", "expire"):
+        assert party is not None  # noqa: S101 - a removal or an expiry names its party
+        removed = erasure.kind == "party"
+        store.erase_party_rows(project_id, party, keep_credential=not removed)
         _step(on_progress, 2)
-        stats.erase_party(project_id, party)
+        stats.erase_party(project_id, party, removed=removed)
     else:
         store.erase_project_rows(project_id)
         _step(on_progress, 2)

@@ -70,8 +70,8 @@ class StatisticsSide(Interface):
     ) -> None:
         """Forget withdrawn records' attributes and mapping rows; register the party's encodings after (idempotent)."""
 
-    def erase_party(self, project_id: str, party: str) -> None:
-        """Erase one party's attributes, mapping rows, encodings digest and credential (idempotent)."""
+    def erase_party(self, project_id: str, party: str, *, removed: bool = True) -> None:
+        """Erase one party's attributes, mapping rows, encodings digest, and if ``removed`` its credential."""
 
     def erase_project(self, project_id: str) -> None:
         """Erase a project's data and credentials, keeping its ledger (idempotent)."""

@@ -212,7 +212,8 @@ erasures = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("project_id", String(32), nullable=False),
     Column("party", String(32)),
-    # withdraw, party (one party's data) or project (all of it).
+    # withdraw, party (one party's data), expire (one party's data; it may upload again)
+    # or project (all of it).
     Column("kind", String(16), nullable=False),
     Column("status", String(16), nullable=False),
     Column("requested_by", String(80), nullable=False),
@@ -1215,8 +1216,10 @@ class LinkageStore(Database):
                         .values(tokens=json.dumps(kept))
                     )
 
-    def erase_party_rows(self, project_id: str, party: str) -> None:
+    def erase_party_rows(self, project_id: str, party: str, *, keep_credential: bool = False) -> None:
         """Delete one party's rows of a project: upload, result rows, requests, credential (idempotent).
+
+        With ``keep_credential`` (an expired upload) the party may upload again.
 
         The project's frozen model loses the oversized blocks of the party's pairs (block
         keys come from its records); its weights, fitted on all parties together, stay.
@@ -1231,11 +1234,14 @@ class LinkageStore(Database):
                 )
             )
             conn.execute(delete(uploads).where(uploads.c.project_id == project_id, uploads.c.party == party))
-            conn.execute(
-                delete(credentials).where(
-                    credentials.c.project_id == project_id, credentials.c.role == "party", credentials.c.party == party
+            if not keep_credential:
+                conn.execute(
+                    delete(credentials).where(
+                        credentials.c.project_id == project_id,
+                        credentials.c.role == "party",
+                        credentials.c.party == party,
+                    )
                 )
-            )
             document = conn.execute(
                 select(frozen_models.c.document).where(frozen_models.c.project_id == project_id)
             ).scalar_one_or_none()

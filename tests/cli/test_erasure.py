@@ -66,6 +66,8 @@ def test_withdraw_remove_party_and_delete_from_the_command_line(runner, admin_fi
     assert "(party) of project" in removed.output and "removed party haven" in removed.output
     unknown = invoke(runner, "project", "remove-party", *admin, "--party", "nobody", "--yes")
     assert unknown.exit_code == 1 and "has no party 'nobody'; its parties are msd, police, haven" in unknown.output
+    kept = invoke(runner, "project", "expire", *admin, "--yes")
+    assert kept.exit_code == 1 and "declares no releases.safeguards.upload_retention_days" in kept.output
     unconfirmed = invoke(runner, "project", "delete", *admin)
     assert unconfirmed.exit_code == 1 and "Aborted" in unconfirmed.output
     deleted = invoke(runner, "project", "delete", *admin, "--yes")

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from linkage.service.api.deps import LinkageCaller, Store
-from linkage.service.erasure import delete_project, remove_party, withdraw_records
+from linkage.service.erasure import delete_project, expire_uploads, remove_party, withdraw_records
 from linkage.service.statistics_side import StatisticsSide
 from linkage.service.store import ErasureRecord
 from linkage.web import ADMIN, authorize, json_content
@@ -44,12 +44,18 @@ class Erasure(BaseModel):
     erasure_id: int
     project_id: str
     party: str | None
-    kind: str = Field(description="withdraw, party or project")
+    kind: str = Field(description="withdraw, party, expire or project")
     status: str = Field(description="done (a pending one is finished at the server's next start)")
     requested_by: str
     requested_at: datetime
     done_at: datetime | None
     summary: str = Field(description="What was erased, in counts; a withdrawal's tokens by SHA-256 only.")
+
+
+class Expired(BaseModel):
+    """The uploads that expired (none when every upload is fresh)."""
+
+    erasures: list[Erasure]
 
 
 def _erasure(erasure: ErasureRecord) -> Erasure:
@@ -92,3 +98,11 @@ def delete(request: Request, project_id: str, caller: LinkageCaller, store: Stor
     """Erase a whole project; its ledger and the audit log are kept (administrator only)."""
     authorize(caller, project_id, (ADMIN,), "delete a project")
     return _erasure(delete_project(store, _stats(request), project_id, actor=caller.actor))
+
+
+@router.post("/projects/{project_id}/expire", name="project.expire")
+def expire(request: Request, project_id: str, caller: LinkageCaller, store: Store) -> Expired:
+    """Erase the uploads older than the protocol's upload_retention_days (administrator only)."""
+    authorize(caller, project_id, (ADMIN,), "expire uploads")
+    erasures = expire_uploads(store, _stats(request), project_id, actor=caller.actor)
+    return Expired(erasures=[_erasure(erasure) for erasure in erasures])

@@ -5,11 +5,12 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 
 from linkage.encodings import read_encodings
-from linkage.service.erasure import STEPS, token_sha256
+from linkage.service.erasure import STEPS, expire_uploads, token_sha256
 from linkage.service.store import LinkageStore
 from server.app import create_app
 from stats.store import StatsStore
@@ -20,8 +21,10 @@ from tests.helpers import (
     bearer,
     create_project,
     dump_tables,
+    example_document,
     found_in_folder,
     put_attributes,
+    put_encodings,
     record_bytes,
     store_urls,
     upload_all,
@@ -202,6 +205,8 @@ def test_withdraw_refuses_tokens_that_are_not_the_partys_and_changes_nothing(cli
         ("analyst", "POST", "/projects/{project}/withdrawals"),
         ("other", "POST", "/projects/{project}/withdrawals"),
         ("admin", "POST", "/projects/{project}/withdrawals"),
+        ("msd", "POST", "/projects/{project}/expire"),
+        ("analyst", "POST", "/projects/{project}/expire"),
     ],
 )
 def test_wrong_callers_are_refused_with_403(client, agencies, role, method, path):
@@ -337,3 +342,47 @@ def test_statistics_answer_from_the_latest_state_and_the_ledger_is_not_reset(cli
     ledger = budget()
     assert len(ledger["releases"]) == 3, "the budget is the project's, across withdrawals and removals"
     assert ledger["spent"]["rho"] == pytest.approx(0.03)
+
+
+def test_an_upload_older_than_the_retention_expires_and_the_party_may_upload_again(client, agencies):
+    document = example_document()
+    document["releases"].setdefault("safeguards", {})["upload_retention_days"] = 30
+    project_id, credentials = create_project(client, document)
+
+    def upload(party):
+        out = agencies[party]
+        assert put_encodings(client, project_id, credentials[party], (out / "encodings.pprl").read_bytes()).is_success
+        assert put_attributes(client, project_id, credentials[party], (out / "attributes.csv").read_bytes()).is_success
+
+    for party in ("haven", "msd", "police"):  # haven's upload is the oldest
+        upload(party)
+    assert link(client, project_id)["status"] == "done"
+    fresh = client.post(f"/projects/{project_id}/expire", headers=ADMIN)
+    assert fresh.status_code == 200 and fresh.json() == {"erasures": []}
+
+    store, stats = client.app.state.linkage_store, client.app.state.stats_store
+    uploads = store.uploads(project_id)
+    oldest, next_oldest = uploads["haven"].uploaded_at, uploads["msd"].uploaded_at
+    assert oldest < next_oldest
+    at = oldest + timedelta(days=30) + (next_oldest - oldest) / 2
+    expired = expire_uploads(store, stats, project_id, actor="admin", at=at)
+    assert [(e.kind, e.party, e.status) for e in expired] == [("expire", "haven", "done")]
+    assert "older than the protocol's 30 days" in expired[0].summary
+    tokens, pieces = record_bytes(agencies["haven"], [agencies["msd"], agencies["police"]])
+    assert found_in_folder(client.app.state.config.data_dir, tokens, pieces) == []
+    assert [token for token in tokens if token in all_tables(client.app.state.config)] == []
+
+    # Runs wait for haven again; its credential still works, and it uploads afresh.
+    waiting = client.post(f"/projects/{project_id}/runs", headers=ADMIN)
+    assert waiting.status_code == 409 and "waiting for encodings from haven" in waiting.json()["message"]
+    upload("haven")
+    assert link(client, project_id)["status"] == "done"
+    parties = client.get(f"/projects/{project_id}", headers=ADMIN).json()["parties"]
+    assert not any(p["removed"] for p in parties)
+
+
+def test_expiry_needs_a_retention_in_the_protocol(client):
+    project_id, _ = create_project(client)
+    response = client.post(f"/projects/{project_id}/expire", headers=ADMIN)
+    assert response.status_code == 409
+    assert "declares no releases.safeguards.upload_retention_days, so no upload expires" in response.json()["message"]
