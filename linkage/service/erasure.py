@@ -168,16 +168,20 @@ def withdraw_records(
             f"withdrew {len(wanted)} record(s) of party {party}, {header.record_count} left; the withdrawn tokens' "
             f"set sha256 {token_set_sha256(wanted)}"
         )
-        erasure = store.begin_erasure(
-            project_id,
-            "withdraw",
-            actor,
-            party=party,
-            blobs=[upload.body_sha256],
-            tokens=wanted,
-            plan=plan,
-            summary=summary,
-        )
+        try:
+            erasure = store.begin_erasure(
+                project_id,
+                "withdraw",
+                actor,
+                party=party,
+                blobs=[upload.body_sha256],
+                tokens=wanted,
+                plan=plan,
+                summary=summary,
+            )
+        except BaseException:
+            store.shred_blob(body_sha256)  # refused (a run, another erasure): the new blob is nobody's
+            raise
     _step(on_progress, 1)
     return _complete(store, stats, erasure, on_progress)
 

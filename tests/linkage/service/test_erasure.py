@@ -386,3 +386,22 @@ def test_expiry_needs_a_retention_in_the_protocol(client):
     response = client.post(f"/projects/{project_id}/expire", headers=ADMIN)
     assert response.status_code == 409
     assert "declares no releases.safeguards.upload_retention_days, so no upload expires" in response.json()["message"]
+
+
+def test_no_erasure_while_a_run_is_queued_and_no_run_while_erasing(client, agencies):
+    project_id, credentials = linked_project(client, agencies)
+    blobs = sorted((client.app.state.config.data_dir / "blobs").iterdir())
+    assert client.post(f"/projects/{project_id}/runs", headers=ADMIN).status_code == 202
+    msd_token = read_encodings(agencies["msd"]).records["token"][0].tobytes().hex()
+    refused = client.post(
+        f"/projects/{project_id}/withdrawals", json={"tokens": [msd_token]}, headers=bearer(credentials["msd"])
+    )
+    assert refused.status_code == 409 and "is queued; erase when it is done" in refused.json()["message"]
+    assert sorted((client.app.state.config.data_dir / "blobs").iterdir()) == blobs, "the new blob was shredded"
+    assert client.delete(f"/projects/{project_id}/parties/haven", headers=ADMIN).status_code == 409
+    assert client.app.state.worker.run_pending() == 1
+
+    store = client.app.state.linkage_store
+    store.begin_erasure(project_id, "party", "admin", party="haven", summary="test: left pending")
+    waiting = client.post(f"/projects/{project_id}/runs", headers=ADMIN)
+    assert waiting.status_code == 409 and "an erasure (party) of this project is under way" in waiting.json()["message"]
