@@ -224,13 +224,14 @@ def test_wrong_callers_are_refused_with_403(client, agencies, role, method, path
 # -- kill -9 during an erasure ------------------------------------------------------------
 
 ERASER = """
+import json
 import sys
 from pathlib import Path
-from linkage.service.erasure import remove_party
+from linkage.service.erasure import remove_party, withdraw_records
 from linkage.service.store import LinkageStore
 from stats.store import StatsStore
 
-data_dir, url, linkage_schema, stats_schema, project_id, stop_at = sys.argv[1:]
+data_dir, url, linkage_schema, stats_schema, project_id, stop_at, tokens = sys.argv[1:]
 url = url or None
 store = LinkageStore(Path(data_dir), url, schema=linkage_schema)
 stats = StatsStore(Path(data_dir), url, schema=stats_schema)
@@ -242,23 +243,19 @@ def on_progress(done, total):
         sys.stdin.readline()  # wait here until killed
 
 
-remove_party(store, stats, project_id, "haven", actor="admin", on_progress=on_progress)
+if tokens:
+    withdraw_records(store, stats, project_id, "msd", json.loads(tokens), actor="party:msd", on_progress=on_progress)
+else:
+    remove_party(store, stats, project_id, "haven", actor="admin", on_progress=on_progress)
 print("finished", flush=True)
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stop_at", range(STEPS))
-def test_a_kill_during_remove_party_leaves_it_done_or_not_started(backend_config, database_url, agencies, stop_at):
-    if database_url and stop_at not in (0, 2):
-        pytest.skip("PostgreSQL: before the journal line, and between the two sides' transactions")
-    config = backend_config(run_worker=False)
-    haven_tokens, haven_bytes = record_bytes(agencies["haven"], [agencies["msd"], agencies["police"]])
-    with TestClient(create_app(config)) as client:
-        project_id, _ = linked_project(client, agencies)
+def erase_and_kill(config, database_url, project_id, stop_at, tokens=()):
+    """Run an erasure in a subprocess and kill -9 it when it reaches step ``stop_at`` (it waits there)."""
     arguments = [str(config.data_dir), database_url or "", config.linkage_schema, config.stats_schema, project_id]
     eraser = subprocess.Popen(  # noqa: S603 - the test's own script
-        [sys.executable, "-c", ERASER, *arguments, str(stop_at)],
+        [sys.executable, "-c", ERASER, *arguments, str(stop_at), json.dumps(list(tokens)) if tokens else ""],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -273,6 +270,18 @@ def test_a_kill_during_remove_party_leaves_it_done_or_not_started(backend_config
             eraser.kill()
         eraser.stdin.close()
         eraser.stdout.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_at", range(STEPS))
+def test_a_kill_during_remove_party_leaves_it_done_or_not_started(backend_config, database_url, agencies, stop_at):
+    if database_url and stop_at not in (0, 2):
+        pytest.skip("PostgreSQL: before the journal line, and between the two sides' transactions")
+    config = backend_config(run_worker=False)
+    haven_tokens, haven_bytes = record_bytes(agencies["haven"], [agencies["msd"], agencies["police"]])
+    with TestClient(create_app(config)) as client:
+        project_id, _ = linked_project(client, agencies)
+    erase_and_kill(config, database_url, project_id, stop_at)
 
     store = LinkageStore(config.data_dir, database_url, schema=config.linkage_schema)
     stats = StatsStore(config.data_dir, database_url, schema=config.stats_schema)
@@ -302,6 +311,27 @@ def test_a_kill_during_remove_party_leaves_it_done_or_not_started(backend_config
         assert [token for token in haven_tokens if token in tables] == []
         assert link(client, project_id)["status"] == "done"
         assert client.get("/audit/verify", headers=ADMIN).json()["ok"]
+
+
+@pytest.mark.slow
+def test_a_withdrawal_killed_between_the_two_sides_is_finished_at_the_next_start(config, agencies):
+    config = config(run_worker=False)
+    with TestClient(create_app(config)) as client:
+        project_id, _ = linked_project(client, agencies)
+        _, linked = mapping_tokens(client, project_id, "msd")
+        attributes = set(client.app.state.stats_store.attribute_values(project_id, "msd"))
+    named = sorted(linked)[:3]
+    erase_and_kill(config, None, project_id, 2, named)  # the linkage side is done, the statistics side not
+
+    with TestClient(create_app(config)) as client:
+        store, stats = client.app.state.linkage_store, client.app.state.stats_store
+        assert [(e.kind, e.status, e.tokens) for e in store.erasures(project_id)] == [("withdraw", "done", ())]
+        assert set(stats.attribute_values(project_id, "msd")) == attributes - set(named)
+        mapped, linked_after = mapping_tokens(client, project_id, "msd")  # the sides agree again
+        assert not (mapped | linked_after) & set(named) and linked_after == linked - set(named)
+        assert [token for token in named if token in all_tables(config)] == []
+        assert len(list((config.data_dir / "blobs").iterdir())) == 3, "the old blob is shredded, the new one kept"
+        assert link(client, project_id)["status"] == "done"
 
 
 def test_statistics_answer_from_the_latest_state_and_the_ledger_is_not_reset(client, agencies):
