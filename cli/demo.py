@@ -5,9 +5,10 @@ client lists, makes a shared secret, encodes each list as that agency would on i
 machine, starts the linkage service on loopback (SQLite in a folder of its own), creates
 a project, uploads each agency's encodings, runs the linkage, downloads each permitted
 agency's results, answers an analyst's questions with differential privacy, writes the
-ministry's report, shows the budget ledger and the audit log, stops the service, scores a
-local link against the synthetic truth, and adds a next quarter's new clients and two
-withdrawals to that link. Each step says what it does and who would run it.
+ministry's report, shows the budget ledger, withdraws one of Haven's clients, shows the
+audit log, stops the service, scores a local link against the synthetic truth, and adds a
+next quarter's new clients and two withdrawals to that link. Each step says what it does
+and who would run it.
 """
 
 from __future__ import annotations
@@ -205,6 +206,17 @@ def demo(people: int, seed: int, out: Path) -> None:
         )
         _step("Show the privacy budget ledger", "the analyst or an auditor: every release, who, when, cost",
               ["budget", *analyst])  # fmt: skip
+        # A client asks Haven to withdraw their record: Haven copies its key map's row of that client.
+        keymap = (out / "haven" / "keymap.csv").read_text("utf-8").splitlines()
+        leaving = out / "haven-leaving.csv"
+        leaving.write_text("\n".join(keymap[:2]) + "\n", "utf-8")
+        _step(
+            "One of Haven's clients withdraws",
+            "haven's data team: the record leaves the stored encodings, the results and the statistics; the audit "
+            "log keeps the count and the token's SHA-256, the budget ledger what was released",
+            ["withdraw", "--server", url, "--token-file", str(tokens / "haven.token"), "--tokens-file", str(leaving),
+             "--yes"],
+        )  # fmt: skip
         _step(
             "Read the audit log",
             "the linkage unit's operator, or an auditor",

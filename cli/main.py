@@ -281,6 +281,7 @@ from cli.service import (  # noqa: E402 - as above
 main.add_command(risk)
 
 from cli.encoder import encoder  # noqa: E402 - as above
+from cli.erasure import withdraw  # noqa: E402 - as above; also adds project remove-party and delete
 
 main.add_command(encoder)
 main.add_command(serve)
@@ -291,6 +292,7 @@ main.add_command(status)
 main.add_command(results)
 main.add_command(audit)
 main.add_command(serious_threat_group)
+main.add_command(withdraw)
 
 from cli.query import budget, query  # noqa: E402 - as above
 from cli.report import report  # noqa: E402 - as above

@@ -217,7 +217,7 @@ def is_loopback(host: str) -> bool:
 
 @click.group(cls=PprlGroup)
 def project() -> None:
-    """Create linkage projects on a service (administrator).
+    """Create, erase and delete linkage projects on a service (administrator).
 
     Example: pprl project create --server http://127.0.0.1:8000 --admin-secret-file admin.secret --protocol p.json
     """

@@ -107,6 +107,9 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Deleted rows are overwritten with zeros, so that an erasure leaves no bytes behind in
+    # free pages (the write-ahead log is emptied after an erasure, see Database.compact).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -189,6 +192,32 @@ class Database:
     def _read(self) -> Iterator[Connection]:
         with self._engine.connect() as conn:
             yield conn
+
+    def compact(self) -> bool:
+        """Rewrite the database so that deleted rows leave no bytes behind, where the backend allows.
+
+        SQLite: ``VACUUM`` (a fresh file without free pages), then a checkpoint that empties
+        the write-ahead log, whose older frames still hold the rows as they were. PostgreSQL
+        keeps deleted rows' bytes in its files until ``VACUUM`` reuses the space, and in its
+        WAL archive and backups; that is the operator's to schedule (docs/erasure.md).
+
+        Returns:
+            Whether the write-ahead log was emptied (always ``True`` on PostgreSQL, where
+            nothing is done); ``False`` if a reader held it, and the next checkpoint will.
+        """
+        if self._engine.dialect.name != "sqlite":
+            return True
+        raw = self._engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("VACUUM")
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            outcome = cursor.fetchone()
+            busy = outcome is None or bool(outcome[0])
+            cursor.close()
+        finally:
+            raw.close()
+        return not busy
 
     def close(self) -> None:
         """Release pooled connections (the store stays usable and reconnects on demand)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "private_dir", "private_file", "private_opener"]
+__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "private_dir", "private_file", "private_opener", "shred_file"]
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
@@ -47,3 +47,30 @@ def private_file(path: Path) -> Path:
     """
     os.close(private_opener(str(path), os.O_WRONLY | os.O_CREAT))
     return path
+
+
+def shred_file(path: Path, *, chunk_bytes: int = 1 << 20) -> bool:
+    """Overwrite a file with zeros, flush it to disk, then remove it (a missing file is fine).
+
+    On a plain file system this leaves none of its bytes in the folder's blocks; on copy-on-write
+    file systems, SSDs that remap blocks, and in snapshots or backups older copies may survive,
+    which only encrypting the volume covers (docs/erasure.md).
+
+    Returns:
+        Whether there was a file to shred.
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        size = os.fstat(descriptor).st_size
+        zeros = bytes(min(chunk_bytes, max(size, 1)))
+        written = 0
+        while written < size:
+            written += os.write(descriptor, zeros[: size - written])
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    path.unlink(missing_ok=True)
+    return True

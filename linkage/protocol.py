@@ -274,12 +274,15 @@ class Safeguards:
         run_period_days: count runs over this many days instead (``None``: the project's life).
         serious_threat_max_tokens: the most tokens one serious-threat request may name.
         serious_threat_approval: every serious-threat request waits for the administrator.
+        upload_retention_days: a party's upload not refreshed for this many days expires
+            (`pprl project expire` erases it); ``None``: uploads are kept until erased.
     """
 
     max_runs_per_party: int = 3
     run_period_days: int | None = None
     serious_threat_max_tokens: int = 5
     serious_threat_approval: bool = False
+    upload_retention_days: int | None = None
 
     @classmethod
     def from_json(cls, settings: Mapping[str, Any]) -> Safeguards:

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from linkage.errors import Forbidden, PayloadTooLarge, PprlError, SecretError, Unauthorized
 from linkage.file_modes import private_dir
-from linkage.service.api import audit, projects, results, runs, uploads
+from linkage.service.api import audit, erasure, projects, results, runs, uploads
 from linkage.service.store import LinkageStore
 from linkage.service.worker import RunWorker, recover
 from linkage.web import RefusalTally, record
@@ -398,6 +398,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         runs.router,
         results.router,
         audit.router,
+        erasure.router,
         queries.router,
     ):
         app.include_router(router)

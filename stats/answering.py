@@ -122,16 +122,18 @@ class QueryService:
         """The protocol, the entity table, the project's ledger, and what to note on every answer."""
         protocol = self._store.protocol(project_id)
         version, table = self._table(project_id)
-        missing = sorted({p.id for p in protocol.parties} - _uploaded(version))
+        removed = self._store.removed_parties(project_id)
+        missing = sorted({p.id for p in protocol.parties} - _uploaded(version) - set(removed))
+        gone = [f"{party} was removed from the project on {at:%Y-%m-%d}" for party, at in sorted(removed.items())]
 
         def spend(who: str, query: str, cost: Any) -> Any:
             return self._store.spend(project_id, who, query, cost)
 
         def noted(answer: Answer) -> Answer:
-            if not missing:
-                return answer
-            note = f"no attributes from {', '.join(missing)} yet: people known only to them are not counted"
-            return replace(answer, notes=(*answer.notes, note))
+            notes = [f"{line}: its clients are not counted" for line in gone]
+            if missing:
+                notes.append(f"no attributes from {', '.join(missing)} yet: people known only to them are not counted")
+            return replace(answer, notes=(*answer.notes, *notes)) if notes else answer
 
         return protocol, table, spend, noted
 

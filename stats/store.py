@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection
 from linkage.chain import GENESIS, ChainCheck, ChainHead, ChainRow, chain_digest, verify_chain
 from linkage.database import ANALYST, Database, now, project_tables
 from linkage.errors import BudgetExceeded, Conflict, InputError, NotFound, TamperedError
-from linkage.file_modes import private_dir
+from linkage.file_modes import private_dir, shred_file
 from linkage.protocol import AttributeSpec, Protocol, parse_protocol
 from linkage.token_files import token_set_sha256
 from stats.budget import Budget, LedgerEntry, Loss, Receipt, budget_of, check_affordable
@@ -134,6 +134,14 @@ releases = Table(
     # The ledger's hash chain, per project (linkage.chain).
     Column("prev_sha256", String(64)),
     Column("sha256", String(64)),
+)
+# Parties removed from a project (`pprl project remove-party`): answers say they are not counted.
+erased_parties = Table(
+    "erased_parties",
+    _metadata,
+    Column("project_id", String(32), primary_key=True),
+    Column("party", String(32), primary_key=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
 )
 ledger_heads = Table(
     "ledger_heads",
@@ -294,7 +302,7 @@ class StatsStore(Database):
         """Remove bodies left half-received by a crash; returns how many went."""
         removed = 0
         for path in self.incoming_dir.iterdir():
-            path.unlink(missing_ok=True)
+            shred_file(path)
             removed += 1
         return removed
 
@@ -478,7 +486,7 @@ class StatsStore(Database):
                     )
             return AttributesOutcome("created" if previous is None else "replaced", len(rows), body_sha256)
         finally:
-            received.unlink(missing_ok=True)
+            shred_file(received)
 
     def _check_tokens(self, project_id: str, party: str, rows: list[AttributeRow]) -> str:
         """The digest of the rows' tokens, after checking they are exactly those of the party's encodings."""
@@ -627,15 +635,122 @@ class StatsStore(Database):
         return {row.token: json.loads(row.attribute_values) for row in rows}
 
     def data_version(self, project_id: str) -> tuple[Any, ...]:
-        """What the entity table depends on: the mapping's run and each party's attributes upload."""
+        """What the entity table depends on: the mapping (run, last change) and each party's attributes upload.
+
+        The first item is ``None`` before a run's mapping arrived.
+        """
         with self._read() as conn:
-            run = conn.execute(select(mappings.c.run_id).where(mappings.c.project_id == project_id)).scalar()
+            found = conn.execute(
+                select(mappings.c.run_id, mappings.c.copied_at).where(mappings.c.project_id == project_id)
+            ).first()
+            run = None if found is None else (found.run_id, found.copied_at)
             uploads = conn.execute(
                 select(attribute_uploads.c.party, attribute_uploads.c.body_sha256)
                 .where(attribute_uploads.c.project_id == project_id)
                 .order_by(attribute_uploads.c.party)
             ).all()
         return (run, *((row.party, row.body_sha256) for row in uploads))
+
+    # -- erasure ------------------------------------------------------------------------
+    # Each method is one transaction and idempotent: the linkage side's erasure journal
+    # calls it again after a crash. The ledger (releases, ledger_heads) and the project's
+    # protocol are never erased: they record what was released, and hold no personal data.
+
+    def withdraw_tokens(
+        self, project_id: str, party: str, tokens: Iterable[str], tokens_sha256: str, record_count: int
+    ) -> None:
+        """Forget withdrawn records: their attributes and mapping rows; register the party's encodings after.
+
+        The party's attributes upload is counted again from the rows left, so that it
+        matches its encodings after the withdrawal exactly when it matched them before.
+        """
+        ordered = sorted(set(tokens))
+        with self._write() as conn:
+            removed = 0
+            for start in range(0, len(ordered), 500):
+                batch = ordered[start : start + 500]
+                for table in (attributes, entities):
+                    removed += conn.execute(
+                        delete(table).where(
+                            table.c.project_id == project_id, table.c.party == party, table.c.token.in_(batch)
+                        )
+                    ).rowcount
+            self._recount_attributes(conn, project_id, party)
+            conn.execute(
+                delete(encodings_tokens).where(
+                    encodings_tokens.c.project_id == project_id, encodings_tokens.c.party == party
+                )
+            )
+            conn.execute(
+                insert(encodings_tokens).values(
+                    project_id=project_id,
+                    party=party,
+                    tokens_sha256=tokens_sha256,
+                    record_count=record_count,
+                    registered_at=now(),
+                )
+            )
+            if removed:
+                self._mapping_changed(conn, project_id)
+
+    def erase_party(self, project_id: str, party: str, *, removed: bool = True) -> None:
+        """Erase one party's attributes, mapping rows and encodings digest of a project.
+
+        ``removed``: the party leaves the project (its credential goes too, and answers say
+        so); otherwise its upload expired, and it may upload again.
+        """
+        with self._write() as conn:
+            for table in (attributes, entities, attribute_uploads, encodings_tokens):
+                conn.execute(delete(table).where(table.c.project_id == project_id, table.c.party == party))
+            self._mapping_changed(conn, project_id)
+            if not removed:
+                return
+            conn.execute(
+                delete(credentials).where(
+                    credentials.c.project_id == project_id, credentials.c.role == "party", credentials.c.party == party
+                )
+            )
+            known = conn.execute(
+                select(erased_parties.c.party).where(
+                    erased_parties.c.project_id == project_id, erased_parties.c.party == party
+                )
+            ).first()
+            if known is None:
+                conn.execute(insert(erased_parties).values(project_id=project_id, party=party, erased_at=now()))
+
+    def erase_project(self, project_id: str) -> None:
+        """Erase a project's attributes, mapping, digests, analysts and credentials; keep its ledger and protocol."""
+        with self._write() as conn:
+            for table in (attributes, entities, mappings, attribute_uploads, encodings_tokens, analysts, credentials):
+                conn.execute(delete(table).where(table.c.project_id == project_id))
+
+    def removed_parties(self, project_id: str) -> dict[str, datetime]:
+        """The parties removed from the project, and when."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(erased_parties.c.party, erased_parties.c.erased_at).where(
+                    erased_parties.c.project_id == project_id
+                )
+            ).all()
+        return {row.party: row.erased_at if row.erased_at.tzinfo else row.erased_at.replace(tzinfo=UTC) for row in rows}
+
+    def _recount_attributes(self, conn: Connection, project_id: str, party: str) -> None:
+        """Set a party's attributes upload's count and token digest from the rows it has now."""
+        tokens = list(
+            conn.execute(
+                select(attributes.c.token).where(attributes.c.project_id == project_id, attributes.c.party == party)
+            ).scalars()
+        )
+        conn.execute(
+            update(attribute_uploads)
+            .where(attribute_uploads.c.project_id == project_id, attribute_uploads.c.party == party)
+            .values(record_count=len(tokens), tokens_sha256=token_set_sha256(tokens))
+        )
+
+    @staticmethod
+    def _mapping_changed(conn: Connection, project_id: str) -> None:
+        """Note that the project's mapping rows changed, so that cached entity tables are built again."""
+        conn.execute(update(mappings).where(mappings.c.project_id == project_id).values(copied_at=now()))
 
     # -- the budget ledger --------------------------------------------------------------
 

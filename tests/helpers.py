@@ -521,3 +521,55 @@ def agency_export(source: Path, rows: int | None = None) -> tuple[list[str], lis
     out[13][position["given_name"]] = "UNKNOWN"
     out[17][position["date_of_birth"]] = dt.date(1900, 1, 1)
     return [EXPORT_HEADER[c] for c in MSD_HEADER] + ["Case Notes"], out
+
+
+def dump_tables(url: str, schema: str | None) -> str:
+    """Every row of every table of one side's database, as text (to look for what must be gone)."""
+    from sqlalchemy import MetaData, create_engine
+
+    engine = create_engine(url)
+    try:
+        metadata = MetaData(schema=schema if engine.dialect.name == "postgresql" else None)
+        metadata.reflect(engine)
+        with engine.connect() as conn:
+            return "\n".join(
+                f"{name}: {tuple(row)}"
+                for name, table in metadata.tables.items()
+                for row in conn.execute(table.select())
+            )
+    finally:
+        engine.dispose()
+
+
+def store_urls(config: ServiceConfig) -> list[tuple[str, str | None]]:
+    """The (URL, schema) of the linkage and the statistics database of a service config."""
+    if config.database_url is None:
+        return [(f"sqlite:///{config.data_dir / name}", None) for name in ("linkage.db", "stats.db")]
+    return [(config.database_url, config.linkage_schema), (config.database_url, config.stats_schema)]
+
+
+def record_bytes(out_dir: Path, others: Sequence[Path] = ()) -> tuple[list[str], list[bytes]]:
+    """An encode folder's tokens (hex) and, per record, byte strings that must not outlive an erasure.
+
+    The byte strings are each record's raw token and its CLK, leaving out CLKs that the
+    encode folders ``others`` hold too (one person with the same identifiers at two agencies).
+    """
+    records = read_encodings(out_dir).records
+    tokens = [token.tobytes().hex() for token in records["token"]]
+    theirs = b"".join((other / "encodings.pprl").read_bytes() for other in others)
+    clks = [bytes(clk.tobytes()) for clk in records["clk"]]
+    pieces = [bytes(token.tobytes()) for token in records["token"]] + [clk for clk in clks if clk not in theirs]
+    return tokens, pieces
+
+
+def found_in_folder(folder: Path, tokens: Sequence[str], pieces: Sequence[bytes]) -> list[str]:
+    """Which files under ``folder`` hold one of the tokens (as text) or byte strings, with what."""
+    found = []
+    needles = [token.encode("ascii") for token in tokens] + list(pieces)
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            content = path.read_bytes()
+            hits = sum(1 for needle in needles if needle in content)
+            if hits:
+                found.append(f"{path.relative_to(folder)}: {hits}")
+    return found

@@ -45,6 +45,7 @@ __all__ = [
     "ATTRIBUTES_FILE",
     "AuditLine",
     "ChainStatus",
+    "ErasureSummary",
     "Identity",
     "NewAnalyst",
     "NewProject",
@@ -59,11 +60,13 @@ __all__ = [
     "make_http",
     "upload_files",
     "read_tokens_file",
+    "read_withdrawal_tokens",
     "write_credentials",
     "write_shared",
 ]
 
 ATTRIBUTES_FILE = "attributes.csv"
+MAX_WITHDRAWAL_TOKENS = 20_000
 CHUNK_BYTES = 1 << 20
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -209,6 +212,21 @@ class AuditLine:
     outcome: str
     detail: str
     sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ErasureSummary:
+    """A withdrawal, a party's removal or a project's deletion, as the service journalled it."""
+
+    erasure_id: int
+    project_id: str
+    party: str | None
+    kind: str
+    status: str
+    requested_by: str
+    requested_at: str
+    done_at: str | None
+    summary: str
 
 
 @dataclass(frozen=True)
@@ -430,6 +448,26 @@ class ServiceClient:
         body, _ = self._request("POST", f"/projects/{project_id}/analysts", json={"name": name, "budget": budget})
         return NewAnalyst(body["project_id"], body["name"], body["budget"], body["credential"])
 
+    def withdraw(self, tokens: Sequence[str]) -> ErasureSummary:
+        """Withdraw the caller's records by token (a party's credential); done when it returns."""
+        body, _ = self._request("POST", f"/projects/{self._project()}/withdrawals", json={"tokens": list(tokens)})
+        return ErasureSummary(**body)
+
+    def remove_party(self, project_id: str, party: str) -> ErasureSummary:
+        """Erase one party's data from a project (admin secret)."""
+        body, _ = self._request("DELETE", f"/projects/{project_id}/parties/{party}")
+        return ErasureSummary(**body)
+
+    def delete_project(self, project_id: str) -> ErasureSummary:
+        """Erase a whole project, keeping its ledger and the audit log (admin secret)."""
+        body, _ = self._request("DELETE", f"/projects/{project_id}")
+        return ErasureSummary(**body)
+
+    def expire(self, project_id: str) -> list[ErasureSummary]:
+        """Erase the uploads older than the protocol's retention (admin secret); those erasures."""
+        body, _ = self._request("POST", f"/projects/{project_id}/expire")
+        return [ErasureSummary(**item) for item in body["erasures"]]
+
     def verify_audit(self) -> list[ChainStatus]:
         """Check the audit log's and every ledger's hash chain (admin secret)."""
         body, _ = self._request("GET", "/audit/verify")
@@ -566,6 +604,64 @@ def read_tokens_file(path: Path) -> list[str]:
         raise InputError(f"{path}: {len(problems)} line(s) are not tokens", path=str(path), problems=problems[:50])
     if not tokens:
         raise InputError(f"{path}: no tokens; write one token from keymap.csv per line", path=str(path))
+    return tokens
+
+
+def read_withdrawal_tokens(path: Path) -> list[str]:
+    """The tokens of records to withdraw: one per line, or rows of ``keymap.csv`` (its header kept).
+
+    A file whose first line is a CSV header starting with ``token`` (``keymap.csv``,
+    ``attributes.csv``) gives the first column of each row: an agency may copy the key map's
+    rows of the clients who leave. Nothing else of a row is read or sent. Values that are
+    not tokens are never repeated in messages (they may be client ids).
+
+    Raises:
+        InputError: unreadable, empty, a line that is not a token (every such line is
+            listed), or more tokens than one withdrawal takes.
+    """
+    try:
+        lines = path.read_text("utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"{path}: cannot read the tokens file ({exc.__class__.__name__}); pass a UTF-8 text file with one token "
+            "from keymap.csv per line",
+            path=str(path),
+        ) from exc
+    first = next((line.strip().lower() for line in lines if line.strip()), "")
+    csv_rows = first.split(",")[0].strip() == "token"
+    tokens, problems, header_seen = [], [], False
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if csv_rows and not header_seen:
+            header_seen = True
+            continue
+        cell = next(csv.reader([text]))[0].strip().lower() if csv_rows else text.lower()
+        if not _TOKEN.match(cell):
+            problems.append(
+                f"line {number}: not a record token (32 hex digits)"
+                + ("" if csv_rows or "," not in text else "; a CSV row needs a header line starting with token")
+            )
+            continue
+        tokens.append(cell)
+    if problems:
+        raise InputError(
+            f"{path}: {len(problems)} line(s) are not tokens; write one token from keymap.csv per line, or copy the "
+            "rows of keymap.csv below its header token,client_id. Nothing was withdrawn",
+            path=str(path),
+            problems=problems[:50],
+        )
+    if not tokens:
+        raise InputError(
+            f"{path}: no tokens; write one token from keymap.csv per line (the records to withdraw)", path=str(path)
+        )
+    if len(tokens) > MAX_WITHDRAWAL_TOKENS:
+        raise InputError(
+            f"{path}: {len(tokens)} tokens, more than the {MAX_WITHDRAWAL_TOKENS} one withdrawal takes; split the file "
+            f"into files of at most {MAX_WITHDRAWAL_TOKENS} lines and withdraw each",
+            path=str(path),
+        )
     return tokens
 
 

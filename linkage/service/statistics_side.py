@@ -4,7 +4,8 @@ The two sides keep separate stores (the separation principle); the linkage side 
 imports the statistics side's code. Where they must meet (a new project is registered on
 both; a finished run's entity mapping is handed over; consent flags, which arrive with
 the attributes, decide record-level releases; a party's encodings tell which tokens its
-attributes may carry; an analyst's own credential carries a budget), the linkage side calls this interface,
+attributes may carry; an analyst's own credential carries a budget; an erasure reaches both
+sides), the linkage side calls this interface,
 and the app that serves both (:mod:`server.app`) passes the statistics store, which
 implements it.
 """
@@ -62,6 +63,21 @@ class StatisticsSide(Interface):
 
     def verify_ledgers(self) -> list[ChainCheck]:
         """Check every project's ledger hash chain."""
+        ...
+
+    def withdraw_tokens(
+        self, project_id: str, party: str, tokens: Iterable[str], tokens_sha256: str, record_count: int
+    ) -> None:
+        """Forget withdrawn records' attributes and mapping rows; register the party's encodings after (idempotent)."""
+
+    def erase_party(self, project_id: str, party: str, *, removed: bool = True) -> None:
+        """Erase one party's attributes, mapping rows, encodings digest, and if ``removed`` its credential."""
+
+    def erase_project(self, project_id: str) -> None:
+        """Erase a project's data and credentials, keeping its ledger (idempotent)."""
+
+    def compact(self) -> bool:
+        """Rewrite the database so that deleted rows leave no bytes behind, where the backend allows."""
         ...
 
     def clean_incoming(self) -> int:

@@ -55,7 +55,7 @@ from linkage.chain import GENESIS, ChainCheck, ChainHead, ChainRow, chain_digest
 from linkage.database import ANALYST, Database, hash_token, now, open_engine, project_tables
 from linkage.encodings import EncodingsHeader, check_compatible, read_encodings, read_header
 from linkage.errors import Conflict, NotFound, ProtocolError
-from linkage.file_modes import private_dir
+from linkage.file_modes import private_dir, shred_file
 from linkage.matching.engine import LinkResult
 from linkage.protocol import Protocol, Safeguards, parse_protocol
 from linkage.token_files import token_set_sha256
@@ -65,6 +65,7 @@ __all__ = [
     "ANALYST",
     "AuditEntry",
     "Credential",
+    "ErasureRecord",
     "LinkageStore",
     "ProjectRecord",
     "RunRecord",
@@ -201,6 +202,34 @@ threat_requests = Table(
     Column("decided_by", String(80)),
     Column("note", Text, nullable=False, default=""),
 )
+# The erasure journal: a withdrawal, a party's removal or a project's deletion is written
+# here (pending) before anything is erased, carried out in idempotent steps, and marked
+# done with its audit line in one transaction; a start-up finishes what a crash left
+# pending (linkage.service.erasure). No foreign key: the line outlives its project.
+erasures = Table(
+    "erasures",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", String(32), nullable=False),
+    Column("party", String(32)),
+    # withdraw, party (one party's data), expire (one party's data; it may upload again)
+    # or project (all of it).
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("requested_by", String(80), nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("done_at", DateTime(timezone=True)),
+    # JSON: the SHA-256 names of the blobs to shred.
+    Column("blobs", Text, nullable=False),
+    # JSON: the tokens to withdraw, only while pending (emptied when done).
+    Column("tokens", Text),
+    # JSON: for a withdrawal, the party's upload after it (the new blob's name and counts),
+    # and the SHA-256 of each withdrawn token (kept: what was withdrawn, without the tokens).
+    Column("plan", Text),
+    # What was erased, in counts (and a withdrawal's token-set digest): the audit line's detail.
+    Column("summary", Text, nullable=False),
+    sqlite_autoincrement=True,
+)
 AUDIT_CHAIN = "audit"
 MAX_DETAIL_CHARS = 2000
 _FIELD_LIMITS = {"actor": 80, "action": 64, "outcome": 64}
@@ -330,6 +359,28 @@ class AuditEntry:
     outcome: str
     detail: str
     sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ErasureRecord:
+    """A line of the erasure journal: what is (or was) erased, by whom, and whether it is done.
+
+    ``tokens`` holds a pending withdrawal's tokens and is empty once it is done; ``plan``
+    the party's upload after a withdrawal; ``summary`` what was erased, in counts.
+    """
+
+    id: int
+    project_id: str
+    party: str | None
+    kind: str
+    status: str
+    requested_by: str
+    requested_at: datetime
+    done_at: datetime | None
+    blobs: tuple[str, ...]
+    tokens: tuple[str, ...]
+    plan: Mapping[str, Any]
+    summary: str
 
 
 @dataclass(frozen=True)
@@ -473,6 +524,12 @@ class LinkageStore(Database):
         with self._read() as conn:
             row = conn.execute(select(projects).where(projects.c.id == project_id)).first()
         if row is None:
+            deleted = [e for e in self.erasures(project_id) if e.kind == "project"]
+            if deleted:
+                raise NotFound(
+                    f"project {project_id!r} was deleted by {deleted[-1].requested_by} on "
+                    f"{deleted[-1].requested_at:%Y-%m-%d}; its ledger and the audit log are kept"
+                )
             raise NotFound(f"no project {project_id!r}; `pprl project create` prints the id of a new project")
         return _project(row)
 
@@ -542,6 +599,8 @@ class LinkageStore(Database):
                         f"sha256 {previous.body_sha256[:12]}...); pass --replace (?replace=true) to replace them",
                     )
                 self._refuse_if_running(project_id, "replace encodings")
+                with self._read() as conn:
+                    self._refuse_if_erasing(conn, project_id, "upload encodings")
                 final = self.blob_path(body_sha256)
                 os.replace(received, final)
                 _fsync_dir(self.blob_dir)
@@ -570,7 +629,7 @@ class LinkageStore(Database):
                     self._drop_blob_if_unused(previous.body_sha256)
                 return UploadOutcome("created" if previous is None else "replaced", record)
         finally:
-            received.unlink(missing_ok=True)
+            shred_file(received)
 
     def _refuse_if_running(self, project_id: str, what: str) -> None:
         active = self.active_run(project_id)
@@ -584,19 +643,21 @@ class LinkageStore(Database):
         with self._read() as conn:
             used = conn.execute(select(func.count()).where(uploads.c.body_sha256 == body_sha256)).scalar_one()
         if not used:
-            self.blob_path(body_sha256).unlink(missing_ok=True)
+            shred_file(self.blob_path(body_sha256))
 
     def clean_blobs(self) -> int:
-        """Remove half-received bodies and blobs no upload refers to; returns how many went.
+        """Shred half-received bodies and blobs no upload refers to; returns how many went.
 
         The blobs kept are made 0600 (an older pprl left them readable by others).
         """
         with self._read() as conn:
             kept = set(conn.execute(select(uploads.c.body_sha256)).scalars())
+        # A pending withdrawal's new blob is referenced by its journal line until it is done.
+        kept |= {str(e.plan["upload"]["body_sha256"]) for e in self.pending_erasures() if e.plan}
         removed = 0
         for path in self.blob_dir.iterdir():
             if path.name not in kept:
-                path.unlink(missing_ok=True)
+                shred_file(path)
                 removed += 1
             else:
                 path.chmod(0o600)
@@ -651,7 +712,8 @@ class LinkageStore(Database):
         """
         protocol = self.protocol(project_id)
         current = self.uploads(project_id)
-        missing = [p.id for p in protocol.parties if p.id not in current]
+        removed = self.removed_parties(project_id)
+        missing = [p.id for p in protocol.parties if p.id not in current and p.id not in removed]
         if missing:
             raise Conflict(
                 f"waiting for encodings from {', '.join(missing)}; every party of the protocol must upload "
@@ -665,6 +727,9 @@ class LinkageStore(Database):
         inputs = {party: upload.body_sha256 for party, upload in sorted(current.items())}
         try:
             with self._write() as conn:
+                # The project's row lock orders this against an erasure starting (begin_erasure).
+                conn.execute(select(projects.c.id).where(projects.c.id == project_id).with_for_update())
+                self._refuse_if_erasing(conn, project_id, "start a run")
                 existing = conn.execute(
                     select(runs).where(runs.c.project_id == project_id, runs.c.status.in_(ACTIVE_STATUSES))
                 ).first()
@@ -1024,6 +1089,215 @@ class LinkageStore(Database):
                 )
             )
 
+    # -- erasure ------------------------------------------------------------------------
+
+    def exclusive(self) -> threading.Lock:
+        """The lock uploads and erasures hold while they change a party's blob and its row."""
+        return self._upload_lock
+
+    def erasures(self, project_id: str | None = None, *, pending: bool = False) -> list[ErasureRecord]:
+        """The erasure journal's lines (of one project; only the pending ones), oldest first."""
+        query = select(erasures).order_by(erasures.c.id)
+        if project_id is not None:
+            query = query.where(erasures.c.project_id == project_id)
+        if pending:
+            query = query.where(erasures.c.status == "pending")
+        with self._read() as conn:
+            return [_erasure(row) for row in conn.execute(query)]
+
+    def pending_erasures(self, project_id: str | None = None) -> list[ErasureRecord]:
+        """Erasures begun and not yet done (a crash left them so; a start-up finishes them)."""
+        return self.erasures(project_id, pending=True)
+
+    def removed_parties(self, project_id: str) -> set[str]:
+        """The parties removed from the project (or being removed)."""
+        return {e.party for e in self.erasures(project_id) if e.kind == "party" and e.party is not None}
+
+    def _refuse_if_erasing(self, conn: Connection, project_id: str, what: str) -> None:
+        pending = conn.execute(
+            select(erasures.c.kind).where(erasures.c.project_id == project_id, erasures.c.status == "pending")
+        ).first()
+        if pending is not None:
+            raise Conflict(
+                f"an erasure ({pending.kind}) of this project is under way; {what} when it is done "
+                "(a restart of the server finishes an erasure a stop interrupted)"
+            )
+
+    def begin_erasure(
+        self,
+        project_id: str,
+        kind: str,
+        requested_by: str,
+        *,
+        party: str | None = None,
+        blobs: Sequence[str] = (),
+        tokens: Sequence[str] = (),
+        plan: Mapping[str, Any] | None = None,
+        summary: str,
+    ) -> ErasureRecord:
+        """Write an erasure's journal line (pending) and its audit line, before anything is erased.
+
+        Raises:
+            Conflict: a run of the project is queued or running, or another erasure is under way.
+        """
+        with self._write() as conn:
+            # The project's row lock orders this against a run being queued (start_run).
+            conn.execute(select(projects.c.id).where(projects.c.id == project_id).with_for_update())
+            active = conn.execute(
+                select(runs.c.number, runs.c.status).where(
+                    runs.c.project_id == project_id, runs.c.status.in_(ACTIVE_STATUSES)
+                )
+            ).first()
+            if active is not None:
+                raise Conflict(
+                    f"run {active.number} of this project is {active.status}; erase when it is done "
+                    f"(`pprl status {active.number}`)"
+                )
+            self._refuse_if_erasing(conn, project_id, "erase again")
+            inserted = conn.execute(
+                insert(erasures).values(
+                    project_id=project_id,
+                    party=party,
+                    kind=kind,
+                    status="pending",
+                    requested_by=requested_by,
+                    requested_at=now(),
+                    blobs=json.dumps(list(blobs)),
+                    tokens=json.dumps(list(tokens)) if tokens else None,
+                    plan=None if plan is None else json.dumps(dict(plan), sort_keys=True),
+                    summary=summary,
+                )
+            ).inserted_primary_key
+            assert inserted is not None  # noqa: S101 - an INSERT always has a primary key
+            self._append_audit(conn, requested_by, f"erasure.{kind}", project_id, "started", summary)
+            row = conn.execute(select(erasures).where(erasures.c.id == int(inserted[0]))).one()
+        return _erasure(row)
+
+    def apply_withdrawal(self, erasure: ErasureRecord) -> None:
+        """Point the party's upload at its blob without the withdrawn records; drop their result rows.
+
+        Idempotent: the upload is changed only while it still names the old blob. The
+        withdrawn tokens leave the entities and stable mappings of the project's runs and
+        the party's serious-threat requests.
+        """
+        project_id, party, tokens = erasure.project_id, erasure.party, set(erasure.tokens)
+        with self._write() as conn:
+            conn.execute(
+                update(uploads)
+                .where(
+                    uploads.c.project_id == project_id,
+                    uploads.c.party == party,
+                    uploads.c.body_sha256 == erasure.blobs[0],
+                )
+                .values(**erasure.plan["upload"])
+            )
+            project_runs = select(runs.c.id).where(runs.c.project_id == project_id)
+            ordered = sorted(tokens)
+            for start in range(0, len(ordered), 500):
+                batch = ordered[start : start + 500]
+                for table in (entities, stable_entities):
+                    conn.execute(
+                        delete(table).where(
+                            table.c.run_id.in_(project_runs), table.c.party == party, table.c.token.in_(batch)
+                        )
+                    )
+            requests = conn.execute(
+                select(threat_requests.c.id, threat_requests.c.tokens).where(
+                    threat_requests.c.project_id == project_id, threat_requests.c.party == party
+                )
+            ).all()
+            for request in requests:
+                named = json.loads(request.tokens)
+                kept = [token for token in named if token not in tokens]
+                if len(kept) != len(named):
+                    conn.execute(
+                        update(threat_requests)
+                        .where(threat_requests.c.id == request.id)
+                        .values(tokens=json.dumps(kept))
+                    )
+
+    def erase_party_rows(self, project_id: str, party: str, *, keep_credential: bool = False) -> None:
+        """Delete one party's rows of a project: upload, result rows, requests, credential (idempotent).
+
+        With ``keep_credential`` (an expired upload) the party may upload again.
+
+        The project's frozen model loses the oversized blocks of the party's pairs (block
+        keys come from its records); its weights, fitted on all parties together, stay.
+        """
+        with self._write() as conn:
+            project_runs = select(runs.c.id).where(runs.c.project_id == project_id)
+            for table in (entities, stable_entities):
+                conn.execute(delete(table).where(table.c.run_id.in_(project_runs), table.c.party == party))
+            conn.execute(
+                delete(threat_requests).where(
+                    threat_requests.c.project_id == project_id, threat_requests.c.party == party
+                )
+            )
+            conn.execute(delete(uploads).where(uploads.c.project_id == project_id, uploads.c.party == party))
+            if not keep_credential:
+                conn.execute(
+                    delete(credentials).where(
+                        credentials.c.project_id == project_id,
+                        credentials.c.role == "party",
+                        credentials.c.party == party,
+                    )
+                )
+            document = conn.execute(
+                select(frozen_models.c.document).where(frozen_models.c.project_id == project_id)
+            ).scalar_one_or_none()
+            if document is not None:
+                model = json.loads(document)
+                oversized = {
+                    pair: keys for pair, keys in model.get("oversized", {}).items() if party not in pair.split("+")
+                }
+                if oversized != model.get("oversized", {}):
+                    model["oversized"] = oversized
+                    conn.execute(
+                        update(frozen_models)
+                        .where(frozen_models.c.project_id == project_id)
+                        .values(document=json.dumps(model, sort_keys=True))
+                    )
+
+    def erase_project_rows(self, project_id: str) -> None:
+        """Delete every row of a project but its audit lines and erasure journal (idempotent)."""
+        with self._write() as conn:
+            project_runs = select(runs.c.id).where(runs.c.project_id == project_id)
+            for table in (entities, stable_entities):
+                conn.execute(delete(table).where(table.c.run_id.in_(project_runs)))
+            for table in (runs, frozen_models, threat_requests, uploads, credentials):
+                conn.execute(delete(table).where(table.c.project_id == project_id))
+            conn.execute(delete(projects).where(projects.c.id == project_id))
+        self._protocols.pop(project_id, None)
+
+    def shred_blob(self, body_sha256: str) -> bool:
+        """Overwrite and remove a blob no upload refers to any more; returns whether it was shredded.
+
+        A blob another project's upload still refers to (the same file uploaded to two
+        projects) is that project's data and is kept.
+        """
+        with self._read() as conn:
+            used = conn.execute(select(func.count()).where(uploads.c.body_sha256 == body_sha256)).scalar_one()
+        if used:
+            return False
+        shredded = shred_file(self.blob_path(body_sha256))
+        _fsync_dir(self.blob_dir)
+        return shredded
+
+    def finish_erasure(self, erasure: ErasureRecord, summary: str) -> None:
+        """Mark an erasure done, forget a withdrawal's tokens, and audit it, in one transaction."""
+        with self._write() as conn:
+            changed = conn.execute(
+                update(erasures)
+                .where(erasures.c.id == erasure.id, erasures.c.status == "pending")
+                .values(status="done", done_at=now(), tokens=None, summary=summary)
+            ).rowcount
+            if changed:
+                hashes = erasure.plan.get("token_sha256s")
+                detail = summary + (f"; each token's sha256: {','.join(hashes)}" if hashes else "")
+                self._append_audit(
+                    conn, erasure.requested_by, f"erasure.{erasure.kind}", erasure.project_id, "done", detail
+                )
+
     # -- audit --------------------------------------------------------------------------
 
     def append_audit(self, actor: str, action: str, project_id: str | None, outcome: str, detail: str = "") -> None:
@@ -1032,22 +1306,26 @@ class LinkageStore(Database):
         Values are cut to their columns' widths and the detail to 2,000 characters, so that
         no caller can grow the log by more than a bounded amount per line.
         """
+        with self._write() as conn:
+            self._append_audit(conn, actor, action, project_id, outcome, detail)
+
+    def _append_audit(
+        self, conn: Connection, actor: str, action: str, project_id: str | None, outcome: str, detail: str
+    ) -> None:
+        """Append an audit line within ``conn``'s transaction (see :meth:`append_audit`)."""
         values = {"actor": actor, "action": action, "outcome": outcome}
         values = {key: text[: _FIELD_LIMITS[key]] for key, text in values.items()}
         if len(detail) > MAX_DETAIL_CHARS:
             detail = detail[: MAX_DETAIL_CHARS - 20] + f"... ({len(detail)} characters)"
-        with self._write() as conn:
-            head = self._lock_head(conn, AUDIT_CHAIN)
-            at = now()
-            row = {**values, "at": at, "project_id": (project_id or None) and project_id[:32], "detail": detail}
-            inserted = conn.execute(
-                insert(audit).values(**row, prev_sha256=head.digest, sha256="")
-            ).inserted_primary_key
-            assert inserted is not None  # noqa: S101 - an INSERT always has a primary key
-            line_id = int(inserted[0])
-            digest = chain_digest(head.digest, _audit_values(line_id, at, row))
-            conn.execute(update(audit).where(audit.c.id == line_id).values(sha256=digest))
-            self._move_head(conn, AUDIT_CHAIN, ChainHead(line_id, digest, head.rows + 1))
+        head = self._lock_head(conn, AUDIT_CHAIN)
+        at = now()
+        row = {**values, "at": at, "project_id": (project_id or None) and project_id[:32], "detail": detail}
+        inserted = conn.execute(insert(audit).values(**row, prev_sha256=head.digest, sha256="")).inserted_primary_key
+        assert inserted is not None  # noqa: S101 - an INSERT always has a primary key
+        line_id = int(inserted[0])
+        digest = chain_digest(head.digest, _audit_values(line_id, at, row))
+        conn.execute(update(audit).where(audit.c.id == line_id).values(sha256=digest))
+        self._move_head(conn, AUDIT_CHAIN, ChainHead(line_id, digest, head.rows + 1))
 
     def audit_entries(self, *, project_id: str | None = None, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
         """Audit lines after the id ``after``, oldest first, optionally for one project."""
@@ -1116,6 +1394,17 @@ def _audit_values(line_id: int, at: datetime, row: Any) -> list[object]:
         row["outcome"],
         row["detail"],
     ]
+
+
+def _erasure(row: Any) -> ErasureRecord:
+    record: ErasureRecord = _record(
+        ErasureRecord,
+        row,
+        blobs=tuple(json.loads(row.blobs)),
+        tokens=tuple(json.loads(row.tokens)) if row.tokens else (),
+        plan=json.loads(row.plan) if row.plan else {},
+    )
+    return record
 
 
 def _threat(row: Any) -> ThreatRequest:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from linkage.errors import PprlError
 from linkage.matching.engine import LinkResult, link, load_inputs
 from linkage.matching.frozen import FrozenModel
+from linkage.service.erasure import resume_erasures
 from linkage.service.statistics_side import StatisticsSide
 from linkage.service.store import LinkageStore, RunRecord
 
@@ -71,10 +72,18 @@ def sync_encodings(store: LinkageStore, stats: StatisticsSide) -> int:
 def recover(store: LinkageStore, stats: StatisticsSide, audit: AuditFunction) -> None:
     """Bring both stores to a consistent state after a start or a crash.
 
-    Removes half-received bodies and unreferenced blobs, queues again the runs a stopped
-    server left running (or fails those interrupted too often), and copies lagging token
-    digests and entity mappings to the statistics side.
+    Finishes the erasures a crash left pending (first: until then, their blobs may look
+    unreferenced), shreds half-received bodies and unreferenced blobs, queues again the
+    runs a stopped server left running (or fails those interrupted too often), and copies
+    lagging token digests and entity mappings to the statistics side.
     """
+    for erasure in resume_erasures(store, stats):
+        log.info(
+            "finished erasure %d (%s) of project %s, which a stop interrupted",
+            erasure.id,
+            erasure.kind,
+            erasure.project_id,
+        )
     removed = store.clean_blobs() + stats.clean_incoming()
     if removed:
         log.info("removed %d half-received or unreferenced upload file(s)", removed)

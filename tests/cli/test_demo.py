@@ -16,11 +16,14 @@ def test_the_demo_tells_the_whole_story(tmp_path):
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     for step in ("Encode haven's client list", "Link the three agencies' encodings", "Download msd's results",
                  "How many clients do the agencies share?", "Write the quarterly report for the ministry",
-                 "Ask for more than the budget has left", "Show the privacy budget ledger", "Read the audit log",
+                 "Ask for more than the budget has left", "Show the privacy budget ledger",
+                 "One of Haven's clients withdraws", "Read the audit log",
                  "Score the linkage against the synthetic truth", "Next quarter: 20 new people arrive",
                  "Add the quarter to the linkage: only the new records are compared"):  # fmt: skip
         assert f"== {step}" in completed.stdout
     assert "answered 409 (budget_exceeded)" in completed.stderr
+    assert "withdrew 1 record(s) of party haven" in completed.stdout
+    assert "erasure.withdraw" in completed.stdout, "the audit log says what was withdrawn"
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 5
     assert (out / "msd-shared.csv").exists() and (out / "haven-shared.csv").exists()

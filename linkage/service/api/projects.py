@@ -47,6 +47,7 @@ class PartyStatus(BaseModel):
     name: str
     encodings_uploaded: bool
     attributes_uploaded: bool
+    removed: bool = Field(default=False, description="Removed from the project (`pprl project remove-party`).")
 
 
 class ProjectInfo(BaseModel):
@@ -103,6 +104,7 @@ def _info(store: Store, stats: StatisticsSide, project_id: str) -> ProjectInfo:
     protocol = store.protocol(project_id)
     encodings = store.uploads(project_id)
     attributes = stats.attribute_counts(project_id)
+    removed = store.removed_parties(project_id)
     return ProjectInfo(
         project_id=project.id,
         name=project.name,
@@ -114,6 +116,7 @@ def _info(store: Store, stats: StatisticsSide, project_id: str) -> ProjectInfo:
                 name=party.name,
                 encodings_uploaded=party.id in encodings,
                 attributes_uploaded=party.id in attributes,
+                removed=party.id in removed,
             )
             for party in protocol.parties
         ],

@@ -116,6 +116,18 @@ def call(world, endpoint, role):
         return client.get("/audit", headers=headers)
     if endpoint == "verify audit":
         return client.get("/audit/verify", headers=headers)
+    if endpoint == "withdraw":
+        # A well-formed token of nobody's: authorised callers get 400 and nothing is erased.
+        return client.post(f"/projects/{pid}/withdrawals", json={"tokens": ["0" * 32]}, headers=headers)
+    if endpoint == "remove party":
+        # A party the protocol does not have: the administrator gets 404 and nothing is erased.
+        return client.delete(f"/projects/{pid}/parties/nobody", headers=headers)
+    if endpoint == "expire uploads":
+        # The example protocol declares no retention: the administrator gets 409.
+        return client.post(f"/projects/{pid}/expire", headers=headers)
+    if endpoint == "delete project":
+        # Another project's id (a party's credential is for this one): the administrator gets 404.
+        return client.delete("/projects/0123456789abcdef", headers=headers)
     if endpoint == "health":
         return client.get("/health", headers=headers)
     raise AssertionError(endpoint)
@@ -143,6 +155,11 @@ ALLOWED = {
     "audit": {"admin": OK},
     "verify audit": {"admin": OK},
     "health": dict.fromkeys(ROLES, OK),
+    # Erasures for real are in tests/linkage/service/test_erasure.py; here only who may ask.
+    "withdraw": dict.fromkeys(PARTIES, {400}),
+    "remove party": {"admin": {404}},
+    "expire uploads": {"admin": {409}},
+    "delete project": {"admin": {404}},
 }
 
 
@@ -157,7 +174,8 @@ def test_endpoint_by_role(world, endpoint, role):
     assert response.status_code in expected, response.text
     body = response.json()
     if response.status_code >= 400:
-        assert body["code"] == {401: "unauthorized", 403: "forbidden"}[response.status_code]
+        expected_code = {400: "invalid_input", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict"}
+        assert body["code"] == expected_code[response.status_code]
         assert body["message"]
     # Nobody ever sees a record token that is not their own: not another party's, not an
     # analyst, not the administrator; and no similarity score is ever released.
