@@ -381,20 +381,7 @@ class StatsStore(Database):
     def register_encodings(self, project_id: str, party: str, tokens_sha256: str, record_count: int) -> None:
         """Record a party's current encodings by the digest of their tokens; its attributes must match it."""
         with self._write() as conn:
-            conn.execute(
-                delete(encodings_tokens).where(
-                    encodings_tokens.c.project_id == project_id, encodings_tokens.c.party == party
-                )
-            )
-            conn.execute(
-                insert(encodings_tokens).values(
-                    project_id=project_id,
-                    party=party,
-                    tokens_sha256=tokens_sha256,
-                    record_count=record_count,
-                    registered_at=now(),
-                )
-            )
+            _register_encodings(conn, project_id, party, tokens_sha256, record_count)
 
     def encodings_tokens(self, project_id: str) -> dict[str, str]:
         """Per party, the token digest of the encodings the statistics side knows of."""
@@ -676,20 +663,7 @@ class StatsStore(Database):
                         )
                     ).rowcount
             self._recount_attributes(conn, project_id, party)
-            conn.execute(
-                delete(encodings_tokens).where(
-                    encodings_tokens.c.project_id == project_id, encodings_tokens.c.party == party
-                )
-            )
-            conn.execute(
-                insert(encodings_tokens).values(
-                    project_id=project_id,
-                    party=party,
-                    tokens_sha256=tokens_sha256,
-                    record_count=record_count,
-                    registered_at=now(),
-                )
-            )
+            _register_encodings(conn, project_id, party, tokens_sha256, record_count)
             if removed:
                 self._mapping_changed(conn, project_id)
 
@@ -912,3 +886,19 @@ def _release_values(row: Any) -> list[object]:
         mapping["loss"],
         mapping["mechanism"],
     ]
+
+
+def _register_encodings(conn: Connection, project_id: str, party: str, tokens_sha256: str, record_count: int) -> None:
+    """Replace a party's registered encodings (its tokens' digest and count) in ``conn``'s transaction."""
+    conn.execute(
+        delete(encodings_tokens).where(encodings_tokens.c.project_id == project_id, encodings_tokens.c.party == party)
+    )
+    conn.execute(
+        insert(encodings_tokens).values(
+            project_id=project_id,
+            party=party,
+            tokens_sha256=tokens_sha256,
+            record_count=record_count,
+            registered_at=now(),
+        )
+    )
