@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import JSONResponse
@@ -312,13 +312,7 @@ def approve_threat_request(
     request: Request, project_id: str, request_id: str, body: ThreatDecision, caller: LinkageCaller, store: Store
 ) -> ThreatRequestInfo:
     """Approve a pending serious-threat request (administrator only): its party may then fetch it once."""
-    authorize(caller, project_id, (ADMIN,), "approve serious-threat requests")
-    store.project(project_id)
-    decided = store.decide_threat_request(
-        project_id, request_id[:16], before="pending", after="approved", by=caller.actor, note=body.note
-    )
-    record(request, caller, project_id, "approved", _audit_detail(decided, f"approved; note: {body.note}"))
-    return threat_info(decided)
+    return _decide(request, project_id, request_id, body, caller, store, "approved")
 
 
 @router.post(
@@ -330,13 +324,7 @@ def refuse_threat_request(
     request: Request, project_id: str, request_id: str, body: ThreatDecision, caller: LinkageCaller, store: Store
 ) -> ThreatRequestInfo:
     """Refuse a pending serious-threat request (administrator only); nothing is released."""
-    authorize(caller, project_id, (ADMIN,), "refuse serious-threat requests")
-    store.project(project_id)
-    decided = store.decide_threat_request(
-        project_id, request_id[:16], before="pending", after="refused", by=caller.actor, note=body.note
-    )
-    record(request, caller, project_id, "refused", _audit_detail(decided, f"refused; note: {body.note}"))
-    return threat_info(decided)
+    return _decide(request, project_id, request_id, body, caller, store, "refused")
 
 
 @router.get("/projects/{project_id}/serious-threat-requests/{request_id}/results", name="serious_threat.fetch")
@@ -354,3 +342,23 @@ def fetch_threat_results(
     _latest(store, project_id)
     fetched = store.decide_threat_request(project_id, pending.id, before="approved", after="released", by=caller.actor)
     return _release_threat(request, store, caller, fetched, "released")
+
+
+def _decide(
+    request: Request,
+    project_id: str,
+    request_id: str,
+    body: ThreatDecision,
+    caller: LinkageCaller,
+    store: Store,
+    verdict: Literal["approved", "refused"],
+) -> ThreatRequestInfo:
+    """Move a pending serious-threat request to ``verdict`` (administrator only) and audit the decision."""
+    verb = "approve" if verdict == "approved" else "refuse"
+    authorize(caller, project_id, (ADMIN,), f"{verb} serious-threat requests")
+    store.project(project_id)
+    decided = store.decide_threat_request(
+        project_id, request_id[:16], before="pending", after=verdict, by=caller.actor, note=body.note
+    )
+    record(request, caller, project_id, verdict, _audit_detail(decided, f"{verdict}; note: {body.note}"))
+    return threat_info(decided)
