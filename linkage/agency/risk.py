@@ -351,16 +351,32 @@ def attack_encodings(
 
 
 def _strongest(results: Sequence[AttackResult]) -> AttackResult:
-    """The variant that re-identified most (then recovered most values)."""
-    return max(results, key=lambda result: (result.reidentified, result.values_recovered))
+    """What an attacker running every variant achieves: the worst of each measure.
+
+    The attack and the share named are the variant's that re-identified most; the values
+    recovered are the most any variant recovered, so one variant's lucky re-identification
+    cannot hide another's larger value recovery.
+
+    >>> weak_named = AttackResult("a", 0.02, 0.5, 0.01)
+    >>> many_values = AttackResult("a", 0.01, 0.4, 0.30)
+    >>> worst = _strongest([weak_named, many_values])
+    >>> worst.reidentified, worst.values_recovered
+    (0.02, 0.3)
+    """
+    best = max(results, key=lambda result: (result.reidentified, result.values_recovered))
+    recovered = max(result.values_recovered for result in results)
+    return AttackResult(best.attack, best.reidentified, best.named, recovered, best.detail)
 
 
 def _stronger(clk: AttackResult, fields: AttackResult) -> AttackResult:
-    best = clk if (clk.reidentified, clk.values_recovered) >= (fields.reidentified, fields.values_recovered) else fields
+    """The worst of the attack on the CLK and on the field filters, each measure apart."""
+    worst = _strongest([clk, fields])
     detail = {**{f"clk {k}": v for k, v in clk.detail.items()}, **{f"fields {k}": v for k, v in fields.detail.items()}}
     detail["clk"] = clk.reidentified
     detail["fields"] = fields.reidentified
-    return AttackResult(best.attack, best.reidentified, best.named, best.values_recovered, detail)
+    detail["clk values"] = clk.values_recovered
+    detail["fields values"] = fields.values_recovered
+    return AttackResult(worst.attack, worst.reidentified, worst.named, worst.values_recovered, detail)
 
 
 @dataclass(frozen=True)
