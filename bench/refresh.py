@@ -82,6 +82,14 @@ def entity_ids(state: LinkState, clients: dict[str, dict[bytes, str]]) -> dict[R
     return out
 
 
+def members(ids: dict[Record, int]) -> dict[int, frozenset[Record]]:
+    """Each entity id's records."""
+    groups: dict[int, set[Record]] = {}
+    for record, number in ids.items():
+        groups.setdefault(number, set()).add(record)
+    return {number: frozenset(records) for number, records in groups.items()}
+
+
 def f1_of(
     state: LinkState, clients: dict[str, dict[bytes, str]], truth: dict[Record, str]
 ) -> tuple[float, float, float]:
@@ -316,7 +324,15 @@ def run(args: argparse.Namespace, protocol: Protocol, parties: list[str], work: 
             full = min(full, time.perf_counter() - started)
         after = entity_ids(state, clients)
         unchanged = [p for p, value in arrival.items() if value < batch and p not in touched]
-        stable = sum(all(before[r] == after[r] for r in person_records[p] if r in before) for p in unchanged)
+        moved = [p for p in unchanged if any(before[r] != after[r] for r in person_records[p] if r in before)]
+        stable = len(unchanged) - len(moved)
+        # An unchanged person's id may go only when their entity's records changed: a new
+        # or corrected record joined it, or it merged with another entity.
+        members_before, members_after = members(before), members(after)
+        evidence = sum(
+            any(members_before[before[r]] != members_after[after[r]] for r in person_records[p] if r in before)
+            for p in moved
+        )
         same = {frozenset(m) for m in again.entities().values()} == {frozenset(m) for m in state.entities().values()}
         ratios.append(incremental / full)
         print(
@@ -324,7 +340,8 @@ def run(args: argparse.Namespace, protocol: Protocol, parties: list[str], work: 
             f"{sum(summary.withdrawn.values()):,} withdrawn; {summary.pairs_compared:,} pairs compared, "
             f"{summary.records_solved:,} records re-solved, {len(summary.retired):,} ids retired; "
             f"add {incremental:.2f} s vs full re-link {full:.2f} s (ratio {incremental / full:.3f}); "
-            f"unchanged people with unchanged id {stable:,}/{len(unchanged):,} ({stable / len(unchanged):.4%}); "
+            f"unchanged people with unchanged id {stable:,}/{len(unchanged):,} ({stable / len(unchanged):.4%}; "
+            f"of the {len(moved):,} others, {evidence:,} had their entity's records change); "
             f"same entities as the full re-link: {same}"
         )
     last = entity_ids(state, clients)
