@@ -277,8 +277,12 @@ def _unmixed_dice(
     share_a, share_b = counts_a / bits, counts_b / bits
     differ = np.clip((share_a + share_b) * (1 - dice), 0.0, 0.5)
     built_differ = (1 - (1 - 2 * differ) ** (1 / taps)) / 2
-    built_a = (1 - np.clip(1 - 2 * share_a, 0.0, 1.0) ** (1 / taps)) / 2
-    built_b = (1 - np.clip(1 - 2 * share_b, 0.0, 1.0) ** (1 / taps)) / 2
+    # A filter's share of set bits is within binomial noise (1 / sqrt(bits) on 1 - 2 * share)
+    # of one half whenever the built filter is well filled: there, the built share cannot be
+    # read from it, and inverting the noise made the Dice of a diffused CLK near random.
+    floor = 1 / np.sqrt(bits)
+    built_a = (1 - np.clip(1 - 2 * share_a, floor, 1.0) ** (1 / taps)) / 2
+    built_b = (1 - np.clip(1 - 2 * share_b, floor, 1.0) ** (1 / taps)) / 2
     unmixed: np.ndarray = np.clip(1 - built_differ / np.maximum(built_a + built_b, 1e-12), 0.0, 1.0)
     return unmixed
 
@@ -379,16 +383,11 @@ def _compare_batch(
             levels[(a == 0) | (b == 0)] = comparison.missing
             out[:, column] = levels
     apart = salt < 0
-    if any(c.fallback for c in comparisons):
-        # The CLK stands in only where a record lacks the salt field. Where both hold it
-        # and still share no salt, the dates disagree wholly: mostly members of one
-        # household, whose CLKs share a surname and an address.
-        lacking = (features_a.salts[index_a, 0] == 0) | (features_b.salts[index_b, 0] == 0)
     for column, comparison in enumerate(comparisons):
         if comparison.salted:
             out[apart, column] = comparison.missing
         elif comparison.fallback:
-            out[~(apart & lacking), column] = comparison.missing
+            out[~apart, column] = comparison.missing
     return out
 
 

@@ -36,6 +36,7 @@ from linkage.matching.compare import (
     decode_patterns,
     feature_levels,
     features_for,
+    first_shared_salt,
 )
 from linkage.matching.frozen import FrozenModel, oversized_blocks
 from linkage.matching.model import (
@@ -195,15 +196,24 @@ def _same_salt_levels(
 ) -> np.ndarray:
     """Feature levels of random pairs that share a salt: the salted features' only, every other neutral.
 
-    Pairs that agree on the salt field's whole value (a date, when the salt is its year)
-    are left out: within one year, true matches are no longer rare among random pairs,
-    and nearly all of them agree on the whole date.
+    Pairs that agree on more of the salt field than their salt (a date, when the salt is
+    its year) are left out: within one year, true matches are no longer rare among random
+    pairs, and nearly all of them agree on the whole date, or on its day or month beside
+    the year (a typo in the other). Those few among a hundred thousand random pairs rated
+    an address, city and postcode agreeing together three times as likely among
+    non-matches as it is (FEBRL4: u 0.00028 against 0.00008 unsalted).
     """
     index_a, index_b = shared_salt_pairs(pair[0].salts, pair[1].salts, count, rng)
     levels = compare_pairs(pair[0], pair[1], index_a, index_b, comparisons)
     salt_field = next(i for i, c in enumerate(comparisons) if c.salt_part is not None)
-    if comparisons[salt_field].salt_part != "whole":
-        levels = levels[levels[:, salt_field] != comparisons[salt_field].levels - 1]
+    salt = comparisons[salt_field]
+    if salt.salt_part != "whole":
+        keep = levels[:, salt_field] != salt.levels - 1
+        # Shared through the year, a pair may agree on nothing more ("different" dates).
+        through = first_shared_salt(pair[0].salts[index_a], pair[1].salts[index_b])
+        through_year = np.isin(through, [k for k, part in enumerate(salt.salt_parts) if part == "year"])
+        keep &= ~through_year | (levels[:, salt_field] == 0)
+        levels = levels[keep]
     within = feature_levels(levels, features)
     for column, feature in enumerate(features):
         if column not in salted:

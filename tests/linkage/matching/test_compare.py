@@ -1,0 +1,56 @@
+import datetime as dt
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from linkage.agency.hashing import derive_keys
+from linkage.agency.records import RecordEncoder
+from linkage.matching.compare import PartyFeatures, _unmixed_dice, compare_pairs, comparisons_for
+from tests.helpers import SECRET
+
+PERSON = ("wiremu", "rangitoto", dt.date(1975, 4, 12), "m", "48 kowhai grove", "porirua", "5022")
+
+
+def _levels(protocol, rows, pairs):
+    records = RecordEncoder(protocol, derive_keys(SECRET, protocol)).encode(rows)
+    comparisons = comparisons_for(protocol)
+    features = PartyFeatures.from_records(records, comparisons)
+    index_a, index_b = (np.array(side) for side in zip(*pairs, strict=True))
+    names = [c.field.name for c in comparisons]
+    return compare_pairs(features, features, index_a, index_b, comparisons), comparisons, names
+
+
+def test_dates_that_share_no_salt_compare_on_the_clk(protocol):
+    # The same person: the year and the day both mistyped (no salt shared), the date wholly
+    # another (FEBRL4 has 4% of such pairs), then the same date (a salt shared).
+    rows = [PERSON, (*PERSON[:2], dt.date(1957, 4, 21), *PERSON[3:]), PERSON, (*PERSON[:2], None, *PERSON[3:])]
+    levels, comparisons, names = _levels(protocol, rows, [(0, 1), (0, 2), (0, 3)])
+    clk, given_name = names.index("clk"), names.index("given_name")
+    assert levels[0, given_name] == comparisons[given_name].missing
+    # Before, the CLK stood in only where a date was missing: this pair had no evidence
+    # left but its dates' disagreement.
+    top = range(comparisons[clk].levels - 3, comparisons[clk].levels)  # dice >= 0.85, not missing
+    assert levels[0, clk] in top
+    assert levels[1, clk] == comparisons[clk].missing  # a shared salt: the fields decide
+    assert levels[2, clk] in top
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shares=st.tuples(*[st.floats(-1.0, 1.0)] * 4),
+    built_differ=st.floats(0.02, 0.2),
+)
+def test_noise_in_the_bits_set_of_a_full_diffused_filter_does_not_move_its_dice(shares, built_differ):
+    # Filters built over half full: after four taps, 1 - 2 * share is within one binomial
+    # standard error (1 / sqrt(bits)) of 0, and which share a record shows there is noise.
+    bits, taps = 1024, 4
+    noise = 0.5 / np.sqrt(bits)
+    counts = (0.5 - noise * np.abs(np.array(shares))) * bits
+    differ = (1 - (1 - 2 * built_differ) ** taps) / 2
+    dice = 1 - differ / ((counts[[0, 2]] + counts[[1, 3]]) / bits)
+    unmixed = _unmixed_dice(dice, counts[[0, 2]], counts[[1, 3]], np.array([bits]), taps)
+    # Before, the two pairs' Dice (the same built filters but for that noise) were up to
+    # 0.3 apart: from 1 - h (shares read as one half) to 1 - h / 0.58.
+    assert abs(unmixed[0] - unmixed[1]) < 1e-9
+    assert unmixed[0] > 1 - built_differ / 0.5
