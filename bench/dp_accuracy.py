@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from linkage.evaluation.scores import encode_and_link
 from linkage.protocol import Protocol, load_protocol
 from linkage.token_files import write_entities
 from stats.accuracy import quantile_rank_bound
@@ -64,11 +63,18 @@ QUERIES = (
 
 def build_table(protocol: Protocol, people: int, seed: int, folder: Path) -> pl.DataFrame:
     """Synthesise, encode and link; then the entity table as the statistics side builds it."""
+    from linkage.agency.encode import encode_csv
     from linkage.evaluation.synth import synthesise_population
+    from linkage.matching.engine import link, load_inputs
 
     synthesise_population(protocol, people, seed, folder / "data")
-    result, _ = encode_and_link(protocol, SECRET, folder / "data", folder, workers=2)
-    write_entities(result, folder / "entities.csv")
+    outs = []
+    for party in protocol.parties:
+        encode_csv(protocol, party.id, SECRET, folder / "data" / f"{party.id}.csv", folder / party.id, workers=2)
+        outs.append(folder / party.id)
+    # The statistics side counts people in the stable mapping of a frozen model (docs/privacy-unit.md).
+    result = link(protocol, load_inputs(protocol, outs), workers=2, freeze=True)
+    write_entities(result, folder / "entities.csv", stable=True)
     files = [(party.id, folder / party.id / "attributes.csv") for party in protocol.parties]
     return read_entity_table(protocol, folder / "entities.csv", files)
 
