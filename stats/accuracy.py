@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
 import opendp.prelude as dp
@@ -27,9 +28,11 @@ __all__ = [
     "ALPHA",
     "CONFIDENCE",
     "Z",
+    "count_lower",
     "half_width",
     "mean_half_width",
     "noise_variance",
+    "one_sided_width",
     "quantile_interval",
     "quantile_rank_bound",
     "scale_for_half_width",
@@ -82,6 +85,63 @@ def half_width(distribution: str, scale: float) -> int:
     else:
         accuracy = float(dp.discrete_laplacian_scale_to_accuracy(scale, ALPHA))
     return max(0, math.ceil(accuracy) - 1)
+
+
+@functools.lru_cache(maxsize=256)
+def one_sided_width(distribution: str, scale: float, confidence: float = CONFIDENCE) -> int:
+    """The least whole ``h`` with ``P(noise <= h) >= confidence`` for OpenDP's integer noise at ``scale``.
+
+    Exact from the distribution: the discrete Laplace's tail is ``P(X > h) = p^(h+1) / (1 + p)``
+    with ``p = exp(-1/scale)``; the discrete Gaussian's is summed from its probabilities
+    (above :data:`EXACT_GAUSSIAN_UP_TO`, the continuous Gaussian's quantile, rounded up).
+
+    >>> one_sided_width("Integer Laplace", 4.5)  # a count at epsilon=2, 9 rows a person: P(X <= 10) = 0.952
+    10
+    >>> one_sided_width("Integer Gaussian", 1 / math.sqrt(0.2))  # rho=0.1, one row: P(X <= 3) = 0.943
+    4
+    """
+    alpha = 1 - confidence
+    if _gaussian(distribution):
+        if scale > EXACT_GAUSSIAN_UP_TO:
+            return math.ceil(NormalDist().inv_cdf(confidence) * scale)
+        probabilities = _pmf(distribution, scale)
+        reach = len(probabilities) // 2
+        above = np.cumsum(probabilities[::-1])[::-1]  # above[i] = P(X >= i - reach)
+        # the least h with P(X > h) = above[h + 1 + reach] <= alpha (1e-12: the sum's rounding)
+        tails = above[reach + 1 :]
+        return int(np.argmax(tails <= alpha + 1e-12))
+    p = math.exp(-1 / scale)
+    if p == 0:
+        return 0
+    h = max(0, math.ceil(math.log(alpha * (1 + p)) / math.log(p)) - 1)
+    while p ** (h + 1) / (1 + p) > alpha:  # the logarithms' rounding, either way
+        h += 1
+    while h > 0 and p**h / (1 + p) <= alpha:
+        h -= 1
+    return h
+
+
+def count_lower(value: int, two_sided: float, one_sided: float) -> float:
+    """The lower end of a released count's 95% interval, whose upper end is ``value + two_sided``.
+
+    A noisy count is shown as ``max(0, truth + noise)`` (then rounded), so for a small truth
+    a negative noise can never push the shown value below the truth's interval: the interval
+    ``max(0, value - two_sided) .. value + two_sided`` would hold a truth up to ``two_sided``
+    whenever ``noise <= two_sided``, 97.5% of the time, not 95%. Inverting, for each truth
+    ``t``, the acceptance region ``value <= t + one_sided`` when ``t <= two_sided`` and
+    ``|value - t| <= two_sided`` above (Neyman's construction) keeps at least 95% for every
+    truth (``one_sided`` is the one-sided 95% bound of the noise, rounding included) and
+    gives this lower end; the upper end stays ``value + two_sided``. It differs from
+    ``max(0, value - two_sided)`` only for values below ``2 * two_sided``.
+
+    >>> count_lower(0, 13, 10), count_lower(5, 13, 10), count_lower(20, 13, 10)
+    (0.0, 0.0, 10.0)
+    >>> count_lower(25, 13, 10), count_lower(100, 13, 10)  # no truth up to 13 reaches 25 with noise <= 10
+    (14.0, 87.0)
+    """
+    if value <= two_sided + one_sided:
+        return max(0.0, float(value - one_sided))
+    return float(max(two_sided + 1, value - two_sided))
 
 
 EXACT_SUMS_UP_TO = 50.0  # noise scales whose sums of cells are computed exactly (a convolution of pmfs)

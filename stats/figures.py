@@ -22,9 +22,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from stats.accuracy import (
+    count_lower,
     half_width,
     mean_half_width,
     noise_variance,
+    one_sided_width,
     quantile_interval,
     quantile_rank_bound,
     sum_half_width,
@@ -92,13 +94,21 @@ def _cell(key: tuple[Any, ...], value: float | None, width: float | None, note: 
     return Cell(key, value, width, note, bounds.get("lower"), bounds.get("upper"))
 
 
-def _count_cell(rules: OutputRules, key: tuple[Any, ...], value: int | None, width: float) -> Cell:
-    """A published count: rounded, suppressed under the threshold, its interval starting at 0 at the least."""
+def _count_cell(
+    rules: OutputRules, key: tuple[Any, ...], value: int | None, width: float, one_sided: float | None = None
+) -> Cell:
+    """A published count: rounded, suppressed under the threshold, its interval starting at 0 at the least.
+
+    With ``one_sided`` (the noise's one-sided 95% bound, rounding included), a small count's
+    lower end is :func:`stats.accuracy.count_lower`'s: the shown count is never below 0, so
+    the symmetric interval would hold a small truth 97.5% of the time.
+    """
     if value is None:
         return _cell(key, None, width)
     if rules.suppressed(value):
         return _cell(key, None, width, f"suppressed: below {rules.suppress_below}")
-    return _cell(key, value, width, lower=max(0.0, value - width), upper=value + width)
+    lower = max(0.0, value - width) if one_sided is None else count_lower(value, width, one_sided)
+    return _cell(key, value, width, lower=lower, upper=value + width)
 
 
 def _count_notes(rules: OutputRules) -> list[str]:
@@ -114,13 +124,14 @@ def _counts(prepared: Prepared, rows: Rows) -> Answer:
     rules = OutputRules.of(prepared.protocol)
     distribution, scale = prepared.parts["main"].noise("Length")
     width = float(half_width(distribution, scale) + rules.base // 2)
+    one_sided = float(one_sided_width(distribution, scale) + rules.base // 2)
     cells = []
     for key, possible in zip(prepared.keys, prepared.possible, strict=True):
         if not possible:
             cells.append(_cell(key, 0, 0.0, NOBODY, lower=0.0, upper=0.0))
             continue
         noisy = rows.get(key, {}).get("len")
-        cells.append(_count_cell(rules, key, None if noisy is None else rules.rounded(noisy), width))
+        cells.append(_count_cell(rules, key, None if noisy is None else rules.rounded(noisy), width, one_sided))
     return _answer(prepared, cells, [], "OpenDP accuracy of the count's noise", _count_notes(rules))
 
 
@@ -136,6 +147,7 @@ def _overlap(prepared: Prepared, rows: Rows) -> Answer:
     cells: list[Cell] = []
     derived: list[Cell] = []
     single = float(half_width(distribution, scale) + rules.base // 2)
+    one_sided = float(one_sided_width(distribution, scale) + rules.base // 2)
     for outer, by_pattern in groups.items():
         live = [p for p in patterns if by_pattern[p][0]]
         counts: dict[str, int | None] = dict.fromkeys(patterns, 0)
@@ -151,7 +163,8 @@ def _overlap(prepared: Prepared, rows: Rows) -> Answer:
             elif hidden:
                 cells.append(_cell((*outer, pattern), None, single, f"suppressed: below {rules.suppress_below}"))
             else:
-                cells.append(_count_cell(rules, (*outer, pattern), counts[pattern], single))
+                # the projection never raises a cell above its clamped noisy count, so the one-sided bound holds
+                cells.append(_count_cell(rules, (*outer, pattern), counts[pattern], single, one_sided))
         sums = [[i for i, p in enumerate(patterns) if parties is None or set(parties) <= set(p.split("+"))]
                 for parties in [*party_sets, None]]  # fmt: skip
         values = [_or(counts[p], 0) for p in patterns]
