@@ -590,7 +590,7 @@ def put_batch(client: TestClient, project_id: str, token: str, body: bytes) -> A
 
 
 def write_attributes(source: Path, tokens: Sequence[str], renamed: dict[str, str], dest: Path) -> Path:
-    """An attributes.csv for exactly ``tokens``, from an encode folder's; ``renamed`` maps a new token to its source's."""
+    """An attributes.csv for exactly ``tokens``; ``renamed`` maps a new token to the token whose row it copies."""
     lines = (source / "attributes.csv").read_text().splitlines()
     by_token = {line.split(",", 1)[0]: line.split(",", 1)[1] for line in lines[1:]}
     rows = [f"{token},{by_token[renamed.get(token, token)]}" for token in sorted(tokens)]

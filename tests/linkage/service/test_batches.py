@@ -19,9 +19,13 @@ from tests.helpers import (
     batch_body,
     bearer,
     create_project,
+    dump_tables,
+    found_in_folder,
     put_attributes,
     put_batch,
     put_encodings,
+    record_bytes,
+    store_urls,
     upload_all,
     write_attributes,
     write_encodings,
@@ -289,15 +293,27 @@ def test_a_batch_on_a_project_never_linked_is_refused(client, agencies):
     assert _intact(store, project_id) == before
 
 
-def test_an_erasure_drops_the_state_and_the_next_batch_run_rebuilds_it(backend_config, protocol, agencies, tmp_path):
-    with TestClient(create_app(backend_config(run_worker=False))) as client:
-        project_id, credentials, *_, store, _ = service_quarters(client, protocol, agencies, tmp_path)
+def test_remove_party_after_batches_leaves_no_byte_and_the_next_batch_run_rebuilds(
+    backend_config, protocol, agencies, tmp_path
+):
+    config = backend_config(run_worker=False)
+    with TestClient(create_app(config)) as client:
+        project_id, credentials, _, batches, *_, store, _ = service_quarters(client, protocol, agencies, tmp_path)
+        haven_tokens, haven_bytes = record_bytes(agencies["haven"], [agencies["msd"], agencies["police"]])
+        # The corrections copy other agencies' encodings: those bytes are the correcting party's now.
+        copied = {clk.tobytes() for quarter in batches for records, _ in quarter.values() for clk in records["clk"]}
+        haven_bytes = [piece for piece in haven_bytes if piece not in copied]
+        haven_tokens += _hex(batches[0]["haven"][0])
         state_file = store.link_state(project_id).path
         assert state_file.exists()
+        assert found_in_folder(config.data_dir / "states", haven_tokens, haven_bytes), "the search finds them"
         response = client.delete(f"/projects/{project_id}/parties/haven", headers=ADMIN)
         assert response.status_code == 200, response.text
         assert store.link_state(project_id) is None and not state_file.exists()
         assert not list(store.state_dir.iterdir())
+        assert found_in_folder(config.data_dir, haven_tokens, haven_bytes) == []
+        tables = "\n".join(dump_tables(url, schema) for url, schema in store_urls(config))
+        assert [token for token in haven_tokens if token in tables] == []
         tokens = [
             r["token"]
             for r in client.get(f"/projects/{project_id}/results", headers=bearer(credentials["msd"])).json()["records"]
