@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from linkage.encodings import EncodingsWriter, read_encodings
-from linkage.errors import Conflict, InputError
+from linkage.errors import Conflict, InputError, PprlError
 from linkage.file_modes import private_opener, shred_file
 from linkage.matching.engine import LinkResult, load_inputs
 from linkage.matching.entity_ids import carry_ids
@@ -324,9 +324,13 @@ def link_batches(
 ) -> BatchRun:
     """Link a run's pending batches: incrementally from the project's state, or from its current lists once.
 
+    The state is used when the pending batches lead from the uploads it was made of to the
+    run's inputs; otherwise (no state yet, an erasure dropped it, an upload was replaced),
+    or if the state refuses a batch, the run's inputs (the merged uploads) are linked once
+    with the frozen model and the previous run's entity ids carried over.
+
     Raises:
-        InputError, MismatchError: a batch the state cannot take (see
-            :func:`~linkage.matching.refresh.refresh_state`).
+        Conflict: the project has no frozen model (it was never linked).
     """
     protocol = store.protocol(project_id)
     pending = store.batches(project_id, pending=True)
@@ -335,44 +339,46 @@ def link_batches(
         raise Conflict(f"project {project_id!r} has no frozen model; a full run makes it (`pprl run`)")
     model = FrozenModel.from_json(document, protocol, source="the project's model")
     record = store.link_state(project_id)
-    state = None
+    batch_ids = tuple(batch.id for batch in pending)
     if record is not None and record.path.exists() and _chained(store, run_id, record.run_id, pending):
-        state = read_state(record.path, protocol)
-    compared = retired = 0
-    if state is None:
-        encodings = load_inputs(protocol, [path for _, path in store.run_inputs(run_id)])
-        fresh = start_state(protocol, encodings, model=model, on_progress=on_progress)
-        latest = store.latest_done_run(project_id)
-        previous = store.entity_ids(latest.id) if latest is not None else {}
-        before = [
-            np.array([previous.get((party, t), -1) for t in _token_hex(fresh.records[i]["token"])], dtype=np.int64)
-            for i, party in enumerate(fresh.parties)
-        ]
-        ids, following, gone = carry_ids(
-            list(fresh.entities().values()), before, next_entity_after(store, project_id, previous)
-        )
-        state = replace(fresh, entity=ids, next_entity=following)
-        retired = len(gone)
-        incremental = False
-    else:
-        for batch in pending:
-            files = []
-            if batch.body_sha256 is not None:
-                files = [read_encodings(store.blob_path(batch.body_sha256), shown_as=f"the batch of {batch.party}")]
-            state, summary = refresh_state(
-                protocol, state, files, {batch.party: list(batch.tokens)}, on_progress=on_progress
-            )
-            compared += summary.pairs_compared
-            retired += len(summary.retired)
-        incremental = True
-    return BatchRun(
-        state=state,
-        rows=state_rows(state),
-        batch_ids=tuple(batch.id for batch in pending),
-        incremental=incremental,
-        pairs_compared=compared,
-        retired=retired,
+        try:
+            state = read_state(record.path, protocol)
+            compared = retired = 0
+            for batch in pending:
+                files = []
+                if batch.body_sha256 is not None:
+                    shown = f"the batch of {batch.party}"
+                    files = [read_encodings(store.blob_path(batch.body_sha256), shown_as=shown)]
+                state, summary = refresh_state(
+                    protocol, state, files, {batch.party: list(batch.tokens)}, on_progress=on_progress
+                )
+                compared += summary.pairs_compared
+                retired += len(summary.retired)
+            return BatchRun(state, state_rows(state), batch_ids, True, compared, retired)
+        except PprlError:
+            # The uploads hold every batch already: linking them once gives the same entities.
+            pass
+    state, retired = _rebuild(store, project_id, run_id, model, on_progress)
+    return BatchRun(state, state_rows(state), batch_ids, False, 0, retired)
+
+
+def _rebuild(
+    store: LinkageStore, project_id: str, run_id: int, model: FrozenModel, on_progress: ProgressCallback | None
+) -> tuple[LinkState, int]:
+    """A state of the run's inputs under the frozen model, with the previous run's entity ids carried over."""
+    protocol = store.protocol(project_id)
+    encodings = load_inputs(protocol, [path for _, path in store.run_inputs(run_id)])
+    fresh = start_state(protocol, encodings, model=model, on_progress=on_progress)
+    latest = store.latest_done_run(project_id)
+    previous = store.entity_ids(latest.id) if latest is not None else {}
+    before = [
+        np.array([previous.get((party, t), -1) for t in _token_hex(fresh.records[i]["token"])], dtype=np.int64)
+        for i, party in enumerate(fresh.parties)
+    ]
+    ids, following, gone = carry_ids(
+        list(fresh.entities().values()), before, next_entity_after(store, project_id, previous)
     )
+    return replace(fresh, entity=ids, next_entity=following), len(gone)
 
 
 def state_rows(state: LinkState) -> list[tuple[int, str, str]]:

@@ -256,7 +256,7 @@ class RunWorker:
         how = (
             f"incrementally, {outcome.pairs_compared} pairs compared"
             if outcome.incremental
-            else "from the current lists with the frozen model (the project's first batch run)"
+            else "from the current lists with the frozen model (no usable linkage state yet)"
         )
         self._audit(
             SERVICE_ACTOR,

@@ -174,7 +174,7 @@ def test_batches_link_as_the_local_refresh_and_keep_untouched_ids(backend_config
         assert all(kept[frozenset(members)] == entity for entity, members in same), "an untouched entity's id moved"
 
         details = [line.detail for line in store.audit_entries(project_id=project_id) if line.action == "run.done"]
-        assert "first batch run" in details[1] and "incrementally" in details[2], details
+        assert "no usable linkage state" in details[1] and "incrementally" in details[2], details
         assert store.link_state(project_id).run_id == store.run(project_id, 3).id
         assert all(batch.status == "linked" and not batch.tokens for batch in store.batches(project_id))
 
@@ -323,4 +323,16 @@ def test_remove_party_after_batches_leaves_no_byte_and_the_next_batch_run_rebuil
         assert link(client, project_id)["status"] == "done"
         assert store.link_state(project_id) is not None
         details = [line.detail for line in store.audit_entries(project_id=project_id) if line.action == "run.done"]
-        assert "first batch run" in details[-1]
+        assert "no usable linkage state" in details[-1]
+
+
+def test_a_damaged_state_is_rebuilt_from_the_uploads(client, protocol, agencies, tmp_path):
+    project_id, credentials, _, _, _, _, held, store, _ = service_quarters(client, protocol, agencies, tmp_path)
+    store.link_state(project_id).path.write_bytes(b"not a state")
+    response = put_batch(client, project_id, credentials["police"], batch_body(None, held["police"][:2]))
+    assert response.status_code == 201, response.text
+    assert link(client, project_id)["status"] == "done"
+    details = [line.detail for line in store.audit_entries(project_id=project_id) if line.action == "run.done"]
+    assert "no usable linkage state" in details[-1]
+    linked = {token for chunk in store.entity_rows(store.latest_done_run(project_id).id) for _, _, token in chunk}
+    assert linked.isdisjoint(held["police"][:2]), "the withdrawn records are gone all the same"
