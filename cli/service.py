@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from cli.common import PprlGroup, progress
+from linkage.encodings import ENCODINGS_FILE
 from linkage.errors import SecretError
 from linkage.free_text import escape_text
 from linkage.protocol import load_protocol
@@ -28,7 +29,9 @@ from linkage.service.client import (
     ServiceClient,
     credential_files,
     read_tokens_file,
+    read_withdrawal_tokens,
     upload_files,
+    write_changes,
     write_credentials,
     write_shared,
 )
@@ -312,16 +315,60 @@ def project_add_analyst(
 @token_file_option
 @click.argument("out_dir", metavar="OUTDIR", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--replace", is_flag=True, help="Replace different encodings or attributes uploaded before.")
+@click.option(
+    "--batch",
+    is_flag=True,
+    help="Add OUTDIR's encodings (new and corrected clients) to a linked project instead; the next run "
+    "compares only them (docs/refresh.md).",
+)
+@click.option(
+    "--withdraw",
+    "withdraw_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="With --batch: tokens to withdraw in the same batch (keymap.csv rows or one token per line); a "
+    "corrected client is its new record plus its old token here.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def upload(server: str, token_file: Path | None, out_dir: Path, replace: bool, quiet: bool) -> None:
+def upload(
+    server: str,
+    token_file: Path | None,
+    out_dir: Path,
+    replace: bool,
+    batch: bool,
+    withdraw_file: Path | None,
+    quiet: bool,
+) -> None:
     """Send your encodings to the linkage side and your attributes to the statistics side.
 
     OUTDIR is the folder `pprl encode` wrote; keymap.csv never leaves it. The same files
     again change nothing; different files are refused unless --replace. A stopped upload
-    stores nothing.
+    stores nothing. With --batch, OUTDIR holds only new and corrected clients (its
+    encodings.pprl may be missing for withdrawals only), and only the encodings are sent.
 
     Example: pprl upload --server http://127.0.0.1:8000 --token-file msd.token msd-out
     """
+    if withdraw_file is not None and not batch:
+        raise click.UsageError("--withdraw goes with --batch (or use `pprl withdraw` to erase records)")
+    if batch:
+        if replace:
+            raise click.UsageError("--replace replaces a whole list; a batch adds to it: pass one of them")
+        encodings = out_dir / ENCODINGS_FILE
+        withdraw = read_withdrawal_tokens(withdraw_file) if withdraw_file is not None else []
+        with ServiceClient(server, read_token(token_file)) as client:
+            with progress(f"uploading the batch in {out_dir}", quiet=quiet) as on_progress:
+                added = client.upload_batch(
+                    encodings if encodings.is_file() else None, withdraw, on_progress=on_progress
+                )
+        click.echo(
+            f"batch {added.batch_id}: {added.added} added, {added.corrected} corrected, {added.withdrawn} "
+            f"withdrawn; {added.record_count} records for {added.party}, linked by the next run (`pprl run`)"
+        )
+        click.echo(
+            "Note: attributes are not sent with a batch; the statistics side counts your new clients once you "
+            "upload your whole attributes.csv",
+            err=True,
+        )
+        return
     with ServiceClient(server, read_token(token_file)) as client:
         receipts = []
         for kind, path in upload_files(out_dir):
@@ -385,9 +432,19 @@ def status(server: str, token_file: Path | None, project_id: str | None, run_id:
 @server_option
 @token_file_option
 @click.option(
-    "--keymap", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Your keymap.csv."
+    "--keymap",
+    required=True,
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Your keymap.csv; repeat it for each batch's key map.",
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="CSV to write.")
+@click.option(
+    "--changes-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write what changed for your clients since your last download (new links, retired entity ids, "
+    "withdrawn) to this CSV.",
+)
 @click.option("--serious-threat", is_flag=True, help="Invoke the serious-threat exception for named tokens.")
 @click.option("--reason", help="Why disclosure prevents a serious threat (written to the audit log).")
 @click.option(
@@ -400,8 +457,9 @@ def status(server: str, token_file: Path | None, project_id: str | None, run_id:
 def results(
     server: str,
     token_file: Path | None,
-    keymap: Path,
+    keymap: tuple[Path, ...],
     out: Path,
+    changes_out: Path | None,
     serious_threat: bool,
     reason: str | None,
     tokens_file: Path | None,
@@ -440,8 +498,16 @@ def results(
             f"`pprl results --request {released.request_id} ...`. Nothing was written."
         )
         return
-    summary = write_shared(released, keymap, out)
+    summary = write_shared(released, list(keymap), out)
     click.echo(f"run {released.run_id}: {summary.clients} of your clients are also known to other parties -> {out}")
+    if changes_out is not None:
+        count = write_changes(released, list(keymap), changes_out)
+        since = (
+            f"since your download of run {released.changes_since_run}"
+            if released.changes_since_run is not None
+            else "(your first download: nothing to compare with)"
+        )
+        click.echo(f"{count} change(s) {since} -> {changes_out}")
     if not released.records and not serious_threat:
         click.echo(
             "Note: a client is listed only where consent is set at both ends; check that every party "
@@ -450,8 +516,8 @@ def results(
         )
     if summary.unknown_tokens:
         click.echo(
-            f"Warning: {summary.unknown_tokens} released token(s) are not in {keymap}; is it the key map of the "
-            "encodings you uploaded?",
+            f"Warning: {summary.unknown_tokens} released token(s) are not in {', '.join(map(str, keymap))}; are "
+            "they the key maps of the encodings you uploaded?",
             err=True,
         )
 

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from linkage.errors import Forbidden, PayloadTooLarge, PprlError, SecretError, Unauthorized
 from linkage.file_modes import private_dir
-from linkage.service.api import audit, erasure, projects, results, runs, uploads
+from linkage.service.api import audit, batches, erasure, projects, results, runs, uploads
 from linkage.service.store import LinkageStore
 from linkage.service.worker import RunWorker, recover
 from linkage.web import RefusalTally, record
@@ -394,6 +394,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     for router in (
         projects.router,
         uploads.router,
+        batches.router,
         attributes.router,
         runs.router,
         results.router,

@@ -573,3 +573,26 @@ def found_in_folder(folder: Path, tokens: Sequence[str], pieces: Sequence[bytes]
             if hits:
                 found.append(f"{path.relative_to(folder)}: {hits}")
     return found
+
+
+BATCH_HEADERS = {"Content-Type": "application/vnd.pprl.batch"}
+
+
+def batch_body(encodings: Path | None, withdraw: Sequence[str] = ()) -> bytes:
+    """A ``pprl upload --batch`` request body: the magic line, the withdrawals, the batch's encodings."""
+    head = b"PPRLBATCH1\n" + json.dumps({"withdraw": list(withdraw)}).encode() + b"\n"
+    return head + (encodings.read_bytes() if encodings is not None else b"")
+
+
+def put_batch(client: TestClient, project_id: str, token: str, body: bytes) -> Any:
+    """PUT a party's batch."""
+    return client.put(f"/projects/{project_id}/batches", content=body, headers={**bearer(token), **BATCH_HEADERS})
+
+
+def write_attributes(source: Path, tokens: Sequence[str], renamed: dict[str, str], dest: Path) -> Path:
+    """An attributes.csv for exactly ``tokens``; ``renamed`` maps a new token to the token whose row it copies."""
+    lines = (source / "attributes.csv").read_text().splitlines()
+    by_token = {line.split(",", 1)[0]: line.split(",", 1)[1] for line in lines[1:]}
+    rows = [f"{token},{by_token[renamed.get(token, token)]}" for token in sorted(tokens)]
+    dest.write_text("\n".join([lines[0], *rows]) + "\n")
+    return dest

@@ -10,11 +10,12 @@ machine, with the key map that never leaves it.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ from linkage.token_files import read_keymap
 __all__ = [
     "ATTRIBUTES_FILE",
     "AuditLine",
+    "BatchReceipt",
     "ChainStatus",
+    "Change",
     "ErasureSummary",
     "Identity",
     "NewAnalyst",
@@ -61,6 +64,7 @@ __all__ = [
     "upload_files",
     "read_tokens_file",
     "read_withdrawal_tokens",
+    "write_changes",
     "write_credentials",
     "write_shared",
 ]
@@ -68,6 +72,8 @@ __all__ = [
 ATTRIBUTES_FILE = "attributes.csv"
 MAX_WITHDRAWAL_TOKENS = 20_000
 CHUNK_BYTES = 1 << 20
+BATCH_MAGIC = b"PPRLBATCH1\n"  # linkage.service.batches.BATCH_MAGIC: the client never imports the service
+BATCH_MEDIA_TYPE = "application/vnd.pprl.batch"
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 _ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 ProgressCallback = Callable[[int, int], None]
@@ -191,13 +197,40 @@ class SharedToken:
 
 
 @dataclass(frozen=True)
+class Change:
+    """A change for one of the caller's tokens since its last download (see the results route)."""
+
+    token: str
+    kind: str
+    parties: tuple[str, ...] = ()
+    entity_id: int | None = None
+    retired_entity_id: int | None = None
+
+
+@dataclass(frozen=True)
 class Results:
-    """Record-level results for the calling party."""
+    """Record-level results for the calling party; ``changes`` since its last download (run ``changes_since_run``)."""
 
     run_id: int
     party: str
     records: tuple[SharedToken, ...]
     parties: Mapping[str, str]
+    entity_ids: Mapping[str, int] = field(default_factory=dict)
+    changes_since_run: int | None = None
+    changes: tuple[Change, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchReceipt:
+    """A batch as the service stored it (pending until the next run)."""
+
+    batch_id: int
+    party: str
+    status: str
+    added: int
+    corrected: int
+    withdrawn: int
+    record_count: int
 
 
 @dataclass(frozen=True)
@@ -381,6 +414,61 @@ class ServiceClient:
             self.upload_file(kind, path, replace=replace, on_progress=on_progress(path.name) if on_progress else None)
             for kind, path in upload_files(out_dir)
         ]
+
+    def upload_batch(
+        self,
+        encodings: Path | None,
+        withdraw: Sequence[str] = (),
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> BatchReceipt:
+        """Send a batch to a linked project: an ``encodings.pprl`` of new and corrected records, withdrawals, or both.
+
+        Raises:
+            InputError: nothing to send, or the file cannot be read.
+        """
+        if encodings is None and not withdraw:
+            raise InputError("the batch is empty: pass the batch's encodings, tokens to withdraw, or both")
+        if len(withdraw) > MAX_WITHDRAWAL_TOKENS:
+            raise InputError(
+                f"{len(withdraw)} tokens to withdraw, more than the {MAX_WITHDRAWAL_TOKENS} one batch takes; "
+                "send the rest in another batch"
+            )
+        head = BATCH_MAGIC + json.dumps({"withdraw": list(withdraw)}).encode("ascii") + b"\n"
+        try:
+            size = encodings.stat().st_size if encodings is not None else 0
+        except OSError as exc:
+            raise InputError(
+                f"{encodings}: cannot read it ({exc.strerror}); pass the folder `pprl encode` wrote"
+            ) from exc
+        total = len(head) + size
+
+        def chunks() -> Iterator[bytes]:
+            yield head
+            sent = len(head)
+            if encodings is not None:
+                with encodings.open("rb") as handle:
+                    while chunk := handle.read(CHUNK_BYTES):
+                        sent += len(chunk)
+                        yield chunk
+                        if on_progress:
+                            on_progress(sent, total)
+
+        body, _ = self._request(
+            "PUT",
+            f"/projects/{self._project()}/batches",
+            content=chunks(),
+            headers={"Content-Type": BATCH_MEDIA_TYPE, "Content-Length": str(total)},
+        )
+        return BatchReceipt(
+            body["batch_id"],
+            body["party"],
+            body["status"],
+            body["added"],
+            body["corrected"],
+            body["withdrawn"],
+            body["record_count"],
+        )
 
     def start_run(self, project_id: str | None = None) -> RunStatus:
         """Queue a linkage run (or get the one already queued or running); ``project_id`` for the admin secret."""
@@ -579,6 +667,12 @@ def _results(body: Mapping[str, Any]) -> Results:
         party=body["party"],
         records=tuple(SharedToken(r["token"], tuple(r["shared_with"])) for r in body["records"]),
         parties=dict(body["parties"]),
+        entity_ids=dict(body.get("entity_ids", {})),
+        changes_since_run=body.get("changes_since_run"),
+        changes=tuple(
+            Change(c["token"], c["kind"], tuple(c["parties"]), c["entity_id"], c["retired_entity_id"])
+            for c in body.get("changes", [])
+        ),
     )
 
 
@@ -665,7 +759,7 @@ def read_withdrawal_tokens(path: Path) -> list[str]:
     return tokens
 
 
-def write_shared(results: Results, keymap_path: Path, out_path: Path) -> SharedSummary:
+def write_shared(results: Results, keymap_path: Path | Sequence[Path], out_path: Path) -> SharedSummary:
     """Write ``client_id,shared_with`` for the released tokens, via the local key map.
 
     ``shared_with`` lists the other parties' ids separated by ``;``. Written to a
@@ -674,14 +768,7 @@ def write_shared(results: Results, keymap_path: Path, out_path: Path) -> SharedS
     Raises:
         InputError: the key map cannot be read.
     """
-    try:
-        keymap = read_keymap(keymap_path)
-    except OSError as exc:
-        raise InputError(
-            f"{keymap_path}: cannot read the key map ({exc.__class__.__name__}); pass the keymap.csv "
-            "`pprl encode` wrote for the encodings you uploaded",
-            path=str(keymap_path),
-        ) from exc
+    keymap = _read_keymaps([keymap_path] if isinstance(keymap_path, Path) else keymap_path)
     rows = [(keymap[item.token], ";".join(item.shared_with)) for item in results.records if item.token in keymap]
     unknown = sum(1 for item in results.records if item.token not in keymap)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
@@ -691,6 +778,50 @@ def write_shared(results: Results, keymap_path: Path, out_path: Path) -> SharedS
         writer.writerows(sorted(rows))
     tmp.replace(out_path)
     return SharedSummary(out_path, len(rows), unknown)
+
+
+def write_changes(results: Results, keymap_paths: Sequence[Path], out_path: Path) -> int:
+    """Write ``client_id,change,parties,entity_id,retired_entity_id`` for the changes since the last download.
+
+    The key maps of every ``pprl encode`` whose tokens may appear (the first list's and each
+    batch's) are read together; a token in none of them is written as ``token:HEX``.
+    Written to a temporary file (0600) and renamed. Returns the number of rows.
+
+    Raises:
+        InputError: a key map cannot be read.
+    """
+    keymap = _read_keymaps(keymap_paths)
+    rows = [
+        (
+            keymap.get(change.token, f"token:{change.token}"),
+            change.kind,
+            ";".join(change.parties),
+            "" if change.entity_id is None else str(change.entity_id),
+            "" if change.retired_entity_id is None else str(change.retired_entity_id),
+        )
+        for change in results.changes
+    ]
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8", opener=private_opener) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["client_id", "change", "parties", "entity_id", "retired_entity_id"])
+        writer.writerows(sorted(rows))
+    tmp.replace(out_path)
+    return len(rows)
+
+
+def _read_keymaps(paths: Sequence[Path]) -> dict[str, str]:
+    keymap: dict[str, str] = {}
+    for path in paths:
+        try:
+            keymap.update(read_keymap(path))
+        except OSError as exc:
+            raise InputError(
+                f"{path}: cannot read the key map ({exc.__class__.__name__}); pass the keymap.csv files "
+                "`pprl encode` wrote for the encodings you uploaded",
+                path=str(path),
+            ) from exc
+    return keymap
 
 
 def credential_files(out_dir: Path, roles: Sequence[str]) -> dict[str, Path]:

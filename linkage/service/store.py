@@ -64,8 +64,11 @@ __all__ = [
     "ACTIVE_STATUSES",
     "ANALYST",
     "AuditEntry",
+    "BatchRecord",
     "Credential",
+    "DownloadRecord",
     "ErasureRecord",
+    "LinkStateRecord",
     "LinkageStore",
     "ProjectRecord",
     "RunRecord",
@@ -229,6 +232,61 @@ erasures = Table(
     # What was erased, in counts (and a withdrawal's token-set digest): the audit line's detail.
     Column("summary", Text, nullable=False),
     sqlite_autoincrement=True,
+)
+# A party's batch (``pprl upload --batch``): its new and corrected records and its withdrawals,
+# merged into its upload at once (the upload stays the party's whole current list) and kept
+# pending until a run links it incrementally (linkage.service.batches).
+batches = Table(
+    "batches",
+    _metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", String(32), ForeignKey("projects.id"), nullable=False),
+    Column("party", String(32), nullable=False),
+    # pending (not linked yet) or linked.
+    Column("status", String(16), nullable=False),
+    # The batch's records as an encodings blob (None: withdrawals only); shredded once linked.
+    Column("body_sha256", String(64)),
+    # The party's upload before and after the batch: a run links batches incrementally only
+    # when they chain from the upload its link state was made from to the current one.
+    Column("base_sha256", String(64), nullable=False),
+    Column("result_sha256", String(64), nullable=False),
+    Column("added", Integer, nullable=False),
+    Column("corrected", Integer, nullable=False),
+    Column("withdrawn", Integer, nullable=False),
+    # JSON: the withdrawn tokens, only while pending.
+    Column("tokens", Text),
+    Column("uploaded_at", DateTime(timezone=True), nullable=False),
+    Column("run_id", Integer),
+    sqlite_autoincrement=True,
+)
+# The project's linkage state (linkage.matching.link_state) after its latest batch run: a
+# file under DATA_DIR/states, as sensitive as the encodings; dropped by any erasure.
+link_states = Table(
+    "link_states",
+    _metadata,
+    Column("project_id", String(32), ForeignKey("projects.id"), primary_key=True),
+    Column("run_id", Integer, nullable=False),
+    Column("name", String(80), nullable=False),
+    Column("next_entity", BigInteger, nullable=False),
+)
+# What each party was given at its last results download: per released token, its entity id
+# and the parties it was shared with; the next download lists what changed since.
+downloads = Table(
+    "downloads",
+    _metadata,
+    Column("project_id", String(32), ForeignKey("projects.id"), primary_key=True),
+    Column("party", String(32), primary_key=True),
+    Column("token", String(32), primary_key=True),
+    Column("entity_id", Integer, nullable=False),
+    Column("shared_with", Text, nullable=False),
+)
+download_runs = Table(
+    "download_runs",
+    _metadata,
+    Column("project_id", String(32), ForeignKey("projects.id"), primary_key=True),
+    Column("party", String(32), primary_key=True),
+    Column("run_number", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
 )
 AUDIT_CHAIN = "audit"
 MAX_DETAIL_CHARS = 2000
@@ -408,6 +466,47 @@ class ThreatRequest:
         return [hashlib.sha256(token.encode("ascii")).hexdigest() for token in self.tokens]
 
 
+@dataclass(frozen=True)
+class BatchRecord:
+    """A party's batch: counts, the upload before and after it, and whether a run linked it.
+
+    ``tokens`` holds a pending batch's withdrawn tokens (empty once linked).
+    """
+
+    id: int
+    project_id: str
+    party: str
+    status: str
+    body_sha256: str | None
+    base_sha256: str
+    result_sha256: str
+    added: int
+    corrected: int
+    withdrawn: int
+    tokens: tuple[str, ...]
+    uploaded_at: datetime
+    run_id: int | None
+
+
+@dataclass(frozen=True)
+class LinkStateRecord:
+    """Where the project's linkage state is kept and which run it reflects."""
+
+    project_id: str
+    run_id: int
+    path: Path
+    next_entity: int
+
+
+@dataclass(frozen=True)
+class DownloadRecord:
+    """What a party was given at its last results download: per token, entity id and shared-with parties."""
+
+    run_number: int
+    at: datetime
+    tokens: Mapping[str, tuple[int, tuple[str, ...]]]
+
+
 def check_upload(
     protocol: Protocol,
     party: str,
@@ -459,6 +558,7 @@ class LinkageStore(Database):
     def __init__(self, data_dir: Path, url: str | None = None, *, schema: str | None = "pprl_linkage") -> None:
         self.data_dir = private_dir(Path(data_dir))
         self.blob_dir = private_dir(self.data_dir / "blobs")
+        self.state_dir = private_dir(self.data_dir / "states")
         super().__init__(url or f"sqlite:///{self.data_dir / 'linkage.db'}", schema, _metadata)
         self._protocols: dict[str, Protocol] = {}
         # Uploads move files and rows together; one at a time keeps the pair consistent.
@@ -642,6 +742,9 @@ class LinkageStore(Database):
     def _drop_blob_if_unused(self, body_sha256: str) -> None:
         with self._read() as conn:
             used = conn.execute(select(func.count()).where(uploads.c.body_sha256 == body_sha256)).scalar_one()
+            used += conn.execute(
+                select(func.count()).where(batches.c.body_sha256 == body_sha256, batches.c.status == "pending")
+            ).scalar_one()
         if not used:
             shred_file(self.blob_path(body_sha256))
 
@@ -654,6 +757,10 @@ class LinkageStore(Database):
             kept = set(conn.execute(select(uploads.c.body_sha256)).scalars())
         # A pending withdrawal's new blob is referenced by its journal line until it is done.
         kept |= {str(e.plan["upload"]["body_sha256"]) for e in self.pending_erasures() if e.plan}
+        with self._read() as conn:
+            # A pending batch's records wait for the run that links them.
+            kept |= set(conn.execute(select(batches.c.body_sha256).where(batches.c.status == "pending")).scalars())
+            states = set(conn.execute(select(link_states.c.name)).scalars())
         removed = 0
         for path in self.blob_dir.iterdir():
             if path.name not in kept:
@@ -661,6 +768,10 @@ class LinkageStore(Database):
                 removed += 1
             else:
                 path.chmod(0o600)
+        for path in self.state_dir.iterdir():
+            if path.name not in states:
+                shred_file(path)
+                removed += 1
         return removed
 
     def fill_tokens_sha256(self) -> list[UploadRecord]:
@@ -840,16 +951,20 @@ class LinkageStore(Database):
         with self._write() as conn:
             conn.execute(update(runs).where(runs.c.id == run_id, runs.c.status == "running").values(progress=progress))
 
-    def store_entities(self, run_id: int, result: LinkResult) -> tuple[int, int]:
+    def store_entities(
+        self, run_id: int, result: LinkResult, entity_ids: Sequence[int] | None = None
+    ) -> tuple[int, int]:
         """Store a running run's entities in one transaction, replacing those of an interrupted attempt.
 
         Its stable mapping too, and, if the project has no frozen model yet, the model the
         run froze. They become results only when :meth:`finish_run` marks the run done.
+        ``entity_ids`` gives each of ``result.entities`` its id (carried over from the
+        previous run, :func:`linkage.service.batches.carry_run_ids`); ``None`` numbers them 1, 2, ...
 
         Returns:
             The number of entities and of records in them.
         """
-        rows = _entity_rows(run_id, result, result.entities)
+        rows = _entity_rows(run_id, result, result.entities, entity_ids)
         stable = _entity_rows(run_id, result, result.stable.entities) if result.stable is not None else []
         with self._write() as conn:
             conn.execute(delete(entities).where(entities.c.run_id == run_id))
@@ -867,16 +982,45 @@ class LinkageStore(Database):
             )
         return len(result.entities), len(rows)
 
-    def finish_run(self, run_id: int) -> RunRecord:
+    def finish_run(
+        self, run_id: int, *, state: tuple[str, int] | None = None, batch_ids: Sequence[int] = ()
+    ) -> RunRecord:
         """Mark a run done: its entities become the project's results, in one transaction.
 
-        The entities of the project's earlier runs are dropped in the same transaction.
+        The entities of the project's earlier runs are dropped in the same transaction, and
+        so is the project's linkage state unless the run made a new one (``state``: its
+        file name under :attr:`state_dir` and the next entity id); the batches it linked
+        (``batch_ids``) are marked linked. The files no row names any more are shredded after.
         """
         with self._write() as conn:
             row = conn.execute(select(runs).where(runs.c.id == run_id)).one()
             earlier = select(runs.c.id).where(runs.c.project_id == row.project_id, runs.c.id != run_id)
             conn.execute(delete(entities).where(entities.c.run_id.in_(earlier)))
             conn.execute(delete(stable_entities).where(stable_entities.c.run_id.in_(earlier)))
+            old_state = conn.execute(
+                select(link_states.c.name).where(link_states.c.project_id == row.project_id)
+            ).scalar_one_or_none()
+            conn.execute(delete(link_states).where(link_states.c.project_id == row.project_id))
+            if state is not None:
+                conn.execute(
+                    insert(link_states).values(
+                        project_id=row.project_id, run_id=run_id, name=state[0], next_entity=state[1]
+                    )
+                )
+            blobs = []
+            if batch_ids:
+                blobs = [
+                    sha
+                    for sha in conn.execute(
+                        select(batches.c.body_sha256).where(batches.c.id.in_(list(batch_ids)))
+                    ).scalars()
+                    if sha
+                ]
+                conn.execute(
+                    update(batches)
+                    .where(batches.c.id.in_(list(batch_ids)))
+                    .values(status="linked", tokens=None, run_id=run_id)
+                )
             conn.execute(
                 update(runs)
                 .where(runs.c.id == run_id)
@@ -887,7 +1031,12 @@ class LinkageStore(Database):
                     message=f"linked {row.linked_records} records into {row.entity_count} entities",
                 )
             )
-            return _run(conn.execute(select(runs).where(runs.c.id == run_id)).one())
+            done = _run(conn.execute(select(runs).where(runs.c.id == run_id)).one())
+        if old_state is not None and (state is None or old_state != state[0]):
+            shred_file(self.state_dir / old_state)
+        for sha in blobs:
+            self._drop_blob_if_unused(sha)
+        return done
 
     def fail_run(self, run_id: int, message: str) -> None:
         """Mark a run failed with a message for the parties (no paths, no data); drop its entities."""
@@ -1064,6 +1213,232 @@ class LinkageStore(Database):
             )
         return self.threat_request(project_id, request_id)
 
+    # -- batches and the linkage state ------------------------------------------------------
+
+    def record_batch(
+        self,
+        project_id: str,
+        party: str,
+        *,
+        base_sha256: str,
+        upload: Mapping[str, Any],
+        body_sha256: str | None,
+        tokens: Sequence[str],
+        counts: tuple[int, int, int],
+    ) -> BatchRecord:
+        """Make a batch's merged encodings the party's upload and keep the batch pending, in one transaction.
+
+        Args:
+            project_id: the project.
+            party: the party.
+            base_sha256: the party's upload the batch was merged into (it must still be current).
+            upload: the new upload's columns (body_sha256, records_sha256, secret_check,
+                record_count, size_bytes, tokens_sha256).
+            body_sha256: the blob of the batch's own records (``None``: withdrawals only).
+            tokens: the withdrawn tokens.
+            counts: records added, corrected, withdrawn.
+
+        Raises:
+            Conflict: the project was never linked, a run is queued or running, an erasure
+                is under way, or the upload changed meanwhile.
+        """
+        with self._write() as conn:
+            # The project's row lock orders this against a run being queued (start_run).
+            conn.execute(select(projects.c.id).where(projects.c.id == project_id).with_for_update())
+            active = conn.execute(
+                select(runs.c.number, runs.c.status).where(
+                    runs.c.project_id == project_id, runs.c.status.in_(ACTIVE_STATUSES)
+                )
+            ).first()
+            if active is not None:
+                raise Conflict(
+                    f"run {active.number} of this project is {active.status}; add the batch when it is done "
+                    f"(`pprl status {active.number}`); nothing was stored"
+                )
+            self._refuse_if_erasing(conn, project_id, "add a batch")
+            current = conn.execute(
+                select(uploads.c.body_sha256).where(uploads.c.project_id == project_id, uploads.c.party == party)
+            ).scalar_one_or_none()
+            if current != base_sha256:
+                raise Conflict(f"party {party!r}'s encodings changed while the batch was merged; send the batch again")
+            conn.execute(
+                update(uploads)
+                .where(uploads.c.project_id == project_id, uploads.c.party == party)
+                .values(**dict(upload), uploaded_at=now())
+            )
+            inserted = conn.execute(
+                insert(batches).values(
+                    project_id=project_id,
+                    party=party,
+                    status="pending",
+                    body_sha256=body_sha256,
+                    base_sha256=base_sha256,
+                    result_sha256=upload["body_sha256"],
+                    added=counts[0],
+                    corrected=counts[1],
+                    withdrawn=counts[2],
+                    tokens=json.dumps(sorted(tokens)) if tokens else None,
+                    uploaded_at=now(),
+                )
+            ).inserted_primary_key
+            assert inserted is not None  # noqa: S101 - an INSERT always has a primary key
+            row = conn.execute(select(batches).where(batches.c.id == int(inserted[0]))).one()
+        self._drop_blob_if_unused(base_sha256)
+        return _batch(row)
+
+    def batches(self, project_id: str, *, pending: bool = False) -> list[BatchRecord]:
+        """The project's batches (only the pending ones), oldest first."""
+        query = select(batches).where(batches.c.project_id == project_id).order_by(batches.c.id)
+        if pending:
+            query = query.where(batches.c.status == "pending")
+        with self._read() as conn:
+            return [_batch(row) for row in conn.execute(query)]
+
+    def link_state(self, project_id: str) -> LinkStateRecord | None:
+        """The project's linkage state, if its latest run made one."""
+        with self._read() as conn:
+            row = conn.execute(select(link_states).where(link_states.c.project_id == project_id)).first()
+        if row is None:
+            return None
+        return LinkStateRecord(row.project_id, row.run_id, self.state_dir / row.name, int(row.next_entity))
+
+    def run_input_shas(self, run_id: int) -> dict[str, str]:
+        """Per party, the SHA-256 of the encodings a run linked (as recorded when it was queued)."""
+        with self._read() as conn:
+            return dict(json.loads(conn.execute(select(runs.c.inputs).where(runs.c.id == run_id)).scalar_one()))
+
+    def entity_ids(self, run_id: int) -> dict[tuple[str, str], int]:
+        """A run's entity id of each ``(party, token)`` it linked."""
+        out: dict[tuple[str, str], int] = {}
+        for chunk in self.entity_rows(run_id):
+            out.update(((party, token), entity) for entity, party, token in chunk)
+        return out
+
+    def party_entity_ids(self, run_id: int, party: str) -> dict[str, int]:
+        """A run's entity id of each of one party's tokens it linked."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(entities.c.token, entities.c.entity_id).where(
+                    entities.c.run_id == run_id, entities.c.party == party
+                )
+            ).all()
+        return {row.token: int(row.entity_id) for row in rows}
+
+    def party_tokens(self, project_id: str, party: str) -> set[str]:
+        """The tokens of the party's current encodings (none without an upload)."""
+        upload = self.uploads(project_id).get(party)
+        if upload is None:
+            return set()
+        raw = np.ascontiguousarray(read_encodings(self.blob_path(upload.body_sha256), verify=False).records["token"])
+        text = raw.tobytes().hex()
+        return {text[i : i + 32] for i in range(0, len(text), 32)}
+
+    def store_entity_rows(self, run_id: int, rows: Sequence[tuple[int, str, str]]) -> tuple[int, int]:
+        """Store a running run's ``(entity_id, party, token)`` rows as its entities and its stable mapping.
+
+        For a run that linked batches: its entities are the stable mapping's (one transaction,
+        replacing those of an interrupted attempt).
+
+        Returns:
+            The number of entities and of records in them.
+        """
+        values = [{"run_id": run_id, "entity_id": e, "party": p, "token": t} for e, p, t in rows]
+        count = len({e for e, _, _ in rows})
+        with self._write() as conn:
+            for table in (entities, stable_entities):
+                conn.execute(delete(table).where(table.c.run_id == run_id))
+                for start in range(0, len(values), _CHUNK):
+                    conn.execute(insert(table), values[start : start + _CHUNK])
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(progress=0.97, entity_count=count, linked_records=len(rows))
+            )
+        return count, len(rows)
+
+    def last_download(self, project_id: str, party: str) -> DownloadRecord | None:
+        """What the party was given at its last results download, or ``None`` before its first."""
+        with self._read() as conn:
+            mark = conn.execute(
+                select(download_runs).where(download_runs.c.project_id == project_id, download_runs.c.party == party)
+            ).first()
+            if mark is None:
+                return None
+            rows = conn.execute(
+                select(downloads.c.token, downloads.c.entity_id, downloads.c.shared_with).where(
+                    downloads.c.project_id == project_id, downloads.c.party == party
+                )
+            ).all()
+        tokens = {row.token: (int(row.entity_id), tuple(filter(None, row.shared_with.split(";")))) for row in rows}
+        at = _utc(mark.at)
+        assert at is not None  # noqa: S101 - the column is NOT NULL
+        return DownloadRecord(int(mark.run_number), at, tokens)
+
+    def save_download(
+        self, project_id: str, party: str, run_number: int, tokens: Mapping[str, tuple[int, Sequence[str]]]
+    ) -> None:
+        """Keep what the party was given now, replacing its previous download's, in one transaction."""
+        values = [
+            {"project_id": project_id, "party": party, "token": t, "entity_id": e, "shared_with": ";".join(w)}
+            for t, (e, w) in sorted(tokens.items())
+        ]
+        with self._write() as conn:
+            where = (downloads.c.project_id == project_id, downloads.c.party == party)
+            conn.execute(delete(downloads).where(*where))
+            for start in range(0, len(values), _CHUNK):
+                conn.execute(insert(downloads), values[start : start + _CHUNK])
+            conn.execute(
+                delete(download_runs).where(download_runs.c.project_id == project_id, download_runs.c.party == party)
+            )
+            conn.execute(
+                insert(download_runs).values(project_id=project_id, party=party, run_number=run_number, at=now())
+            )
+
+    def _forget_batches(
+        self, conn: Connection, project_id: str, party: str | None, tokens: Sequence[str] | None = None
+    ) -> list[Path]:
+        """For an erasure: drop the project's linkage state and pending batches, and the party's download rows.
+
+        With ``party`` and no ``tokens`` the party's batch history goes too; with ``tokens``
+        only those tokens leave its download rows; without ``party`` all of the project's
+        rows go. Returns the files to shred once the transaction is committed.
+        """
+        files = [
+            self.state_dir / name
+            for name in conn.execute(select(link_states.c.name).where(link_states.c.project_id == project_id)).scalars()
+        ]
+        conn.execute(delete(link_states).where(link_states.c.project_id == project_id))
+        doomed = batches.c.status == "pending"
+        if party is not None and tokens is None:
+            doomed = doomed | (batches.c.party == party)
+        if party is None:
+            doomed = batches.c.project_id == project_id
+        where = and_(batches.c.project_id == project_id, doomed)
+        files += [
+            self.blob_path(sha) for sha in conn.execute(select(batches.c.body_sha256).where(where)).scalars() if sha
+        ]
+        conn.execute(delete(batches).where(where))
+        scope = [downloads.c.project_id == project_id]
+        marks = [download_runs.c.project_id == project_id]
+        if party is not None:
+            scope.append(downloads.c.party == party)
+            marks.append(download_runs.c.party == party)
+        if tokens is None:
+            conn.execute(delete(downloads).where(*scope))
+            conn.execute(delete(download_runs).where(*marks))
+        else:
+            ordered = sorted(tokens)
+            for start in range(0, len(ordered), 500):
+                conn.execute(delete(downloads).where(*scope, downloads.c.token.in_(ordered[start : start + 500])))
+        return files
+
+    def _shred_unused(self, files: Sequence[Path]) -> None:
+        for path in files:
+            if path.parent == self.blob_dir:
+                self._drop_blob_if_unused(path.name)
+            else:
+                shred_file(path)
+
     # -- the frozen model -----------------------------------------------------------------
 
     def frozen_model(self, project_id: str) -> dict[str, Any] | None:
@@ -1182,6 +1557,7 @@ class LinkageStore(Database):
         """
         project_id, party, tokens = erasure.project_id, erasure.party, set(erasure.tokens)
         with self._write() as conn:
+            forgotten = self._forget_batches(conn, project_id, party, sorted(tokens))
             conn.execute(
                 update(uploads)
                 .where(
@@ -1215,6 +1591,7 @@ class LinkageStore(Database):
                         .where(threat_requests.c.id == request.id)
                         .values(tokens=json.dumps(kept))
                     )
+        self._shred_unused(forgotten)
 
     def erase_party_rows(self, project_id: str, party: str, *, keep_credential: bool = False) -> None:
         """Delete one party's rows of a project: upload, result rows, requests, credential (idempotent).
@@ -1225,6 +1602,7 @@ class LinkageStore(Database):
         keys come from its records); its weights, fitted on all parties together, stay.
         """
         with self._write() as conn:
+            forgotten = self._forget_batches(conn, project_id, party)
             project_runs = select(runs.c.id).where(runs.c.project_id == project_id)
             for table in (entities, stable_entities):
                 conn.execute(delete(table).where(table.c.run_id.in_(project_runs), table.c.party == party))
@@ -1257,10 +1635,12 @@ class LinkageStore(Database):
                         .where(frozen_models.c.project_id == project_id)
                         .values(document=json.dumps(model, sort_keys=True))
                     )
+        self._shred_unused(forgotten)
 
     def erase_project_rows(self, project_id: str) -> None:
         """Delete every row of a project but its audit lines and erasure journal (idempotent)."""
         with self._write() as conn:
+            forgotten = self._forget_batches(conn, project_id, None)
             project_runs = select(runs.c.id).where(runs.c.project_id == project_id)
             for table in (entities, stable_entities):
                 conn.execute(delete(table).where(table.c.run_id.in_(project_runs)))
@@ -1268,6 +1648,7 @@ class LinkageStore(Database):
                 conn.execute(delete(table).where(table.c.project_id == project_id))
             conn.execute(delete(projects).where(projects.c.id == project_id))
         self._protocols.pop(project_id, None)
+        self._shred_unused(forgotten)
 
     def shred_blob(self, body_sha256: str) -> bool:
         """Overwrite and remove a blob no upload refers to any more; returns whether it was shredded.
@@ -1407,12 +1788,20 @@ def _erasure(row: Any) -> ErasureRecord:
     return record
 
 
+def _batch(row: Any) -> BatchRecord:
+    batch: BatchRecord = _record(BatchRecord, row, tokens=tuple(json.loads(row.tokens)) if row.tokens else ())
+    return batch
+
+
 def _threat(row: Any) -> ThreatRequest:
     request: ThreatRequest = _record(ThreatRequest, row, tokens=tuple(json.loads(row.tokens)))
     return request
 
 
-def _entity_rows(run_id: int, result: LinkResult, found: Iterable[Any]) -> list[dict[str, Any]]:
+def _entity_rows(
+    run_id: int, result: LinkResult, found: Sequence[Any], entity_ids: Sequence[int] | None = None
+) -> list[dict[str, Any]]:
+    numbers = list(entity_ids) if entity_ids is not None else list(range(1, len(found) + 1))
     return [
         {
             "run_id": run_id,
@@ -1420,7 +1809,7 @@ def _entity_rows(run_id: int, result: LinkResult, found: Iterable[Any]) -> list[
             "party": result.parties[party],
             "token": result.tokens[party][record].tobytes().hex(),
         }
-        for number, entity in enumerate(found, start=1)
+        for number, entity in zip(numbers, found, strict=True)
         for party, record in entity.records
     ]
 

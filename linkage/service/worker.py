@@ -21,8 +21,10 @@ import threading
 from collections.abc import Callable
 
 from linkage.errors import PprlError
+from linkage.file_modes import shred_file
 from linkage.matching.engine import LinkResult, link, load_inputs
 from linkage.matching.frozen import FrozenModel
+from linkage.service.batches import carry_run_ids, link_batches, next_entity_after, save_state
 from linkage.service.erasure import resume_erasures
 from linkage.service.statistics_side import StatisticsSide
 from linkage.service.store import LinkageStore, RunRecord
@@ -191,6 +193,9 @@ class RunWorker:
                 store.set_progress(run.id, fraction)
 
         try:
+            if store.batches(run.project_id, pending=True):
+                self._execute_batches(run, on_progress)
+                return
             protocol = store.protocol(run.project_id)
             encodings = load_inputs(protocol, [path for _, path in inputs])
             frozen = store.frozen_model(run.project_id)
@@ -205,7 +210,10 @@ class RunWorker:
                 freeze=model is None,
             )
             del encodings
-            store.store_entities(run.id, result)
+            latest = store.latest_done_run(run.project_id)
+            previous = store.entity_ids(latest.id) if latest is not None else {}
+            ids, _ = carry_run_ids(result, previous, next_entity_after(store, run.project_id, previous))
+            store.store_entities(run.id, result, ids)
             self._stats.replace_mapping(run.project_id, run.id, store.entity_rows(run.id, stable=True))
             done = store.finish_run(run.id)
         except PprlError as exc:
@@ -227,6 +235,36 @@ class RunWorker:
             "ok",
             f"run {run.number}: {done.entity_count} entities, {done.linked_records} records linked; "
             + _stable_note(result),
+        )
+
+    def _execute_batches(self, run: RunRecord, on_progress: Callable[[int, int], None]) -> None:
+        """Link a run's pending batches (:func:`~linkage.service.batches.link_batches`) and store the outcome.
+
+        The new linkage state is written to its own file before the run is marked done; the
+        run's done mark names it, so a crash before leaves the previous state in force.
+        """
+        store = self._store
+        outcome = link_batches(store, run.project_id, run.id, on_progress=on_progress)
+        name, next_entity = save_state(store, run.id, outcome.state)
+        try:
+            store.store_entity_rows(run.id, outcome.rows)
+            self._stats.replace_mapping(run.project_id, run.id, store.entity_rows(run.id, stable=True))
+            done = store.finish_run(run.id, state=(name, next_entity), batch_ids=outcome.batch_ids)
+        except BaseException:
+            shred_file(store.state_dir / name)
+            raise
+        how = (
+            f"incrementally, {outcome.pairs_compared} pairs compared"
+            if outcome.incremental
+            else "from the current lists with the frozen model (no usable linkage state yet)"
+        )
+        self._audit(
+            SERVICE_ACTOR,
+            "run.done",
+            run.project_id,
+            "ok",
+            f"run {run.number}: {len(outcome.batch_ids)} batch(es) linked {how}; {done.entity_count} entities, "
+            f"{done.linked_records} records linked; {outcome.retired} entity ids retired",
         )
 
 

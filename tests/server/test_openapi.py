@@ -20,6 +20,8 @@ with warnings.catch_warnings():
     )
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+# A batch body (`pprl upload --batch`) is bytes, as an encodings upload's is.
+schemathesis.serializer.alias("application/vnd.pprl.batch", "application/octet-stream")
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from linkage.errors import Conflict, Forbidden, InputError
 from linkage.free_text import check_free_text, letter_count, word_count
 from linkage.service.api.deps import LinkageCaller, Store
+from linkage.service.batches import changes_since
 from linkage.service.statistics_side import StatisticsSide
 from linkage.service.store import LinkageStore, RunRecord, SharedRecord, ThreatRequest
 from linkage.web import ADMIN, Caller, authorize, json_content, record
@@ -42,6 +43,16 @@ class SharedToken(BaseModel):
     shared_with: list[str] = Field(description="Ids of the other parties, sorted.")
 
 
+class ChangeItem(BaseModel):
+    """A change for one of your tokens since your last download."""
+
+    token: str
+    kind: str = Field(description="linked, unlinked, retired or withdrawn")
+    parties: list[str] = Field(default_factory=list, description="linked: the new parties; unlinked: those gone.")
+    entity_id: int | None = Field(default=None, description="The token's entity id now.")
+    retired_entity_id: int | None = Field(default=None, description="retired: its entity id before, retired now.")
+
+
 class Results(BaseModel):
     """Your shared clients, from the latest completed run."""
 
@@ -49,6 +60,13 @@ class Results(BaseModel):
     party: str
     records: list[SharedToken]
     parties: dict[str, str] = Field(description="Name of each party id that appears in shared_with.")
+    entity_ids: dict[str, int] = Field(
+        default_factory=dict, description="The entity id of each released token (stable across batches)."
+    )
+    changes_since_run: int | None = Field(
+        default=None, description="The run of your last download, which the changes are counted from (none: first)."
+    )
+    changes: list[ChangeItem] = Field(default_factory=list)
 
 
 MIN_REASON_LETTERS = 20
@@ -220,8 +238,39 @@ def download_results(request: Request, project_id: str, caller: LinkageCaller, s
     keys = {(caller.party, item.token) for item in shared} | {other for item in shared for other in item.others}
     stats: StatisticsSide = request.app.state.statistics_side
     records = release(shared, caller.party, stats.consent(project_id, keys))
-    record(request, caller, project_id, "ok", f"run {run.number}: {len(records)} records released")
-    return _results(store, project_id, run, caller.party, records)
+    ids = store.party_entity_ids(run.id, caller.party)
+    now_view = {item.token: (ids[item.token], tuple(item.shared_with)) for item in records}
+    before = store.last_download(project_id, caller.party)
+    changes = (
+        changes_since(before.tokens, now_view, store.party_tokens(project_id, caller.party))
+        if before is not None
+        else []
+    )
+    store.save_download(project_id, caller.party, run.number, now_view)
+    record(
+        request,
+        caller,
+        project_id,
+        "ok",
+        f"run {run.number}: {len(records)} records released, {len(changes)} changes since the last download",
+    )
+    released = _results(store, project_id, run, caller.party, records)
+    return released.model_copy(
+        update={
+            "entity_ids": {token: entity for token, (entity, _) in now_view.items()},
+            "changes_since_run": None if before is None else before.run_number,
+            "changes": [
+                ChangeItem(
+                    token=change.token,
+                    kind=change.kind,
+                    parties=list(change.parties),
+                    entity_id=change.entity_id,
+                    retired_entity_id=change.retired_entity_id,
+                )
+                for change in changes
+            ],
+        }
+    )
 
 
 def _threat_party(store: LinkageStore, project_id: str, caller: Caller) -> str:
