@@ -442,8 +442,8 @@ def status(server: str, token_file: Path | None, project_id: str | None, run_id:
 @click.option(
     "--changes-out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write what changed for your clients since your last download (new links, retired entity ids, "
-    "withdrawn) to this CSV.",
+    help="Also write what changed for your clients since your last download (new links, links gone, "
+    "withdrawn), one row per client: client_id,change,parties.",
 )
 @click.option("--serious-threat", is_flag=True, help="Invoke the serious-threat exception for named tokens.")
 @click.option("--reason", help="Why disclosure prevents a serious threat (written to the audit log).")

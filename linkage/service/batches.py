@@ -79,15 +79,14 @@ class Change:
     """A change for one of a party's own tokens since its last download.
 
     ``kind``: ``linked`` (shared with parties it was not before: ``parties``), ``unlinked``
-    (no longer shared with ``parties``), ``retired`` (its entity id ``retired_entity_id``
-    was retired into ``entity_id``), ``withdrawn`` (the record is gone).
+    (no longer shared with ``parties``), ``withdrawn`` (the record is gone). Entity ids are
+    not told: the same id in two parties' results would join their records, which the
+    protocol releases to neither.
     """
 
     token: str
     kind: str
     parties: tuple[str, ...] = ()
-    entity_id: int | None = None
-    retired_entity_id: int | None = None
 
 
 def _hex_tokens(records: np.ndarray) -> list[str]:
@@ -400,40 +399,34 @@ def save_state(store: LinkageStore, run_id: int, state: LinkState) -> tuple[str,
 
 
 def changes_since(
-    before: Mapping[str, tuple[int, Sequence[str]]],
-    now: Mapping[str, tuple[int, Sequence[str]]],
+    before: Mapping[str, Sequence[str]],
+    now: Mapping[str, Sequence[str]],
     held: Iterable[str],
 ) -> list[Change]:
     """What changed for a party's tokens between two downloads (its own tokens only).
 
     Args:
-        before: per token released last time, its entity id and the parties it was shared with.
+        before: per token released last time, the parties it was shared with.
         now: the same, for what is released now.
         held: the party's current tokens (a token gone from them was withdrawn).
 
     >>> a, b = "a" * 32, "b" * 32
-    >>> [c.kind for c in changes_since({a: (1, ["police"]), b: (2, ["haven"])}, {a: (3, ["police", "haven"])}, [a])]
-    ['linked', 'retired', 'withdrawn']
+    >>> [(c.kind, c.parties) for c in changes_since({a: ["police"], b: ["haven"]}, {a: ["police", "haven"]}, [a])]
+    [('linked', ('haven',)), ('withdrawn', ())]
     """
     current = set(held)
     changes = []
     for token in sorted(set(before) | set(now)):
-        old, new = before.get(token), now.get(token)
+        old, new = set(before.get(token, ())), now.get(token)
         if new is not None:
-            old_parties = set(old[1]) if old else set()
-            gained = sorted(set(new[1]) - old_parties)
-            if gained:
-                changes.append(Change(token, "linked", tuple(gained), entity_id=new[0]))
-            lost = sorted(old_parties - set(new[1]))
-            if lost:
-                changes.append(Change(token, "unlinked", tuple(lost), entity_id=new[0]))
-            if old is not None and old[0] != new[0]:
-                changes.append(Change(token, "retired", entity_id=new[0], retired_entity_id=old[0]))
-        elif old is not None:
-            if token not in current:
-                changes.append(Change(token, "withdrawn", retired_entity_id=old[0]))
-            else:
-                changes.append(Change(token, "unlinked", tuple(sorted(old[1])), retired_entity_id=old[0]))
+            if gained := sorted(set(new) - old):
+                changes.append(Change(token, "linked", tuple(gained)))
+            if lost := sorted(old - set(new)):
+                changes.append(Change(token, "unlinked", tuple(lost)))
+        elif token not in current:
+            changes.append(Change(token, "withdrawn"))
+        else:
+            changes.append(Change(token, "unlinked", tuple(sorted(old))))
     return changes
 
 

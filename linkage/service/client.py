@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -203,8 +203,6 @@ class Change:
     token: str
     kind: str
     parties: tuple[str, ...] = ()
-    entity_id: int | None = None
-    retired_entity_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +213,6 @@ class Results:
     party: str
     records: tuple[SharedToken, ...]
     parties: Mapping[str, str]
-    entity_ids: Mapping[str, int] = field(default_factory=dict)
     changes_since_run: int | None = None
     changes: tuple[Change, ...] = ()
 
@@ -667,12 +664,8 @@ def _results(body: Mapping[str, Any]) -> Results:
         party=body["party"],
         records=tuple(SharedToken(r["token"], tuple(r["shared_with"])) for r in body["records"]),
         parties=dict(body["parties"]),
-        entity_ids=dict(body.get("entity_ids", {})),
         changes_since_run=body.get("changes_since_run"),
-        changes=tuple(
-            Change(c["token"], c["kind"], tuple(c["parties"]), c["entity_id"], c["retired_entity_id"])
-            for c in body.get("changes", [])
-        ),
+        changes=tuple(Change(c["token"], c["kind"], tuple(c["parties"])) for c in body.get("changes", [])),
     )
 
 
@@ -781,7 +774,7 @@ def write_shared(results: Results, keymap_path: Path | Sequence[Path], out_path:
 
 
 def write_changes(results: Results, keymap_paths: Sequence[Path], out_path: Path) -> int:
-    """Write ``client_id,change,parties,entity_id,retired_entity_id`` for the changes since the last download.
+    """Write ``client_id,change,parties`` for the changes since the last download.
 
     The key maps of every ``pprl encode`` whose tokens may appear (the first list's and each
     batch's) are read together; a token in none of them is written as ``token:HEX``.
@@ -796,15 +789,13 @@ def write_changes(results: Results, keymap_paths: Sequence[Path], out_path: Path
             keymap.get(change.token, f"token:{change.token}"),
             change.kind,
             ";".join(change.parties),
-            "" if change.entity_id is None else str(change.entity_id),
-            "" if change.retired_entity_id is None else str(change.retired_entity_id),
         )
         for change in results.changes
     ]
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8", opener=private_opener) as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["client_id", "change", "parties", "entity_id", "retired_entity_id"])
+        writer.writerow(["client_id", "change", "parties"])
         writer.writerows(sorted(rows))
     tmp.replace(out_path)
     return len(rows)

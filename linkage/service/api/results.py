@@ -47,10 +47,8 @@ class ChangeItem(BaseModel):
     """A change for one of your tokens since your last download."""
 
     token: str
-    kind: str = Field(description="linked, unlinked, retired or withdrawn")
+    kind: str = Field(description="linked, unlinked or withdrawn")
     parties: list[str] = Field(default_factory=list, description="linked: the new parties; unlinked: those gone.")
-    entity_id: int | None = Field(default=None, description="The token's entity id now.")
-    retired_entity_id: int | None = Field(default=None, description="retired: its entity id before, retired now.")
 
 
 class Results(BaseModel):
@@ -60,9 +58,6 @@ class Results(BaseModel):
     party: str
     records: list[SharedToken]
     parties: dict[str, str] = Field(description="Name of each party id that appears in shared_with.")
-    entity_ids: dict[str, int] = Field(
-        default_factory=dict, description="The entity id of each released token (stable across batches)."
-    )
     changes_since_run: int | None = Field(
         default=None, description="The run of your last download, which the changes are counted from (none: first)."
     )
@@ -242,7 +237,11 @@ def download_results(request: Request, project_id: str, caller: LinkageCaller, s
     now_view = {item.token: (ids[item.token], tuple(item.shared_with)) for item in records}
     before = store.last_download(project_id, caller.party)
     changes = (
-        changes_since(before.tokens, now_view, store.party_tokens(project_id, caller.party))
+        changes_since(
+            {token: parties for token, (_, parties) in before.tokens.items()},
+            {token: parties for token, (_, parties) in now_view.items()},
+            store.party_tokens(project_id, caller.party),
+        )
         if before is not None
         else []
     )
@@ -257,17 +256,9 @@ def download_results(request: Request, project_id: str, caller: LinkageCaller, s
     released = _results(store, project_id, run, caller.party, records)
     return released.model_copy(
         update={
-            "entity_ids": {token: entity for token, (entity, _) in now_view.items()},
             "changes_since_run": None if before is None else before.run_number,
             "changes": [
-                ChangeItem(
-                    token=change.token,
-                    kind=change.kind,
-                    parties=list(change.parties),
-                    entity_id=change.entity_id,
-                    retired_entity_id=change.retired_entity_id,
-                )
-                for change in changes
+                ChangeItem(token=change.token, kind=change.kind, parties=list(change.parties)) for change in changes
             ],
         }
     )

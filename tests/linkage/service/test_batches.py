@@ -199,27 +199,25 @@ def test_a_partys_changes_hold_only_its_own_tokens(backend_config, protocol, age
             assert {c["token"] for c in changes if c["kind"] == "withdrawn"} == set(before) & withdrawn
             linked = {c["token"] for c in changes if c["kind"] == "linked"}
             assert linked == {t for t in after if after[t] - before.get(t, set())}
-            for change in changes:
-                if change["kind"] == "retired":
-                    assert change["entity_id"] == now["entity_ids"][change["token"]]
-                    assert change["retired_entity_id"] == baseline[party]["entity_ids"][change["token"]]
+            # No entity id reaches a party: the same id in two parties' results would join
+            # their records, which the protocol releases to neither.
+            assert "entity_ids" not in now
+            assert all(set(change) == {"token", "kind", "parties"} for change in changes)
             again = client.get(f"/projects/{project_id}/results", headers=bearer(credentials[party])).json()
             assert (again["changes_since_run"], again["changes"]) == (3, []), "counted from the last download"
 
 
-def test_changes_since_lists_links_retirements_and_withdrawals():
-    a, b, c, d = "a" * 32, "b" * 32, "c" * 32, "d" * 32
-    before = {a: (1, ["police"]), b: (2, ["haven"]), c: (3, ["police", "haven"])}
-    now = {a: (1, ["police", "haven"]), c: (5, ["police"]), d: (6, ["police"])}
-    changes = [
-        (x.token[0], x.kind, x.parties, x.entity_id, x.retired_entity_id) for x in changes_since(before, now, [a, c, d])
-    ]
+def test_changes_since_lists_links_and_withdrawals():
+    a, b, c, d, e = "a" * 32, "b" * 32, "c" * 32, "d" * 32, "e" * 32
+    before = {a: ["police"], b: ["haven"], c: ["police", "haven"], e: ["police"]}
+    now = {a: ["police", "haven"], c: ["police"], d: ["police"]}
+    changes = [(x.token[0], x.kind, x.parties) for x in changes_since(before, now, [a, c, d, e])]
     assert changes == [
-        ("a", "linked", ("haven",), 1, None),
-        ("b", "withdrawn", (), None, 2),
-        ("c", "unlinked", ("haven",), 5, None),
-        ("c", "retired", (), 5, 3),
-        ("d", "linked", ("police",), 6, None),
+        ("a", "linked", ("haven",)),
+        ("b", "withdrawn", ()),
+        ("c", "unlinked", ("haven",)),
+        ("d", "linked", ("police",)),
+        ("e", "unlinked", ("police",)),
     ]
 
 
