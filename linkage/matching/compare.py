@@ -383,11 +383,16 @@ def _compare_batch(
             levels[(a == 0) | (b == 0)] = comparison.missing
             out[:, column] = levels
     apart = salt < 0
+    if any(c.fallback for c in comparisons):
+        # The CLK stands in only where a record lacks the salt field. Where both hold it
+        # and still share no salt, the dates disagree wholly: mostly members of one
+        # household, whose CLKs share a surname and an address.
+        lacking = (features_a.salts[index_a, 0] == 0) | (features_b.salts[index_b, 0] == 0)
     for column, comparison in enumerate(comparisons):
         if comparison.salted:
             out[apart, column] = comparison.missing
         elif comparison.fallback:
-            out[~apart, column] = comparison.missing
+            out[~(apart & lacking), column] = comparison.missing
     return out
 
 
