@@ -42,6 +42,7 @@ from linkage.matching.entity_ids import carry_ids
 from linkage.matching.frozen import FrozenModel
 from linkage.matching.link_state import LinkState, read_state, write_state
 from linkage.matching.refresh import refresh_state, start_state
+from linkage.matching.stable import StableLinkage, stable_entities
 from linkage.service.store import BatchRecord, LinkageStore, check_upload
 from linkage.token_files import token_set_sha256
 
@@ -55,6 +56,7 @@ __all__ = [
     "next_entity_after",
     "save_state",
     "split_batch_body",
+    "stable_rows",
     "state_rows",
 ]
 
@@ -68,6 +70,8 @@ class BatchRun:
 
     state: LinkState
     rows: list[tuple[int, str, str]]
+    stable: StableLinkage
+    stable_rows: list[tuple[int, str, str]]
     batch_ids: tuple[int, ...]
     incremental: bool
     pairs_compared: int
@@ -353,12 +357,12 @@ def link_batches(
                 )
                 compared += summary.pairs_compared
                 retired += len(summary.retired)
-            return BatchRun(state, state_rows(state), batch_ids, True, compared, retired)
+            return BatchRun(state, state_rows(state), *stable_rows(state), batch_ids, True, compared, retired)
         except PprlError:
             # The uploads hold every batch already: linking them once gives the same entities.
             pass
     state, retired = _rebuild(store, project_id, run_id, model, on_progress)
-    return BatchRun(state, state_rows(state), batch_ids, False, 0, retired)
+    return BatchRun(state, state_rows(state), *stable_rows(state), batch_ids, False, 0, retired)
 
 
 def _rebuild(
@@ -388,6 +392,26 @@ def state_rows(state: LinkState) -> list[tuple[int, str, str]]:
             for party, record in members:
                 rows.append((entity, state.parties[party], bytes(state.records[party]["token"][record]).hex()))
     return rows
+
+
+def stable_rows(state: LinkState) -> tuple[StableLinkage, list[tuple[int, str, str]]]:
+    """The stable mapping of a state's accepted pairs (what the statistics count), and its rows.
+
+    For two or three parties it equals the state's entities; with more, the state's solver
+    may split a cluster the stable mapping keeps whole (:mod:`linkage.matching.stable`). Each
+    stable entity takes the smallest state entity id among its records: every state entity
+    lies within one stable entity, so no two share an id.
+    """
+    pairs = state.pairs
+    stable = stable_entities(
+        pairs.party_a, pairs.party_b, pairs.record_a, pairs.record_b, pairs.weight, [len(ids) for ids in state.entity]
+    )
+    rows = []
+    for entity in stable.entities:
+        number = min(int(state.entity[party][record]) for party, record in entity.records)
+        for party, record in entity.records:
+            rows.append((number, state.parties[party], bytes(state.records[party]["token"][record]).hex()))
+    return stable, rows
 
 
 def save_state(store: LinkageStore, run_id: int, state: LinkState) -> tuple[str, int]:

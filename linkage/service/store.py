@@ -1333,19 +1333,20 @@ class LinkageStore(Database):
         text = raw.tobytes().hex()
         return {text[i : i + 32] for i in range(0, len(text), 32)}
 
-    def store_entity_rows(self, run_id: int, rows: Sequence[tuple[int, str, str]]) -> tuple[int, int]:
-        """Store a running run's ``(entity_id, party, token)`` rows as its entities and its stable mapping.
+    def store_entity_rows(
+        self, run_id: int, rows: Sequence[tuple[int, str, str]], stable_rows: Sequence[tuple[int, str, str]]
+    ) -> tuple[int, int]:
+        """Store a running run's ``(entity_id, party, token)`` rows: its entities and its stable mapping.
 
-        For a run that linked batches: its entities are the stable mapping's (one transaction,
-        replacing those of an interrupted attempt).
+        For a run that linked batches (one transaction, replacing those of an interrupted attempt).
 
         Returns:
             The number of entities and of records in them.
         """
-        values = [{"run_id": run_id, "entity_id": e, "party": p, "token": t} for e, p, t in rows]
         count = len({e for e, _, _ in rows})
         with self._write() as conn:
-            for table in (entities, stable_entities):
+            for table, chosen in ((entities, rows), (stable_entities, stable_rows)):
+                values = [{"run_id": run_id, "entity_id": e, "party": p, "token": t} for e, p, t in chosen]
                 conn.execute(delete(table).where(table.c.run_id == run_id))
                 for start in range(0, len(values), _CHUNK):
                     conn.execute(insert(table), values[start : start + _CHUNK])

@@ -24,6 +24,7 @@ from linkage.errors import PprlError
 from linkage.file_modes import shred_file
 from linkage.matching.engine import LinkResult, link, load_inputs
 from linkage.matching.frozen import FrozenModel
+from linkage.matching.stable import StableLinkage
 from linkage.service.batches import carry_run_ids, link_batches, next_entity_after, save_state
 from linkage.service.erasure import resume_erasures
 from linkage.service.statistics_side import StatisticsSide
@@ -247,7 +248,7 @@ class RunWorker:
         outcome = link_batches(store, run.project_id, run.id, on_progress=on_progress)
         name, next_entity = save_state(store, run.id, outcome.state)
         try:
-            store.store_entity_rows(run.id, outcome.rows)
+            store.store_entity_rows(run.id, outcome.rows, outcome.stable_rows)
             self._stats.replace_mapping(run.project_id, run.id, store.entity_rows(run.id, stable=True))
             done = store.finish_run(run.id, state=(name, next_entity), batch_ids=outcome.batch_ids)
         except BaseException:
@@ -264,7 +265,8 @@ class RunWorker:
             run.project_id,
             "ok",
             f"run {run.number}: {len(outcome.batch_ids)} batch(es) linked {how}; {done.entity_count} entities, "
-            f"{done.linked_records} records linked; {outcome.retired} entity ids retired",
+            f"{done.linked_records} records linked; {outcome.retired} entity ids retired; "
+            + _ambiguity_note(len(outcome.stable.entities), outcome.state.model.threshold, outcome.stable),
         )
 
 
@@ -273,8 +275,12 @@ def _stable_note(result: LinkResult) -> str:
     stable, model = result.stable, result.model
     if stable is None or model is None:
         return "no stable mapping"
+    return _ambiguity_note(len(stable.entities), model.threshold, stable)
+
+
+def _ambiguity_note(entity_count: int, threshold: float, stable: StableLinkage) -> str:
     return (
-        f"stable mapping of {len(stable.entities)} entities by a model frozen at threshold {model.threshold:.3f}; "
+        f"stable mapping of {entity_count} entities by a model frozen at threshold {threshold:.3f}; "
         f"{stable.ambiguous_records} records in {stable.ambiguous_clusters} clusters holding two records of one "
         f"party; one deletion moves at most {stable.worst_deletion} rows here"
     )

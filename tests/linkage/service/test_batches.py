@@ -175,6 +175,14 @@ def test_batches_link_as_the_local_refresh_and_keep_untouched_ids(backend_config
 
         details = [line.detail for line in store.audit_entries(project_id=project_id) if line.action == "run.done"]
         assert "no usable linkage state" in details[1] and "incrementally" in details[2], details
+        # A batch run tells the administrator how far the privacy unit's bound holds, as a full run does.
+        assert all("clusters holding two records of one party; one deletion moves at most" in d for d in details)
+        # The statistics count the stable mapping of the state's accepted pairs (for three
+        # parties, the state's entities).
+        stable = entity_sets(
+            row for chunk in store.entity_rows(store.run(project_id, 3).id, stable=True) for row in chunk
+        )
+        assert {frozenset(members) for members in stable.values()} == state_groups(state)
         assert store.link_state(project_id).run_id == store.run(project_id, 3).id
         assert all(batch.status == "linked" and not batch.tokens for batch in store.batches(project_id))
 
