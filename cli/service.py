@@ -12,13 +12,14 @@ import ipaddress
 import json
 import logging
 import os
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 
 from cli.common import PprlGroup, progress
-from linkage.encodings import ENCODINGS_FILE
 from linkage.errors import SecretError
 from linkage.free_text import escape_text
 from linkage.protocol import load_protocol
@@ -343,7 +344,8 @@ def upload(
     OUTDIR is the folder `pprl encode` wrote; keymap.csv never leaves it. The same files
     again change nothing; different files are refused unless --replace. A stopped upload
     stores nothing. With --batch, OUTDIR holds only new and corrected clients (its
-    encodings.pprl may be missing for withdrawals only), and only the encodings are sent.
+    encodings.pprl may be missing for withdrawals only): the batch goes to the linkage side,
+    then its attributes.csv is added to yours on the statistics side.
 
     Example: pprl upload --server http://127.0.0.1:8000 --token-file msd.token msd-out
     """
@@ -352,22 +354,19 @@ def upload(
     if batch:
         if replace:
             raise click.UsageError("--replace replaces a whole list; a batch adds to it: pass one of them")
-        encodings = out_dir / ENCODINGS_FILE
         withdraw = read_withdrawal_tokens(withdraw_file) if withdraw_file is not None else []
-        with ServiceClient(server, read_token(token_file)) as client:
-            with progress(f"uploading the batch in {out_dir}", quiet=quiet) as on_progress:
-                added = client.upload_batch(
-                    encodings if encodings.is_file() else None, withdraw, on_progress=on_progress
-                )
+        with ExitStack() as bars, ServiceClient(server, read_token(token_file)) as client:
+
+            def bar(name: str) -> Callable[[int, int], None]:
+                return bars.enter_context(progress(f"uploading the batch's {name}", quiet=quiet))
+
+            added, merged = client.upload_batch_folder(out_dir, withdraw, on_progress=bar)
         click.echo(
             f"batch {added.batch_id}: {added.added} added, {added.corrected} corrected, {added.withdrawn} "
             f"withdrawn; {added.record_count} records for {added.party}, linked by the next run (`pprl run`)"
         )
-        click.echo(
-            "Note: attributes are not sent with a batch; the statistics side counts your new clients once you "
-            "upload your whole attributes.csv",
-            err=True,
-        )
+        if merged is not None:
+            click.echo(f"attributes: {merged.status} ({merged.record_count} records for {merged.party})")
         return
     with ServiceClient(server, read_token(token_file)) as client:
         receipts = []

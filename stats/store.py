@@ -19,7 +19,7 @@ import csv
 import json
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -174,7 +174,7 @@ class AttributeRow:
 
 @dataclass(frozen=True)
 class AttributesOutcome:
-    """What an attributes upload did: ``created``, ``unchanged`` or ``replaced``."""
+    """What an attributes upload did: ``created``, ``unchanged``, ``replaced`` or (a batch's) ``merged``."""
 
     status: str
     record_count: int
@@ -444,19 +444,7 @@ class StatsStore(Database):
                     delete(attributes).where(attributes.c.project_id == project_id, attributes.c.party == party)
                 )
                 for start in range(0, len(rows), _CHUNK):
-                    conn.execute(
-                        insert(attributes),
-                        [
-                            {
-                                "project_id": project_id,
-                                "party": party,
-                                "token": row.token,
-                                "consent": row.consent,
-                                "attribute_values": json.dumps(row.values, separators=(",", ":")),
-                            }
-                            for row in rows[start : start + _CHUNK]
-                        ],
-                    )
+                    conn.execute(insert(attributes), _attribute_values(project_id, party, rows[start : start + _CHUNK]))
                 values = {
                     "body_sha256": body_sha256,
                     "record_count": len(rows),
@@ -472,6 +460,79 @@ class StatsStore(Database):
                         .values(**values)
                     )
             return AttributesOutcome("created" if previous is None else "replaced", len(rows), body_sha256)
+        finally:
+            shred_file(received)
+
+    def merge_attributes(self, project_id: str, party: str, received: Path, body_sha256: str) -> AttributesOutcome:
+        """Add a batch's attributes.csv to the party's attributes, in one transaction.
+
+        A batch's rows replace those of the same tokens (a correction under a token the party
+        holds) and are added otherwise; the withdrawn tokens' rows went when the batch reached
+        the linkage side (:meth:`withdraw_tokens`). The merged rows must be exactly the tokens
+        of the party's encodings now, or nothing changes. The same batch again changes nothing.
+        ``received`` is always deleted.
+
+        Raises:
+            InputError: see :func:`read_attributes`.
+            Conflict: no attributes were uploaded before, or the merged tokens are not those of
+                the party's encodings (the batch's attributes.csv is not the one `pprl encode`
+                wrote with the batch's encodings, or the batch has not reached the linkage side).
+        """
+        try:
+            protocol = self.protocol(project_id)
+            with self._read() as conn:
+                previous = conn.execute(
+                    select(attribute_uploads).where(
+                        attribute_uploads.c.project_id == project_id, attribute_uploads.c.party == party
+                    )
+                ).first()
+            if previous is None:
+                raise Conflict(
+                    f"party {party!r} has no attributes to add a batch to; "
+                    "upload its whole list first (`pprl upload OUTDIR`)"
+                )
+            if previous.body_sha256 == body_sha256:
+                return AttributesOutcome("unchanged", previous.record_count, body_sha256)
+            rows = read_attributes(protocol, party, received, shown_as="the batch's attributes.csv")
+            with self._write() as conn:
+                tokens = [row.token for row in rows]
+                for start in range(0, len(tokens), 500):
+                    conn.execute(
+                        delete(attributes).where(
+                            attributes.c.project_id == project_id,
+                            attributes.c.party == party,
+                            attributes.c.token.in_(tokens[start : start + 500]),
+                        )
+                    )
+                for start in range(0, len(rows), _CHUNK):
+                    conn.execute(insert(attributes), _attribute_values(project_id, party, rows[start : start + _CHUNK]))
+                held = list(
+                    conn.execute(
+                        select(attributes.c.token).where(
+                            attributes.c.project_id == project_id, attributes.c.party == party
+                        )
+                    ).scalars()
+                )
+                digest = token_set_sha256(held)
+                known = conn.execute(
+                    select(encodings_tokens).where(
+                        encodings_tokens.c.project_id == project_id, encodings_tokens.c.party == party
+                    )
+                ).first()
+                if known is None or known.tokens_sha256 != digest:
+                    count = 0 if known is None else known.record_count
+                    raise Conflict(
+                        f"with the batch's {len(rows)} rows, party {party!r}'s attributes would hold {len(held)} "
+                        f"tokens that are not the {count} tokens of its encodings now; send the attributes.csv that "
+                        "`pprl encode` wrote with the batch, after the batch itself (`pprl upload --batch OUTDIR` "
+                        "sends both, in that order)"
+                    )
+                conn.execute(
+                    update(attribute_uploads)
+                    .where(attribute_uploads.c.project_id == project_id, attribute_uploads.c.party == party)
+                    .values(body_sha256=body_sha256, record_count=len(held), uploaded_at=now(), tokens_sha256=digest)
+                )
+            return AttributesOutcome("merged", len(held), body_sha256)
         finally:
             shred_file(received)
 
@@ -902,3 +963,17 @@ def _register_encodings(conn: Connection, project_id: str, party: str, tokens_sh
             registered_at=now(),
         )
     )
+
+
+def _attribute_values(project_id: str, party: str, rows: Sequence[AttributeRow]) -> list[dict[str, Any]]:
+    """The ``attributes`` table's rows for some of a party's attribute rows."""
+    return [
+        {
+            "project_id": project_id,
+            "party": party,
+            "token": row.token,
+            "consent": row.consent,
+            "attribute_values": json.dumps(row.values, separators=(",", ":")),
+        }
+        for row in rows
+    ]

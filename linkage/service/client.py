@@ -359,9 +359,15 @@ class ServiceClient:
         return NewProject(body["project_id"], body["name"], body["fingerprint"], dict(body["credentials"]))
 
     def upload_file(
-        self, kind: str, path: Path, *, replace: bool = False, on_progress: ProgressCallback | None = None
+        self,
+        kind: str,
+        path: Path,
+        *,
+        replace: bool = False,
+        batch: bool = False,
+        on_progress: ProgressCallback | None = None,
     ) -> UploadReceipt:
-        """Stream one file: ``kind`` is ``encodings`` or ``attributes``.
+        """Stream one file: ``kind`` is ``encodings`` or ``attributes`` (``batch``: a batch's attributes).
 
         Raises:
             InputError: the file cannot be read.
@@ -384,7 +390,7 @@ class ServiceClient:
         body, _ = self._request(
             "PUT",
             f"/projects/{self._project()}/{kind}",
-            params={"replace": "true"} if replace else None,
+            params={"replace": "true"} if replace else {"batch": "true"} if batch else None,
             content=chunks(),
             headers={"Content-Type": media_type, "Content-Length": str(total)},
         )
@@ -466,6 +472,35 @@ class ServiceClient:
             body["withdrawn"],
             body["record_count"],
         )
+
+    def upload_batch_folder(
+        self,
+        out_dir: Path,
+        withdraw: Sequence[str] = (),
+        *,
+        on_progress: Callable[[str], ProgressCallback | None] | None = None,
+    ) -> tuple[BatchReceipt, UploadReceipt | None]:
+        """Send a batch from the folder ``pprl encode`` wrote: its encodings and withdrawals, then its attributes.
+
+        The attributes go second: the statistics side adds them only once the batch has
+        reached the linkage side (the merged tokens must be those of the party's encodings).
+        A folder without ``encodings.pprl`` sends withdrawals only.
+        """
+        encodings, attributes = out_dir / ENCODINGS_FILE, out_dir / ATTRIBUTES_FILE
+        added = self.upload_batch(
+            encodings if encodings.is_file() else None,
+            withdraw,
+            on_progress=on_progress(ENCODINGS_FILE) if on_progress else None,
+        )
+        merged = None
+        if attributes.is_file():
+            merged = self.upload_file(
+                "attributes",
+                attributes,
+                batch=True,
+                on_progress=on_progress(ATTRIBUTES_FILE) if on_progress else None,
+            )
+        return added, merged
 
     def start_run(self, project_id: str | None = None) -> RunStatus:
         """Queue a linkage run (or get the one already queued or running); ``project_id`` for the admin secret."""

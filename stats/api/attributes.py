@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
+from linkage.errors import InputError
 from linkage.web import (
     UPLOAD_RESPONSES,
     UploadReceipt,
@@ -34,6 +35,10 @@ async def upload_attributes(
     caller: StatsCaller,
     stats: StatsStoreDep,
     replace: Annotated[bool, Query(description="Replace different attributes uploaded before.")] = False,
+    batch: Annotated[
+        bool,
+        Query(description="A batch's attributes.csv, added to yours after the batch reached the linkage side."),
+    ] = False,
 ) -> UploadReceipt:
     """Upload your party's outcome attributes and consent flags (checked; stored in one transaction)."""
     authorize(caller, project_id, ("party",), "upload attributes")
@@ -42,9 +47,14 @@ async def upload_attributes(
     assert caller.party is not None  # noqa: S101 - a party credential always names its party
     received = stats.incoming_path()
     sha256, _size = await receive_body(request, received)
-    outcome = await run_in_threadpool(
-        stats.accept_attributes, project_id, caller.party, received, sha256, replace=replace
-    )
+    if batch and replace:
+        raise InputError("pass one of replace (a whole list) and batch (added to the list), not both")
+    if batch:
+        outcome = await run_in_threadpool(stats.merge_attributes, project_id, caller.party, received, sha256)
+    else:
+        outcome = await run_in_threadpool(
+            stats.accept_attributes, project_id, caller.party, received, sha256, replace=replace
+        )
     if outcome.status == "created":
         response.status_code = status.HTTP_201_CREATED
     await run_in_threadpool(record, request, caller, project_id, outcome.status, f"{outcome.record_count} records")

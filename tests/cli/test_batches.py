@@ -48,7 +48,14 @@ def test_a_quarterly_batch_from_the_command_line(runner, admin_file, agencies, t
     added = invoke(runner, "upload", *msd, tmp_path / "msd-q2", "--batch", "--withdraw", withdraw, "--quiet")
     assert added.exit_code == 0, added.output
     assert "batch 1: 2 added, 0 corrected, 2 withdrawn" in added.output
+    # The batch's attributes follow it to the statistics side: the withdrawn two out, the new two in.
+    held = len(_rows(agencies["msd"] / "attributes.csv"))
+    assert f"attributes: merged ({held} records for msd)" in added.output
     assert invoke(runner, "run", *msd, "--wait", "--quiet").exit_code == 0
+    # So the statistics answer from the new lists (stale attributes would be refused).
+    analyst = ("--server", SERVER, "--token-file", tokens / "analyst.token")
+    counted = invoke(runner, "query", *analyst, "count", "--rho", "0.1")
+    assert counted.exit_code == 0, counted.output
 
     second = invoke(runner, "results", *msd, "--keymap", keymap, "--keymap", tmp_path / "msd-q2" / "keymap.csv",
                     "--out", tmp_path / "shared2.csv", "--changes-out", tmp_path / "changes2.csv")  # fmt: skip

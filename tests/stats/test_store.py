@@ -103,6 +103,37 @@ def test_attributes_upload_is_idempotent_and_consent_is_looked_up(stats, project
     }
 
 
+def test_a_batchs_attributes_are_merged_only_when_they_make_the_encodings_tokens(stats, project):
+    row = {1: "true,Auckland,jobseeker,12", 2: "false,Otago,none,0", 3: "true,Waikato,none,3"}
+    stats.register_encodings(project, "msd", token_set_sha256([token(1), token(2)]), 2)
+    path, sha = receive(stats, HEADER + f"{token(1)},{row[1]}\n{token(2)},{row[2]}\n")
+    stats.accept_attributes(project, "msd", path, sha, replace=False)
+    # The linkage side took a batch: token 2 withdrawn, token 3 added, token 1 corrected in place.
+    stats.withdraw_tokens(project, "msd", [token(2)], token_set_sha256([token(1), token(3)]), 2)
+    wrong = HEADER + f"{token(3)},{row[3]}\n{token(4)},{row[3]}\n"
+    path, sha = receive(stats, wrong)
+    with pytest.raises(Conflict, match="would hold 3 tokens that are not the 2 tokens of its encodings"):
+        stats.merge_attributes(project, "msd", path, sha)
+    assert not path.exists()
+    assert set(stats.attribute_values(project, "msd")) == {token(1)}, "a refused batch changes nothing"
+    batch = HEADER + f"{token(1)},false,Auckland,jobseeker,13\n{token(3)},{row[3]}\n"
+    path, sha = receive(stats, batch)
+    assert stats.merge_attributes(project, "msd", path, sha).status == "merged"
+    assert stats.attribute_values(project, "msd")[token(1)]["weeks_supported"] == 13
+    assert set(stats.attribute_values(project, "msd")) == {token(1), token(3)}
+    assert stats.consent(project, [("msd", token(1))]) == {("msd", token(1)): False}
+    path, sha = receive(stats, batch)
+    assert stats.merge_attributes(project, "msd", path, sha).status == "unchanged"
+    stats._check_consistent(project)  # the attributes are those of the encodings again
+
+
+def test_a_batchs_attributes_need_a_list_to_join(stats, project):
+    stats.register_encodings(project, "msd", token_set_sha256([token(1)]), 1)
+    path, sha = receive(stats, HEADER + f"{token(1)},true,Auckland,jobseeker,12\n")
+    with pytest.raises(Conflict, match="upload its whole list first"):
+        stats.merge_attributes(project, "msd", path, sha)
+
+
 def test_the_mapping_is_replaced_whole(stats, project):
     assert stats.mapping_run(project) is None
     stats.replace_mapping(project, 1, [[(1, "msd", token(1)), (1, "police", token(2))]])

@@ -72,10 +72,12 @@ async def upload_batch(request: Request, project_id: str, caller: LinkageCaller,
         shred_file(encodings)
     upload = (await run_in_threadpool(store.uploads, project_id))[caller.party]
     if upload.tokens_sha256:
-        # The statistics side checks this party's attributes against its current tokens.
+        # The statistics side forgets the withdrawn records' attributes and mapping rows, and
+        # checks this party's attributes against its current tokens (the batch's attributes
+        # follow: `pprl upload --batch` sends them next).
         stats: StatisticsSide = request.app.state.statistics_side
         await run_in_threadpool(
-            stats.register_encodings, project_id, caller.party, upload.tokens_sha256, upload.record_count
+            stats.withdraw_tokens, project_id, caller.party, tokens, upload.tokens_sha256, upload.record_count
         )
     await run_in_threadpool(
         record,
