@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -258,19 +257,68 @@ class _TokenTable:
         return token_id
 
 
+class _ValueTable:
+    """Everything one field's values encode to, one row per value seen, in flat arrays.
+
+    Per value: its token ids (into the field's :class:`_TokenTable`), its keyed hashes
+    (a date's day, month and year; a category's), its block key parts, and its signature
+    under each similarity rule that reads the field. A chunk's records then gather these
+    by value id in numpy, instead of per-record Python work.
+    """
+
+    def __init__(self, hash_shape: tuple[int, ...], transforms: int, signature_widths: list[int]) -> None:
+        self.hash_shape, self.transforms, self.signature_widths = hash_shape, transforms, signature_widths
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every value (keeps memory flat)."""
+        self.ids: dict[Value, int] = {}
+        self.offsets = np.zeros(1, dtype=np.int64)  # value i's tokens: token_ids[offsets[i] : offsets[i + 1]]
+        self.token_ids = np.zeros(0, dtype=np.int64)
+        self.hashes = np.zeros((0, *self.hash_shape), dtype=np.uint32)
+        self.parts = np.zeros((0, self.transforms), dtype=np.uint64)
+        self.signatures = [np.zeros((0, width), dtype=np.uint32) for width in self.signature_widths]
+
+    def add(
+        self,
+        token_lists: list[list[int]],
+        hashes: np.ndarray,
+        parts: np.ndarray,
+        signatures: list[np.ndarray],
+    ) -> None:
+        """Append new values' entries, in the order their ids were given."""
+        lengths = np.fromiter((len(ids) for ids in token_lists), dtype=np.int64, count=len(token_lists))
+        self.offsets = np.concatenate([self.offsets, self.offsets[-1] + np.cumsum(lengths)])
+        flat = np.fromiter((i for ids in token_lists for i in ids), dtype=np.int64, count=int(lengths.sum()))
+        self.token_ids = np.concatenate([self.token_ids, flat])
+        self.hashes = np.concatenate([self.hashes, hashes])
+        self.parts = np.concatenate([self.parts, parts])
+        self.signatures = [np.concatenate([old, new]) for old, new in zip(self.signatures, signatures, strict=True)]
+
+    def tokens_of(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The token ids of the values ``codes``, one after another, and the position in ``codes`` of each."""
+        starts = self.offsets[codes]
+        lengths = self.offsets[codes + 1] - starts
+        owners = np.repeat(np.arange(len(codes)), lengths)
+        # Within each value's run of tokens: its start in token_ids, plus the place in the run.
+        run_starts = np.cumsum(lengths) - lengths
+        index = np.arange(int(lengths.sum())) - run_starts[owners] + starts[owners]
+        return self.token_ids[index], owners
+
+
 class RecordEncoder:
     """Encodes normalised identifiers into encodings records, with caches for speed.
 
-    Names, dates and places repeat across a client list, so each field caches, per value
-    seen, its token ids, its hashes and its block key parts (emptied past a limit), and
-    per token its bit positions (:class:`_TokenTable`).
+    Names, dates and places repeat across a client list, so each field keeps, per value
+    seen, its token ids, hashes, block key parts and similarity signatures
+    (:class:`_ValueTable`, emptied past a limit), and per token its bit positions
+    (:class:`_TokenTable`).
     """
 
     def __init__(self, protocol: Protocol, keys: Keys) -> None:
         self.protocol = protocol
         self.keys = keys
         self.dtype = np.dtype([(n, k, (c,)) if c > 1 else (n, k) for n, k, c in record_layout(protocol)])
-        self._caches: list[dict[Any, Any]] = [{} for _ in protocol.fields]
         # A field whose values rarely repeat (addresses) stops being cached: the look-ups
         # and the churn would cost more than they save.
         self._cached = [True] * len(protocol.fields)
@@ -321,38 +369,77 @@ class RecordEncoder:
             )
             for rule in exact
         ]
+        self._values = [
+            _ValueTable((3,) if spec.kind == "date" else (), len(self._transforms[i]), self._similarity.widths(i))
+            for i, spec in enumerate(protocol.fields)
+        ]
         # Each rule's first block key column: a similarity rule takes one per band.
         self._columns = np.cumsum([0, *(rule.columns for rule in protocol.blocking)]).tolist()
 
-    def _encode_value(self, index: int, spec: FieldSpec, value: Value) -> tuple[list[int], Any, tuple[int, ...]]:
-        """Token ids, hashes (dates and categories) and block key parts of one value."""
-        cache = self._caches[index]
-        self._misses[index] += 1
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        text = value.strftime("%Y%m%d") if isinstance(value, dt.date) else value
-        assert isinstance(text, str)  # noqa: S101 - None is handled by the caller
+    def _value_codes(self, index: int, spec: FieldSpec, column: Sequence[Value]) -> np.ndarray:
+        """Each record's value id in the field's :class:`_ValueTable` (-1: missing), adding new values."""
+        values = self._values[index]
+        if not self._cached[index] or len(values.ids) >= _CACHE_LIMIT:
+            values.clear()
+        ids = values.ids
+        new: list[Value] = []
+        codes: list[int] = []
+        for value in column:
+            if value is None:
+                codes.append(-1)
+                continue
+            code = ids.get(value)
+            if code is None:
+                code = ids[value] = len(ids)
+                new.append(value)
+            codes.append(code)
+        if new:
+            self._add_values(index, spec, new)
+        # A field whose values rarely repeat (addresses) stops being kept across chunks.
+        self._lookups[index] += len(column) - codes.count(-1)
+        self._misses[index] += len(new)
+        if self._cached[index] and self._lookups[index] >= _CACHE_LIMIT:
+            self._cached[index] = self._misses[index] < 0.8 * self._lookups[index]
+        return np.asarray(codes, dtype=np.int64)
+
+    def _add_values(self, index: int, spec: FieldSpec, new: list[Value]) -> None:
+        """Token ids, hashes (dates and categories), block key parts and signatures of new values."""
         table = self._tables[index]
-        token_ids = [table.id_of(token) for token in tokenize(text, spec, self.protocol.ngram)]
-        hashes: Any = None
-        if isinstance(value, dt.date):
-            hashes = (
-                keyed_hash32(self.keys.day_month, str(value.day)),
-                keyed_hash32(self.keys.day_month, str(value.month)),
-                keyed_hash32(self.keys.year, str(value.year)),
-            )
+        texts = [value.strftime("%Y%m%d") if isinstance(value, dt.date) else value for value in new]
+        token_lists = [
+            [table.id_of(token) for token in tokenize(text, spec, self.protocol.ngram)]
+            for text in texts
+            if isinstance(text, str)
+        ]
+        values = self._values[index]
+        hashes = np.zeros((len(new), *values.hash_shape), dtype=np.uint32)
+        if spec.kind == "date":
+            hashes[:] = [
+                (
+                    keyed_hash32(self.keys.day_month, str(value.day)),
+                    keyed_hash32(self.keys.day_month, str(value.month)),
+                    keyed_hash32(self.keys.year, str(value.year)),
+                )
+                for value in new
+                if isinstance(value, dt.date)
+            ]
         elif spec.kind == "category":
-            hashes = keyed_hash32(self.keys.field[index], text)
-        parts = tuple(
-            0
-            if (part := _transform(value, transform)) is None
-            else keyed_hash64(self.keys.block, f"{spec.name}:{transform}|{part}")
-            for transform in self._transforms[index]
-        )
-        entry = (token_ids, hashes, parts)
-        if self._cached[index]:
-            cache[value] = entry
-        return entry
+            hashes[:] = [keyed_hash32(self.keys.field[index], text) for text in texts if isinstance(text, str)]
+        parts = np.zeros((len(new), values.transforms), dtype=np.uint64)
+        for column, transform in enumerate(self._transforms[index]):
+            parts[:, column] = [
+                0
+                if (part := _transform(value, transform)) is None
+                else keyed_hash64(self.keys.block, f"{spec.name}:{transform}|{part}")
+                for value in new
+            ]
+        signatures: list[np.ndarray] = []
+        if values.signature_widths:
+            lengths = [len(ids) for ids in token_lists]
+            flat = np.fromiter((i for ids in token_lists for i in ids), dtype=np.int64, count=sum(lengths))
+            owners = np.repeat(np.arange(len(new)), lengths)
+            signatures = self._similarity.value_signatures(index, table.token_hashes[flat], owners, len(new))
+        values.add(token_lists, hashes, parts, signatures)
 
     def _salt_columns(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
         """Per row and salt, the keyed 64-bit value of the row's salt (shape (rows, salts)).
@@ -385,40 +472,23 @@ class RecordEncoder:
         out = np.zeros(count, dtype=self.dtype)
         clk = np.zeros((count, self._clk_plan.build_bits), dtype=bool)
         parts: list[np.ndarray] = []
-        signatures: dict[int, tuple[list[int], list[tuple[np.ndarray, ...]]]] = {}
+        signatures: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
         salts = self._salt_columns(rows) if self._salt_count else np.zeros((count, 0), dtype=np.uint64)
         for index, spec in enumerate(self.protocol.fields):
-            cache = self._caches[index]
-            token_ids: list[int] = []
-            token_rows: list[int] = []
-            hashes = np.zeros((count, 3) if spec.kind == "date" else count, dtype=np.uint32)
-            field_parts = np.zeros((count, len(self._transforms[index])), dtype=np.uint64)
-            present = 0
+            codes = self._value_codes(index, spec, [row[index] for row in rows])
+            values = self._values[index]
             table = self._tables[index]
-            similar = signatures.setdefault(index, ([], [])) if table.similarity_key is not None else None
-            for row_number, row in enumerate(rows):
-                value = row[index]
-                if value is None:
-                    continue
-                present += 1
-                ids, value_hashes, value_parts = cache.get(value) or self._encode_value(index, spec, value)
-                token_ids.extend(ids)
-                token_rows.extend([row_number] * len(ids))
-                if similar is not None:
-                    similar[0].append(row_number)
-                    similar[1].append(self._similarity.value_signatures(index, value, ids, table.token_hashes))
-                if value_hashes is not None:
-                    hashes[row_number] = value_hashes
-                if value_parts:
-                    field_parts[row_number] = value_parts
+            holders = np.flatnonzero(codes >= 0)
+            held = codes[holders]
+            hashes = np.zeros((count, *values.hash_shape), dtype=np.uint32)
+            hashes[holders] = values.hashes[held]
+            field_parts = np.zeros((count, values.transforms), dtype=np.uint64)
+            field_parts[holders] = values.parts[held]
             parts.append(field_parts)
-            self._lookups[index] += present
-            if self._cached[index] and self._lookups[index] >= _CACHE_LIMIT:
-                self._cached[index] = self._misses[index] < 0.8 * self._lookups[index]
-                if not self._cached[index]:
-                    cache.clear()
-            ids_array = np.asarray(token_ids, dtype=np.int64)
-            rows_array = np.asarray(token_rows, dtype=np.int64)
+            if values.signature_widths:
+                signatures[index] = (holders, [signature[held] for signature in values.signatures])
+            ids_array, owners = values.tokens_of(held)
+            rows_array = holders[owners]
             if self._salt_clk[index]:
                 positions = salted_positions(
                     table.clk_values[ids_array], salts[rows_array, 0], table.clk_k, table.clk_bits
@@ -456,7 +526,7 @@ class RecordEncoder:
         return hardened
 
     def _block_keys(
-        self, parts: list[np.ndarray], signatures: dict[int, tuple[list[int], list[tuple[np.ndarray, ...]]]], count: int
+        self, parts: list[np.ndarray], signatures: dict[int, tuple[np.ndarray, list[np.ndarray]]], count: int
     ) -> np.ndarray:
         """Every rule's keys, in rule order; 0 where a record has none.
 
