@@ -12,7 +12,7 @@ import random
 import pytest
 
 from linkage.agency.hashing import derive_keys
-from linkage.agency.records import RecordEncoder
+from linkage.agency.records import RecordEncoder, prepare_rows
 from tests.helpers import SECRET
 
 GIVEN = ["aroha", "mere", "john", "tūī", "wiremu", "anna maria", "li", "ngaio", "sione", "x"]
@@ -98,3 +98,43 @@ def test_hardened_example_encodings_are_pinned(protocol, chunk):
 @pytest.mark.parametrize("chunk", [1000, 97])
 def test_unhardened_example_encodings_are_pinned(plain_protocol, chunk):
     assert column_digests(plain_protocol, fixed_rows(600, seed=20), chunk) == PINNED_PLAIN
+
+
+PINNED_PREPARED = "dbcf071bbf30eebc"
+PINNED_PROBLEMS = "7607f31354887383"
+
+
+def messy_raw_rows(count: int, seed: int) -> list[tuple[int, list[str]]]:
+    """Raw msd rows as an export has them: repeats, spacing, case, and every kind of bad cell."""
+    rng = random.Random(seed)  # noqa: S311 - fixed test data, not a secret
+    dates = ["7/3/1984", "1984-03-07", "07.03.1984", "31/2/1990", "1/1/1900", "", " ", "2090-01-01", "UNKNOWN"]
+    names = ["Aroha", " aroha ", "TE-AWA", "O'Brien", "Tūī", "", "--", "x" * 70, "Anna\nMaria"]
+    rows = []
+    for line in range(2, count + 2):
+        cells = [
+            rng.choice([f"C{line}", f"C{line}", "", " ", "C7", "z" * 130]),
+            rng.choice(names),
+            rng.choice(names),
+            rng.choice(dates),
+            rng.choice(["F", "male", "x", "", "other", "Female"]),
+            rng.choice(["12 Kauri St", "461 Whangatipu Street RD 6", "", "PO Box 5", "a" * 210]),
+            rng.choice(["Whangārei", "auckland", "", "UNKNOWN"]),
+            rng.choice(["0110", "01 10", "", "ab-12"]),
+            rng.choice(["true", "Yes", "n", "maybe", ""]),
+            rng.choice(["Auckland", "auckland", "", "Mars"]),
+            rng.choice(["jobseeker", "none", "JOBSEEKER", "dole"]),
+            rng.choice(["0", "52", "53", "x", "", " 7 "]),
+        ]
+        if rng.random() < 0.05:
+            cells[1:8] = [""] * 7
+        rows.append((line, cells))
+    return rows
+
+
+def test_prepared_rows_are_pinned(protocol):
+    """Normalisation and its problems (and their order) are unchanged by speed work."""
+    prepared = prepare_rows(protocol, "msd", messy_raw_rows(800, seed=3))
+    pieces = (prepared.lines, prepared.client_ids, prepared.values, prepared.consent, prepared.attributes)
+    assert len(prepared.lines) > 10 and len(prepared.problems) > 100
+    assert hashlib.sha256(repr(pieces).encode()).hexdigest()[:16] == PINNED_PREPARED
+    assert hashlib.sha256(repr(prepared.problems).encode()).hexdigest()[:16] == PINNED_PROBLEMS
