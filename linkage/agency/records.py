@@ -8,8 +8,10 @@ chunks so that the work can be spread over a process pool.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +48,7 @@ _FALSE = frozenset({"false", "no", "n", "0"})
 # Per field: names, dates and places repeat and stay cached (a day of birth among some
 # 25,000); a limit keeps memory flat whatever the file size.
 _CACHE_LIMIT = 40_000
+_MAX_MEMOS = 64
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class PreparedRows:
     problems: list[RowProblem] = field(default_factory=list)
 
 
-def _normalise_identifier(raw: str, spec: FieldSpec) -> Value:
+def _normalise_identifier(raw: str, spec: FieldSpec, today: dt.date | None = None) -> Value:
     if len(raw) > spec.max_length:
         raise NormaliseError(
             f"longer than {spec.max_length} characters; check the column holds {spec.name} "
@@ -79,7 +82,7 @@ def _normalise_identifier(raw: str, spec: FieldSpec) -> Value:
     if "\n" in raw or "\r" in raw:
         raise NormaliseError("contains a line break (a quoted value spanning lines); remove it")
     if spec.kind == "date":
-        return normalise_date(raw)
+        return normalise_date(raw, today)
     if spec.kind == "category":
         return normalise_category(raw, spec.categories)
     if spec.kind == "code":
@@ -113,8 +116,59 @@ def _normalise_attribute(raw: str, spec: AttributeSpec) -> str:
     raise NormaliseError(f"not one of the categories {', '.join(spec.categories)}")
 
 
+@dataclass
+class _ColumnMemo:
+    """One column's normalised cells (a refused cell maps to its error), kept across chunks."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    refused: set[str] = field(default_factory=set)
+
+
+# Per (protocol fingerprint, column, day): what its cells normalised to, in this process.
+# Names, dates, places and attribute values repeat from chunk to chunk; emptied past a
+# limit, so memory stays flat. The day is part of the key: a date after today is refused.
+_MEMOS: dict[tuple[str, str, dt.date], _ColumnMemo] = {}
+_UNSEEN = object()
+
+
+def _column_memo(protocol: Protocol, column: str, today: dt.date) -> _ColumnMemo:
+    key = (protocol.fingerprint, column, today)
+    memo = _MEMOS.get(key)
+    if memo is None or len(memo.values) >= _CACHE_LIMIT:
+        if len(_MEMOS) >= _MAX_MEMOS:
+            _MEMOS.clear()
+        memo = _MEMOS[key] = _ColumnMemo()
+    return memo
+
+
+def _normalise_column(
+    cells: Sequence[str], normalise: Callable[[str], Any], memo: _ColumnMemo
+) -> tuple[list[Any], bool]:
+    """Normalise one column of a chunk, each distinct cell once; a refused cell gives its :class:`NormaliseError`.
+
+    Returns:
+        The normalised value (or the error) per cell, and whether any cell was refused.
+    """
+    values = memo.values
+    out = []
+    for cell in cells:
+        result = values.get(cell, _UNSEEN)
+        if result is _UNSEEN:
+            try:
+                result = normalise(cell)
+            except NormaliseError as exc:
+                result = exc.with_traceback(None)  # kept: its frames (and this chunk) need not be
+                memo.refused.add(cell)
+            values[cell] = result
+        out.append(result)
+    return out, bool(memo.refused) and not memo.refused.isdisjoint(cells)
+
+
 def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Sequence[str]]]) -> PreparedRows:
     """Check and normalise raw rows of one party.
+
+    Client lists repeat names, dates, places and attribute values, so the rows are
+    normalised a column at a time, each distinct cell once.
 
     Args:
         protocol: the protocol.
@@ -122,44 +176,84 @@ def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Se
         rows: ``(line, values)`` pairs, values in the order of ``protocol.columns_for(party_id)``.
 
     Returns:
-        The rows that passed, normalised, and a problem for every cell that did not.
+        The rows that passed, normalised, and a problem for every cell that did not, a
+        row's problems in the order of its columns.
     """
     party = protocol.party(party_id)
     attribute_specs = [protocol.attribute(name) for name in party.attributes]
     id_column, consent_column = protocol.client_id_column, protocol.consent_column
-    out = PreparedRows()
-    for line, raw in rows:
-        problems: list[RowProblem] = []
-        client_id = raw[0].strip()
+    field_count = len(protocol.fields)
+    today = dt.date.today()
+    lines = [line for line, _ in rows]
+    # Per row (by position) with a problem: its problems, in column order.
+    problems: dict[int, list[RowProblem]] = {}
+    client_ids = [raw[0].strip() for _, raw in rows]
+    for number, client_id in enumerate(client_ids):
         if not client_id:
-            problems.append(RowProblem(line, id_column, "missing; every row needs a client id"))
+            problems.setdefault(number, []).append(
+                RowProblem(lines[number], id_column, "missing; every row needs a client id")
+            )
         elif len(client_id) > MAX_CLIENT_ID_LENGTH:
-            problems.append(RowProblem(line, id_column, f"longer than {MAX_CLIENT_ID_LENGTH} characters"))
-        values: list[Value] = []
-        for spec, cell in zip(protocol.fields, raw[1:], strict=False):
-            try:
-                values.append(_normalise_identifier(cell, spec))
-            except NormaliseError as exc:
-                problems.append(RowProblem(line, spec.name, exc.reason, client_id))
-        consent_raw = raw[1 + len(protocol.fields)].strip().lower()
-        if consent_raw not in _TRUE | _FALSE:
-            problems.append(RowProblem(line, consent_column, "not true or false; record the client's consent"))
-        attributes: list[str] = []
-        for attribute_spec, cell in zip(attribute_specs, raw[2 + len(protocol.fields) :], strict=True):
-            try:
-                attributes.append(_normalise_attribute(cell, attribute_spec))
-            except NormaliseError as exc:
-                problems.append(RowProblem(line, attribute_spec.name, exc.reason, client_id))
-        if all(value is None for value in values):
-            problems.append(RowProblem(line, None, "every identifier is empty; nothing to match on", client_id))
-        if problems:
-            out.problems.extend(problems)
+            problems.setdefault(number, []).append(
+                RowProblem(lines[number], id_column, f"longer than {MAX_CLIENT_ID_LENGTH} characters")
+            )
+    # A row has an identifier when some field's value normalised to something.
+    identified = [False] * len(rows)
+    value_columns: list[list[Any]] = []
+    for offset, spec in enumerate(protocol.fields):
+        column, refused = _normalise_column(
+            [raw[1 + offset] for _, raw in rows],
+            partial(_normalise_identifier, spec=spec, today=today),
+            _column_memo(protocol, spec.name, today),
+        )
+        for number, value in enumerate(column):
+            if value is None:
+                continue
+            if refused and isinstance(value, NormaliseError):
+                problems.setdefault(number, []).append(
+                    RowProblem(lines[number], spec.name, value.reason, client_ids[number])
+                )
+            else:
+                identified[number] = True
+        value_columns.append(column)
+    consent = [raw[1 + field_count].strip().lower() for _, raw in rows]
+    for number, consent_raw in enumerate(consent):
+        if consent_raw not in _TRUE and consent_raw not in _FALSE:
+            problems.setdefault(number, []).append(
+                RowProblem(lines[number], consent_column, "not true or false; record the client's consent")
+            )
+    attribute_columns: list[list[Any]] = []
+    for offset, attribute_spec in enumerate(attribute_specs):
+        column, refused = _normalise_column(
+            [raw[2 + field_count + offset] for _, raw in rows],
+            partial(_normalise_attribute, spec=attribute_spec),
+            _column_memo(protocol, attribute_spec.name, today),
+        )
+        if refused:
+            for number, value in enumerate(column):
+                if isinstance(value, NormaliseError):
+                    problems.setdefault(number, []).append(
+                        RowProblem(lines[number], attribute_spec.name, value.reason, client_ids[number])
+                    )
+        attribute_columns.append(column)
+    for number, found in enumerate(identified):
+        if not found:
+            problems.setdefault(number, []).append(
+                RowProblem(lines[number], None, "every identifier is empty; nothing to match on", client_ids[number])
+            )
+    out = PreparedRows()
+    values = list(zip(*value_columns, strict=True)) if value_columns else [()] * len(rows)
+    attributes = list(zip(*attribute_columns, strict=True)) if attribute_columns else [()] * len(rows)
+    for number in range(len(rows)):
+        found_problems = problems.get(number)
+        if found_problems:
+            out.problems.extend(found_problems)
             continue
-        out.lines.append(line)
-        out.client_ids.append(client_id)
-        out.values.append(tuple(values))
-        out.consent.append(consent_raw in _TRUE)
-        out.attributes.append(tuple(attributes))
+        out.lines.append(lines[number])
+        out.client_ids.append(client_ids[number])
+        out.values.append(values[number])
+        out.consent.append(consent[number] in _TRUE)
+        out.attributes.append(attributes[number])
     return out
 
 

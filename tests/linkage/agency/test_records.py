@@ -138,3 +138,12 @@ def test_prepared_rows_are_pinned(protocol):
     assert len(prepared.lines) > 10 and len(prepared.problems) > 100
     assert hashlib.sha256(repr(pieces).encode()).hexdigest()[:16] == PINNED_PREPARED
     assert hashlib.sha256(repr(prepared.problems).encode()).hexdigest()[:16] == PINNED_PROBLEMS
+
+
+def test_prepared_rows_do_not_depend_on_the_chunks(protocol):
+    """Normalised cells are remembered from chunk to chunk: a chunk's result must not change."""
+    rows = messy_raw_rows(600, seed=4)
+    whole = prepare_rows(protocol, "msd", rows)
+    parts = [prepare_rows(protocol, "msd", rows[i : i + 70]) for i in range(0, len(rows), 70)]
+    for name in ("lines", "client_ids", "values", "consent", "attributes", "problems"):
+        assert getattr(whole, name) == [item for part in parts for item in getattr(part, name)]
