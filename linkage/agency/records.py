@@ -128,7 +128,6 @@ class _ColumnMemo:
 # Names, dates, places and attribute values repeat from chunk to chunk; emptied past a
 # limit, so memory stays flat. The day is part of the key: a date after today is refused.
 _MEMOS: dict[tuple[str, str, dt.date], _ColumnMemo] = {}
-_UNSEEN = object()
 
 
 def _column_memo(protocol: Protocol, column: str, today: dt.date) -> _ColumnMemo:
@@ -150,18 +149,13 @@ def _normalise_column(
         The normalised value (or the error) per cell, and whether any cell was refused.
     """
     values = memo.values
-    out = []
-    for cell in cells:
-        result = values.get(cell, _UNSEEN)
-        if result is _UNSEEN:
-            try:
-                result = normalise(cell)
-            except NormaliseError as exc:
-                result = exc.with_traceback(None)  # kept: its frames (and this chunk) need not be
-                memo.refused.add(cell)
-            values[cell] = result
-        out.append(result)
-    return out, bool(memo.refused) and not memo.refused.isdisjoint(cells)
+    for cell in set(cells).difference(values):
+        try:
+            values[cell] = normalise(cell)
+        except NormaliseError as exc:
+            values[cell] = exc.with_traceback(None)  # kept: its frames (and this chunk) need not be
+            memo.refused.add(cell)
+    return list(map(values.__getitem__, cells)), bool(memo.refused) and not memo.refused.isdisjoint(cells)
 
 
 def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Sequence[str]]]) -> PreparedRows:
@@ -185,9 +179,13 @@ def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Se
     field_count = len(protocol.fields)
     today = dt.date.today()
     lines = [line for line, _ in rows]
+    # The rows' cells a column at a time (every row has every column).
+    cells = (
+        list(zip(*(raw for _, raw in rows), strict=True)) if rows else [()] * (2 + field_count + len(attribute_specs))
+    )
     # Per row (by position) with a problem: its problems, in column order.
     problems: dict[int, list[RowProblem]] = {}
-    client_ids = [raw[0].strip() for _, raw in rows]
+    client_ids = [raw.strip() for raw in cells[0]]
     for number, client_id in enumerate(client_ids):
         if not client_id:
             problems.setdefault(number, []).append(
@@ -197,26 +195,24 @@ def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Se
             problems.setdefault(number, []).append(
                 RowProblem(lines[number], id_column, f"longer than {MAX_CLIENT_ID_LENGTH} characters")
             )
-    # A row has an identifier when some field's value normalised to something.
-    identified = [False] * len(rows)
+    # Per row: how many of its identifiers were refused.
+    refused_count: dict[int, int] = {}
     value_columns: list[list[Any]] = []
     for offset, spec in enumerate(protocol.fields):
         column, refused = _normalise_column(
-            [raw[1 + offset] for _, raw in rows],
+            cells[1 + offset],
             partial(_normalise_identifier, spec=spec, today=today),
             _column_memo(protocol, spec.name, today),
         )
-        for number, value in enumerate(column):
-            if value is None:
-                continue
-            if refused and isinstance(value, NormaliseError):
-                problems.setdefault(number, []).append(
-                    RowProblem(lines[number], spec.name, value.reason, client_ids[number])
-                )
-            else:
-                identified[number] = True
+        if refused:
+            for number, value in enumerate(column):
+                if isinstance(value, NormaliseError):
+                    problems.setdefault(number, []).append(
+                        RowProblem(lines[number], spec.name, value.reason, client_ids[number])
+                    )
+                    refused_count[number] = refused_count.get(number, 0) + 1
         value_columns.append(column)
-    consent = [raw[1 + field_count].strip().lower() for _, raw in rows]
+    consent = [raw.strip().lower() for raw in cells[1 + field_count]]
     for number, consent_raw in enumerate(consent):
         if consent_raw not in _TRUE and consent_raw not in _FALSE:
             problems.setdefault(number, []).append(
@@ -225,7 +221,7 @@ def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Se
     attribute_columns: list[list[Any]] = []
     for offset, attribute_spec in enumerate(attribute_specs):
         column, refused = _normalise_column(
-            [raw[2 + field_count + offset] for _, raw in rows],
+            cells[2 + field_count + offset],
             partial(_normalise_attribute, spec=attribute_spec),
             _column_memo(protocol, attribute_spec.name, today),
         )
@@ -236,13 +232,14 @@ def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Se
                         RowProblem(lines[number], attribute_spec.name, value.reason, client_ids[number])
                     )
         attribute_columns.append(column)
-    for number, found in enumerate(identified):
-        if not found:
+    values = list(zip(*value_columns, strict=True)) if value_columns else [()] * len(rows)
+    # A row has an identifier when some field's value normalised to something (neither empty nor refused).
+    for number, row_values in enumerate(values):
+        if row_values.count(None) + refused_count.get(number, 0) == field_count:
             problems.setdefault(number, []).append(
                 RowProblem(lines[number], None, "every identifier is empty; nothing to match on", client_ids[number])
             )
     out = PreparedRows()
-    values = list(zip(*value_columns, strict=True)) if value_columns else [()] * len(rows)
     attributes = list(zip(*attribute_columns, strict=True)) if attribute_columns else [()] * len(rows)
     for number in range(len(rows)):
         found_problems = problems.get(number)
