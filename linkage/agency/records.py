@@ -397,6 +397,12 @@ class _ValueTable:
         return self.token_ids[index], owners
 
 
+def _set_bits(bits: np.ndarray, rows: np.ndarray, positions: np.ndarray) -> None:
+    """Set ``bits[rows[i], positions[i, j]]`` for every i and j (through the flat index: one scatter)."""
+    flat = rows[:, None] * bits.shape[1] + positions
+    bits.reshape(-1)[flat.reshape(-1)] = True
+
+
 class RecordEncoder:
     """Encodes normalised identifiers into encodings records, with caches for speed.
 
@@ -586,7 +592,7 @@ class RecordEncoder:
                 )
             else:
                 positions = table.clk[ids_array]
-            clk[rows_array[:, None], positions] = True
+            _set_bits(clk, rows_array, positions)
             plan = self._own_plans[index]
             if plan is None:
                 out[spec.name] = hashes
@@ -600,7 +606,7 @@ class RecordEncoder:
                     )
                 else:
                     positions = table.own_positions[ids_array]
-                own[rows_array[:, None], positions] = True
+                _set_bits(own, rows_array, positions)
                 out[copy_column(spec.name, salt_index)] = np.packbits(self._harden(own, plan), axis=1)
         out["clk"] = np.packbits(self._harden(clk, self._clk_plan), axis=1)
         out["block"] = self._block_keys(parts, signatures, count).reshape(out["block"].shape)

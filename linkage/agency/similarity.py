@@ -143,13 +143,13 @@ def band_keys(plan: MinHashPlan, signature: np.ndarray) -> np.ndarray:
     """
     rows = plan.rule.hashes_per_band
     present = signature[:, 0] != _NO_TOKEN
-    out = np.zeros((len(signature), plan.rule.bands), dtype=np.uint64)
-    for band, salt in enumerate(plan.band_salts):
-        key = np.full(len(signature), salt, dtype=np.uint64)
-        for column in range(band * rows, (band + 1) * rows):
-            key = mix_keys(key ^ signature[:, column].astype(np.uint64))
-        key[key == 0] = 1
-        out[:, band] = np.where(present, key, np.uint64(0))
+    # Every band at once: band j's key folds in its columns j * rows .. (j + 1) * rows - 1, in order.
+    by_band = signature.reshape(len(signature), plan.rule.bands, rows).astype(np.uint64)
+    key = np.broadcast_to(plan.band_salts, (len(signature), plan.rule.bands))
+    for row in range(rows):
+        key = mix_keys(key ^ by_band[:, :, row])
+    key[key == 0] = 1
+    out: np.ndarray = np.where(present[:, None], key, np.uint64(0))
     return out
 
 
