@@ -18,7 +18,9 @@ def runner():
 
 
 def all_commands(group=main, prefix=()):
-    for name, command in group.commands.items():
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
         if isinstance(command, click.Group):
             yield from all_commands(command, (*prefix, name))
         else:
