@@ -372,16 +372,23 @@ class _ValueTable:
 
     def add(
         self,
-        token_lists: list[list[int]],
+        token_ids: np.ndarray,
+        lengths: np.ndarray,
         hashes: np.ndarray,
         parts: np.ndarray,
         signatures: list[np.ndarray],
     ) -> None:
-        """Append new values' entries, in the order their ids were given."""
-        lengths = np.fromiter((len(ids) for ids in token_lists), dtype=np.int64, count=len(token_lists))
+        """Append new values' entries, in the order their ids were given.
+
+        Args:
+            token_ids: the values' token ids, one value after another.
+            lengths: how many tokens each value has.
+            hashes: the values' keyed hashes.
+            parts: the values' block key parts.
+            signatures: per similarity rule that reads the field, the values' signatures.
+        """
         self.offsets = np.concatenate([self.offsets, self.offsets[-1] + np.cumsum(lengths)])
-        flat = np.fromiter((i for ids in token_lists for i in ids), dtype=np.int64, count=int(lengths.sum()))
-        self.token_ids = np.concatenate([self.token_ids, flat])
+        self.token_ids = np.concatenate([self.token_ids, token_ids])
         self.hashes = np.concatenate([self.hashes, hashes])
         self.parts = np.concatenate([self.parts, parts])
         self.signatures = [np.concatenate([old, new]) for old, new in zip(self.signatures, signatures, strict=True)]
@@ -439,7 +446,7 @@ class RecordEncoder:
         ]
         self._similarity = SimilarityEncoder(protocol, keys.block)
         self._salt_count = len(hardening.salts)
-        self._salt_values: dict[str, int] = {}
+        self._salt_values: list[dict[Value, int]] = [{} for _ in hardening.salts]
         self._tables = [
             _TokenTable(
                 keys.clk[i],
@@ -503,11 +510,12 @@ class RecordEncoder:
         """Token ids, hashes (dates and categories), block key parts and signatures of new values."""
         table = self._tables[index]
         texts = [value.strftime("%Y%m%d") if isinstance(value, dt.date) else value for value in new]
-        token_lists = [
-            [table.id_of(token) for token in tokenize(text, spec, self.protocol.ngram)]
-            for text in texts
-            if isinstance(text, str)
-        ]
+        token_lists = [tokenize(text, spec, self.protocol.ngram) for text in texts if isinstance(text, str)]
+        tokens = [token for value_tokens in token_lists for token in value_tokens]
+        for token in set(tokens).difference(table.ids):
+            table.id_of(token)
+        token_ids = np.fromiter(map(table.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
         values = self._values[index]
         hashes = np.zeros((len(new), *values.hash_shape), dtype=np.uint32)
         if spec.kind == "date":
@@ -532,28 +540,29 @@ class RecordEncoder:
             ]
         signatures: list[np.ndarray] = []
         if values.signature_widths:
-            lengths = [len(ids) for ids in token_lists]
-            flat = np.fromiter((i for ids in token_lists for i in ids), dtype=np.int64, count=sum(lengths))
             owners = np.repeat(np.arange(len(new)), lengths)
-            signatures = self._similarity.value_signatures(index, table.token_hashes[flat], owners, len(new))
-        values.add(token_lists, hashes, parts, signatures)
+            signatures = self._similarity.value_signatures(index, table.token_hashes[token_ids], owners, len(new))
+        values.add(token_ids, lengths, hashes, parts, signatures)
 
     def _salt_columns(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
         """Per row and salt, the keyed 64-bit value of the row's salt (shape (rows, salts)).
 
         A row without the salt field gets the value of "no salt": its salted filters are
-        never compared (it shares no salt), and they stay salted rather than plain.
+        never compared (it shares no salt), and they stay salted rather than plain. Each
+        salt's value is kept per value of the salt field (a day of birth among some 25,000).
         """
         out = np.zeros((len(rows), self._salt_count), dtype=np.uint64)
-        for salt_index in range(self._salt_count):
-            transform = self.protocol.hardening.salts[salt_index][1]
-            for row_number, salt in enumerate(salts_for(self.protocol, rows, salt_index)):
-                value = self._salt_values.get(f"{transform}|{salt}")
-                if value is None:
-                    value = self._salt_values[f"{transform}|{salt}"] = keyed_hash64(
-                        self.keys.hardening, f"salt|{transform}|{salt}"
-                    )
-                out[row_number, salt_index] = value
+        names = [spec.name for spec in self.protocol.fields]
+        for salt_index, (field_name, transform) in enumerate(self.protocol.hardening.salts):
+            index = names.index(field_name)
+            column = [row[index] for row in rows]
+            known = self._salt_values[salt_index]
+            if len(known) >= _CACHE_LIMIT:
+                known.clear()
+            for value in set(column).difference(known):
+                salt = _transform(value, transform) or ""
+                known[value] = keyed_hash64(self.keys.hardening, f"salt|{transform}|{salt}")
+            out[:, salt_index] = np.fromiter(map(known.__getitem__, column), dtype=np.uint64, count=len(rows))
         return out
 
     def encode(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
