@@ -8,6 +8,7 @@ chunks so that the work can be spread over a process pool.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -422,6 +423,7 @@ class RecordEncoder:
     def __init__(self, protocol: Protocol, keys: Keys) -> None:
         self.protocol = protocol
         self.keys = keys
+        self._lock = threading.Lock()
         self.dtype = np.dtype([(n, k, (c,)) if c > 1 else (n, k) for n, k, c in record_layout(protocol)])
         # A field whose values rarely repeat (addresses) stops being cached: the look-ups
         # and the churn would cost more than they save.
@@ -568,12 +570,19 @@ class RecordEncoder:
     def encode(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
         """Encode normalised rows; the ``token`` column is left zero for the caller.
 
+        One call at a time: a Dask worker's threads share an encoder, whose value and
+        token tables give out ids that must match the rows appended to them.
+
         Args:
             rows: one tuple of normalised values per record, in protocol field order.
 
         Returns:
             A structured array of the encodings file's record layout.
         """
+        with self._lock:
+            return self._encode(rows)
+
+    def _encode(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
         count = len(rows)
         out = np.zeros(count, dtype=self.dtype)
         clk = np.zeros((count, self._clk_plan.build_bits), dtype=bool)

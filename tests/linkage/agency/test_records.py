@@ -8,6 +8,7 @@ must be a protocol change (a new fingerprint), never a side effect of an optimis
 import datetime as dt
 import hashlib
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -147,3 +148,15 @@ def test_prepared_rows_do_not_depend_on_the_chunks(protocol):
     parts = [prepare_rows(protocol, "msd", rows[i : i + 70]) for i in range(0, len(rows), 70)]
     for name in ("lines", "client_ids", "values", "consent", "attributes", "problems"):
         assert getattr(whole, name) == [item for part in parts for item in getattr(part, name)]
+
+
+def test_threads_sharing_an_encoder_get_the_encodings_of_one(protocol):
+    """A Dask worker's threads share one encoder: its tables must not mix their rows."""
+    rows = fixed_rows(2000, seed=9)
+    chunks = [rows[i : i + 250] for i in range(0, len(rows), 250)]
+    keys = derive_keys(SECRET, protocol)
+    alone = [RecordEncoder(protocol, keys).encode(chunk).tobytes() for chunk in chunks]
+    shared = RecordEncoder(protocol, keys)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda chunk: shared.encode(chunk).tobytes(), chunks))
+    assert together == alone
