@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -16,8 +17,45 @@ from linkage.agency.secret import generate_secret, write_secret
 from linkage.encodings import read_header
 from linkage.protocol import Protocol, load_protocol
 
+# Commands defined in other modules, imported when one of them is run or listed: `pprl encode`
+# then loads neither the linking engine nor the service's HTTP client (a quarter of a second).
+_ELSEWHERE = {
+    "link": ("cli.linking", "link"),
+    "evaluate": ("cli.linking", "evaluate"),
+    "risk": ("cli.risk", "risk"),
+    "encoder": ("cli.encoder", "encoder"),
+    "serve": ("cli.service", "serve"),
+    # cli.erasure adds remove-party and delete to cli.service's project group.
+    "project": ("cli.erasure", "project"),
+    "upload": ("cli.service", "upload"),
+    "run": ("cli.service", "run_command"),
+    "status": ("cli.service", "status"),
+    "results": ("cli.service", "results"),
+    "audit": ("cli.service", "audit"),
+    "serious-threat": ("cli.service", "serious_threat_group"),
+    "withdraw": ("cli.erasure", "withdraw"),
+    "query": ("cli.query", "query"),
+    "budget": ("cli.query", "budget"),
+    "report": ("cli.report", "report"),
+}
 
-@click.group(cls=PprlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+
+class _MainGroup(PprlGroup):
+    """The top group: the commands of :data:`_ELSEWHERE` are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name, sorted, without importing any."""
+        return sorted({*super().list_commands(ctx), *_ELSEWHERE})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, imported from its module the first time."""
+        if cmd_name not in self.commands and cmd_name in _ELSEWHERE:
+            module, attribute = _ELSEWHERE[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_MainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pprl")
 def main() -> None:
     """Privacy-preserving record linkage and statistics for agencies that share clients.
@@ -260,46 +298,6 @@ def inspect(file: Path, as_json: bool) -> None:
     click.echo("layout:       " + json.dumps([list(item) for item in header.layout]))
     click.echo("blocking:     " + ", ".join(header.blocking))
 
-
-from cli.linking import evaluate, link  # noqa: E402 - registered after the group is defined
-
-main.add_command(link)
-main.add_command(evaluate)
-
-from cli.risk import risk  # noqa: E402 - as above
-from cli.service import (  # noqa: E402 - as above
-    audit,
-    project,
-    results,
-    run_command,
-    serious_threat_group,
-    serve,
-    status,
-    upload,
-)
-
-main.add_command(risk)
-
-from cli.encoder import encoder  # noqa: E402 - as above
-from cli.erasure import withdraw  # noqa: E402 - as above; also adds project remove-party and delete
-
-main.add_command(encoder)
-main.add_command(serve)
-main.add_command(project)
-main.add_command(upload)
-main.add_command(run_command)
-main.add_command(status)
-main.add_command(results)
-main.add_command(audit)
-main.add_command(serious_threat_group)
-main.add_command(withdraw)
-
-from cli.query import budget, query  # noqa: E402 - as above
-from cli.report import report  # noqa: E402 - as above
-
-main.add_command(query)
-main.add_command(budget)
-main.add_command(report)
 
 if __name__ == "__main__":
     main()

@@ -211,13 +211,14 @@ def _count_cells(cells: Sequence[str], kind: str) -> tuple[int, Counter[str]]:
     >>> _count_cells(["1/1/1900", "01-01-1900", "1984-03-07"], "date")
     (0, Counter({'01/01/1900': 2}))
     """
-    counts = Counter(cells)
-    missing = counts[""] + sum(counts[value] for value in filter(str.isspace, counts))
+    # The distinct cells are few beside the cells: count only those that matter, at C speed.
+    distinct = set(cells)
+    missing = sum(cells.count(value) for value in distinct if not value.strip())
     table = _PLACEHOLDERS.get(kind)
     found: Counter[str] = Counter()
     if table:
-        for value in counts.keys() & table.keys():
-            found[table[value]] += counts[value]
+        for value in distinct & table.keys():
+            found[table[value]] += cells.count(value)
     return missing, found
 
 

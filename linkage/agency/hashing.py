@@ -235,9 +235,9 @@ def salted_positions(
     """
     with np.errstate(over="ignore"):
         mixed = mix_keys(mix_keys(token_values.astype(np.uint64)) + salt_values.astype(np.uint64))
-        out = np.empty((len(mixed), bits_per_token), dtype=np.uint32)
-        for index in range(bits_per_token):
-            out[:, index] = mix_keys(mixed + _GOLDEN * np.uint64(index + 1)) % np.uint64(num_bits)
+        # Every position of every token in one pass: position ``index`` mixes in (index + 1) golden ratios.
+        steps = _GOLDEN * np.arange(1, bits_per_token + 1, dtype=np.uint64)
+        out: np.ndarray = (mix_keys(mixed[:, None] + steps) % np.uint64(num_bits)).astype(np.uint32)
     return out
 
 

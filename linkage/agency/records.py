@@ -8,8 +8,10 @@ chunks so that the work can be spread over a process pool.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,7 @@ _FALSE = frozenset({"false", "no", "n", "0"})
 # Per field: names, dates and places repeat and stay cached (a day of birth among some
 # 25,000); a limit keeps memory flat whatever the file size.
 _CACHE_LIMIT = 40_000
+_MAX_MEMOS = 64
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class PreparedRows:
     problems: list[RowProblem] = field(default_factory=list)
 
 
-def _normalise_identifier(raw: str, spec: FieldSpec) -> Value:
+def _normalise_identifier(raw: str, spec: FieldSpec, today: dt.date | None = None) -> Value:
     if len(raw) > spec.max_length:
         raise NormaliseError(
             f"longer than {spec.max_length} characters; check the column holds {spec.name} "
@@ -80,7 +83,7 @@ def _normalise_identifier(raw: str, spec: FieldSpec) -> Value:
     if "\n" in raw or "\r" in raw:
         raise NormaliseError("contains a line break (a quoted value spanning lines); remove it")
     if spec.kind == "date":
-        return normalise_date(raw)
+        return normalise_date(raw, today)
     if spec.kind == "category":
         return normalise_category(raw, spec.categories)
     if spec.kind == "code":
@@ -114,8 +117,53 @@ def _normalise_attribute(raw: str, spec: AttributeSpec) -> str:
     raise NormaliseError(f"not one of the categories {', '.join(spec.categories)}")
 
 
+@dataclass
+class _ColumnMemo:
+    """One column's normalised cells (a refused cell maps to its error), kept across chunks."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    refused: set[str] = field(default_factory=set)
+
+
+# Per (protocol fingerprint, column, day): what its cells normalised to, in this process.
+# Names, dates, places and attribute values repeat from chunk to chunk; emptied past a
+# limit, so memory stays flat. The day is part of the key: a date after today is refused.
+_MEMOS: dict[tuple[str, str, dt.date], _ColumnMemo] = {}
+
+
+def _column_memo(protocol: Protocol, column: str, today: dt.date) -> _ColumnMemo:
+    key = (protocol.fingerprint, column, today)
+    memo = _MEMOS.get(key)
+    if memo is None or len(memo.values) >= _CACHE_LIMIT:
+        if len(_MEMOS) >= _MAX_MEMOS:
+            _MEMOS.clear()
+        memo = _MEMOS[key] = _ColumnMemo()
+    return memo
+
+
+def _normalise_column(
+    cells: Sequence[str], normalise: Callable[[str], Any], memo: _ColumnMemo
+) -> tuple[list[Any], bool]:
+    """Normalise one column of a chunk, each distinct cell once; a refused cell gives its :class:`NormaliseError`.
+
+    Returns:
+        The normalised value (or the error) per cell, and whether any cell was refused.
+    """
+    values = memo.values
+    for cell in set(cells).difference(values):
+        try:
+            values[cell] = normalise(cell)
+        except NormaliseError as exc:
+            values[cell] = exc.with_traceback(None)  # kept: its frames (and this chunk) need not be
+            memo.refused.add(cell)
+    return list(map(values.__getitem__, cells)), bool(memo.refused) and not memo.refused.isdisjoint(cells)
+
+
 def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Sequence[str]]]) -> PreparedRows:
     """Check and normalise raw rows of one party.
+
+    Client lists repeat names, dates, places and attribute values, so the rows are
+    normalised a column at a time, each distinct cell once.
 
     Args:
         protocol: the protocol.
@@ -123,44 +171,87 @@ def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Se
         rows: ``(line, values)`` pairs, values in the order of ``protocol.columns_for(party_id)``.
 
     Returns:
-        The rows that passed, normalised, and a problem for every cell that did not.
+        The rows that passed, normalised, and a problem for every cell that did not, a
+        row's problems in the order of its columns.
     """
     party = protocol.party(party_id)
     attribute_specs = [protocol.attribute(name) for name in party.attributes]
     id_column, consent_column = protocol.client_id_column, protocol.consent_column
-    out = PreparedRows()
-    for line, raw in rows:
-        problems: list[RowProblem] = []
-        client_id = raw[0].strip()
+    field_count = len(protocol.fields)
+    today = dt.date.today()
+    lines = [line for line, _ in rows]
+    # The rows' cells a column at a time (every row has every column).
+    cells = (
+        list(zip(*(raw for _, raw in rows), strict=True)) if rows else [()] * (2 + field_count + len(attribute_specs))
+    )
+    # Per row (by position) with a problem: its problems, in column order.
+    problems: dict[int, list[RowProblem]] = {}
+    client_ids = [raw.strip() for raw in cells[0]]
+    for number, client_id in enumerate(client_ids):
         if not client_id:
-            problems.append(RowProblem(line, id_column, "missing; every row needs a client id"))
+            problems.setdefault(number, []).append(
+                RowProblem(lines[number], id_column, "missing; every row needs a client id")
+            )
         elif len(client_id) > MAX_CLIENT_ID_LENGTH:
-            problems.append(RowProblem(line, id_column, f"longer than {MAX_CLIENT_ID_LENGTH} characters"))
-        values: list[Value] = []
-        for spec, cell in zip(protocol.fields, raw[1:], strict=False):
-            try:
-                values.append(_normalise_identifier(cell, spec))
-            except NormaliseError as exc:
-                problems.append(RowProblem(line, spec.name, exc.reason, client_id))
-        consent_raw = raw[1 + len(protocol.fields)].strip().lower()
-        if consent_raw not in _TRUE | _FALSE:
-            problems.append(RowProblem(line, consent_column, "not true or false; record the client's consent"))
-        attributes: list[str] = []
-        for attribute_spec, cell in zip(attribute_specs, raw[2 + len(protocol.fields) :], strict=True):
-            try:
-                attributes.append(_normalise_attribute(cell, attribute_spec))
-            except NormaliseError as exc:
-                problems.append(RowProblem(line, attribute_spec.name, exc.reason, client_id))
-        if all(value is None for value in values):
-            problems.append(RowProblem(line, None, "every identifier is empty; nothing to match on", client_id))
-        if problems:
-            out.problems.extend(problems)
+            problems.setdefault(number, []).append(
+                RowProblem(lines[number], id_column, f"longer than {MAX_CLIENT_ID_LENGTH} characters")
+            )
+    # Per row: how many of its identifiers were refused.
+    refused_count: dict[int, int] = {}
+    value_columns: list[list[Any]] = []
+    for offset, spec in enumerate(protocol.fields):
+        column, refused = _normalise_column(
+            cells[1 + offset],
+            partial(_normalise_identifier, spec=spec, today=today),
+            _column_memo(protocol, spec.name, today),
+        )
+        if refused:
+            for number, value in enumerate(column):
+                if isinstance(value, NormaliseError):
+                    problems.setdefault(number, []).append(
+                        RowProblem(lines[number], spec.name, value.reason, client_ids[number])
+                    )
+                    refused_count[number] = refused_count.get(number, 0) + 1
+        value_columns.append(column)
+    consent = [raw.strip().lower() for raw in cells[1 + field_count]]
+    for number, consent_raw in enumerate(consent):
+        if consent_raw not in _TRUE and consent_raw not in _FALSE:
+            problems.setdefault(number, []).append(
+                RowProblem(lines[number], consent_column, "not true or false; record the client's consent")
+            )
+    attribute_columns: list[list[Any]] = []
+    for offset, attribute_spec in enumerate(attribute_specs):
+        column, refused = _normalise_column(
+            cells[2 + field_count + offset],
+            partial(_normalise_attribute, spec=attribute_spec),
+            _column_memo(protocol, attribute_spec.name, today),
+        )
+        if refused:
+            for number, value in enumerate(column):
+                if isinstance(value, NormaliseError):
+                    problems.setdefault(number, []).append(
+                        RowProblem(lines[number], attribute_spec.name, value.reason, client_ids[number])
+                    )
+        attribute_columns.append(column)
+    values = list(zip(*value_columns, strict=True)) if value_columns else [()] * len(rows)
+    # A row has an identifier when some field's value normalised to something (neither empty nor refused).
+    for number, row_values in enumerate(values):
+        if row_values.count(None) + refused_count.get(number, 0) == field_count:
+            problems.setdefault(number, []).append(
+                RowProblem(lines[number], None, "every identifier is empty; nothing to match on", client_ids[number])
+            )
+    out = PreparedRows()
+    attributes = list(zip(*attribute_columns, strict=True)) if attribute_columns else [()] * len(rows)
+    for number in range(len(rows)):
+        found_problems = problems.get(number)
+        if found_problems:
+            out.problems.extend(found_problems)
             continue
-        out.lines.append(line)
-        out.client_ids.append(client_id)
-        out.values.append(tuple(values))
-        out.consent.append(consent_raw in _TRUE)
-        out.attributes.append(tuple(attributes))
+        out.lines.append(lines[number])
+        out.client_ids.append(client_ids[number])
+        out.values.append(values[number])
+        out.consent.append(consent[number] in _TRUE)
+        out.attributes.append(attributes[number])
     return out
 
 
@@ -258,19 +349,82 @@ class _TokenTable:
         return token_id
 
 
+class _ValueTable:
+    """Everything one field's values encode to, one row per value seen, in flat arrays.
+
+    Per value: its token ids (into the field's :class:`_TokenTable`), its keyed hashes
+    (a date's day, month and year; a category's), its block key parts, and its signature
+    under each similarity rule that reads the field. A chunk's records then gather these
+    by value id in numpy, instead of per-record Python work.
+    """
+
+    def __init__(self, hash_shape: tuple[int, ...], transforms: int, signature_widths: list[int]) -> None:
+        self.hash_shape, self.transforms, self.signature_widths = hash_shape, transforms, signature_widths
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every value (keeps memory flat)."""
+        self.ids: dict[Value, int] = {}
+        self.offsets = np.zeros(1, dtype=np.int64)  # value i's tokens: token_ids[offsets[i] : offsets[i + 1]]
+        self.token_ids = np.zeros(0, dtype=np.int64)
+        self.hashes = np.zeros((0, *self.hash_shape), dtype=np.uint32)
+        self.parts = np.zeros((0, self.transforms), dtype=np.uint64)
+        self.signatures = [np.zeros((0, width), dtype=np.uint32) for width in self.signature_widths]
+
+    def add(
+        self,
+        token_ids: np.ndarray,
+        lengths: np.ndarray,
+        hashes: np.ndarray,
+        parts: np.ndarray,
+        signatures: list[np.ndarray],
+    ) -> None:
+        """Append new values' entries, in the order their ids were given.
+
+        Args:
+            token_ids: the values' token ids, one value after another.
+            lengths: how many tokens each value has.
+            hashes: the values' keyed hashes.
+            parts: the values' block key parts.
+            signatures: per similarity rule that reads the field, the values' signatures.
+        """
+        self.offsets = np.concatenate([self.offsets, self.offsets[-1] + np.cumsum(lengths)])
+        self.token_ids = np.concatenate([self.token_ids, token_ids])
+        self.hashes = np.concatenate([self.hashes, hashes])
+        self.parts = np.concatenate([self.parts, parts])
+        self.signatures = [np.concatenate([old, new]) for old, new in zip(self.signatures, signatures, strict=True)]
+
+    def tokens_of(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The token ids of the values ``codes``, one after another, and the position in ``codes`` of each."""
+        starts = self.offsets[codes]
+        lengths = self.offsets[codes + 1] - starts
+        owners = np.repeat(np.arange(len(codes)), lengths)
+        # Within each value's run of tokens: its start in token_ids, plus the place in the run.
+        run_starts = np.cumsum(lengths) - lengths
+        index = np.arange(int(lengths.sum())) - run_starts[owners] + starts[owners]
+        return self.token_ids[index], owners
+
+
+def _set_bits(bits: np.ndarray, rows: np.ndarray, positions: np.ndarray) -> None:
+    """Set ``bits[rows[i], positions[i, j]]`` for every i and j (through the flat index: one scatter)."""
+    flat = rows[:, None] * bits.shape[1] + positions
+    bits.reshape(-1)[flat.reshape(-1)] = True
+
+
 class RecordEncoder:
     """Encodes normalised identifiers into encodings records, with caches for speed.
 
-    Names, dates and places repeat across a client list, so each field caches, per value
-    seen, its token ids, its hashes and its block key parts (emptied past a limit), and
-    per token its bit positions (:class:`_TokenTable`).
+    Names, dates and places repeat across a client list, so each field keeps, per value
+    seen, its token ids, hashes, block key parts and similarity signatures
+    (:class:`_ValueTable`, emptied past a limit), and per token its bit positions
+    (:class:`_TokenTable`).
     """
 
     def __init__(self, protocol: Protocol, keys: Keys) -> None:
         self.protocol = protocol
         self.keys = keys
+        self._lock = threading.Lock()
         self.dtype = np.dtype([(n, k, (c,)) if c > 1 else (n, k) for n, k, c in record_layout(protocol)])
-        self._caches: list[dict[Any, Any]] = [{} for _ in protocol.fields]
         # A field whose values rarely repeat (addresses) stops being cached: the look-ups
         # and the churn would cost more than they save.
         self._cached = [True] * len(protocol.fields)
@@ -294,7 +448,7 @@ class RecordEncoder:
         ]
         self._similarity = SimilarityEncoder(protocol, keys.block)
         self._salt_count = len(hardening.salts)
-        self._salt_values: dict[str, int] = {}
+        self._salt_values: list[dict[Value, int]] = [{} for _ in hardening.salts]
         self._tables = [
             _TokenTable(
                 keys.clk[i],
@@ -321,59 +475,103 @@ class RecordEncoder:
             )
             for rule in exact
         ]
+        self._values = [
+            _ValueTable((3,) if spec.kind == "date" else (), len(self._transforms[i]), self._similarity.widths(i))
+            for i, spec in enumerate(protocol.fields)
+        ]
         # Each rule's first block key column: a similarity rule takes one per band.
         self._columns = np.cumsum([0, *(rule.columns for rule in protocol.blocking)]).tolist()
 
-    def _encode_value(self, index: int, spec: FieldSpec, value: Value) -> tuple[list[int], Any, tuple[int, ...]]:
-        """Token ids, hashes (dates and categories) and block key parts of one value."""
-        cache = self._caches[index]
-        self._misses[index] += 1
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        text = value.strftime("%Y%m%d") if isinstance(value, dt.date) else value
-        assert isinstance(text, str)  # noqa: S101 - None is handled by the caller
+    def _value_codes(self, index: int, spec: FieldSpec, column: Sequence[Value]) -> np.ndarray:
+        """Each record's value id in the field's :class:`_ValueTable` (-1: missing), adding new values."""
+        values = self._values[index]
+        if not self._cached[index] or len(values.ids) >= _CACHE_LIMIT:
+            values.clear()
+        ids = values.ids
+        new: list[Value] = []
+        codes: list[int] = []
+        for value in column:
+            if value is None:
+                codes.append(-1)
+                continue
+            code = ids.get(value)
+            if code is None:
+                code = ids[value] = len(ids)
+                new.append(value)
+            codes.append(code)
+        if new:
+            self._add_values(index, spec, new)
+        # A field whose values rarely repeat (addresses) stops being kept across chunks.
+        self._lookups[index] += len(column) - codes.count(-1)
+        self._misses[index] += len(new)
+        if self._cached[index] and self._lookups[index] >= _CACHE_LIMIT:
+            self._cached[index] = self._misses[index] < 0.8 * self._lookups[index]
+        return np.asarray(codes, dtype=np.int64)
+
+    def _add_values(self, index: int, spec: FieldSpec, new: list[Value]) -> None:
+        """Token ids, hashes (dates and categories), block key parts and signatures of new values."""
         table = self._tables[index]
-        token_ids = [table.id_of(token) for token in tokenize(text, spec, self.protocol.ngram)]
-        hashes: Any = None
-        if isinstance(value, dt.date):
-            hashes = (
-                keyed_hash32(self.keys.day_month, str(value.day)),
-                keyed_hash32(self.keys.day_month, str(value.month)),
-                keyed_hash32(self.keys.year, str(value.year)),
-            )
+        texts = [value.strftime("%Y%m%d") if isinstance(value, dt.date) else value for value in new]
+        token_lists = [tokenize(text, spec, self.protocol.ngram) for text in texts if isinstance(text, str)]
+        tokens = [token for value_tokens in token_lists for token in value_tokens]
+        for token in set(tokens).difference(table.ids):
+            table.id_of(token)
+        token_ids = np.fromiter(map(table.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+        lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+        values = self._values[index]
+        hashes = np.zeros((len(new), *values.hash_shape), dtype=np.uint32)
+        if spec.kind == "date":
+            hashes[:] = [
+                (
+                    keyed_hash32(self.keys.day_month, str(value.day)),
+                    keyed_hash32(self.keys.day_month, str(value.month)),
+                    keyed_hash32(self.keys.year, str(value.year)),
+                )
+                for value in new
+                if isinstance(value, dt.date)
+            ]
         elif spec.kind == "category":
-            hashes = keyed_hash32(self.keys.field[index], text)
-        parts = tuple(
-            0
-            if (part := _transform(value, transform)) is None
-            else keyed_hash64(self.keys.block, f"{spec.name}:{transform}|{part}")
-            for transform in self._transforms[index]
-        )
-        entry = (token_ids, hashes, parts)
-        if self._cached[index]:
-            cache[value] = entry
-        return entry
+            hashes[:] = [keyed_hash32(self.keys.field[index], text) for text in texts if isinstance(text, str)]
+        parts = np.zeros((len(new), values.transforms), dtype=np.uint64)
+        for column, transform in enumerate(self._transforms[index]):
+            parts[:, column] = [
+                0
+                if (part := _transform(value, transform)) is None
+                else keyed_hash64(self.keys.block, f"{spec.name}:{transform}|{part}")
+                for value in new
+            ]
+        signatures: list[np.ndarray] = []
+        if values.signature_widths:
+            owners = np.repeat(np.arange(len(new)), lengths)
+            signatures = self._similarity.value_signatures(index, table.token_hashes[token_ids], owners, len(new))
+        values.add(token_ids, lengths, hashes, parts, signatures)
 
     def _salt_columns(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
         """Per row and salt, the keyed 64-bit value of the row's salt (shape (rows, salts)).
 
         A row without the salt field gets the value of "no salt": its salted filters are
-        never compared (it shares no salt), and they stay salted rather than plain.
+        never compared (it shares no salt), and they stay salted rather than plain. Each
+        salt's value is kept per value of the salt field (a day of birth among some 25,000).
         """
         out = np.zeros((len(rows), self._salt_count), dtype=np.uint64)
-        for salt_index in range(self._salt_count):
-            transform = self.protocol.hardening.salts[salt_index][1]
-            for row_number, salt in enumerate(salts_for(self.protocol, rows, salt_index)):
-                value = self._salt_values.get(f"{transform}|{salt}")
-                if value is None:
-                    value = self._salt_values[f"{transform}|{salt}"] = keyed_hash64(
-                        self.keys.hardening, f"salt|{transform}|{salt}"
-                    )
-                out[row_number, salt_index] = value
+        names = [spec.name for spec in self.protocol.fields]
+        for salt_index, (field_name, transform) in enumerate(self.protocol.hardening.salts):
+            index = names.index(field_name)
+            column = [row[index] for row in rows]
+            known = self._salt_values[salt_index]
+            if len(known) >= _CACHE_LIMIT:
+                known.clear()
+            for value in set(column).difference(known):
+                salt = _transform(value, transform) or ""
+                known[value] = keyed_hash64(self.keys.hardening, f"salt|{transform}|{salt}")
+            out[:, salt_index] = np.fromiter(map(known.__getitem__, column), dtype=np.uint64, count=len(rows))
         return out
 
     def encode(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
         """Encode normalised rows; the ``token`` column is left zero for the caller.
+
+        One call at a time: a Dask worker's threads share an encoder, whose value and
+        token tables give out ids that must match the rows appended to them.
 
         Args:
             rows: one tuple of normalised values per record, in protocol field order.
@@ -381,51 +579,38 @@ class RecordEncoder:
         Returns:
             A structured array of the encodings file's record layout.
         """
+        with self._lock:
+            return self._encode(rows)
+
+    def _encode(self, rows: Sequence[Sequence[Value]]) -> np.ndarray:
         count = len(rows)
         out = np.zeros(count, dtype=self.dtype)
         clk = np.zeros((count, self._clk_plan.build_bits), dtype=bool)
         parts: list[np.ndarray] = []
-        signatures: dict[int, tuple[list[int], list[tuple[np.ndarray, ...]]]] = {}
+        signatures: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
         salts = self._salt_columns(rows) if self._salt_count else np.zeros((count, 0), dtype=np.uint64)
         for index, spec in enumerate(self.protocol.fields):
-            cache = self._caches[index]
-            token_ids: list[int] = []
-            token_rows: list[int] = []
-            hashes = np.zeros((count, 3) if spec.kind == "date" else count, dtype=np.uint32)
-            field_parts = np.zeros((count, len(self._transforms[index])), dtype=np.uint64)
-            present = 0
+            codes = self._value_codes(index, spec, [row[index] for row in rows])
+            values = self._values[index]
             table = self._tables[index]
-            similar = signatures.setdefault(index, ([], [])) if table.similarity_key is not None else None
-            for row_number, row in enumerate(rows):
-                value = row[index]
-                if value is None:
-                    continue
-                present += 1
-                ids, value_hashes, value_parts = cache.get(value) or self._encode_value(index, spec, value)
-                token_ids.extend(ids)
-                token_rows.extend([row_number] * len(ids))
-                if similar is not None:
-                    similar[0].append(row_number)
-                    similar[1].append(self._similarity.value_signatures(index, value, ids, table.token_hashes))
-                if value_hashes is not None:
-                    hashes[row_number] = value_hashes
-                if value_parts:
-                    field_parts[row_number] = value_parts
+            holders = np.flatnonzero(codes >= 0)
+            held = codes[holders]
+            hashes = np.zeros((count, *values.hash_shape), dtype=np.uint32)
+            hashes[holders] = values.hashes[held]
+            field_parts = np.zeros((count, values.transforms), dtype=np.uint64)
+            field_parts[holders] = values.parts[held]
             parts.append(field_parts)
-            self._lookups[index] += present
-            if self._cached[index] and self._lookups[index] >= _CACHE_LIMIT:
-                self._cached[index] = self._misses[index] < 0.8 * self._lookups[index]
-                if not self._cached[index]:
-                    cache.clear()
-            ids_array = np.asarray(token_ids, dtype=np.int64)
-            rows_array = np.asarray(token_rows, dtype=np.int64)
+            if values.signature_widths:
+                signatures[index] = (holders, [signature[held] for signature in values.signatures])
+            ids_array, owners = values.tokens_of(held)
+            rows_array = holders[owners]
             if self._salt_clk[index]:
                 positions = salted_positions(
                     table.clk_values[ids_array], salts[rows_array, 0], table.clk_k, table.clk_bits
                 )
             else:
                 positions = table.clk[ids_array]
-            clk[rows_array[:, None], positions] = True
+            _set_bits(clk, rows_array, positions)
             plan = self._own_plans[index]
             if plan is None:
                 out[spec.name] = hashes
@@ -439,7 +624,7 @@ class RecordEncoder:
                     )
                 else:
                     positions = table.own_positions[ids_array]
-                own[rows_array[:, None], positions] = True
+                _set_bits(own, rows_array, positions)
                 out[copy_column(spec.name, salt_index)] = np.packbits(self._harden(own, plan), axis=1)
         out["clk"] = np.packbits(self._harden(clk, self._clk_plan), axis=1)
         out["block"] = self._block_keys(parts, signatures, count).reshape(out["block"].shape)
@@ -456,7 +641,7 @@ class RecordEncoder:
         return hardened
 
     def _block_keys(
-        self, parts: list[np.ndarray], signatures: dict[int, tuple[list[int], list[tuple[np.ndarray, ...]]]], count: int
+        self, parts: list[np.ndarray], signatures: dict[int, tuple[np.ndarray, list[np.ndarray]]], count: int
     ) -> np.ndarray:
         """Every rule's keys, in rule order; 0 where a record has none.
 

@@ -22,7 +22,7 @@ what it learns from those: which records share a key.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,13 +143,13 @@ def band_keys(plan: MinHashPlan, signature: np.ndarray) -> np.ndarray:
     """
     rows = plan.rule.hashes_per_band
     present = signature[:, 0] != _NO_TOKEN
-    out = np.zeros((len(signature), plan.rule.bands), dtype=np.uint64)
-    for band, salt in enumerate(plan.band_salts):
-        key = np.full(len(signature), salt, dtype=np.uint64)
-        for column in range(band * rows, (band + 1) * rows):
-            key = mix_keys(key ^ signature[:, column].astype(np.uint64))
-        key[key == 0] = 1
-        out[:, band] = np.where(present, key, np.uint64(0))
+    # Every band at once: band j's key folds in its columns j * rows .. (j + 1) * rows - 1, in order.
+    by_band = signature.reshape(len(signature), plan.rule.bands, rows).astype(np.uint64)
+    key = np.broadcast_to(plan.band_salts, (len(signature), plan.rule.bands))
+    for row in range(rows):
+        key = mix_keys(key ^ by_band[:, :, row])
+    key[key == 0] = 1
+    out: np.ndarray = np.where(present[:, None], key, np.uint64(0))
     return out
 
 
@@ -166,14 +166,14 @@ def value_signature(plan: MinHashPlan, group: int, tokens: np.ndarray) -> np.nda
 
 
 class SimilarityEncoder:
-    """Every similarity rule's band keys for the records of one encoder, caching each value's signatures.
+    """Every similarity rule's band keys for the records of one encoder, from each value's signatures.
 
-    Names, places and postcodes repeat across a client list, so a value's signature
-    under every rule that reads its field is computed once (a field's cache is emptied
-    past a limit, so memory stays flat).
+    Names, places and postcodes repeat across a client list, so the encoder computes a
+    value's signature under every rule that reads its field once (:meth:`value_signatures`,
+    for a batch of values at a time) and gathers the values' signatures into the records'.
     """
 
-    def __init__(self, protocol: Protocol, key: bytes, cache_limit: int = 20_000) -> None:
+    def __init__(self, protocol: Protocol, key: bytes) -> None:
         self.columns = sum(rule.columns for rule in protocol.blocking)
         position = {spec.name: i for i, spec in enumerate(protocol.fields)}
         first = 0
@@ -198,39 +198,43 @@ class SimilarityEncoder:
             ]
             for number in range(len(self.plans))
         ]
-        self._caches: dict[int, dict[Hashable, tuple[np.ndarray, ...]]] = {field: {} for field in self.readers}
-        self._cache_limit = cache_limit
 
-    def value_signatures(
-        self, field: int, value: Hashable, tokens: Sequence[int], hashes: np.ndarray
-    ) -> tuple[np.ndarray, ...]:
-        """A value's signature under each rule that reads ``field``, from its tokens' ids into ``hashes``."""
-        cache = self._caches[field]
-        found = cache.get(value)
-        if found is None:
-            if len(cache) >= self._cache_limit:
-                cache.clear()
-            token_hashes = hashes[np.asarray(tokens, dtype=np.int64)]
-            found = cache[value] = tuple(
-                value_signature(self.plans[rule][1], group, token_hashes) for rule, group in self.readers[field]
-            )
-        return found
+    def widths(self, field: int) -> list[int]:
+        """The length of a signature of ``field``'s values under each rule that reads it."""
+        return [len(self.plans[rule][1].multipliers) for rule, _ in self.readers.get(field, [])]
 
-    def band_keys(self, values: dict[int, tuple[list[int], list[tuple[np.ndarray, ...]]]], count: int) -> np.ndarray:
+    def value_signatures(self, field: int, hashes: np.ndarray, owners: np.ndarray, count: int) -> list[np.ndarray]:
+        """Signatures of ``count`` values of ``field`` under each rule that reads it.
+
+        Args:
+            field: the field's position in the protocol.
+            hashes: the keyed hashes (:func:`token_hash`) of the values' tokens, one after another.
+            owners: the value (``0 .. count - 1``) of each token, in ascending order; every
+                value has at least one token.
+            count: number of values.
+
+        Returns:
+            Per rule that reads the field, uint32 (count, functions): what
+            :func:`value_signature` gives for each value alone.
+        """
+        return [
+            signatures(self.plans[rule][1], [(group, hashes, owners)], count) for rule, group in self.readers[field]
+        ]
+
+    def band_keys(self, values: dict[int, tuple[np.ndarray, list[np.ndarray]]], count: int) -> np.ndarray:
         """The records' band keys in their block key columns (every other column 0).
 
         Args:
-            values: per field, the records holding a value and that value's signatures
-                (:meth:`value_signatures`).
+            values: per field, the records holding a value and, per rule reading the field,
+                those values' signatures in the same order (from :meth:`value_signatures`).
             count: number of records.
         """
         out = np.zeros((count, self.columns), dtype=np.uint64)
         for (first, plan), members in zip(self.plans, self.members, strict=True):
             signature = np.full((count, len(plan.multipliers)), _NO_TOKEN, dtype=np.uint32)
             for field, at in members:
-                rows, signatures_of = values.get(field, ([], []))
-                if rows:
-                    where = np.asarray(rows, dtype=np.int64)
-                    signature[where] = np.minimum(signature[where], np.stack([sigs[at] for sigs in signatures_of]))
+                if field in values and len(values[field][0]):
+                    rows, signatures_of = values[field]
+                    signature[rows] = np.minimum(signature[rows], signatures_of[at])
             out[:, first : first + plan.rule.bands] = band_keys(plan, signature)
         return out

@@ -421,7 +421,7 @@ def read_rows(task: Task, positions: Sequence[int], width: int) -> tuple[list[tu
                 RowProblem(first_line + consumed, None, f"malformed CSV ({exc}); check the quoting of this line")
             )
             break
-        if not any(cell.strip() for cell in row):
+        if not "".join(row).strip():  # an empty row (its cells joined: one search at C speed)
             continue
         line = first_line + consumed
         if len(row) != width:

@@ -3,6 +3,8 @@
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import click
 import pytest
@@ -18,7 +20,9 @@ def runner():
 
 
 def all_commands(group=main, prefix=()):
-    for name, command in group.commands.items():
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
         if isinstance(command, click.Group):
             yield from all_commands(command, (*prefix, name))
         else:
@@ -126,3 +130,14 @@ def test_inspect_refuses_other_files(runner, tmp_path):
     result = runner.invoke(main, ["inspect", str(path)])
     assert result.exit_code == 1
     assert "not a pprl encodings file" in result.output
+
+
+OTHER_ROLES = ("linkage.matching.engine", "linkage.service.client", "httpx", "anonlink", "stats")
+
+
+def test_the_agency_commands_do_not_load_the_service_or_the_engine():
+    """`pprl encode` starts in a fraction of a second: the other roles' modules load only when used."""
+    probe = f"import sys, cli.main; print(sorted(set(sys.modules) & {set(OTHER_ROLES)!r}))"
+    # A fresh interpreter (this one has imported everything); our own code as its input.
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)  # noqa: S603
+    assert result.stdout.strip() == "[]"

@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 
 from linkage.agency.hashing import derive_keys
 from linkage.agency.records import RecordEncoder
-from linkage.agency.similarity import band_keys, minhash_plan, signatures, token_hashes
+from linkage.agency.similarity import (
+    SimilarityEncoder,
+    band_keys,
+    minhash_plan,
+    signatures,
+    token_hashes,
+    value_signature,
+)
 from linkage.protocol import SimilarityRule, parse_protocol
 from tests.helpers import example_document
 
@@ -152,3 +159,19 @@ def test_band_keys_hold_no_value_computable_without_the_secret(people, secret, o
     assert (one != 0).all() and (other != 0).all()
     assert not np.isin(other, one).any()
     assert np.array_equal(one[0], one[-1]) and np.array_equal(other[0], other[-1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(NAMES, min_size=1, max_size=6), min_size=1, max_size=8))
+def test_a_batch_of_values_gets_each_values_own_signature(values):
+    """The encoder signs new values a batch at a time: each must get what it gets alone."""
+    protocol = example_with_similarity()
+    encoder = SimilarityEncoder(protocol, bytes(64))
+    field = next(iter(encoder.readers))
+    hashes = [token_hashes(tokens, bytes(64)) for tokens in values]
+    owners = np.repeat(np.arange(len(values)), [len(tokens) for tokens in values])
+    batch = encoder.value_signatures(field, np.concatenate(hashes), owners, len(values))
+    for (rule, group), signed in zip(encoder.readers[field], batch, strict=True):
+        plan = encoder.plans[rule][1]
+        alone = [value_signature(plan, group, value_hashes) for value_hashes in hashes]
+        assert np.array_equal(signed, np.stack(alone))
