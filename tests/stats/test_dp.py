@@ -204,14 +204,21 @@ def test_a_quantile_is_stated_with_an_interval_in_the_attributes_units_for_every
     prepared = prepare(table, spec, protocol)
     months = table.filter(pl.col("member:haven"))["months_in_nz"].drop_nulls().to_list()
     truth = true_quantiles(months, q)
-    covered = 0
+    covered = released = 0
     for _ in range(40):
         cell = prepared.release().cells[0]
+        if cell.value is None:
+            # No figure for this small group in this release (its noisy histogram summed under
+            # the suppression threshold: about 1 run in 50 at q 0.9): no interval either.
+            assert cell.half_width is None and cell.lower is None and cell.upper is None
+            continue
+        released += 1
         assert cell.half_width <= 120, "a half-width in months, not in (mis-scaled) ranks"
         assert 0 <= cell.lower <= cell.upper <= 120, "the interval is in months, within the attribute's bounds"
         assert cell.lower >= cell.value - cell.half_width
         covered += any(cell.lower <= t <= cell.upper for t in truth)
-    assert covered >= 34, f"{covered} of 40 intervals held the true {q}-quantile"
+    assert released >= 35, f"{40 - released} of 40 releases suppressed"
+    assert covered >= 0.85 * released, f"{covered} of {released} intervals held the true {q}-quantile"
 
 
 def test_the_quantile_rank_bound_divides_opendps_score_scale_by_the_scores_sensitivity(protocol, table):
