@@ -49,6 +49,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+STARTUP_SECONDS = 120
+
+
 @contextmanager
 def _service(data_dir: Path, admin_secret: Path, log: Path) -> Iterator[str]:
     """`pprl serve` on a free loopback port for the duration of the block."""
@@ -66,13 +69,19 @@ def _service(data_dir: Path, admin_secret: Path, log: Path) -> Iterator[str]:
             [sys.executable, "-m", "cli.main", *args], stdout=output, stderr=subprocess.STDOUT
         )
     try:
-        for _ in range(150):
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=1):  # noqa: S310 - loopback URL we built
                     break
             except OSError:
                 if server.poll() is not None:
                     raise click.ClickException(f"the service did not start; see {log}") from None
+                if time.monotonic() > deadline:
+                    raise click.ClickException(
+                        f"the service did not answer on {url} within {STARTUP_SECONDS} s; see {log} "
+                        "(a very busy machine: run `make demo` again)"
+                    ) from None
                 time.sleep(0.2)
         click.echo(f"   listening on {url} (API description at {url}/openapi.json; log in {log})")
         yield url
