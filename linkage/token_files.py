@@ -30,6 +30,8 @@ __all__ = [
     "read_entities",
     "read_keymap",
     "read_rows",
+    "file_sha256",
+    "listed_positions",
     "read_tokens",
     "token_set_sha256",
     "write_duplicates",
@@ -65,6 +67,28 @@ def read_rows(path: Path, columns: Sequence[str]) -> Iterator[list[str]]:
             if len(row) != len(columns):
                 raise InputError(f"{path} line {reader.line_num}: expected {len(columns)} columns", path=str(path))
             yield row
+
+
+MAX_LISTED = 10
+
+
+def listed_positions(numbers: Sequence[int]) -> str:
+    """Positions in a list (of tokens sent, say), a few of them, for an error message.
+
+    >>> listed_positions([3, 7]), listed_positions(list(range(1, 13)))
+    ('3, 7', '1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 2 more')
+    """
+    shown = ", ".join(str(n) for n in numbers[:MAX_LISTED])
+    return shown + (f" and {len(numbers) - MAX_LISTED} more" if len(numbers) > MAX_LISTED else "")
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read a mebibyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def token_set_sha256(tokens: Iterable[str]) -> str:

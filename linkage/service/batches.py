@@ -44,7 +44,7 @@ from linkage.matching.link_state import LinkState, read_state, write_state
 from linkage.matching.refresh import refresh_state, start_state
 from linkage.matching.stable import StableLinkage, stable_entities
 from linkage.service.store import BatchRecord, LinkageStore, check_upload
-from linkage.token_files import token_set_sha256
+from linkage.token_files import file_sha256, listed_positions, token_set_sha256
 
 __all__ = [
     "BatchRun",
@@ -61,7 +61,6 @@ __all__ = [
 ]
 
 ProgressCallback = Callable[[int, int], None]
-MAX_LISTED = 10
 
 
 @dataclass(frozen=True)
@@ -96,24 +95,6 @@ class Change:
 def _hex_tokens(records: np.ndarray) -> list[str]:
     raw = np.ascontiguousarray(records["token"]).tobytes().hex()
     return [raw[i : i + 32] for i in range(0, len(raw), 32)]
-
-
-def _positions(numbers: Sequence[int]) -> str:
-    """A few positions of a list.
-
-    >>> _positions([3, 7]), _positions(list(range(1, 13)))
-    ('3, 7', '1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 2 more')
-    """
-    shown = ", ".join(str(n) for n in numbers[:MAX_LISTED])
-    return shown + (f" and {len(numbers) - MAX_LISTED} more" if len(numbers) > MAX_LISTED else "")
-
-
-def _file_sha256(path: os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def add_batch(
@@ -166,8 +147,9 @@ def _add_batch(
     malformed = [i for i, t in enumerate(withdraw, start=1) if len(t) != 32 or t.strip("0123456789abcdef")]
     if malformed:
         raise InputError(
-            f"{len(malformed)} of the withdrawn tokens are not record tokens (number {_positions(malformed)}); write "
-            "32 lowercase hex digits from keymap.csv per token; nothing was stored"
+            f"{len(malformed)} of the withdrawn tokens are not record tokens "
+            f"(number {listed_positions(malformed)}); write 32 lowercase hex digits from keymap.csv per token; "
+            "nothing was stored"
         )
     if received is None and not withdraw:
         raise InputError("the batch is empty: send new or corrected records, withdrawals, or both")
@@ -195,7 +177,7 @@ def _add_batch(
         if unknown:
             raise InputError(
                 f"{len(unknown)} of the {len(withdraw)} withdrawn tokens are not records of party {party!r}'s "
-                f"encodings (number {_positions(unknown)}); withdraw tokens from the keymap.csv of encodings you "
+                f"encodings (number {listed_positions(unknown)}); withdraw tokens from the keymap.csv of encodings you "
                 "uploaded; nothing was stored"
             )
         sent = _hex_tokens(batch) if batch is not None else []
@@ -238,7 +220,7 @@ def _add_batch(
                 raise
             header = writer.close()
             del base
-            merged_sha = _file_sha256(incoming)
+            merged_sha = file_sha256(incoming)
             final = store.blob_path(merged_sha)
             os.replace(incoming, final)
             batch_sha = None

@@ -33,7 +33,7 @@ from linkage.errors import Conflict, InputError, NotFound
 from linkage.file_modes import shred_file
 from linkage.service.statistics_side import StatisticsSide
 from linkage.service.store import ErasureRecord, LinkageStore
-from linkage.token_files import token_set_sha256
+from linkage.token_files import file_sha256, listed_positions, token_set_sha256
 
 __all__ = [
     "STEPS",
@@ -49,7 +49,6 @@ ProgressCallback = Callable[[int, int], None]
 # on_progress(done, STEPS): 0 before the journal line, 1 journalled, 2 linkage rows, 3
 # statistics rows, 4 blobs shredded, 5 compacted and done.
 STEPS = 5
-MAX_LISTED = 10
 
 
 def token_sha256(token: str) -> str:
@@ -106,7 +105,7 @@ def withdraw_records(
         raise InputError(
             "no tokens to withdraw"
             if not wanted
-            else f"{len(malformed)} of the tokens sent are not record tokens (number {_positions(malformed)})",
+            else f"{len(malformed)} of the tokens sent are not record tokens (number {listed_positions(malformed)})",
             problems=["write one token (32 lowercase hex digits, from keymap.csv) per line; nothing was withdrawn"],
         )
     protocol = store.protocol(project_id)
@@ -125,7 +124,7 @@ def withdraw_records(
         if unknown:
             raise InputError(
                 f"{len(unknown)} of the {len(tokens)} tokens sent are not records of the encodings party {party!r} "
-                f"uploaded last (number {_positions(unknown)} of those sent); nothing was withdrawn",
+                f"uploaded last (number {listed_positions(unknown)} of those sent); nothing was withdrawn",
                 problems=[
                     "pass tokens from the keymap.csv written with the encodings you uploaded last "
                     "(a token of an earlier encode, another project or another party is not yours to withdraw)"
@@ -148,7 +147,7 @@ def withdraw_records(
                 raise
             header = writer.close()
             del encodings
-            body_sha256 = _file_sha256(incoming)
+            body_sha256 = file_sha256(incoming)
             final = store.blob_path(body_sha256)
             os.replace(incoming, final)
         finally:
@@ -354,21 +353,3 @@ def _complete(
     store.finish_erasure(erasure, summary)
     _step(on_progress, 5)
     return next(e for e in store.erasures(project_id) if e.id == erasure.id)
-
-
-def _positions(numbers: Sequence[int]) -> str:
-    """Positions in a list, a few of them.
-
-    >>> _positions([3, 7]), _positions(list(range(1, 13)))
-    ('3, 7', '1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 2 more')
-    """
-    shown = ", ".join(str(n) for n in numbers[:MAX_LISTED])
-    return shown + (f" and {len(numbers) - MAX_LISTED} more" if len(numbers) > MAX_LISTED else "")
-
-
-def _file_sha256(path: os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -1243,18 +1243,7 @@ class LinkageStore(Database):
                 is under way, or the upload changed meanwhile.
         """
         with self._write() as conn:
-            # The project's row lock orders this against a run being queued (start_run).
-            conn.execute(select(projects.c.id).where(projects.c.id == project_id).with_for_update())
-            active = conn.execute(
-                select(runs.c.number, runs.c.status).where(
-                    runs.c.project_id == project_id, runs.c.status.in_(ACTIVE_STATUSES)
-                )
-            ).first()
-            if active is not None:
-                raise Conflict(
-                    f"run {active.number} of this project is {active.status}; add the batch when it is done "
-                    f"(`pprl status {active.number}`); nothing was stored"
-                )
+            self._lock_idle_project(conn, project_id, "add the batch", "; nothing was stored")
             self._refuse_if_erasing(conn, project_id, "add a batch")
             current = conn.execute(
                 select(uploads.c.body_sha256).where(uploads.c.project_id == project_id, uploads.c.party == party)
@@ -1489,6 +1478,21 @@ class LinkageStore(Database):
         """The parties removed from the project (or being removed)."""
         return {e.party for e in self.erasures(project_id) if e.kind == "party" and e.party is not None}
 
+    @staticmethod
+    def _lock_idle_project(conn: Connection, project_id: str, what: str, after: str = "") -> None:
+        """Lock the project's row (which orders this against a run being queued); refuse while a run is active."""
+        conn.execute(select(projects.c.id).where(projects.c.id == project_id).with_for_update())
+        active = conn.execute(
+            select(runs.c.number, runs.c.status).where(
+                runs.c.project_id == project_id, runs.c.status.in_(ACTIVE_STATUSES)
+            )
+        ).first()
+        if active is not None:
+            raise Conflict(
+                f"run {active.number} of this project is {active.status}; {what} when it is done "
+                f"(`pprl status {active.number}`){after}"
+            )
+
     def _refuse_if_erasing(self, conn: Connection, project_id: str, what: str) -> None:
         pending = conn.execute(
             select(erasures.c.kind).where(erasures.c.project_id == project_id, erasures.c.status == "pending")
@@ -1517,18 +1521,7 @@ class LinkageStore(Database):
             Conflict: a run of the project is queued or running, or another erasure is under way.
         """
         with self._write() as conn:
-            # The project's row lock orders this against a run being queued (start_run).
-            conn.execute(select(projects.c.id).where(projects.c.id == project_id).with_for_update())
-            active = conn.execute(
-                select(runs.c.number, runs.c.status).where(
-                    runs.c.project_id == project_id, runs.c.status.in_(ACTIVE_STATUSES)
-                )
-            ).first()
-            if active is not None:
-                raise Conflict(
-                    f"run {active.number} of this project is {active.status}; erase when it is done "
-                    f"(`pprl status {active.number}`)"
-                )
+            self._lock_idle_project(conn, project_id, "erase")
             self._refuse_if_erasing(conn, project_id, "erase again")
             inserted = conn.execute(
                 insert(erasures).values(
