@@ -289,6 +289,34 @@ def _error(server: str, response: httpx.Response) -> PprlError:
     return error
 
 
+def _streamed(
+    path: Path | None, *, head: bytes = b"", on_progress: ProgressCallback | None = None
+) -> tuple[int, Iterator[bytes]]:
+    """A request body of ``head`` then a file's bytes, streamed, and its length; progress in bytes sent.
+
+    Raises:
+        InputError: the file cannot be read.
+    """
+    try:
+        total = len(head) + (path.stat().st_size if path is not None else 0)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror}); pass the folder `pprl encode` wrote") from exc
+
+    def chunks() -> Iterator[bytes]:
+        sent = len(head)
+        if head:
+            yield head
+        if path is not None:
+            with path.open("rb") as handle:
+                while chunk := handle.read(CHUNK_BYTES):
+                    sent += len(chunk)
+                    yield chunk
+                    if on_progress:
+                        on_progress(sent, total)
+
+    return total, chunks()
+
+
 class ServiceClient:
     """Talks to one linkage service with one credential.
 
@@ -373,25 +401,12 @@ class ServiceClient:
             InputError: the file cannot be read.
         """
         media_type = {"encodings": "application/octet-stream", "attributes": "text/csv"}[kind]
-        try:
-            total = path.stat().st_size
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read it ({exc.strerror}); pass the folder `pprl encode` wrote") from exc
-
-        def chunks() -> Iterator[bytes]:
-            sent = 0
-            with path.open("rb") as handle:
-                while chunk := handle.read(CHUNK_BYTES):
-                    sent += len(chunk)
-                    yield chunk
-                    if on_progress:
-                        on_progress(sent, total)
-
+        total, chunks = _streamed(path, on_progress=on_progress)
         body, _ = self._request(
             "PUT",
             f"/projects/{self._project()}/{kind}",
             params={"replace": "true"} if replace else {"batch": "true"} if batch else None,
-            content=chunks(),
+            content=chunks,
             headers={"Content-Type": media_type, "Content-Length": str(total)},
         )
         return UploadReceipt(body["kind"], body["party"], body["status"], body["record_count"], body["sha256"])
@@ -438,29 +453,11 @@ class ServiceClient:
                 "send the rest in another batch"
             )
         head = BATCH_MAGIC + json.dumps({"withdraw": list(withdraw)}).encode("ascii") + b"\n"
-        try:
-            size = encodings.stat().st_size if encodings is not None else 0
-        except OSError as exc:
-            raise InputError(
-                f"{encodings}: cannot read it ({exc.strerror}); pass the folder `pprl encode` wrote"
-            ) from exc
-        total = len(head) + size
-
-        def chunks() -> Iterator[bytes]:
-            yield head
-            sent = len(head)
-            if encodings is not None:
-                with encodings.open("rb") as handle:
-                    while chunk := handle.read(CHUNK_BYTES):
-                        sent += len(chunk)
-                        yield chunk
-                        if on_progress:
-                            on_progress(sent, total)
-
+        total, chunks = _streamed(encodings, head=head, on_progress=on_progress)
         body, _ = self._request(
             "PUT",
             f"/projects/{self._project()}/batches",
-            content=chunks(),
+            content=chunks,
             headers={"Content-Type": BATCH_MEDIA_TYPE, "Content-Length": str(total)},
         )
         return BatchReceipt(
