@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linkage.encodings import EncodingsWriter, read_encodings
+from linkage.encodings import read_encodings
 from linkage.errors import Conflict, InputError, PprlError
 from linkage.file_modes import private_opener, shred_file
 from linkage.matching.engine import LinkResult, load_inputs
@@ -44,7 +44,7 @@ from linkage.matching.link_state import LinkState, read_state, write_state
 from linkage.matching.refresh import refresh_state, start_state
 from linkage.matching.stable import StableLinkage, stable_entities
 from linkage.service.store import BatchRecord, LinkageStore, check_upload
-from linkage.token_files import file_sha256, listed_positions, token_set_sha256
+from linkage.token_files import listed_positions, token_set_sha256
 
 __all__ = [
     "BatchRun",
@@ -210,31 +210,18 @@ def _add_batch(
                     f"{len(clash)} token(s) of the batch belong to another party's records; encode the batch with "
                     "`pprl encode` for your own party; nothing was stored"
                 )
-        incoming = store.incoming_path()
-        try:
-            writer = EncodingsWriter(incoming, protocol=protocol, party=party, secret_check=upload.secret_check)
-            try:
-                writer.write(np.ascontiguousarray(merged))
-            except BaseException:
-                writer.abort()
-                raise
-            header = writer.close()
-            del base
-            merged_sha = file_sha256(incoming)
-            final = store.blob_path(merged_sha)
-            os.replace(incoming, final)
-            batch_sha = None
-            if received is not None and body_sha256 is not None:
-                os.replace(received, store.blob_path(body_sha256))
-                batch_sha = body_sha256
-        finally:
-            shred_file(incoming)
+        del base
+        merged_sha, header = store.write_blob(protocol, party, upload.secret_check, merged)
+        batch_sha = None
+        if received is not None and body_sha256 is not None:
+            os.replace(received, store.blob_path(body_sha256))
+            batch_sha = body_sha256
         values = {
             "body_sha256": merged_sha,
             "records_sha256": header.records_sha256,
             "secret_check": upload.secret_check,
             "record_count": header.record_count,
-            "size_bytes": final.stat().st_size,
+            "size_bytes": store.blob_path(merged_sha).stat().st_size,
             "tokens_sha256": token_set_sha256(kept_tokens),
         }
         try:

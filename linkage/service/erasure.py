@@ -21,19 +21,17 @@ they hold no personal data, and they record what was released, when, and what wa
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
 
 from linkage.database import now
-from linkage.encodings import EncodingsWriter, read_encodings
+from linkage.encodings import read_encodings
 from linkage.errors import Conflict, InputError, NotFound
-from linkage.file_modes import shred_file
 from linkage.service.statistics_side import StatisticsSide
 from linkage.service.store import ErasureRecord, LinkageStore
-from linkage.token_files import file_sha256, listed_positions, token_set_sha256
+from linkage.token_files import listed_positions, token_set_sha256
 
 __all__ = [
     "STEPS",
@@ -137,28 +135,16 @@ def withdraw_records(
                 f"these are all {len(present)} records of party {party!r}; a party cannot withdraw every record. "
                 "Ask the administrator to remove the party (`pprl project remove-party`), or upload new encodings"
             )
-        incoming = store.incoming_path()
-        try:
-            writer = EncodingsWriter(incoming, protocol=protocol, party=party, secret_check=upload.secret_check)
-            try:
-                writer.write(np.ascontiguousarray(encodings.records[keep]))
-            except BaseException:
-                writer.abort()
-                raise
-            header = writer.close()
-            del encodings
-            body_sha256 = file_sha256(incoming)
-            final = store.blob_path(body_sha256)
-            os.replace(incoming, final)
-        finally:
-            shred_file(incoming)
+        kept_records = encodings.records[keep]
+        del encodings
+        body_sha256, header = store.write_blob(protocol, party, upload.secret_check, kept_records)
         kept = [token for token, stays in zip(present, keep.tolist(), strict=True) if stays]
         plan = {
             "upload": {
                 "body_sha256": body_sha256,
                 "records_sha256": header.records_sha256,
                 "record_count": header.record_count,
-                "size_bytes": final.stat().st_size,
+                "size_bytes": store.blob_path(body_sha256).stat().st_size,
                 "tokens_sha256": token_set_sha256(kept),
             },
             "token_sha256s": [token_sha256(token) for token in wanted],

@@ -53,12 +53,12 @@ from sqlalchemy.exc import IntegrityError
 
 from linkage.chain import GENESIS, ChainCheck, ChainHead, ChainRow, chain_digest, verify_chain
 from linkage.database import ANALYST, Database, hash_token, now, open_engine, project_tables
-from linkage.encodings import EncodingsHeader, check_compatible, read_encodings, read_header
+from linkage.encodings import EncodingsHeader, EncodingsWriter, check_compatible, read_encodings, read_header
 from linkage.errors import Conflict, NotFound, ProtocolError
 from linkage.file_modes import private_dir, shred_file
 from linkage.matching.engine import LinkResult
 from linkage.protocol import Protocol, Safeguards, parse_protocol
-from linkage.token_files import token_set_sha256
+from linkage.token_files import file_sha256, token_set_sha256
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -659,6 +659,31 @@ class LinkageStore(Database):
     def blob_path(self, body_sha256: str) -> Path:
         """Where the encodings with this SHA-256 are kept."""
         return self.blob_dir / body_sha256
+
+    def write_blob(
+        self, protocol: Protocol, party: str, secret_check: str, records: np.ndarray
+    ) -> tuple[str, EncodingsHeader]:
+        """Write records as an encodings file into the blob folder, named by its SHA-256.
+
+        Written to a temporary name and renamed, so a stop leaves no half-written blob.
+
+        Returns:
+            The file's SHA-256 and its header.
+        """
+        incoming = self.incoming_path()
+        try:
+            writer = EncodingsWriter(incoming, protocol=protocol, party=party, secret_check=secret_check)
+            try:
+                writer.write(np.ascontiguousarray(records))
+            except BaseException:
+                writer.abort()
+                raise
+            header = writer.close()
+            body_sha256 = file_sha256(incoming)
+            os.replace(incoming, self.blob_path(body_sha256))
+        finally:
+            shred_file(incoming)
+        return body_sha256, header
 
     def accept_encodings(
         self, project_id: str, party: str, received: Path, body_sha256: str, *, replace: bool
