@@ -42,7 +42,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from linkage.chain import GENESIS, ChainCheck, ChainHead, ChainRow, chain_digest, verify_chain
 from linkage.database import ANALYST, Database, now, project_tables
@@ -424,12 +424,7 @@ class StatsStore(Database):
         """
         try:
             protocol = self.protocol(project_id)
-            with self._read() as conn:
-                previous = conn.execute(
-                    select(attribute_uploads).where(
-                        attribute_uploads.c.project_id == project_id, attribute_uploads.c.party == party
-                    )
-                ).first()
+            previous = self._attribute_upload(project_id, party)
             if previous is not None and previous.body_sha256 == body_sha256:
                 return AttributesOutcome("unchanged", previous.record_count, body_sha256)
             rows = read_attributes(protocol, party, received, shown_as="the uploaded attributes.csv")
@@ -480,12 +475,7 @@ class StatsStore(Database):
         """
         try:
             protocol = self.protocol(project_id)
-            with self._read() as conn:
-                previous = conn.execute(
-                    select(attribute_uploads).where(
-                        attribute_uploads.c.project_id == project_id, attribute_uploads.c.party == party
-                    )
-                ).first()
+            previous = self._attribute_upload(project_id, party)
             if previous is None:
                 raise Conflict(
                     f"party {party!r} has no attributes to add a batch to; "
@@ -535,6 +525,15 @@ class StatsStore(Database):
             return AttributesOutcome("merged", len(held), body_sha256)
         finally:
             shred_file(received)
+
+    def _attribute_upload(self, project_id: str, party: str) -> Row[Any] | None:
+        """The party's attributes upload row, if it has uploaded attributes."""
+        with self._read() as conn:
+            return conn.execute(
+                select(attribute_uploads).where(
+                    attribute_uploads.c.project_id == project_id, attribute_uploads.c.party == party
+                )
+            ).first()
 
     def _check_tokens(self, project_id: str, party: str, rows: list[AttributeRow]) -> str:
         """The digest of the rows' tokens, after checking they are exactly those of the party's encodings."""
