@@ -4,7 +4,7 @@ Blocking (:mod:`~linkage.matching.block`), field comparison (:mod:`~linkage.matc
 the Fellegi-Sunter model (:mod:`~linkage.matching.model`), solving into entities
 (:mod:`~linkage.matching.solve`), adding a quarter's batch to a kept linkage
 (:mod:`~linkage.matching.refresh`), run in-process, on a process pool or on Dask
-(:mod:`~linkage.matching.tasks`, :mod:`~linkage.matching.partition`). It compares
+(:mod:`~linkage.matching.tasks`). It compares
 encodings; it never encodes, and never imports clkhash.
 """
 

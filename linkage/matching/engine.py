@@ -1,9 +1,8 @@
 """The linkage engine: encodings of two or more parties in, entities out.
 
 Stages: check that the inputs belong together; for each pair of parties, generate
-candidate pairs by blocking and compare them field by field (spread over a process pool,
-one slice of records per task, so memory stays bounded; on Dask, one partition of the
-block-key space per task, holding only its blocks' records); fit a Fellegi-Sunter model by EM
+candidate pairs by blocking and compare them field by field (spread over a process pool
+or a Dask cluster, one slice of records per task, so memory stays bounded); fit a Fellegi-Sunter model by EM
 on the candidates and u from random pairs; choose the threshold (or take the given one);
 solve the accepted pairs into entities. The CLI runs it in-process; the service runs the
 same function as a job.
@@ -46,7 +45,6 @@ from linkage.matching.model import (
     fit_prior,
     shared_salt_pairs,
 )
-from linkage.matching.partition import partition_tasks
 from linkage.matching.solve import Entity, solve_entities
 from linkage.matching.stable import StableLinkage, stable_entities
 from linkage.matching.tasks import (
@@ -54,8 +52,8 @@ from linkage.matching.tasks import (
     ProgressCallback,
     count_slice,
     executor,
-    frequencies_of,
     run_tasks,
+    scatter_slices,
     score_slice,
     slice_tasks,
 )
@@ -237,9 +235,8 @@ def score_candidates(
     Two passes over the candidates, so that memory never holds them all: the first only
     counts how many have each pattern of agreement levels, which is all the EM needs; the
     second scores them again under the fitted model and keeps those whose match
-    probability reaches ``floor``. On the pool a task is a slice of a party's records; on
-    Dask a partition of the block-key space (unless the protocol sets ``clk_prefilter``);
-    either way every candidate is counted and scored once, and the result is the same.
+    probability reaches ``floor``. A task is a slice of a party's records, on the pool and
+    on Dask alike, so every candidate is counted and scored once, and the result is the same.
 
     Args:
         protocol: the protocol.
@@ -266,26 +263,22 @@ def score_candidates(
     fixed = (model, freeze, oversized)
     with executor(protocol, encodings, workers, dask, oversized) as (runner, setup, slots):
         if runner is not None and runner.client is not None:
-            frequencies = frequencies_of({"records": [np.asarray(item.records) for item in encodings]}, comparisons)
-            limits = protocol.block_limits if oversized is None else oversized
-            partitioned = partition_tasks(
-                runner.client, encodings, comparisons, frequencies, limits, protocol.band_columns, slots
-            )
-            del frequencies
+            skipped = oversized if oversized is not None else oversized_blocks(encodings, protocol.block_limits)
+            scattered = scatter_slices(runner.client, setup[0], protocol, encodings, comparisons, skipped, slots)
             try:
                 return _score(
                     encodings,
                     protocol.blocking,
                     comparisons,
                     features,
-                    partitioned.run,
-                    len(partitioned.tasks),
+                    scattered.run,
+                    len(scattered.tasks),
                     floor,
                     on_progress,
                     fixed,
                 )
             finally:
-                partitioned.scattered.close()
+                scattered.close()
 
         def run(stage: str, arguments: tuple[Any, ...], on_pass: ProgressCallback | None) -> Iterator[Any]:
             work = count_slice if stage == "count" else score_slice

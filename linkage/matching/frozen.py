@@ -36,7 +36,7 @@ import numpy as np
 
 from linkage.encodings import Encodings
 from linkage.errors import InputError, MismatchError
-from linkage.matching.block import shared_blocks
+from linkage.matching.block import oversized_keys
 from linkage.matching.compare import Feature, comparisons_for, features_for
 from linkage.matching.model import FellegiSunterModel
 from linkage.protocol import Protocol
@@ -193,7 +193,7 @@ def oversized_blocks(
     """Per pair of parties (indices), per block key column, the keys of blocks over its pair limit."""
     keys = [np.asarray(item.records["block"]).reshape(item.header.record_count, -1) for item in encodings]
     return {
-        (a, b): shared_blocks(keys[a], keys[b], max_block_pairs).oversized
+        (a, b): oversized_keys(keys[a], keys[b], max_block_pairs)
         for a, b in itertools.combinations(range(len(encodings)), 2)
     }
 

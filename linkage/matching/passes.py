@@ -1,8 +1,8 @@
 """What a task of either pass computes from its candidate pairs, on the pool or on Dask.
 
 Pass 1 counts the pairs' patterns of agreement levels (all the EM needs); pass 2 weighs
-the pairs under the fitted model. Slice tasks (:mod:`linkage.matching.engine`) and block-partition
-tasks (:mod:`linkage.matching.partition`) share these, so both give the same numbers.
+the pairs under the fitted model. Slice tasks on the pool and on Dask
+(:mod:`linkage.matching.tasks`) share these, so both give the same numbers.
 """
 
 from __future__ import annotations

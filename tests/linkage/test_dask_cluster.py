@@ -18,7 +18,6 @@ from linkage.evaluation.synth import synthesise_population
 from linkage.matching import tasks
 from linkage.matching.compare import comparisons_for
 from linkage.matching.engine import link, load_inputs
-from linkage.protocol import parse_protocol
 from linkage.token_files import write_entities
 from tests.helpers import SECRET, canonical, encoded_population, protocol_with_parties
 
@@ -85,8 +84,8 @@ def test_a_worker_killed_mid_job_is_survived(inputs, tmp_path, monkeypatch):
         )
     assert killer.killed_at is not None
     assert entities_bytes(results[0], tmp_path / "survived.csv") == expected
-    # The killed worker's partitions died with it (scattered data cannot be recomputed): they were cut again.
-    tasks = [(data.value.parties, data.value.partition) for data, _ in sent]
+    # The killed worker's slices died with it (scattered data cannot be recomputed): they were cut again.
+    tasks = [data.value.task for data, _ in sent if isinstance(data, Sealed)]
     assert len(set(tasks)) < len(tasks)
 
 
@@ -212,48 +211,83 @@ def scattered_during(monkeypatch, run):
     return sent
 
 
-@pytest.fixture(scope="module")
-def exact_inputs(tmp_path_factory):
-    """The inputs' population under exact rules only.
+def array_bytes(value):
+    """The bytes of every array in a scattered value (sealed, in dataclasses, tuples or lists)."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, Sealed):
+        return array_bytes(value.value)
+    if dataclasses.is_dataclass(value):
+        return sum(array_bytes(getattr(value, field.name)) for field in dataclasses.fields(value))
+    if isinstance(value, (list, tuple)):
+        return sum(array_bytes(item) for item in value)
+    return 0
 
-    Similarity rules' bands send a record to a partition for each band where it meets
-    someone new: on 1,200 people cut into 8 partitions that is most partitions.
-    """
-    document = protocol_with_parties(3).document
-    document = {**document, "matching": {**document["matching"]}}
-    document["matching"]["blocking"] = [rule for rule in document["matching"]["blocking"] if isinstance(rule, list)]
-    protocol = parse_protocol(document)
-    _, outs = encoded_population(protocol, 1200, 13, tmp_path_factory.mktemp("exact"))
+
+@pytest.fixture(scope="module")
+def two_parties(tmp_path_factory):
+    """Two parties of the example protocol (similarity rules and all), the first the larger."""
+    protocol = protocol_with_parties(2)
+    _, outs = encoded_population(protocol, 1500, 17, tmp_path_factory.mktemp("two"), profile="realistic")
     return protocol, outs
 
 
-def test_a_task_gets_only_its_partitions_records(dask_cluster, exact_inputs, monkeypatch):
-    protocol, outs = exact_inputs
+def test_similarity_bands_send_a_record_at_most_once_to_a_worker(dask_cluster, two_parties, monkeypatch, tmp_path):
+    """Issue 18's regression: bands sent a record to a block partition per band it shared.
+
+    The first party's slices go to one worker each, the second party to every worker once,
+    whatever the blocking rules: at most one copy of a record per worker, only the fields a
+    task reads, and the pool's candidates and entities.
+    """
+    protocol, outs = two_parties
+    assert any(protocol.band_columns)
     encodings = load_inputs(protocol, outs)
-    sent = scattered_during(monkeypatch, lambda: link(protocol, encodings, dask=dask_cluster.scheduler_address))
-    assert sent and all(not kwargs.get("broadcast") and len(kwargs["workers"]) == 1 for _, kwargs in sent)
+    pooled = link(protocol, encodings, workers=2)
+    results = []
+    sent = scattered_during(
+        monkeypatch, lambda: results.append(link(protocol, encodings, dask=dask_cluster.scheduler_address))
+    )
+    assert entities_bytes(results[0], tmp_path / "dask.csv") == entities_bytes(pooled, tmp_path / "pool.csv")
+    assert results[0].pairs_compared == pooled.pairs_compared
+    # All that was sent (a broadcast once per worker), however it was cut: at most the first
+    # party once and the second once per worker (block partitions sent 2.9x that here).
     sizes = [item.header.record_count for item in encodings]
-    per_worker = {}
-    for sealed, kwargs in sent:
-        task = sealed.value
-        for party, records, indices in zip(task.parties, task.records, task.indices, strict=True):
-            assert len(records) < sizes[party] / 2  # nowhere near all of a party
-            assert np.all(np.diff(indices) > 0)  # each record once
-            assert np.array_equal(records["block"], np.asarray(encodings[party].records["block"])[indices])
-            # Only the columns the comparisons read (the CLK too, under a CLK fallback).
-            read = {"block", *(name for c in comparisons_for(protocol) for name in c.columns)}
-            assert set(records.dtype.names) == read and "token" not in records.dtype.names
-        per_worker[kwargs["workers"][0]] = per_worker.get(kwargs["workers"][0], 0) + sum(r.nbytes for r in task.records)
-    broadcast = sum(np.asarray(item.records).nbytes for item in encodings)  # what every worker got before
-    # Under the example's hardening a task reads 97% of a record (two salted copies of
-    # every filter, and the CLK for the fallback), so on two workers the partitions send
-    # each about what a broadcast would (1.01x here; 0.8x before issue 17's hardening).
-    # They still never hold a whole party (above), which is what bounds a worker's memory.
-    assert len(per_worker) == 2 and max(per_worker.values()) < 1.2 * broadcast
+    total = sum((2 if kwargs.get("broadcast") else 1) * array_bytes(data) for data, kwargs in sent)
+    assert total <= (sizes[0] + 2 * sizes[1]) * encodings[0].records.dtype.itemsize
+    broadcast = [data for data, kwargs in sent if kwargs.get("broadcast")]
+    assert len(broadcast) == 1 and len(broadcast[0]) == 1  # the second party, once to every worker
+    records, _ = broadcast[0][0].value
+    read = {"block", *(name for c in comparisons_for(protocol) for name in c.columns)}
+    assert set(records.dtype.names) == read and "token" not in read
+    first = np.asarray(encodings[0].records)
+    assert np.array_equal(records["block"], np.asarray(encodings[1].records["block"]))
+    slices = [(data.value, kwargs) for data, kwargs in sent if isinstance(data, Sealed)]
+    assert all(not kwargs.get("broadcast") and len(kwargs["workers"]) == 1 for _, kwargs in slices)
+    covered = np.concatenate([np.arange(*piece.task[2:]) for piece, _ in slices])
+    assert np.array_equal(np.sort(covered), np.arange(len(first)))  # each record of the first party once
+    for piece, _ in slices:
+        start, stop = piece.task[2:]
+        assert set(piece.records.dtype.names) == read
+        assert np.array_equal(piece.records["block"], first["block"][start:stop])
+    shipped = sum(piece.records.nbytes for piece, _ in slices) + 2 * records.nbytes
+    assert shipped <= (len(first) + 2 * len(records)) * records.dtype.itemsize
 
 
-def test_a_clk_prefilter_keeps_the_broadcast_slices(dask_cluster, inputs, monkeypatch, tmp_path):
-    """An all-pairs CLK scan cannot be cut by block: every worker gets every party, as before."""
+def test_a_party_second_in_some_pair_is_never_sliced_again(dask_cluster, inputs, monkeypatch):
+    """With three parties, the middle one is broadcast (second to the first): its slices carry no records."""
+    protocol, outs = inputs
+    sent = scattered_during(
+        monkeypatch, lambda: link(protocol, load_inputs(protocol, outs), dask=dask_cluster.scheduler_address)
+    )
+    broadcast = [data for data, kwargs in sent if kwargs.get("broadcast")]
+    assert len(broadcast) == 1 and len(broadcast[0]) == 2
+    slices = [data.value for data, _ in sent if isinstance(data, Sealed)]
+    assert {piece.task[:2] for piece in slices} == {(0, 1), (0, 2), (1, 2)}
+    assert all((piece.records is None) == (piece.task[0] == 1) for piece in slices)
+
+
+def test_a_clk_prefilter_sends_the_clks_with_the_slices(dask_cluster, inputs, monkeypatch, tmp_path):
+    """An all-pairs CLK scan reads the CLKs: they travel with the records, and the result is the pool's."""
     protocol, outs = inputs
     scanning = dataclasses.replace(protocol, clk_prefilter=0.5)
     pooled = link(scanning, load_inputs(scanning, outs), workers=2)
@@ -262,7 +296,8 @@ def test_a_clk_prefilter_keeps_the_broadcast_slices(dask_cluster, inputs, monkey
         monkeypatch,
         lambda: results.append(link(scanning, load_inputs(scanning, outs), dask=dask_cluster.scheduler_address)),
     )
-    assert [kwargs.get("broadcast") for _, kwargs in sent] == [True]
+    broadcast = [data for data, kwargs in sent if kwargs.get("broadcast")]
+    assert len(broadcast) == 1 and all("clk" in sealed.value[0].dtype.names for sealed in broadcast[0])
     assert entities_bytes(results[0], tmp_path / "dask.csv") == entities_bytes(pooled, tmp_path / "pool.csv")
     assert (
         results[0].pairs_compared == pooled.pairs_compared > link(protocol, load_inputs(protocol, outs)).pairs_compared
