@@ -96,7 +96,7 @@ class ScatteredTasks:
     Args:
         client: a connected Dask client.
         make_input: the input of task ``number``, rebuilt on demand (it must be pure).
-        sizes: each task's input size in bytes, for placing them.
+        sizes: each task's input size in bytes (or its share of the work), for placing them.
     """
 
     def __init__(self, client: Client, make_input: Callable[[int], Any], sizes: Sequence[int]) -> None:

@@ -401,8 +401,9 @@ def scatter_slices(
             tasks[number], _cut_fields(records[a][start:stop], fields), [f[start:stop] for f in frequencies[a]]
         )
 
-    slice_bytes = [0 if a in second else (stop - start) * record_bytes for a, _, start, stop in tasks]
-    return ScatteredSlices(tasks, setup, ScatteredTasks(client, make_input, slice_bytes), client, list(futures))
+    # Placed by their records, sent or not, so that the workers share the work evenly.
+    weights = [(stop - start) * record_bytes for _, _, start, stop in tasks]
+    return ScatteredSlices(tasks, setup, ScatteredTasks(client, make_input, weights), client, list(futures))
 
 
 def _cut_fields(records: np.ndarray, fields: list[tuple[str, np.dtype[Any]]]) -> np.ndarray:
