@@ -12,7 +12,6 @@ from cli.checking import SHARING_NOTE, render_check, render_choice
 from cli.common import PprlGroup, progress, protocol_option, read_secret
 from linkage.agency.check import check_file
 from linkage.agency.columns import parse_columns, read_mapping_file
-from linkage.agency.encode import encode_csv
 from linkage.agency.secret import generate_secret, write_secret
 from linkage.encodings import read_header
 from linkage.protocol import Protocol, load_protocol
@@ -245,6 +244,9 @@ def encode(
     if out is None:
         raise click.UsageError("Missing option '--out' (the folder to create), or pass --check")
     secret = read_secret(secret_file)
+    # Imported here: the encoder brings clkhash and the hashing layers, which --check never needs.
+    from linkage.agency.encode import encode_csv
+
     with progress(f"encoding {input_file.name}", quiet=quiet) as on_progress:
         summary = encode_csv(
             protocol,

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from linkage.agency.check import CheckSummary, check_file
     from linkage.agency.columns import choose_columns
     from linkage.agency.encode import EncodeSummary, encode_csv
-    from linkage.agency.records import RecordEncoder, prepare_rows
+    from linkage.agency.prepare import prepare_rows
+    from linkage.agency.records import RecordEncoder
     from linkage.agency.risk import RiskReport, assess_risk
     from linkage.agency.secret import generate_secret, parse_secret, write_secret
 
@@ -48,7 +49,7 @@ __getattr__, __dir__ = lazy_exports(
         "encode_csv": "linkage.agency.encode",
         "generate_secret": "linkage.agency.secret",
         "parse_secret": "linkage.agency.secret",
-        "prepare_rows": "linkage.agency.records",
+        "prepare_rows": "linkage.agency.prepare",
         "write_secret": "linkage.agency.secret",
     },
 )

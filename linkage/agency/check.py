@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from linkage.agency.columns import ColumnChoice, choose_columns
-from linkage.agency.records import PreparedRows, RowProblem, prepare_rows
+from linkage.agency.prepare import PreparedRows, RowProblem, prepare_rows
 from linkage.agency.sources import Task, duplicate_lines, hash_client_ids, map_in_order, open_client_file, read_rows
 from linkage.protocol import Protocol
 

@@ -34,7 +34,8 @@ import numpy as np
 
 from linkage.agency.columns import ColumnChoice, choose_columns
 from linkage.agency.hashing import Keys, derive_keys, secret_check
-from linkage.agency.records import RecordEncoder, RowProblem, prepare_rows
+from linkage.agency.prepare import RowProblem, prepare_rows
+from linkage.agency.records import RecordEncoder
 from linkage.agency.sources import (
     ClientFile,
     Task,

@@ -26,7 +26,8 @@ from linkage.agency.attacks import (
     random_secret,
 )
 from linkage.agency.hashing import derive_keys, salted, tokenize
-from linkage.agency.records import RecordEncoder, Value, prepare_rows, salts_for
+from linkage.agency.prepare import Value, prepare_rows
+from linkage.agency.records import RecordEncoder, salts_for
 from linkage.encodings import copy_column
 from linkage.errors import InputError
 from linkage.evaluation.scores import (

@@ -28,7 +28,7 @@ from typing import IO, Any, TypeVar
 import numpy as np
 
 from linkage.agency.columns import ColumnChoice
-from linkage.agency.records import RowProblem
+from linkage.agency.prepare import RowProblem
 from linkage.errors import InputError
 
 __all__ = [
