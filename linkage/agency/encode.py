@@ -34,7 +34,7 @@ import numpy as np
 
 from linkage.agency.columns import ColumnChoice, choose_columns
 from linkage.agency.hashing import Keys, derive_keys, secret_check
-from linkage.agency.prepare import RowProblem, prepare_rows
+from linkage.agency.prepare import RowProblem, prepare_columns
 from linkage.agency.records import RecordEncoder
 from linkage.agency.sources import (
     ClientFile,
@@ -43,7 +43,7 @@ from linkage.agency.sources import (
     hash_client_ids,
     map_in_order,
     open_client_file,
-    read_rows,
+    read_columns,
 )
 from linkage.dask_cluster import Sealed, connect, parallelism
 from linkage.encodings import ENCODINGS_FILE, EncodingsWriter, read_encodings
@@ -132,8 +132,8 @@ def _forget_remote(job: str) -> None:
 def _encode_chunk(worker: Worker, task: Task) -> _Chunk:
     """Read, check, normalise and encode one chunk of a client file."""
     protocol, party_id, encoder, positions, width = worker
-    rows, problems = read_rows(task, positions, width)
-    prepared = prepare_rows(protocol, party_id, rows)
+    lines, cells, problems = read_columns(task, positions, width)
+    prepared = prepare_columns(protocol, party_id, lines, cells).to_rows()
     problems.extend(prepared.problems)
     records = encoder.encode(prepared.values)
     raw_tokens = secrets.token_bytes(16 * len(records))

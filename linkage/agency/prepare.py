@@ -9,10 +9,14 @@ it; it needs no secret, so it imports no hashing.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import repeat
 from typing import Any
+
+import numpy as np
 
 from linkage.agency.normalise import (
     NormaliseError,
@@ -23,12 +27,13 @@ from linkage.agency.normalise import (
 )
 from linkage.protocol import AttributeSpec, FieldSpec, Protocol
 
-__all__ = ["PreparedRows", "RowProblem", "Value", "prepare_rows"]
+__all__ = ["PreparedColumns", "PreparedRows", "RowProblem", "Value", "prepare_columns", "prepare_rows"]
 
 Value = str | dt.date | None
 MAX_CLIENT_ID_LENGTH = 128
 _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
+_CONSENT = _TRUE | _FALSE
 # Per field: names, dates and places repeat and stay cached (a day of birth among some
 # 25,000); a limit keeps memory flat whatever the file size.
 _CACHE_LIMIT = 40_000
@@ -142,45 +147,86 @@ def _normalise_column(
     return list(map(values.__getitem__, cells)), bool(memo.refused) and not memo.refused.isdisjoint(cells)
 
 
-def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Sequence[str]]]) -> PreparedRows:
-    """Check and normalise raw rows of one party.
+@dataclass
+class PreparedColumns:
+    """One chunk normalised a column at a time, before it is cut into rows.
 
-    Client lists repeat names, dates, places and attribute values, so the rows are
-    normalised a column at a time, each distinct cell once.
+    Attributes:
+        lines: each row's line (or spreadsheet row).
+        client_ids: each row's client id, stripped.
+        fields: per identifier field, each row's normalised value, or the
+            :class:`~linkage.agency.normalise.NormaliseError` that refused its cell.
+        consent: each row's consent (a row whose cell is neither true nor false has a problem).
+        attributes: per attribute, each row's normalised value or its error.
+        problems: by row position, the row's problems in the order of its columns (a row
+            without any is absent).
+    """
+
+    lines: Sequence[int]
+    client_ids: list[str]
+    fields: list[list[Any]]
+    consent: list[bool]
+    attributes: list[list[Any]]
+    problems: dict[int, list[RowProblem]]
+
+    def to_rows(self) -> PreparedRows:
+        """The rows that passed, a row at a time, and every problem, in row order."""
+        count = len(self.lines)
+        values = list(zip(*self.fields, strict=True)) if self.fields else [()] * count
+        attributes = list(zip(*self.attributes, strict=True)) if self.attributes else [()] * count
+        out = PreparedRows()
+        for number in range(count):
+            found_problems = self.problems.get(number)
+            if found_problems:
+                out.problems.extend(found_problems)
+                continue
+            out.lines.append(self.lines[number])
+            out.client_ids.append(self.client_ids[number])
+            out.values.append(values[number])
+            out.consent.append(self.consent[number])
+            out.attributes.append(attributes[number])
+        return out
+
+
+def prepare_columns(
+    protocol: Protocol, party_id: str, lines: Sequence[int], cells: Sequence[Sequence[str]]
+) -> PreparedColumns:
+    """Check and normalise one chunk given a column at a time, each distinct cell once.
+
+    Only a row with a problem costs Python work of its own: the columns are stripped,
+    looked up and compared by C-level calls over whole columns.
 
     Args:
         protocol: the protocol.
         party_id: the party whose file this is.
-        rows: ``(line, values)`` pairs, values in the order of ``protocol.columns_for(party_id)``.
+        lines: each row's line.
+        cells: one sequence of raw cells per column of ``protocol.columns_for(party_id)``,
+            each as long as ``lines``.
 
     Returns:
-        The rows that passed, normalised, and a problem for every cell that did not, a
-        row's problems in the order of its columns.
+        The normalised columns and, for every row that cannot be encoded, its problems.
     """
     party = protocol.party(party_id)
     attribute_specs = [protocol.attribute(name) for name in party.attributes]
     id_column, consent_column = protocol.client_id_column, protocol.consent_column
     field_count = len(protocol.fields)
     today = dt.date.today()
-    lines = [line for line, _ in rows]
-    # The rows' cells a column at a time (every row has every column).
-    cells = (
-        list(zip(*(raw for _, raw in rows), strict=True)) if rows else [()] * (2 + field_count + len(attribute_specs))
-    )
+    count = len(lines)
     # Per row (by position) with a problem: its problems, in column order.
     problems: dict[int, list[RowProblem]] = {}
-    client_ids = [raw.strip() for raw in cells[0]]
-    for number, client_id in enumerate(client_ids):
-        if not client_id:
-            problems.setdefault(number, []).append(
-                RowProblem(lines[number], id_column, "missing; every row needs a client id")
-            )
-        elif len(client_id) > MAX_CLIENT_ID_LENGTH:
-            problems.setdefault(number, []).append(
-                RowProblem(lines[number], id_column, f"longer than {MAX_CLIENT_ID_LENGTH} characters")
-            )
-    # Per row: how many of its identifiers were refused.
-    refused_count: dict[int, int] = {}
+    client_ids = list(map(str.strip, cells[0]))
+    if "" in client_ids or max(map(len, client_ids), default=0) > MAX_CLIENT_ID_LENGTH:
+        for number, client_id in enumerate(client_ids):
+            if not client_id:
+                problems.setdefault(number, []).append(
+                    RowProblem(lines[number], id_column, "missing; every row needs a client id")
+                )
+            elif len(client_id) > MAX_CLIENT_ID_LENGTH:
+                problems.setdefault(number, []).append(
+                    RowProblem(lines[number], id_column, f"longer than {MAX_CLIENT_ID_LENGTH} characters")
+                )
+    # Rows none of whose identifiers normalised to something (each is empty or refused).
+    without_identifier = np.ones(count, dtype=bool)
     value_columns: list[list[Any]] = []
     for offset, spec in enumerate(protocol.fields):
         column, refused = _normalise_column(
@@ -188,20 +234,25 @@ def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Se
             partial(_normalise_identifier, spec=spec, today=today),
             _column_memo(protocol, spec.name, today),
         )
+        if without_identifier.any():
+            empty = np.fromiter(map(operator.is_, column, repeat(None)), dtype=bool, count=count)
+            if refused:
+                empty |= np.fromiter(map(isinstance, column, repeat(NormaliseError)), dtype=bool, count=count)
+            without_identifier &= empty
         if refused:
             for number, value in enumerate(column):
                 if isinstance(value, NormaliseError):
                     problems.setdefault(number, []).append(
                         RowProblem(lines[number], spec.name, value.reason, client_ids[number])
                     )
-                    refused_count[number] = refused_count.get(number, 0) + 1
         value_columns.append(column)
-    consent = [raw.strip().lower() for raw in cells[1 + field_count]]
-    for number, consent_raw in enumerate(consent):
-        if consent_raw not in _TRUE and consent_raw not in _FALSE:
-            problems.setdefault(number, []).append(
-                RowProblem(lines[number], consent_column, "not true or false; record the client's consent")
-            )
+    consent = list(map(str.lower, map(str.strip, cells[1 + field_count])))
+    if not _CONSENT.issuperset(consent):
+        for number, consent_raw in enumerate(consent):
+            if consent_raw not in _CONSENT:
+                problems.setdefault(number, []).append(
+                    RowProblem(lines[number], consent_column, "not true or false; record the client's consent")
+                )
     attribute_columns: list[list[Any]] = []
     for offset, attribute_spec in enumerate(attribute_specs):
         column, refused = _normalise_column(
@@ -216,23 +267,31 @@ def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Se
                         RowProblem(lines[number], attribute_spec.name, value.reason, client_ids[number])
                     )
         attribute_columns.append(column)
-    values = list(zip(*value_columns, strict=True)) if value_columns else [()] * len(rows)
-    # A row has an identifier when some field's value normalised to something (neither empty nor refused).
-    for number, row_values in enumerate(values):
-        if row_values.count(None) + refused_count.get(number, 0) == field_count:
-            problems.setdefault(number, []).append(
-                RowProblem(lines[number], None, "every identifier is empty; nothing to match on", client_ids[number])
-            )
-    out = PreparedRows()
-    attributes = list(zip(*attribute_columns, strict=True)) if attribute_columns else [()] * len(rows)
-    for number in range(len(rows)):
-        found_problems = problems.get(number)
-        if found_problems:
-            out.problems.extend(found_problems)
-            continue
-        out.lines.append(lines[number])
-        out.client_ids.append(client_ids[number])
-        out.values.append(values[number])
-        out.consent.append(consent[number] in _TRUE)
-        out.attributes.append(attributes[number])
-    return out
+    for number in np.flatnonzero(without_identifier).tolist():
+        problems.setdefault(number, []).append(
+            RowProblem(lines[number], None, "every identifier is empty; nothing to match on", client_ids[number])
+        )
+    consents = list(map(_TRUE.__contains__, consent))
+    return PreparedColumns(lines, client_ids, value_columns, consents, attribute_columns, problems)
+
+
+def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Sequence[str]]]) -> PreparedRows:
+    """Check and normalise raw rows of one party.
+
+    Client lists repeat names, dates, places and attribute values, so the rows are
+    normalised a column at a time (:func:`prepare_columns`), each distinct cell once.
+
+    Args:
+        protocol: the protocol.
+        party_id: the party whose file this is.
+        rows: ``(line, values)`` pairs, values in the order of ``protocol.columns_for(party_id)``.
+
+    Returns:
+        The rows that passed, normalised, and a problem for every cell that did not, a
+        row's problems in the order of its columns.
+    """
+    width = 2 + len(protocol.fields) + len(protocol.party(party_id).attributes)
+    lines = [line for line, _ in rows]
+    # The rows' cells a column at a time (every row has every column).
+    cells = list(zip(*(raw for _, raw in rows), strict=True)) if rows else [()] * width
+    return prepare_columns(protocol, party_id, lines, cells).to_rows()

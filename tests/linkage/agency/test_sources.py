@@ -4,9 +4,11 @@ import datetime as dt
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from linkage.agency.encode import encode_csv
-from linkage.agency.sources import list_sheets, open_client_file, read_rows
+from linkage.agency.sources import list_sheets, open_client_file, read_columns, read_rows
 from linkage.encodings import read_encodings
 from linkage.errors import InputError
 from tests.helpers import MSD_HEADER, SECRET, canonical, msd_row, write_ods, write_xlsx
@@ -121,3 +123,42 @@ def test_csv_rows_spanning_lines_keep_their_first_line_and_lose_their_breaks(tmp
         rows, problems = rows_of(source, [0, 1])
     assert rows == [(2, ["A1", "461 Whangatipu Street RD 6"]), (4, ["A2", "a b"])]
     assert [(p.line, p.reason) for p in problems] == [(7, "has 3 columns where the header has 2")]
+
+
+def _columns_of(rows, count):
+    """What read_columns gives, from what read_rows gives."""
+    columns = [tuple(column) for column in zip(*(values for _, values in rows), strict=True)]
+    columns = columns or [() for _ in range(count)]
+    return [line for line, _ in rows], columns
+
+
+CSV_CHUNKS = [
+    "A1,Aroha,x\nA2,Mere,y\n",  # the usual export: taken whole
+    "A1,Aroha,x\r\nA2,Mere,y\r\n",
+    "A1,Aroha,x\nA2,Mere,y",  # no line break at the end
+    "A1,Aroha,x\n\nA2,Mere,y\n",  # an empty line
+    "A1,Aroha,x\n , ,\t\nA2,Mere,y\n",  # a row of blank cells
+    " ,Aroha,x\nA2,Mere,y\n",  # no client id, yet not empty
+    'A1,"461 Whangatipu Street\nRD 6",x\nA2,Mere,y\n',  # a quoted line break
+    'A1,"461 Whangatipu Street\rRD 6",x\nA2,Mere,y\n',
+    "A1,Aroha\nA2,Mere,y\n",  # too few columns
+    "A1,Aroha,x,z\nA2,Mere,y\n",  # too many
+    'A1,Aroha,x\nA2,"Mere,y\n',  # an unbalanced quote
+    'A1,Ar"oha,x\nA2,Mere,y\n',  # a quote inside a cell
+    "A1,Aroha,x\nA2,Me\x00re,y\n",  # a NUL byte
+    "",
+]
+
+
+@pytest.mark.parametrize("payload", CSV_CHUNKS)
+def test_read_columns_reads_as_read_rows_does(payload):
+    """The whole-chunk path is taken only where it gives what reading row by row gives."""
+    rows, problems = read_rows((7, payload), [2, 0], 3)
+    assert read_columns((7, payload), [2, 0], 3) == (*_columns_of(rows, 2), problems)
+
+
+@given(st.lists(st.sampled_from(["A1", "", " ", '"', '"a\nb"', "x,y", "\r\n", "\n", "Ā"]), max_size=40))
+def test_read_columns_reads_any_chunk_as_read_rows_does(pieces):
+    payload = ",".join(pieces)
+    rows, problems = read_rows((2, payload), [1, 0, 2], 3)
+    assert read_columns((2, payload), [1, 0, 2], 3) == (*_columns_of(rows, 3), problems)
