@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from linkage.agency.columns import ColumnChoice, choose_columns
-from linkage.agency.prepare import PreparedRows, RowProblem, prepare_rows
-from linkage.agency.sources import Task, duplicate_lines, hash_client_ids, map_in_order, open_client_file, read_rows
+from linkage.agency.prepare import PreparedColumns, RowProblem, prepare_columns
+from linkage.agency.sources import Task, duplicate_lines, hash_client_ids, map_in_order, open_client_file, read_columns
 from linkage.protocol import Protocol
 
 __all__ = [
@@ -211,52 +211,63 @@ def _count_cells(cells: Sequence[str], kind: str) -> tuple[int, Counter[str]]:
     >>> _count_cells(["1/1/1900", "01-01-1900", "1984-03-07"], "date")
     (0, Counter({'01/01/1900': 2}))
     """
-    # The distinct cells are few beside the cells: count only those that matter, at C speed.
-    distinct = set(cells)
-    missing = sum(cells.count(value) for value in distinct if not value.strip())
+    # Whole-column calls at C speed: a Python step per cell would cost more than the check.
+    missing = list(map(str.strip, cells)).count("")
     table = _PLACEHOLDERS.get(kind)
     found: Counter[str] = Counter()
     if table:
-        for value in distinct & table.keys():
+        for value in table.keys() & set(cells):
             found[table[value]] += cells.count(value)
     return missing, found
 
 
-def _preview_row(prepared: PreparedRows, index: int) -> tuple[str, ...]:
-    values = [v.isoformat() if isinstance(v, dt.date) else (v or "") for v in prepared.values[index]]
-    consent = "true" if prepared.consent[index] else "false"
-    return (prepared.client_ids[index], *values, consent, *prepared.attributes[index])
+def _preview_row(prepared: PreparedColumns, number: int) -> tuple[str, ...]:
+    fields = [column[number] for column in prepared.fields]
+    values = [value.isoformat() if isinstance(value, dt.date) else (value or "") for value in fields]
+    consent = "true" if prepared.consent[number] else "false"
+    return (prepared.client_ids[number], *values, consent, *[column[number] for column in prepared.attributes])
 
 
 def _check_chunk(task: Task) -> _Partial:
-    """Read and normalise one chunk, and count what the summary reports."""
+    """Read and normalise one chunk, and count what the summary reports.
+
+    Works on the chunk's columns as :func:`~linkage.agency.prepare.prepare_columns` leaves
+    them: only rows with a problem, and the few previewed, are looked at one by one.
+    """
     assert _setup is not None  # noqa: S101 - set by _init_worker
     protocol, party_id, positions, width, kinds = _setup
-    rows, problems = read_rows(task, positions, width)
-    prepared = prepare_rows(protocol, party_id, rows)
-    problems.extend(prepared.problems)
-    out = _Partial(rows=len(rows) + len({p.line for p in problems if p.column is None} - {line for line, _ in rows}))
-    columns = list(zip(*(values for _, values in rows), strict=True)) if rows else [() for _ in positions]
-    for index, cells in enumerate(columns):
-        missing, found = _count_cells(cells, kinds[index])
+    lines, cells, problems = read_columns(task, positions, width)
+    prepared = prepare_columns(protocol, party_id, lines, cells)
+    # A row that cannot be read has no line among the rows read.
+    unread = {p.line for p in problems} - set(lines) if problems else set()
+    out = _Partial(rows=len(lines) + len(unread))
+    for index, column in enumerate(cells):
+        missing, found = _count_cells(column, kinds[index])
         out.missing.append(missing)
         for label, count in found.items():
             out.suspicious[(index, label)] = count
+    for number in sorted(prepared.problems):
+        problems.extend(prepared.problems[number])
     for problem in problems:
         out.reasons[(problem.column, problem.reason)] += 1
     problem_lines = np.unique(np.asarray([p.line for p in problems], dtype=np.int64))
     out.problem_lines = problem_lines
     out.first_problems = sorted(problems, key=lambda p: p.line)[:MAX_LISTED_PROBLEMS]
     out.problem_count = len(problems)
-    ids = [values[0].strip() for _, values in rows]
-    out.id_hashes = hash_client_ids([client_id for client_id in ids if client_id])
-    out.id_lines = np.asarray(
-        [line for (line, _), client_id in zip(rows, ids, strict=True) if client_id], dtype=np.int64
-    )
-    out.id_passed = ~np.isin(out.id_lines, problem_lines)
-    out.preview = [
-        (prepared.lines[i], _preview_row(prepared, i)) for i in range(min(PREVIEW_ROWS, len(prepared.lines)))
-    ]
+    ids = prepared.client_ids
+    id_lines = np.asarray(lines, dtype=np.int64)
+    if "" in ids:
+        present = np.fromiter(map(bool, ids), dtype=bool, count=len(ids))
+        ids = [client_id for client_id in ids if client_id]
+        id_lines = id_lines[present]
+    out.id_hashes = hash_client_ids(ids)
+    out.id_lines = id_lines
+    out.id_passed = ~np.isin(id_lines, problem_lines)
+    for number in range(len(lines)):
+        if len(out.preview) == PREVIEW_ROWS:
+            break
+        if number not in prepared.problems:
+            out.preview.append((lines[number], _preview_row(prepared, number)))
     return out
 
 

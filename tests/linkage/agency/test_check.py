@@ -1,11 +1,16 @@
 """The check: what it counts per column, that it agrees with encoding, and that it writes nothing."""
 
 import datetime as dt
+import random
+from collections import Counter
 
 import pytest
 
+from linkage.agency import sources
 from linkage.agency.check import check_file
 from linkage.agency.encode import encode_csv
+from linkage.agency.prepare import prepare_rows
+from linkage.agency.sources import open_client_file, read_rows
 from linkage.errors import InputError
 from tests.helpers import EXPORT_COLUMNS, SECRET, agency_export, msd_row, write_xlsx
 
@@ -71,3 +76,62 @@ def test_columns_that_cannot_be_found_stop_the_check(protocol, write_csv):
     path = write_csv([msd_row("A1")[1:]], header=["First Name", *[f"c{i}" for i in range(10)]])
     with pytest.raises(InputError, match="line 1: some of the protocol's columns are not found"):
         check_file(protocol, "msd", path, workers=1)
+
+
+def messy_export(count, seed):
+    """Rows with every kind of trouble the check counts, some spanning lines or of the wrong width."""
+    rng = random.Random(seed)  # noqa: S311 - fixed test data, not a secret
+    rows = []
+    for number in range(count):
+        row = msd_row(
+            rng.choice([f"C{number}", f"C{number}", "C7", "", " ", "TEST", "x" * 130]),
+            given=rng.choice(["Aroha", "", " ", "UNKNOWN", "Unknown", "n/a", "-"]),
+            surname=rng.choice(["Te Awa", "", "NULL", "O'Brien"]),
+            dob=rng.choice(["1984-03-07", "01/01/1900", "1/1/1970", "31/02/1990", "", "07.03.1984", "2999-01-01"]),
+            sex=rng.choice(["f", "M", "", "q"]),
+            address=rng.choice(["12 Kauri Street", "461 Whangatipu Street\nRD 6", "", "NFA", "a" * 210]),
+            city=rng.choice(["Whangārei", "", "UNKNOWN"]),
+            postcode=rng.choice(["0110", "0000", "", "9999"]),
+            consent=rng.choice(["true", "Yes", "no", "maybe", ""]),
+            region=rng.choice(["Northland", "", "Mars"]),
+            benefit_type=rng.choice(["jobseeker", "dole", ""]),
+            weeks_supported=rng.choice(["12", "x", "", "999"]),
+        )
+        if rng.random() < 0.05:
+            row[1:8] = [""] * 7
+        if rng.random() < 0.03:
+            row = row[: rng.randrange(len(row))]
+        if rng.random() < 0.03:
+            row = [""] * len(row)
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("chunk_rows", [4000, 37])
+def test_the_check_counts_as_reading_row_by_row_does(protocol, write_csv, tmp_path, monkeypatch, chunk_rows):
+    """The check works on whole columns; what it reports is what the row-by-row reading finds."""
+    monkeypatch.setattr(sources, "CHUNK_ROWS", chunk_rows)
+    path = write_csv(messy_export(700, seed=5))
+    summary = check_file(protocol, "msd", path, workers=1)
+    with open_client_file(path) as source:
+        positions = list(range(len(source.header)))
+        rows, problems = [], []
+        for chunk in source.chunks():
+            read, refused = read_rows(chunk, positions, len(source.header))
+            rows += read
+            problems += refused
+    prepared = prepare_rows(protocol, "msd", rows)
+    problems += prepared.problems
+    columns = protocol.columns_for("msd")
+    assert summary.rows == len(rows) + len({p.line for p in problems if p.column is None} - {line for line, _ in rows})
+    assert summary.row_problems == tuple(Counter(p.reason for p in problems if p.column is None).most_common())
+    for index, column in enumerate(columns):
+        found = quality(summary)[column]
+        assert found.missing == sum(1 for _, values in rows if not values[index].strip())
+        assert dict(found.reasons) == Counter(p.reason for p in problems if p.column == column)
+    assert summary.preview_lines == tuple(prepared.lines[:5])
+    assert [values[0] for values in summary.preview] == prepared.client_ids[:5]
+    encoded = encode_csv(protocol, "msd", SECRET, path, tmp_path / "out", on_error="skip", workers=1)
+    assert (summary.encodable, summary.rejected) == (encoded.records, encoded.rejected)
+    assert summary.rejected > 100 and summary.duplicate_ids > 0
+    assert quality(summary)["given_name"].suspicious and quality(summary)["date_of_birth"].suspicious
