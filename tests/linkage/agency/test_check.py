@@ -1,7 +1,10 @@
 """The check: what it counts per column, that it agrees with encoding, and that it writes nothing."""
 
 import datetime as dt
+import json
 import random
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -12,7 +15,7 @@ from linkage.agency.encode import encode_csv
 from linkage.agency.prepare import prepare_rows
 from linkage.agency.sources import open_client_file, read_rows
 from linkage.errors import InputError
-from tests.helpers import EXPORT_COLUMNS, SECRET, agency_export, msd_row, write_xlsx
+from tests.helpers import EXPORT_COLUMNS, ROOT, SECRET, agency_export, msd_row, write_xlsx
 
 EXPORT = {"client_id": "Client Number", **EXPORT_COLUMNS}
 
@@ -135,3 +138,12 @@ def test_the_check_counts_as_reading_row_by_row_does(protocol, write_csv, tmp_pa
     assert (summary.encodable, summary.rejected) == (encoded.records, encoded.rejected)
     assert summary.rejected > 100 and summary.duplicate_ids > 0
     assert quality(summary)["given_name"].suspicious and quality(summary)["date_of_birth"].suspicious
+
+
+def test_the_check_loads_no_hashing():
+    """`pprl encode --check` needs no secret: it must not pay for importing clkhash and the hashing layers."""
+    code = "import json, sys, cli.main, linkage.agency.check\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)  # noqa: S603
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert not [name for name in loaded if name.split(".")[0] == "clkhash" or name == "linkage.agency.hashing"]
+    assert "linkage.agency.prepare" in loaded
