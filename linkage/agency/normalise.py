@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -20,6 +21,7 @@ __all__ = [
     "normalise_code",
     "normalise_date",
     "normalise_text",
+    "normalise_texts",
     "soundex",
 ]
 
@@ -67,6 +69,32 @@ def normalise_text(value: str) -> str | None:
     folded = _fold(value).replace("-", " ")
     cleaned = _SPACES.sub(" ", _NOT_WORD.sub("", folded)).strip()
     return cleaned or None
+
+
+# Joins values for :func:`normalise_texts`: a word character (kept by _NOT_WORD, never a
+# space, without case) that no ASCII value can hold.
+_SEPARATOR = "\u4e00"
+
+
+def normalise_texts(values: Sequence[str]) -> list[str | None]:
+    """:func:`normalise_text` of many values, the ASCII ones in one pass over them all.
+
+    A client list's names and addresses are nearly all ASCII: joined by a word character
+    none of them holds, they are folded and cleaned by a few calls over one long string
+    (no run of spaces and no punctuation spans the separator), then split again.
+
+    >>> normalise_texts(["  Te-Awa ", "O'Brien", " -- ", "Tūī"])
+    ['te awa', 'obrien', None, 'tui']
+    """
+    plain = [value for value in values if value.isascii()]
+    if len(plain) < len(values):
+        at_once = dict(zip(plain, normalise_texts(plain), strict=True))
+        return [at_once[value] if value in at_once else normalise_text(value) for value in values]
+    if not plain:
+        return []
+    folded = _SEPARATOR.join(plain).lower().replace("-", " ")
+    cleaned = _SPACES.sub(" ", _NOT_WORD.sub("", folded)).split(_SEPARATOR)
+    return [piece.strip() or None for piece in cleaned]
 
 
 def normalise_code(value: str) -> str | None:

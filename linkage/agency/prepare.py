@@ -24,6 +24,7 @@ from linkage.agency.normalise import (
     normalise_code,
     normalise_date,
     normalise_text,
+    normalise_texts,
 )
 from linkage.protocol import AttributeSpec, FieldSpec, Protocol
 
@@ -34,6 +35,8 @@ MAX_CLIENT_ID_LENGTH = 128
 _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
 _CONSENT = _TRUE | _FALSE
+# Kinds of field that _normalise_identifier hands to normalise_text as they are.
+_TEXT_KINDS = frozenset({"name", "text"})
 # Per field: names, dates and places repeat and stay cached (a day of birth among some
 # 25,000); a limit keeps memory flat whatever the file size.
 _CACHE_LIMIT = 40_000
@@ -129,16 +132,36 @@ def _column_memo(protocol: Protocol, column: str, today: dt.date) -> _ColumnMemo
     return memo
 
 
+def _texts_at_once(cells: set[str], spec: FieldSpec) -> dict[str, Value]:
+    """The name or text cells that :func:`_normalise_identifier` cannot refuse, normalised together."""
+    plain = [cell for cell in cells if len(cell) <= spec.max_length and "\n" not in cell and "\r" not in cell]
+    return dict(zip(plain, normalise_texts(plain), strict=True))
+
+
 def _normalise_column(
-    cells: Sequence[str], normalise: Callable[[str], Any], memo: _ColumnMemo
+    cells: Sequence[str],
+    normalise: Callable[[str], Any],
+    memo: _ColumnMemo,
+    at_once: Callable[[set[str]], dict[str, Any]] | None = None,
 ) -> tuple[list[Any], bool]:
     """Normalise one column of a chunk, each distinct cell once; a refused cell gives its :class:`NormaliseError`.
+
+    Args:
+        cells: the column's cells.
+        normalise: normalises one cell, or raises :class:`NormaliseError`.
+        memo: the column's cells normalised so far in this process.
+        at_once: normalises many cells at once, leaving out those it cannot be sure of.
 
     Returns:
         The normalised value (or the error) per cell, and whether any cell was refused.
     """
     values = memo.values
-    for cell in set(cells).difference(values):
+    new = set(cells).difference(values)
+    if at_once is not None and new:
+        done = at_once(new)
+        values.update(done)
+        new.difference_update(done)
+    for cell in new:
         try:
             values[cell] = normalise(cell)
         except NormaliseError as exc:
@@ -233,6 +256,7 @@ def prepare_columns(
             cells[1 + offset],
             partial(_normalise_identifier, spec=spec, today=today),
             _column_memo(protocol, spec.name, today),
+            partial(_texts_at_once, spec=spec) if spec.kind in _TEXT_KINDS else None,
         )
         if without_identifier.any():
             empty = np.fromiter(map(operator.is_, column, repeat(None)), dtype=bool, count=count)

@@ -10,6 +10,7 @@ from linkage.agency.normalise import (
     normalise_code,
     normalise_date,
     normalise_text,
+    normalise_texts,
     soundex,
 )
 
@@ -80,3 +81,15 @@ def test_category_accepts_initial_words():
 def test_soundex_groups_similar_names():
     assert soundex("smith") == soundex("smyth") == "s530"
     assert soundex("") == ""
+
+
+# Letters, digits, every kind of ASCII punctuation and space, control characters, and a few
+# non-ASCII letters (one of them the separator normalise_texts joins ASCII values with).
+TEXT_ALPHABET = st.sampled_from(
+    [*"aZ09 -_'.,/\\()&\t\n\r\x0b\x0c\x1c\x1f\x00", "Ā", "ū", "\u00a0", "\u4e00", "ǂ", "\u2028"]
+)
+
+
+@given(st.lists(st.text(TEXT_ALPHABET, max_size=12), max_size=30))
+def test_texts_normalised_together_are_normalised_one_by_one(values):
+    assert normalise_texts(values) == [normalise_text(value) for value in values]
