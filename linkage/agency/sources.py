@@ -441,13 +441,15 @@ def read_columns(
     r"""As :func:`read_rows`, a column at a time: each row's line, one sequence of cells per chosen column.
 
     A chunk of a CSV whose every record is one full line, none empty (an export as
-    usual), is parsed and turned into columns by C-level calls over the whole chunk;
-    any other chunk is read a row at a time, with the same result.
+    usual), or of a spreadsheet whose every row has the chosen columns, none empty, is
+    turned into columns by C-level calls over the whole chunk; any other chunk is read a
+    row at a time, with the same result.
 
     >>> read_columns((2, "A1,x\nA2,y\n"), [1, 0], 2)
     ([2, 3], [('x', 'y'), ('A1', 'A2')], [])
     """
     first_line, payload = task
+    columns: list[Sequence[str]]
     if isinstance(payload, str):
         reader = csv.reader(io.StringIO(payload, newline=""), strict=True)
         try:
@@ -460,12 +462,33 @@ def read_columns(
             # No row is empty: a client id in every row says so, else every row is looked at.
             if "" not in map(str.strip, everything[positions[0]]) or "" not in map(str.strip, map("".join, records)):
                 return list(range(first_line, first_line + len(records))), [everything[p] for p in positions], []
+    elif payload and min(map(len, payload)) > max(positions):
+        # A spreadsheet's rows, each with every chosen column: cells as text, a column at a time.
+        everything = list(zip(*payload, strict=False))
+        columns = [_column_text(everything[p]) for p in positions]
+        # No row is empty: as for a CSV (an empty row's other columns are looked at, row by row).
+        if "" not in map(str.strip, columns[0]) or "" not in map(str.strip, map("".join, zip(*columns, strict=True))):
+            columns = [_flatten_column(column) for column in columns]
+            return list(range(first_line, first_line + len(payload))), columns, []
     rows, problems = read_rows(task, positions, width)
     lines = [line for line, _ in rows]
-    columns: list[Sequence[str]] = (
-        list(zip(*(values for _, values in rows), strict=True)) if rows else [() for _ in positions]
-    )
+    columns = list(zip(*(values for _, values in rows), strict=True)) if rows else [() for _ in positions]
     return lines, columns, problems
+
+
+def _column_text(cells: Sequence[Any]) -> Sequence[str]:
+    """A spreadsheet column's cells as text (most columns are text already)."""
+    if set(map(type, cells)) <= {str}:
+        return cells
+    return [cell if cell.__class__ is str else cell_text(cell) for cell in cells]
+
+
+def _flatten_column(cells: Sequence[str]) -> Sequence[str]:
+    """A column with its line breaks as spaces (one search over the whole column first)."""
+    joined = "".join(cells)
+    if "\n" in joined or "\r" in joined:
+        return [_flatten(cell) for cell in cells]
+    return cells
 
 
 def hash_client_ids(client_ids: Iterable[str]) -> np.ndarray:

@@ -162,3 +162,23 @@ def test_read_columns_reads_any_chunk_as_read_rows_does(pieces):
     payload = ",".join(pieces)
     rows, problems = read_rows((2, payload), [1, 0, 2], 3)
     assert read_columns((2, payload), [1, 0, 2], 3) == (*_columns_of(rows, 3), problems)
+
+
+SHEET_CHUNKS = [
+    [["A1", "Aroha", dt.date(1984, 3, 7)], ["A2", "Mere", 110.0]],  # taken whole
+    [["A1", "Aroha", dt.datetime(1984, 3, 7, 13, 5)], ["A2", "Mere", True, "extra"]],
+    [["A1", "461 Whangatipu Street\nRD 6", 12.5], ["A2", "Mere\r", None]],  # line breaks
+    [["A1", "Aroha", "x"], ["", "", ""], ["A2", "Mere", "y"]],  # an empty row
+    [["A1", "Aroha", "x"], ["", " ", None, "notes"], ["A2", "Mere", "y"]],  # only an unread column
+    [["A1", "Aroha", "x"], [" ", "Mere", "y"]],  # no client id, yet not empty
+    [["A1", "Aroha", "x"], ["A2", "Mere"]],  # a short row
+    [["A1", "Aroha", "x"], []],
+    [],
+]
+
+
+@pytest.mark.parametrize("payload", SHEET_CHUNKS)
+def test_read_columns_reads_a_sheet_as_read_rows_does(payload):
+    rows, problems = read_rows((4, payload), [2, 0, 1], 3)
+    lines, columns, found = read_columns((4, payload), [2, 0, 1], 3)
+    assert (lines, [tuple(column) for column in columns], found) == (*_columns_of(rows, 3), problems)
