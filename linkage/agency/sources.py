@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gc
 import hashlib
 import io
 import operator
@@ -538,11 +539,17 @@ def map_in_order(
         for chunk in chunks:
             yield work(chunk)
         return
-    with ProcessPoolExecutor(workers, initializer=initializer, initargs=initargs) as pool:
-        pending: list[Future[Result]] = []
-        for chunk in chunks:
-            pending.append(pool.submit(work, chunk))
-            if len(pending) >= 2 * workers:
-                yield pending.pop(0).result()
-        for future in pending:
-            yield future.result()
+    # Workers are forked from this process: frozen, its objects (a spreadsheet's rows among
+    # them) are never scanned by a worker's garbage collector, which would copy their pages.
+    gc.freeze()
+    try:
+        with ProcessPoolExecutor(workers, initializer=initializer, initargs=initargs) as pool:
+            pending: list[Future[Result]] = []
+            for chunk in chunks:
+                pending.append(pool.submit(work, chunk))
+                if len(pending) >= 2 * workers:
+                    yield pending.pop(0).result()
+            for future in pending:
+                yield future.result()
+    finally:
+        gc.unfreeze()
