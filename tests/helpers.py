@@ -386,19 +386,23 @@ TOKEN = re.compile(r"\b[0-9a-f]{32}\b")
 def canonical(out: Path) -> dict[str, Any]:
     """Every output file as bytes, with each random token replaced by its keymap row number.
 
-    Tokens are fresh random numbers on every run (pool or Dask, CLI or page); everything
-    else must be byte-for-byte the same. The encodings file is keyed by its folder's name.
+    Tokens are fresh random numbers on every run (pool or Dask, CLI or page), and the
+    encodings and attributes are shuffled on every run: rows are put in keymap order;
+    everything else must be byte-for-byte the same. The encodings file is keyed by its
+    folder's name.
     """
     with (out / "keymap.csv").open(newline="") as handle:
         order = {row[0]: f"{number:032d}" for number, row in enumerate(csv.reader(handle))}
     files: dict[str, Any] = {}
     for path in sorted(out.iterdir()):
         if path.suffix == ".csv":
-            files[path.name] = TOKEN.sub(lambda match: order[match.group()], path.read_text())
+            header, *lines = TOKEN.sub(lambda match: order[match.group()], path.read_text()).splitlines(keepends=True)
+            files[path.name] = header + "".join(sorted(lines))
     encodings = read_encodings(out)
     records = np.array(encodings.records)
     tokens = [order[token.tobytes().hex()] for token in records["token"]]
     records["token"] = np.frombuffer(b"".join(bytes.fromhex(t) for t in tokens), dtype=np.uint8).reshape(-1, 16)
+    records = records[np.argsort(tokens, kind="stable")]
     header = encodings.header.to_json().replace(encodings.header.records_sha256, "")
     files[out.name + "/encodings.pprl"] = (header, records.tobytes())
     return files

@@ -314,9 +314,10 @@ def _encode_into(
                 path=source.name,
                 problems=listed,
             )
-    if duplicates:
-        # Rows with a repeated client id were encoded before the repeat was known: take them out.
-        written = _drop_rows(tmp, protocol, party_id, keys, np.isin(all_lines, list(duplicates)))
+    # Rows with a repeated client id were encoded before the repeat was known: they go now.
+    # Every file that leaves the agency is shuffled, so that its order says nothing of the
+    # client file's (sorted by surname or by client id, it would rank every record).
+    written = _drop_and_shuffle(tmp, protocol, party_id, keys, np.isin(all_lines, list(duplicates)))
     if written == 0:
         raise InputError(f"{source.where()}: no row could be encoded; nothing was written", path=source.name)
     files = [tmp / ENCODINGS_FILE, tmp / "attributes.csv", tmp / "keymap.csv"]
@@ -396,21 +397,31 @@ def _map_chunks_on_dask(setup: Setup, chunks: Iterator[Task], address: str) -> I
             client.run(_forget_remote, job, on_error="ignore")
 
 
-def _drop_rows(tmp: Path, protocol: Protocol, party_id: str, keys: Keys, drop: np.ndarray) -> int:
-    """Rewrite the three outputs in ``tmp`` without the rows marked in ``drop``; returns rows kept."""
+def _drop_and_shuffle(tmp: Path, protocol: Protocol, party_id: str, keys: Keys, drop: np.ndarray) -> int:
+    """Rewrite the outputs in ``tmp`` without the rows marked in ``drop``; returns rows kept.
+
+    ``encodings.pprl`` and ``attributes.csv`` are each written in an order of their own,
+    drawn from the operating system's randomness (their rows are joined by token, never by
+    position); ``keymap.csv``, which stays at the agency, keeps the client file's order.
+    """
+    random = np.random.default_rng(secrets.randbits(128))
     encodings = read_encodings(tmp / ENCODINGS_FILE, verify=False)
+    kept = np.asarray(encodings.records[~drop])
     replacement = tmp / "encodings.rewrite"
     with EncodingsWriter(replacement, protocol=protocol, party=party_id, secret_check=secret_check(keys)) as writer:
-        writer.write(np.ascontiguousarray(encodings.records[~drop]))
-    del encodings
+        writer.write(np.ascontiguousarray(kept[random.permutation(len(kept))]))
+    del encodings, kept
     os.replace(replacement, tmp / ENCODINGS_FILE)
     for name in ("keymap.csv", "attributes.csv"):
         with (tmp / name).open(newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle))
+        body = [row for row, dropped in zip(rows[1:], drop, strict=True) if not dropped]
+        if name != "keymap.csv":
+            body = [body[i] for i in random.permutation(len(body))]
         with (tmp / name).open("w", newline="", encoding="utf-8") as handle:
             writer_csv = csv.writer(handle, lineterminator="\n")
             writer_csv.writerow(rows[0])
-            writer_csv.writerows(row for row, dropped in zip(rows[1:], drop, strict=True) if not dropped)
+            writer_csv.writerows(body)
     return int((~drop).sum())
 
 

@@ -40,11 +40,11 @@ def test_writes_the_three_files(protocol, write_csv, tmp_path):
     assert len(set(tokens)) == 2 and all(len(t) == 32 for t in tokens)
     attributes = read_rows(tmp_path / "out" / "attributes.csv")
     assert attributes[0] == ["token", "consent", "region", "benefit_type", "weeks_supported"]
-    assert attributes[1] == [tokens[0], "true", "Northland", "jobseeker", "12"]
+    assert {row[0]: row[1:] for row in attributes[1:]}[tokens[0]] == ["true", "Northland", "jobseeker", "12"]
     encodings = read_encodings(tmp_path / "out")
     assert encodings.header.party == "msd"
     assert encodings.header.fingerprint == protocol.fingerprint
-    assert [t.tobytes().hex() for t in encodings.records["token"]] == tokens
+    assert sorted(t.tobytes().hex() for t in encodings.records["token"]) == sorted(tokens)
 
 
 def test_no_identifier_or_client_id_in_what_leaves_the_agency(protocol, write_csv, tmp_path):
@@ -70,6 +70,8 @@ def test_pool_gives_the_same_encodings_as_one_process(protocol, write_csv, tmp_p
     path = write_csv(rows)
     single = read_encodings(encode(protocol, path, tmp_path / "one").files[0]).records
     pooled = read_encodings(encode(protocol, path, tmp_path / "two", workers=2).files[0]).records
+    # Each file is shuffled: compare them in one order (the CLKs', unique to each row here).
+    single, pooled = (records[np.argsort([clk.tobytes() for clk in records["clk"]])] for records in (single, pooled))
     for name in single.dtype.names:
         if name != "token":
             assert np.array_equal(single[name], pooled[name])
@@ -110,6 +112,8 @@ def test_a_quoted_line_break_is_part_of_the_value(protocol, write_csv, tmp_path)
     flat = write_csv([msd_row("A1", address="461 Whangatipu Street RD 6")], name="flat.csv")
     one = read_encodings(encode(protocol, flat, tmp_path / "flat").files[0]).records
     two = read_encodings(summary.files[0]).records
+    first = {client_id: token for token, client_id in read_rows(tmp_path / "multi" / "keymap.csv")[1:]}["A1"]
+    two = two[[token.tobytes().hex() == first for token in two["token"]]]
     for name in ("clk", "address", "block"):
         assert np.array_equal(one[name][0], two[name][0])
     assert read_rows(tmp_path / "multi" / "rejected.csv")[1][:2] == ["4", "date_of_birth"]
@@ -224,3 +228,26 @@ def test_bad_secrets(text, message):
     with pytest.raises(SecretError, match=message) as info:
         parse_secret(text, "secret.key")
     assert text not in str(info.value)
+
+
+def _spearman(ranks):
+    positions = np.arange(len(ranks), dtype=float)
+    return float(np.corrcoef(positions, np.asarray(ranks, dtype=float))[0, 1])
+
+
+def test_what_leaves_the_agency_is_not_in_the_client_files_order(protocol, write_csv, tmp_path):
+    # A client file sorted by surname (or by client id, i.e. by registration date) told the
+    # service each record's rank: record i's surname sat near the i/n quantile, a strong
+    # head start for a frequency or graph attack on the encodings. The statistics side saw
+    # the same order in attributes.csv.
+    surnames = sorted(f"{a}{b}son" for a in "abcdefghijklmnopqrst" for b in "aeiouy")[:300]
+    rows = [msd_row(f"C{i:04d}", surname=surname, weeks_supported=str(i % 53)) for i, surname in enumerate(surnames)]
+    encode(protocol, write_csv(rows), tmp_path / "out")
+    keymap = read_rows(tmp_path / "out" / "keymap.csv")[1:]
+    line_of = {token: int(client_id[1:]) for token, client_id in keymap}
+    stored = [token.tobytes().hex() for token in read_encodings(tmp_path / "out").records["token"]]
+    attributes = [row[0] for row in read_rows(tmp_path / "out" / "attributes.csv")[1:]]
+    assert sorted(stored) == sorted(line_of) == sorted(attributes)
+    for order in (stored, attributes):
+        assert abs(_spearman([line_of[token] for token in order])) < 0.35
+    assert stored != attributes, "the two files are shuffled independently: neither joins the other by position"
