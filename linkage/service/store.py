@@ -54,7 +54,7 @@ from sqlalchemy.exc import IntegrityError
 from linkage.chain import GENESIS, ChainCheck, ChainHead, ChainRow, chain_digest, verify_chain
 from linkage.database import ANALYST, Database, hash_token, now, open_engine, project_tables
 from linkage.encodings import EncodingsHeader, EncodingsWriter, check_compatible, read_encodings, read_header
-from linkage.errors import Conflict, NotFound, ProtocolError
+from linkage.errors import Conflict, InputError, NotFound, ProtocolError
 from linkage.file_modes import private_dir, shred_file
 from linkage.matching.engine import LinkResult
 from linkage.protocol import Protocol, Safeguards, parse_protocol
@@ -528,13 +528,20 @@ def check_upload(
         The file's header.
 
     Raises:
-        InputError: not an encodings file, truncated, corrupted or empty.
+        InputError: not an encodings file, truncated, corrupted or empty, or a record token
+            in it twice (a run would fail on it, for every party).
         MismatchError: another protocol, party, layout or secret (every problem listed).
     """
     header = read_header(path, shown_as=shown_as)
     others = {upload.party: upload.secret_check for upload in stored if upload.party != party}
     check_compatible(protocol, [(shown_as, header)], uploader=party, stored=others)
-    read_encodings(path, verify=True, shown_as=shown_as)
+    tokens = np.ascontiguousarray(read_encodings(path, verify=True, shown_as=shown_as).records["token"])
+    repeated = len(tokens) - len(np.unique(tokens, axis=0))
+    if repeated:
+        raise InputError(
+            f"{shown_as} holds {repeated} record token(s) more than once; `pprl encode` gives every record a token "
+            "of its own: upload the encodings.pprl it wrote, unchanged"
+        )
     return header
 
 

@@ -4,9 +4,10 @@ import hashlib
 import json
 import struct
 
+import numpy as np
 import pytest
 
-from linkage.encodings import read_header
+from linkage.encodings import read_encodings, read_header
 from server.app import create_app
 from tests.helpers import (
     ADMIN,
@@ -18,6 +19,7 @@ from tests.helpers import (
     put_attributes,
     put_encodings,
     upload_all,
+    write_encodings,
 )
 
 
@@ -310,3 +312,24 @@ def test_an_encodings_header_nested_200k_deep_gets_a_400(client):
     response = put_encodings(client, project_id, credentials["msd"], deep)
     assert response.status_code == 400, response.text
     assert "the encodings header is damaged or truncated" in response.json()["message"]
+
+
+def test_encodings_holding_a_token_twice_are_refused_at_upload_not_at_the_run(client, agencies, tmp_path):
+    # Accepted before: the run then failed for every party ("the same record token appears
+    # twice in the inputs"), one party's bad file stopping the project's linkage.
+    project_id, credentials = create_project(client)
+    encodings = read_encodings(agencies["msd"] / "encodings.pprl")
+    records = np.asarray(encodings.records)
+    folder = write_encodings(
+        client.app.state.linkage_store.protocol(project_id),
+        "msd",
+        encodings.header.secret_check,
+        np.concatenate([records, records[3:5]]),
+        tmp_path / "twice",
+    )
+    response = put_encodings(client, project_id, credentials["msd"], (folder / "encodings.pprl").read_bytes())
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "invalid_input"
+    assert "holds 2 record token(s) more than once" in response.json()["message"]
+    assert "the uploaded encodings file" in response.json()["message"]
+    assert stored(client, project_id) == ({}, [], [])
