@@ -387,7 +387,7 @@ def canonical(out: Path) -> dict[str, Any]:
     """Every output file as bytes, with each random token replaced by its keymap row number.
 
     Tokens are fresh random numbers on every run (pool or Dask, CLI or page), and the
-    encodings and attributes are shuffled on every run: rows are put in keymap order;
+    encodings and attributes.csv are shuffled on every run: their rows are put in keymap order;
     everything else must be byte-for-byte the same. The encodings file is keyed by its
     folder's name.
     """
@@ -396,8 +396,11 @@ def canonical(out: Path) -> dict[str, Any]:
     files: dict[str, Any] = {}
     for path in sorted(out.iterdir()):
         if path.suffix == ".csv":
-            header, *lines = TOKEN.sub(lambda match: order[match.group()], path.read_text()).splitlines(keepends=True)
-            files[path.name] = header + "".join(sorted(lines))
+            text = TOKEN.sub(lambda match: order[match.group()], path.read_text())
+            if path.name == "attributes.csv":
+                header, *lines = text.splitlines(keepends=True)
+                text = header + "".join(sorted(lines))
+            files[path.name] = text
     encodings = read_encodings(out)
     records = np.array(encodings.records)
     tokens = [order[token.tobytes().hex()] for token in records["token"]]
