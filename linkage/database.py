@@ -64,7 +64,9 @@ def open_engine(url: str, schema: str | None) -> Engine:
     """An engine for SQLite or PostgreSQL, set up for safe concurrent use by one server.
 
     SQLite gets WAL and ``BEGIN IMMEDIATE`` for write transactions (so two writers queue
-    instead of failing on lock upgrade); PostgreSQL gets its own schema.
+    instead of failing on lock upgrade); PostgreSQL gets its own schema. A database error
+    never shows its statement's parameters (tokens, credential hashes, attribute values):
+    its text reaches the server log with a 500's traceback.
 
     Raises:
         InputError: the URL is not SQLite or ``postgresql+psycopg``, or the database is unreachable.
@@ -78,7 +80,7 @@ def open_engine(url: str, schema: str | None) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             # Created 0600 before SQLite opens it; its -wal and -shm files take the same mode.
             private_file(Path(parsed.database))
-        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 60})
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 60}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -87,7 +89,7 @@ def open_engine(url: str, schema: str | None) -> Engine:
             f"unsupported database URL {shown}; use postgresql+psycopg://USER@HOST/DB (psycopg 3), "
             "or leave --database-url out for SQLite files in the data folder"
         )
-    engine = create_engine(parsed, pool_pre_ping=True)
+    engine = create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
     if schema:
         try:
             with engine.begin() as conn:

@@ -8,7 +8,7 @@ store only; the linkage side reaches the statistics store only through
 :class:`~linkage.errors.PprlError` subclass raised; every error, a 500 too, is audited
 (unauthenticated ones in bulk, see :class:`~linkage.web.RefusalTally`).
 
-Around the routes: a per-client rate limit, body-size limits and security headers
+Around the routes: a per-client rate limit, body-size limits, a 400 for a NUL in the URL and security headers
 (:mod:`server.middleware`). The API description (``/docs``, ``/openapi.json``) is served
 only when asked for (``ServiceConfig.api_docs``); ``/health`` answers without a credential.
 At start-up the audit log's and every ledger's hash chain are checked; a broken chain is
@@ -43,7 +43,7 @@ from linkage.service.api import audit, batches, erasure, projects, results, runs
 from linkage.service.store import LinkageStore
 from linkage.service.worker import RunWorker, recover
 from linkage.web import RefusalTally, record
-from server.middleware import RateLimit, SecurityHeaders
+from server.middleware import RateLimit, RefuseNul, SecurityHeaders
 from stats.answering import QueryService
 from stats.api import attributes, queries
 from stats.store import StatsStore
@@ -376,6 +376,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.audit = store.append_audit
     app.state.refusals = refusals
     app.add_middleware(BodyLimit, upload_bytes=config.max_upload_bytes, json_bytes=config.max_json_bytes)
+    app.add_middleware(RefuseNul)
     if config.rate_limit:
         app.add_middleware(
             RateLimit,

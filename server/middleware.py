@@ -3,6 +3,8 @@
 * :class:`RateLimit`: a token bucket per client address, in this process only (one bucket
   set per ``pprl serve`` process; a proxy in front sees every client as itself unless it
   forwards ``X-Forwarded-For`` and uvicorn trusts it).
+* :class:`RefuseNul`: a NUL character in the URL gets a 400 before any route sees it
+  (PostgreSQL refuses NUL in text; a path or query parameter holding one was a 500).
 * :class:`SecurityHeaders`: ``nosniff``, no framing, no caching, no referrer, a strict
   content security policy, and HSTS when a TLS proxy is declared.
 * :class:`GuardedH11Protocol` and :func:`uvicorn_settings`: uvicorn closes idle keep-alive
@@ -26,7 +28,7 @@ import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["GuardedH11Protocol", "RateLimit", "SecurityHeaders", "uvicorn_settings"]
+__all__ = ["GuardedH11Protocol", "RateLimit", "RefuseNul", "SecurityHeaders", "uvicorn_settings"]
 
 HEADER_TIMEOUT_SECONDS = 10.0
 KEEP_ALIVE_SECONDS = 5
@@ -119,6 +121,44 @@ class RateLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class RefuseNul:
+    """Refuse a request whose path or query string holds a NUL character with 400.
+
+    No project id, party, run, request id or token has one, and PostgreSQL refuses NUL in
+    text: a parameter holding one reached the database and failed there with a 500, whose
+    logged traceback carried the SQL statement.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, or answer 400."""
+        if scope["type"] != "http" or not _holds_nul(scope):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(
+            {
+                "code": "bad_request",
+                "message": "the URL holds a NUL character (%00); no project id, name or token has one: remove it",
+            }
+        ).encode("utf-8")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _holds_nul(scope: Scope) -> bool:
+    query = bytes(scope.get("query_string", b""))
+    raw = bytes(scope.get("raw_path") or b"")
+    return "\x00" in str(scope.get("path", "")) or b"\x00" in query or b"%00" in query or b"%00" in raw
 
 
 class SecurityHeaders:

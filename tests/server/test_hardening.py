@@ -5,7 +5,9 @@ import threading
 
 import pytest
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
+from linkage.service.store import LinkageStore
 from linkage.web import RefusalTally
 from server.app import create_app
 from server.middleware import RateLimit, uvicorn_settings
@@ -165,3 +167,40 @@ def test_audit_lines_carry_the_callers_own_project_and_500s_are_audited(client, 
     assert (line.actor, line.project_id, line.outcome) == ("party:haven", own_project, "internal_error")
     assert line.detail == "RuntimeError"
     assert "disk on fire" not in line.detail
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/projects/%00",
+        "/projects/{project_id}/serious-threat-requests/%00/results",
+        "/audit?project_id=%00",
+        "/projects/{project_id}%00/runs/1",
+    ],
+)
+def test_a_nul_character_in_the_url_gets_a_400_before_it_reaches_a_database(backend_config, url):
+    # PostgreSQL refuses NUL in text: each of these was a 500, and the server log got the
+    # SQL statement with its parameters.
+    with TestClient(create_app(backend_config(run_worker=False)), raise_server_exceptions=False) as client:
+        project_id, credentials = create_project(client)
+        for headers in (ADMIN, bearer(credentials["police"]), {}):
+            response = client.get(url.format(project_id=project_id), headers=headers)
+            assert response.status_code == 400, response.text
+            assert response.json()["code"] == "bad_request"
+            assert "NUL character" in response.json()["message"]
+
+
+def test_database_errors_carry_no_stored_values(backend_config, protocol):
+    # A database error's text (logged with the 500's traceback) listed the statement's
+    # parameters: tokens, credential hashes, attribute values, protocol text.
+    made = backend_config()
+    store = LinkageStore(made.data_dir, made.database_url, schema=made.linkage_schema)
+    try:
+        store.create_project("0123456789abcdef", protocol, {"msd": "f" * 64})
+        with pytest.raises(SQLAlchemyError) as raised:
+            store.create_project("0123456789abcdef", protocol, {"msd": "e" * 64})
+        # (PostgreSQL's own detail still names the duplicate key; the parameters are gone.)
+        assert protocol.purpose[:40] not in str(raised.value)
+        assert protocol.fingerprint not in str(raised.value)
+    finally:
+        store.close()
