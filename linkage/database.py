@@ -207,12 +207,27 @@ class Database:
             Whether the write-ahead log was emptied (always ``True`` on PostgreSQL, where
             nothing is done); ``False`` if a reader held it, and the next checkpoint will.
         """
+        return self._sqlite_maintenance(vacuum=True)
+
+    def checkpoint(self) -> bool:
+        """Copy SQLite's write-ahead log into the database file and empty it (nothing on PostgreSQL).
+
+        After a change that must not linger, so that the file's older page (which held what
+        was changed) is overwritten now rather than at some later checkpoint.
+
+        Returns:
+            Whether the log was emptied (``False`` if a reader held it).
+        """
+        return self._sqlite_maintenance(vacuum=False)
+
+    def _sqlite_maintenance(self, *, vacuum: bool) -> bool:
         if self._engine.dialect.name != "sqlite":
             return True
         raw = self._engine.raw_connection()
         try:
             cursor = raw.cursor()
-            cursor.execute("VACUUM")
+            if vacuum:
+                cursor.execute("VACUUM")
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             outcome = cursor.fetchone()
             busy = outcome is None or bool(outcome[0])

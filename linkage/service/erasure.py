@@ -10,7 +10,9 @@ its audit line in one transaction:
 2. the statistics side's rows (one transaction): attributes, mapping rows, digests;
 3. the blobs no upload refers to any more are overwritten with zeros and removed;
 4. the SQLite databases are rewritten, so that deleted rows leave no bytes in free pages
-   or the write-ahead log (:meth:`Database.compact`).
+   or the write-ahead log (:meth:`Database.compact`); once the journal line is marked done
+   (forgetting a withdrawal's tokens), the linkage database's log is emptied into its file
+   again (:meth:`Database.checkpoint`).
 
 A crash (even ``kill -9``) before the journal line is committed leaves nothing erased; after
 it, the next start (:func:`resume_erasures`, from :func:`linkage.service.worker.recover`)
@@ -337,5 +339,7 @@ def _complete(
     if not (store.compact() & stats.compact()):
         summary += "; a reader held a SQLite write-ahead log, whose older pages its next checkpoint overwrites"
     store.finish_erasure(erasure, summary)
+    # The journal line held a withdrawal's tokens until now: its rewrite must reach the file.
+    store.checkpoint()
     _step(on_progress, 5)
     return next(e for e in store.erasures(project_id) if e.id == erasure.id)

@@ -173,6 +173,23 @@ def test_withdraw_removes_exactly_the_named_tokens(backend_config, agencies):
         assert mapped_after and linked_after
 
 
+def test_a_withdrawal_leaves_no_byte_of_the_withdrawn_records_on_disk(config, agencies):
+    # The journal line keeps the tokens until the erasure is done; it was rewritten without
+    # them after the databases were compacted, so the write-ahead log held the new line and
+    # linkage.db the old one, tokens in clear, until some later checkpoint.
+    made = config(run_worker=False)
+    with TestClient(create_app(made)) as client:
+        project_id, credentials = linked_project(client, agencies)
+        tokens, pieces = record_bytes(agencies["haven"], [agencies["msd"], agencies["police"]])
+        named = sorted(tokens)[:3]
+        chosen = [piece for piece in pieces if piece in {bytes.fromhex(token) for token in named}]
+        response = client.post(
+            f"/projects/{project_id}/withdrawals", json={"tokens": named}, headers=bearer(credentials["haven"])
+        )
+        assert response.status_code == 200, response.text
+        assert found_in_folder(made.data_dir, named, chosen) == []
+
+
 def test_withdraw_refuses_tokens_that_are_not_the_partys_and_changes_nothing(client, agencies):
     project_id, credentials = linked_project(client, agencies)
     police = [token.tobytes().hex() for token in read_encodings(agencies["police"]).records["token"]][:2]
