@@ -105,7 +105,11 @@ def entity_table(
                 f"it must upload the attributes.csv `pprl encode --party {party}` wrote"
             )
         if (party, token) in linked:
-            raise InputError(f"token {token} of party {party!r} is in two entities; the mapping is damaged")
+            # Never the token: the message reaches analysts, as the refusal of every query.
+            raise InputError(
+                f"a token of party {party!r} is in two entities; the mapping is damaged: run the linkage again "
+                "(`pprl run`)"
+            )
         linked.add((party, token))
         people[("e", entity)][party] = token
     for party, by_token in attributes.items():

@@ -80,3 +80,10 @@ def test_the_privacy_unit_is_stated_in_one_sentence_with_its_bound_and_limits(pr
     assert sentence.count(". ") == 0 and sentence.endswith(".")
     assert "one person" in sentence and "at most 9 rows" in sentence
     assert "no two records of one agency in one cluster" in sentence and "not protected" in sentence
+
+
+def test_a_damaged_mapping_is_refused_without_naming_the_token(protocol):
+    # The message reaches an analyst (as a 409 on every query), who must never see a token.
+    with pytest.raises(InputError, match="a token of party 'msd' is in two entities") as raised:
+        entity_table(protocol, [("e1", "msd", A), ("e2", "msd", A)], {"msd": {A: {}}})
+    assert A not in str(raised.value)
