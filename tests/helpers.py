@@ -386,8 +386,8 @@ TOKEN = re.compile(r"\b[0-9a-f]{32}\b")
 def canonical(out: Path) -> dict[str, Any]:
     """Every output file as bytes, with each random token replaced by its keymap row number.
 
-    Tokens are fresh random numbers on every run (pool or Dask, CLI or page), and the
-    encodings and attributes.csv are shuffled on every run: their rows are put in keymap order;
+    Tokens are fresh random numbers on every run (pool or Dask, CLI or page), and
+    attributes.csv is in token order: its rows and the encodings' are put in keymap order;
     everything else must be byte-for-byte the same. The encodings file is keyed by its
     folder's name.
     """

@@ -18,6 +18,7 @@ sealed so that they never appear in a log), so the cluster must be the agency's 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import secrets
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib.recfunctions import repack_fields
 
 from linkage.agency.columns import ColumnChoice, choose_columns
 from linkage.agency.hashing import Keys, derive_keys, secret_check
@@ -315,8 +317,8 @@ def _encode_into(
                 problems=listed,
             )
     # Rows with a repeated client id were encoded before the repeat was known: they go now.
-    # Every file that leaves the agency is shuffled, so that its order says nothing of the
-    # client file's (sorted by surname or by client id, it would rank every record).
+    # Every file that leaves the agency is put in an order of its own, so that its order says
+    # nothing of the client file's (sorted by surname or by client id, it would rank every record).
     written = _drop_and_shuffle(tmp, protocol, party_id, keys, np.isin(all_lines, list(duplicates)))
     if written == 0:
         raise InputError(f"{source.where()}: no row could be encoded; nothing was written", path=source.name)
@@ -398,29 +400,36 @@ def _map_chunks_on_dask(setup: Setup, chunks: Iterator[Task], address: str) -> I
 
 
 def _drop_and_shuffle(tmp: Path, protocol: Protocol, party_id: str, keys: Keys, drop: np.ndarray) -> int:
-    """Rewrite the outputs in ``tmp`` without the rows marked in ``drop``; returns rows kept.
+    """Rewrite the outputs in ``tmp`` without the rows marked in ``drop``, each in its own order; returns rows kept.
 
-    ``encodings.pprl`` and ``attributes.csv`` are each written in an order of their own,
-    drawn from the operating system's randomness (their rows are joined by token, never by
-    position); ``keymap.csv``, which stays at the agency, keeps the client file's order.
+    ``encodings.pprl`` is put in the order of each record's SHA-256 (of everything but its
+    token; ties by token), ``attributes.csv`` in the order of its tokens: neither order
+    says anything of the client file's, and the same people with the same secret give the
+    same encodings file whatever the client file's order, so a linkage (whose greedy
+    choices depend on the order of its inputs) gives the same entities. ``keymap.csv``,
+    which stays at the agency, keeps the client file's order.
     """
-    random = np.random.default_rng(secrets.randbits(128))
     encodings = read_encodings(tmp / ENCODINGS_FILE, verify=False)
     kept = np.asarray(encodings.records[~drop])
+    content = repack_fields(kept[[name for name in kept.dtype.names or () if name != "token"]])
+    rows = np.ascontiguousarray(content).view(np.uint8).reshape(len(kept), content.dtype.itemsize)
+    tokens = np.ascontiguousarray(kept["token"]).reshape(len(kept), kept.dtype["token"].itemsize)
+    sort_keys = [hashlib.sha256(row.tobytes()).digest() + tag.tobytes() for row, tag in zip(rows, tokens, strict=True)]
+    order = sorted(range(len(kept)), key=sort_keys.__getitem__)
     replacement = tmp / "encodings.rewrite"
     with EncodingsWriter(replacement, protocol=protocol, party=party_id, secret_check=secret_check(keys)) as writer:
-        writer.write(np.ascontiguousarray(kept[random.permutation(len(kept))]))
-    del encodings, kept
+        writer.write(np.ascontiguousarray(kept[np.asarray(order, dtype=np.int64)]))
+    del encodings, kept, content, rows
     os.replace(replacement, tmp / ENCODINGS_FILE)
     for name in ("keymap.csv", "attributes.csv"):
         with (tmp / name).open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-        body = [row for row, dropped in zip(rows[1:], drop, strict=True) if not dropped]
-        if name != "keymap.csv":
-            body = [body[i] for i in random.permutation(len(body))]
+            lines = list(csv.reader(handle))
+        body = [row for row, dropped in zip(lines[1:], drop, strict=True) if not dropped]
+        if name == "attributes.csv":
+            body.sort(key=lambda row: row[0])
         with (tmp / name).open("w", newline="", encoding="utf-8") as handle:
             writer_csv = csv.writer(handle, lineterminator="\n")
-            writer_csv.writerow(rows[0])
+            writer_csv.writerow(lines[0])
             writer_csv.writerows(body)
     return int((~drop).sum())
 

@@ -250,4 +250,16 @@ def test_what_leaves_the_agency_is_not_in_the_client_files_order(protocol, write
     assert sorted(stored) == sorted(line_of) == sorted(attributes)
     for order in (stored, attributes):
         assert abs(_spearman([line_of[token] for token in order])) < 0.35
-    assert stored != attributes, "the two files are shuffled independently: neither joins the other by position"
+    assert stored != attributes, "each file has its own order: neither joins the other by position"
+
+
+def test_the_same_people_in_another_order_give_the_same_encodings_file_but_its_tokens(protocol, write_csv, tmp_path):
+    # The order leaves the client file's behind without becoming random: a linkage's greedy
+    # choices depend on the order of its inputs, and a random one moved pairwise F1 by up to
+    # 0.006 between two encodes of the same 3,000-person synth.
+    rows = [msd_row(f"C{i:03d}", given=f"name{i}", dob=f"{1 + i % 28}/3/19{50 + i % 40}") for i in range(200)]
+    forward = read_encodings(encode(protocol, write_csv(rows, name="a.csv"), tmp_path / "a").files[0]).records
+    backward = read_encodings(encode(protocol, write_csv(rows[::-1], name="b.csv"), tmp_path / "b").files[0]).records
+    for name in forward.dtype.names:
+        if name != "token":
+            assert np.array_equal(forward[name], backward[name])
