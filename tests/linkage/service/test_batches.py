@@ -170,7 +170,10 @@ def test_batches_link_as_the_local_refresh_and_keep_untouched_ids(backend_config
             (entity, members) for entity, members in first_run.items() if not {t for _, t in members} & touched
         ]
         same = [(entity, members) for entity, members in untouched if frozenset(members) in kept]
-        assert len(same) > 0.9 * len(untouched) and len(untouched) > 30
+        # An untouched entity may still change: a batch's new or corrected record can join it (its
+        # grouping is checked against the local refresh above). Those whose records stay together
+        # must keep their id; enough of them that the check means something.
+        assert len(untouched) > 30 and len(same) > 20
         assert all(kept[frozenset(members)] == entity for entity, members in same), "an untouched entity's id moved"
 
         details = [line.detail for line in store.audit_entries(project_id=project_id) if line.action == "run.done"]
