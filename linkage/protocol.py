@@ -274,6 +274,9 @@ class Safeguards:
         run_period_days: count runs over this many days instead (``None``: the project's life).
         serious_threat_max_tokens: the most tokens one serious-threat request may name.
         serious_threat_approval: every serious-threat request waits for the administrator.
+        serious_threat_tokens_per_30_days: how many tokens a party may have released under
+            the exception without approval in any 30 days; a request that would pass it
+            waits for the administrator, as under ``serious_threat_approval``.
         upload_retention_days: a party's upload not refreshed for this many days expires
             (`pprl project expire` erases it); ``None``: uploads are kept until erased.
     """
@@ -282,6 +285,7 @@ class Safeguards:
     run_period_days: int | None = None
     serious_threat_max_tokens: int = 5
     serious_threat_approval: bool = False
+    serious_threat_tokens_per_30_days: int = 10
     upload_retention_days: int | None = None
 
     @classmethod

@@ -10,19 +10,24 @@ The serious-threat exception releases named tokens regardless of consent, to a p
 protocol grants it: at most ``releases.safeguards.serious_threat_max_tokens`` tokens per
 request, with a written reason of real length, and the SHA-256 of every named token in
 the audit log. With ``serious_threat_approval`` the request waits until the administrator
-approves it, and the party fetches the release once; every step is audited.
+approves it, and the party fetches the release once; every step is audited. Without it, a
+party may have at most ``serious_threat_tokens_per_30_days`` tokens released in any 30 days;
+a request that would pass that waits for the administrator too, so that the exception
+cannot be used five tokens at a time as a bulk download.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from linkage.database import now
 from linkage.errors import Conflict, Forbidden, InputError
 from linkage.free_text import check_free_text, letter_count, word_count
 from linkage.service.api.deps import LinkageCaller, Store
@@ -325,13 +330,39 @@ def serious_threat(
             field="tokens",
         )
     reason = check_reason(body.reason)
-    if safeguards.serious_threat_approval:
+    # One request at a time decides against the allowance, so that requests sent together
+    # cannot all pass it (the service is one process).
+    with _ALLOWANCE:
+        waits = "waits for the administrator"
+        if not safeguards.serious_threat_approval:
+            allowance = safeguards.serious_threat_tokens_per_30_days
+            recent = _released_without_approval(store, project_id, party)
+            if len(recent | set(named)) <= allowance:
+                _latest(store, project_id)
+                released = store.create_threat_request(project_id, party, named, reason, "released")
+                return _release_threat(request, store, caller, released, "ok")
+            waits += (
+                f": {len(recent)} token(s) released without approval in the last {THREAT_WINDOW.days} days, "
+                f"and the protocol allows {allowance} (releases.safeguards.serious_threat_tokens_per_30_days)"
+            )
         pending = store.create_threat_request(project_id, party, named, reason, "pending")
-        record(request, caller, project_id, "pending", _audit_detail(pending, "waits for the administrator"))
-        return JSONResponse(threat_info(pending).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
-    _latest(store, project_id)
-    released = store.create_threat_request(project_id, party, named, reason, "released")
-    return _release_threat(request, store, caller, released, "ok")
+    record(request, caller, project_id, "pending", _audit_detail(pending, waits))
+    return JSONResponse(threat_info(pending).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+
+
+THREAT_WINDOW = timedelta(days=30)
+_ALLOWANCE = threading.Lock()
+
+
+def _released_without_approval(store: LinkageStore, project_id: str, party: str) -> set[str]:
+    """The tokens released to a party under the exception without approval in the last 30 days."""
+    since = now() - THREAT_WINDOW
+    return {
+        token
+        for past in store.threat_requests(project_id, party)
+        if past.status == "released" and past.decided_by is None and past.created_at >= since
+        for token in past.tokens
+    }
 
 
 @router.get("/projects/{project_id}/serious-threat-requests", name="serious_threat.list")

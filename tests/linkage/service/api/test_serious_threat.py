@@ -126,3 +126,32 @@ def test_with_a_second_approver_nothing_is_released_until_the_administrator_appr
         ("admin", "serious_threat.refuse", "refused"),
         ("party:police", "serious_threat.fetch", "forbidden"),
     ]
+
+
+def test_requests_of_five_cannot_add_up_to_a_bulk_download(client, agencies):
+    # The red team's attack: police, refused record-level results, named its whole list five
+    # tokens at a time with one reason, and every request was released at once.
+    project_id, police, shared = linked(client, agencies)
+    mine = client.app.state.linkage_store
+    answers = [ask(client, project_id, police, shared[i : i + 5]) for i in range(0, 20, 5)]
+    assert [answer.status_code for answer in answers] == [200, 200, 202, 202]
+    assert "records" not in answers[2].json() and answers[2].json()["status"] == "pending"
+    # A token named again counts once: asking about the same people again is not more of the list.
+    assert ask(client, project_id, police, shared[3:8]).status_code == 200
+    lines = [line for line in mine.audit_entries(project_id=project_id) if line.action == "results.serious_threat"]
+    assert [line.outcome for line in lines] == ["ok", "ok", "pending", "pending", "ok"]
+    assert "10 token(s) released without approval in the last 30 days" in lines[2].detail
+    assert "serious_threat_tokens_per_30_days" in lines[2].detail
+    # What waits is released only once the administrator approves it, and approving does not use the allowance.
+    request_id = answers[2].json()["request_id"]
+    decide = f"/projects/{project_id}/serious-threat-requests/{request_id}/approve"
+    assert client.post(decide, json={"note": "confirmed"}, headers=ADMIN).status_code == 200
+    fetched = client.get(f"/projects/{project_id}/serious-threat-requests/{request_id}/results", headers=police)
+    assert fetched.status_code == 200
+    assert ask(client, project_id, police, shared[:2]).status_code == 200
+
+
+def test_the_allowance_is_the_protocols(client, agencies):
+    project_id, police, shared = linked(client, agencies, serious_threat_tokens_per_30_days=3)
+    assert ask(client, project_id, police, shared[:3]).status_code == 200
+    assert ask(client, project_id, police, shared[3:4]).status_code == 202
