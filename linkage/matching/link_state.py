@@ -123,7 +123,7 @@ class LinkState:
         batches: how many batches were added since the first link.
         dedupe: pairs within a party are compared too, and an entity may hold a party's
             duplicate records (link-and-dedupe, :mod:`linkage.matching.dedupe`).
-        within_oversized: with ``dedupe``, per party, per blocking rule, the block keys
+        within_oversized: with ``dedupe``, per party, per block key column, the block keys
             skipped within that party (frozen when the party's first records came).
     """
 
@@ -264,7 +264,7 @@ def read_state(path: Path, protocol: Protocol) -> LinkState:
         )
         model = FrozenModel.from_json(header["model"], protocol, source=f"the model in {path}")
         within = {
-            party: tuple(arrays[f"within_{index}_{rule}"] for rule in range(len(protocol.blocking)))
+            party: tuple(arrays[f"within_{index}_{column}"] for column in range(len(protocol.block_limits)))
             for index, party in enumerate(parties)
             if f"within_{index}_0" in arrays
         }

@@ -157,7 +157,7 @@ def start_state(
     pairs = AcceptedPairs.concatenate([AcceptedPairs(party_a, party_b, record_a, record_b, scored.weight[accepted])])
     within: dict[str, tuple[np.ndarray, ...]] = {}
     if dedupe:
-        within = {party: within_oversized(_keys(records[i]), protocol.max_block_pairs) for i, party in enumerate(order)}
+        within = {party: within_oversized(_keys(records[i]), protocol.block_limits) for i, party in enumerate(order)}
         every = [np.arange(len(item), dtype=np.int64) for item in records]
         duplicates, _ = _within(protocol, frozen, order, records, every, within)
         pairs = AcceptedPairs.concatenate([pairs, duplicates])
@@ -510,7 +510,7 @@ def refresh_state(
     if state.dedupe:
         for index, party in enumerate(parties):
             if party not in within:
-                within[party] = within_oversized(_keys(applied[index].records), protocol.max_block_pairs)
+                within[party] = within_oversized(_keys(applied[index].records), protocol.block_limits)
         records = [item.records for item in applied]
         duplicates, count = _within(protocol, state.model, parties, records, [a.changed for a in applied], within)
         pairs = AcceptedPairs.concatenate([pairs, duplicates])
@@ -638,7 +638,7 @@ def _compare_changed(
     """
     comparisons = comparisons_for(protocol)
     features = features_for(comparisons, protocol.comparison_groups)
-    oversized = model.oversized_for(parties, len(protocol.blocking))
+    oversized = model.oversized_for(parties, len(protocol.block_limits))
     priors = model.priors_for(parties)
     combos = list(itertools.combinations(range(len(parties)), 2))
     keys = [np.asarray(item.records["block"]).reshape(len(item.records), -1) for item in applied]

@@ -35,3 +35,20 @@ def test_dedupe_puts_a_partys_duplicates_in_one_entity_and_reports_them(protocol
     plain, _, _, _ = start_subset(protocol, agencies, tmp_path / "plain", 1.0, 9)
     plain_new, _ = refresh_state(protocol, plain, [read_encodings(p) for p in files])
     assert twin["token"][0].tobytes() not in entity_members(plain_new)[number] and duplicate_groups(plain_new) == []
+
+
+def test_a_dedupe_state_read_back_takes_a_batch_under_similarity_rules(protocol, agencies, tmp_path):
+    # The example protocol's similarity rules make many block key columns per rule: the
+    # state once read back one skipped-block list per rule, and the next batch failed.
+    assert len(protocol.block_limits) > len(protocol.blocking)
+    state, pool, check, _ = start_subset(protocol, agencies, tmp_path, 0.9, 4, dedupe=True)
+    assert all(len(columns) == len(protocol.block_limits) for columns in state.within_oversized.values())
+    written = tmp_path / "state"
+    write_state(state, written)
+    again = read_state(written, protocol)
+    for party, columns in state.within_oversized.items():
+        assert [k.tolist() for k in again.within_oversized[party]] == [k.tolist() for k in columns]
+    files = write_party_lists(protocol, {"msd": pool["msd"][:5]}, check, tmp_path / "batch")
+    from_file, _ = refresh_state(protocol, again, [read_encodings(p) for p in files])
+    in_memory, _ = refresh_state(protocol, state, [read_encodings(p) for p in files])
+    assert entity_members(from_file) == entity_members(in_memory)
