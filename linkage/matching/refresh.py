@@ -159,7 +159,8 @@ def start_state(
     if dedupe:
         within = {party: within_oversized(_keys(records[i]), protocol.block_limits) for i, party in enumerate(order)}
         every = [np.arange(len(item), dtype=np.int64) for item in records]
-        duplicates, _ = _within(protocol, frozen, order, records, every, within)
+        duplicates, _, fitted = _within(protocol, frozen, order, records, every, within, fit=model is None)
+        frozen = replace(frozen, priors={**frozen.priors, **fitted})
         pairs = AcceptedPairs.concatenate([pairs, duplicates])
     empty = tuple(np.full(len(item), -1, dtype=np.int64) for item in records)
     solved = _solve(pairs, [len(item) for item in records], None, dedupe=dedupe)
@@ -189,11 +190,19 @@ def _within(
     records: Sequence[np.ndarray],
     changed: Sequence[np.ndarray],
     oversized: Mapping[str, tuple[np.ndarray, ...]],
-) -> tuple[AcceptedPairs, int]:
-    """Accepted pairs within each party that hold a changed record, and how many pairs were compared."""
+    *,
+    fit: bool = False,
+) -> tuple[AcceptedPairs, int, dict[tuple[str, str], float]]:
+    """Accepted pairs within each party that hold a changed record, how many pairs were compared, the priors.
+
+    With ``fit`` (every record changed: a first link fitting its model), each party's
+    prior within itself is fitted on its candidates (:func:`~linkage.matching.dedupe.within_prior`)
+    and returned, as ``(party, party)``, to be frozen into the model; otherwise the model's
+    are used (the overall prior for a party it holds none of).
+    """
     comparisons = comparisons_for(protocol)
     features = features_for(comparisons, protocol.comparison_groups)
-    parts, compared = [], 0
+    parts, compared, priors = [], 0, {}
     for index, party in enumerate(parties):
         if not len(changed[index]):
             continue
@@ -203,12 +212,14 @@ def _within(
             comparisons,
             features,
             model,
-            model.prior_of(party, party),
+            None if fit else model.prior_of(party, party),
         )
-        pairs, count = within_pairs(index, keys, _sorted_index(keys), changed[index], oversized[party], scoring)
+        pairs, count, prior = within_pairs(index, keys, _sorted_index(keys), changed[index], oversized[party], scoring)
+        if fit and prior is not None:
+            priors[(party, party)] = prior
         parts.append(pairs)
         compared += count
-    return (AcceptedPairs.concatenate(parts) if parts else AcceptedPairs.empty()), compared
+    return (AcceptedPairs.concatenate(parts) if parts else AcceptedPairs.empty()), compared, priors
 
 
 def _solve(
@@ -512,7 +523,7 @@ def refresh_state(
             if party not in within:
                 within[party] = within_oversized(_keys(applied[index].records), protocol.block_limits)
         records = [item.records for item in applied]
-        duplicates, count = _within(protocol, state.model, parties, records, [a.changed for a in applied], within)
+        duplicates, count, _ = _within(protocol, state.model, parties, records, [a.changed for a in applied], within)
         pairs = AcceptedPairs.concatenate([pairs, duplicates])
         compared += count
     sizes = [len(item.records) for item in applied]

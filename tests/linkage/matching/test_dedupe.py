@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from linkage.encodings import read_encodings
-from linkage.matching.dedupe import duplicate_groups
+from linkage.matching.compare import comparisons_for
+from linkage.matching.dedupe import duplicate_groups, within_prior
 from linkage.matching.link_state import read_state, write_state
-from linkage.matching.refresh import refresh_state
+from linkage.matching.refresh import refresh_state, start_state
 from tests.helpers import entity_members, start_subset, write_party_lists
 
 
@@ -52,3 +54,38 @@ def test_a_dedupe_state_read_back_takes_a_batch_under_similarity_rules(protocol,
     from_file, _ = refresh_state(protocol, again, [read_encodings(p) for p in files])
     in_memory, _ = refresh_state(protocol, state, [read_encodings(p) for p in files])
     assert entity_members(from_file) == entity_members(in_memory)
+
+
+def test_each_party_gets_its_own_prior_within_itself_frozen_with_the_model(protocol, agencies, tmp_path):
+    state, _, _, _ = start_subset(protocol, agencies, tmp_path, 1.0, 9, dedupe=True)
+    overall = state.model.model.prior
+    for index, party in enumerate(state.parties):
+        within = state.model.priors[(party, party)]
+        records = len(state.records[index])
+        # These agencies hold nobody twice: the prior is the floor of one pair in all the party's.
+        assert within == pytest.approx(2 / (records * (records - 1))) and within != overall
+        assert state.model.prior_of(party, party) == within
+    written = tmp_path / "state"
+    write_state(state, written)
+    assert read_state(written, protocol).model.priors == state.model.priors
+    # Without dedupe the model holds priors across parties only.
+    plain, _, _, _ = start_subset(protocol, agencies, tmp_path / "plain", 1.0, 9)
+    assert all(a != b for a, b in plain.model.priors)
+    # A model given (here: one fitted without dedupe) is not fitted again: its overall prior stands in.
+    files = write_party_lists(
+        protocol, {p: state.records[i] for i, p in enumerate(state.parties)}, state.secret_check, tmp_path / "again"
+    )
+    given = start_state(protocol, [read_encodings(p) for p in files], model=plain.model, dedupe=True)
+    assert given.model.priors == plain.model.priors
+
+
+def test_the_prior_within_a_party_is_the_share_of_its_pairs_that_are_plain_duplicates(protocol, agencies, tmp_path):
+    state, _, _, _ = start_subset(protocol, agencies, tmp_path, 0.3, 2)
+    comparisons = comparisons_for(protocol)
+    # A comparison's last level is the closest agreement; the CLK fallback stays neutral (no salt missing).
+    top = [len(c.labels) if c.fallback else len(c.labels) - 1 for c in comparisons]
+    bottom = [len(c.labels) if c.fallback else 0 for c in comparisons]
+    # 40 candidates that agree on everything and 4,000 that agree on nothing, among 1,000 records.
+    levels = np.array([top] * 40 + [bottom] * 4000, dtype=np.int32)
+    prior = within_prior(state.model.model, levels, state.model.model.features, 1000)
+    assert prior == pytest.approx(40 / (1000 * 999 / 2), rel=0.01)
