@@ -12,8 +12,8 @@ candidate pairs when the model is, and frozen with it), and:
 * :func:`duplicate_groups` is the deduplication report: per party, the groups of tokens
   that are likely the same client, for the agency to check and merge in its own system.
 
-Within a party, blocks are counted on its own records: a block with more pairs within
-the party than its column's limit (the protocol's ``block_limits``) is skipped, frozen when the party's
+Within a party, blocks are counted on its own records: a block with more than the
+protocol's ``max_block_pairs`` pairs within the party is skipped (bands too), frozen when the party's
 first records are linked (:func:`within_oversized`), as the model's cross-party blocks are.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from linkage.matching.block import BlockIndex, block_limits, candidate_pairs, sorted_unique, split_codes
+from linkage.matching.block import BlockIndex, candidate_pairs, sorted_unique, split_codes
 from linkage.matching.compare import (
     Comparison,
     Feature,
@@ -42,22 +42,21 @@ from linkage.matching.passes import count_patterns, weigh_pairs
 __all__ = ["duplicate_groups", "merge_duplicates", "within_oversized", "within_pairs", "within_prior"]
 
 
-def within_oversized(keys: np.ndarray, max_block_pairs: int | Sequence[int]) -> tuple[np.ndarray, ...]:
-    """Per block key column, the keys whose block within one party has more pairs than its limit.
+def within_oversized(keys: np.ndarray, max_block_pairs: int) -> tuple[np.ndarray, ...]:
+    """Per block key column, the keys whose block within one party has more than ``max_block_pairs`` pairs.
 
-    ``max_block_pairs`` is one limit for every column or one per column (the protocol's
-    ``block_limits``: a similarity rule's bands have their own limit, as across parties).
+    One limit for every column, bands included: the skipped blocks are frozen in the state
+    but a link from scratch counts them again, so a limit that the blocks of a growing list
+    cross (a band's few dozen pairs) would make a batch and a link from scratch differ.
 
-    >>> keys = np.array([[5, 1], [5, 2], [5, 0]], np.uint64)
-    >>> [k.tolist() for k in within_oversized(keys, 2)], [k.tolist() for k in within_oversized(keys, [3, 0])]
-    ([[5], []], [[], []])
+    >>> [k.tolist() for k in within_oversized(np.array([[5, 1], [5, 2], [5, 0]], np.uint64), 2)]
+    [[5], []]
     """
-    limits = block_limits(max_block_pairs, keys.shape[1])
     out = []
     for rule in range(keys.shape[1]):
         column = keys[:, rule]
         values, counts = np.unique(column[column != 0], return_counts=True)
-        out.append(values[counts.astype(np.int64) * (counts - 1) // 2 > limits[rule]])
+        out.append(values[counts.astype(np.int64) * (counts - 1) // 2 > max_block_pairs])
     return tuple(out)
 
 

@@ -157,7 +157,7 @@ def start_state(
     pairs = AcceptedPairs.concatenate([AcceptedPairs(party_a, party_b, record_a, record_b, scored.weight[accepted])])
     within: dict[str, tuple[np.ndarray, ...]] = {}
     if dedupe:
-        within = {party: within_oversized(_keys(records[i]), protocol.block_limits) for i, party in enumerate(order)}
+        within = {party: within_oversized(_keys(records[i]), protocol.max_block_pairs) for i, party in enumerate(order)}
         every = [np.arange(len(item), dtype=np.int64) for item in records]
         duplicates, _, fitted = _within(protocol, frozen, order, records, every, within, fit=model is None)
         frozen = replace(frozen, priors={**frozen.priors, **fitted})
@@ -521,7 +521,7 @@ def refresh_state(
     if state.dedupe:
         for index, party in enumerate(parties):
             if party not in within:
-                within[party] = within_oversized(_keys(applied[index].records), protocol.block_limits)
+                within[party] = within_oversized(_keys(applied[index].records), protocol.max_block_pairs)
         records = [item.records for item in applied]
         duplicates, count, _ = _within(protocol, state.model, parties, records, [a.changed for a in applied], within)
         pairs = AcceptedPairs.concatenate([pairs, duplicates])
