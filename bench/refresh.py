@@ -147,8 +147,8 @@ def encode_rows(
 
 def f1_all(
     state: LinkState, clients: dict[str, dict[bytes, str]], truth: dict[Record, str]
-) -> tuple[float, float, float]:
-    """Pairwise scores over every pair of records, within and across parties."""
+) -> tuple[float, float, float, str]:
+    """Pairwise scores over every pair of records, within and across parties, and the errors of each kind."""
     predicted, people = set(), defaultdict(list)
     for records in state.entities().values():
         group = sorted(
@@ -160,7 +160,12 @@ def f1_all(
     actual = {pair for group in people.values() for pair in itertools.combinations(sorted(group), 2)}
     found = len(predicted & actual)
     precision, recall = found / max(len(predicted), 1), found / max(len(actual), 1)
-    return precision, recall, 2 * precision * recall / max(precision + recall, 1e-12)
+    parts = []
+    for kind, within in (("within parties", True), ("across", False)):
+        mine = {pair for pair in predicted if (pair[0][0] == pair[1][0]) == within}
+        wanted = {pair for pair in actual if (pair[0][0] == pair[1][0]) == within}
+        parts.append(f"{kind}: {len(mine - wanted):,} false and {len(wanted - mine):,} missed of {len(wanted):,}")
+    return precision, recall, 2 * precision * recall / max(precision + recall, 1e-12), "; ".join(parts)
 
 
 def main() -> None:
@@ -364,10 +369,10 @@ def run(args: argparse.Namespace, protocol: Protocol, parties: list[str], work: 
     )
     if args.duplicates or args.dedupe:
         for name, linked in (("after the batches", state), ("full re-link, model fitted again", refit)):
-            p_all, r_all, f1_all_pairs = f1_all(linked, clients, truth)
+            p_all, r_all, f1_all_pairs, errors = f1_all(linked, clients, truth)
             print(
                 f"{name}, every pair within and across parties: precision {p_all:.4f} recall {r_all:.4f} "
-                f"F1 {f1_all_pairs:.4f}"
+                f"F1 {f1_all_pairs:.4f} ({errors})"
             )
     print(f"time ratio per batch: {', '.join(f'{r:.3f}' for r in ratios)} (max {max(ratios):.3f})")
 
