@@ -125,18 +125,20 @@ def within_prior(model: FellegiSunterModel, levels: np.ndarray, features: Sequen
     is), over the ``records * (records - 1) / 2`` pairs within the party, of which the
     compared candidates (their ``levels``) are those that could be duplicates. How often an
     agency holds a client twice has nothing to do with how many clients two agencies
-    share: under the overall prior (that of pairs across parties), the realistic synth's
-    largest agency, with 3% of its clients held twice, was weighed as if it held four to
-    seven times as many duplicates, and household members passed as duplicates.
+    share: under the overall prior (that of pairs across parties), the realistic synth's two
+    large agencies, with 3% of their clients held twice, were weighed as if they held seven
+    and four times as many duplicates, and household members passed as duplicates.
 
-    The prior is at least one pair in all of the party's (``2 / (records * (records - 1))``):
-    a first quarter may hold no duplicate, and EM then drives the prior to nothing, which,
-    frozen, would let no later duplicate through however alike.
+    The prior is at least one pair in all of the party's (``2 / (records * (records - 1))``)
+    and at most one half, as every prior: a first quarter may hold no duplicate, and EM then
+    drives the prior to nothing, which, frozen, would let no later duplicate through however
+    alike.
     """
     total = max(records * (records - 1) // 2, 1)
     patterns = encode_patterns(feature_levels(levels, features), features)
     distinct, _, counts = count_patterns(patterns)
-    return max(fit_prior(model, decode_patterns(distinct, features), counts, total), 1 / total)
+    # Never above fit_prior's own cap of one half (a party of two records has a single pair).
+    return min(max(fit_prior(model, decode_patterns(distinct, features), counts, total), 1 / total), 0.5)
 
 
 def merge_duplicates(

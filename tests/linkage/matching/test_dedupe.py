@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from linkage.encodings import read_encodings
-from linkage.matching.compare import comparisons_for
+from linkage.matching.compare import comparisons_for, features_for
 from linkage.matching.dedupe import duplicate_groups, within_prior
 from linkage.matching.link_state import read_state, write_state
+from linkage.matching.model import FellegiSunterModel
 from linkage.matching.refresh import refresh_state, start_state
 from tests.helpers import entity_members, start_subset, write_party_lists
 
@@ -89,3 +92,32 @@ def test_the_prior_within_a_party_is_the_share_of_its_pairs_that_are_plain_dupli
     levels = np.array([top] * 40 + [bottom] * 4000, dtype=np.int32)
     prior = within_prior(state.model.model, levels, state.model.model.features, 1000)
     assert prior == pytest.approx(40 / (1000 * 999 / 2), rel=0.01)
+
+
+def _random_model(protocol, rng):
+    """A Fellegi-Sunter model over the protocol's features with random m and u (neutral levels at 1)."""
+    features = features_for(comparisons_for(protocol), protocol.comparison_groups)
+
+    def shares(feature):
+        out = rng.random(feature.size) + 1e-3
+        out[feature.neutral] = 0
+        out /= out.sum()
+        out[feature.neutral] = 1
+        return out
+
+    m = tuple(shares(f) for f in features)
+    u = tuple(shares(f) for f in features)
+    return FellegiSunterModel(features, m, u, float(rng.uniform(1e-7, 0.1)), 0, term_frequencies=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), records=st.integers(2, 5000), count=st.integers(0, 300))
+def test_the_prior_within_a_party_is_at_least_one_pair_and_at_most_one_half(protocol, seed, records, count):
+    rng = np.random.default_rng(seed)
+    model = _random_model(protocol, rng)
+    comparisons = comparisons_for(protocol)
+    total = records * (records - 1) // 2
+    count = min(count, total - 1)
+    levels = np.stack([rng.integers(0, len(c.labels) + 1, count) for c in comparisons], axis=1).astype(np.int32)
+    prior = within_prior(model, levels, model.features, records)
+    assert min(1 / total, 0.5) <= prior <= 0.5
