@@ -34,7 +34,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection, Row, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.schema import CreateSchema, DropSchema
 
 from linkage.errors import InputError
@@ -196,38 +196,30 @@ class Database:
             yield conn
 
     def compact(self) -> bool:
-        """Rewrite the database so that deleted rows leave no bytes behind, where the backend allows.
+        """Rewrite the database so that deleted rows leave no bytes behind in it.
 
         SQLite: ``VACUUM`` (a fresh file without free pages), then a checkpoint that empties
-        the write-ahead log, whose older frames still hold the rows as they were. PostgreSQL
-        keeps deleted rows' bytes in its files until ``VACUUM`` reuses the space, and in its
-        WAL archive and backups; that is the operator's to schedule (docs/erasure.md).
+        the write-ahead log, whose older frames still hold the rows as they were.
+        PostgreSQL keeps a deleted row's bytes in its table, index and TOAST pages (a dead
+        tuple, then unzeroed free space) until the space happens to be reused: here every
+        table of this side is rewritten from its live rows (``VACUUM (FULL, ANALYZE)``, on an
+        autocommit connection, which rebuilds its indexes and TOAST table too and takes the
+        planner's statistics again from the rows left), then the statistics catalog
+        ``pg_statistic``, whose older rows sampled the erased values (PostgreSQL skips it,
+        with a warning in its log, unless the user owns the database). The write-ahead log,
+        its archive and backups are the operator's (docs/erasure.md).
 
         Returns:
-            Whether the write-ahead log was emptied (always ``True`` on PostgreSQL, where
-            nothing is done); ``False`` if a reader held it, and the next checkpoint will.
+            Whether it is complete: ``False`` if a reader held SQLite's write-ahead log, or a
+            PostgreSQL table stayed locked for ``lock_timeout_seconds``; compacting again
+            later finishes it.
         """
-        return self._sqlite_maintenance(vacuum=True)
-
-    def checkpoint(self) -> bool:
-        """Copy SQLite's write-ahead log into the database file and empty it (nothing on PostgreSQL).
-
-        After a change that must not linger, so that the file's older page (which held what
-        was changed) is overwritten now rather than at some later checkpoint.
-
-        Returns:
-            Whether the log was emptied (``False`` if a reader held it).
-        """
-        return self._sqlite_maintenance(vacuum=False)
-
-    def _sqlite_maintenance(self, *, vacuum: bool) -> bool:
-        if self._engine.dialect.name != "sqlite":
-            return True
+        if self._engine.dialect.name == "postgresql":
+            return self._vacuum_full()
         raw = self._engine.raw_connection()
         try:
             cursor = raw.cursor()
-            if vacuum:
-                cursor.execute("VACUUM")
+            cursor.execute("VACUUM")
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             outcome = cursor.fetchone()
             busy = outcome is None or bool(outcome[0])
@@ -235,6 +227,22 @@ class Database:
         finally:
             raw.close()
         return not busy
+
+    def _vacuum_full(self, lock_timeout_seconds: int = 60) -> bool:
+        preparer = self._engine.dialect.identifier_preparer
+        prefix = f"{preparer.quote_schema(self._schema)}." if self._schema else ""
+        names = ", ".join(prefix + preparer.quote(table.name) for table in self._metadata.sorted_tables)
+        try:
+            with self._engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql(f"SET lock_timeout = '{int(lock_timeout_seconds)}s'")
+                conn.exec_driver_sql(f"VACUUM (FULL, ANALYZE) {names}")
+                conn.exec_driver_sql("VACUUM (FULL) pg_catalog.pg_statistic")
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
+                return False
+            raise
+        return True
 
     def close(self) -> None:
         """Release pooled connections (the store stays usable and reconnects on demand)."""

@@ -569,6 +569,54 @@ def record_bytes(out_dir: Path, others: Sequence[Path] = ()) -> tuple[list[str],
     return tokens, pieces
 
 
+def found_in_postgres_pages(url: str, schemas: Sequence[str], tokens: Sequence[str]) -> list[str]:
+    """Which relations of the schemas hold one of the tokens (as text) in their pages, as stored bytes.
+
+    A query sees only live rows; this reads every page of every table, index, TOAST table
+    and TOAST index of the schemas (and the planner's statistics, ``pg_statistic``) with the
+    ``pageinspect`` extension's ``get_raw_page``, through the buffer cache: deleted rows
+    that PostgreSQL keeps as dead tuples or unzeroed free space are found too. Needs a
+    superuser (the tests' PostgreSQL is the developer's own or the one ``.ci/run`` starts).
+    """
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    needles = [token.encode("ascii") for token in tokens]
+    found = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        except psycopg.errors.UniqueViolation:
+            pass  # another test session created it at the same moment
+        relations = conn.execute(
+            """
+            WITH own AS (
+                SELECT c.oid, c.reltoastrelid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'i', 'm')
+            ), toast AS (
+                SELECT reltoastrelid AS oid FROM own WHERE reltoastrelid <> 0
+            ), toast_index AS (
+                SELECT i.indexrelid AS oid FROM pg_index i JOIN toast t ON i.indrelid = t.oid
+            )
+            SELECT oid::regclass::text FROM own UNION SELECT oid::regclass::text FROM toast
+            UNION SELECT oid::regclass::text FROM toast_index UNION SELECT 'pg_catalog.pg_statistic'
+            """,
+            [list(schemas)],
+        ).fetchall()
+        for (relation,) in sorted(relations):
+            pages = conn.execute(
+                "SELECT get_raw_page(%s, 'main', block) FROM generate_series(0, "
+                "(pg_relation_size(%s::regclass) / current_setting('block_size')::int) - 1) AS block",
+                [relation, relation],
+            ).fetchall()
+            content = b"".join(bytes(page) for (page,) in pages)
+            hits = sum(1 for needle in needles if needle in content)
+            if hits:
+                found.append(f"{relation}: {hits}")
+    return found
+
+
 def found_in_folder(folder: Path, tokens: Sequence[str], pieces: Sequence[bytes]) -> list[str]:
     """Which files under ``folder`` hold one of the tokens (as text) or byte strings, with what."""
     found = []

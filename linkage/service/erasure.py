@@ -9,15 +9,16 @@ its audit line in one transaction:
    deletion deletes the rows;
 2. the statistics side's rows (one transaction): attributes, mapping rows, digests;
 3. the blobs no upload refers to any more are overwritten with zeros and removed;
-4. the SQLite databases are rewritten, so that deleted rows leave no bytes in free pages
-   or the write-ahead log (:meth:`Database.compact`); once the journal line is marked done
-   (forgetting a withdrawal's tokens), the linkage database's log is emptied into its file
-   again (:meth:`Database.checkpoint`).
+4. the journal line is marked done (its withdrawn tokens forgotten), and a compaction owed;
+5. both databases are rewritten (:meth:`Database.compact`: SQLite's ``VACUUM`` and a
+   checkpoint, PostgreSQL's ``VACUUM FULL``), so that the deleted rows leave no bytes in
+   free pages, dead tuples or the write-ahead log, and the compaction is marked done.
 
 A crash (even ``kill -9``) before the journal line is committed leaves nothing erased; after
 it, the next start (:func:`resume_erasures`, from :func:`linkage.service.worker.recover`)
-carries the erasure to its end. The ledger of releases and the audit log are never erased:
-they hold no personal data, and they record what was released, when, and what was erased.
+carries the erasure to its end, the compaction included (the next erasure compacts too).
+The ledger of releases and the audit log are never erased: they hold no personal data, and
+they record what was released, when, and what was erased.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from linkage.token_files import listed_positions, token_set_sha256
 
 __all__ = [
     "STEPS",
+    "compact_erased",
     "delete_project",
     "expire_uploads",
     "remove_party",
@@ -47,8 +49,8 @@ __all__ = [
 
 ProgressCallback = Callable[[int, int], None]
 # on_progress(done, STEPS): 0 before the journal line, 1 journalled, 2 linkage rows, 3
-# statistics rows, 4 blobs shredded, 5 compacted and done.
-STEPS = 5
+# statistics rows, 4 blobs shredded, 5 done (a compaction owed), 6 compacted.
+STEPS = 6
 
 
 def token_sha256(token: str) -> str:
@@ -304,8 +306,36 @@ def expire_uploads(
 
 
 def resume_erasures(store: LinkageStore, stats: StatisticsSide) -> list[ErasureRecord]:
-    """Carry every erasure a crash left pending to its end; returns them, done."""
-    return [_complete(store, stats, erasure, None) for erasure in store.pending_erasures()]
+    """Carry every erasure a crash left pending to its end, and any compaction owed; returns them, done."""
+    done = [_complete(store, stats, erasure, None) for erasure in store.pending_erasures()]
+    compact_erased(store, stats)
+    return done
+
+
+def compact_erased(store: LinkageStore, stats: StatisticsSide) -> bool:
+    """Rewrite both databases if an erasure done is owed a compaction; whether none is owed now.
+
+    Both are rewritten whole (one compaction serves every erasure owed one); the erasures
+    are marked compacted only when both were complete. An incomplete compaction (a reader
+    held SQLite's write-ahead log, a PostgreSQL table stayed locked) gets an audit line and
+    is tried again at the next erasure or start.
+    """
+    owed = store.compactions_owed()
+    if not owed:
+        return True
+    complete = store.compact() & stats.compact()  # both, whatever the first says
+    if complete:
+        store.mark_compacted(owed)
+    else:
+        store.append_audit(
+            "service",
+            "erasure.compaction",
+            None,
+            "incomplete",
+            f"the databases could not be rewritten whole after {len(owed)} erasure(s) (a reader held a table or "
+            "SQLite's write-ahead log); the next erasure or start of the server tries again",
+        )
+    return complete
 
 
 def _complete(
@@ -335,11 +365,8 @@ def _complete(
     for blob in erasure.blobs:
         store.shred_blob(blob)
     _step(on_progress, 4)
-    summary = erasure.summary
-    if not (store.compact() & stats.compact()):
-        summary += "; a reader held a SQLite write-ahead log, whose older pages its next checkpoint overwrites"
-    store.finish_erasure(erasure, summary)
-    # The journal line held a withdrawal's tokens until now: its rewrite must reach the file.
-    store.checkpoint()
+    store.finish_erasure(erasure, erasure.summary)
     _step(on_progress, 5)
+    compact_erased(store, stats)
+    _step(on_progress, 6)
     return next(e for e in store.erasures(project_id) if e.id == erasure.id)

@@ -229,16 +229,40 @@ class ErasureStore(RunStore):
         return shredded
 
     def finish_erasure(self, erasure: ErasureRecord, summary: str) -> None:
-        """Mark an erasure done, forget a withdrawal's tokens, and audit it, in one transaction."""
+        """Mark an erasure done, forget a withdrawal's tokens, and audit it, in one transaction.
+
+        Its compaction is then owed (:meth:`compactions_owed`): the deleted rows' bytes, and
+        the journal line's own tokens, are gone from the files only once both databases are
+        rewritten.
+        """
         with self._write() as conn:
             changed = conn.execute(
                 update(erasures)
                 .where(erasures.c.id == erasure.id, erasures.c.status == "pending")
-                .values(status="done", done_at=now(), tokens=None, summary=summary)
+                .values(status="done", done_at=now(), tokens=None, summary=summary, compaction="pending")
             ).rowcount
             if changed:
                 hashes = erasure.plan.get("token_sha256s")
                 detail = summary + (f"; each token's sha256: {','.join(hashes)}" if hashes else "")
                 self._append_audit(
                     conn, erasure.requested_by, f"erasure.{erasure.kind}", erasure.project_id, "done", detail
+                )
+
+    def compactions_owed(self) -> list[int]:
+        """The ids of the erasures done whose deleted rows may still leave bytes in a database file."""
+        with self._read() as conn:
+            return list(
+                conn.execute(
+                    select(erasures.c.id).where(erasures.c.compaction == "pending").order_by(erasures.c.id)
+                ).scalars()
+            )
+
+    def mark_compacted(self, erasure_ids: Sequence[int]) -> None:
+        """Record that both databases were rewritten after these erasures were done."""
+        if erasure_ids:
+            with self._write() as conn:
+                conn.execute(
+                    update(erasures)
+                    .where(erasures.c.id.in_(list(erasure_ids)), erasures.c.compaction == "pending")
+                    .values(compaction="done")
                 )

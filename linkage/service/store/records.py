@@ -125,7 +125,9 @@ class ErasureRecord:
     """A line of the erasure journal: what is (or was) erased, by whom, and whether it is done.
 
     ``tokens`` holds a pending withdrawal's tokens and is empty once it is done; ``plan``
-    the party's upload after a withdrawal; ``summary`` what was erased, in counts.
+    the party's upload after a withdrawal; ``summary`` what was erased, in counts;
+    ``compaction`` whether the databases were rewritten since it was done (``pending``,
+    ``done``; ``None`` for an older pprl's erasure).
     """
 
     id: int
@@ -140,6 +142,7 @@ class ErasureRecord:
     tokens: tuple[str, ...]
     plan: Mapping[str, Any]
     summary: str
+    compaction: str | None = None
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,10 @@ erasures = Table(
     Column("plan", Text),
     # What was erased, in counts (and a withdrawal's token-set digest): the audit line's detail.
     Column("summary", Text, nullable=False),
+    # pending from the moment the erasure is done until both databases were rewritten
+    # (Database.compact) without the deleted rows' bytes, then done; a start or the next
+    # erasure compacts while any is pending. None: an older pprl's erasure.
+    Column("compaction", String(16)),
     sqlite_autoincrement=True,
 )
 # A party's batch (``pprl upload --batch``): its new and corrected records and its withdrawals,

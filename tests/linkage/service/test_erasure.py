@@ -23,6 +23,7 @@ from tests.helpers import (
     dump_tables,
     example_document,
     found_in_folder,
+    found_in_postgres_pages,
     put_attributes,
     put_encodings,
     record_bytes,
@@ -50,6 +51,13 @@ def all_tables(config):
     return "\n".join(dump_tables(url, schema) for url, schema in store_urls(config))
 
 
+def stored_pages(config, tokens):
+    """On PostgreSQL, which relations of both sides' schemas hold a token in their pages (dead rows too)."""
+    if config.database_url is None:
+        return []
+    return found_in_postgres_pages(config.database_url, [config.linkage_schema, config.stats_schema], tokens)
+
+
 def mapping_tokens(client, project_id, party):
     """The party's tokens in the statistics side's mapping and in the linkage side's latest entities."""
     stats = client.app.state.stats_store
@@ -69,6 +77,8 @@ def test_remove_party_leaves_no_byte_of_its_encodings_tokens_or_attributes(backe
         before = all_tables(config)
         assert sum(token in before for token in haven_tokens) > len(haven_tokens) / 2, "the search finds them"
         assert found_in_folder(config.data_dir, haven_tokens, haven_bytes), "the search finds them"
+        if config.database_url is not None:
+            assert stored_pages(config, haven_tokens), "the search finds them"
 
         response = client.delete(f"/projects/{project_id}/parties/haven", headers=ADMIN)
         assert response.status_code == 200, response.text
@@ -78,6 +88,8 @@ def test_remove_party_leaves_no_byte_of_its_encodings_tokens_or_attributes(backe
 
         # Grepped while the server runs: the SQLite files and their write-ahead logs as they are.
         assert found_in_folder(config.data_dir, haven_tokens, haven_bytes) == []
+        # PostgreSQL keeps deleted rows' bytes in its pages until they are rewritten: none may be left.
+        assert stored_pages(config, haven_tokens) == []
         after = all_tables(config)
         assert [token for token in haven_tokens if token in after] == []
         assert all(token in after for token in msd_tokens), "the other parties' data is kept"
@@ -120,6 +132,7 @@ def test_delete_project_erases_every_party_and_keeps_the_ledger_and_audit(backen
         assert "encodings of 3 party(ies)" in response.json()["summary"]
 
         assert found_in_folder(config.data_dir, tokens, pieces) == []
+        assert stored_pages(config, tokens) == []
         assert [token for token in tokens if token in all_tables(config)] == []
         assert list((config.data_dir / "blobs").iterdir()) == []
         gone = client.get(f"/projects/{project_id}", headers=ADMIN)
@@ -165,6 +178,9 @@ def test_withdraw_removes_exactly_the_named_tokens(backend_config, agencies):
         assert not any(token in text for token in named)
         assert store.erasures(project_id)[0].tokens == ()
         assert [token for token in named if token in all_tables(config)] == []
+        # Not in the files either: the journal held them while it ran, the entities before.
+        assert found_in_folder(config.data_dir, named, []) == []
+        assert stored_pages(config, named) == []
 
         # The next run links only what is left, and the statistics agree with it.
         assert link(client, project_id)["status"] == "done"
@@ -289,10 +305,11 @@ def erase_and_kill(config, database_url, project_id, stop_at, tokens=()):
         eraser.stdout.close()
 
 
-# Every step on SQLite; on PostgreSQL before the journal line and between the two sides' transactions.
+# Every step on SQLite; on PostgreSQL before the journal line, between the two sides' transactions,
+# and between the journal's "done" and the rewrite of the databases (the deleted rows' bytes still there).
 KILL_POINTS = [
     *(("sqlite", step) for step in range(STEPS)),
-    *(pytest.param("postgres", step, marks=pytest.mark.postgres) for step in (0, 2)),
+    *(pytest.param("postgres", step, marks=pytest.mark.postgres) for step in (0, 2, STEPS - 1)),
 ]
 
 
@@ -313,6 +330,11 @@ def test_a_kill_during_remove_party_leaves_it_done_or_not_started(backend_config
             # Killed before the journal line: not started, nothing erased.
             assert pending == [] and store.erasures(project_id) == []
             assert "haven" in store.uploads(project_id) and stats.attribute_counts(project_id)["haven"]
+        elif stop_at == STEPS - 1:
+            # Killed after the journal's "done": the rewrite of the databases is still owed.
+            assert pending == [] and [e.compaction for e in store.erasures(project_id)] == ["pending"]
+            if database_url is not None:
+                assert stored_pages(config, haven_tokens), "the deleted rows' bytes are still in the pages"
         else:
             assert [(e.kind, e.party) for e in pending] == [("party", "haven")]
     finally:
@@ -328,8 +350,9 @@ def test_a_kill_during_remove_party_leaves_it_done_or_not_started(backend_config
             assert "haven" in store.uploads(project_id)
             assert all(token in tables for token in haven_tokens[:5])
             return
-        assert [e.status for e in store.erasures(project_id)] == ["done"]
+        assert [(e.status, e.compaction) for e in store.erasures(project_id)] == [("done", "done")]
         assert found_in_folder(config.data_dir, haven_tokens, haven_bytes) == []
+        assert stored_pages(config, haven_tokens) == []
         assert [token for token in haven_tokens if token in tables] == []
         assert link(client, project_id)["status"] == "done"
         assert client.get("/audit/verify", headers=ADMIN).json()["ok"]
