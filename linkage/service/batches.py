@@ -275,10 +275,14 @@ def _token_hex(tokens: np.ndarray) -> list[str]:
 
 
 def next_entity_after(store: LinkageStore, project_id: str, previous: Mapping[tuple[str, str], int]) -> int:
-    """The first entity id never given out in the project (as far as the store remembers)."""
+    """The first entity id never given out in the project: past the previous run's, the state's and the store's mark.
+
+    The store's mark (:meth:`LinkageStore.next_entity`) outlives the state and the rows an
+    erasure drops, so an id retired earlier is never given out again.
+    """
     state = store.link_state(project_id)
     highest = max(previous.values(), default=0) + 1
-    return max(highest, state.next_entity if state is not None else 1)
+    return max(highest, state.next_entity if state is not None else 1, store.next_entity(project_id))
 
 
 def _chained(store: LinkageStore, run_id: int, state_run: int, pending: Sequence[BatchRecord]) -> bool:

@@ -213,10 +213,10 @@ class RunWorker:
             del encodings
             latest = store.latest_done_run(run.project_id)
             previous = store.entity_ids(latest.id) if latest is not None else {}
-            ids, _ = carry_run_ids(result, previous, next_entity_after(store, run.project_id, previous))
+            ids, following = carry_run_ids(result, previous, next_entity_after(store, run.project_id, previous))
             store.store_entities(run.id, result, ids)
             self._stats.replace_mapping(run.project_id, run.id, store.entity_rows(run.id, stable=True))
-            done = store.finish_run(run.id)
+            done = store.finish_run(run.id, next_entity=following)
         except PprlError as exc:
             message = str(exc)
             for party, path in inputs:

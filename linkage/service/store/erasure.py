@@ -20,6 +20,7 @@ from linkage.service.store.tables import (
     download_runs,
     downloads,
     entities,
+    entity_marks,
     erasures,
     frozen_models,
     link_states,
@@ -208,7 +209,7 @@ class ErasureStore(RunStore):
             project_runs = select(runs.c.id).where(runs.c.project_id == project_id)
             for table in (entities, stable_entities):
                 conn.execute(delete(table).where(table.c.run_id.in_(project_runs)))
-            for table in (runs, frozen_models, threat_requests, uploads, credentials):
+            for table in (runs, frozen_models, threat_requests, uploads, credentials, entity_marks):
                 conn.execute(delete(table).where(table.c.project_id == project_id))
             conn.execute(delete(projects).where(projects.c.id == project_id))
         self._protocols.pop(project_id, None)

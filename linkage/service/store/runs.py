@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from linkage.database import now
@@ -32,6 +33,7 @@ from linkage.service.store.tables import (
     download_runs,
     downloads,
     entities,
+    entity_marks,
     frozen_models,
     link_states,
     projects,
@@ -242,17 +244,32 @@ class RunStore(UploadStore):
         return len(result.entities), len(rows)
 
     def finish_run(
-        self, run_id: int, *, state: tuple[str, int] | None = None, batch_ids: Sequence[int] = ()
+        self,
+        run_id: int,
+        *,
+        state: tuple[str, int] | None = None,
+        batch_ids: Sequence[int] = (),
+        next_entity: int | None = None,
     ) -> RunRecord:
         """Mark a run done: its entities become the project's results, in one transaction.
 
         The entities of the project's earlier runs are dropped in the same transaction, and
         so is the project's linkage state unless the run made a new one (``state``: its
         file name under :attr:`state_dir` and the next entity id); the batches it linked
-        (``batch_ids``) are marked linked. The files no row names any more are shredded after.
+        (``batch_ids``) are marked linked. The project's next entity id (:meth:`next_entity`)
+        is raised past the run's ids, the state's next id and ``next_entity`` (the next id a
+        full run did not give out). The files no row names any more are shredded after.
         """
         with self._write() as conn:
             row = conn.execute(select(runs).where(runs.c.id == run_id)).one()
+            highest = max(
+                conn.execute(
+                    select(func.coalesce(func.max(table.c.entity_id), 0)).where(table.c.run_id == run_id)
+                ).scalar_one()
+                for table in (entities, stable_entities)
+            )
+            candidates = [int(highest) + 1, next_entity or 1, state[1] if state is not None else 1]
+            self._raise_next_entity(conn, row.project_id, max(candidates))
             earlier = select(runs.c.id).where(runs.c.project_id == row.project_id, runs.c.id != run_id)
             conn.execute(delete(entities).where(entities.c.run_id.in_(earlier)))
             conn.execute(delete(stable_entities).where(stable_entities.c.run_id.in_(earlier)))
@@ -370,6 +387,27 @@ class RunStore(UploadStore):
                 for row in conn.execute(statement):
                     found.setdefault(row.token, []).append((row.party, row.other_token))
         return [SharedRecord(token, tuple(others)) for token, others in sorted(found.items())]
+
+    def next_entity(self, project_id: str) -> int:
+        """The first entity id the project never gave out (1 before its first run); ids only grow."""
+        with self._read() as conn:
+            mark = conn.execute(
+                select(entity_marks.c.next_entity).where(entity_marks.c.project_id == project_id)
+            ).scalar_one_or_none()
+        return 1 if mark is None else int(mark)
+
+    @staticmethod
+    def _raise_next_entity(conn: Connection, project_id: str, next_entity: int) -> None:
+        """Raise the project's next entity id to ``next_entity`` (never lower it), in ``conn``'s transaction."""
+        current = conn.execute(
+            select(entity_marks.c.next_entity).where(entity_marks.c.project_id == project_id).with_for_update()
+        ).scalar_one_or_none()
+        if current is None:
+            conn.execute(insert(entity_marks).values(project_id=project_id, next_entity=next_entity))
+        elif int(current) < next_entity:
+            conn.execute(
+                update(entity_marks).where(entity_marks.c.project_id == project_id).values(next_entity=next_entity)
+            )
 
     def link_state(self, project_id: str) -> LinkStateRecord | None:
         """The project's linkage state, if its latest run made one."""

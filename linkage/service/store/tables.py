@@ -189,6 +189,15 @@ link_states = Table(
     Column("name", String(80), nullable=False),
     Column("next_entity", BigInteger, nullable=False),
 )
+# The first entity id the project has never given out (its high-water mark): ids only grow,
+# so an id retired (merged into another, or its records erased) is never handed to other
+# records. It outlives the linkage state, which any erasure drops; it holds no personal data.
+entity_marks = Table(
+    "entity_marks",
+    _metadata,
+    Column("project_id", String(32), ForeignKey("projects.id"), primary_key=True),
+    Column("next_entity", BigInteger, nullable=False),
+)
 # What each party was given at its last results download: per released token, its entity id
 # and the parties it was shared with; the next download lists what changed since.
 downloads = Table(

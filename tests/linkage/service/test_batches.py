@@ -9,6 +9,7 @@ import pytest
 
 from linkage.encodings import read_encodings
 from linkage.matching.frozen import FrozenModel
+from linkage.matching.link_state import read_state
 from linkage.matching.refresh import refresh_state, start_state
 from linkage.service.batches import changes_since
 from server.app import create_app
@@ -345,3 +346,34 @@ def test_a_damaged_state_is_rebuilt_from_the_uploads(client, protocol, agencies,
     assert "no usable linkage state" in details[-1]
     linked = {token for chunk in store.entity_rows(store.latest_done_run(project_id).id) for _, _, token in chunk}
     assert linked.isdisjoint(held["police"][:2]), "the withdrawn records are gone all the same"
+
+
+def test_an_id_retired_by_an_erasure_is_never_given_out_again(backend_config, protocol, agencies):
+    with TestClient(create_app(backend_config(run_worker=False))) as client:
+        store = client.app.state.linkage_store
+        project_id, credentials = create_project(client)
+        upload_all(client, project_id, credentials, agencies)
+        assert link(client, project_id)["status"] == "done"
+        groups = run_groups(store, project_id, 1)
+        highest = max(groups)
+        # Every record of the entity with the highest id leaves: the id is retired with it.
+        for party in sorted({party for party, _ in groups[highest]}):
+            tokens = [token for p, token in groups[highest] if p == party]
+            response = client.post(
+                f"/projects/{project_id}/withdrawals", json={"tokens": tokens}, headers=bearer(credentials[party])
+            )
+            assert response.status_code == 200, response.text
+        assert store.link_state(project_id) is None
+        # A batch run then numbers every record afresh from the project's next id.
+        left = [
+            token for token in _hex(read_encodings(agencies["msd"]).records) if ("msd", token) not in groups[highest]
+        ]
+        response = put_batch(client, project_id, credentials["msd"], batch_body(None, left[:1]))
+        assert response.status_code == 201, response.text
+        assert link(client, project_id)["status"] == "done"
+        state = read_state(store.link_state(project_id).path, protocol)
+        given = {int(entity) for ids in state.entity for entity in ids}
+        assert highest not in given, "a retired id was given to other records"
+        kept = {entity for entity, members in groups.items() if entity != highest}
+        assert min(given - kept) > highest
+        assert state.next_entity > max(given)
