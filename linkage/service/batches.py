@@ -206,9 +206,10 @@ def _add_batch(
             others = _other_tokens(store, project_id, party)
             clash = [token for token in sent if token in others]
             if clash:
+                # Said the same whoever holds them: the message must not tell a party whose token it hit.
                 raise InputError(
-                    f"{len(clash)} token(s) of the batch belong to another party's records; encode the batch with "
-                    "`pprl encode` for your own party; nothing was stored"
+                    f"{len(clash)} token(s) of the batch are already in use in this project, and a token names one "
+                    "record only; encode the batch again with `pprl encode` (it draws new tokens); nothing was stored"
                 )
         del base
         merged_sha, header = store.write_blob(protocol, party, upload.secret_check, merged)

@@ -377,3 +377,21 @@ def test_an_id_retired_by_an_erasure_is_never_given_out_again(backend_config, pr
         kept = {entity for entity, members in groups.items() if entity != highest}
         assert min(given - kept) > highest
         assert state.next_entity > max(given)
+
+
+def test_a_batch_token_already_in_use_is_refused_without_saying_whose(client, protocol, agencies, tmp_path):
+    project_id, credentials = create_project(client)
+    upload_all(client, project_id, credentials, agencies)
+    assert link(client, project_id)["status"] == "done"
+    store = client.app.state.linkage_store
+    before = _intact(store, project_id)
+    police = np.asarray(read_encodings(agencies["police"]).records)[:2]
+    check = read_encodings(agencies["msd"]).header.secret_check
+    folder = write_encodings(protocol, "msd", check, police, tmp_path / "copied")
+    response = put_batch(client, project_id, credentials["msd"], batch_body(folder / "encodings.pprl"))
+    assert response.status_code == 400, response.text
+    message = response.json()["message"]
+    assert message.startswith("2 token(s) of the batch are already in use in this project")
+    assert "encode the batch again" in message and "nothing was stored" in message
+    assert not re.search(r"another party|police|haven|belong", response.text), "whose tokens they are is not said"
+    assert _intact(store, project_id) == before
