@@ -5,20 +5,23 @@ client lists, makes a shared secret, encodes each list as that agency would on i
 machine, starts the linkage service on loopback (SQLite in a folder of its own), creates
 a project, uploads each agency's encodings, runs the linkage, downloads each permitted
 agency's results, answers an analyst's questions with differential privacy, writes the
-ministry's report, shows the budget ledger, withdraws one of Haven's clients, shows the
-audit log, stops the service, scores a local link against the synthetic truth, and adds a
-next quarter's new clients and two withdrawals to that link. Each step says what it does
-and who would run it.
+ministry's report, shows the budget ledger, withdraws one of Haven's clients; then a
+quarter later each agency sends its new clients as a batch, the service links only them,
+and the Ministry downloads what changed for its clients; it shows the audit log, stops the
+service, scores a local link against the synthetic truth, and adds the next quarter's new
+clients and two withdrawals to that link. Each step says what it does and who would run it.
 """
 
 from __future__ import annotations
 
+import csv
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -226,6 +229,8 @@ def demo(people: int, seed: int, out: Path) -> None:
             ["withdraw", "--server", url, "--token-file", str(tokens / "haven.token"), "--tokens-file", str(leaving),
              "--yes"],
         )  # fmt: skip
+        _encode_next_quarter(out, secret, max(people // 20, 10), seed + 1)
+        _service_quarter(out, url, tokens)
         _step(
             "Read the audit log",
             "the linkage unit's operator, or an auditor",
@@ -243,20 +248,21 @@ def demo(people: int, seed: int, out: Path) -> None:
         ["evaluate", "--truth", str(data / "truth.csv"), "--entities", str(entities),
          *(arg for p in PARTIES for arg in ("--keymap", f"{p}={out / p / 'keymap.csv'}"))],
     )  # fmt: skip
-    _next_quarter(out, secret, state, max(people // 20, 10), seed + 1)
+    _next_quarter(out, state)
     click.secho("\nWhere things are:", bold=True)
     click.echo(f"  client lists (raw, stay at each agency):            {data}/<party>.csv")
     click.echo(f"  key maps (token -> client id, stay at each agency): {out}/<party>/keymap.csv")
     click.echo(f"  encodings (sent to the linkage service):            {out}/<party>/encodings.pprl")
     click.echo(f"  results of each permitted agency:                   {out}/msd-shared.csv, {out}/haven-shared.csv")
+    click.echo(f"  msd's changes after its batch:                      {out}/msd-changes.csv")
     click.echo(f"  the ministry's report (open in a browser, print):   {out}/report.html")
     click.echo(f"  the service's data and log:                         {out}/service/, {out}/service.log")
     click.echo(f"  entities of the local link:                         {entities}")
     click.echo(f"  the next quarter's entities (and retired ids):      {out}/entities-q2.csv (.retired.csv)")
 
 
-def _next_quarter(out: Path, secret: Path, state: Path, people: int, seed: int) -> None:
-    """A quarter later: each agency encodes only its new clients, Haven withdraws two, and the batch is added."""
+def _encode_next_quarter(out: Path, secret: Path, people: int, seed: int) -> None:
+    """A quarter later: new people arrive, and each agency encodes only its new clients."""
     data = out / "data-q2"
     _step(
         f"Next quarter: {people:,} new people arrive",
@@ -271,12 +277,44 @@ def _next_quarter(out: Path, secret: Path, state: Path, people: int, seed: int) 
             ["encode", "--protocol", str(PROTOCOL), "--party", party, "--secret-file", str(secret),
              str(data / f"{party}.csv"), "--out", str(out / f"{party}-q2"), "--quiet"],
         )  # fmt: skip
+
+
+def _service_quarter(out: Path, url: str, tokens: Path) -> None:
+    """Each agency sends its new clients as a batch, the service links them, the Ministry downloads its changes."""
+    for party in PARTIES:
+        _step(
+            f"Send {party}'s new clients to the service as a batch",
+            f"{party}'s data team: only the new clients; the service adds them to {party}'s list",
+            ["upload", "--server", url, "--token-file", str(tokens / f"{party}.token"), str(out / f"{party}-q2"),
+             "--batch", "--quiet"],
+        )  # fmt: skip
+    msd = ["--server", url, "--token-file", str(tokens / "msd.token")]
+    _step(
+        "Link the batches",
+        "any agency: the new records are linked against what the service holds; entity ids are kept",
+        ["run", *msd, "--wait", "--quiet"],
+    )
+    changes = out / "msd-changes.csv"
+    _step(
+        "Download what changed for msd's clients since its last download",
+        "msd's data team: its clients newly known to, or no longer known to, other agencies",
+        ["results", *msd, "--keymap", str(out / "msd" / "keymap.csv"), "--keymap", str(out / "msd-q2" / "keymap.csv"),
+         "--out", str(out / "msd-shared-q2.csv"), "--changes-out", str(changes)],
+    )  # fmt: skip
+    with changes.open(encoding="utf-8") as handle:
+        kinds = Counter(row["change"] for row in csv.DictReader(handle))
+    counted = ", ".join(f"{kinds[kind]} {kind}" for kind in ("linked", "unlinked", "withdrawn") if kinds[kind])
+    click.echo(f"   what changed for msd's clients: {counted or 'nothing'}")
+
+
+def _next_quarter(out: Path, state: Path) -> None:
+    """The same quarter locally: the new clients and two of Haven's withdrawals are added to the local link."""
     withdrawn = out / "haven-withdrawn.csv"
     keymap = (out / "haven" / "keymap.csv").read_text().splitlines()
     withdrawn.write_text("\n".join(keymap[:3]) + "\n")  # the header and two clients who left Haven
     _step(
         "Add the quarter to the linkage: only the new records are compared",
-        "development here; the linkage service would hold the state",
+        "development here, as the service did with the batches",
         ["link", "--protocol", str(PROTOCOL), *(str(out / f"{p}-q2") for p in PARTIES), "--previous", str(state),
          "--state-out", str(state), "--withdraw", f"haven={withdrawn}", "--out", str(out / "entities-q2.csv")],
     )  # fmt: skip

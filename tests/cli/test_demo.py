@@ -1,5 +1,6 @@
 """`make demo`'s script at a small size: every step runs and the tour ends with the report."""
 
+import re
 import subprocess
 import sys
 
@@ -19,6 +20,8 @@ def test_the_demo_tells_the_whole_story(tmp_path):
                  "Ask for more than the budget has left", "Show the privacy budget ledger",
                  "One of Haven's clients withdraws", "Read the audit log",
                  "Score the linkage against the synthetic truth", "Next quarter: 20 new people arrive",
+                 "Send msd's new clients to the service as a batch", "Link the batches",
+                 "Download what changed for msd's clients since its last download",
                  "Add the quarter to the linkage: only the new records are compared"):  # fmt: skip
         assert f"== {step}" in completed.stdout
     assert "answered 409 (budget_exceeded)" in completed.stderr
@@ -30,3 +33,7 @@ def test_the_demo_tells_the_whole_story(tmp_path):
     assert not (out / "police-shared.csv").exists(), "police were refused record-level results"
     assert "haven: " in completed.stdout and " added, 0 corrected, 2 withdrawn" in completed.stdout
     assert (out / "entities-q2.csv").exists() and (out / "entities-q2.retired.csv").exists()
+    # The service's quarter: msd's changes since its first download, in one line.
+    assert re.search(r"change\(s\) since your download of run 1", completed.stdout)
+    assert re.search(r"what changed for msd's clients: \d+ linked", completed.stdout), completed.stdout[-3000:]
+    assert (out / "msd-changes.csv").read_text().startswith("client_id,change,parties\n")
