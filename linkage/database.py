@@ -236,8 +236,11 @@ class Database:
             with self._engine.connect() as conn:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 conn.exec_driver_sql(f"SET lock_timeout = '{int(lock_timeout_seconds)}s'")
-                conn.exec_driver_sql(f"VACUUM (FULL, ANALYZE) {names}")
-                conn.exec_driver_sql("VACUUM (FULL) pg_catalog.pg_statistic")
+                try:
+                    conn.exec_driver_sql(f"VACUUM (FULL, ANALYZE) {names}")
+                    conn.exec_driver_sql("VACUUM (FULL) pg_catalog.pg_statistic")
+                finally:
+                    conn.exec_driver_sql("RESET lock_timeout")  # the pooled connection goes back as it came
         except OperationalError as exc:
             if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
                 return False
