@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -144,6 +145,16 @@ def project_tables(metadata: MetaData) -> tuple[Table, Table]:
     return projects, credentials
 
 
+# Sessions of this database (or replication slots) whose snapshot is older than the
+# transaction id given: rows deleted before it may still be visible to them.
+_OLDER_SNAPSHOTS = """
+SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+        AND backend_type NOT LIKE 'autovacuum%%' AND backend_xmin IS NOT NULL
+        AND age(backend_xmin) >= age(%(marker)s::text::xid))
+     + (SELECT count(*) FROM pg_replication_slots WHERE xmin IS NOT NULL AND age(xmin) >= age(%(marker)s::text::xid))
+"""
+
+
 class Database:
     """One side's database: its engine, transactions, and its copy of projects and credentials.
 
@@ -236,6 +247,14 @@ class Database:
             with self._engine.connect() as conn:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 conn.exec_driver_sql(f"SET lock_timeout = '{int(lock_timeout_seconds)}s'")
+                # VACUUM FULL keeps a deleted row that an older snapshot may still see (another
+                # session's open transaction): wait until every snapshot began after the erasure.
+                marker = conn.exec_driver_sql("SELECT (txid_current() %% 4294967296)::text").scalar()
+                deadline = time.monotonic() + lock_timeout_seconds
+                while conn.exec_driver_sql(_OLDER_SNAPSHOTS, {"marker": str(marker)}).scalar():
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.1)  # no event tells when another session's transaction ends
                 try:
                     conn.exec_driver_sql(f"VACUUM (FULL, ANALYZE) {names}")
                     conn.exec_driver_sql("VACUUM (FULL) pg_catalog.pg_statistic")
