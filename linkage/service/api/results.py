@@ -39,6 +39,10 @@ from linkage.web import ADMIN, Caller, authorize, json_content, record
 router = APIRouter(tags=["results"])
 
 Token = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+# A party's serious-threat tokens released without approval are counted over this window,
+# and one request at a time is decided against that allowance.
+THREAT_WINDOW = timedelta(days=30)
+_ALLOWANCE = threading.Lock()
 
 
 class SharedToken(BaseModel):
@@ -348,10 +352,6 @@ def serious_threat(
         pending = store.create_threat_request(project_id, party, named, reason, "pending")
     record(request, caller, project_id, "pending", _audit_detail(pending, waits))
     return JSONResponse(threat_info(pending).model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
-
-
-THREAT_WINDOW = timedelta(days=30)
-_ALLOWANCE = threading.Lock()
 
 
 def _released_without_approval(store: LinkageStore, project_id: str, party: str) -> set[str]:
