@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import time
+import traceback
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -42,7 +43,7 @@ from linkage.errors import InputError
 from linkage.file_modes import private_file
 from linkage.protocol import Protocol
 
-__all__ = ["ANALYST", "Database", "hash_token", "now", "open_engine", "project_tables"]
+__all__ = ["ANALYST", "Database", "hash_token", "loggable_traceback", "now", "open_engine", "project_tables"]
 
 ANALYST = "analyst"
 
@@ -61,13 +62,51 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+_DRIVERS = ("sqlalchemy", "psycopg", "sqlite3")
+
+
+def loggable_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback, causes first, with every database error's message withheld.
+
+    ``hide_parameters`` keeps a statement's parameters out of a database error, but not the
+    database's own words: PostgreSQL's DETAIL quotes the value of a duplicate key or of a
+    violated constraint, which may be a token, a credential hash or an attribute. The
+    frames, each exception's class and, for a database error, its SQLSTATE stay, which is
+    what finding the fault needs.
+
+    >>> try:
+    ...     raise KeyError("x")
+    ... except KeyError as error:
+    ...     print(loggable_traceback(error).splitlines()[-1])
+    KeyError: 'x'
+    """
+    errors: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and all(error is not seen for seen in errors) and len(errors) < 20:
+        errors.append(error)
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    parts = []
+    for error in reversed(errors):
+        kind = type(error)
+        if kind.__module__.partition(".")[0] in _DRIVERS:
+            original = getattr(error, "orig", error)
+            state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+            withheld = "message withheld: a database error may quote stored values"
+            last = f"{kind.__module__}.{kind.__qualname__}: {withheld}" + (f" (SQLSTATE {state})" if state else "")
+        else:
+            last = traceback.format_exception_only(error)[-1].rstrip()
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        parts.append(f"Traceback (most recent call last):\n{frames}{last}")
+    return "\n\nThe above exception led to the following one:\n\n".join(parts)
+
+
 def open_engine(url: str, schema: str | None) -> Engine:
     """An engine for SQLite or PostgreSQL, set up for safe concurrent use by one server.
 
     SQLite gets WAL and ``BEGIN IMMEDIATE`` for write transactions (so two writers queue
     instead of failing on lock upgrade); PostgreSQL gets its own schema. A database error
-    never shows its statement's parameters (tokens, credential hashes, attribute values):
-    its text reaches the server log with a 500's traceback.
+    never shows its statement's parameters (tokens, credential hashes, attribute values);
+    the server logs a 500's traceback through :func:`loggable_traceback`.
 
     Raises:
         InputError: the URL is not SQLite or ``postgresql+psycopg``, or the database is unreachable.

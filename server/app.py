@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from linkage.database import loggable_traceback
 from linkage.errors import Forbidden, PayloadTooLarge, PprlError, SecretError, Unauthorized
 from linkage.file_modes import private_dir
 from linkage.service.api import audit, batches, erasure, projects, results, runs, uploads
@@ -251,8 +252,8 @@ def _audit_error(request: Request, code: str, message: str) -> None:
     path_params = request.scope.get("path_params", {})
     try:
         record(request, caller, path_params.get("project_id"), code, message[:300])
-    except Exception:
-        log.exception("could not write the audit log")
+    except Exception as exc:
+        log.error("could not write the audit log\n%s", loggable_traceback(exc))
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -285,7 +286,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error on %s %s", request.method, request.url.path[:200], exc_info=exc)
+        log.error("internal error on %s %s\n%s", request.method, request.url.path[:200], loggable_traceback(exc))
         await run_in_threadpool(_audit_error, request, "internal_error", exc.__class__.__name__)
         return JSONResponse(
             _error_body("internal_error", "internal error; the server log has the details"), status_code=500

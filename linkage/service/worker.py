@@ -20,6 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from linkage.database import loggable_traceback
 from linkage.errors import PprlError
 from linkage.file_modes import shred_file
 from linkage.matching.engine import LinkResult, link, load_inputs
@@ -167,9 +168,9 @@ class RunWorker:
         while not self._stopping.is_set():
             try:
                 self.run_pending()
-            except Exception:
+            except Exception as exc:
                 # The store may be briefly unreachable (a database restart); try again later.
-                log.exception("the run worker failed to claim or finish a run; retrying")
+                log.error("the run worker failed to claim or finish a run; retrying\n%s", loggable_traceback(exc))
             self._wake.wait(self._poll)
             self._wake.clear()
 
@@ -225,7 +226,7 @@ class RunWorker:
             self._audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.number}: {exc.code}")
             return
         except Exception as exc:
-            log.exception("run %d of project %s failed", run.number, run.project_id)
+            log.error("run %d of project %s failed\n%s", run.number, run.project_id, loggable_traceback(exc))
             store.fail_run(run.id, f"internal error ({exc.__class__.__name__}); the server log has the details")
             self._audit(SERVICE_ACTOR, "run.failed", run.project_id, "failed", f"run {run.number}: internal error")
             return

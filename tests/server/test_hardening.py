@@ -1,5 +1,6 @@
 """The service at the HTTP level: audit floods, rate limits, docs, headers, slow clients, free text, 500s."""
 
+import logging
 import socket
 import threading
 
@@ -204,3 +205,25 @@ def test_database_errors_carry_no_stored_values(backend_config, protocol):
         assert protocol.fingerprint not in str(raised.value)
     finally:
         store.close()
+
+
+def test_a_500_logs_its_frames_but_not_what_the_database_quoted(backend_config, protocol, monkeypatch, caplog):
+    # PostgreSQL's DETAIL quotes the value of a duplicate key ("Key (id)=(...) already
+    # exists"), and the 500's traceback carried it into the server log.
+    with TestClient(create_app(backend_config(run_worker=False)), raise_server_exceptions=False) as client:
+        project_id, credentials = create_project(client)
+        store = client.app.state.linkage_store
+        taken = "feedfacecafebeef"
+        store.create_project(taken, protocol, {"msd": "e" * 64})
+
+        def clash(*_args, **_kwargs):
+            store.create_project(taken, protocol, {"msd": "d" * 64})
+
+        monkeypatch.setattr(store, "uploads", clash)
+        with caplog.at_level(logging.ERROR, logger="pprl"):
+            assert client.get(f"/projects/{project_id}", headers=bearer(credentials["haven"])).status_code == 500
+    logged = caplog.text  # with any exc_info the records carry
+    assert f"internal error on GET /projects/{project_id}" in logged
+    assert "IntegrityError: message withheld" in logged
+    assert ", in clash\n" in logged  # the frames are kept
+    assert taken not in logged
