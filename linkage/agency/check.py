@@ -23,7 +23,17 @@ import numpy as np
 
 from linkage.agency.columns import ColumnChoice, choose_columns
 from linkage.agency.prepare import PreparedColumns, RowProblem, prepare_columns
-from linkage.agency.sources import Task, duplicate_lines, hash_client_ids, map_in_order, open_client_file, read_columns
+from linkage.agency.sources import (
+    Rows,
+    Task,
+    duplicate_lines,
+    hash_client_ids,
+    map_in_order,
+    open_client_file,
+    read_columns,
+    rows_by_reference,
+    task_rows,
+)
 from linkage.protocol import Protocol
 
 __all__ = [
@@ -163,14 +173,17 @@ class _Partial:
     preview: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
 
 
-# Setup of a checking worker: protocol, party, column positions, header width, kinds.
-_Setup = tuple[Protocol, str, list[int], int, list[str]]
+# Setup of a checking worker: protocol, party, column positions, header width, kinds, and a
+# spreadsheet's rows (which chunks then name by range; see sources.rows_by_reference).
+_Setup = tuple[Protocol, str, list[int], int, list[str], Rows | None]
 _setup: _Setup | None = None
 
 
-def _init_worker(protocol: Protocol, party_id: str, positions: list[int], width: int, kinds: list[str]) -> None:
+def _init_worker(
+    protocol: Protocol, party_id: str, positions: list[int], width: int, kinds: list[str], rows: Rows | None
+) -> None:
     global _setup  # one setup per worker process, by design
-    _setup = (protocol, party_id, positions, width, kinds)
+    _setup = (protocol, party_id, positions, width, kinds, rows)
 
 
 def _kinds(protocol: Protocol, party_id: str) -> list[str]:
@@ -235,8 +248,8 @@ def _check_chunk(task: Task) -> _Partial:
     them: only rows with a problem, and the few previewed, are looked at one by one.
     """
     assert _setup is not None  # noqa: S101 - set by _init_worker
-    protocol, party_id, positions, width, kinds = _setup
-    lines, cells, problems = read_columns(task, positions, width)
+    protocol, party_id, positions, width, kinds, rows = _setup
+    lines, cells, problems = read_columns(task_rows(task, rows), positions, width)
     prepared = prepare_columns(protocol, party_id, lines, cells)
     # A row that cannot be read has no line among the rows read.
     unread = {p.line for p in problems} - set(lines) if problems else set()
@@ -311,13 +324,17 @@ def check_file(
         first_problems: list[RowProblem] = []
         read_up_to: list[int] = []
 
+        workers = workers or os.cpu_count() or 1
+        by_reference = rows_by_reference(workers)
+
         def chunks() -> Iterator[Task]:
-            for chunk in source.chunks():
+            for chunk in source.chunks(by_reference=by_reference):
                 read_up_to.append(source.position)
                 yield chunk
 
-        setup: _Setup = (protocol, party_id, choice.positions, len(source.header), kinds)
-        results = map_in_order(_check_chunk, chunks(), workers or os.cpu_count() or 1, _init_worker, setup)
+        shared = source.shared_rows if by_reference else None
+        setup: _Setup = (protocol, party_id, choice.positions, len(source.header), kinds, shared)
+        results = map_in_order(_check_chunk, chunks(), workers, _init_worker, setup)
         for number, partial in enumerate(results):
             merged.rows += partial.rows
             merged.missing = [a + b for a, b in zip(merged.missing, partial.missing, strict=True)]

@@ -38,12 +38,16 @@ from linkage.agency.prepare import RowProblem, prepare_columns
 from linkage.agency.records import RecordEncoder
 from linkage.agency.sources import (
     ClientFile,
+    ReadTask,
+    Rows,
     Task,
     duplicate_lines,
     hash_client_ids,
     map_in_order,
     open_client_file,
     read_columns,
+    rows_by_reference,
+    task_rows,
 )
 from linkage.dask_cluster import Sealed, connect, parallelism
 from linkage.encodings import ENCODINGS_FILE, EncodingsWriter, read_encodings
@@ -79,8 +83,10 @@ class EncodeSummary:
 Setup = tuple[Protocol, str, Keys, list[int], int]
 Worker = tuple[Protocol, str, RecordEncoder, list[int], int]
 
-# Each pool worker builds its encoder once, from what the initializer hands it.
+# Each pool worker builds its encoder once, from what the initializer hands it, and holds a
+# spreadsheet's rows, which chunks then name by range (see sources.rows_by_reference).
 _worker: Worker | None = None
+_rows: Rows | None = None
 
 # Each Dask worker builds one encoder per encoding job (a few jobs at most), on first use.
 _remote: dict[str, Worker] = {}
@@ -88,9 +94,12 @@ _remote_lock = threading.Lock()
 _REMOTE_JOBS = 4
 
 
-def _init_worker(protocol: Protocol, party_id: str, keys: Keys, positions: list[int], width: int) -> None:
-    global _worker  # one encoder per worker process, by design
+def _init_worker(
+    protocol: Protocol, party_id: str, keys: Keys, positions: list[int], width: int, rows: Rows | None
+) -> None:
+    global _worker, _rows  # one encoder per worker process, by design
     _worker = (protocol, party_id, RecordEncoder(protocol, keys), positions, width)
+    _rows = rows
 
 
 @dataclass
@@ -108,7 +117,7 @@ class _Chunk:
 def _work(task: Task) -> _Chunk:
     """Encode one chunk in a pool worker (or in this process)."""
     assert _worker is not None  # noqa: S101 - set by _init_worker
-    return _encode_chunk(_worker, task)
+    return _encode_chunk(_worker, task_rows(task, _rows))
 
 
 def _work_remote(job: str, setup: Sealed[Setup], task: Sealed[Task]) -> _Chunk:
@@ -120,7 +129,7 @@ def _work_remote(job: str, setup: Sealed[Setup], task: Sealed[Task]) -> _Chunk:
                 del _remote[next(iter(_remote))]
             protocol, party_id, keys, positions, width = setup.value
             worker = _remote[job] = (protocol, party_id, RecordEncoder(protocol, keys), positions, width)
-    return _encode_chunk(worker, task.value)
+    return _encode_chunk(worker, task_rows(task.value, None))
 
 
 def _forget_remote(job: str) -> None:
@@ -129,7 +138,7 @@ def _forget_remote(job: str) -> None:
         _remote.pop(job, None)
 
 
-def _encode_chunk(worker: Worker, task: Task) -> _Chunk:
+def _encode_chunk(worker: Worker, task: ReadTask) -> _Chunk:
     """Read, check, normalise and encode one chunk of a client file."""
     protocol, party_id, encoder, positions, width = worker
     lines, cells, problems = read_columns(task, positions, width)
@@ -276,13 +285,19 @@ def _encode_into(
         # bytes read ahead for chunks still in flight.
         read_up_to: deque[int] = deque()
 
+        # A Dask worker is not forked from here: its chunks carry their rows.
+        by_reference = dask is None and rows_by_reference(workers)
+
         def chunks() -> Iterator[Task]:
-            for chunk in source.chunks():
+            for chunk in source.chunks(by_reference=by_reference):
                 read_up_to.append(source.position)
                 yield chunk
 
         setup: Setup = (protocol, party_id, keys, choice.positions, len(source.header))
-        mapped = _map_chunks(setup, chunks(), workers) if dask is None else _map_chunks_on_dask(setup, chunks(), dask)
+        if dask is None:
+            mapped = _map_chunks(setup, source.shared_rows if by_reference else None, chunks(), workers)
+        else:
+            mapped = _map_chunks_on_dask(setup, chunks(), dask)
         for chunk in mapped:
             problems.extend(chunk.problems)
             writer.write(chunk.records)
@@ -335,9 +350,9 @@ def _encode_into(
     )
 
 
-def _map_chunks(setup: Setup, chunks: Iterator[Task], workers: int) -> Iterator[_Chunk]:
-    """Encode chunks in order, on a pool with a bounded number in flight."""
-    return map_in_order(_work, chunks, workers, _init_worker, setup)
+def _map_chunks(setup: Setup, rows: Rows | None, chunks: Iterator[Task], workers: int) -> Iterator[_Chunk]:
+    """Encode chunks in order, on a pool with a bounded number in flight (each worker holding ``rows``)."""
+    return map_in_order(_work, chunks, workers, _init_worker, (*setup, rows))
 
 
 def _map_chunks_on_dask(setup: Setup, chunks: Iterator[Task], address: str) -> Iterator[_Chunk]:

@@ -20,6 +20,7 @@ import datetime as dt
 import gc
 import hashlib
 import io
+import multiprocessing
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -45,6 +46,8 @@ __all__ = [
     "open_client_file",
     "read_columns",
     "read_rows",
+    "rows_by_reference",
+    "task_rows",
 ]
 
 CHUNK_ROWS = 4000
@@ -56,9 +59,13 @@ _SAVE_AS_CSV = "save it as comma-separated CSV (in Excel: Save As > CSV UTF-8), 
 
 # What one chunk of a client file is: its first line (or row) number, and either CSV text
 # (parsed where it is encoded, which costs far less than sending parsed rows between
-# processes) or a spreadsheet's rows of cells as calamine gives them.
+# processes), a spreadsheet's rows of cells as calamine gives them, or the range of those
+# rows in the sheet that the worker already holds (see :meth:`ClientFile.chunks`).
 Payload = str | list[list[Any]]
-Task = tuple[int, Payload]
+Task = tuple[int, Payload | range]
+# A chunk whose rows are at hand, as read_rows and read_columns take it (see task_rows).
+ReadTask = tuple[int, Payload]
+Rows = Sequence[list[Any]]
 Result = TypeVar("Result")
 
 
@@ -164,8 +171,19 @@ class ClientFile:
         )
         return f"{place}: {problem.reason}"
 
-    def chunks(self) -> Iterator[Task]:
-        """The data rows after the header, in chunks of about :data:`CHUNK_ROWS` rows."""
+    @property
+    def shared_rows(self) -> Rows | None:
+        """A spreadsheet's rows as read, for workers to hold (``None`` for a CSV, read in chunks)."""
+        return None
+
+    def chunks(self, *, by_reference: bool = False) -> Iterator[Task]:
+        """The data rows after the header, in chunks of about :data:`CHUNK_ROWS` rows.
+
+        Args:
+            by_reference: for a spreadsheet, give each chunk as the range of its rows in
+                :attr:`shared_rows` instead of the rows (see :func:`task_rows`); a CSV's
+                chunks are its text either way.
+        """
         raise NotImplementedError
 
     def close(self) -> None:
@@ -235,7 +253,7 @@ class _CsvFile(ClientFile):
         """The bytes read so far."""
         return min(self._tracked.position, self.total)
 
-    def chunks(self) -> Iterator[Task]:
+    def chunks(self, *, by_reference: bool = False) -> Iterator[Task]:  # noqa: ARG002 - text either way
         """Group the file's physical lines into chunks of whole records, as (first line, text).
 
         A record ends where its quotes balance, so a quoted value spanning lines stays in
@@ -321,12 +339,17 @@ class _Spreadsheet(ClientFile):
         """As :meth:`ClientFile.where`, with columns counted from the sheet's first column A."""
         return super().where(line, None if column is None else column + self._first_column)
 
-    def chunks(self) -> Iterator[Task]:
+    @property
+    def shared_rows(self) -> Rows:
+        """Every row of the sheet, as calamine gave them."""
+        return self._rows
+
+    def chunks(self, *, by_reference: bool = False) -> Iterator[Task]:
         """Chunks of rows after the header, with their spreadsheet row numbers."""
         for start in range(self.header_line, len(self._rows), CHUNK_ROWS):
-            chunk = self._rows[start : start + CHUNK_ROWS]
-            self._position = start + len(chunk) - self.header_line
-            yield start + 1, chunk
+            stop = min(start + CHUNK_ROWS, len(self._rows))
+            self._position = stop - self.header_line
+            yield start + 1, range(start, stop) if by_reference else self._rows[start:stop]
 
     def close(self) -> None:
         self._rows = []
@@ -377,7 +400,9 @@ def open_client_file(path: Path, *, sheet: str | None = None, name: str | None =
     return _CsvFile(path, label)
 
 
-def read_rows(task: Task, positions: Sequence[int], width: int) -> tuple[list[tuple[int, list[str]]], list[RowProblem]]:
+def read_rows(
+    task: ReadTask, positions: Sequence[int], width: int
+) -> tuple[list[tuple[int, list[str]]], list[RowProblem]]:
     r"""The chosen columns of one chunk's rows as text, and the rows that cannot be read.
 
     Empty rows are skipped. Line breaks inside values become spaces.
@@ -437,7 +462,7 @@ def read_rows(task: Task, positions: Sequence[int], width: int) -> tuple[list[tu
 
 
 def read_columns(
-    task: Task, positions: Sequence[int], width: int
+    task: ReadTask, positions: Sequence[int], width: int
 ) -> tuple[list[int], list[Sequence[str]], list[RowProblem]]:
     r"""As :func:`read_rows`, a column at a time: each row's line, one sequence of cells per chosen column.
 
@@ -490,6 +515,34 @@ def _flatten_column(cells: Sequence[str]) -> Sequence[str]:
     if "\n" in joined or "\r" in joined:
         return [_flatten(cell) for cell in cells]
     return cells
+
+
+def rows_by_reference(workers: int) -> bool:
+    """Whether chunks of a spreadsheet can name their rows instead of carrying them to ``workers`` processes.
+
+    They can in this process, and in workers forked from it, which hold the sheet already (it
+    is handed to them at set-up, which a fork does not copy). Pickling the rows of every chunk
+    to a worker, and unpickling them there, cost more than the check's own work on them.
+    Where workers are spawned instead (not Linux), the set-up is pickled once per worker, so
+    chunks carry their rows.
+    """
+    return workers <= 1 or multiprocessing.get_start_method() == "fork"
+
+
+def task_rows(task: Task, rows: Rows | None) -> ReadTask:
+    """A chunk with its rows at hand: a range of rows is looked up in ``rows``, the sheet's rows.
+
+    >>> task_rows((3, range(2, 4)), [["h"], ["a"], ["b"], ["c"]])
+    (3, [['b'], ['c']])
+    >>> task_rows((2, "A1,x"), None)
+    (2, 'A1,x')
+    """
+    first_line, payload = task
+    if isinstance(payload, range):
+        if rows is None:
+            raise ValueError("a chunk names its rows, but no sheet was handed to this worker")
+        return first_line, list(rows[payload.start : payload.stop])
+    return first_line, payload
 
 
 def hash_client_ids(client_ids: Iterable[str]) -> np.ndarray:
