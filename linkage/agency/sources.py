@@ -86,9 +86,7 @@ def cell_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        if value.is_integer() and abs(value) < 2**53:
-            return str(int(value))
-        return repr(value)
+        return _float_text(value)
     if isinstance(value, dt.datetime):
         return value.date().isoformat()
     if isinstance(value, dt.date | dt.time):
@@ -96,6 +94,18 @@ def cell_text(value: Any) -> str:
     if value is None:
         return ""
     return str(value)
+
+
+def _float_text(value: float) -> str:
+    """A number cell's text: whole numbers without the ``.0`` (exactly, below 2**53)."""
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
+
+
+# The text of a cell by its exact type, for the types a column is usually made of (dates,
+# numbers): a column of them is converted by one call per cell, not a walk down cell_text.
+_TEXT_OF_TYPE: dict[type, Callable[[Any], str]] = {dt.date: dt.date.isoformat, float: _float_text}
 
 
 def column_letter(index: int) -> str:
@@ -313,7 +323,15 @@ class _Spreadsheet(ClientFile):
             # iter_rows gives every row from row 1, but its cells start at the first used
             # column: remember that column's index for the letters in messages.
             self._first_column = rows.start[1] if rows.start else 0
-            self._rows: list[list[Any]] = list(rows.iter_rows())
+            # A list per row, a hundred thousand of them: the collector, run again and again
+            # over the growing sheet while it is built, would add a third to the time.
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                self._rows: list[list[Any]] = list(rows.iter_rows())
+            finally:
+                if enabled:
+                    gc.enable()
         except CalamineError as exc:
             raise InputError(
                 f"{name}: cannot read this spreadsheet ({exc.__class__.__name__}: {exc}); open it in your "
@@ -503,9 +521,20 @@ def read_columns(
 
 
 def _column_text(cells: Sequence[Any]) -> Sequence[str]:
-    """A spreadsheet column's cells as text (most columns are text already)."""
-    if set(map(type, cells)) <= {str}:
+    """A spreadsheet column's cells as text, as :func:`cell_text` gives them.
+
+    Most columns are text already; most others hold one other type besides text (empty
+    cells are text), such as dates or numbers.
+
+    >>> _column_text(["", dt.date(1984, 3, 7), "31/02/1990"]), _column_text([110.0, 12.5])
+    (['', '1984-03-07', '31/02/1990'], ['110', '12.5'])
+    """
+    types = set(map(type, cells))
+    types.discard(str)
+    if not types:
         return cells
+    if len(types) == 1 and (convert := _TEXT_OF_TYPE.get(types.pop())) is not None:
+        return [cell if cell.__class__ is str else convert(cell) for cell in cells]
     return [cell if cell.__class__ is str else cell_text(cell) for cell in cells]
 
 
