@@ -182,3 +182,24 @@ def test_read_columns_reads_a_sheet_as_read_rows_does(payload):
     rows, problems = read_rows((4, payload), [2, 0, 1], 3)
     lines, columns, found = read_columns((4, payload), [2, 0, 1], 3)
     assert (lines, [tuple(column) for column in columns], found) == (*_columns_of(rows, 3), problems)
+
+
+CELLS = st.one_of(
+    st.sampled_from(["", " ", "Aroha", "31/02/1990", "#N/A"]),
+    st.dates(),
+    st.datetimes(),
+    st.times(),
+    st.floats(allow_nan=False),
+    st.floats(min_value=-(2.0**60), max_value=2.0**60).map(float.__floor__).map(float),
+    st.booleans(),
+    st.none(),
+)
+
+
+@given(st.lists(st.lists(CELLS, min_size=3, max_size=4), max_size=12))
+def test_a_sheet_is_read_a_column_at_a_time_as_cell_by_cell(payload):
+    """Typed cells converted a column at a time give what cell_text gives each cell (read_rows' way)."""
+    rows, problems = read_rows((4, payload), [2, 0, 1], 3)
+    assert problems == []
+    lines, columns, found = read_columns((4, payload), [2, 0, 1], 3)
+    assert (lines, [tuple(column) for column in columns], found) == (*_columns_of(rows, 3), problems)
