@@ -507,9 +507,9 @@ def read_columns(
             if "" not in map(str.strip, everything[positions[0]]) or "" not in map(str.strip, map("".join, records)):
                 return list(range(first_line, first_line + len(records))), [everything[p] for p in positions], []
     elif payload and min(map(len, payload)) > max(positions):
-        # A spreadsheet's rows, each with every chosen column: cells as text, a column at a time.
-        everything = list(zip(*payload, strict=False))
-        columns = [_column_text(everything[p]) for p in positions]
+        # A spreadsheet's rows, each with every chosen column: cells as text, a column at a time
+        # (taken by itemgetter: a zip over thousands of rows costs three times as much).
+        columns = [_column_text(list(map(operator.itemgetter(p), payload))) for p in positions]
         # No row is empty: as for a CSV (an empty row's other columns are looked at, row by row).
         if "" not in map(str.strip, columns[0]) or "" not in map(str.strip, map("".join, zip(*columns, strict=True))):
             columns = [_flatten_column(column) for column in columns]
