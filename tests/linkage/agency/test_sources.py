@@ -1,5 +1,6 @@
 """Reading client files: CSV with quoted line breaks, .xlsx and .ods with their dates, places in messages."""
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -7,6 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from linkage.agency import sources
+from linkage.agency.check import check_file
 from linkage.agency.encode import encode_csv
 from linkage.agency.sources import list_sheets, open_client_file, read_columns, read_rows
 from linkage.encodings import read_encodings
@@ -203,3 +206,22 @@ def test_a_sheet_is_read_a_column_at_a_time_as_cell_by_cell(payload):
     assert problems == []
     lines, columns, found = read_columns((4, payload), [2, 0, 1], 3)
     assert (lines, [tuple(column) for column in columns], found) == (*_columns_of(rows, 3), problems)
+
+
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_pool_workers_read_a_sheet_by_reference_as_one_process_reads_it(kind, protocol, tmp_path, monkeypatch):
+    """Forked workers look a chunk's rows up in the sheet they hold: same check, same encodings, as one process."""
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 7)
+    rows = [typed_row(f"A{i}", dob=dt.date(1950 + i % 40, 1 + i % 12, 1 + i % 28), weeks=i % 50) for i in range(60)]
+    rows[9][MSD_HEADER.index("date_of_birth")] = "31/02/1990"
+    rows[20][MSD_HEADER.index("address")] = "461 Whangatipu Street\nRD 6"
+    rows[33] = [""] * len(MSD_HEADER)
+    rows[41][0] = "A40"
+    path = WRITERS[kind](tmp_path / f"clients.{kind}", {"Clients": [["Client list"], MSD_HEADER, *rows]})
+    assert sources.rows_by_reference(2)  # Linux forks its pool workers
+    one, two = (check_file(protocol, "msd", path, workers=workers) for workers in (1, 2))
+    assert dataclasses.replace(one, seconds=0) == dataclasses.replace(two, seconds=0)
+    assert one.rows == 59 and one.rejected == 3
+    for workers in (1, 2):
+        encode_csv(protocol, "msd", SECRET, path, tmp_path / str(workers) / "out", on_error="skip", workers=workers)
+    assert canonical(tmp_path / "1" / "out") == canonical(tmp_path / "2" / "out")
