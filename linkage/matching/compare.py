@@ -36,6 +36,7 @@ __all__ = [
     "Comparison",
     "Feature",
     "PartyFeatures",
+    "compare_and_measure",
     "compare_pairs",
     "comparisons_for",
     "decode_patterns",
@@ -326,11 +327,36 @@ def compare_pairs(
     Returns:
         int8 array of shape (pairs, fields); ``comparison.missing`` where either side is missing.
     """
+    return compare_and_measure(features_a, features_b, index_a, index_b, comparisons)[0]
+
+
+def compare_and_measure(
+    features_a: PartyFeatures,
+    features_b: PartyFeatures,
+    index_a: np.ndarray,
+    index_b: np.ndarray,
+    comparisons: Sequence[Comparison],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The levels of :func:`compare_pairs`, and each pair's similarity: a continuous score.
+
+    The similarity is the sum of the Dice coefficients (on the built filters' scale) of
+    the pair's Bloom filters that were compared: a missing or neutral field adds nothing,
+    a salted field adds its copy under the pair's shared salt. Two pairs with the same
+    levels are equally likely matches to the model; the similarity still says which is
+    the closer (:func:`linkage.matching.solve.with_tie_break`). It depends on the pair's
+    two records alone.
+
+    Returns:
+        The levels, shape (pairs, fields), and the similarities (float64, one per pair).
+    """
     out = np.empty((len(index_a), len(comparisons)), dtype=np.int8)
+    similarity = np.zeros(len(index_a), dtype=np.float64)
     for start in range(0, len(index_a), COMPARE_BATCH):
         stop = start + COMPARE_BATCH
-        out[start:stop] = _compare_batch(features_a, features_b, index_a[start:stop], index_b[start:stop], comparisons)
-    return out
+        out[start:stop], similarity[start:stop] = _compare_batch(
+            features_a, features_b, index_a[start:stop], index_b[start:stop], comparisons
+        )
+    return out, similarity
 
 
 def _compare_batch(
@@ -339,8 +365,10 @@ def _compare_batch(
     index_a: np.ndarray,
     index_b: np.ndarray,
     comparisons: Sequence[Comparison],
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     out = np.empty((len(index_a), len(comparisons)), dtype=np.int8)
+    # Per field (Bloom filters only), the Dice of the filters the pair is compared on.
+    scores = np.zeros((len(index_a), len(comparisons)), dtype=np.float64)
     # Per pair, the salt its filters are compared under (-1: the pair shares none).
     salt = first_shared_salt(features_a.salts[index_a], features_b.salts[index_b])
     rows = np.arange(len(index_a))
@@ -371,6 +399,7 @@ def _compare_batch(
             # it is then set missing below, with every salted field).
             chosen = filter_column + np.maximum(salt, 0) if comparison.copies > 1 else filter_column
             out[:, column] = _dice_levels(dice[rows, chosen], missing[rows, chosen], comparison)
+            scores[:, column] = dice[rows, chosen]
             filter_column += comparison.copies
             continue
         start = features_a.hash_starts[hash_column]
@@ -393,7 +422,9 @@ def _compare_batch(
             out[apart, column] = comparison.missing
         elif comparison.fallback:
             out[~(apart & lacking), column] = comparison.missing
-    return out
+    missing_level = np.array([c.missing for c in comparisons], dtype=np.int8)
+    scores[out == missing_level] = 0.0
+    return out, scores.sum(axis=1)
 
 
 @dataclass(frozen=True)

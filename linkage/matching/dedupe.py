@@ -29,7 +29,7 @@ from linkage.matching.compare import (
     Comparison,
     Feature,
     PartyFeatures,
-    compare_pairs,
+    compare_and_measure,
     decode_patterns,
     encode_patterns,
     feature_levels,
@@ -96,7 +96,7 @@ def within_pairs(
     record_a, record_b = split_codes(sorted_unique(low * width + high), width)
     if not len(record_a):
         return empty, 0, prior
-    levels = compare_pairs(features, features, record_a, record_b, comparisons)
+    levels, similarity = compare_and_measure(features, features, record_a, record_b, comparisons)
     if prior is None:
         prior = within_prior(model.model, levels, feature_list, len(keys))
     keep, weights, _ = weigh_pairs(
@@ -106,6 +106,7 @@ def within_pairs(
         (model.model, {(party, party): prior}, model.threshold),
         (party, party),
         ([], []),
+        similarity,
     )
     count = int(keep.sum())
     pairs = AcceptedPairs(

@@ -13,6 +13,7 @@ import numpy as np
 
 from linkage.matching.compare import Comparison, Feature, decode_patterns, encode_patterns, feature_levels
 from linkage.matching.model import FellegiSunterModel, tf_adjustments
+from linkage.matching.solve import with_tie_break
 
 __all__ = ["count_patterns", "key_columns", "pattern_counts", "weigh_pairs"]
 
@@ -66,10 +67,14 @@ def weigh_pairs(
     scoring: tuple[FellegiSunterModel, dict[tuple[int, int], float], float],
     parties: tuple[int, int],
     frequencies: tuple[list[np.ndarray], list[np.ndarray]],
+    similarity: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which pairs reach the probability floor, and every pair's weight and probability.
 
-    ``frequencies`` are each pair's two records' term frequencies, per name field.
+    ``frequencies`` are each pair's two records' term frequencies, per name field;
+    ``similarity`` each pair's similarity, which breaks ties between equal match weights
+    in the weight returned (:func:`linkage.matching.solve.with_tie_break`), not in the
+    probability.
     """
     model, priors, floor = scoring
     patterns = encode_patterns(feature_levels(levels, features), features)
@@ -77,7 +82,7 @@ def weigh_pairs(
     weights = model.match_weights(decode_patterns(distinct, features))[inverse]
     weights += tf_adjustments(model, comparisons, levels, frequencies[0], frequencies[1])
     probability = model.probabilities_of(weights, priors[parties])
-    return probability >= floor, weights, probability
+    return probability >= floor, with_tie_break(weights, similarity), probability
 
 
 def count_patterns(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -46,7 +46,7 @@ from linkage.errors import InputError, MismatchError
 from linkage.file_modes import private_dir
 from linkage.matching.anonlink_bridge import clk_dataset, clk_dice_pairs
 from linkage.matching.block import BlockIndex, candidate_pairs, sorted_unique, split_codes
-from linkage.matching.compare import PartyFeatures, compare_pairs, comparisons_for, features_for
+from linkage.matching.compare import PartyFeatures, compare_and_measure, comparisons_for, features_for
 from linkage.matching.dedupe import merge_duplicates, within_oversized, within_pairs
 from linkage.matching.engine import check_inputs, freeze_model, score_candidates
 from linkage.matching.entity_ids import carry_ids
@@ -679,9 +679,11 @@ def _compare_changed(
             for party in (a, b):
                 if party not in party_features:
                     party_features[party] = PartyFeatures.from_records(applied[party].records, comparisons)
-            levels = compare_pairs(party_features[a], party_features[b], index_a, index_b, comparisons)
+            levels, similarity = compare_and_measure(
+                party_features[a], party_features[b], index_a, index_b, comparisons
+            )
             keep, weights, _ = weigh_pairs(
-                levels, comparisons, features, (model.model, priors, model.threshold), (a, b), ([], [])
+                levels, comparisons, features, (model.model, priors, model.threshold), (a, b), ([], []), similarity
             )
             parts.append(
                 AcceptedPairs(

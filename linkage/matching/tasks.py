@@ -32,7 +32,7 @@ from linkage.matching.compare import (
     Comparison,
     Feature,
     PartyFeatures,
-    compare_pairs,
+    compare_and_measure,
     encode_patterns,
     feature_levels,
     record_salts,
@@ -163,14 +163,14 @@ def _slice_patterns(
     state: State, task: tuple[int, int, int, int], comparisons: Sequence[Comparison], features: Sequence[Feature]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate pairs of one slice and the pattern code of each."""
-    index_a, index_b, levels = _slice_levels(state, task, comparisons)
+    index_a, index_b, levels, _ = _slice_levels(state, task, comparisons)
     return index_a, index_b, encode_patterns(feature_levels(levels, features), features)
 
 
 def _slice_levels(
     state: State, task: tuple[int, int, int, int], comparisons: Sequence[Comparison]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate pairs of one slice and their field levels."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs of one slice, their field levels and similarities."""
     party_a, _, start, stop = task
     records: np.ndarray = state["records"][party_a]
     keys = np.asarray(records["block"][start:stop]).reshape(stop - start, -1)
@@ -193,8 +193,8 @@ def _levels(
     features_a: PartyFeatures,
     clks_a: Callable[[], Any],
     comparisons: Sequence[Comparison],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A slice's candidate pairs (index ``start`` for its first record) and their field levels.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A slice's candidate pairs (index ``start`` for its first record), their field levels and similarities.
 
     ``keys`` are the slice's block keys, ``features_a`` its party's features as indexed
     from ``start``, ``clks_a`` gives the slice's CLKs (read only under a CLK prefilter).
@@ -207,8 +207,10 @@ def _levels(
         width = len(state["records"][party_b])
         codes = sorted_unique(np.concatenate([index_a * width + index_b, (dice_a + start) * width + dice_b]))
         index_a, index_b = split_codes(codes, width)
-    levels = compare_pairs(features_a, _features(state, party_b, comparisons), index_a, index_b, comparisons)
-    return index_a, index_b, levels
+    levels, similarity = compare_and_measure(
+        features_a, _features(state, party_b, comparisons), index_a, index_b, comparisons
+    )
+    return index_a, index_b, levels, similarity
 
 
 def count_slice(
@@ -234,7 +236,7 @@ def score_slice(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pass 2: the slice's candidates whose match probability reaches the floor, with scores."""
     state = _inputs(setup)
-    index_a, index_b, levels = _slice_levels(state, task, comparisons)
+    index_a, index_b, levels, similarity = _slice_levels(state, task, comparisons)
     frequencies = frequencies_of(state, comparisons)
     keep, weights, probability = weigh_pairs(
         levels,
@@ -243,6 +245,7 @@ def score_slice(
         scoring,
         (task[0], task[1]),
         ([f[index_a] for f in frequencies[task[0]]], [f[index_b] for f in frequencies[task[1]]]),
+        similarity,
     )
     return index_a[keep].astype(np.int32), index_b[keep].astype(np.int32), weights[keep], probability[keep]
 
@@ -266,17 +269,17 @@ class SliceInput:
 
 def _scattered_levels(
     state: State, piece: SliceInput, comparisons: Sequence[Comparison]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
-    """A scattered slice's candidates (party a's index local to the slice), levels, keys and frequencies."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """A scattered slice's candidates (party a's index local to the slice), levels, similarities, keys, frequencies."""
     party_a, party_b, start, stop = piece.task
     if piece.records is None:
         frequencies: list[np.ndarray] = [f[start:stop] for f in state["shipped"][party_a]]
-        index_a, index_b, levels = _slice_levels(state, piece.task, comparisons)
+        index_a, index_b, levels, similarity = _slice_levels(state, piece.task, comparisons)
         records = state["records"][party_a][start:stop]
-        return index_a - start, index_b, levels, _keys(records), frequencies
+        return index_a - start, index_b, levels, similarity, _keys(records), frequencies
     records = piece.records
     keys = _keys(records)
-    index_a, index_b, levels = _levels(
+    index_a, index_b, levels, similarity = _levels(
         state,
         piece.task,
         keys,
@@ -285,7 +288,7 @@ def _scattered_levels(
         lambda: clk_dataset(np.ascontiguousarray(records["clk"])),
         comparisons,
     )
-    return index_a, index_b, levels, keys, piece.frequencies or []
+    return index_a, index_b, levels, similarity, keys, piece.frequencies or []
 
 
 def _keys(records: np.ndarray) -> np.ndarray:
@@ -302,7 +305,7 @@ def count_scattered_slice(
     """Pass 1 on Dask: what :func:`count_slice` counts, for a slice scattered with its task."""
     state = _inputs(setup)
     piece = sealed.value
-    index_a, index_b, levels, keys, _ = _scattered_levels(state, piece, comparisons)
+    index_a, index_b, levels, _, keys, _ = _scattered_levels(state, piece, comparisons)
     patterns = encode_patterns(feature_levels(levels, features), features)
     columns_b = _key_columns(state, piece.task[1])
     return pattern_counts(patterns, key_columns(keys), columns_b, (index_a, index_b), spans)
@@ -319,7 +322,7 @@ def score_scattered_slice(
     state = _inputs(setup)
     piece = sealed.value
     party_a, party_b, start, _ = piece.task
-    index_a, index_b, levels, _, frequencies_a = _scattered_levels(state, piece, comparisons)
+    index_a, index_b, levels, similarity, _, frequencies_a = _scattered_levels(state, piece, comparisons)
     keep, weights, probability = weigh_pairs(
         levels,
         comparisons,
@@ -327,6 +330,7 @@ def score_scattered_slice(
         scoring,
         (party_a, party_b),
         ([f[index_a] for f in frequencies_a], [f[index_b] for f in state["shipped"][party_b]]),
+        similarity,
     )
     return (index_a[keep] + start).astype(np.int32), index_b[keep].astype(np.int32), weights[keep], probability[keep]
 

@@ -1,12 +1,19 @@
 import datetime as dt
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkage.agency.hashing import derive_keys
 from linkage.agency.records import RecordEncoder
-from linkage.matching.compare import PartyFeatures, _unmixed_dice, compare_pairs, comparisons_for
+from linkage.matching.compare import (
+    PartyFeatures,
+    _unmixed_dice,
+    compare_and_measure,
+    compare_pairs,
+    comparisons_for,
+)
 from tests.helpers import SECRET
 
 PERSON = ("wiremu", "rangitoto", dt.date(1975, 4, 12), "m", "48 kowhai grove", "porirua", "5022")
@@ -55,3 +62,36 @@ def test_noise_in_the_bits_set_of_a_full_diffused_filter_does_not_move_its_dice(
     # 0.3 apart: from 1 - h (shares read as one half) to 1 - h / 0.58.
     assert abs(unmixed[0] - unmixed[1]) < 1e-9
     assert unmixed[0] > 1 - built_differ / 0.5
+
+
+def test_similarity_orders_pairs_the_levels_tie_and_is_local_to_the_pair(protocol):
+    # Near copies of PERSON fall in the same levels as PERSON itself (every field in its
+    # top level), so their match weights tie; the similarity still ranks the identical copy
+    # closest, and the solver takes the closer pair first. It must depend on the pair's two
+    # records alone (docs/privacy-unit.md).
+    rows = [
+        PERSON,
+        (*PERSON[:4], "48 kowhai grv", *PERSON[5:]),
+        (*PERSON[:4], "48 kowhai grove.", *PERSON[5:]),
+        (*PERSON[:2], None, *PERSON[3:]),
+        ("aroha", "smith", dt.date(1980, 1, 2), "f", "1 main rd", "levin", "5510"),
+    ]
+    records = RecordEncoder(protocol, derive_keys(SECRET, protocol)).encode(rows)
+    comparisons = comparisons_for(protocol)
+    features = PartyFeatures.from_records(records, comparisons)
+    pairs = [(0, 1), (0, 2), (0, 0), (0, 3), (0, 4), (1, 2)]
+    index_a, index_b = (np.array(side) for side in zip(*pairs, strict=True))
+    levels, similarity = compare_and_measure(features, features, index_a, index_b, comparisons)
+    assert (levels == compare_pairs(features, features, index_a, index_b, comparisons)).all()
+    assert similarity[2] > similarity[0] and similarity[2] > similarity[1]  # identical records: closest
+    assert similarity[4] < similarity[0]
+    # A pair's similarity is the same compared alone, in another batch, or the other way round.
+    for row, (a, b) in enumerate(pairs):
+        alone = compare_and_measure(features, features, np.array([a]), np.array([b]), comparisons)[1]
+        swapped = compare_and_measure(features, features, np.array([b]), np.array([a]), comparisons)[1]
+        assert alone[0] == similarity[row] == swapped[0]
+    # Missing and neutral fields add nothing: a pair that shares no salt (a date missing)
+    # is scored on the CLK alone under the example's hardening.
+    filters = sum(1 for c in comparisons if c.dice_thresholds and not c.fallback)
+    assert similarity[2] == pytest.approx(filters, abs=1e-9)
+    assert 0 < similarity[3] <= 1
