@@ -38,6 +38,7 @@ from linkage.matching.compare import (
     first_shared_salt,
 )
 from linkage.matching.frozen import FrozenModel, oversized_blocks
+from linkage.matching.link_state import token_keys
 from linkage.matching.model import (
     FellegiSunterModel,
     estimate_u,
@@ -115,6 +116,10 @@ class ScoredCandidates:
     probability floor. ``priors`` are the match priors per pair of parties (indices) the
     probabilities were computed with, ``oversized`` the blocks skipped when they were
     frozen (``None``: those over the protocol's limit, counted on these records).
+    ``weight`` is the solver's strength: the match weight with ties broken by the pair's
+    similarity (:func:`linkage.matching.solve.with_tie_break`); ``probability`` comes from
+    the match weight alone. ``ranks`` are each party's records' ranks by token: the solver
+    breaks its last ties by them, so that the order of the input changes nothing.
     """
 
     party_a: np.ndarray
@@ -129,12 +134,33 @@ class ScoredCandidates:
     pairs_compared: int
     priors: Mapping[tuple[int, int], float] = field(default_factory=dict)
     oversized: FrozenBlocks | None = None
+    ranks: tuple[np.ndarray, ...] = ()
 
     def threshold(self) -> float:
         """The threshold ``auto`` chooses: the best expected F1 of what the solver keeps (:func:`choose_threshold`)."""
+        rank_a, rank_b = self.ranked(np.ones(len(self.probability), dtype=bool))
         return choose_threshold(
-            self.party_a, self.party_b, self.record_a, self.record_b, self.probability, self.sizes, self.priors
+            self.party_a, self.party_b, rank_a, rank_b, self.probability, self.sizes, self.priors, self.weight
         )
+
+    def ranked(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ranks by token of the chosen pairs' two records (their indices without ``ranks``)."""
+        record_a, record_b = self.record_a[chosen], self.record_b[chosen]
+        if not self.ranks:
+            return record_a, record_b
+        party_a, party_b = self.party_a[chosen], self.party_b[chosen]
+        rank_a, rank_b = np.empty_like(record_a), np.empty_like(record_b)
+        for party, ranks in enumerate(self.ranks):
+            rank_a[party_a == party] = ranks[record_a[party_a == party]]
+            rank_b[party_b == party] = ranks[record_b[party_b == party]]
+        return rank_a, rank_b
+
+    def unranked(self, groups: Sequence[tuple[tuple[int, int], ...]]) -> list[tuple[tuple[int, int], ...]]:
+        """Groups of ``(party, rank)`` back as ``(party, record)``, each sorted, sorted by their first record."""
+        if not self.ranks:
+            return sorted(groups)
+        orders = [np.argsort(ranks) for ranks in self.ranks]
+        return sorted(tuple(sorted((party, int(orders[party][rank])) for party, rank in group)) for group in groups)
 
 
 @dataclass(frozen=True)
@@ -170,7 +196,11 @@ def _random_pair_levels(
     rng = np.random.default_rng(seed)
     combos = list(itertools.combinations(range(len(encodings)), 2))
     per_combo = max(1, RANDOM_PAIRS // len(combos))
-    party_features = [PartyFeatures.from_records(item.records, comparisons) for item in encodings]
+    # Drawn from the records in token order: the same records in another order give the same u.
+    party_features = [
+        PartyFeatures.from_records(np.asarray(item.records)[_token_order(item.records)], comparisons)
+        for item in encodings
+    ]
     salted = [i for i, f in enumerate(features) if any(comparisons[m].salted for m in f.members)]
     parts = []
     for a, b in combos:
@@ -405,6 +435,11 @@ def _score_pass(
     weight = np.concatenate([r[2] for _, _, r in parts] or [np.zeros(0)])
     probability = np.concatenate([r[3] for _, _, r in parts] or [np.zeros(0)])
     del parts
+    ranks = []
+    for item in encodings:
+        rank = np.empty(item.header.record_count, dtype=np.int64)
+        rank[_token_order(item.records)] = np.arange(item.header.record_count)
+        ranks.append(rank)
     order = _canonical_order(party_a, party_b, record_a, record_b)
     if order is not None:
         party_a, party_b, record_a, record_b = party_a[order], party_b[order], record_a[order], record_b[order]
@@ -422,7 +457,13 @@ def _score_pass(
         pairs_compared=candidates,
         priors=dict(priors),
         oversized=oversized,
+        ranks=tuple(ranks),
     )
+
+
+def _token_order(records: np.ndarray) -> np.ndarray:
+    """The records' order by token, as a link state keeps them."""
+    return np.argsort(token_keys(records), kind="stable")
 
 
 def _canonical_order(
@@ -467,13 +508,9 @@ def _total_pairs(sizes: Sequence[int]) -> int:
 def select_and_solve(scored: ScoredCandidates, threshold: float) -> tuple[list[Entity], int]:
     """Accept pairs at or above the probability threshold and solve them into entities."""
     accepted = scored.probability >= threshold
-    entities = solve_entities(
-        scored.party_a[accepted],
-        scored.party_b[accepted],
-        scored.record_a[accepted],
-        scored.record_b[accepted],
-        scored.weight[accepted],
-    )
+    rank_a, rank_b = scored.ranked(accepted)
+    solved = solve_entities(scored.party_a[accepted], scored.party_b[accepted], rank_a, rank_b, scored.weight[accepted])
+    entities = [Entity(records) for records in scored.unranked([entity.records for entity in solved])]
     return entities, int(accepted.sum())
 
 
@@ -519,13 +556,19 @@ def link(
     if model is not None or freeze:
         model = model if model is not None else freeze_model(protocol, encodings, scored, chosen)
         keep = scored.probability >= chosen
-        stable = stable_entities(
+        rank_a, rank_b = scored.ranked(keep)
+        ranked = stable_entities(
             scored.party_a[keep],
             scored.party_b[keep],
-            scored.record_a[keep],
-            scored.record_b[keep],
+            rank_a,
+            rank_b,
             scored.weight[keep],
             [item.header.record_count for item in encodings],
+        )
+        stable = replace(
+            ranked,
+            entities=[Entity(records) for records in scored.unranked([e.records for e in ranked.entities])],
+            ambiguous=scored.unranked(ranked.ambiguous),
         )
     return LinkResult(
         parties=tuple(item.header.party for item in encodings),

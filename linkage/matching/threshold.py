@@ -35,7 +35,7 @@ _MAX_SHARE = 1.0 - 1e-6
 
 
 def greedy_pairs(record_a: np.ndarray, record_b: np.ndarray, strength: np.ndarray) -> np.ndarray:
-    """Which pairs one-to-one greedy matching keeps, strongest first (ties in input order).
+    """Which pairs one-to-one greedy matching keeps, strongest first (ties by the records).
 
     A pair is kept when neither of its records is in a stronger kept pair, as the
     solver keeps pairs between two parties. Kept at any threshold, a pair stays kept at
@@ -44,7 +44,7 @@ def greedy_pairs(record_a: np.ndarray, record_b: np.ndarray, strength: np.ndarra
     >>> greedy_pairs(np.array([0, 0, 1]), np.array([0, 1, 0]), np.array([0.9, 0.8, 0.7])).tolist()
     [True, False, False]
     """
-    order = np.argsort(-strength, kind="stable")
+    order = np.lexsort((record_b, record_a, -strength))
     used_a = np.zeros(int(record_a.max(initial=-1)) + 1, dtype=bool)
     used_b = np.zeros(int(record_b.max(initial=-1)) + 1, dtype=bool)
     kept = np.zeros(len(strength), dtype=bool)
@@ -114,6 +114,7 @@ def choose_threshold(
     probability: np.ndarray,
     sizes: Sequence[int],
     priors: Mapping[tuple[int, int], float],
+    strength: np.ndarray | None = None,
 ) -> float:
     """The probability threshold that maximises the expected F1 of the pairs the solver keeps.
 
@@ -125,6 +126,8 @@ def choose_threshold(
         probability: its posterior under its pair of parties' prior.
         sizes: every party's record count.
         priors: the pairwise prior of each pair of parties.
+        strength: the order the solver takes the pairs in (default: by probability),
+            such as match weights whose ties are broken by similarity.
 
     Returns:
         The threshold (0.5 with no candidates).
@@ -149,7 +152,8 @@ def choose_threshold(
         chances, matches = exclusive_chances(
             record_a[mine], record_b[mine], probability[mine], (sizes[a], sizes[b]), priors[(a, b)]
         )
-        kept = greedy_pairs(record_a[mine], record_b[mine], probability[mine])
+        order_by = probability[mine] if strength is None else strength[mine]
+        kept = greedy_pairs(record_a[mine], record_b[mine], order_by)
         kept_probability.append(probability[mine][kept])
         kept_chance.append(chances[kept])
         expected += matches
