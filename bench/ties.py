@@ -14,8 +14,10 @@ link is `pprl link`'s: fitted model, `auto` threshold, greedy solver.
 
 Prints over ALL records: pairwise precision, recall and F1 per order; for order 0 the
 true pairs missed by how their two dates relate (and how many of those fell below the
-threshold, the rest lost in the solver); and the household false links (false pairs
-whose two records share a normalised surname and address). With `--work DIR` the data
+threshold, the rest lost in the solver, and how many had their given and family names
+swapped); the false pairs by what their two records share (a household: the same
+normalised surname and address); with `--freeze`, the ambiguous clusters of the stable
+mapping (docs/privacy-unit.md). With `--work DIR` the data
 and encodings are kept and reused by the next run (so code changes can be compared on
 the same encodings).
 """
@@ -41,6 +43,7 @@ from linkage.evaluation.scores import pairwise_scores, read_truth, true_pairs
 from linkage.evaluation.synth import synthesise_population
 from linkage.matching import solve
 from linkage.matching.engine import load_inputs, score_candidates, select_and_solve
+from linkage.matching.stable import stable_entities
 from linkage.protocol import Hardening, Protocol, load_protocol, parse_protocol, with_hardening
 from linkage.token_files import read_keymap
 
@@ -97,6 +100,12 @@ def date_relation(a: object, b: object) -> str:
     return "both differ (no shared salt)"
 
 
+def names_swapped(row_a: Sequence[object], row_b: Sequence[object], given: int, surname: int) -> bool:
+    """The two records' names hold the same words, but the given name is not the same (given and family swapped)."""
+    words = [sorted(f"{row[given] or ''} {row[surname] or ''}".split()) for row in (row_a, row_b)]
+    return bool(words[0]) and words[0] == words[1] and row_a[given] != row_b[given]
+
+
 def run(protocol: Protocol, data: Path, folder: Path, args: argparse.Namespace) -> None:
     truth = read_truth(data / "truth.csv")
     parties = [p.id for p in protocol.parties]
@@ -106,7 +115,7 @@ def run(protocol: Protocol, data: Path, folder: Path, args: argparse.Namespace) 
     for party in parties:
         ids, rows = read_identifiers(protocol, party, data / f"{party}.csv")
         plain.update({(party, client): row for client, row in zip(ids, rows, strict=True)})
-    date, surname, address = (names.index(n) for n in ("date_of_birth", "surname", "address"))
+    date, given, surname, address = (names.index(n) for n in ("date_of_birth", "given_name", "surname", "address"))
     print(f"\n{data.name}: {len(actual):,} true cross-party pairs")
     for variant in args.variants.split(","):
         chosen = protocol if variant == "hardened" else with_hardening(protocol, Hardening())
@@ -132,6 +141,21 @@ def run(protocol: Protocol, data: Path, folder: Path, args: argparse.Namespace) 
             )
             if order:
                 continue
+            if args.freeze:
+                keep = scored.probability >= threshold
+                stable = stable_entities(
+                    scored.party_a[keep],
+                    scored.party_b[keep],
+                    scored.record_a[keep],
+                    scored.record_b[keep],
+                    scored.weight[keep],
+                    scored.sizes,
+                    audit=False,
+                )
+                print(
+                    f"    ambiguous clusters (where the per-person bound does not hold): {stable.ambiguous_clusters}"
+                    f" holding {stable.ambiguous_records} records"
+                )
             predicted = {(a, b) for group in clusters for a in group for b in group if a[0] != b[0] and a < b}
             probability = {
                 tuple(sorted(((parties[pa], clients[pa][ra]), (parties[pb], clients[pb][rb])))): p
@@ -147,6 +171,7 @@ def run(protocol: Protocol, data: Path, folder: Path, args: argparse.Namespace) 
             by_relation: collections.Counter[str] = collections.Counter()
             missed: collections.Counter[str] = collections.Counter()
             below: collections.Counter[str] = collections.Counter()
+            swapped: collections.Counter[str] = collections.Counter()
             for pair in actual:
                 a, b = pair
                 if a not in plain or b not in plain:
@@ -156,11 +181,17 @@ def run(protocol: Protocol, data: Path, folder: Path, args: argparse.Namespace) 
                 by_relation[relation] += 1
                 if pair not in predicted:
                     missed[relation] += 1
+                    swapped[relation] += a in plain and b in plain and names_swapped(plain[a], plain[b], given, surname)
                     if probability.get(pair, 0.0) < threshold:
                         below[relation] += 1
-            print("    misses by date relation (true pairs; missed; of those below the threshold):")
+            print(
+                "    misses by date relation (true pairs; missed; of those below the threshold;"
+                " missed with given and family name swapped):"
+            )
             for relation, count in by_relation.most_common():
-                print(f"      {relation:<40} {count:6,} {missed[relation]:5,} {below[relation]:5,}")
+                print(
+                    f"      {relation:<40} {count:6,} {missed[relation]:5,} {below[relation]:5,} {swapped[relation]:5,}"
+                )
             kinds: collections.Counter[str] = collections.Counter()
             for a, b in predicted - actual:
                 row_a, row_b = plain.get(a), plain.get(b)
