@@ -15,7 +15,9 @@ through every salted field. Under several salts (``"salt": ["date_of_birth:year"
 compared under the first salt its two records share: a mistyped year still leaves the day
 and month. With ``"fallback": "clk"``, a pair that shares no salt because one record lacks
 the salt field (a date of birth missing on one side) is compared on its unsalted, hardened
-record-level CLK instead, and only then.
+record-level CLK instead; so is a pair whose two dates share no salt when its records
+share a names-only block key (``surname:soundex+given_name:soundex``) and its CLKs are
+close (``NAMES_BAR_DICE``), which a household member, with another given name, does not.
 
 The fields' levels are then combined into features (a group of fields that vary together,
 such as an address and its postcode, is one feature) and each pair's pattern of feature
@@ -29,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from linkage.protocol import FieldSpec, Protocol
+from linkage.matching.block import rule_spans
+from linkage.protocol import BlockingRule, FieldSpec, Protocol
 
 __all__ = [
     "COMPARE_BATCH",
@@ -54,6 +57,11 @@ __all__ = [
 # refugees' documented dates, copied by 80% of agencies) or where both were mistyped.
 # Counted as "different", such true pairs sat 3-5 bits below the threshold.
 DATE_LEVELS = ("different", "year only", "two of three parts", "day and month swapped", "exact")
+# A pair whose two dates share no salt is compared on the CLK fallback when it shares a
+# names-only block key and its CLK Dice reaches this. Namesakes with another date and
+# address sit at 0.65-0.75 and, compared, were linked; a true pair whose date alone is
+# wholly other mostly keeps its address and the rest, and sits above it.
+NAMES_BAR_DICE = 0.8
 _DICE_LEVELS = {
     "name": (0.95, 0.85, 0.7, 0.5),
     "text": (0.95, 0.8, 0.6),
@@ -80,9 +88,12 @@ class Comparison:
             Dice of such filters is mapped back to the built filters' scale.
         copies: a salted filter's number of copies, one per salt.
         fallback: the record-level CLK, compared only for pairs that share no salt because
-            one record lacks the salt field.
+            one record lacks the salt field, or whose names vouch for it (``name_keys``).
         salt_parts: for the salt field, the parts of its value that salt, in order
             (``("year", "month_day")``); empty for every other field.
+        name_keys: for the CLK fallback, the block key columns of the exact blocking
+            rules made of names alone (two or more name fields): a pair whose two dates
+            share no salt is compared on the CLK too when it shares one of these keys.
     """
 
     field: FieldSpec
@@ -94,6 +105,7 @@ class Comparison:
     copies: int = 1
     fallback: bool = False
     salt_parts: tuple[str, ...] = ()
+    name_keys: tuple[int, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -146,8 +158,23 @@ def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
         spec = FieldSpec("clk", "clk", 0, 0, num_bits=protocol.clk_bits)
         thresholds = _DICE_LEVELS["clk"]
         labels = ("different", *(f"dice >= {t}" for t in reversed(thresholds)))
-        out.append(Comparison(spec, labels, thresholds, taps=_taps(protocol, "clk"), fallback=True))
+        out.append(
+            Comparison(
+                spec, labels, thresholds, taps=_taps(protocol, "clk"), fallback=True, name_keys=_name_keys(protocol)
+            )
+        )
     return tuple(out)
+
+
+def _name_keys(protocol: Protocol) -> tuple[int, ...]:
+    """The block key columns of the exact rules made of two or more name fields and nothing else."""
+    names = {spec.name for spec in protocol.fields if spec.kind == "name"}
+    spans = rule_spans(rule.columns for rule in protocol.blocking)
+    return tuple(
+        first
+        for rule, (first, _) in zip(protocol.blocking, spans, strict=True)
+        if isinstance(rule, BlockingRule) and len(rule.fields) >= 2 and rule.fields <= names
+    )
 
 
 def salt_keys(hashes: np.ndarray, part: str) -> np.ndarray:
@@ -220,6 +247,7 @@ class PartyFeatures:
         hashes: hashes of the date and category fields, side by side, shape (records, columns).
         hash_starts: first column of each hashed field within ``hashes``.
         salts: per record, its key of each salt (:func:`record_salts`), shape (records, salts).
+        name_keys: per record, its block keys of the CLK fallback's ``name_keys`` columns.
     """
 
     words: np.ndarray
@@ -228,6 +256,7 @@ class PartyFeatures:
     hashes: np.ndarray
     hash_starts: tuple[int, ...]
     salts: np.ndarray
+    name_keys: np.ndarray
 
     @classmethod
     def from_records(cls, records: np.ndarray, comparisons: Sequence[Comparison]) -> PartyFeatures:
@@ -250,6 +279,8 @@ class PartyFeatures:
                 hashes.append(values)
         words = np.concatenate(filters, axis=1) if filters else np.zeros((count, 0), dtype=np.uint64)
         start_array = np.asarray(starts, dtype=np.intp)
+        columns = [column for c in comparisons for column in c.name_keys]
+        block = np.asarray(records["block"]).reshape(count, -1) if columns else np.zeros((count, 0), np.uint64)
         popcounts = (
             np.add.reduceat(np.bitwise_count(words), start_array, axis=1, dtype=np.int32)
             if filters
@@ -262,6 +293,7 @@ class PartyFeatures:
             hashes=np.concatenate(hashes, axis=1) if hashes else np.zeros((count, 0), dtype=np.uint32),
             hash_starts=tuple(hash_starts),
             salts=record_salts(records, comparisons),
+            name_keys=np.ascontiguousarray(block[:, columns], dtype=np.uint64),
         )
 
 
@@ -420,15 +452,19 @@ def _compare_batch(
             out[:, column] = levels
     apart = salt < 0
     if any(c.fallback for c in comparisons):
-        # The CLK stands in only where a record lacks the salt field. Where both hold it
-        # and still share no salt, the dates disagree wholly: mostly members of one
-        # household, whose CLKs share a surname and an address.
+        # The CLK stands in where a record lacks the salt field. Where both hold it and
+        # still share no salt, the dates disagree wholly: mostly members of one household,
+        # whose CLKs share a surname and an address, and who mostly differ in their given
+        # names. So there the CLK stands in only for pairs that share a names-only block key.
         lacking = (features_a.salts[index_a, 0] == 0) | (features_b.salts[index_b, 0] == 0)
+        keys_a, keys_b = features_a.name_keys[index_a], features_b.name_keys[index_b]
+        named = ((keys_a == keys_b) & (keys_a != 0)).any(axis=1)
     for column, comparison in enumerate(comparisons):
         if comparison.salted:
             out[apart, column] = comparison.missing
         elif comparison.fallback:
-            out[~(apart & lacking), column] = comparison.missing
+            close = scores[:, column] >= NAMES_BAR_DICE
+            out[~(apart & (lacking | (named & close))), column] = comparison.missing
     missing_level = np.array([c.missing for c in comparisons], dtype=np.int8)
     scores[out == missing_level] = 0.0
     return out, scores.sum(axis=1)
