@@ -37,6 +37,7 @@ from linkage.protocol import STRING_KINDS, Protocol
 __all__ = [
     "ENCODINGS_FILE",
     "check_compatible",
+    "content_order",
     "Encodings",
     "EncodingsHeader",
     "EncodingsWriter",
@@ -463,3 +464,34 @@ def _listed(kind: type[PprlError], summary: str, problems: list[str]) -> PprlErr
     if len(problems) == 1:
         return kind(problems[0])
     return kind(summary, problems=problems)
+
+
+def content_order(records: np.ndarray) -> np.ndarray:
+    """The order of records by a 64-bit hash of their CLKs, ties by token (a function of the content only).
+
+    ``pprl encode`` writes its records in this order, so that the file's order says
+    nothing of the client file's; the engine draws its random pairs and breaks its last
+    ties in it, so that the order of the records it is given changes nothing.
+
+    The hash mixes every 64-bit word of the CLK (FNV-1a style, with shifts) and ends with
+    SplitMix64's finaliser, so that similar CLKs land far apart.
+
+    >>> records = np.zeros(3, dtype=[("token", "u1", 16), ("clk", "u1", 8)])
+    >>> records["clk"][:, 0] = [3, 1, 2]
+    >>> forward = records[content_order(records)]
+    >>> backward = records[::-1][content_order(records[::-1])]
+    >>> bool((forward == backward).all())
+    True
+    """
+    clk = np.ascontiguousarray(records["clk"]).reshape(len(records), records.dtype["clk"].itemsize)
+    words = np.pad(clk, ((0, 0), (0, -clk.shape[1] % 8))).view("<u8")
+    mixed = np.full(len(records), 0xCBF29CE484222325, dtype=np.uint64)
+    for column in words.T:
+        mixed = (mixed ^ column) * np.uint64(0x100000001B3)
+        mixed ^= mixed >> np.uint64(29)
+    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        mixed ^= mixed >> np.uint64(shift)
+        mixed *= np.uint64(factor)
+    mixed ^= mixed >> np.uint64(31)
+    tokens = np.ascontiguousarray(records["token"]).reshape(len(records), records.dtype["token"].itemsize).view("<u8")
+    return np.lexsort((tokens[:, 1], tokens[:, 0], mixed))

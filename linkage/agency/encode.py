@@ -50,7 +50,7 @@ from linkage.agency.sources import (
     task_rows,
 )
 from linkage.dask_cluster import Sealed, connect, parallelism
-from linkage.encodings import ENCODINGS_FILE, EncodingsWriter, read_encodings
+from linkage.encodings import ENCODINGS_FILE, EncodingsWriter, content_order, read_encodings
 from linkage.errors import InputError, OutputExistsError, ServiceError
 from linkage.file_modes import PRIVATE_FILE, private_dir
 from linkage.protocol import Protocol
@@ -426,7 +426,7 @@ def _drop_and_shuffle(tmp: Path, protocol: Protocol, party_id: str, keys: Keys, 
     kept = np.asarray(encodings.records[~drop])
     replacement = tmp / "encodings.rewrite"
     with EncodingsWriter(replacement, protocol=protocol, party=party_id, secret_check=secret_check(keys)) as writer:
-        writer.write(np.ascontiguousarray(kept[_content_order(kept)]))
+        writer.write(np.ascontiguousarray(kept[content_order(kept)]))
     del encodings, kept
     os.replace(replacement, tmp / ENCODINGS_FILE)
     for name in ("keymap.csv", "attributes.csv"):
@@ -442,33 +442,6 @@ def _drop_and_shuffle(tmp: Path, protocol: Protocol, party_id: str, keys: Keys, 
             writer_csv.writerow(lines[0])
             writer_csv.writerows(body)
     return int((~drop).sum())
-
-
-def _content_order(records: np.ndarray) -> np.ndarray:
-    """The order of records by a 64-bit hash of their CLKs, ties by token (a function of the content only).
-
-    The hash mixes every 64-bit word of the CLK (FNV-1a style, with shifts) and ends with
-    SplitMix64's finaliser, so that similar CLKs land far apart.
-
-    >>> records = np.zeros(3, dtype=[("token", "u1", 16), ("clk", "u1", 8)])
-    >>> records["clk"][:, 0] = [3, 1, 2]
-    >>> forward = records[_content_order(records)]
-    >>> backward = records[::-1][_content_order(records[::-1])]
-    >>> bool((forward == backward).all())
-    True
-    """
-    clk = np.ascontiguousarray(records["clk"]).reshape(len(records), records.dtype["clk"].itemsize)
-    words = np.pad(clk, ((0, 0), (0, -clk.shape[1] % 8))).view("<u8")
-    mixed = np.full(len(records), 0xCBF29CE484222325, dtype=np.uint64)
-    for column in words.T:
-        mixed = (mixed ^ column) * np.uint64(0x100000001B3)
-        mixed ^= mixed >> np.uint64(29)
-    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-        mixed ^= mixed >> np.uint64(shift)
-        mixed *= np.uint64(factor)
-    mixed ^= mixed >> np.uint64(31)
-    tokens = np.ascontiguousarray(records["token"]).reshape(len(records), records.dtype["token"].itemsize).view("<u8")
-    return np.lexsort((tokens[:, 1], tokens[:, 0], mixed))
 
 
 def _in_file_terms(problem: RowProblem, choice: ColumnChoice) -> RowProblem:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from linkage.encodings import Encodings, check_compatible, read_encodings
+from linkage.encodings import Encodings, check_compatible, content_order, read_encodings
 from linkage.errors import InputError
 from linkage.matching.block import rule_spans
 from linkage.matching.compare import (
@@ -38,7 +38,6 @@ from linkage.matching.compare import (
     first_shared_salt,
 )
 from linkage.matching.frozen import FrozenModel, oversized_blocks
-from linkage.matching.link_state import token_keys
 from linkage.matching.model import (
     FellegiSunterModel,
     estimate_u,
@@ -118,8 +117,9 @@ class ScoredCandidates:
     frozen (``None``: those over the protocol's limit, counted on these records).
     ``weight`` is the solver's strength: the match weight with ties broken by the pair's
     similarity (:func:`linkage.matching.solve.with_tie_break`); ``probability`` comes from
-    the match weight alone. ``ranks`` are each party's records' ranks by token: the solver
-    breaks its last ties by them, so that the order of the input changes nothing.
+    the match weight alone. ``ranks`` are each party's records' ranks in content order
+    (:func:`~linkage.encodings.content_order`, the order ``pprl encode`` writes): the
+    solver breaks its last ties by them, so that the order of the input changes nothing.
     """
 
     party_a: np.ndarray
@@ -144,7 +144,7 @@ class ScoredCandidates:
         )
 
     def ranked(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The ranks by token of the chosen pairs' two records (their indices without ``ranks``)."""
+        """The ranks in content order of the chosen pairs' two records (their indices without ``ranks``)."""
         record_a, record_b = self.record_a[chosen], self.record_b[chosen]
         if not self.ranks:
             return record_a, record_b
@@ -196,9 +196,10 @@ def _random_pair_levels(
     rng = np.random.default_rng(seed)
     combos = list(itertools.combinations(range(len(encodings)), 2))
     per_combo = max(1, RANDOM_PAIRS // len(combos))
-    # Drawn from the records in token order: the same records in another order give the same u.
+    # Drawn from the records in content order (as `pprl encode` writes them): the same
+    # records in another order give the same u.
     party_features = [
-        PartyFeatures.from_records(np.asarray(item.records)[_token_order(item.records)], comparisons)
+        PartyFeatures.from_records(np.asarray(item.records)[content_order(item.records)], comparisons)
         for item in encodings
     ]
     salted = [i for i, f in enumerate(features) if any(comparisons[m].salted for m in f.members)]
@@ -438,7 +439,7 @@ def _score_pass(
     ranks = []
     for item in encodings:
         rank = np.empty(item.header.record_count, dtype=np.int64)
-        rank[_token_order(item.records)] = np.arange(item.header.record_count)
+        rank[content_order(item.records)] = np.arange(item.header.record_count)
         ranks.append(rank)
     order = _canonical_order(party_a, party_b, record_a, record_b)
     if order is not None:
@@ -459,11 +460,6 @@ def _score_pass(
         oversized=oversized,
         ranks=tuple(ranks),
     )
-
-
-def _token_order(records: np.ndarray) -> np.ndarray:
-    """The records' order by token, as a link state keeps them."""
-    return np.argsort(token_keys(records), kind="stable")
 
 
 def _canonical_order(

@@ -8,7 +8,7 @@ A Fellegi-Sunter weight is a sum of per-level weights, so many pairs share one (
 pair agreeing exactly on every field, say), and the greedy order among them decides which
 of a record's candidates it is linked to. Those ties are broken by the pairs' similarity
 (:func:`with_tie_break`: the closer pair first), then by the records (the engine passes
-each record's rank by token, so the order of the input files changes nothing). Both
+each record's rank in content order, so the order of the input files changes nothing). Both
 depend on the pair's two records alone, as the stable mapping needs
 (``docs/privacy-unit.md``).
 """
@@ -85,7 +85,7 @@ def solve_entities(
     if not len(strength):
         return []
     # Strongest first; ties broken by the records, so that the result is one (the engine
-    # passes ranks by token, so it does not depend on the input's order either).
+    # passes ranks in content order, so it does not depend on the input's order either).
     order = np.lexsort((record_b, record_a, party_b, party_a, -strength))
     groups = greedy_groups(
         strength[order], party_a[order], party_b[order], record_a[order], record_b[order], MERGE_SHARE
