@@ -29,6 +29,7 @@ from stats.accuracy import (
     one_sided_width,
     quantile_interval,
     quantile_rank_bound,
+    quantile_threshold,
     sum_half_width,
 )
 from stats.cells import OutputRules, withheld_sums
@@ -270,6 +271,7 @@ def _quantiles(prepared: Prepared, rows: Rows, histogram: Rows) -> Answer:
     main, bins = prepared.parts["main"], prepared.parts["histogram"]
     distribution, scale = bins.noise("Length")
     variance = noise_variance(distribution, scale)
+    z = quantile_threshold(distribution, scale, q, len(prepared.bins))
     least = max(1, rules.suppress_below)
     cells = []
     for key, possible in zip(prepared.keys, prepared.possible, strict=True):
@@ -286,7 +288,7 @@ def _quantiles(prepared: Prepared, rows: Rows, histogram: Rows) -> Answer:
             note = f"suppressed: fewer than {rules.suppress_below} people" if rules.suppress_below > 1 else ""
             cells.append(_cell(key, None, None, note or "too few people for a quantile"))
             continue
-        found = quantile_interval(counts, q, variance)
+        found = quantile_interval(counts, q, variance, z)
         lower, upper = (
             (prepared.bins[found[0]][0], prepared.bins[found[1]][1]) if found else (attribute.lower, attribute.upper)
         )
@@ -305,4 +307,4 @@ def _quantiles(prepared: Prepared, rows: Rows, histogram: Rows) -> Answer:
     ]
     if rules.suppress_below:
         notes.append(f"quantiles over fewer than {rules.suppress_below} people (by the histogram) are suppressed")
-    return _answer(prepared, cells, [], "confidence interval from a noisy histogram (normal approximation)", notes)
+    return _answer(prepared, cells, [], "confidence interval from a noisy histogram, 95% for every data set", notes)

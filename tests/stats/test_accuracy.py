@@ -1,12 +1,22 @@
 """95% intervals: coverage computed exactly from the noise's distribution, for a grid of scales and truths."""
 
 import copy
+import math
 
 import numpy as np
 import pytest
 
 from linkage.protocol import parse_protocol
-from stats.accuracy import count_lower, half_width, one_sided_width, quantile_interval
+from stats.accuracy import (
+    Z,
+    _worst_quantile_miss,
+    count_lower,
+    half_width,
+    noise_variance,
+    one_sided_width,
+    quantile_interval,
+    quantile_threshold,
+)
 from stats.dp import prepare
 from stats.query import parse_query
 from tests.helpers import people_table
@@ -134,3 +144,76 @@ def _simulate_quantile(counts, q, sd, releases, seed):
 def test_a_quantile_interval_holds_the_true_bin_at_least_95_percent_of_the_time(counts, q):
     coverage = _simulate_quantile(counts, q, 20.0, 2000, seed=3)
     assert coverage >= 0.94, coverage  # 95% less 2 standard deviations of 2,000 releases
+
+
+def _quantile_coverage(counts, q, distribution, scale, z, releases, seed):
+    """Share of releases whose interval holds the true bin, with OpenDP-shaped integer noise (not a normal)."""
+    rng = np.random.default_rng(seed)
+    support, pmf = reference_pmf(distribution, scale)
+    counts = np.asarray(counts, dtype=float)
+    true_bin = int(np.argmax(np.cumsum(counts) - q * counts.sum() >= 0))
+    variance = noise_variance(distribution, scale)
+    noise = rng.choice(support, size=(releases, len(counts)), p=pmf)
+    hits = 0
+    for row in noise:
+        found = quantile_interval(list(counts + row), q, variance, z) or (0, len(counts) - 1)
+        hits += found[0] <= true_bin <= found[1]
+    return hits / releases
+
+
+def _worst_data(q, bins, true_bin, people=10**6):
+    """Everyone below the q-quantile in the bin before ``true_bin``, one person in it, the rest in the bin after."""
+    below = math.ceil(q * people) - 1
+    counts = [0] * bins
+    counts[true_bin - 1], counts[true_bin], counts[true_bin + 1] = below, 1, people - below - 1
+    return counts
+
+
+# The quantile interval's threshold (issue 16): 1.96 standard deviations a side spent 2.5% + 2.5% by
+# a union bound, but the two ends cannot both be at their worst on one data set, so the stated
+# 95% held 96% or more of the time on every data set, the worst included (the bench's quantile
+# cells read 97.3-99.5%). The threshold is now the least whose worst case is 95%.
+@pytest.mark.parametrize(
+    ("distribution", "scale", "q", "bins"),
+    [("Integer Gaussian", 32.86, 0.5, 61), ("Integer Laplace", 6.0, 0.3, 61), ("Integer Laplace", 1.0, 0.9, 31)],
+)
+def test_the_quantile_threshold_is_the_least_that_holds_95_percent_on_the_worst_data(distribution, scale, q, bins):
+    z = quantile_threshold(distribution, scale, q, bins)
+    assert 1.8 < z < 1.93, z
+    assert _worst_quantile_miss(z, distribution, scale, q, bins, rounds=4) <= 0.05
+    assert _worst_quantile_miss(z - 0.01, distribution, scale, q, bins, rounds=1) > 0.05, "not the least"
+    assert _worst_quantile_miss(Z, distribution, scale, q, bins) < 0.045, "1.96 was loose by half a point or more"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("distribution", "scale", "q", "bins"),
+    [("Integer Gaussian", 32.86, 0.5, 61), ("Integer Laplace", 6.0, 0.3, 61)],
+)
+def test_releases_on_the_worst_data_hold_the_quantile_95_not_96_percent_of_the_time(distribution, scale, q, bins):
+    z = quantile_threshold(distribution, scale, q, bins)
+    worst = [_worst_data(q, bins, true_bin) for true_bin in (1, bins // 2, bins - 2)]
+    new = [_quantile_coverage(counts, q, distribution, scale, z, 4000, seed) for seed, counts in enumerate(worst)]
+    old = [_quantile_coverage(counts, q, distribution, scale, Z, 4000, seed) for seed, counts in enumerate(worst)]
+    # 12,000 releases each: 0.2 points of standard error
+    assert 0.944 <= np.mean(new) <= 0.956, new
+    assert np.mean(old) >= 0.956, old
+
+
+@pytest.mark.parametrize("counts", [[-20.0, 0.0, 0.0, -40.0], [-30.0, 5.0, 0.0, -30.0]])
+def test_the_last_bin_is_kept_unless_the_bin_before_rules_it_out(counts):
+    # The last bin's G is (1 - q) n >= 0 whatever the noise: a noisy total far below 0 used to
+    # drop it (G(3) = -30 and -27.5, below -1.96 sd = -19.6) while the bin before did not rule
+    # it out (G(2) = 10 and 2.5, under 19.6), so a quantile in it was missed.
+    assert quantile_interval(counts, 0.5, 100.0) == (0, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", [0, 30, 60])
+def test_a_quantile_of_very_few_people_is_held_at_least_95_percent_of_the_time(where):
+    for people in (1, 2, 5):
+        counts = [0] * 61
+        counts[where] = people
+        z = quantile_threshold("Integer Gaussian", 32.86, 0.5, 61)
+        coverage = _quantile_coverage(counts, 0.5, "Integer Gaussian", 32.86, z, 2000, people)
+        assert coverage >= 0.94, (people, where, coverage)  # 95% less 2 standard errors
