@@ -5,8 +5,9 @@ nothing here draws noise. The privacy unit is one person, counted as the rows of
 table their records can move: the protocol's ``rows_per_person``, at least the parties
 squared (:func:`stats.entities.privacy_unit`, ``docs/privacy-unit.md``). A query is one
 OpenDP measurement (a quantile: two, an exponential mechanism and a histogram, on shares of
-the cost) whose loss, by OpenDP's privacy map, is at most the query's cost, so the ledger's
-sum of costs bounds the total loss by sequential composition.
+the cost, and under a suppression rule a third, the group's count) whose loss, by OpenDP's
+privacy map, is at most the query's cost, so the ledger's sum of costs bounds the total loss
+by sequential composition.
 
 A query is planned and its noise calibrated first, then released, and only then recorded
 in the ledger and handed out; the ledger is held only for its own check and record, never
@@ -40,7 +41,7 @@ from linkage.errors import InputError, PprlError
 from linkage.protocol import Protocol, equivalent_delta
 from stats.accuracy import CONFIDENCE, noise_variance, scale_for_half_width
 from stats.budget import Loss, Receipt, epsilon_of_rho
-from stats.cells import Possible
+from stats.cells import OutputRules, Possible
 from stats.entities import membership_patterns
 from stats.query import Column, Condition, QuerySpec
 
@@ -66,6 +67,9 @@ MAX_PEOPLE = 1_000_000_000  # a public upper bound on rows per group, which Open
 MAX_CANDIDATES = 1000  # values the exponential mechanism chooses a quantile from
 HISTOGRAM_BINS = 64  # bins of the histogram a quantile's interval is read from
 QUANTILE_SHARE = Fraction(1, 4)  # of a quantile's cost, for the exponential mechanism; the rest, the histogram
+# Under a suppression rule, of a quantile's cost, for the group's own noisy count that decides it: the
+# histogram's total cannot, since releasing only when its noise is high biases the interval read off it.
+SUPPRESSION_SHARE = Fraction(1, 8)
 # Noise above a million people's worth (per unit a person can change a figure) answers
 # nothing; refusing it also keeps OpenDP from slow work on absurd scales (issue 15, row 2).
 MAX_GLOBAL_SCALE = 1e6
@@ -342,7 +346,9 @@ def _describe(spec: QuerySpec, name: str, part: Part, distribution: str, scale: 
     shown = f"OpenDP {names.get(distribution, distribution)}, scale {scale:.4g}"
     if part.approx:
         shown += " (its zCDP loss converted to (ε, δ) by OpenDP)"
-    return shown + (" on a histogram" if name == "histogram" else "")
+    return shown + {"histogram": " on a histogram", "count": " on the group's count, for the suppression rule"}.get(
+        name, ""
+    )
 
 
 def _share(loss: Loss, share: Fraction) -> Loss:
@@ -505,7 +511,12 @@ def prepare(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol) -> Prepare
             labels = [str(index) for index in range(len(bins))]
             binned = recorded.with_columns(_bins_expr(attribute.name, edges, labels, BIN))
             query, frame = grouped(binned, [dp.len(signed=True)], [(BIN, "bin", labels)])
-            parts_plans["histogram"] = (query, frame, (*names, BIN), 1 - QUANTILE_SHARE)
+            rule = OutputRules.of(protocol).suppress_below > 1
+            histogram_share = 1 - QUANTILE_SHARE - (SUPPRESSION_SHARE if rule else 0)
+            parts_plans["histogram"] = (query, frame, (*names, BIN), histogram_share)
+            if rule:
+                query, frame = grouped(recorded, [dp.len(signed=True)])
+                parts_plans["count"] = (query, frame, tuple(names), SUPPRESSION_SHARE)
 
     parts: dict[str, Part] = {}
     for name, (query, frame, part_columns, share) in parts_plans.items():

@@ -55,7 +55,7 @@ def answer(prepared: Prepared, rows: dict[str, Rows]) -> Answer:
         return _sums(prepared, rows["main"])
     if kind == "mean":
         return _means(prepared, rows["main"])
-    return _quantiles(prepared, rows["main"], rows["histogram"])
+    return _quantiles(prepared, rows["main"], rows["histogram"], rows.get("count"))
 
 
 def _statistic(prepared: Prepared) -> str:
@@ -262,7 +262,16 @@ def _means(prepared: Prepared, rows: Rows) -> Answer:
     return _answer(prepared, cells, [], "delta method on the noisy sum and count (approximate)", notes)
 
 
-def _quantiles(prepared: Prepared, rows: Rows, histogram: Rows) -> Answer:
+def _quantiles(prepared: Prepared, rows: Rows, histogram: Rows, sizes: Rows | None) -> Answer:
+    """Quantiles with intervals read off the histogram; a suppression rule is decided on the group's own count.
+
+    Deciding it on the histogram's total (as before) released the interval only when that
+    total's noise was high, which biased the noisy ``G`` the interval is read from: under
+    ``suppress_below`` 20, a quantile of 1 to 5 people at a discrete Laplace of scale 1 was
+    held by 6-34% of the intervals released. Without a rule nothing is withheld, so the 95%
+    is over every release (withholding it when the histogram's total was under 1 held the
+    quantile of 1 or 2 people 93-94% of the time at :func:`quantile_threshold`'s ``z``).
+    """
     spec = prepared.spec
     attribute = spec.attribute
     assert attribute is not None and attribute.lower is not None and attribute.upper is not None  # noqa: S101
@@ -272,7 +281,6 @@ def _quantiles(prepared: Prepared, rows: Rows, histogram: Rows) -> Answer:
     distribution, scale = bins.noise("Length")
     variance = noise_variance(distribution, scale)
     z = quantile_threshold(distribution, scale, q, len(prepared.bins))
-    least = max(1, rules.suppress_below)
     cells = []
     for key, possible in zip(prepared.keys, prepared.possible, strict=True):
         if not possible:
@@ -284,9 +292,9 @@ def _quantiles(prepared: Prepared, rows: Rows, histogram: Rows) -> Answer:
             cells.append(_cell(key, None, None))
             continue
         counts = [float(count or 0) for count in noisy]
-        if sum(counts) < least:
-            note = f"suppressed: fewer than {rules.suppress_below} people" if rules.suppress_below > 1 else ""
-            cells.append(_cell(key, None, None, note or "too few people for a quantile"))
+        size = None if sizes is None else sizes.get(key, {}).get("len")
+        if sizes is not None and (size is None or rules.suppressed(size)):
+            cells.append(_cell(key, None, None, f"suppressed: fewer than {rules.suppress_below} people"))
             continue
         found = quantile_interval(counts, q, variance, z)
         lower, upper = (
@@ -305,6 +313,7 @@ def _quantiles(prepared: Prepared, rows: Rows, histogram: Rows) -> Answer:
         f"with 95% probability at most {rank:.0f} people (plus any who share the quantile's exact value) lie between "
         "the estimate and the true quantile (the exponential mechanism's bound)",
     ]
-    if rules.suppress_below:
-        notes.append(f"quantiles over fewer than {rules.suppress_below} people (by the histogram) are suppressed")
+    if sizes is not None:
+        rule = rules.suppress_below
+        notes.append(f"quantiles over fewer than {rule} people (by a noisy count of their own) are suppressed")
     return _answer(prepared, cells, [], "confidence interval from a noisy histogram, 95% for every data set", notes)
