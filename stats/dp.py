@@ -339,7 +339,7 @@ class Prepared:
 
 
 def _describe(spec: QuerySpec, name: str, part: Part, distribution: str, scale: float) -> str:
-    if distribution == "GumbelMin":
+    if distribution in ("GumbelMin", "ExponentialMin"):  # the exponential mechanism under zCDP, under pure DP
         q = spec.q or 0.5
         return f"OpenDP exponential mechanism (report noisy min), scale {part.global_scale * max(q, 1 - q):.4g} ranks"
     names = {"Integer Gaussian": "discrete Gaussian", "Integer Laplace": "discrete Laplace"}
