@@ -12,6 +12,7 @@ from tests.helpers import (
     TestClient,
     bearer,
     create_project,
+    example_document,
     put_attributes,
     put_encodings,
     upload_all,
@@ -23,8 +24,8 @@ def ask(client, project_id, token, **body):
     return client.post(f"/projects/{project_id}/queries", json=body, headers=bearer(token))
 
 
-def linked_project(client, agencies):
-    project_id, credentials = create_project(client)
+def linked_project(client, agencies, document=None):
+    project_id, credentials = create_project(client, document)
     upload_all(client, project_id, credentials, agencies)
     started = client.post(f"/projects/{project_id}/runs", headers=bearer(credentials["msd"]))
     assert client.app.state.worker.run_pending() == 1, "the `client` fixture runs queued runs in the test"
@@ -286,20 +287,23 @@ SPECS = st.fixed_dictionaries(
 )  # fmt: skip
 
 
-@pytest.mark.slow
-def test_no_query_text_json_spec_or_batch_reaches_a_500(client, agencies):
+COSTS = ["--rho 0.05", "--rho 1e-9", "--rho 1000000", "--epsilon 1", "--rho 3e-11", "--epsilon 2 --delta 1e-7",
+         "--epsilon 0.5 --delta 0", "--epsilon 1e-12 --delta 1e-9", "--delta 1e-6", ""]  # fmt: skip
+TARGETS = st.none() | st.floats() | st.integers(min_value=-10, max_value=10**12) | st.text(max_size=6) | JSON
+
+
+def _fuzz_queries(client, project_id, analyst_token, examples):
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st_
 
-    project_id, credentials = linked_project(client, agencies)
-    analyst = {**bearer(credentials["analyst"]), "Content-Type": "application/json"}
+    analyst = {**bearer(analyst_token), "Content-Type": "application/json"}
     url = f"/projects/{project_id}"
     statuses = set()
 
     def post(path, body):  # Python's JSON, so that NaN and Infinity reach the service too
         return client.post(path, content=json.dumps(body), headers=analyst)
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     @given(
         words=st_.lists(WORDS, max_size=10),
         text=st_.text(max_size=40),
@@ -307,15 +311,40 @@ def test_no_query_text_json_spec_or_batch_reaches_a_500(client, agencies):
         dry_run=st_.booleans(),
         batch=st_.lists(SPECS, min_size=1, max_size=3),
         planned=PLANNED,
+        cost=st_.sampled_from(COSTS),
+        target=TARGETS,
     )
-    def check(words, text, spec, dry_run, batch, planned):
+    def check(words, text, spec, dry_run, batch, planned, cost, target):
+        priced = planned.rsplit(" --", 1)[0] + (f" {cost}" if cost else "")
         for body in ({"query": " ".join(words), "dry_run": dry_run}, {"query": text, "dry_run": True},
-                     {"spec": spec, "dry_run": dry_run}, {"query": planned, "dry_run": True}):  # fmt: skip
+                     {"spec": spec, "dry_run": dry_run}, {"query": planned, "dry_run": True},
+                     {"query": priced, "dry_run": dry_run},
+                     {"query": planned.rsplit(" --", 1)[0], "dry_run": True, "target_half_width": target}):  # fmt: skip
             response = post(f"{url}/queries", body)
             statuses.add(response.status_code)
             assert response.status_code in (200, 400, 409, 422), (body, response.text)
+            assert "Traceback" not in response.text, (body, response.text)
         response = post(f"{url}/query-batches", {"label": "fuzz", "specs": batch})
         assert response.status_code in (200, 400, 409, 422), (batch, response.text)
 
     check()
-    assert 400 in statuses
+    return statuses
+
+
+@pytest.mark.slow
+def test_no_query_text_json_spec_or_batch_reaches_a_500(client, agencies):
+    project_id, credentials = linked_project(client, agencies)
+    statuses = _fuzz_queries(client, project_id, credentials["analyst"], 150)
+    assert 400 in statuses and 200 in statuses
+
+
+@pytest.mark.slow
+def test_no_query_reaches_a_500_under_an_epsilon_delta_budget_with_output_rules(client, agencies):
+    # Issue 16: (epsilon, delta) with delta > 0, suppression (its quantile count), rounding and
+    # --target-half-width are paths the rho protocol's fuzzing never took.
+    document = example_document()
+    document["releases"]["budget"] = {"epsilon": 50.0, "delta": 1e-5}
+    document["releases"]["output_rules"] = {"suppress_below": 10, "round_to_base": 3}
+    project_id, credentials = linked_project(client, agencies, document)
+    statuses = _fuzz_queries(client, project_id, credentials["analyst"], 80)
+    assert 400 in statuses and 200 in statuses
