@@ -290,7 +290,7 @@ def _noise_points(distribution: str, scale: float) -> tuple[np.ndarray, np.ndarr
     return centres[mass > 0], mass[mass > 0]
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=130)  # one quantile's bins, twice over: each entry is 128 kB
 def _others_distribution(distribution: str, scale: float, q: float, bins: int, j: int) -> tuple[np.ndarray, np.ndarray]:
     """Points and ``P(U <= point)`` for the noise of every bin but ``j`` in ``G(j)``.
 
@@ -370,7 +370,7 @@ def quantile_threshold(distribution: str, scale: float, q: float, bins: int) -> 
     two cannot be at their worst on one data set: ``p_low`` nears 2.5% when ``G(J) = 0`` and
     ``G(J - 1)`` is far below 0 (a full bin ``J``), ``p_high`` when ``G(J - 1) = 0`` and
     ``G(J)`` is far above (also a full bin). With bin ``J`` all but empty, each needs two
-    noisy ``G`` past the line, not one, and the worst sum is 3.8-4.2% (61 bins): the union
+    noisy ``G`` past the line, not one, and the worst sum is 3.8-4.4% (31-64 bins): the union
     bound 2.5% + 2.5% is loose. This is the ``z`` whose worst miss over every data set
     (:func:`_worst_quantile_miss`) is 5%: bisection on a coarse search, then raised until
     the full search agrees; about 1.85-1.90 for 31-64 bins, never below 1.645.
