@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import json
 import logging
 import os
 import tempfile
@@ -41,7 +40,7 @@ import numpy as np
 from linkage.agency.hashing import load_clkhash_schema
 from linkage.agency.records import prepare_rows
 from linkage.evaluation.blocking import analyse_blocking
-from linkage.evaluation.febrl import write_febrl4
+from linkage.evaluation.febrl import febrl_protocol, write_febrl4
 from linkage.evaluation.scores import (
     PairwiseScores,
     client_clusters,
@@ -53,7 +52,7 @@ from linkage.evaluation.scores import (
 )
 from linkage.evaluation.synth import synthesise_population
 from linkage.matching.engine import load_inputs
-from linkage.protocol import Hardening, Protocol, load_protocol, parse_protocol, with_hardening
+from linkage.protocol import Hardening, Protocol, load_protocol, with_hardening
 from linkage.token_files import read_keymap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,15 +263,6 @@ def evaluate(name: str, protocol: Protocol, data: Path, work: Path, args: argpar
     if plain is not None and splink is not None:
         print(f"  pprl unhardened F1 - Splink F1 (Splink at its default 0.5; goal >= 0): {plain - splink:+.4f}")
     return rows
-
-
-def febrl_protocol(protocol: Protocol, parties: tuple[str, str]) -> Protocol:
-    """The protocol with only the two parties FEBRL4's lists are given to."""
-    document = json.loads(json.dumps(protocol.document))
-    document["parties"] = [p for p in document["parties"] if p["id"] in parties]
-    record_level = document["releases"]["record_level"]
-    document["releases"]["record_level"] = {k: v for k, v in record_level.items() if k in parties}
-    return parse_protocol(document)
 
 
 def main() -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
-import json
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -38,27 +37,19 @@ import numpy as np
 from linkage.agency.encode import encode_csv
 from linkage.agency.risk import read_identifiers
 from linkage.encodings import Encodings, EncodingsWriter
-from linkage.evaluation.febrl import write_febrl4
+from linkage.evaluation.febrl import febrl_protocol, write_febrl4
 from linkage.evaluation.scores import pairwise_scores, read_truth, true_pairs
 from linkage.evaluation.synth import synthesise_population
 from linkage.matching import solve
 from linkage.matching.engine import load_inputs, score_candidates, select_and_solve
 from linkage.matching.stable import stable_entities
-from linkage.protocol import Hardening, Protocol, load_protocol, parse_protocol, with_hardening
+from linkage.protocol import Hardening, Protocol, load_protocol, with_hardening
 from linkage.token_files import read_keymap
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "schemas" / "examples" / "social_services.json"
 SECRET = bytes(range(32))
 Record = tuple[str, str]
-
-
-def febrl_protocol(protocol: Protocol, parties: tuple[str, str]) -> Protocol:
-    document = json.loads(json.dumps(protocol.document))
-    document["parties"] = [p for p in document["parties"] if p["id"] in parties]
-    record_level = document["releases"]["record_level"]
-    document["releases"]["record_level"] = {k: v for k, v in record_level.items() if k in parties}
-    return parse_protocol(document)
 
 
 def shuffled(protocol: Protocol, outs: Sequence[Path], folder: Path, seed: int) -> list[Path]:

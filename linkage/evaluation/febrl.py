@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
 from linkage.errors import OutputExistsError
-from linkage.protocol import AttributeSpec, Protocol
+from linkage.protocol import AttributeSpec, Protocol, parse_protocol
 
-__all__ = ["FEBRL4_PEOPLE", "write_febrl4"]
+__all__ = ["FEBRL4_PEOPLE", "febrl_protocol", "write_febrl4"]
 
 FEBRL4_PEOPLE = 5000
 
@@ -99,3 +100,18 @@ def write_febrl4(protocol: Protocol, folder: Path, parties: tuple[str, str] | No
     with (folder / "truth.csv").open("w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows(truth)
     return paths[0], paths[1]
+
+
+def febrl_protocol(protocol: Protocol, parties: tuple[str, str]) -> Protocol:
+    """The protocol with only the two parties FEBRL4's two lists are given to.
+
+    >>> from linkage.protocol import load_protocol
+    >>> example = load_protocol("schemas/examples/social_services.json")
+    >>> [p.id for p in febrl_protocol(example, ("msd", "police")).parties]
+    ['msd', 'police']
+    """
+    document = json.loads(json.dumps(protocol.document))
+    document["parties"] = [p for p in document["parties"] if p["id"] in parties]
+    record_level = document["releases"]["record_level"]
+    document["releases"]["record_level"] = {k: v for k, v in record_level.items() if k in parties}
+    return parse_protocol(document)
