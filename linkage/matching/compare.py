@@ -36,7 +36,6 @@ from linkage.protocol import BlockingRule, FieldSpec, Protocol
 
 __all__ = [
     "COMPARE_BATCH",
-    "DATE_LEVELS",
     "Comparison",
     "Feature",
     "PartyFeatures",
@@ -52,11 +51,6 @@ __all__ = [
     "salt_keys",
 ]
 
-# A date's levels, worst first. "year only": the day and the month both differ, as where
-# one agency recorded a refugee's unknown date of birth as 1 January (synth: 45% of
-# refugees' documented dates, copied by 80% of agencies) or where both were mistyped.
-# Counted as "different", such true pairs sat 3-5 bits below the threshold.
-DATE_LEVELS = ("different", "year only", "two of three parts", "day and month swapped", "exact")
 # A pair whose two dates share no salt is compared on the CLK fallback when it shares a
 # names-only block key and its CLK Dice reaches this. Namesakes with another date and
 # address sit at 0.65-0.75 and, compared, were linked; a true pair whose date alone is
@@ -144,7 +138,7 @@ def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
         salt_part = parts[0] if spec.name == salt_field else None
         salt_parts = parts if spec.name == salt_field else ()
         if spec.kind == "date":
-            labels: tuple[str, ...] = DATE_LEVELS
+            labels: tuple[str, ...] = ("different", "two of three parts", "day and month swapped", "exact")
             out.append(Comparison(spec, labels, salt_part=salt_part, salt_parts=salt_parts))
         elif spec.kind == "category":
             out.append(Comparison(spec, ("different", "exact"), salt_part=salt_part, salt_parts=salt_parts))
@@ -339,10 +333,9 @@ def _date_levels(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.nda
     parts_equal = same.sum(axis=1)
     swapped = (a[:, 0] == b[:, 1]) & (a[:, 1] == b[:, 0]) & same[:, 2]
     levels = np.zeros(len(a), dtype=np.int8)
-    levels[same[:, 2] & (parts_equal == 1)] = 1
-    levels[parts_equal >= 2] = 2
-    levels[swapped] = 3
-    levels[parts_equal == 3] = 4
+    levels[parts_equal >= 2] = 1
+    levels[swapped] = 2
+    levels[parts_equal == 3] = 3
     levels[(a[:, 2] == 0) | (b[:, 2] == 0)] = comparison.missing
     return levels
 

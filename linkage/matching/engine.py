@@ -238,10 +238,10 @@ def _same_salt_levels(
     salt = comparisons[salt_field]
     if salt.salt_part != "whole":
         keep = levels[:, salt_field] != salt.levels - 1
-        # Shared through the year, a pair may agree on nothing more (dates the same in the year only).
+        # Shared through the year, a pair may agree on nothing more ("different" dates).
         through = first_shared_salt(pair[0].salts[index_a], pair[1].salts[index_b])
         through_year = np.isin(through, [k for k, part in enumerate(salt.salt_parts) if part == "year"])
-        keep &= ~through_year | (levels[:, salt_field] <= salt.labels.index("year only"))
+        keep &= ~through_year | (levels[:, salt_field] == 0)
         levels = levels[keep]
     within = feature_levels(levels, features)
     for column, feature in enumerate(features):
