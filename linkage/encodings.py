@@ -36,6 +36,7 @@ from linkage.protocol import STRING_KINDS, Protocol
 
 __all__ = [
     "ENCODINGS_FILE",
+    "PLACEHOLDER_DAY",
     "check_compatible",
     "content_order",
     "Encodings",
@@ -54,6 +55,10 @@ FORMAT_VERSION = 1
 MAGIC = b"PPRLENC1"
 _PREFIX = len(MAGIC) + 4
 _MAX_HEADER = 1 << 20
+# A date's day and month hashes on a day its protocol declares a placeholder (an unknown
+# day and month, such as 1 January for many refugees): the encoder sends this instead of
+# their keyed hashes (0 is a missing date), and the service compares such a date by its year.
+PLACEHOLDER_DAY = 1
 
 
 @dataclass(frozen=True)

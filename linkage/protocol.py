@@ -9,6 +9,7 @@ made under different settings can never be mixed.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping
@@ -61,6 +62,15 @@ class FieldSpec:
     num_bits: int | None = None
     bits_per_token: int | None = None
     categories: tuple[str, ...] = ()
+    placeholder_days: tuple[str, ...] = ()
+
+    def on_placeholder_day(self, date: dt.date) -> bool:
+        """Whether a date falls on a day that stands for an unknown day and month (then only its year counts).
+
+        >>> FieldSpec("dob", "date", 100, 10, placeholder_days=("01-01",)).on_placeholder_day(dt.date(1982, 1, 1))
+        True
+        """
+        return f"{date.month:02d}-{date.day:02d}" in self.placeholder_days
 
 
 Salt = tuple[str, str | None]
@@ -467,6 +477,16 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
     field_kinds = {f["name"]: f["kind"] for f in doc["identifiers"]["fields"]}
     attribute_names = [a["name"] for a in doc["attributes"]]
     problems += [f"$.parties: party id {d!r} is used twice" for d in _duplicates(party_ids)]
+    for i, spec in enumerate(doc["identifiers"]["fields"]):
+        for k, day in enumerate(spec.get("placeholder_days", ())):
+            where = f"$.identifiers.fields[{i}].placeholder_days"
+            if spec["kind"] != "date":
+                problems.append(f"{where}: only a date field has placeholder days ({spec['name']} is a {spec['kind']})")
+                break
+            try:
+                dt.date(2000, int(day[:2]), int(day[3:]))  # a leap year: 02-29 is a day
+            except ValueError:
+                problems.append(f"{where}[{k}]: {day} is no day of the year; write MM-DD, e.g. 01-01")
     problems += [
         f"$.identifiers.fields: field {d!r} is declared twice"
         for d in _duplicates([f["name"] for f in doc["identifiers"]["fields"]])
@@ -680,6 +700,7 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
             num_bits=f.get("num_bits") if f["kind"] in STRING_KINDS else None,
             bits_per_token=f.get("bits_per_token") if f["kind"] in STRING_KINDS else None,
             categories=tuple(f.get("categories", ())),
+            placeholder_days=tuple(f.get("placeholder_days", ())),
         )
         for f in doc["identifiers"]["fields"]
     )
@@ -738,6 +759,8 @@ def encoding_settings(protocol: Protocol) -> dict[str, Any]:
                 "num_bits": f.num_bits,
                 "bits_per_token": f.bits_per_token,
                 "categories": list(f.categories),
+                # Only when declared, so that other protocols keep the fingerprints they always had.
+                **({"placeholder_days": sorted(f.placeholder_days)} if f.placeholder_days else {}),
             }
             for f in protocol.fields
         ],

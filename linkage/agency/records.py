@@ -28,7 +28,7 @@ from linkage.agency.hashing import (
 from linkage.agency.normalise import soundex
 from linkage.agency.prepare import PreparedRows, RowProblem, Value, prepare_rows
 from linkage.agency.similarity import SimilarityEncoder, token_hash
-from linkage.encodings import copy_column, record_layout
+from linkage.encodings import PLACEHOLDER_DAY, copy_column, record_layout
 from linkage.matching.block import mix_keys
 from linkage.protocol import STRING_KINDS, BlockingRule, FieldSpec, Protocol
 
@@ -305,8 +305,12 @@ class RecordEncoder:
         values = self._values[index]
         hashes = np.zeros((len(new), *values.hash_shape), dtype=np.uint32)
         if spec.kind == "date":
+            # A day and month that stand for "unknown" are sent as such: the service
+            # compares such a date by its year only.
             hashes[:] = [
-                (
+                (PLACEHOLDER_DAY, PLACEHOLDER_DAY, keyed_hash32(self.keys.year, str(value.year)))
+                if spec.on_placeholder_day(value)
+                else (
                     keyed_hash32(self.keys.day_month, str(value.day)),
                     keyed_hash32(self.keys.day_month, str(value.month)),
                     keyed_hash32(self.keys.year, str(value.year)),

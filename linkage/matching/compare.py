@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from linkage.encodings import PLACEHOLDER_DAY
 from linkage.matching.block import rule_spans
 from linkage.protocol import BlockingRule, FieldSpec, Protocol
 
@@ -329,6 +330,25 @@ def _dice_levels(dice: np.ndarray, missing: np.ndarray, comparison: Comparison) 
 
 
 def _date_levels(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.ndarray:
+    """Per pair of (day, month, year) hashes: 3 exact, 2 day and month swapped, 1 two parts equal, 0 different.
+
+    A day and month sent as ``PLACEHOLDER_DAY`` are unknown (a protocol's placeholder day,
+    such as 1 January for people whose birth day was never recorded), so such a date is
+    compared by its year alone: two placeholders of the same year are equal, and any other
+    pair with a placeholder is "different". Before, two members of a refugee family
+    registered on 1 January of different years agreed on two parts of three, the level of
+    a mistyped year.
+
+    >>> day, month, year, other, unknown = 11, 12, 1982, 1964, PLACEHOLDER_DAY
+    >>> a = np.array([[day, month, year], [unknown, unknown, year], [unknown, unknown, year],
+    ...               [month, day, year], [unknown, unknown, year], [day, month, other]])
+    >>> b = np.array([[day, month, year], [unknown, unknown, year], [unknown, unknown, other],
+    ...               [day, month, year], [day, unknown, year], [day, month, year]])
+    >>> date = Comparison(FieldSpec("d", "date", 100, 10), ("different", "two parts", "swapped", "exact"))
+    >>> _date_levels(a, b, date).tolist()
+    [3, 3, 0, 2, 0, 1]
+    """
+    placeholder_a, placeholder_b = a[:, 0] == PLACEHOLDER_DAY, b[:, 0] == PLACEHOLDER_DAY
     same = a == b
     parts_equal = same.sum(axis=1)
     swapped = (a[:, 0] == b[:, 1]) & (a[:, 1] == b[:, 0]) & same[:, 2]
@@ -336,6 +356,7 @@ def _date_levels(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.nda
     levels[parts_equal >= 2] = 1
     levels[swapped] = 2
     levels[parts_equal == 3] = 3
+    levels[(placeholder_a | placeholder_b) & ~(placeholder_a & placeholder_b & same[:, 2])] = 0
     levels[(a[:, 2] == 0) | (b[:, 2] == 0)] = comparison.missing
     return levels
 

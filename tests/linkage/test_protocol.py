@@ -92,3 +92,21 @@ def test_document_is_not_mutated():
     before = copy.deepcopy(doc)
     parse_protocol(doc)
     assert doc == before
+
+
+def test_placeholder_days_are_for_dates_and_change_the_fingerprint():
+    base = parse_protocol(document())
+    doc = document()
+    date = next(f for f in doc["identifiers"]["fields"] if f["kind"] == "date")
+    del date["placeholder_days"]
+    without = parse_protocol(doc)
+    assert without.fingerprint != base.fingerprint  # encodings of either kind never mix
+    date["placeholder_days"] = []
+    assert parse_protocol(doc).fingerprint == without.fingerprint  # none declared: as before the option
+    doc["identifiers"]["fields"][0]["placeholder_days"] = ["01-01"]
+    date["placeholder_days"] = ["02-30"]
+    with pytest.raises(ProtocolError) as info:
+        parse_protocol(doc)
+    text = str(info.value)
+    assert "$.identifiers.fields[0].placeholder_days: only a date field has placeholder days" in text
+    assert "$.identifiers.fields[2].placeholder_days[0]" in text

@@ -1,4 +1,5 @@
 import datetime as dt
+import json
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from linkage.matching.compare import (
     compare_pairs,
     comparisons_for,
 )
+from linkage.protocol import parse_protocol
 from tests.helpers import SECRET
 
 PERSON = ("wiremu", "rangitoto", dt.date(1975, 4, 12), "m", "48 kowhai grove", "porirua", "5022")
@@ -62,6 +64,42 @@ def test_the_names_alone_do_not_bring_a_distant_clk_in(protocol):
     levels, comparisons, names = _levels(protocol, rows, [(0, 1)])
     clk = names.index("clk")
     assert levels[0, clk] == comparisons[clk].missing
+
+
+def without_placeholder_days(protocol):
+    document = json.loads(json.dumps(protocol.document))
+    for field in document["identifiers"]["fields"]:
+        field.pop("placeholder_days", None)
+    return parse_protocol(document)
+
+
+def test_a_placeholder_day_counts_only_the_year(protocol):
+    # Household members of a refugee family, all registered on 1 January: 1982 and 1964
+    # agreed on two parts of three (the level of a mistyped year), and with a surname and
+    # an address shared they were linked as one person (within one agency and across).
+    rows = [
+        (*PERSON[:2], dt.date(1982, 1, 1), *PERSON[3:]),
+        (*PERSON[:2], dt.date(1964, 1, 1), *PERSON[3:]),
+        (*PERSON[:2], dt.date(1982, 1, 1), *PERSON[3:]),
+        (*PERSON[:2], dt.date(1982, 6, 14), *PERSON[3:]),
+        (*PERSON[:2], dt.date(1964, 6, 14), *PERSON[3:]),
+        (*PERSON[:2], None, *PERSON[3:]),
+    ]
+    pairs = [(0, 1), (0, 2), (0, 3), (3, 4), (0, 5)]
+    levels, comparisons, names = _levels(protocol, rows, pairs)
+    date, surname, clk = (names.index(name) for name in ("date_of_birth", "surname", "clk"))
+    labels = [comparisons[date].labels[level] for level in levels[:4, date]]
+    assert labels == ["different", "exact", "different", "two of three parts"]
+    # The same names and address still agree (compared within the placeholder's salt); a
+    # date missing on one side leaves the CLK to stand in, as for any date.
+    assert levels[:3, surname].tolist() == [comparisons[surname].levels - 1] * 3
+    assert levels[4, date] == comparisons[date].missing
+    assert levels[4, surname] == comparisons[surname].missing
+    assert levels[4, clk] not in (0, comparisons[clk].missing)
+    before, _, _ = _levels(without_placeholder_days(protocol), rows, pairs)
+    # Without the declaration: 1 January of two years "two of three parts".
+    labels = [comparisons[date].labels[level] for level in before[:4, date]]
+    assert labels == ["two of three parts", "exact", "different", "two of three parts"]
 
 
 @settings(max_examples=200, deadline=None)
