@@ -325,6 +325,7 @@ class Protocol:
     max_block_pairs: int
     comparison_groups: tuple[tuple[str, ...], ...]
     clk_prefilter: float | None
+    reject_when_different: tuple[str, ...]
     threshold: float | None
     attributes: tuple[AttributeSpec, ...]
     budget: Mapping[str, float]
@@ -567,6 +568,9 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
             elif name in grouped:
                 problems.append(f"$.matching.comparison_groups[{i}][{j}]: {name!r} is already in another group")
             grouped.append(name)
+    for j, name in enumerate(doc["matching"].get("reject_when_different", ())):
+        if name not in field_kinds:
+            problems.append(f"$.matching.reject_when_different[{j}]: {name!r} is not an identifier field")
     problems += _privacy_unit_problems(doc)
     record_level = doc["releases"]["record_level"]
     mandates = {p["id"]: p["mandate"] for p in doc["parties"]}
@@ -720,6 +724,7 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
         max_block_pairs=doc["matching"].get("max_block_pairs", 1_000_000),
         clk_prefilter=doc["matching"].get("clk_prefilter"),
         comparison_groups=tuple(tuple(group) for group in doc["matching"].get("comparison_groups", ())),
+        reject_when_different=tuple(doc["matching"].get("reject_when_different", ())),
         threshold=None if threshold == "auto" else float(threshold),
         attributes=tuple(
             AttributeSpec(

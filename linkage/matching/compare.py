@@ -49,6 +49,7 @@ __all__ = [
     "features_for",
     "first_shared_salt",
     "record_salts",
+    "rejected",
     "salt_keys",
 ]
 
@@ -89,6 +90,8 @@ class Comparison:
         name_keys: for the CLK fallback, the block key columns of the exact blocking
             rules made of names alone (two or more name fields): a pair whose two dates
             share no salt is compared on the CLK too when it shares one of these keys.
+        rejects: the field is one of the protocol's ``reject_when_different``: a pair
+            "different" (level 0) on every such field is never linked (:func:`rejected`).
     """
 
     field: FieldSpec
@@ -101,6 +104,7 @@ class Comparison:
     fallback: bool = False
     salt_parts: tuple[str, ...] = ()
     name_keys: tuple[int, ...] = ()
+    rejects: bool = False
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -138,17 +142,20 @@ def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
     for spec in protocol.fields:
         salt_part = parts[0] if spec.name == salt_field else None
         salt_parts = parts if spec.name == salt_field else ()
+        rejects = spec.name in protocol.reject_when_different
         if spec.kind == "date":
             labels: tuple[str, ...] = ("different", "two of three parts", "day and month swapped", "exact")
-            out.append(Comparison(spec, labels, salt_part=salt_part, salt_parts=salt_parts))
+            out.append(Comparison(spec, labels, salt_part=salt_part, salt_parts=salt_parts, rejects=rejects))
         elif spec.kind == "category":
-            out.append(Comparison(spec, ("different", "exact"), salt_part=salt_part, salt_parts=salt_parts))
+            out.append(
+                Comparison(spec, ("different", "exact"), salt_part=salt_part, salt_parts=salt_parts, rejects=rejects)
+            )
         else:
             thresholds = _DICE_LEVELS[spec.kind]
             labels = ("different", *(f"dice >= {t}" for t in reversed(thresholds)))
             salted = salts_filters and spec.name != salt_field
             copies = len(parts) if salted else 1
-            out.append(Comparison(spec, labels, thresholds, salted=salted, taps=taps, copies=copies))
+            out.append(Comparison(spec, labels, thresholds, salted=salted, taps=taps, copies=copies, rejects=rejects))
     if hardening.fallback == "clk" and parts:
         spec = FieldSpec("clk", "clk", 0, 0, num_bits=protocol.clk_bits)
         thresholds = _DICE_LEVELS["clk"]
@@ -482,6 +489,30 @@ def _compare_batch(
     missing_level = np.array([c.missing for c in comparisons], dtype=np.int8)
     scores[out == missing_level] = 0.0
     return out, scores.sum(axis=1)
+
+
+def rejected(levels: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
+    """Per pair, whether it is "different" on every field of the protocol's ``reject_when_different``.
+
+    Such a pair is never linked, whatever its match weight. Members of one household share
+    a surname and an address, and the model adds up both weights as if they were
+    independent (among non-matches they are not: household members agree on both), so
+    that a parent and a child with other given names and other birth dates passed as one
+    person. Two records of one person rarely differ in both the given name and the date
+    (realistic synth, seed 11: 9 of 6,343 true pairs). A missing value is never
+    "different", so a pair missing either field is weighed as before.
+
+    >>> given = Comparison(FieldSpec("given", "name", 64, 10), ("different", "close"), rejects=True)
+    >>> date = Comparison(FieldSpec("date", "date", 0, 10), ("different", "exact"), rejects=True)
+    >>> surname = Comparison(FieldSpec("surname", "name", 64, 10), ("different", "close"))
+    >>> rejected(np.array([[0, 0, 1], [0, 1, 1], [2, 0, 1], [0, 0, 0]]), [given, date, surname]).tolist()
+    [True, False, False, True]
+    """
+    columns = [column for column, comparison in enumerate(comparisons) if comparison.rejects]
+    if not columns:
+        return np.zeros(len(levels), dtype=bool)
+    out: np.ndarray = (levels[:, columns] == 0).all(axis=1)
+    return out
 
 
 @dataclass(frozen=True)

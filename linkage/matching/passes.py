@@ -11,7 +11,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from linkage.matching.compare import Comparison, Feature, decode_patterns, encode_patterns, feature_levels
+from linkage.matching.compare import (
+    Comparison,
+    Feature,
+    decode_patterns,
+    encode_patterns,
+    feature_levels,
+    rejected,
+)
 from linkage.matching.model import FellegiSunterModel, tf_adjustments
 from linkage.matching.solve import with_tie_break
 
@@ -82,6 +89,8 @@ def weigh_pairs(
     weights = model.match_weights(decode_patterns(distinct, features))[inverse]
     weights += tf_adjustments(model, comparisons, levels, frequencies[0], frequencies[1])
     probability = model.probabilities_of(weights, priors[parties])
+    # Never linked, and counted as a non-match when the threshold is chosen.
+    probability[rejected(levels, comparisons)] = 0.0
     return probability >= floor, with_tie_break(weights, similarity), probability
 
 

@@ -110,3 +110,11 @@ def test_placeholder_days_are_for_dates_and_change_the_fingerprint():
     text = str(info.value)
     assert "$.identifiers.fields[0].placeholder_days: only a date field has placeholder days" in text
     assert "$.identifiers.fields[2].placeholder_days[0]" in text
+
+
+def test_reject_when_different_names_identifier_fields():
+    doc = document()
+    assert parse_protocol(doc).reject_when_different == ("given_name", "date_of_birth")
+    doc["matching"]["reject_when_different"] = ["given_name", "nickname"]
+    with pytest.raises(ProtocolError, match=r"\$.matching.reject_when_different\[1\]: 'nickname' is not an identifier"):
+        parse_protocol(doc)
