@@ -16,9 +16,10 @@ compared under the first salt its two records share: a mistyped year still leave
 and month. With ``"fallback": "clk"``, a pair that shares no salt because one record lacks
 the salt field (a date of birth missing on one side) is compared on its unsalted, hardened
 record-level CLK instead when its records share a names-only block key
-(``surname:soundex+given_name:soundex``) or their CLKs are close (``NAMES_BAR_DICE``); a
-pair whose two dates share no salt is, when both hold. A household member, with another
-given name and a CLK that shares only a surname and an address, does not.
+(``surname:soundex+given_name:soundex``) or their CLKs are close (``LACKING_BAR_DICE``);
+so is a pair whose two dates share no salt when both hold (``NAMES_BAR_DICE``). A
+household member, with another given name and a CLK that shares only a surname and an
+address, does not.
 
 The fields' levels are then combined into features (a group of fields that vary together,
 such as an address and its postcode, is one feature) and each pair's pattern of feature
@@ -59,6 +60,13 @@ __all__ = [
 # address sit at 0.65-0.75 and, compared, were linked; a true pair whose date alone is
 # wholly other mostly keeps its address and the rest, and sits above it.
 NAMES_BAR_DICE = 0.8
+# A pair whose date is missing on one side is compared on the CLK fallback when it shares a
+# names-only block key, or when its CLK Dice reaches this. A household member (one surname,
+# one address, another given name) sits at 0.7-0.75 and, compared, was linked on the CLK
+# alone; so do a third of the true pairs with another given name there (realistic synth,
+# seed 11: 41 false and 15 true pairs linked so at 0.7-0.75 shared no names key; at
+# 0.75-0.8, 13 false and 8 true).
+LACKING_BAR_DICE = 0.75
 _DICE_LEVELS = {
     "name": (0.95, 0.85, 0.7, 0.5),
     "text": (0.95, 0.8, 0.6),
@@ -479,11 +487,8 @@ def _compare_batch(
         # still share no salt, the dates disagree wholly: mostly members of one household,
         # whose CLKs share a surname and an address, and who mostly differ in their given
         # names. So there the CLK stands in only for pairs that share a names-only block key
-        # and are close. Where a record lacks the date, household members sit at a CLK
-        # Dice of 0.7-0.8 too, as do true pairs with another given name: the CLK stands in
-        # for a pair that shares a names-only block key or is close (realistic synth, seed
-        # 11, --dedupe: of such pairs linked under 0.8, 53 of 57 false ones shared no such
-        # key, 23 of 85 true ones).
+        # and are close. Where a record lacks the date, for a pair that shares such a key
+        # or whose CLK reaches LACKING_BAR_DICE.
         lacking = (features_a.salts[index_a, 0] == 0) | (features_b.salts[index_b, 0] == 0)
         keys_a, keys_b = features_a.name_keys[index_a], features_b.name_keys[index_b]
         named = ((keys_a == keys_b) & (keys_a != 0)).any(axis=1)
@@ -492,7 +497,8 @@ def _compare_batch(
             out[apart, column] = comparison.missing
         elif comparison.fallback:
             close = scores[:, column] >= NAMES_BAR_DICE
-            out[~(apart & ((lacking & (named | close)) | (named & close))), column] = comparison.missing
+            near = scores[:, column] >= LACKING_BAR_DICE
+            out[~(apart & ((lacking & (named | near)) | (named & close))), column] = comparison.missing
     missing_level = np.array([c.missing for c in comparisons], dtype=np.int8)
     scores[out == missing_level] = 0.0
     return out, scores.sum(axis=1)
