@@ -64,7 +64,7 @@ NAMES_BAR_DICE = 0.8
 # names-only block key, or when its CLK Dice reaches this. A household member (one surname,
 # one address, another given name) sits at 0.7-0.75 and, compared, was linked on the CLK
 # alone; so do a third of the true pairs with another given name there (realistic synth,
-# seed 11: 41 false and 15 true pairs linked so at 0.7-0.75 shared no names key; at
+# seed 11: 40 false and 15 true pairs linked so at 0.7-0.75 shared no names key; at
 # 0.75-0.8, 13 false and 8 true).
 LACKING_BAR_DICE = 0.75
 _DICE_LEVELS = {
