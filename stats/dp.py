@@ -5,9 +5,9 @@ nothing here draws noise. The privacy unit is one person, counted as the rows of
 table their records can move: the protocol's ``rows_per_person``, at least the parties
 squared (:func:`stats.entities.privacy_unit`, ``docs/privacy-unit.md``). A query is one
 OpenDP measurement (a quantile: two, an exponential mechanism and a histogram, on shares of
-the cost, and under a suppression rule a third, the group's count) whose loss, by OpenDP's
-privacy map, is at most the query's cost, so the ledger's sum of costs bounds the total loss
-by sequential composition.
+the cost; under a suppression rule a quantile or a mean also has the group's count, on a
+share) whose loss, by OpenDP's privacy map, is at most the query's cost, so the ledger's sum
+of costs bounds the total loss by sequential composition.
 
 A query is planned and its noise calibrated first, then released, and only then recorded
 in the ledger and handed out; the ledger is held only for its own check and record, never
@@ -67,8 +67,9 @@ MAX_PEOPLE = 1_000_000_000  # a public upper bound on rows per group, which Open
 MAX_CANDIDATES = 1000  # values the exponential mechanism chooses a quantile from
 HISTOGRAM_BINS = 64  # bins of the histogram a quantile's interval is read from
 QUANTILE_SHARE = Fraction(1, 4)  # of a quantile's cost, for the exponential mechanism; the rest, the histogram
-# Under a suppression rule, of a quantile's cost, for the group's own noisy count that decides it: the
-# histogram's total cannot, since releasing only when its noise is high biases the interval read off it.
+# Under a suppression rule, of a quantile's or a mean's cost, for the group's own noisy count that decides
+# it: the histogram's total or the mean's divisor cannot, since releasing only when their noise is high
+# biases the interval read off them.
 SUPPRESSION_SHARE = Fraction(1, 8)
 # Noise above a million people's worth (per unit a person can change a figure) answers
 # nothing; refusing it also keeps OpenDP from slow work on absurd scales (issue 15, row 2).
@@ -498,8 +499,12 @@ def prepare(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol) -> Prepare
             query, frame = grouped(recorded, [value.dp.sum(bounds)])
             parts_plans["main"] = (query, frame, tuple(names), Fraction(1))
         elif spec.kind == "mean":
+            rule = OutputRules.of(protocol).suppress_below > 1
             query, frame = grouped(recorded, [value.dp.sum(bounds), dp.len(signed=True)])
-            parts_plans["main"] = (query, frame, tuple(names), Fraction(1))
+            parts_plans["main"] = (query, frame, tuple(names), 1 - (SUPPRESSION_SHARE if rule else Fraction(0)))
+            if rule:  # decided on a count of its own: the mean's own count's noise would bias what is shown
+                query, frame = grouped(recorded, [dp.len(signed=True)])
+                parts_plans["count"] = (query, frame, tuple(names), SUPPRESSION_SHARE)
         else:
             step = max(1, math.ceil((bounds[1] - bounds[0] + 1) / MAX_CANDIDATES))
             candidates = list(range(bounds[0], bounds[1] + 1, step))

@@ -8,8 +8,8 @@ exactly empty. Intervals are 95% intervals (:mod:`stats.accuracy`):
 - counts and sums: OpenDP's accuracy of the noise, ``ceil(a) - 1`` (exact for the noise;
   a count's interval also covers the rounding to the protocol's base);
 - sums of several noisy cells (overlaps of a set of parties): the normal approximation;
-- means: the delta method on the released sum and count (approximate, good when the count
-  is large against its noise), kept within the attribute's bounds;
+- means: Fieller's confidence set from the released sum and count (exact for the noise, any
+  group size), within the attribute's bounds;
 - quantiles: a confidence interval for the true quantile read off a noisy histogram of the
   same people (OpenDP, three quarters of the cost), around the exponential mechanism's
   estimate (OpenDP, a quarter).
@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from stats.accuracy import (
     count_lower,
     half_width,
-    mean_half_width,
+    mean_interval,
+    mean_pivot_widths,
     noise_variance,
     one_sided_width,
     quantile_interval,
@@ -54,7 +55,7 @@ def answer(prepared: Prepared, rows: dict[str, Rows]) -> Answer:
     if kind == "sum":
         return _sums(prepared, rows["main"])
     if kind == "mean":
-        return _means(prepared, rows["main"])
+        return _means(prepared, rows["main"], rows.get("count"))
     return _quantiles(prepared, rows["main"], rows["histogram"], rows.get("count"))
 
 
@@ -226,13 +227,22 @@ def _sums(prepared: Prepared, rows: Rows) -> Answer:
     return _answer(prepared, cells, [], "OpenDP accuracy of the sum's noise", notes)
 
 
-def _means(prepared: Prepared, rows: Rows) -> Answer:
+def _means(prepared: Prepared, rows: Rows, sizes: Rows | None) -> Answer:
+    """Means with Fieller's interval; a suppression rule is decided on the group's own count.
+
+    Deciding it on the noisy count the mean divides by (as before) showed a mean only when
+    that count's noise was high, which biased the mean and its interval: under
+    ``suppress_below`` 20 at epsilon 2, the intervals shown for a group of 1 to 10 people all at
+    the attribute's upper bound held the mean 60-83% of the time. The delta method's interval
+    also fell short where the count's noise is large against the group (92.7% for 100
+    people at rho 0.05); Fieller's set is exact for the noise whatever the group.
+    """
     attribute = prepared.spec.attribute
     assert attribute is not None and attribute.lower is not None and attribute.upper is not None  # noqa: S101
     rules = OutputRules.of(prepared.protocol)
     part = prepared.parts["main"]
-    total, count = part.noise("Sum"), part.noise("Length")
-    least = max(1, rules.suppress_below)
+    low, high = float(attribute.lower), float(attribute.upper)
+    points, widths = mean_pivot_widths(part.noise("Sum"), part.noise("Length"), low, high)
     cells = []
     for key, possible in zip(prepared.keys, prepared.possible, strict=True):
         if not possible:
@@ -242,24 +252,30 @@ def _means(prepared: Prepared, rows: Rows) -> Answer:
         if noisy_sum is None or noisy_count is None:
             cells.append(_cell(key, None, None))
             continue
-        if noisy_count < least:
-            note = f"suppressed: fewer than {rules.suppress_below} people" if rules.suppress_below > 1 else ""
-            cells.append(_cell(key, None, None, note or "too few people for a mean"))
+        if sizes is not None:
+            size = sizes.get(key, {}).get("len")
+            if size is None or rules.suppressed(size):
+                cells.append(_cell(key, None, None, f"suppressed: fewer than {rules.suppress_below} people"))
+                continue
+        if noisy_count < 1:  # a mean over no one is not a number
+            cells.append(_cell(key, None, None, "too few people for a mean (the noisy count is under 1)"))
             continue
-        mean = min(max(noisy_sum / noisy_count, attribute.lower), attribute.upper)
-        width = mean_half_width(total[0], total[1], count[1], mean, noisy_count)
-        width = min(width, attribute.upper - attribute.lower)
-        lower, upper = max(attribute.lower, mean - width), min(attribute.upper, mean + width)
-        cells.append(_cell(key, mean, width, lower=lower, upper=upper))
+        value = min(max(noisy_sum / noisy_count, low), high)
+        found = mean_interval(float(noisy_sum), float(noisy_count), points, widths)
+        lower, upper = found if found else (value, value)  # no mean passes: a release in the 5%
+        lower, upper = min(lower, value), max(upper, value)
+        cells.append(_cell(key, value, max(value - lower, upper - value), lower=lower, upper=upper))
     notes = [
         f"the mean is the noisy sum over the noisy count of people with a recorded {attribute.name}, "
-        f"kept within {attribute.lower}..{attribute.upper}, and so is its interval"
+        f"kept within {attribute.lower}..{attribute.upper}; its interval is every mean m for which the noisy "
+        "sum minus m times the noisy count is within what the noise gives 95% of the time (Fieller's method)"
     ]
-    if rules.suppress_below:
-        notes.append(f"means over fewer than {rules.suppress_below} people (by the noisy count) are suppressed")
+    if sizes is not None:
+        rule = rules.suppress_below
+        notes.append(f"means over fewer than {rule} people (by a noisy count of their own) are suppressed")
     if attribute.type == "boolean":
         notes.append(f"{attribute.name} counts as 1 when true, so its mean is the share of people for whom it is")
-    return _answer(prepared, cells, [], "delta method on the noisy sum and count (approximate)", notes)
+    return _answer(prepared, cells, [], "Fieller's confidence set from the noisy sum and count, 95% exact", notes)
 
 
 def _quantiles(prepared: Prepared, rows: Rows, histogram: Rows, sizes: Rows | None) -> Answer:
