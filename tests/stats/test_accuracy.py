@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from linkage.protocol import parse_protocol
 from stats.accuracy import (
@@ -12,6 +14,8 @@ from stats.accuracy import (
     _worst_quantile_miss,
     count_lower,
     half_width,
+    mean_interval,
+    mean_pivot_widths,
     noise_variance,
     one_sided_width,
     quantile_interval,
@@ -217,3 +221,51 @@ def test_a_quantile_of_very_few_people_is_held_at_least_95_percent_of_the_time(w
         z = quantile_threshold("Integer Gaussian", 32.86, 0.5, 61)
         coverage = _quantile_coverage(counts, 0.5, "Integer Gaussian", 32.86, z, 2000, people)
         assert coverage >= 0.94, (people, where, coverage)  # 95% less 2 standard errors
+
+
+GAUSS, LAPLACE = ("Integer Gaussian", 40.25), ("Integer Laplace", 9.0)  # a count's at rho=0.05 and epsilon=2
+MEAN_NOISES = [
+    (GAUSS, GAUSS, 1.0),
+    (LAPLACE, LAPLACE, 1.0),
+    (("Integer Gaussian", 2093.0), GAUSS, 52.0),
+    (("Integer Laplace", 468.0), LAPLACE, 52.0),
+]
+
+
+@pytest.mark.parametrize(("sum_noise", "count_noise", "upper"), MEAN_NOISES)
+def test_a_mean_s_pivot_width_leaves_out_5_percent_of_the_noise_exactly(sum_noise, count_noise, upper):
+    # At the true mean m, sum - m count is e1 - m e2 whatever the data: c(m) is its 95% point, from the
+    # noises' own distributions (checked here by direct convolution on the integer lattice for m = upper).
+    points, widths = mean_pivot_widths(sum_noise, count_noise, 0.0, upper)
+    m, c = points[-1], widths[-1]
+    e1 = np.arange(-int(40 * sum_noise[1]) - 10, int(40 * sum_noise[1]) + 11)
+    e2 = np.arange(-int(40 * count_noise[1]) - 10, int(40 * count_noise[1]) + 11)
+
+    def pmf(noise, support):
+        gaussian = "Gaussian" in noise[0]
+        weights = np.exp(-(support**2) / (2 * noise[1] ** 2)) if gaussian else np.exp(-abs(support) / noise[1])
+        return weights / weights.sum()
+
+    p1, p2 = pmf(sum_noise, e1), pmf(count_noise, e2)
+    cdf1 = np.concatenate([[0.0], np.cumsum(p1)])  # cdf1[i] = P(e1 < e1[0] + i)
+
+    def outside(width):  # P(|e1 - m e2| > width)
+        high = np.searchsorted(e1, width + m * e2, side="right")  # first index with e1 > width + m k
+        low = np.searchsorted(e1, m * e2 - width, side="left")  # first index with e1 >= m k - width
+        return float(p2 @ (1 - cdf1[high] + cdf1[low]))
+
+    assert outside(c) <= 0.05 + 1e-9
+    assert outside(c - 1) > 0.05, "c(m) is the least such width, to a whole unit of the sum"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-300, 1500), st.integers(-200, 1200), st.sampled_from([0, 1]))
+def test_a_mean_s_interval_holds_every_mean_its_pivot_accepts(noisy_sum, noisy_count, which):
+    sum_noise, count_noise, upper = MEAN_NOISES[which]
+    points, widths = mean_pivot_widths(sum_noise, count_noise, 0.0, upper)
+    found = mean_interval(float(noisy_sum), float(noisy_count), points, widths)
+    accepted = [m for m, c in zip(points, widths, strict=True) if abs(noisy_sum - m * noisy_count) <= c]
+    if not accepted:
+        return
+    assert found is not None
+    assert found[0] <= min(accepted) and max(accepted) <= found[1]
