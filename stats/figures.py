@@ -275,7 +275,8 @@ def _means(prepared: Prepared, rows: Rows, sizes: Rows | None) -> Answer:
         notes.append(f"means over fewer than {rule} people (by a noisy count of their own) are suppressed")
     if attribute.type == "boolean":
         notes.append(f"{attribute.name} counts as 1 when true, so its mean is the share of people for whom it is")
-    return _answer(prepared, cells, [], "Fieller's confidence set from the noisy sum and count, 95% exact", notes)
+    interval = "Fieller's confidence set from the noisy sum and count, 95% whatever the data"
+    return _answer(prepared, cells, [], interval, notes)
 
 
 def _quantiles(prepared: Prepared, rows: Rows, histogram: Rows, sizes: Rows | None) -> Answer:
