@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from linkage.agency.check import CheckSummary
+from typing import TYPE_CHECKING
+
 from linkage.agency.columns import GIVEN, SAME_NAME, ColumnChoice
+
+if TYPE_CHECKING:  # the check (numpy, the normaliser) is imported when a command runs it
+    from linkage.agency.check import CheckSummary
 
 SHARING_NOTE = (
     "Send encodings.pprl to the linkage service and attributes.csv to the statistics side. "

@@ -10,10 +10,9 @@ import click
 
 from cli.checking import SHARING_NOTE, render_check, render_choice
 from cli.common import PprlGroup, progress, protocol_option, read_secret
-from linkage.agency.check import check_file
 from linkage.agency.columns import parse_columns, read_mapping_file
 from linkage.agency.secret import generate_secret, write_secret
-from linkage.encodings import read_header
+from linkage.agency.sheets import read_ahead
 from linkage.protocol import Protocol, load_protocol
 
 # Commands defined in other modules, imported when one of them is run or listed: `pprl encode`
@@ -232,17 +231,23 @@ def encode(
         sheet = sheet or saved.sheet
     for option in column_options:
         columns.update(parse_columns(option))
+    if check and (out is not None or dask is not None):
+        raise click.UsageError("--check writes nothing and runs here: leave out --out and --dask")
+    if not check and out is None:
+        raise click.UsageError("Missing option '--out' (the folder to create), or pass --check")
+    # A spreadsheet's sheet is parsed in the background (about a second for 100,000 rows)
+    # while numpy, the normaliser and, to encode, the hashing layers are imported here.
+    read_ahead(input_file, sheet)
     if check:
-        if out is not None or dask is not None:
-            raise click.UsageError("--check writes nothing and runs here: leave out --out and --dask")
+        from linkage.agency.check import check_file
+
         with progress(f"checking {input_file.name}", quiet=quiet) as on_progress:
             checked = check_file(
                 protocol, party, input_file, sheet=sheet, columns=columns, workers=workers, on_progress=on_progress
             )
         click.echo(render_check(checked))
         return
-    if out is None:
-        raise click.UsageError("Missing option '--out' (the folder to create), or pass --check")
+    assert out is not None  # noqa: S101 - refused above without --check
     secret = read_secret(secret_file)
     # Imported here: the encoder brings clkhash and the hashing layers, which --check never needs.
     from linkage.agency.encode import encode_csv
@@ -285,6 +290,8 @@ def inspect(file: Path, as_json: bool) -> None:
 
     Example: pprl inspect msd-out/encodings.pprl
     """
+    from linkage.encodings import read_header  # numpy, which most commands need not wait for
+
     header = read_header(file)
     if as_json:
         click.echo(header.to_json())

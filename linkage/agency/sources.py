@@ -20,6 +20,7 @@ import datetime as dt
 import gc
 import hashlib
 import io
+import math
 import multiprocessing
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,6 +32,7 @@ import numpy as np
 
 from linkage.agency.columns import ColumnChoice
 from linkage.agency.prepare import RowProblem
+from linkage.agency.sheets import SPREADSHEET_SUFFIXES, parse_sheet
 from linkage.errors import InputError
 
 __all__ = [
@@ -51,7 +53,6 @@ __all__ = [
 ]
 
 CHUNK_ROWS = 4000
-SPREADSHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xlsb", ".xls", ".ods"})
 # A header row names at least two columns (every protocol has a client id and a consent
 # column): rows above it with one cell or none, such as a title, are skipped.
 _MIN_HEADER_CELLS = 2
@@ -302,24 +303,17 @@ class _Spreadsheet(ClientFile):
     """One sheet of a workbook, read whole by calamine (a sheet holds at most about a million rows)."""
 
     def __init__(self, path: Path, name: str, sheet: str | None) -> None:
-        from python_calamine import CalamineError, CalamineWorkbook, SheetTypeEnum, SheetVisibleEnum
+        from python_calamine import CalamineError
 
         self.path, self.name, self.unit = path, name, "row"
         try:
-            workbook = CalamineWorkbook.from_path(str(path))
-            if sheet is None:
-                visible = [
-                    meta.name
-                    for meta in workbook.sheets_metadata
-                    if meta.visible == SheetVisibleEnum.Visible and meta.typ == SheetTypeEnum.WorkSheet
-                ]
-                if not visible:
+            parsed = parse_sheet(path, sheet)
+            if parsed.name is None:
+                if sheet is None:
                     raise InputError(f"{name}: the workbook has no visible worksheet", path=name)
-                sheet = visible[0]
-            elif sheet not in workbook.sheet_names:
-                listed = ", ".join(repr(s) for s in workbook.sheet_names)
+                listed = ", ".join(repr(s) for s in parsed.sheet_names)
                 raise InputError(f"{name}: no sheet {sheet!r}; its sheets are {listed}", path=name)
-            rows = workbook.get_sheet_by_name(sheet)
+            sheet, rows = parsed.name, parsed.cells
             # iter_rows gives every row from row 1, but its cells start at the first used
             # column: remember that column's index for the letters in messages.
             self._first_column = rows.start[1] if rows.start else 0
@@ -533,7 +527,13 @@ def _column_text(cells: Sequence[Any]) -> Sequence[str]:
     types.discard(str)
     if not types:
         return cells
-    if len(types) == 1 and (convert := _TEXT_OF_TYPE.get(types.pop())) is not None:
+    if len(types) == 1 and (convert := _TEXT_OF_TYPE.get(kind := types.pop())) is not None:
+        # Each distinct value converted once (a column of numbers repeats a few), then looked
+        # up at C speed, a text cell being its own default. A NaN, equal to nothing, would
+        # not be found: a column holding one is converted cell by cell.
+        texts = {cell: convert(cell) for cell in set(cells) if cell.__class__ is not str}
+        if kind is not float or not any(map(math.isnan, texts)):
+            return list(map(texts.get, cells, cells))
         return [cell if cell.__class__ is str else convert(cell) for cell in cells]
     return [cell if cell.__class__ is str else cell_text(cell) for cell in cells]
 
