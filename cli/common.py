@@ -15,6 +15,8 @@ from linkage.agency.secret import parse_secret
 from linkage.errors import PprlError, SecretError
 from linkage.protocol import Protocol, load_protocol
 
+PROTOCOL_HELP = "The information-sharing protocol (JSON) all parties agreed."
+
 SECRET_ENV = "PPRL_SECRET"  # noqa: S105 - the name of a variable, not a secret
 
 
@@ -38,7 +40,18 @@ def protocol_option(function: Callable[..., Any]) -> Callable[..., Any]:
         required=True,
         type=click.Path(dir_okay=False, path_type=Path),
         callback=lambda _ctx, _param, value: load_protocol(value),
-        help="The information-sharing protocol (JSON) all parties agreed.",
+        help=PROTOCOL_HELP,
+    )(function)
+
+
+def protocol_file_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--protocol FILE`` as a path, for a command that loads it itself (see ``pprl encode``)."""
+    return click.option(
+        "--protocol",
+        "protocol_file",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=PROTOCOL_HELP,
     )(function)
 
 

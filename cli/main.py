@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from cli.checking import SHARING_NOTE, render_check, render_choice
-from cli.common import PprlGroup, progress, protocol_option, read_secret
+from cli.common import PprlGroup, progress, protocol_file_option, protocol_option, read_secret
 from linkage.agency.columns import parse_columns, read_mapping_file
 from linkage.agency.secret import generate_secret, write_secret
 from linkage.agency.sheets import read_ahead
@@ -155,7 +155,7 @@ def synth(protocol: Protocol, people: int, seed: int, profile: str, out: Path, q
 
 
 @main.command()
-@protocol_option
+@protocol_file_option
 @click.option("--party", required=True, help="Your party id in the protocol.")
 @click.option(
     "--secret-file",
@@ -194,7 +194,7 @@ def synth(protocol: Protocol, people: int, seed: int, profile: str, out: Path, q
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def encode(
-    protocol: Protocol,
+    protocol_file: Path,
     party: str,
     secret_file: Path | None,
     input_file: Path,
@@ -236,8 +236,10 @@ def encode(
     if not check and out is None:
         raise click.UsageError("Missing option '--out' (the folder to create), or pass --check")
     # A spreadsheet's sheet is parsed in the background (about a second for 100,000 rows)
-    # while numpy, the normaliser and, to encode, the hashing layers are imported here.
+    # while the protocol is validated and numpy, the normaliser and, to encode, the hashing
+    # layers are imported here.
     read_ahead(input_file, sheet)
+    protocol = load_protocol(protocol_file)
     if check:
         from linkage.agency.check import check_file
 

@@ -18,8 +18,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from linkage.errors import InputError, ProtocolError
 
 __all__ = [
@@ -453,6 +451,8 @@ def parse_protocol(document: Any) -> Protocol:
     >>> [p.id for p in protocol.parties]
     ['msd', 'police', 'haven']
     """
+    import jsonschema  # a tenth of a second: `pprl encode` reads its input meanwhile (see cli.main)
+
     validator = jsonschema.Draft202012Validator(_schema())
     problems = [
         f"{error.json_path}: {error.message}"

@@ -528,12 +528,13 @@ def _column_text(cells: Sequence[Any]) -> Sequence[str]:
     if not types:
         return cells
     if len(types) == 1 and (convert := _TEXT_OF_TYPE.get(kind := types.pop())) is not None:
-        # Each distinct value converted once (a column of numbers repeats a few), then looked
-        # up at C speed, a text cell being its own default. A NaN, equal to nothing, would
-        # not be found: a column holding one is converted cell by cell.
-        texts = {cell: convert(cell) for cell in set(cells) if cell.__class__ is not str}
-        if kind is not float or not any(map(math.isnan, texts)):
-            return list(map(texts.get, cells, cells))
+        if kind is float:
+            # A column of numbers repeats a few values: each is converted once, then looked up
+            # at C speed, a text cell being its own default (dates rarely repeat within a
+            # chunk: not worth it). A NaN, equal to nothing, would not be found.
+            texts = {cell: convert(cell) for cell in set(cells) if cell.__class__ is float}
+            if not any(map(math.isnan, texts)):
+                return list(map(texts.get, cells, cells))
         return [cell if cell.__class__ is str else convert(cell) for cell in cells]
     return [cell if cell.__class__ is str else cell_text(cell) for cell in cells]
 
