@@ -141,3 +141,10 @@ def test_the_agency_commands_do_not_load_the_service_or_the_engine():
     # A fresh interpreter (this one has imported everything); our own code as its input.
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)  # noqa: S603
     assert result.stdout.strip() == "[]"
+
+
+def test_the_command_line_loads_numpy_and_jsonschema_only_when_a_command_runs():
+    """`pprl encode` starts parsing a spreadsheet before it loads them: they load while the sheet is parsed."""
+    probe = "import sys, cli.main; print(sorted({'numpy', 'jsonschema', 'linkage.agency.check'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)  # noqa: S603
+    assert result.stdout.strip() == "[]"

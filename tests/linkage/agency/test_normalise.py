@@ -5,7 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from linkage.agency.normalise import (
+    _DATE_ISO,
     NormaliseError,
+    _iso_date,
     normalise_category,
     normalise_code,
     normalise_date,
@@ -93,3 +95,18 @@ TEXT_ALPHABET = st.sampled_from(
 @given(st.lists(st.text(TEXT_ALPHABET, max_size=12), max_size=30))
 def test_texts_normalised_together_are_normalised_one_by_one(values):
     assert normalise_texts(values) == [normalise_text(value) for value in values]
+
+
+@given(st.text(st.sampled_from([*"0123456789-/+ W", "٣", "７"]), min_size=10, max_size=10))
+def test_dates_read_in_c_are_read_as_the_patterns_read_them(text):
+    """The C fast path for ``YYYY-MM-DD`` accepts nothing the patterns refuse, and reads it alike."""
+    fast = _iso_date(text)
+    if fast is not None:
+        match = _DATE_ISO.match(text)
+        assert match is not None
+        assert fast == dt.date(*(int(group) for group in match.groups()))
+
+
+@given(st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2020, 12, 31)))
+def test_every_iso_date_takes_the_c_path(date):
+    assert _iso_date(date.isoformat()) == date == normalise_date(date.isoformat())
