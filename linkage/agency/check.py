@@ -216,8 +216,13 @@ _PLACEHOLDERS: Mapping[str, Mapping[str, str]] = {
 }
 
 
-def _count_cells(cells: Sequence[str], kind: str) -> tuple[int, Counter[str]]:
+def _count_cells(cells: Sequence[str], kind: str, distinct: set[str] | None = None) -> tuple[int, Counter[str]]:
     """Empty cells, and placeholders by label, in one column of a chunk.
+
+    Args:
+        cells: the column's cells.
+        kind: what the column holds (see :func:`_kinds`).
+        distinct: the column's distinct cells, if they are at hand.
 
     >>> _count_cells(["Aroha", "", " ", "UNKNOWN", "Unknown", "n/a"], "name")
     (2, Counter({'UNKNOWN': 2, 'N/A': 1}))
@@ -225,11 +230,14 @@ def _count_cells(cells: Sequence[str], kind: str) -> tuple[int, Counter[str]]:
     (0, Counter({'01/01/1900': 2}))
     """
     # Whole-column calls at C speed: a Python step per cell would cost more than the check.
-    missing = list(map(str.strip, cells)).count("")
+    # The few distinct values that matter are found among the distinct cells, then counted.
+    if distinct is None:
+        distinct = set(cells)
+    missing = cells.count("") + sum(map(cells.count, filter(str.isspace, distinct)))
     table = _PLACEHOLDERS.get(kind)
     found: Counter[str] = Counter()
     if table:
-        for value in table.keys() & set(cells):
+        for value in table.keys() & distinct:
             found[table[value]] += cells.count(value)
     return missing, found
 
@@ -255,7 +263,7 @@ def _check_chunk(task: Task) -> _Partial:
     unread = {p.line for p in problems} - set(lines) if problems else set()
     out = _Partial(rows=len(lines) + len(unread))
     for index, column in enumerate(cells):
-        missing, found = _count_cells(column, kinds[index])
+        missing, found = _count_cells(column, kinds[index], prepared.distinct[index])
         out.missing.append(missing)
         for label, count in found.items():
             out.suspicious[(index, label)] = count

@@ -143,7 +143,7 @@ def _normalise_column(
     normalise: Callable[[str], Any],
     memo: _ColumnMemo,
     at_once: Callable[[set[str]], dict[str, Any]] | None = None,
-) -> tuple[list[Any], bool]:
+) -> tuple[list[Any], bool, set[str]]:
     """Normalise one column of a chunk, each distinct cell once; a refused cell gives its :class:`NormaliseError`.
 
     Args:
@@ -153,10 +153,12 @@ def _normalise_column(
         at_once: normalises many cells at once, leaving out those it cannot be sure of.
 
     Returns:
-        The normalised value (or the error) per cell, and whether any cell was refused.
+        The normalised value (or the error) per cell, whether any cell was refused, and
+        the distinct cells.
     """
     values = memo.values
-    new = set(cells).difference(values)
+    distinct = set(cells)
+    new = distinct.difference(values)
     if at_once is not None and new:
         done = at_once(new)
         values.update(done)
@@ -167,7 +169,8 @@ def _normalise_column(
         except NormaliseError as exc:
             values[cell] = exc.with_traceback(None)  # kept: its frames (and this chunk) need not be
             memo.refused.add(cell)
-    return list(map(values.__getitem__, cells)), bool(memo.refused) and not memo.refused.isdisjoint(cells)
+    refused = bool(memo.refused) and not memo.refused.isdisjoint(distinct)
+    return list(map(values.__getitem__, cells)), refused, distinct
 
 
 @dataclass
@@ -183,6 +186,9 @@ class PreparedColumns:
         attributes: per attribute, each row's normalised value or its error.
         problems: by row position, the row's problems in the order of its columns (a row
             without any is absent).
+        distinct: per column given, its distinct cells where they were gathered to
+            normalise them (identifiers and attributes), else ``None``: what the check
+            counts is looked up among them instead of going over every cell again.
     """
 
     lines: Sequence[int]
@@ -191,6 +197,7 @@ class PreparedColumns:
     consent: list[bool]
     attributes: list[list[Any]]
     problems: dict[int, list[RowProblem]]
+    distinct: list[set[str] | None] = field(default_factory=list)
 
     def to_rows(self) -> PreparedRows:
         """The rows that passed, a row at a time, and every problem, in row order."""
@@ -251,8 +258,9 @@ def prepare_columns(
     # Rows none of whose identifiers normalised to something (each is empty or refused).
     without_identifier = np.ones(count, dtype=bool)
     value_columns: list[list[Any]] = []
+    distinct: list[set[str] | None] = [None] * len(cells)
     for offset, spec in enumerate(protocol.fields):
-        column, refused = _normalise_column(
+        column, refused, distinct[1 + offset] = _normalise_column(
             cells[1 + offset],
             partial(_normalise_identifier, spec=spec, today=today),
             _column_memo(protocol, spec.name, today),
@@ -279,7 +287,7 @@ def prepare_columns(
                 )
     attribute_columns: list[list[Any]] = []
     for offset, attribute_spec in enumerate(attribute_specs):
-        column, refused = _normalise_column(
+        column, refused, distinct[2 + field_count + offset] = _normalise_column(
             cells[2 + field_count + offset],
             partial(_normalise_attribute, spec=attribute_spec),
             _column_memo(protocol, attribute_spec.name, today),
@@ -296,7 +304,7 @@ def prepare_columns(
             RowProblem(lines[number], None, "every identifier is empty; nothing to match on", client_ids[number])
         )
     consents = list(map(_TRUE.__contains__, consent))
-    return PreparedColumns(lines, client_ids, value_columns, consents, attribute_columns, problems)
+    return PreparedColumns(lines, client_ids, value_columns, consents, attribute_columns, problems, distinct)
 
 
 def prepare_rows(protocol: Protocol, party_id: str, rows: Sequence[tuple[int, Sequence[str]]]) -> PreparedRows:
