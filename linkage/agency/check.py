@@ -342,7 +342,8 @@ def check_file(
 
         shared = source.shared_rows if by_reference else None
         setup: _Setup = (protocol, party_id, choice.positions, len(source.header), kinds, shared)
-        results = map_in_order(_check_chunk, chunks(), workers, _init_worker, setup)
+        # This process has nothing else to do meanwhile: it checks chunks too.
+        results = map_in_order(_check_chunk, chunks(), workers, _init_worker, setup, here=True)
         for number, partial in enumerate(results):
             merged.rows += partial.rows
             merged.missing = [a + b for a, b in zip(merged.missing, partial.missing, strict=True)]

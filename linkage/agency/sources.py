@@ -23,6 +23,7 @@ import io
 import math
 import multiprocessing
 import operator
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -611,11 +612,23 @@ def map_in_order(
     workers: int,
     initializer: Callable[..., None],
     initargs: tuple[Any, ...],
+    *,
+    here: bool = False,
 ) -> Iterator[Result]:
     """Run ``work`` on every chunk, results in the chunks' order, on a pool with a bounded number in flight.
 
     Each worker process runs ``initializer(*initargs)`` once; with one worker, everything
     runs in this process.
+
+    Args:
+        work: what to do with one chunk.
+        chunks: the chunks, read as they are needed.
+        workers: processes to use.
+        initializer: sets a worker up, with ``initargs``.
+        initargs: what every worker is set up with.
+        here: this process is one of the ``workers``: it works on a chunk whenever the
+            pool has enough in hand, instead of waiting. For a caller with nothing else
+            to do meanwhile; one process fewer to fork.
     """
     if workers <= 1:
         initializer(*initargs)
@@ -626,12 +639,23 @@ def map_in_order(
     # them) are never scanned by a worker's garbage collector, which would copy their pages.
     gc.freeze()
     try:
-        with ProcessPoolExecutor(workers, initializer=initializer, initargs=initargs) as pool:
-            pending: list[Future[Result]] = []
+        with ProcessPoolExecutor(workers - here, initializer=initializer, initargs=initargs) as pool:
+            if here:
+                initializer(*initargs)
+            pending: deque[Future[Result]] = deque()
+            in_pool: deque[Future[Result]] = deque()
             for chunk in chunks:
-                pending.append(pool.submit(work, chunk))
-                if len(pending) >= 2 * workers:
-                    yield pending.pop(0).result()
+                while in_pool and in_pool[0].done():
+                    in_pool.popleft()
+                if here and len(in_pool) >= 2 * (workers - 1):
+                    done: Future[Result] = Future()
+                    done.set_result(work(chunk))
+                    pending.append(done)
+                else:
+                    in_pool.append(pool.submit(work, chunk))
+                    pending.append(in_pool[-1])
+                while pending and (pending[0].done() or len(pending) >= 2 * workers):
+                    yield pending.popleft().result()
             for future in pending:
                 yield future.result()
     finally:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+import sys
 
 import numpy as np
 import pytest
@@ -225,3 +226,25 @@ def test_pool_workers_read_a_sheet_by_reference_as_one_process_reads_it(kind, pr
     for workers in (1, 2):
         encode_csv(protocol, "msd", SECRET, path, tmp_path / str(workers) / "out", on_error="skip", workers=workers)
     assert canonical(tmp_path / "1" / "out") == canonical(tmp_path / "2" / "out")
+
+
+_offset = 0
+
+
+def _set_offset(offset):
+    global _offset
+    _offset = offset
+
+
+def _square(task):
+    return task[0] ** 2 + _offset
+
+
+@pytest.mark.parametrize("here", [False, True])
+def test_map_in_order_gives_results_in_the_chunks_order_wherever_they_ran(here, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "_offset", 0)
+    chunks = iter([(number, "") for number in range(40)])
+    results = list(sources.map_in_order(_square, chunks, 2, _set_offset, (7,), here=here))
+    assert results == [number**2 + 7 for number in range(40)]
+    # With here=True this process takes chunks too, set up as a worker is; else only the pool does.
+    assert _offset == (7 if here else 0)
