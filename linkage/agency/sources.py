@@ -507,7 +507,6 @@ def read_columns(
         columns = [_column_text(list(map(operator.itemgetter(p), payload))) for p in positions]
         # No row is empty: as for a CSV (an empty row's other columns are looked at, row by row).
         if "" not in map(str.strip, columns[0]) or "" not in map(str.strip, map("".join, zip(*columns, strict=True))):
-            columns = [_flatten_column(column) for column in columns]
             return list(range(first_line, first_line + len(payload))), columns, []
     rows, problems = read_rows(task, positions, width)
     lines = [line for line, _ in rows]
@@ -516,18 +515,31 @@ def read_columns(
 
 
 def _column_text(cells: Sequence[Any]) -> Sequence[str]:
-    """A spreadsheet column's cells as text, as :func:`cell_text` gives them.
+    r"""A spreadsheet column's cells as text, as :func:`cell_text` gives them, line breaks as spaces.
 
-    Most columns are text already; most others hold one other type besides text (empty
-    cells are text), such as dates or numbers.
+    Most columns are text already (empty cells are text); most others hold one other type
+    besides text, such as dates or numbers.
 
     >>> _column_text(["", dt.date(1984, 3, 7), "31/02/1990"]), _column_text([110.0, 12.5])
     (['', '1984-03-07', '31/02/1990'], ['110', '12.5'])
+    >>> _column_text(["461 Whangatipu Street\nRD 6", "Mere"])
+    ['461 Whangatipu Street RD 6', 'Mere']
     """
+    try:
+        # Only text joins: one pass at C speed tells a text column, and finds its line breaks.
+        joined = "".join(cells)
+    except TypeError:
+        cells = _typed_column_text(cells)
+        joined = "".join(cells)
+    if "\n" in joined or "\r" in joined:
+        return [_flatten(cell) for cell in cells]
+    return cells
+
+
+def _typed_column_text(cells: Sequence[Any]) -> Sequence[str]:
+    """The text of a column that holds other cells than text (see :func:`_column_text`)."""
     types = set(map(type, cells))
     types.discard(str)
-    if not types:
-        return cells
     if len(types) == 1 and (convert := _TEXT_OF_TYPE.get(kind := types.pop())) is not None:
         if kind is float:
             # A column of numbers repeats a few values: each is converted once, then looked up
@@ -538,14 +550,6 @@ def _column_text(cells: Sequence[Any]) -> Sequence[str]:
                 return list(map(texts.get, cells, cells))
         return [cell if cell.__class__ is str else convert(cell) for cell in cells]
     return [cell if cell.__class__ is str else cell_text(cell) for cell in cells]
-
-
-def _flatten_column(cells: Sequence[str]) -> Sequence[str]:
-    """A column with its line breaks as spaces (one search over the whole column first)."""
-    joined = "".join(cells)
-    if "\n" in joined or "\r" in joined:
-        return [_flatten(cell) for cell in cells]
-    return cells
 
 
 def rows_by_reference(workers: int) -> bool:
