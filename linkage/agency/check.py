@@ -186,6 +186,12 @@ def _init_worker(
     _setup = (protocol, party_id, positions, width, kinds, rows)
 
 
+def _forget_setup() -> None:
+    """Let go of the setup (and a sheet's rows) in this process once its chunks are checked."""
+    global _setup  # one setup per worker process, by design
+    _setup = None
+
+
 def _kinds(protocol: Protocol, party_id: str) -> list[str]:
     """What each of the party's columns holds, for the placeholder checks."""
     attributes = protocol.party(party_id).attributes
@@ -358,6 +364,7 @@ def check_file(
                 merged.preview.extend(partial.preview[: PREVIEW_ROWS - len(merged.preview)])
             if on_progress:
                 on_progress(read_up_to[number], source.total)
+        _forget_setup()
         hashes = np.concatenate([h for h, _, _ in id_parts]) if id_parts else np.zeros(0, dtype=np.int64)
         lines = np.concatenate([line for _, line, _ in id_parts]) if id_parts else np.zeros(0, dtype=np.int64)
         passed = np.concatenate([p for _, _, p in id_parts]) if id_parts else np.zeros(0, dtype=bool)
