@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+import gc
 import threading
 
 import pytest
@@ -89,3 +90,10 @@ def test_the_check_of_a_sheet_read_ahead_forks_its_workers_with_no_read_ahead_ru
     assert dataclasses.replace(ahead, seconds=0) == dataclasses.replace(summary, seconds=0)
     assert (summary.rows, summary.rejected) == (60, 4)
     assert summary.preview[0][5] == "0 kauri street rd 6"
+
+
+def test_a_sheet_is_out_of_the_collectors_sight_while_open_and_nothing_stays_frozen(workbook):
+    """Its rows are frozen (never scanned) while the file is open; closed, nothing is left frozen (the page runs on)."""
+    with open_client_file(workbook, sheet="Clients") as source:
+        assert gc.get_freeze_count() >= len(source.shared_rows)
+    assert gc.get_freeze_count() == 0
