@@ -12,25 +12,25 @@ derived from the secret, so checking needs none.
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
-
-import numpy as np
 
 from linkage.agency.columns import ColumnChoice, choose_columns
 from linkage.agency.prepare import PreparedColumns, RowProblem, prepare_columns
 from linkage.agency.sources import (
     Rows,
     Task,
-    duplicate_lines,
-    hash_client_ids,
+    client_id_hashes,
     map_in_order,
     open_client_file,
     read_columns,
+    repeated_lines,
     rows_by_reference,
     task_rows,
 )
@@ -164,12 +164,12 @@ class _Partial:
     unparsed: Counter[str] = field(default_factory=Counter)
     reasons: Counter[tuple[str | None, str]] = field(default_factory=Counter)
     suspicious: Counter[tuple[int, str]] = field(default_factory=Counter)
-    problem_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    problem_lines: list[int] = field(default_factory=list)
     first_problems: list[RowProblem] = field(default_factory=list)
     problem_count: int = 0
-    id_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    id_lines: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    id_passed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    id_hashes: list[int] = field(default_factory=list)
+    id_lines: list[int] = field(default_factory=list)
+    id_failed: list[bool] = field(default_factory=list)
     preview: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
 
 
@@ -277,19 +277,18 @@ def _check_chunk(task: Task) -> _Partial:
         problems.extend(prepared.problems[number])
     for problem in problems:
         out.reasons[(problem.column, problem.reason)] += 1
-    problem_lines = np.unique(np.asarray([p.line for p in problems], dtype=np.int64))
-    out.problem_lines = problem_lines
+    problem_lines = {p.line for p in problems}
+    out.problem_lines = sorted(problem_lines)
     out.first_problems = sorted(problems, key=lambda p: p.line)[:MAX_LISTED_PROBLEMS]
     out.problem_count = len(problems)
     ids = prepared.client_ids
-    id_lines = np.asarray(lines, dtype=np.int64)
+    id_lines = list(lines)
     if "" in ids:
-        present = np.fromiter(map(bool, ids), dtype=bool, count=len(ids))
+        id_lines = list(compress(id_lines, ids))
         ids = [client_id for client_id in ids if client_id]
-        id_lines = id_lines[present]
-    out.id_hashes = hash_client_ids(ids)
+    out.id_hashes = client_id_hashes(ids)
     out.id_lines = id_lines
-    out.id_passed = ~np.isin(id_lines, problem_lines)
+    out.id_failed = list(map(problem_lines.__contains__, id_lines))
     for number in range(len(lines)):
         if len(out.preview) == PREVIEW_ROWS:
             break
@@ -333,8 +332,10 @@ def check_file(
     with open_client_file(input_path, sheet=sheet, name=input_name) as source:
         choice = choose_columns(source.header, expected, columns, where=source.where(source.header_line))
         merged = _Partial(missing=[0] * len(expected))
-        problem_lines: list[np.ndarray] = []
-        id_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        problem_lines: set[int] = set()
+        hashes: list[int] = []
+        lines: list[int] = []
+        failed: list[bool] = []
         first_problems: list[RowProblem] = []
         read_up_to: list[int] = []
 
@@ -356,8 +357,10 @@ def check_file(
             merged.reasons.update(partial.reasons)
             merged.suspicious.update(partial.suspicious)
             merged.problem_count += partial.problem_count
-            problem_lines.append(partial.problem_lines)
-            id_parts.append((partial.id_hashes, partial.id_lines, partial.id_passed))
+            problem_lines.update(partial.problem_lines)
+            hashes += partial.id_hashes
+            lines += partial.id_lines
+            failed += partial.id_failed
             if len(first_problems) < MAX_LISTED_PROBLEMS:
                 first_problems.extend(partial.first_problems)
             if len(merged.preview) < PREVIEW_ROWS:
@@ -365,12 +368,10 @@ def check_file(
             if on_progress:
                 on_progress(read_up_to[number], source.total)
         _forget_setup()
-        hashes = np.concatenate([h for h, _, _ in id_parts]) if id_parts else np.zeros(0, dtype=np.int64)
-        lines = np.concatenate([line for _, line, _ in id_parts]) if id_parts else np.zeros(0, dtype=np.int64)
-        passed = np.concatenate([p for _, _, p in id_parts]) if id_parts else np.zeros(0, dtype=bool)
-        _, counts = np.unique(hashes, return_counts=True)
+        counts = [count for count in Counter(hashes).values() if count > 1]
         # As encoding does: among rows that pass, every row whose id another row also has is rejected.
-        repeats = duplicate_lines(hashes[passed], lines[passed])
+        passed = list(map(operator.not_, failed))
+        repeats = repeated_lines(list(compress(hashes, passed)), list(compress(lines, passed)))
         id_column = expected[0]
         for line, other in sorted(repeats.items()):
             if len(first_problems) < 2 * MAX_LISTED_PROBLEMS:
@@ -379,8 +380,7 @@ def check_file(
                         line, id_column, f"the client id is also on {source.unit} {other}; each client must appear once"
                     )
                 )
-        all_problem_lines = np.concatenate(problem_lines) if problem_lines else np.zeros(0, dtype=np.int64)
-        rejected = len(np.union1d(all_problem_lines, np.fromiter(repeats, dtype=np.int64, count=len(repeats))))
+        rejected = len(problem_lines.union(repeats))
         first_problems.sort(key=lambda p: p.line)
         quality = []
         for index, column in enumerate(expected):
@@ -406,8 +406,8 @@ def check_file(
             columns=choice,
             quality=tuple(quality),
             row_problems=tuple(row_problems.most_common()),
-            duplicate_ids=int((counts > 1).sum()),
-            duplicate_rows=int(counts[counts > 1].sum()),
+            duplicate_ids=len(counts),
+            duplicate_rows=sum(counts),
             problems=tuple(source.describe(p, choice) for p in first_problems[:MAX_LISTED_PROBLEMS]),
             problem_count=merged.problem_count + len(repeats),
             preview=tuple(values for _, values in merged.preview),

@@ -13,10 +13,8 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Any
-
-import numpy as np
 
 from linkage.agency.normalise import (
     NormaliseError,
@@ -255,8 +253,9 @@ def prepare_columns(
                 problems.setdefault(number, []).append(
                     RowProblem(lines[number], id_column, f"longer than {MAX_CLIENT_ID_LENGTH} characters")
                 )
-    # Rows none of whose identifiers normalised to something (each is empty or refused).
-    without_identifier = np.ones(count, dtype=bool)
+    # Rows none of whose identifiers normalised to something (each is empty or refused), as a
+    # flag per row combined a column at a time by C-level maps (``None``: every row so far).
+    without_identifier: list[bool] | None = None
     value_columns: list[list[Any]] = []
     distinct: list[set[str] | None] = [None] * len(cells)
     for offset, spec in enumerate(protocol.fields):
@@ -266,11 +265,13 @@ def prepare_columns(
             _column_memo(protocol, spec.name, today),
             partial(_texts_at_once, spec=spec) if spec.kind in _TEXT_KINDS else None,
         )
-        if without_identifier.any():
-            empty = np.fromiter(map(operator.is_, column, repeat(None)), dtype=bool, count=count)
+        if without_identifier is None or any(without_identifier):
+            empty = list(map(operator.is_, column, repeat(None)))
             if refused:
-                empty |= np.fromiter(map(isinstance, column, repeat(NormaliseError)), dtype=bool, count=count)
-            without_identifier &= empty
+                empty = list(map(operator.or_, empty, map(isinstance, column, repeat(NormaliseError))))
+            without_identifier = (
+                empty if without_identifier is None else list(map(operator.and_, without_identifier, empty))
+            )
         if refused:
             for number, value in enumerate(column):
                 if isinstance(value, NormaliseError):
@@ -299,7 +300,7 @@ def prepare_columns(
                         RowProblem(lines[number], attribute_spec.name, value.reason, client_ids[number])
                     )
         attribute_columns.append(column)
-    for number in np.flatnonzero(without_identifier).tolist():
+    for number in compress(range(count), [True] * count if without_identifier is None else without_identifier):
         problems.setdefault(number, []).append(
             RowProblem(lines[number], None, "every identifier is empty; nothing to match on", client_ids[number])
         )

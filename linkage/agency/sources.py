@@ -20,27 +20,31 @@ import datetime as dt
 import gc
 import hashlib
 import io
+import itertools
 import math
 import multiprocessing
 import operator
-from collections import deque
+from array import array
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import IO, Any, TypeVar
-
-import numpy as np
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from linkage.agency.columns import ColumnChoice
 from linkage.agency.prepare import RowProblem
 from linkage.agency.sheets import SPREADSHEET_SUFFIXES, parse_sheet
 from linkage.errors import InputError
 
+if TYPE_CHECKING:  # numpy is imported where it is used: the check never needs it
+    import numpy as np
+
 __all__ = [
     "CHUNK_ROWS",
     "SPREADSHEET_SUFFIXES",
     "ClientFile",
     "cell_text",
+    "client_id_hashes",
     "column_letter",
     "duplicate_lines",
     "hash_client_ids",
@@ -49,6 +53,7 @@ __all__ = [
     "open_client_file",
     "read_columns",
     "read_rows",
+    "repeated_lines",
     "rows_by_reference",
     "task_rows",
 ]
@@ -590,9 +595,26 @@ def hash_client_ids(client_ids: Iterable[str]) -> np.ndarray:
     >>> hash_client_ids(["A1", "A2", "A1"]).tolist()[0] == hash_client_ids(["A1"]).tolist()[0]
     True
     """
+    import numpy as np
+
+    return np.frombuffer(_client_id_digests(client_ids), dtype="<i8").astype(np.int64)
+
+
+def client_id_hashes(client_ids: Iterable[str]) -> list[int]:
+    """:func:`hash_client_ids` as Python ints, without numpy (which the check does not load).
+
+    >>> client_id_hashes(["A1", "A2", "A1"])[0] == client_id_hashes(["A1"])[0]
+    True
+    """
+    hashes = array("q")
+    hashes.frombytes(_client_id_digests(client_ids))
+    return hashes.tolist()
+
+
+def _client_id_digests(client_ids: Iterable[str]) -> bytes:
+    """Each client id's 64-bit BLAKE2b digest, one after another."""
     digest = hashlib.blake2b
-    joined = b"".join([digest(client_id.encode("utf-8"), digest_size=8).digest() for client_id in client_ids])
-    return np.frombuffer(joined, dtype="<i8").astype(np.int64)
+    return b"".join([digest(client_id.encode("utf-8"), digest_size=8).digest() for client_id in client_ids])
 
 
 def duplicate_lines(id_hashes: np.ndarray, lines: np.ndarray) -> dict[int, int]:
@@ -601,9 +623,12 @@ def duplicate_lines(id_hashes: np.ndarray, lines: np.ndarray) -> dict[int, int]:
     Only a 64-bit hash per row is kept, so memory stays small. Every occurrence of a
     repeated id is listed, since which one is right cannot be known here.
 
+    >>> import numpy as np
     >>> duplicate_lines(np.array([5, 7, 5]), np.array([2, 3, 4]))
     {2: 4, 4: 2}
     """
+    import numpy as np
+
     order = np.argsort(id_hashes, kind="stable")
     sorted_hashes = id_hashes[order]
     out: dict[int, int] = {}
@@ -611,6 +636,27 @@ def duplicate_lines(id_hashes: np.ndarray, lines: np.ndarray) -> dict[int, int]:
         first, second = int(lines[order[index]]), int(lines[order[index + 1]])
         out.setdefault(first, second)
         out[second] = first
+    return out
+
+
+def repeated_lines(id_hashes: Sequence[int], lines: Sequence[int]) -> dict[int, int]:
+    """:func:`duplicate_lines` of Python ints, without numpy (which the check does not load).
+
+    >>> repeated_lines([5, 7, 5, 5], [2, 3, 4, 9])
+    {2: 4, 4: 2, 9: 4}
+    """
+    counts = Counter(id_hashes)
+    repeated = {id_hash for id_hash, count in counts.items() if count > 1}
+    by_hash: dict[int, list[int]] = {}
+    for id_hash, line in itertools.compress(zip(id_hashes, lines, strict=True), map(repeated.__contains__, id_hashes)):
+        by_hash.setdefault(id_hash, []).append(line)
+    out: dict[int, int] = {}
+    # As duplicate_lines pairs them: by hash, then in file order, each line with the next.
+    for id_hash in sorted(by_hash):
+        group = by_hash[id_hash]
+        for first, second in itertools.pairwise(group):
+            out.setdefault(first, second)
+            out[second] = first
     return out
 
 

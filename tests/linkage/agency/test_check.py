@@ -15,7 +15,7 @@ from linkage.agency.encode import encode_csv
 from linkage.agency.prepare import prepare_rows
 from linkage.agency.sources import open_client_file, read_rows
 from linkage.errors import InputError
-from tests.helpers import EXPORT_COLUMNS, ROOT, SECRET, agency_export, msd_row, write_xlsx
+from tests.helpers import EXAMPLE_PROTOCOL, EXPORT_COLUMNS, ROOT, SECRET, agency_export, msd_row, write_xlsx
 
 EXPORT = {"client_id": "Client Number", **EXPORT_COLUMNS}
 
@@ -147,3 +147,16 @@ def test_the_check_loads_no_hashing():
     loaded = json.loads(result.stdout.splitlines()[-1])
     assert not [name for name in loaded if name.split(".")[0] == "clkhash" or name == "linkage.agency.hashing"]
     assert "linkage.agency.prepare" in loaded
+
+
+def test_the_check_runs_without_numpy(write_csv):
+    """Importing numpy costs a tenth of a second of CPU, which the check, counting in lists, need not pay."""
+    path = write_csv([msd_row("A1"), msd_row("A1"), msd_row("A2", dob="31/02/1990")])
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom linkage.protocol import load_protocol\n"
+        "from linkage.agency.check import check_file\n"
+        f"summary = check_file(load_protocol(Path({str(EXAMPLE_PROTOCOL)!r})), 'msd', Path({str(path)!r}), workers=1)\n"
+        "print(summary.rejected, summary.duplicate_ids, 'numpy' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)  # noqa: S603
+    assert result.stdout.split() == ["3", "1", "False"]

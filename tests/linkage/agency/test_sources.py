@@ -248,3 +248,16 @@ def test_map_in_order_gives_results_in_the_chunks_order_wherever_they_ran(here, 
     assert results == [number**2 + 7 for number in range(40)]
     # With here=True this process takes chunks too, set up as a worker is; else only the pool does.
     assert _offset == (7 if here else 0)
+
+
+@given(st.lists(st.tuples(st.integers(-3, 3), st.integers(1, 10**6)), max_size=40, unique_by=lambda pair: pair[1]))
+def test_repeated_lines_in_lists_are_the_duplicate_lines_numpy_finds(pairs):
+    hashes, lines = [h for h, _ in pairs], [line for _, line in pairs]
+    assert sources.repeated_lines(hashes, lines) == sources.duplicate_lines(
+        np.array(hashes, dtype=np.int64), np.array(lines, dtype=np.int64)
+    )
+
+
+def test_client_id_hashes_are_the_numpy_hashes():
+    ids = ["A1", "A2", "Ā3", "A1", ""]
+    assert sources.client_id_hashes(ids) == sources.hash_client_ids(ids).tolist()
