@@ -149,6 +149,52 @@ def count_lower(value: int, two_sided: float, one_sided: float) -> float:
     return float(max(two_sided + 1, value - two_sided))
 
 
+def shown_count_interval(
+    value: int, threshold: int, distribution: str, scale: float, publish: Callable[[int], int], base: int = 1
+) -> tuple[float, float]:
+    """A count's 95% interval given that it is shown, under a rule that shows it from ``threshold`` up.
+
+    A count is published as ``publish(truth + noise)`` and shown when that reaches the
+    threshold. The usual interval holds the truth in 95% of all releases, but a small truth
+    is shown only when its noise was high, so among the releases shown it held far less
+    often: at epsilon 2 with ``suppress_below`` 20, a truth of 10 was held by 20% of the
+    intervals shown (docs/dp-intervals.md). This inverts, for every truth ``t``, the
+    equal-tailed 95% test of the published value's distribution given that it is shown
+    (Neyman's construction, on the exact noise): the intervals shown hold the truth at
+    least 95% of the time, whatever the truth. Far above the threshold it is the usual
+    interval; near it the lower end reaches down, to 0 when nothing tells a small truth from
+    a larger one (the discrete Laplace forgets how far below the threshold it started).
+    Truths whose chance to be shown underflows (under about 1e-300) are left out.
+
+    Args:
+        value: the shown count (at least ``threshold``).
+        threshold: the least count shown (the protocol's ``suppress_below``, at least 1).
+        distribution: OpenDP's noise distribution.
+        scale: its scale.
+        publish: the published count of a noisy count (at least 0, rounded to the base).
+        base: the rounding base (``publish`` moves a count by at most half of it).
+
+    >>> shown = [shown_count_interval(v, 20, "Integer Gaussian", 5.0, lambda y: max(0, y)) for v in (20, 30, 60)]
+    >>> shown, half_width("Integer Gaussian", 5.0)  # 60 is far above: 60 +- 10 as without the rule
+    ([(0.0, 27.0), (18.0, 40.0), (50.0, 70.0)], 10)
+    """
+
+    def least(reaching: int) -> int:  # the least whole noisy count published at ``reaching`` or more
+        y = reaching - base - 1
+        while publish(y) < reaching:
+            y += 1
+        return y
+
+    tail = _at_least(distribution, scale)
+    truths = np.arange(0, value + base + int(40 * scale) + 10)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shown = tail(least(threshold) - truths)
+        at_least_value = tail(least(value) - truths) / shown
+        at_most_value = 1 - tail(least(value + 1) - truths) / shown
+    kept = truths[(at_least_value > ALPHA / 2) & (at_most_value > ALPHA / 2)]
+    return float(kept.min()), float(kept.max())
+
+
 EXACT_SUMS_UP_TO = 50.0  # noise scales whose sums of cells are computed exactly (a convolution of pmfs)
 
 

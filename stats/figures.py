@@ -31,6 +31,7 @@ from stats.accuracy import (
     quantile_interval,
     quantile_rank_bound,
     quantile_threshold,
+    shown_count_interval,
     sum_half_width,
 )
 from stats.cells import OutputRules, withheld_sums
@@ -133,8 +134,26 @@ def _counts(prepared: Prepared, rows: Rows) -> Answer:
             cells.append(_cell(key, 0, 0.0, NOBODY, lower=0.0, upper=0.0))
             continue
         noisy = rows.get(key, {}).get("len")
-        cells.append(_count_cell(rules, key, None if noisy is None else rules.rounded(noisy), width, one_sided))
-    return _answer(prepared, cells, [], "OpenDP accuracy of the count's noise", _count_notes(rules))
+        value = None if noisy is None else rules.rounded(noisy)
+        if value is not None and rules.suppress_below and not rules.suppressed(value):
+            cells.append(_shown_count_cell(rules, key, value, distribution, scale))
+        else:
+            cells.append(_count_cell(rules, key, value, width, one_sided))
+    notes = _count_notes(rules)
+    if rules.suppress_below:
+        notes.append("a shown count's interval holds the truth 95% of the time among the counts shown")
+    return _answer(prepared, cells, [], "OpenDP accuracy of the count's noise", notes)
+
+
+def _shown_count_cell(rules: OutputRules, key: tuple[Any, ...], value: int, distribution: str, scale: float) -> Cell:
+    """A count shown under a suppression rule, with the interval that holds given that it is shown.
+
+    It is shown only when its noise took it to the threshold, so the usual interval would
+    hold a small truth far less than 95% of the time among those shown
+    (:func:`stats.accuracy.shown_count_interval`).
+    """
+    lower, upper = shown_count_interval(value, rules.suppress_below, distribution, scale, rules.rounded, rules.base)
+    return _cell(key, value, max(value - lower, upper - value), lower=lower, upper=upper)
 
 
 def _overlap(prepared: Prepared, rows: Rows) -> Answer:

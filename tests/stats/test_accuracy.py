@@ -20,7 +20,9 @@ from stats.accuracy import (
     one_sided_width,
     quantile_interval,
     quantile_threshold,
+    shown_count_interval,
 )
+from stats.cells import OutputRules
 from stats.dp import prepare
 from stats.query import parse_query
 from tests.helpers import people_table
@@ -269,3 +271,58 @@ def test_a_mean_s_interval_holds_every_mean_its_pivot_accepts(noisy_sum, noisy_c
         return
     assert found is not None
     assert found[0] <= min(accepted) and max(accepted) <= found[1]
+
+
+def _noise(distribution, scale):
+    """OpenDP's integer noise, written out here from its definition (not taken from the code under test)."""
+    support = np.arange(-int(40 * scale) - 10, int(40 * scale) + 11)
+    if "Gaussian" in distribution:
+        weights = np.exp(-(support.astype(float) ** 2) / (2 * scale**2))
+    else:
+        weights = np.exp(-np.abs(support) / scale)
+    return support, weights / weights.sum()
+
+
+def _shown_coverage(interval, truth, support, probabilities, rules):
+    """Exactly, the share of a truth's shown releases whose interval holds it."""
+    shown = held = 0.0
+    for noise, probability in zip(support.tolist(), probabilities.tolist(), strict=True):
+        value = rules.rounded(truth + noise)
+        if rules.suppressed(value):
+            continue
+        lower, upper = interval(value)
+        shown += probability
+        held += probability if lower <= truth <= upper else 0.0
+    return held / shown if shown > 1e-12 else 1.0
+
+
+@pytest.mark.parametrize(
+    ("distribution", "scale", "threshold", "base"),
+    [("Integer Laplace", 4.5, 20, 1), ("Integer Gaussian", 6.0, 20, 1), ("Integer Laplace", 3.0, 10, 5)],
+)
+def test_a_shown_count_s_interval_holds_95_percent_of_the_counts_shown_whatever_the_truth(
+    distribution, scale, threshold, base
+):
+    # A count under a suppression rule is shown only when its noise took it to the threshold: the
+    # usual interval (value +- half-width, its lower end count_lower's) then held a truth of 10 in
+    # under half of the releases shown. The interval given that it is shown holds every truth.
+    rules = OutputRules(threshold, base)
+    support, probabilities = _noise(distribution, scale)
+    width = half_width(distribution, scale) + base // 2
+    one_sided = one_sided_width(distribution, scale) + base // 2
+    cache: dict[int, tuple[float, float]] = {}
+
+    def shown(value):
+        if value not in cache:
+            cache[value] = shown_count_interval(value, threshold, distribution, scale, rules.rounded, base)
+        return cache[value]
+
+    def usual(value):
+        return count_lower(value, width, one_sided), value + width
+
+    truths = range(0, 3 * threshold)
+    assert min(_shown_coverage(shown, t, support, probabilities, rules) for t in truths) >= 0.95 - 1e-9
+    assert min(_shown_coverage(usual, t, support, probabilities, rules) for t in truths) < 0.5
+    # far above the threshold it is the usual interval
+    far = 3 * threshold + 10 * width
+    assert shown(far) == (far - width, far + width) or base > 1
