@@ -186,12 +186,15 @@ def shown_count_interval(
         return y
 
     tail = _at_least(distribution, scale)
-    truths = np.arange(0, value + base + int(40 * scale) + 10)
+    # No truth ten scales above the value keeps it out of its lower 2.5% tail.
+    truths = np.arange(0, value + base + int(10 * scale) + 10)
     with np.errstate(divide="ignore", invalid="ignore"):
         shown = tail(least(threshold) - truths)
         at_least_value = tail(least(value) - truths) / shown
         at_most_value = 1 - tail(least(value + 1) - truths) / shown
     kept = truths[(at_least_value > ALPHA / 2) & (at_most_value > ALPHA / 2)]
+    if not kept.size:  # not seen on any noise tried; the widest answer is still a true one
+        return 0.0, float(truths[-1])
     return float(kept.min()), float(kept.max())
 
 
