@@ -210,7 +210,7 @@ def _figure_value(cell: Cell, answer: Answer, percent: bool) -> tuple[str, str]:
         if ranged:
             return f"{cell.value:.2f}", f"{low:.2f} to {high:.2f}"
         return f"{cell.value:.2f}", f"± {cell.half_width or 0:.2f}"
-    if answer.kind == "quantile":
+    if answer.kind == "quantile" or ranged:  # a small count's, or one shown under a suppression rule
         return f"{int(cell.value):,}", f"{low:,.0f} to {high:,.0f}"
     return f"{int(cell.value):,}", f"± {cell.half_width or 0:,.0f}"
 

@@ -159,3 +159,17 @@ def test_a_report_under_a_suppression_rule_gives_no_suppressed_cell_away(protoco
     assert "withheld: it would give a suppressed cell away" in page
     assert "known to any agency: <b>withheld" in page, "the total would give the suppressed cell away"
     assert "(≈ ε=" in page, "spends are shown as (epsilon, delta) too"
+
+
+def test_a_count_whose_interval_is_not_centred_is_printed_as_a_range():
+    # A count shown under a suppression rule (or a small one, whose interval starts at 0) has an
+    # interval that is not value +- half-width; the report printed "± 20" for 0 to 27.
+    from stats.dp import Answer, Cell
+    from stats.report import _figure_value
+
+    def figure(cell: Cell) -> tuple[str, str]:
+        answer = Answer("count", "count", "count", (), (cell,), "m", Loss.of(rho=0.1), "i")
+        return _figure_value(cell, answer, percent=False)
+
+    assert figure(Cell((), 20, 20.0, "", 0.0, 27.0)) == ("20", "0 to 27")
+    assert figure(Cell((), 400, 13.0, "", 387.0, 413.0)) == ("400", "± 13")
