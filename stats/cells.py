@@ -25,7 +25,7 @@ import numpy as np
 from linkage.protocol import Protocol
 from stats.query import Column, Condition, QuerySpec
 
-__all__ = ["OutputRules", "Possible", "withheld_sums"]
+__all__ = ["OutputRules", "Possible", "least_shown", "project_to_counts", "withheld_sums"]
 
 
 @dataclass(frozen=True)
@@ -195,3 +195,56 @@ def withheld_sums(
         shown.append(vector)
         withheld.append(False)
     return withheld
+
+
+def project_to_counts(noisy: Sequence[float]) -> list[int]:
+    """The non-negative integers closest (least squares) to ``noisy`` with the same total.
+
+    The total is the noisy total clamped at zero; the projection onto the simplex is then
+    rounded by largest remainders, so the cells still add up exactly.
+
+    >>> project_to_counts([10, -3, 4])
+    [9, 0, 2]
+    >>> sum(project_to_counts([5.2, 5.2, -1.0, 0.7]))
+    10
+    """
+    values = np.asarray(noisy, dtype=float)
+    total = max(0.0, float(np.rint(values.sum())))
+    if total == 0 or values.size == 0:
+        return [0] * values.size
+    ordered = np.sort(values)[::-1]
+    cumulative = np.cumsum(ordered) - total
+    index = np.arange(1, values.size + 1)
+    last = np.nonzero(ordered - cumulative / index > 0)[0][-1]
+    shift = cumulative[last] / (last + 1)
+    projected = np.maximum(values - shift, 0.0)
+    floors = np.floor(projected)
+    short = int(total - floors.sum())
+    order = np.argsort(-(projected - floors), kind="stable")
+    floors[order[:short]] += 1
+    return [int(v) for v in floors]
+
+
+def least_shown(noisy: Sequence[int], index: int, rules: OutputRules) -> int:
+    """The least noisy count of cell ``index`` (the others as they are) whose projected count is shown.
+
+    A cell's projected count never falls as its own noisy count rises, so the overlap shows
+    the cell exactly when its noisy count reaches this level: given the other cells, the
+    rule selects on that one noisy count, as it does on a plain count
+    (:func:`stats.accuracy.shown_count_interval`). The cell must be shown at ``noisy``.
+
+    >>> least_shown([30, 0, -6], 0, OutputRules(20, 1))  # making the -6 a 0 takes 6 off the 30
+    26
+    >>> least_shown([30, 0, 6], 0, OutputRules(20, 1))
+    20
+    """
+
+    def shown(level: int) -> bool:
+        values = [*noisy[:index], level, *noisy[index + 1 :]]
+        return not rules.suppressed(rules.rounded(project_to_counts(values)[index]))
+
+    below, level = rules.suppress_below - rules.base - 1, int(noisy[index])  # shown(below) is False
+    while level - below > 1:
+        middle = (below + level) // 2
+        below, level = (below, middle) if shown(middle) else (middle, level)
+    return level

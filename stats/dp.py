@@ -33,7 +33,6 @@ from fractions import Fraction
 from typing import Any, TypeVar
 from typing import Protocol as Protocol_
 
-import numpy as np
 import opendp.prelude as dp
 import polars as pl
 
@@ -58,7 +57,6 @@ __all__ = [
     "condition_expr",
     "cost_for_half_width",
     "prepare",
-    "project_to_counts",
 ]
 
 dp.enable_features("contrib")  # OpenDP's Polars API is in its "contrib" (not yet vetted) tier
@@ -219,34 +217,6 @@ _DTYPES = {"categorical": pl.String, "boolean": pl.Boolean, "pattern": pl.String
 def _keys(names: Sequence[str], kinds: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> pl.DataFrame:
     schema = {name: _DTYPES[kind] for name, kind in zip(names, kinds, strict=True)}
     return pl.DataFrame(list(rows), schema=schema, orient="row")
-
-
-def project_to_counts(noisy: Sequence[float]) -> list[int]:
-    """The non-negative integers closest (least squares) to ``noisy`` with the same total.
-
-    The total is the noisy total clamped at zero; the projection onto the simplex is then
-    rounded by largest remainders, so the cells still add up exactly.
-
-    >>> project_to_counts([10, -3, 4])
-    [9, 0, 2]
-    >>> sum(project_to_counts([5.2, 5.2, -1.0, 0.7]))
-    10
-    """
-    values = np.asarray(noisy, dtype=float)
-    total = max(0.0, float(np.rint(values.sum())))
-    if total == 0 or values.size == 0:
-        return [0] * values.size
-    ordered = np.sort(values)[::-1]
-    cumulative = np.cumsum(ordered) - total
-    index = np.arange(1, values.size + 1)
-    last = np.nonzero(ordered - cumulative / index > 0)[0][-1]
-    shift = cumulative[last] / (last + 1)
-    projected = np.maximum(values - shift, 0.0)
-    floors = np.floor(projected)
-    short = int(total - floors.sum())
-    order = np.argsort(-(projected - floors), kind="stable")
-    floors[order[:short]] += 1
-    return [int(v) for v in floors]
 
 
 @dataclass

@@ -651,3 +651,14 @@ def write_attributes(source: Path, tokens: Sequence[str], renamed: dict[str, str
     rows = [f"{token},{by_token[renamed.get(token, token)]}" for token in sorted(tokens)]
     dest.write_text("\n".join([lines[0], *rows]) + "\n")
     return dest
+
+
+def noise_pmf(distribution: str, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """OpenDP's integer noise on -reach..reach, written out from its definition (not from the code under test)."""
+    reach = int(60 * scale) + 20
+    support = np.arange(-reach, reach + 1)
+    if "Gaussian" in distribution:
+        weights = np.exp(-(support.astype(float) ** 2) / (2 * scale * scale))
+    else:
+        weights = np.exp(-np.abs(support) / scale)
+    return support, weights / weights.sum()

@@ -25,7 +25,7 @@ from stats.accuracy import (
 from stats.cells import OutputRules
 from stats.dp import prepare
 from stats.query import parse_query
-from tests.helpers import people_table
+from tests.helpers import noise_pmf, people_table
 
 DISTRIBUTIONS = ["Integer Gaussian", "Integer Laplace"]
 # Scales of the example protocol's counts (9 rows a person): epsilon=2 gives 4.5, rho=0.05 28.46;
@@ -33,21 +33,10 @@ DISTRIBUTIONS = ["Integer Gaussian", "Integer Laplace"]
 SCALES = [0.3, 0.5, 1.0, 2.236, 4.5, 9.0, 28.46, 75.0]
 
 
-def reference_pmf(distribution, scale):
-    """The noise's probabilities on -reach..reach, written out independently of stats.accuracy."""
-    reach = int(60 * scale) + 20
-    support = np.arange(-reach, reach + 1)
-    if "Gaussian" in distribution:
-        weights = np.exp(-(support.astype(float) ** 2) / (2 * scale * scale))
-    else:
-        weights = np.exp(-np.abs(support) / scale)
-    return support, weights / weights.sum()
-
-
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS)
 @pytest.mark.parametrize("scale", SCALES)
 def test_widths_are_the_least_whole_numbers_that_hold_95_percent_of_the_noise(distribution, scale):
-    support, probabilities = reference_pmf(distribution, scale)
+    support, probabilities = noise_pmf(distribution, scale)
     h = half_width(distribution, scale)
     assert probabilities[np.abs(support) <= h].sum() >= 0.95
     assert h == 0 or probabilities[np.abs(support) <= h - 1].sum() < 0.95, "a narrower interval would do"
@@ -81,7 +70,7 @@ def test_a_count_interval_holds_every_truth_95_to_97_percent_of_the_time_small_c
     used = _pure(protocol) if "epsilon" in cost else protocol
     prepared = prepare(small_table, parse_query(used, ["count", *cost.split()]), used)
     distribution, scale = prepared.parts["main"].noise("Length")
-    support, probabilities = reference_pmf(distribution, scale)
+    support, probabilities = noise_pmf(distribution, scale)
     h = half_width(distribution, scale)
     top = 4 * h + 5
     intervals = {}  # the interval the answer states for each shown value
@@ -155,7 +144,7 @@ def test_a_quantile_interval_holds_the_true_bin_at_least_95_percent_of_the_time(
 def _quantile_coverage(counts, q, distribution, scale, z, releases, seed):
     """Share of releases whose interval holds the true bin, with OpenDP-shaped integer noise (not a normal)."""
     rng = np.random.default_rng(seed)
-    support, pmf = reference_pmf(distribution, scale)
+    support, pmf = noise_pmf(distribution, scale)
     counts = np.asarray(counts, dtype=float)
     true_bin = int(np.argmax(np.cumsum(counts) - q * counts.sum() >= 0))
     variance = noise_variance(distribution, scale)
@@ -273,16 +262,6 @@ def test_a_mean_s_interval_holds_every_mean_its_pivot_accepts(noisy_sum, noisy_c
     assert found[0] <= min(accepted) and max(accepted) <= found[1]
 
 
-def _noise(distribution, scale):
-    """OpenDP's integer noise, written out here from its definition (not taken from the code under test)."""
-    support = np.arange(-int(40 * scale) - 10, int(40 * scale) + 11)
-    if "Gaussian" in distribution:
-        weights = np.exp(-(support.astype(float) ** 2) / (2 * scale**2))
-    else:
-        weights = np.exp(-np.abs(support) / scale)
-    return support, weights / weights.sum()
-
-
 def _shown_coverage(interval, truth, support, probabilities, rules):
     """Exactly, the share of a truth's shown releases whose interval holds it."""
     shown = held = 0.0
@@ -307,7 +286,7 @@ def test_a_shown_count_s_interval_holds_95_percent_of_the_counts_shown_whatever_
     # usual interval (value +- half-width, its lower end count_lower's) then held a truth of 10 in
     # under half of the releases shown. The interval given that it is shown holds every truth.
     rules = OutputRules(threshold, base)
-    support, probabilities = _noise(distribution, scale)
+    support, probabilities = noise_pmf(distribution, scale)
     width = half_width(distribution, scale) + base // 2
     one_sided = one_sided_width(distribution, scale) + base // 2
     cache: dict[int, tuple[float, float]] = {}

@@ -17,7 +17,8 @@ from linkage.errors import BudgetExceeded, InputError, ProtocolError
 from linkage.protocol import parse_protocol
 from stats.accuracy import half_width, shown_count_interval
 from stats.budget import FileLedger, Loss
-from stats.dp import Answer, answer_query, prepare, project_to_counts
+from stats.cells import project_to_counts
+from stats.dp import Answer, answer_query, prepare
 from stats.entities import entity_table, membership_patterns
 from stats.query import parse_query
 from tests.helpers import people
