@@ -106,21 +106,9 @@ def _ranged(key: tuple[Any, ...], value: int, lower: float, upper: float) -> Cel
     return _cell(key, value, max(value - lower, upper - value), lower=lower, upper=upper)
 
 
-def _count_cell(
-    rules: OutputRules, key: tuple[Any, ...], value: int | None, width: float, one_sided: float | None = None
-) -> Cell:
-    """A published count: rounded, suppressed under the threshold, its interval starting at 0 at the least.
-
-    With ``one_sided`` (the noise's one-sided 95% bound, rounding included), a small count's
-    lower end is :func:`stats.accuracy.count_lower`'s: the shown count is never below 0, so
-    the symmetric interval would hold a small truth 97.5% of the time.
-    """
-    if value is None:
-        return _cell(key, None, width)
-    if rules.suppressed(value):
-        return _cell(key, None, width, f"suppressed: below {rules.suppress_below}")
-    lower = max(0.0, value - width) if one_sided is None else count_lower(value, width, one_sided)
-    return _cell(key, value, width, lower=lower, upper=value + width)
+def _unshown(rules: OutputRules, key: tuple[Any, ...], value: int | None, width: float) -> Cell:
+    """The cell of a count not shown: not released (``value`` None), or under the protocol's threshold."""
+    return _cell(key, None, width, "" if value is None else f"suppressed: below {rules.suppress_below}")
 
 
 def _count_notes(rules: OutputRules) -> list[str]:
@@ -144,25 +132,31 @@ def _counts(prepared: Prepared, rows: Rows) -> Answer:
             continue
         noisy = rows.get(key, {}).get("len")
         value = None if noisy is None else rules.rounded(noisy)
-        if value is not None and rules.suppress_below and not rules.suppressed(value):
-            cells.append(_shown_count_cell(rules, key, value, distribution, scale))
+        if value is None or rules.suppressed(value):
+            cells.append(_unshown(rules, key, value, width))
         else:
-            cells.append(_count_cell(rules, key, value, width, one_sided))
+            cells.append(_ranged(key, value, *_count_interval(rules, value, width, one_sided, distribution, scale)))
     notes = _count_notes(rules)
     if rules.suppress_below:
         notes.append("a shown count's interval holds the truth 95% of the time among the counts shown")
     return _answer(prepared, cells, [], "OpenDP accuracy of the count's noise", notes)
 
 
-def _shown_count_cell(rules: OutputRules, key: tuple[Any, ...], value: int, distribution: str, scale: float) -> Cell:
-    """A count shown under a suppression rule, with the interval that holds given that it is shown.
+def _count_interval(
+    rules: OutputRules, value: int, width: float, one_sided: float, distribution: str, scale: float
+) -> tuple[float, float]:
+    """A shown count's 95% interval.
 
-    It is shown only when its noise took it to the threshold, so the usual interval would
-    hold a small truth far less than 95% of the time among those shown
+    Without a suppression rule, ``± width`` with :func:`stats.accuracy.count_lower`'s lower
+    end (the shown count is never below 0, so the symmetric interval would hold a small truth
+    97.5% of the time). Under a rule, the interval that holds given that it is shown: it is
+    shown only when its noise took it to the threshold, so the usual interval would hold a
+    small truth far less than 95% of the time among those shown
     (:func:`stats.accuracy.shown_count_interval`).
     """
-    lower, upper = shown_count_interval(value, rules.suppress_below, distribution, scale, rules.rounded, rules.base)
-    return _ranged(key, value, lower, upper)
+    if rules.suppress_below:
+        return shown_count_interval(value, rules.suppress_below, distribution, scale, rules.rounded, rules.base)
+    return count_lower(value, width, one_sided), value + width
 
 
 def _overlap(prepared: Prepared, rows: Rows) -> Answer:
@@ -213,7 +207,7 @@ def _overlap(prepared: Prepared, rows: Rows) -> Answer:
             elif total is not None and not noisy_members:
                 derived.append(_cell((*outer, label), 0, 0.0, NOBODY, lower=0.0, upper=0.0))
             elif total is None or rules.suppressed(total):
-                derived.append(_count_cell(rules, (*outer, label), total, width))
+                derived.append(_unshown(rules, (*outer, label), total, width))
             else:
                 # read from the cells' own noisy counts, which the projection moved (see overlap_cell_interval)
                 own = sum(_or(by_pattern[patterns[i]][1], 0) for i in noisy_members)
