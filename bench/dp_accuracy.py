@@ -53,6 +53,7 @@ QUERIES = (
     "count --by weeks_supported --where member:msd {cost}",
     "overlap {cost}",
     "overlap --where member:haven {cost}",
+    "overlap --by region --where member:haven {cost}",  # small cells beside empty ones
     "sum weeks_supported --where member:msd {cost}",
     "mean housed_within_90_days --by member:police --where member:haven {cost}",
     "mean weeks_supported --where shared {cost}",
