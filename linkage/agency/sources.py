@@ -309,38 +309,38 @@ class _Spreadsheet(ClientFile):
     """One sheet of a workbook, read whole by calamine (a sheet holds at most about a million rows)."""
 
     def __init__(self, path: Path, name: str, sheet: str | None) -> None:
-        from python_calamine import CalamineError
+        from fastexcel import FastExcelError
 
         self.path, self.name, self.unit = path, name, "row"
         try:
             parsed = parse_sheet(path, sheet)
-            if parsed.name is None:
-                if sheet is None:
-                    raise InputError(f"{name}: the workbook has no visible worksheet", path=name)
-                listed = ", ".join(repr(s) for s in parsed.sheet_names)
-                raise InputError(f"{name}: no sheet {sheet!r}; its sheets are {listed}", path=name)
-            sheet, rows = parsed.name, parsed.cells
-            # iter_rows gives every row from row 1, but its cells start at the first used
-            # column: remember that column's index for the letters in messages.
-            self._first_column = rows.start[1] if rows.start else 0
-            # A list per row, a hundred thousand of them: the collector, run again and again
-            # over the growing sheet while it is built, would add a third to the time. Built,
-            # they are frozen (out of the collector's sight until the file is closed): they
-            # hold no cycles, and each pass over them would cost some 70 ms.
-            enabled = gc.isenabled()
-            gc.disable()
-            try:
-                self._rows: list[list[Any]] = list(rows.iter_rows())
-                gc.freeze()
-            finally:
-                if enabled:
-                    gc.enable()
-        except CalamineError as exc:
+        except FastExcelError as exc:
             raise InputError(
                 f"{name}: cannot read this spreadsheet ({exc.__class__.__name__}: {exc}); open it in your "
                 f"spreadsheet program and {_SAVE_AS_CSV}",
                 path=name,
             ) from exc
+        if parsed.cells is None:
+            if sheet is None:
+                raise InputError(f"{name}: the workbook has no visible worksheet", path=name)
+            listed = ", ".join(repr(s) for s in parsed.sheet_names)
+            raise InputError(f"{name}: no sheet {sheet!r}; its sheets are {listed}", path=name)
+        sheet, cells = parsed.name, parsed.cells
+        # Rows start at the sheet's row 1, but cells at the first used column: remember that
+        # column's index for the letters in messages.
+        self._first_column = cells.first_column
+        # A list per row, a hundred thousand of them: the collector, run again and again
+        # over the growing sheet while it is built, would add a third to the time. Built,
+        # they are frozen (out of the collector's sight until the file is closed): they
+        # hold no cycles, and each pass over them would cost some 70 ms.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._rows: list[list[Any]] = list(cells.iter_rows())
+            gc.freeze()
+        finally:
+            if enabled:
+                gc.enable()
         self.sheet = sheet
         header_index = next(
             (

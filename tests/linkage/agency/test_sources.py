@@ -102,6 +102,40 @@ def test_the_first_sheet_by_default_and_an_unknown_sheet_lists_them(tmp_path):
         open_client_file(path, sheet="May")
 
 
+def test_a_hidden_first_sheet_is_passed_over(tmp_path):
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    workbook.active.title = "Lookups"
+    workbook.active.append(["code", "label"])
+    workbook.active.sheet_state = "hidden"
+    workbook.create_sheet("Clients").append(MSD_HEADER)
+    workbook.save(tmp_path / "clients.xlsx")
+    assert list_sheets(tmp_path / "clients.xlsx") == ("Clients",)
+    with open_client_file(tmp_path / "clients.xlsx") as source:
+        assert (source.sheet, source.header) == ("Clients", tuple(MSD_HEADER))
+
+
+def test_cells_of_every_type_read_as_calamine_read_them(tmp_path):
+    """A date-time cell is its date, a time of day its time, numbers as a CSV writes them, errors empty."""
+    cells = [
+        (dt.datetime(1984, 3, 7, 13, 5), "1984-03-07"),
+        (dt.time(13, 5), "13:05:00"),
+        (110, "110"),
+        (12.5, "12.5"),
+        (True, "true"),
+        ("=NA()", ""),
+        (None, ""),
+        ("07/03/1984 ", "07/03/1984 "),
+        ("Main St: RD 6", "Main St: RD 6"),
+    ]
+    path = write_xlsx(tmp_path / "cells.xlsx", {"Cells": [["a", "b"], *([value, "x"] for value, _ in cells)]})
+    with open_client_file(path) as source:
+        rows, problems = rows_of(source, [0, 1])
+    assert problems == []
+    assert [values[0] for _, values in rows] == [text for _, text in cells]
+
+
 def test_unreadable_and_empty_spreadsheets(tmp_path):
     broken = tmp_path / "broken.xlsx"
     broken.write_bytes(b"PK\x03\x04 not really a workbook")
