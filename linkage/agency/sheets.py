@@ -20,33 +20,67 @@ import contextlib
 import importlib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, overload
 
 __all__ = ["SPREADSHEET_SUFFIXES", "ParsedSheet", "SheetCells", "parse_sheet", "read_ahead"]
 
 SPREADSHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xlsb", ".xls", ".ods"})
 
 
-@dataclass(frozen=True)
-class SheetCells:
-    """A sheet's used range as text, a column at a time (what :func:`parse_sheet` gives).
+class SheetCells(Sequence[list[str]]):
+    """A sheet's used range, every row from the sheet's first: each a list of its cells as text.
 
-    Cells are as :func:`~linkage.agency.sources.cell_text` would write them, but for the few
-    that fastexcel writes otherwise (see :func:`_column_text`).
+    The cells stay in fastexcel's Arrow columns until rows are asked for, a slice at a time:
+    a chunk's rows are made where the chunk is read (in a pool worker, which holds the
+    columns already), not all of them in one process before any chunk is read. Cells are
+    as :func:`~linkage.agency.sources.cell_text` would write them, but for the few that
+    fastexcel writes otherwise (see :func:`_column_text`).
 
     Attributes:
         first_column: the used range's first column (0 for A).
-        columns: each column of the range, from the sheet's first row down, as text.
     """
 
-    first_column: int
-    columns: list[list[str]]
+    def __init__(self, first_column: int, batch: Any) -> None:
+        """Args: the range's first column, and its cells (a ``pyarrow.RecordBatch`` of text, or ``None``)."""
+        self.first_column = first_column
+        self._batch = batch
 
-    def iter_rows(self) -> Iterator[list[str]]:
-        """The sheet's rows from its first row, each a list of the range's columns."""
-        return map(list, zip(*self.columns, strict=True))
+    def __len__(self) -> int:
+        return 0 if self._batch is None else int(self._batch.num_rows)
+
+    @overload
+    def __getitem__(self, index: int) -> list[str]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[list[str]]: ...
+
+    def __getitem__(self, index: int | slice) -> list[str] | list[list[str]]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                raise ValueError("rows are sliced in order, one after another")
+            return self._rows(start, stop)
+        if not -len(self) <= index < len(self):
+            raise IndexError("no such row")
+        return self._rows(index % len(self), index % len(self) + 1)[0]
+
+    def __iter__(self) -> Iterator[list[str]]:
+        for start in range(0, len(self), _ROWS_AT_ONCE):
+            yield from self._rows(start, min(start + _ROWS_AT_ONCE, len(self)))
+
+    def _rows(self, start: int, stop: int) -> list[list[str]]:
+        if stop <= start:
+            return []
+        part = self._batch.slice(start, stop - start)
+        columns = [_column_text(column.to_pylist(), has_empty=column.null_count > 0) for column in part.columns]
+        return list(map(list, zip(*columns, strict=True)))
+
+
+# Rows made at once when a sheet's rows are walked (as many as a chunk holds).
+_ROWS_AT_ONCE = 4000
 
 
 @dataclass(frozen=True)
@@ -140,10 +174,8 @@ def _parse(path: Path, sheet: str | None) -> ParsedSheet:
         arrow.join()
     available = loaded.available_columns()
     if not available or loaded.height == 0:
-        return ParsedSheet(names, sheet, SheetCells(0, []))
-    batch = loaded.to_arrow()
-    columns = [_column_text(column.to_pylist(), has_empty=column.null_count > 0) for column in batch.columns]
-    return ParsedSheet(names, sheet, SheetCells(available[0].absolute_index, columns))
+        return ParsedSheet(names, sheet, SheetCells(0, None))
+    return ParsedSheet(names, sheet, SheetCells(available[0].absolute_index, loaded.to_arrow()))
 
 
 class _Ahead:

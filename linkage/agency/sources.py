@@ -329,18 +329,8 @@ class _Spreadsheet(ClientFile):
         # Rows start at the sheet's row 1, but cells at the first used column: remember that
         # column's index for the letters in messages.
         self._first_column = cells.first_column
-        # A list per row, a hundred thousand of them: the collector, run again and again
-        # over the growing sheet while it is built, would add a third to the time. Built,
-        # they are frozen (out of the collector's sight until the file is closed): they
-        # hold no cycles, and each pass over them would cost some 70 ms.
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            self._rows: list[list[Any]] = list(cells.iter_rows())
-            gc.freeze()
-        finally:
-            if enabled:
-                gc.enable()
+        # Rows are made from the cells a chunk at a time, where each chunk is read.
+        self._rows: Rows = cells
         self.sheet = sheet
         header_index = next(
             (
@@ -370,11 +360,10 @@ class _Spreadsheet(ClientFile):
         for start in range(self.header_line, len(self._rows), CHUNK_ROWS):
             stop = min(start + CHUNK_ROWS, len(self._rows))
             self._position = stop - self.header_line
-            yield start + 1, range(start, stop) if by_reference else self._rows[start:stop]
+            yield start + 1, range(start, stop) if by_reference else list(self._rows[start:stop])
 
     def close(self) -> None:
         self._rows = []
-        gc.unfreeze()
 
 
 def list_sheets(path: Path) -> tuple[str, ...]:
