@@ -1,7 +1,7 @@
 """Parse one sheet of a workbook with fastexcel (Rust calamine), possibly started ahead in a background thread.
 
 Parsing a sheet is most of the time it takes to read a spreadsheet (about 0.6 s for
-100,000 rows of 13 columns, then 0.3 s to hand its cells over as text) and runs in Rust
+100,000 rows of 13 columns, then 0.2 s to hand its cells over as Arrow columns) and runs in Rust
 without Python's lock. fastexcel parses the same sheet as python-calamine in about half
 the time, and hands it over as Arrow columns rather than a Python object per cell; every
 cell is asked for as text, and :func:`_column_text` makes that text what

@@ -310,11 +310,12 @@ class _Spreadsheet(ClientFile):
 
     def __init__(self, path: Path, name: str, sheet: str | None) -> None:
         from fastexcel import FastExcelError
+        from python_calamine import CalamineError  # which lists a workbook's sheets for fastexcel
 
         self.path, self.name, self.unit = path, name, "row"
         try:
             parsed = parse_sheet(path, sheet)
-        except FastExcelError as exc:
+        except (FastExcelError, CalamineError) as exc:
             raise InputError(
                 f"{name}: cannot read this spreadsheet ({exc.__class__.__name__}: {exc}); open it in your "
                 f"spreadsheet program and {_SAVE_AS_CSV}",
