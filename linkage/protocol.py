@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -323,7 +323,7 @@ class Protocol:
     max_block_pairs: int
     comparison_groups: tuple[tuple[str, ...], ...]
     clk_prefilter: float | None
-    reject_when_different: tuple[str, ...]
+    reject_when_different: tuple[tuple[str, ...], ...]
     threshold: float | None
     attributes: tuple[AttributeSpec, ...]
     budget: Mapping[str, float]
@@ -568,9 +568,7 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
             elif name in grouped:
                 problems.append(f"$.matching.comparison_groups[{i}][{j}]: {name!r} is already in another group")
             grouped.append(name)
-    for j, name in enumerate(doc["matching"].get("reject_when_different", ())):
-        if name not in field_kinds:
-            problems.append(f"$.matching.reject_when_different[{j}]: {name!r} is not an identifier field")
+    problems += _reject_problems(doc["matching"].get("reject_when_different", ()), field_kinds)
     problems += _privacy_unit_problems(doc)
     record_level = doc["releases"]["record_level"]
     mandates = {p["id"]: p["mandate"] for p in doc["parties"]}
@@ -679,6 +677,49 @@ def _salted_groups(doc: Mapping[str, Any], field_kinds: Mapping[str, str]) -> li
     return problems
 
 
+PARTLY = "partly"
+
+
+def reject_rules(value: Sequence[Any]) -> tuple[tuple[str, ...], ...]:
+    """``matching.reject_when_different`` as rules: one list of fields is one rule, a list of lists several.
+
+    >>> reject_rules(["given_name", "date_of_birth"])
+    (('given_name', 'date_of_birth'),)
+    >>> reject_rules([["given_name", "date_of_birth:partly"], ["given_name", "sex"]])
+    (('given_name', 'date_of_birth:partly'), ('given_name', 'sex'))
+    """
+    if not value:
+        return ()
+    if all(isinstance(entry, str) for entry in value):
+        return (tuple(value),)
+    return tuple(tuple(rule) for rule in value)
+
+
+def _reject_problems(value: Sequence[Any], field_kinds: Mapping[str, str]) -> list[str]:
+    """Rules of ``reject_when_different`` that name no identifier field, or a field ``:partly`` cannot apply to."""
+    flat = all(isinstance(entry, str) for entry in value)
+    if not flat and any(isinstance(entry, str) for entry in value):
+        return [
+            "$.matching.reject_when_different: mixes field names and lists of them; write one rule as a list "
+            'of fields, or several as a list of lists: [["given_name", "date_of_birth"], ["given_name", "sex"]]'
+        ]
+    problems = []
+    for i, rule in enumerate(reject_rules(value)):
+        for j, entry in enumerate(rule):
+            where = f"$.matching.reject_when_different[{j}]" if flat else f"$.matching.reject_when_different[{i}][{j}]"
+            name, _, part = entry.partition(":")
+            if name not in field_kinds:
+                problems.append(f"{where}: {name!r} is not an identifier field")
+            elif part and part != PARTLY:
+                problems.append(f"{where}: {entry!r}: write the field alone, or {name + ':' + PARTLY!r}")
+            elif part and field_kinds[name] == "category":
+                problems.append(f"{where}: a category is equal or not; {name!r} cannot be partly the same")
+        if len(rule) < 2:
+            where = "$.matching.reject_when_different" + ("" if flat else f"[{i}]")
+            problems.append(f"{where}: a rule needs two fields or more (one field different alone rejects no pair)")
+    return problems
+
+
 def _hardening(settings: Mapping[str, Any]) -> Hardening:
     salts: list[Salt] = [
         (salt.partition(":")[0], salt.partition(":")[2] or None) for _, salt in _salt_entries(settings.get("salt"))
@@ -724,7 +765,7 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
         max_block_pairs=doc["matching"].get("max_block_pairs", 1_000_000),
         clk_prefilter=doc["matching"].get("clk_prefilter"),
         comparison_groups=tuple(tuple(group) for group in doc["matching"].get("comparison_groups", ())),
-        reject_when_different=tuple(doc["matching"].get("reject_when_different", ())),
+        reject_when_different=reject_rules(doc["matching"].get("reject_when_different", ())),
         threshold=None if threshold == "auto" else float(threshold),
         attributes=tuple(
             AttributeSpec(

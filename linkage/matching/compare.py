@@ -35,7 +35,7 @@ import numpy as np
 
 from linkage.encodings import PLACEHOLDER_DAY
 from linkage.matching.block import rule_spans
-from linkage.protocol import BlockingRule, FieldSpec, Protocol
+from linkage.protocol import PARTLY, BlockingRule, FieldSpec, Protocol
 
 __all__ = [
     "COMPARE_BATCH",
@@ -100,8 +100,10 @@ class Comparison:
         name_keys: for the CLK fallback, the block key columns of the exact blocking
             rules made of names alone (two or more name fields): a pair whose two dates
             share no salt is compared on the CLK too when it shares one of these keys.
-        rejects: the field is one of the protocol's ``reject_when_different``: a pair
-            "different" (level 0) on every such field is never linked (:func:`rejected`).
+        rejects: the rules of the protocol's ``reject_when_different`` that hold the field,
+            each as (rule, the highest level that counts as different there: 0, or 1 for
+            ``field:partly``); a pair different on every field of a rule is never linked
+            (:func:`rejected`).
     """
 
     field: FieldSpec
@@ -114,7 +116,7 @@ class Comparison:
     fallback: bool = False
     salt_parts: tuple[str, ...] = ()
     name_keys: tuple[int, ...] = ()
-    rejects: bool = False
+    rejects: tuple[tuple[int, int], ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -152,7 +154,7 @@ def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
     for spec in protocol.fields:
         salt_part = parts[0] if spec.name == salt_field else None
         salt_parts = parts if spec.name == salt_field else ()
-        rejects = spec.name in protocol.reject_when_different
+        rejects = _rejects(protocol, spec.name)
         if spec.kind == "date":
             labels: tuple[str, ...] = ("different", "two of three parts", "day and month swapped", "exact")
             out.append(Comparison(spec, labels, salt_part=salt_part, salt_parts=salt_parts, rejects=rejects))
@@ -175,6 +177,17 @@ def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
                 spec, labels, thresholds, taps=_taps(protocol, "clk"), fallback=True, name_keys=_name_keys(protocol)
             )
         )
+    return tuple(out)
+
+
+def _rejects(protocol: Protocol, name: str) -> tuple[tuple[int, int], ...]:
+    """The ``reject_when_different`` rules that hold a field, with the highest level that counts as different."""
+    out = []
+    for rule, entries in enumerate(protocol.reject_when_different):
+        for entry in entries:
+            field, _, part = entry.partition(":")
+            if field == name:
+                out.append((rule, 1 if part == PARTLY else 0))
     return tuple(out)
 
 
@@ -505,26 +518,32 @@ def _compare_batch(
 
 
 def rejected(levels: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
-    """Per pair, whether it is "different" on every field of the protocol's ``reject_when_different``.
+    """Per pair, whether it is "different" on every field of one of the protocol's ``reject_when_different`` rules.
 
     Such a pair is never linked, whatever its match weight. Members of one household share
     a surname and an address, and the model adds up both weights as if they were
     independent (among non-matches they are not: household members agree on both), so
     that a parent and a child with other given names and other birth dates passed as one
     person. Two records of one person rarely differ in both the given name and the date
-    (realistic synth, seed 11: 9 of 6,343 true pairs). A missing value is never
-    "different", so a pair missing either field is weighed as before.
+    (realistic synth, seed 11: 9 of 6,343 true pairs). A field written ``name:partly``
+    also counts as different at its first level above (a date agreeing on two of its
+    three parts: a household member born in the same month of another year). A missing
+    value is never "different", so a pair missing a field of a rule is weighed as before.
 
-    >>> given = Comparison(FieldSpec("given", "name", 64, 10), ("different", "close"), rejects=True)
-    >>> date = Comparison(FieldSpec("date", "date", 0, 10), ("different", "exact"), rejects=True)
+    >>> given = Comparison(FieldSpec("given", "name", 64, 10), ("different", "close", "exact"), rejects=((0, 0),))
+    >>> date = Comparison(FieldSpec("date", "date", 0, 10), ("different", "two", "exact"), rejects=((0, 1),))
     >>> surname = Comparison(FieldSpec("surname", "name", 64, 10), ("different", "close"))
-    >>> rejected(np.array([[0, 0, 1], [0, 1, 1], [2, 0, 1], [0, 0, 0]]), [given, date, surname]).tolist()
-    [True, False, False, True]
+    >>> levels = np.array([[0, 0, 1], [0, 1, 1], [2, 0, 1], [0, 2, 0], [0, 3, 0]])
+    >>> rejected(levels, [given, date, surname]).tolist()
+    [True, True, False, False, False]
     """
-    columns = [column for column, comparison in enumerate(comparisons) if comparison.rejects]
-    if not columns:
-        return np.zeros(len(levels), dtype=bool)
-    out: np.ndarray = (levels[:, columns] == 0).all(axis=1)
+    rules: dict[int, list[tuple[int, int]]] = {}
+    for column, comparison in enumerate(comparisons):
+        for rule, top in comparison.rejects:
+            rules.setdefault(rule, []).append((column, top))
+    out = np.zeros(len(levels), dtype=bool)
+    for members in rules.values():
+        out |= np.logical_and.reduce([levels[:, column] <= top for column, top in members])
     return out
 
 

@@ -114,7 +114,30 @@ def test_placeholder_days_are_for_dates_and_change_the_fingerprint():
 
 def test_reject_when_different_names_identifier_fields():
     doc = document()
-    assert parse_protocol(doc).reject_when_different == ("given_name", "date_of_birth")
+    assert parse_protocol(doc).reject_when_different == (
+        ("given_name", "date_of_birth:partly"),
+        ("given_name:partly", "date_of_birth"),
+        ("given_name", "sex"),
+    )
+    doc["matching"]["reject_when_different"] = ["given_name", "date_of_birth"]  # one rule, as a flat list
+    assert parse_protocol(doc).reject_when_different == (("given_name", "date_of_birth"),)
     doc["matching"]["reject_when_different"] = ["given_name", "nickname"]
     with pytest.raises(ProtocolError, match=r"\$.matching.reject_when_different\[1\]: 'nickname' is not an identifier"):
+        parse_protocol(doc)
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ([["given_name", "sex:partly"]], r"\[0\]\[1\]: a category is equal or not; 'sex' cannot be partly"),
+        ([["given_name", "date_of_birth:mostly"]], r"\[0\]\[1\]: 'date_of_birth:mostly': write the field alone"),
+        ([["given_name", "date_of_birth"], ["surname", "nickname"]], r"\[1\]\[1\]: 'nickname' is not an identifier"),
+        (["given_name", ["surname", "sex"]], r"reject_when_different: mixes field names and lists of them"),
+        (["given_name"], r"reject_when_different: a rule needs two fields or more"),
+    ],
+)
+def test_reject_when_different_rules_are_checked(rules, message):
+    doc = document()
+    doc["matching"]["reject_when_different"] = rules
+    with pytest.raises(ProtocolError, match=message):
         parse_protocol(doc)
