@@ -325,6 +325,7 @@ class Protocol:
     clk_prefilter: float | None
     reject_when_different: tuple[tuple[str, ...], ...]
     threshold: float | None
+    dedupe_threshold: float | None
     attributes: tuple[AttributeSpec, ...]
     budget: Mapping[str, float]
     record_level: Mapping[str, RecordLevelRelease]
@@ -767,6 +768,7 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
         comparison_groups=tuple(tuple(group) for group in doc["matching"].get("comparison_groups", ())),
         reject_when_different=reject_rules(doc["matching"].get("reject_when_different", ())),
         threshold=None if threshold == "auto" else float(threshold),
+        dedupe_threshold=doc["matching"].get("dedupe_threshold"),
         attributes=tuple(
             AttributeSpec(
                 name=a["name"],

@@ -202,6 +202,9 @@ def _within(
     """
     comparisons = comparisons_for(protocol)
     features = features_for(comparisons, protocol.comparison_groups)
+    # A pair within a party needs the protocol's dedupe_threshold if it is higher: fixed, so
+    # a pair is still decided by its two records alone.
+    model = replace(model, threshold=max(model.threshold, protocol.dedupe_threshold or 0.0))
     parts, compared, priors = [], 0, {}
     for index, party in enumerate(parties):
         if not len(changed[index]):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -121,3 +123,36 @@ def test_the_prior_within_a_party_is_at_least_one_pair_and_at_most_one_half(prot
     levels = np.stack([rng.integers(0, len(c.labels) + 1, count) for c in comparisons], axis=1).astype(np.int32)
     prior = within_prior(model, levels, model.features, records)
     assert min(1 / total, 0.5) <= prior <= 0.5
+
+
+def test_a_pair_within_a_party_needs_the_protocols_dedupe_threshold(protocol, agencies, tmp_path):
+    # A false pair within a party merges two people's entities whole, and household members
+    # are weighed as likelier matches than they are: with dedupe_threshold, a pair within a
+    # party needs that match probability (the example: 0.99), pairs across parties still
+    # the threshold. A client held twice with only names and date (address and sex missing):
+    state, _, check, rng = start_subset(protocol, agencies, tmp_path, 1.0, 9, dedupe=True)
+    number, records = next((n, r) for n, r in state.entities().items() if len(r) == 3)
+    party, record = records[0]
+    twin = state.records[party][record : record + 1].copy()
+    twin["token"] = np.frombuffer(rng.bytes(16), dtype=np.uint8)
+    for name in twin.dtype.names:
+        if name.split("@")[0] in ("address", "city", "postcode", "sex"):
+            twin[name] = 0
+    files = write_party_lists(protocol, {state.parties[party]: twin}, check, tmp_path / "twin")
+    batch = [read_encodings(p) for p in files]
+    loose = replace(protocol, dedupe_threshold=None)
+    new, _ = refresh_state(loose, state, batch)
+    across = int((new.pairs.party_a != new.pairs.party_b).sum())
+    within = new.pairs.party_a == new.pairs.party_b
+    assert within.sum() == 1
+    name = state.parties[party]
+    chance = float(new.model.model.probabilities_of(new.pairs.weight[within], new.model.prior_of(name, name))[0])
+    assert state.model.threshold < chance < 1.0
+    assert twin["token"][0].tobytes() in entity_members(new)[number]
+    for threshold, grouped in ((chance * 0.999, True), (min(chance * 1.001, 1 - 1e-12), False)):
+        strict = replace(protocol, dedupe_threshold=threshold)
+        new, _ = refresh_state(strict, state, batch)
+        assert (twin["token"][0].tobytes() in entity_members(new)[number]) is grouped
+        # Pairs across parties keep the threshold.
+        assert (new.pairs.party_a != new.pairs.party_b).sum() == across
+    assert protocol.dedupe_threshold == 0.99
