@@ -45,6 +45,7 @@ __all__ = [
     "compare_and_measure",
     "compare_pairs",
     "comparisons_for",
+    "date_level_counts",
     "decode_patterns",
     "encode_patterns",
     "feature_levels",
@@ -389,6 +390,65 @@ def _date_levels(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.nda
     levels[(placeholder_a | placeholder_b) & ~(placeholder_a & placeholder_b & same[:, 2])] = 0
     levels[(a[:, 2] == 0) | (b[:, 2] == 0)] = comparison.missing
     return levels
+
+
+def _equal_rows(a: np.ndarray, b: np.ndarray) -> int:
+    """How many pairs (one row of ``a``, one of ``b``) have equal rows.
+
+    >>> _equal_rows(np.array([[1, 2], [1, 2], [3, 4]]), np.array([[1, 2], [5, 6]]))
+    2
+    """
+    if not len(a) or not len(b):
+        return 0
+    _, inverse = np.unique(np.concatenate([a, b]), axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    size = int(inverse.max()) + 1
+    counts_a = np.bincount(inverse[: len(a)], minlength=size).astype(np.int64)
+    counts_b = np.bincount(inverse[len(a) :], minlength=size).astype(np.int64)
+    return int(counts_a @ counts_b)
+
+
+def date_level_counts(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.ndarray:
+    """How many of all pairs (a record of ``a``, one of ``b``) fall in each level of :func:`_date_levels`.
+
+    Counted from how often each date (and each two of its parts) occurs on either side,
+    so every pair is counted without being compared: u of a date's rare levels (exact,
+    day and month swapped) from all pairs instead of a few dozen random ones, whose
+    count moved the exact level's weight by up to a bit from one draw to the next.
+
+    Args:
+        a: (day, month, year) hashes of one party's records, shape (records, 3).
+        b: the other party's.
+        comparison: the date's comparison.
+
+    Returns:
+        int64 counts per level code (``comparison.missing`` last), summing to ``len(a) * len(b)``.
+
+    >>> date = Comparison(FieldSpec("d", "date", 100, 10), ("different", "two parts", "swapped", "exact"))
+    >>> a = np.array([[11, 12, 1982], [3, 4, 1990], [0, 0, 0]])
+    >>> b = np.array([[11, 12, 1982], [12, 11, 1982], [3, 4, 1991]])
+    >>> date_level_counts(a, b, date).tolist()
+    [3, 1, 1, 1, 3]
+    """
+    out = np.zeros(comparison.levels + 1, dtype=np.int64)
+    present_a, present_b = a[a[:, 2] != 0], b[b[:, 2] != 0]
+    out[comparison.missing] = len(a) * len(b) - len(present_a) * len(present_b)
+    held_a, held_b = present_a[:, 0] == PLACEHOLDER_DAY, present_b[:, 0] == PLACEHOLDER_DAY
+    real_a, real_b = present_a[~held_a], present_b[~held_b]
+    exact = _equal_rows(real_a, real_b)
+    # Two placeholders of one year are equal; a placeholder against any other date differs.
+    placeholders = _equal_rows(present_a[held_a][:, 2:], present_b[held_b][:, 2:])
+    two_parts = sum(_equal_rows(real_a[:, list(parts)], real_b[:, list(parts)]) for parts in ((0, 1), (0, 2), (1, 2)))
+    same_day_month_a, same_day_month_b = real_a[:, 0] == real_a[:, 1], real_b[:, 0] == real_b[:, 1]
+    # Swapped day and month in one year; a day equal to its month is the exact date instead.
+    swapped = _equal_rows(real_a, real_b[:, [1, 0, 2]]) - _equal_rows(
+        real_a[same_day_month_a], real_b[same_day_month_b]
+    )
+    out[3] = exact + placeholders
+    out[2] = swapped
+    out[1] = two_parts - 3 * exact
+    out[0] = len(present_a) * len(present_b) - out[1:3].sum() - out[3]
+    return out
 
 
 COMPARE_BATCH = 65_536

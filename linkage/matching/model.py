@@ -14,7 +14,7 @@ Under a salt, u of a salted field is estimated among random pairs that share the
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,17 +48,21 @@ def _level_frequencies(
     levels: np.ndarray, weights: np.ndarray, features: Sequence[Feature], pseudo_share: float
 ) -> tuple[np.ndarray, ...]:
     """Weighted share of each level per feature, the neutral level excluded (left at 1)."""
-    out = []
-    for column, feature in enumerate(features):
-        counts = np.bincount(levels[:, column], weights=weights, minlength=feature.size)
-        weighed = np.ones(feature.size, dtype=bool)
-        weighed[feature.neutral] = False
-        # A pseudo-count keeps every level possible, so no weight is infinite.
-        observed = counts[weighed] + pseudo_share * counts[weighed].sum() / weighed.sum() + 1e-12
-        shares = np.ones(feature.size)
-        shares[weighed] = observed / observed.sum()
-        out.append(shares)
-    return tuple(out)
+    return tuple(
+        _shares(np.bincount(levels[:, column], weights=weights, minlength=feature.size), feature, pseudo_share)
+        for column, feature in enumerate(features)
+    )
+
+
+def _shares(counts: np.ndarray, feature: Feature, pseudo_share: float) -> np.ndarray:
+    """Share of each level of one feature from its (weighted) counts, the neutral level left at 1."""
+    weighed = np.ones(feature.size, dtype=bool)
+    weighed[feature.neutral] = False
+    # A pseudo-count keeps every level possible, so no weight is infinite.
+    observed = counts[weighed] + pseudo_share * counts[weighed].sum() / weighed.sum() + 1e-12
+    shares = np.ones(feature.size)
+    shares[weighed] = observed / observed.sum()
+    return shares
 
 
 def same_salt_pairs(
@@ -118,7 +122,12 @@ def shared_salt_pairs(
     return np.concatenate(parts_a), np.concatenate(parts_b)
 
 
-def estimate_u(levels: np.ndarray, features: Sequence[Feature], falling: Sequence[int] = ()) -> tuple[np.ndarray, ...]:
+def estimate_u(
+    levels: np.ndarray,
+    features: Sequence[Feature],
+    falling: Sequence[int] = (),
+    counted: Mapping[int, np.ndarray] | None = None,
+) -> tuple[np.ndarray, ...]:
     """Estimate u, per feature level, from random pairs (nearly all non-matches).
 
     A few pseudo-pairs that disagree on everything (code 0) are added: where random
@@ -130,11 +139,22 @@ def estimate_u(levels: np.ndarray, features: Sequence[Feature], falling: Sequenc
         features: what is weighed.
         falling: features whose u is made to fall with closer agreement (:func:`_falling`):
             the CLK fallback, whose top levels random true matches can dominate.
+        counted: per feature (by index), the counts of its levels that the random pairs
+            are expected to hold, counted over all pairs instead of sampled (a date's:
+            :func:`linkage.matching.compare.date_level_counts`); they replace that
+            feature's counts among ``levels``.
     """
     prior = np.zeros((_U_PRIOR_PAIRS, len(features)), dtype=levels.dtype)
     u = _level_frequencies(
         np.concatenate([levels, prior]), np.ones(len(levels) + len(prior)), features, _U_PSEUDO_SHARE
     )
+    if counted:
+        u = tuple(
+            _shares(counted[index] + np.bincount(prior[:, index], minlength=feature.size), feature, _U_PSEUDO_SHARE)
+            if index in counted
+            else shares
+            for index, (shares, feature) in enumerate(zip(u, features, strict=True))
+        )
     return tuple(
         _falling(shares, feature) if index in falling else shares
         for index, (shares, feature) in enumerate(zip(u, features, strict=True))

@@ -8,17 +8,21 @@ from hypothesis import strategies as st
 
 from linkage.agency.hashing import derive_keys
 from linkage.agency.records import RecordEncoder
+from linkage.encodings import PLACEHOLDER_DAY
 from linkage.matching.compare import (
+    Comparison,
     PartyFeatures,
+    _date_levels,
     _unmixed_dice,
     compare_and_measure,
     compare_pairs,
     comparisons_for,
+    date_level_counts,
     features_for,
 )
 from linkage.matching.model import FellegiSunterModel
 from linkage.matching.passes import weigh_pairs
-from linkage.protocol import parse_protocol
+from linkage.protocol import FieldSpec, parse_protocol
 from tests.helpers import SECRET
 
 PERSON = ("wiremu", "rangitoto", dt.date(1975, 4, 12), "m", "48 kowhai grove", "porirua", "5022")
@@ -281,3 +285,22 @@ def test_household_members_that_agree_in_part_or_differ_in_sex_are_not_linked(pr
         np.zeros(len(pairs)),
     )
     assert keep.all()
+
+
+# A few values each, so that dates, parts of dates, swaps and placeholders collide; a
+# placeholder is sent as (PLACEHOLDER_DAY, PLACEHOLDER_DAY, year), a missing date as zeros.
+_DATE = st.one_of(
+    st.tuples(st.sampled_from([2, 3, 4]), st.sampled_from([2, 3, 4]), st.sampled_from([7, 8])),
+    st.tuples(st.just(PLACEHOLDER_DAY), st.just(PLACEHOLDER_DAY), st.sampled_from([7, 8])),
+    st.just((0, 0, 0)),
+)
+
+
+@given(st.lists(_DATE, min_size=1, max_size=25), st.lists(_DATE, min_size=1, max_size=25))
+@settings(max_examples=200, deadline=None)
+def test_date_levels_counted_over_all_pairs_equal_those_compared_pair_by_pair(dates_a, dates_b):
+    date = Comparison(FieldSpec("d", "date", 0, 10), ("different", "two of three parts", "swapped", "exact"))
+    a, b = np.array(dates_a, dtype=np.uint32), np.array(dates_b, dtype=np.uint32)
+    index_a, index_b = (index.ravel() for index in np.meshgrid(np.arange(len(a)), np.arange(len(b))))
+    compared = np.bincount(_date_levels(a[index_a], b[index_b], date), minlength=date.levels + 1)
+    assert date_level_counts(a, b, date).tolist() == compared.tolist()
