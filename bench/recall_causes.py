@@ -42,9 +42,8 @@ from linkage.matching.compare import (
     rejected,
 )
 from linkage.matching.engine import load_inputs, score_candidates, select_and_solve
-from linkage.matching.model import TF_KINDS, term_frequencies, value_fingerprints
 from linkage.matching.passes import weigh_pairs
-from linkage.matching.compare import record_salts
+from linkage.matching.tasks import frequencies_of
 from linkage.protocol import Hardening, Protocol, load_protocol, with_hardening
 from linkage.token_files import read_keymap
 
@@ -119,16 +118,7 @@ def _rows(path: Path) -> dict[str, dict[str, str]]:
 
 
 def _frequencies(records: list[np.ndarray], comparisons: tuple) -> list[list[np.ndarray]]:
-    salts = [record_salts(party, comparisons)[:, :1].ravel() for party in records]
-    per_field = [
-        term_frequencies(
-            [value_fingerprints(np.ascontiguousarray(party[c.field.name]).view(np.uint64)) for party in records],
-            salts if c.salted else None,
-        )
-        for c in comparisons
-        if c.field.kind in TF_KINDS
-    ]
-    return [[field[party] for field in per_field] for party in range(len(records))]
+    return frequencies_of({"records": records}, comparisons)
 
 
 def diagnose(protocol: Protocol, data: Path, work: Path, label: str, show: int) -> None:
@@ -242,7 +232,10 @@ def diagnose(protocol: Protocol, data: Path, work: Path, label: str, show: int) 
             print(f"    {'':<22} true   {' '.join(f'{x:.3f}' for x in true_m)}")
         else:
             worst = np.argsort(-np.abs(np.log2((true_m + 1e-4) / (fitted + 1e-4))) * (true_m + fitted))[:10]
-            print(f"    {feature.name:<22} (largest gaps) " + " ".join(f"[{k}] {fitted[k]:.3f}/{true_m[k]:.3f}" for k in worst))
+            print(
+                f"    {feature.name:<22} (largest gaps) "
+                + " ".join(f"[{k}] {fitted[k]:.3f}/{true_m[k]:.3f}" for k in worst)
+            )
     print(f"  true pairs {total}")
     for cause, count in causes.most_common():
         print(f"  {cause:<20} {count:6d}  {count / total:.4f}")

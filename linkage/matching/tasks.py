@@ -35,12 +35,11 @@ from linkage.matching.compare import (
     compare_and_measure,
     encode_patterns,
     feature_levels,
-    record_salts,
 )
 from linkage.matching.model import (
-    TF_KINDS,
     FellegiSunterModel,
     term_frequencies,
+    tf_fields,
     value_fingerprints,
 )
 from linkage.matching.passes import key_columns, pattern_counts, weigh_pairs
@@ -140,19 +139,18 @@ def _key_columns(state: State, party: int) -> np.ndarray:
 
 
 def frequencies_of(state: State, comparisons: Sequence[Comparison]) -> list[list[np.ndarray]]:
-    """Per party, per name field, the share of all records holding each record's value."""
+    """Per party, per field of :func:`~linkage.matching.model.tf_fields`, each value's share among all records."""
     records: list[np.ndarray] = state["records"]
 
     def build() -> list[list[np.ndarray]]:
-        # A salted field's term frequencies are shares within its first salt.
-        salts = [record_salts(party, comparisons)[:, :1].ravel() for party in records]
         per_field = [
             term_frequencies(
-                [value_fingerprints(np.ascontiguousarray(party[c.field.name]).view(np.uint64)) for party in records],
-                salts if c.salted else None,
+                [
+                    value_fingerprints(np.ascontiguousarray(party[comparisons[position].field.name]).view(np.uint64))
+                    for party in records
+                ]
             )
-            for c in comparisons
-            if c.field.kind in TF_KINDS
+            for position in tf_fields(comparisons)
         ]
         return [[field[party] for field in per_field] for party in range(len(records))]
 

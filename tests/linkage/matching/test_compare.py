@@ -1,5 +1,6 @@
 import datetime as dt
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from linkage.matching.compare import (
 )
 from linkage.matching.model import FellegiSunterModel
 from linkage.matching.passes import weigh_pairs
+from linkage.matching.tasks import frequencies_of
 from linkage.protocol import FieldSpec, parse_protocol
 from tests.helpers import SECRET
 
@@ -304,3 +306,40 @@ def test_date_levels_counted_over_all_pairs_equal_those_compared_pair_by_pair(da
     index_a, index_b = (index.ravel() for index in np.meshgrid(np.arange(len(a)), np.arange(len(b))))
     compared = np.bincount(_date_levels(a[index_a], b[index_b], date), minlength=date.levels + 1)
     assert date_level_counts(a, b, date).tolist() == compared.tolist()
+
+
+@pytest.mark.parametrize("hardened", [True, False])
+def test_a_salted_name_weighs_the_same_however_rare_within_its_salt(protocol, plain_protocol, hardened):
+    # Under a salt, a name's share was counted within its year of birth, a few hundred
+    # records, where the pair's own two records outweighed how common the name is: a
+    # surname held by no one else weighed less than one shared by many in that year.
+    # Unsalted names keep their term-frequency adjustment (a rare name weighs more).
+    chosen = protocol if hardened else plain_protocol
+    rare = ("wiremu", "rangitoto", dt.date(1975, 4, 12), "m", "48 kowhai grove", "porirua", "5022")
+    common = ("wiremu", "smith", dt.date(1975, 4, 12), "m", "48 kowhai grove", "porirua", "5022")
+    others = [
+        (given, "smith", dt.date(1975, 5, day), "f", f"{day} main road", "levin", "5510")
+        for day, given in enumerate(["aroha", "mere", "hine", "kiri", "ana", "rua", "tia", "moana"], start=1)
+    ]
+    records = RecordEncoder(chosen, derive_keys(SECRET, chosen)).encode([rare, rare, common, common, *others])
+    comparisons = comparisons_for(chosen)
+    features = features_for(comparisons, chosen.comparison_groups)
+    side = PartyFeatures.from_records(records, comparisons)
+    index_a, index_b = np.array([0, 2]), np.array([1, 3])
+    levels, similarity = compare_and_measure(side, side, index_a, index_b, comparisons)
+    assert (levels[0] == levels[1]).all()
+    frequencies = frequencies_of({"records": [records, records]}, comparisons)
+    model = replace(generous_model(features), term_frequencies=True)
+    _, weights, _ = weigh_pairs(
+        levels,
+        comparisons,
+        features,
+        (model, {(0, 1): 1e-3}, 0.0),
+        (0, 1),
+        ([f[index_a] for f in frequencies[0]], [f[index_b] for f in frequencies[1]]),
+        np.zeros(2),
+    )
+    if hardened:
+        assert weights[0] == pytest.approx(weights[1])
+    else:
+        assert weights[0] > weights[1] + 1
