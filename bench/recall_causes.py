@@ -112,6 +112,26 @@ def plaintext_tags(row_a: dict[str, str], row_b: dict[str, str]) -> dict[str, st
     return tags
 
 
+def primary_reason(tags: dict[str, str]) -> str:
+    """One coarse reason per missed pair, the first that applies, from its plaintext tags."""
+    dob = tags["dob"]
+    if tags["given"] == "swapped":
+        return "given name and surname swapped"
+    if dob == "missing":
+        return "date missing on one side"
+    if dob.startswith(("year", "other")) or (dob.startswith("jan1") and "year" in dob):
+        return "date: year differs"
+    if dob == "jan1":
+        return "date: 1 January placeholder, same year"
+    if dob in ("swap", "day/month"):
+        return "date: day or month differs"
+    if tags["given"] in ("other", "middle", "missing"):
+        return "given name differs (date equal)"
+    if tags["surname"] in ("other", "part", "missing"):
+        return "surname differs (date, given equal)"
+    return "address only, or nothing in plaintext"
+
+
 def _rows(path: Path) -> dict[str, dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as handle:
         return {row["client_id"]: row for row in csv.DictReader(handle)}
@@ -152,6 +172,7 @@ def diagnose(protocol: Protocol, data: Path, work: Path, label: str, show: int) 
     causes: Counter[str] = Counter()
     by_tags: Counter[tuple[str, str]] = Counter()
     by_levels: Counter[tuple[str, str]] = Counter()
+    by_reason: Counter[tuple[str, str]] = Counter()
     examples: list[str] = []
     level_weights = scored.model.level_weights()
     print(f"\n== {label}: threshold {threshold:.4f}, priors {[f'{p:.2e}' for p in scored.priors.values()]}")
@@ -207,6 +228,9 @@ def diagnose(protocol: Protocol, data: Path, work: Path, label: str, show: int) 
             tags = plaintext_tags(row_a, row_b)
             tag = " ".join(f"{k}={v}" for k, v in tags.items() if v != "same")
             by_tags[(cause, tag)] += 1
+            salted = [k for k, c in enumerate(comparisons) if c.salted]
+            unsalted = bool(salted) and all(levels[n, k] == comparisons[k].missing for k in salted)
+            by_reason[(cause, primary_reason(tags) + (" [no shared salt]" if unsalted else ""))] += 1
             vector = " ".join(
                 f"{c.field.name[:4]}={'-' if levels[n, k] == c.missing else levels[n, k]}"
                 for k, c in enumerate(comparisons)
@@ -239,6 +263,9 @@ def diagnose(protocol: Protocol, data: Path, work: Path, label: str, show: int) 
     print(f"  true pairs {total}")
     for cause, count in causes.most_common():
         print(f"  {cause:<20} {count:6d}  {count / total:.4f}")
+    print("  by cause and primary reason:")
+    for (cause, reason), count in sorted(by_reason.items(), key=lambda kv: (kv[0][0], -kv[1])):
+        print(f"    {count:5d}  {cause:<20} {reason}")
     print("  by cause and plaintext difference (top 40):")
     for (cause, tag), count in by_tags.most_common(40):
         print(f"    {count:5d}  {cause:<20} {tag}")
