@@ -392,20 +392,26 @@ def _date_levels(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.nda
     return levels
 
 
-def _equal_rows(a: np.ndarray, b: np.ndarray) -> int:
-    """How many pairs (one row of ``a``, one of ``b``) have equal rows.
+def _equal_keys(a: np.ndarray, b: np.ndarray) -> int:
+    """How many pairs (one key of ``a``, one of ``b``) have equal keys.
 
-    >>> _equal_rows(np.array([[1, 2], [1, 2], [3, 4]]), np.array([[1, 2], [5, 6]]))
+    >>> _equal_keys(np.array([5, 5, 7]), np.array([5, 9]))
     2
     """
     if not len(a) or not len(b):
         return 0
-    _, inverse = np.unique(np.concatenate([a, b]), axis=0, return_inverse=True)
-    inverse = inverse.ravel()
+    _, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
     size = int(inverse.max()) + 1
     counts_a = np.bincount(inverse[: len(a)], minlength=size).astype(np.int64)
     counts_b = np.bincount(inverse[len(a) :], minlength=size).astype(np.int64)
     return int(counts_a @ counts_b)
+
+
+def _factorised(*columns: np.ndarray) -> tuple[list[np.ndarray], int]:
+    """The columns as small integer codes, equal values equal codes across all of them, and how many codes."""
+    values, inverse = np.unique(np.concatenate(columns), return_inverse=True)
+    bounds = np.cumsum([len(column) for column in columns])[:-1]
+    return [part.astype(np.int64) for part in np.split(inverse.ravel(), bounds)], max(len(values), 1)
 
 
 def date_level_counts(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.ndarray:
@@ -435,15 +441,22 @@ def date_level_counts(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> n
     out[comparison.missing] = len(a) * len(b) - len(present_a) * len(present_b)
     held_a, held_b = present_a[:, 0] == PLACEHOLDER_DAY, present_b[:, 0] == PLACEHOLDER_DAY
     real_a, real_b = present_a[~held_a], present_b[~held_b]
-    exact = _equal_rows(real_a, real_b)
+    # Days and months share a key (so that a swap shows): one code space for both. Codes are
+    # few (31 days, a year per birth year), so the combined keys stay far inside int64.
+    (day_a, month_a, day_b, month_b), parts = _factorised(real_a[:, 0], real_a[:, 1], real_b[:, 0], real_b[:, 1])
+    (year_a, year_b), years = _factorised(real_a[:, 2], real_b[:, 2])
+    exact = _equal_keys((day_a * parts + month_a) * years + year_a, (day_b * parts + month_b) * years + year_b)
     # Two placeholders of one year are equal; a placeholder against any other date differs.
-    placeholders = _equal_rows(present_a[held_a][:, 2:], present_b[held_b][:, 2:])
-    two_parts = sum(_equal_rows(real_a[:, list(parts)], real_b[:, list(parts)]) for parts in ((0, 1), (0, 2), (1, 2)))
-    same_day_month_a, same_day_month_b = real_a[:, 0] == real_a[:, 1], real_b[:, 0] == real_b[:, 1]
-    # Swapped day and month in one year; a day equal to its month is the exact date instead.
-    swapped = _equal_rows(real_a, real_b[:, [1, 0, 2]]) - _equal_rows(
-        real_a[same_day_month_a], real_b[same_day_month_b]
+    placeholders = _equal_keys(present_a[held_a][:, 2], present_b[held_b][:, 2])
+    two_parts = (
+        _equal_keys(day_a * parts + month_a, day_b * parts + month_b)
+        + _equal_keys(day_a * years + year_a, day_b * years + year_b)
+        + _equal_keys(month_a * years + year_a, month_b * years + year_b)
     )
+    # Swapped day and month in one year; a day equal to its month is the exact date instead.
+    swapped = _equal_keys((day_a * parts + month_a) * years + year_a, (month_b * parts + day_b) * years + year_b)
+    same_a, same_b = day_a == month_a, day_b == month_b
+    swapped -= _equal_keys(day_a[same_a] * years + year_a[same_a], day_b[same_b] * years + year_b[same_b])
     out[3] = exact + placeholders
     out[2] = swapped
     out[1] = two_parts - 3 * exact
