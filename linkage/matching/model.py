@@ -239,9 +239,9 @@ def tf_fields(comparisons: Sequence[Comparison]) -> list[int]:
     Name fields, unless salted. A salted filter says which value a record holds only
     within its salt, so a share could only be counted there, among the few hundred
     records of one year of birth, where the pair's own two records outweigh how common
-    the name is: a name held by no one else in the lists had a share of 2 in 270 within
-    its year (90 times its share in the lists), and its agreement weighed about 2 bits
-    less than an average name's instead of about 4 more. On the realistic synth (seed 7)
+    the name is: a name held by no one else in the lists had a share of 2 in some 340
+    within its year (70 times its share in the lists), and its agreement weighed about
+    2 bits less than an average name's instead of about 4 more. On the realistic synth (seed 7)
     the hardened model's kept pairs at match probabilities 0.02 to 0.47 were two thirds
     true matches against a mean probability of 0.19, and the `auto` threshold left them
     out. A salted field's agreement now weighs its u among pairs sharing the salt, the
