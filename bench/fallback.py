@@ -426,6 +426,8 @@ def run_link(args: argparse.Namespace) -> None:
         compare.NAMES_BAR_DICE = args.names_bar
     if args.lacking_bar is not None:
         compare.LACKING_BAR_DICE = args.lacking_bar
+    if args.clk_levels:
+        compare._DICE_LEVELS["clk"] = tuple(float(x) for x in args.clk_levels.split(","))
     if args.clk_variant:
         variant = VARIANTS[args.clk_variant]
         assert len(variant.bits) == 1 and variant.bits[0] == example.clk_bits
@@ -465,7 +467,7 @@ def run_link(args: argparse.Namespace) -> None:
             scores = pairwise_scores(client_clusters(result, outs), actual)
             print(
                 f"{name} (secret {args.trial}): clk {args.clk_variant or 'example'}, "
-                f"names bar {compare.NAMES_BAR_DICE}, lacking bar "
+                f"levels {compare._DICE_LEVELS['clk'][-1]}, names bar {compare.NAMES_BAR_DICE}, lacking bar "
                 f"{compare.LACKING_BAR_DICE}: P {scores.precision:.4f} R {scores.recall:.4f} F1 {scores.f1:.4f}",
                 flush=True,
             )
@@ -512,6 +514,7 @@ def main() -> None:
     parser.add_argument("--clk-variant", default="", help="link: a one-filter variant to stand in for the CLK")
     parser.add_argument("--names-bar", type=float, default=None)
     parser.add_argument("--lacking-bar", type=float, default=None)
+    parser.add_argument("--clk-levels", default="", help="link: the CLK fallback's Dice levels, highest first")
     parser.add_argument("--skip-synth", action="store_true")
     parser.add_argument("--trial", type=int, default=0, help="link: 0 is the benches' secret, others drawn")
     parser.add_argument("--weights", action="store_true", help="link: print the frozen model's level weights")
