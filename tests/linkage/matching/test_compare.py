@@ -135,6 +135,19 @@ def without_rejection(protocol):
     return parse_protocol(document)
 
 
+def weigh_generously(levels, comparisons, features):
+    """:func:`weigh_pairs` of two parties' pairs under :func:`generous_model`, at probability 0.5."""
+    return weigh_pairs(
+        levels,
+        comparisons,
+        features,
+        (generous_model(features), {(0, 0): 1e-3}, 0.5),
+        (0, 0),
+        ([], []),
+        np.zeros(len(levels)),
+    )
+
+
 def generous_model(features):
     """Every agreement worth 10 bits, every disagreement -2: surname and address alone link."""
     m, u = [], []
@@ -170,15 +183,7 @@ def test_household_members_are_not_linked_on_their_surname_and_address(protocol)
     for chosen, linked in ((protocol, kept), (without_rejection(protocol), [True] * len(pairs))):
         levels, comparisons, _ = _levels(chosen, rows, pairs)
         features = features_for(comparisons, chosen.comparison_groups)
-        keep, _, probability = weigh_pairs(
-            levels,
-            comparisons,
-            features,
-            (generous_model(features), {(0, 0): 1e-3}, 0.5),
-            (0, 0),
-            ([], []),
-            np.zeros(len(pairs)),
-        )
+        keep, _, probability = weigh_generously(levels, comparisons, features)
         assert keep.tolist() == linked
         assert (probability == 0).tolist() == [not link for link in linked]
 
@@ -262,30 +267,14 @@ def test_household_members_that_agree_in_part_or_differ_in_sex_are_not_linked(pr
     assert levels[:, date].tolist() == [1, 0, 3, 1, 3, 3]
     assert levels[:, sex].tolist() == [1, 1, 0, 1, 1, 1]
     features = features_for(comparisons, protocol.comparison_groups)
-    keep, _, probability = weigh_pairs(
-        levels,
-        comparisons,
-        features,
-        (generous_model(features), {(0, 0): 1e-3}, 0.5),
-        (0, 0),
-        ([], []),
-        np.zeros(len(pairs)),
-    )
+    keep, _, probability = weigh_generously(levels, comparisons, features)
     assert keep.tolist() == kept
     assert (probability == 0).tolist() == [not link for link in kept]
     # Under the first rule alone (both "different"), all six linked.
     document = json.loads(json.dumps(protocol.document))
     document["matching"]["reject_when_different"] = ["given_name", "date_of_birth"]
     levels, comparisons, _ = _levels(parse_protocol(document), rows, pairs)
-    keep, _, _ = weigh_pairs(
-        levels,
-        comparisons,
-        features,
-        (generous_model(features), {(0, 0): 1e-3}, 0.5),
-        (0, 0),
-        ([], []),
-        np.zeros(len(pairs)),
-    )
+    keep, _, _ = weigh_generously(levels, comparisons, features)
     assert keep.all()
 
 
