@@ -826,6 +826,18 @@ def encoding_settings(protocol: Protocol) -> dict[str, Any]:
     return settings
 
 
+def matching_digest(protocol: Protocol) -> str:
+    """The SHA-256 of the protocol's ``matching`` section as written (keys sorted).
+
+    Not part of the fingerprint (matching settings do not change encodings), but a frozen
+    model keeps it: its m, u and threshold were fitted under these settings, and a pair is
+    decided by them too (which fields may not all differ, the stricter threshold within a
+    party), so a model is not reused under other ones (:mod:`linkage.matching.frozen`).
+    """
+    canonical = json.dumps(protocol.document.get("matching", {}), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def with_hardening(protocol: Protocol, hardening: Hardening) -> Protocol:
     """The same protocol under another hardening (validated, with its own fingerprint).
 

@@ -59,7 +59,7 @@ from linkage.matching.tasks import (
     slice_tasks,
 )
 from linkage.matching.threshold import choose_threshold
-from linkage.protocol import BlockingRule, Protocol, Rule
+from linkage.protocol import BlockingRule, Protocol, Rule, matching_digest
 
 __all__ = [
     "LinkResult",
@@ -626,4 +626,5 @@ def freeze_model(
         priors={(parties[a], parties[b]): prior for (a, b), prior in scored.priors.items()},
         threshold=threshold,
         oversized={(parties[a], parties[b]): keys for (a, b), keys in oversized.items()},
+        matching=matching_digest(protocol),
     )

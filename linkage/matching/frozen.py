@@ -39,7 +39,7 @@ from linkage.errors import InputError, MismatchError
 from linkage.matching.block import oversized_keys
 from linkage.matching.compare import Feature, comparisons_for, features_for
 from linkage.matching.model import FellegiSunterModel
-from linkage.protocol import Protocol
+from linkage.protocol import Protocol, matching_digest
 
 __all__ = ["FORMAT", "FrozenModel", "oversized_blocks", "read_model", "write_model"]
 
@@ -49,6 +49,7 @@ _KEYS = frozenset(
     {"format", "version", "fingerprint", "parties", "records", "features", "m", "u", "prior", "priors", "threshold"}
     | {"oversized", "iterations"}
 )
+_OPTIONAL_KEYS = frozenset({"matching"})  # absent from models written before it was kept
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class FrozenModel:
         threshold: accept a pair whose match probability reaches this.
         oversized: per pair of parties, per block key column (one per exact rule, one per
             band of a similarity rule), the block keys skipped.
+        matching: the digest of the protocol's matching settings it was fitted under
+            (:func:`linkage.protocol.matching_digest`); empty for a model written before
+            it was kept, which is then not checked.
     """
 
     fingerprint: str
@@ -74,6 +78,7 @@ class FrozenModel:
     priors: Mapping[tuple[str, str], float]
     threshold: float
     oversized: Mapping[tuple[str, str], tuple[np.ndarray, ...]]
+    matching: str = ""
 
     def prior_of(self, party_a: str, party_b: str) -> float:
         """The prior of a pair of parties; the overall prior for a pair it was not fitted on."""
@@ -119,6 +124,7 @@ class FrozenModel:
             "oversized": {
                 f"{a}+{b}": [[str(int(k)) for k in rule] for rule in keys] for (a, b), keys in self.oversized.items()
             },
+            **({"matching": self.matching} if self.matching else {}),
         }
 
     @classmethod
@@ -127,11 +133,12 @@ class FrozenModel:
 
         Raises:
             InputError: not a frozen model, an unknown or missing key, a bad value.
-            MismatchError: fitted under another protocol, or for other comparisons.
+            MismatchError: fitted under another protocol, for other comparisons, or under
+                other matching settings.
         """
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise InputError(f"{source} is not a pprl frozen model; write one with `pprl link --save-model FILE`")
-        unknown = sorted(set(document) - _KEYS)
+        unknown = sorted(set(document) - _KEYS - _OPTIONAL_KEYS)
         missing = sorted(_KEYS - set(document))
         if unknown or missing or document["version"] != VERSION:
             raise InputError(
@@ -168,6 +175,14 @@ class FrozenModel:
                 f"{source} weighs other features than this protocol's comparisons (its comparison_groups "
                 "changed?); fit a model under this protocol with `pprl link --save-model FILE`"
             )
+        matching = str(document.get("matching", ""))
+        if matching and matching != matching_digest(protocol):
+            raise MismatchError(
+                f'{source} was fitted under other matching settings (the protocol\'s "matching" section has '
+                "changed since: its rules decide pairs and its m, u and threshold were fitted under them); link "
+                "every list again to fit a model under this protocol (`pprl link --save-model FILE`, or without "
+                "--previous), or pass the protocol it was fitted under"
+            )
         values = [prior, *priors.values(), *(x for level in m + u for x in level.tolist())]
         if not all(math.isfinite(v) and v > 0 for v in values) or not 0 < threshold < 1:
             raise InputError(f"{source} holds a probability that is not positive or a threshold outside (0, 1)")
@@ -177,7 +192,7 @@ class FrozenModel:
         if not set(parties) <= known or not {p for pair in priors for p in pair} <= known:
             raise MismatchError(f"{source} names a party that is not in the protocol")
         model = FellegiSunterModel(features, m, u, prior, iterations, term_frequencies=False)
-        return cls(document["fingerprint"], parties, records, model, priors, threshold, oversized)
+        return cls(document["fingerprint"], parties, records, model, priors, threshold, oversized, matching)
 
 
 def _pair(key: str) -> tuple[str, str]:

@@ -104,6 +104,8 @@ def test_a_model_for_another_protocol_or_a_damaged_file_is_refused(small_blocks,
         FrozenModel.from_json(document, parse_protocol(grouped))
     with pytest.raises(InputError, match=r"unknown keys \['extra'\]"):
         FrozenModel.from_json({**document, "extra": 1}, small)
+    legacy = {key: value for key, value in document.items() if key != "matching"}
+    assert FrozenModel.from_json(legacy, small).to_json() == legacy, "a model written before is read unchecked"
     with pytest.raises(InputError, match="threshold outside"):
         FrozenModel.from_json({**document, "threshold": 1.5}, small)
     (tmp_path / "model.json").write_text("{not json")
@@ -134,3 +136,25 @@ def test_on_dask_a_frozen_model_skips_the_same_blocks_as_on_the_pool(small_block
     assert on_dask.pairs_compared == pooled.pairs_compared
     assert on_dask.stable.entities == pooled.stable.entities and on_dask.entities == pooled.entities
     assert np.isclose(on_dask.threshold, pooled.threshold)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda matching: matching.update(reject_when_different=[["given_name", "date_of_birth"]]),
+        lambda matching: matching.update(dedupe_threshold=0.5),
+        lambda matching: matching.update(threshold=0.9),
+    ],
+)
+def test_a_model_is_not_reused_under_other_matching_settings(small_blocks, change):
+    # The settings are not in the fingerprint (they change no encoding), so a state or a model
+    # fitted under one set of household rules was reused under another: a batch was then decided
+    # by rules the pairs before it were not, and no longer equalled a link from scratch.
+    small, _, outs, _ = small_blocks
+    document = link(small, load_inputs(small, outs[:2]), freeze=True).model.to_json()
+    changed = json.loads(json.dumps(small.document))
+    change(changed["matching"])
+    other = parse_protocol(changed)
+    assert other.fingerprint == small.fingerprint
+    with pytest.raises(MismatchError, match="fitted under other matching settings"):
+        FrozenModel.from_json(document, other)
