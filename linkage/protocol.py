@@ -834,8 +834,7 @@ def matching_digest(protocol: Protocol) -> str:
     decided by them too (which fields may not all differ, the stricter threshold within a
     party), so a model is not reused under other ones (:mod:`linkage.matching.frozen`).
     """
-    canonical = json.dumps(protocol.document.get("matching", {}), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return _digest(protocol.document.get("matching", {}))
 
 
 def with_hardening(protocol: Protocol, hardening: Hardening) -> Protocol:
@@ -853,10 +852,14 @@ def with_hardening(protocol: Protocol, hardening: Hardening) -> Protocol:
 
 
 def _with_fingerprint(protocol: Protocol) -> Protocol:
-    canonical = json.dumps(encoding_settings(protocol), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-    object.__setattr__(protocol, "fingerprint", digest)
+    object.__setattr__(protocol, "fingerprint", _digest(encoding_settings(protocol)))
     return protocol
+
+
+def _digest(value: Any) -> str:
+    """The SHA-256 of ``value``'s canonical JSON (keys sorted, no spaces, UTF-8)."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 # -- statistics releases: declared bins of integer attributes, and the δ shown next to a ρ --
