@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from linkage.evaluation import synth_data as places
-from linkage.evaluation.synth import _Population
 from linkage.evaluation.synth_names import NICKNAMES, SPELLINGS, name_pool
+from linkage.evaluation.synth_population import Population
 from linkage.protocol import Protocol
 
 __all__ = ["RealisticErrors"]
@@ -50,7 +50,6 @@ _OWN_GIVEN = {"maori": 0.45, "pacific": 0.6, "chinese": 0.75, "asian": 0.8, "ind
 _OWN_SURNAME = {"maori": 0.55, "pacific": 0.85}
 # Family name written first at some agencies.
 _FAMILY_FIRST = frozenset({"chinese", "asian", "myanmar"})
-_BASE_MEMBERSHIP = (0.65, 0.35, 0.08, 0.2, 0.15, 0.1)
 # The third party of a protocol plays the example's refugee resettlement trust: people
 # of refugee backgrounds are far likelier to be its clients, others rarely are.
 _RESETTLEMENT = 2
@@ -158,17 +157,15 @@ class _Client:
     parties: list[int] = field(default_factory=list)
 
 
-class RealisticPopulation(_Population):
+class RealisticPopulation(Population["_Client"]):
     """People in households, drawn by background, and their copies at each agency."""
 
     def __init__(self, protocol: Protocol, seed: int, errors: RealisticErrors) -> None:
-        super().__init__(protocol, seed, corruption=None)  # type: ignore[arg-type]
+        super().__init__(protocol, seed)
         self.errors = errors
         self.backgrounds = tuple(_BACKGROUNDS)
         self.background_weights = np.array(list(_BACKGROUNDS.values()))
         self.background_weights /= self.background_weights.sum()
-        count = len(protocol.parties)
-        self.membership = np.array([_BASE_MEMBERSHIP[i % len(_BASE_MEMBERSHIP)] for i in range(count)])
         self.party_index = {p.id: i for i, p in enumerate(protocol.parties)}
         names, weights = name_pool("european", "surname")
         self.street_names = tuple(places.STREETS) + tuple(names[:300])
@@ -273,7 +270,7 @@ class RealisticPopulation(_Population):
             household.members.append(client)
         return household
 
-    def person(self, number: int) -> _Client:  # type: ignore[override]
+    def person(self, number: int) -> _Client:
         """The next person (households are drawn whole and handed out one member at a time)."""
         rng = self.rng
         if not self.pending:
@@ -387,7 +384,7 @@ class RealisticPopulation(_Population):
             address = self._typo(address)
         return address
 
-    def identifiers(self, person: _Client, party_id: str) -> dict[str, str]:  # type: ignore[override]
+    def identifiers(self, person: _Client, party_id: str) -> dict[str, str]:
         """One agency's copy of a person's identifiers (by semantic name)."""
         rng, e = self.rng, self.errors
         style = self.party_index[party_id]
