@@ -37,9 +37,11 @@ import polars as pl
 
 from linkage.protocol import Protocol, load_protocol
 from linkage.token_files import write_entities
+from stats import figures
 from stats.accuracy import quantile_rank_bound
-from stats.dp import Prepared, condition_expr, prepare
+from stats.dp import condition_expr, prepare, release
 from stats.entities import read_entity_table
+from stats.prepared import Prepared
 from stats.query import parse_query
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,12 +125,12 @@ def run(table: pl.DataFrame, protocol: Protocol, template: str, cost: str, reps:
         truth = {("cells", key): (low, high) for key, (low, high, _) in quantiles.items()}
     else:
         exact = prepare(table, parse_query(protocol, shlex.split(template.format(cost=NOISELESS))), protocol)
-        exact_answer = exact.release()
+        exact_answer = release(exact)
         truth = {("cells", c.key): c.value for c in exact_answer.cells}
         truth |= {("derived", c.key): c.value for c in exact_answer.derived}
     started = time.perf_counter()
     for _ in range(reps):
-        answer = prepared.release()
+        answer = release(prepared)
         for part, cells in (("cells", answer.cells), ("derived", answer.derived)):
             for cell in cells:
                 true = truth.get((part, cell.key))
@@ -187,7 +189,7 @@ def exact_coverage(prepared: Prepared, key: tuple[Any, ...], truth: int) -> floa
     weights /= weights.sum()
     covered = []
     for value in np.maximum(0, truth + noise):  # OpenDP's noisy count; the answer clamps and rounds it
-        cells = prepared.release_from({"main": {key: {"len": int(value)}}}).cells
+        cells = figures.answer(prepared, {"main": {key: {"len": int(value)}}}).cells
         cell = next(c for c in cells if c.key == key)
         covered.append(cell.lower is not None and cell.upper is not None and cell.lower <= truth <= cell.upper)
     return float(weights[np.array(covered)].sum())

@@ -253,7 +253,7 @@ def half_widths(protocol: Protocol, result: LinkResult, folders: list[Path], wor
     import yaml
 
     from linkage.token_files import write_entities
-    from stats.dp import prepare
+    from stats.dp import prepare, preview, release
     from stats.entities import read_entity_table
     from stats.query import parse_query
 
@@ -269,9 +269,9 @@ def half_widths(protocol: Protocol, result: LinkResult, folders: list[Path], wor
         widths = []
         for calibrated in (before, protocol):
             prepared = prepare(table, parse_query(calibrated, shlex.split(f"{query} --rho {rho:g}")), calibrated)
-            cells = [c.half_width for c in prepared.preview().cells if c.half_width is not None]
+            cells = [c.half_width for c in preview(prepared).cells if c.half_width is not None]
             if not cells:  # a mean's half-width needs its noisy count: the median over 21 releases
-                runs = [[c.half_width or 0.0 for c in prepared.release().cells] for _ in range(21)]
+                runs = [[c.half_width or 0.0 for c in release(prepared).cells] for _ in range(21)]
                 cells = [float(np.median(column)) for column in zip(*runs, strict=True)]
             widths.append(float(np.median(cells)))
         print(f"  {query:<66} rho {rho:<6g} ±{widths[0]:<10.4g} ±{widths[1]:.4g}")

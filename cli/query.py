@@ -136,8 +136,9 @@ def query(
     query: tuple[str, ...],
 ) -> None:
     """Answer QUERY with differential privacy (the help text is QUERY_HELP)."""
+    from stats.answers import Answer
     from stats.budget import Budget, Loss
-    from stats.dp import Answer, answer_query, cost_for_half_width
+    from stats.dp import answer_query, cost_for_half_width
     from stats.entities import privacy_unit
     from stats.query import load_query_document, parse_query, query_file
     from stats.render import format_answer

@@ -65,8 +65,9 @@ def report(
     Example: pprl report --server URL --token-file analyst.token
                --spec schemas/examples/quarterly_report.yaml --out report.html
     """  # noqa: D301 - click's \b keeps the example's line breaks
+    from stats.answers import Answer
     from stats.budget import Budget
-    from stats.dp import Answer, answer_queries, answer_query
+    from stats.dp import answer_queries, answer_query
     from stats.report import build_report, read_report_spec
 
     if out.exists() and not force:

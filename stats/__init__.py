@@ -12,8 +12,9 @@ from linkage._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from stats.answering import QueryService
+    from stats.answers import Answer
     from stats.budget import Budget, FileLedger, Loss
-    from stats.dp import Answer, answer_query, prepare
+    from stats.dp import answer_query, prepare
     from stats.entities import entity_table, read_entity_table
     from stats.query import QuerySpec, parse_query
     from stats.report import build_report, render_report
@@ -39,7 +40,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "Answer": "stats.dp",
+        "Answer": "stats.answers",
         "Budget": "stats.budget",
         "FileLedger": "stats.budget",
         "Loss": "stats.budget",

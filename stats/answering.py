@@ -16,8 +16,9 @@ import polars as pl
 
 from linkage.errors import Conflict, InputError
 from linkage.protocol import Protocol, equivalent_delta
+from stats.answers import Answer
 from stats.budget import Budget, Loss
-from stats.dp import Answer, Spend, answer_queries, answer_query, cost_for_half_width
+from stats.dp import Spend, answer_queries, answer_query, cost_for_half_width
 from stats.entities import entity_table
 from stats.query import QuerySpec, parse_query, parse_query_json, split_query
 from stats.store import StatsStore

@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only: no display, and safe in a server thread
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from stats.dp import Answer, Cell
+from stats.answers import Answer, Cell
 from stats.render import show_key
 
 __all__ = ["bar_chart", "upset_chart"]

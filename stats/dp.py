@@ -28,7 +28,7 @@ import operator
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any, TypeVar
 from typing import Protocol as Protocol_
@@ -38,18 +38,18 @@ import polars as pl
 
 from linkage.errors import InputError, PprlError
 from linkage.protocol import Protocol, equivalent_delta
+from stats import figures
 from stats.accuracy import CONFIDENCE, noise_variance, scale_for_half_width
+from stats.answers import Answer
 from stats.budget import Loss, Receipt, epsilon_of_rho
 from stats.cells import OutputRules, Possible
 from stats.entities import membership_patterns
+from stats.prepared import Part, Prepared
 from stats.query import Column, Condition, QuerySpec
 
 __all__ = [
     "CONFIDENCE",
     "RELEASE_TIMEOUT",
-    "Answer",
-    "Cell",
-    "Prepared",
     "ReleaseTimeout",
     "Spend",
     "answer_queries",
@@ -57,6 +57,8 @@ __all__ = [
     "condition_expr",
     "cost_for_half_width",
     "prepare",
+    "preview",
+    "release",
 ]
 
 dp.enable_features("contrib")  # OpenDP's Polars API is in its "contrib" (not yet vetted) tier
@@ -82,118 +84,6 @@ class ReleaseTimeout(PprlError):
     http_status = 503
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One released number, its group key, and its 95% interval.
-
-    ``value`` is ``None`` when an output rule suppressed it or it cannot be computed
-    (a mean over no one); ``note`` says which. The interval is ``lower``..``upper`` when
-    given (a quantile's is not centred on its value; a mean's stays within the attribute's
-    bounds), else ``value`` ± ``half_width``; ``half_width`` always covers it.
-    """
-
-    key: tuple[str | bool | None, ...]
-    value: float | int | None
-    half_width: float | None
-    note: str = ""
-    lower: float | None = None
-    upper: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The cell as plain JSON values."""
-        return {
-            "key": list(self.key),
-            "value": self.value,
-            "half_width": self.half_width,
-            "lower": self.lower,
-            "upper": self.upper,
-            "note": self.note,
-        }
-
-    @classmethod
-    def from_json(cls, document: dict[str, Any]) -> Cell:
-        """The inverse of :meth:`to_json`."""
-        return cls(
-            tuple(document["key"]),
-            document["value"],
-            document["half_width"],
-            document.get("note", ""),
-            document.get("lower"),
-            document.get("upper"),
-        )
-
-
-@dataclass(frozen=True)
-class Answer:
-    """A differentially private answer, with how accurate it is and what it cost.
-
-    ``columns`` name the parts of each cell's key. For ``overlap``, ``derived`` holds the
-    number of people known to every party of a set (key: the grouping values, then the
-    set as ``a+b``), computed from the cells. ``equivalent_delta`` is the δ at which a ρ
-    cost is also shown as (ε, δ).
-    """
-
-    query: str
-    kind: str
-    statistic: str
-    columns: tuple[str, ...]
-    cells: tuple[Cell, ...]
-    mechanism: str
-    cost: Loss
-    interval: str
-    derived: tuple[Cell, ...] = ()
-    notes: tuple[str, ...] = ()
-    confidence: float = CONFIDENCE
-    released: bool = True
-    equivalent_delta: float | None = None
-
-    @property
-    def cost_shown(self) -> str:
-        """The cost, with its (ε, δ) equivalent when it is a ρ."""
-        return self.cost.shown(self.equivalent_delta) if self.equivalent_delta else str(self.cost)
-
-    def to_json(self) -> dict[str, Any]:
-        """The answer as plain JSON values (what the service sends and ``--json`` prints)."""
-        document = {
-            "query": self.query,
-            "kind": self.kind,
-            "statistic": self.statistic,
-            "columns": list(self.columns),
-            "cells": [cell.to_json() for cell in self.cells],
-            "derived": [cell.to_json() for cell in self.derived],
-            "mechanism": self.mechanism,
-            "cost": self.cost.to_json(),
-            "confidence": self.confidence,
-            "interval": self.interval,
-            "notes": list(self.notes),
-            "released": self.released,
-        }
-        if self.equivalent_delta is not None and self.cost.measure == "rho":
-            epsilon, delta = self.cost.approx_dp(self.equivalent_delta)
-            document["approx_dp"] = {"epsilon": epsilon, "delta": delta}
-        return document
-
-    @classmethod
-    def from_json(cls, document: dict[str, Any]) -> Answer:
-        """The inverse of :meth:`to_json` (for clients of the service)."""
-        approx = document.get("approx_dp")
-        return cls(
-            query=document["query"],
-            kind=document["kind"],
-            statistic=document["statistic"],
-            columns=tuple(document["columns"]),
-            cells=tuple(Cell.from_json(c) for c in document["cells"]),
-            mechanism=document["mechanism"],
-            cost=Loss.from_json(document["cost"]),
-            interval=document["interval"],
-            derived=tuple(Cell.from_json(c) for c in document.get("derived", [])),
-            notes=tuple(document.get("notes", [])),
-            confidence=document.get("confidence", CONFIDENCE),
-            released=document.get("released", True),
-            equivalent_delta=approx["delta"] if approx else None,
-        )
-
-
 def condition_expr(condition: Condition) -> pl.Expr:
     """A ``--where`` condition as a Polars expression OpenDP can plan."""
     column = pl.col(condition.column.name)
@@ -217,109 +107,6 @@ _DTYPES = {"categorical": pl.String, "boolean": pl.Boolean, "pattern": pl.String
 def _keys(names: Sequence[str], kinds: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> pl.DataFrame:
     schema = {name: _DTYPES[kind] for name, kind in zip(names, kinds, strict=True)}
     return pl.DataFrame(list(rows), schema=schema, orient="row")
-
-
-@dataclass
-class Part:
-    """One OpenDP measurement of a query, the public keys its rows come in, and its noise.
-
-    ``global_scale`` is the noise per unit of what one person can change (OpenDP's
-    ``global_scale``); ``summary`` is OpenDP's description of each noisy aggregate.
-    """
-
-    measurement: Any
-    keys: pl.DataFrame | None
-    columns: tuple[str, ...]
-    summary: pl.DataFrame
-    global_scale: float
-    approx: bool = False
-
-    def rows(self, data: pl.LazyFrame) -> dict[tuple[Any, ...], dict[str, Any]]:
-        """Run the measurement once: its rows by key (the empty key when ungrouped)."""
-        frame = self.measurement(data).collect()
-        return {tuple(row[name] for name in self.columns): row for row in frame.iter_rows(named=True)}
-
-    def noise(self, aggregate: str) -> tuple[str, float]:
-        """The distribution and scale of the aggregate whose name contains ``aggregate``."""
-        for row in self.summary.iter_rows(named=True):
-            if aggregate in row["aggregate"]:
-                return row["distribution"], float(row["scale"])
-        raise KeyError(aggregate)  # pragma: no cover - the plan always has the aggregate it made
-
-
-@dataclass
-class Prepared:
-    """A query planned on the entity table with its noise calibrated, ready to release.
-
-    Build it with :func:`prepare`; ``mechanism`` and the stated accuracy are known before
-    anything is released. Every call of :meth:`release` is a new release that costs the
-    query's loss again, so only :func:`answer_query` (which records it) should make one.
-
-    ``keys`` are every group key of the answer (the membership pattern last, for an
-    overlap), ``possible`` says which of them anyone can have under the filter: only those
-    go to OpenDP.
-    """
-
-    spec: QuerySpec
-    protocol: Protocol
-    data: pl.LazyFrame
-    columns: tuple[Column, ...]
-    keys: list[tuple[Any, ...]]
-    possible: list[bool]
-    parts: dict[str, Part]
-    candidates: list[int] = field(default_factory=list)
-    bins: list[tuple[int, int]] = field(default_factory=list)
-
-    @property
-    def group_columns(self) -> tuple[str, ...]:
-        """The names of the key's parts."""
-        return tuple(column.name for column in self.columns)
-
-    @property
-    def summary(self) -> pl.DataFrame:
-        """OpenDP's summary of the main measurement's noise."""
-        return self.parts["main"].summary
-
-    @property
-    def measurement(self) -> Any:
-        """The main OpenDP measurement (a quantile also has a histogram's, in ``parts``)."""
-        return self.parts["main"].measurement
-
-    @property
-    def mechanism(self) -> str:
-        """The mechanisms OpenDP chose, with their noise scales."""
-        described = []
-        for name, part in self.parts.items():
-            for row in part.summary.unique(subset=["distribution", "scale"], maintain_order=True).iter_rows(named=True):
-                described.append(_describe(self.spec, name, part, row["distribution"], row["scale"]))
-        return "; ".join(dict.fromkeys(described))
-
-    def release(self) -> Answer:
-        """Run each OpenDP measurement once, then post-process the output into an answer."""
-        return self.release_from({name: part.rows(self.data) for name, part in self.parts.items()})
-
-    def preview(self) -> Answer:
-        """The answer's shape and stated accuracy, with no values: spends nothing."""
-        return replace(self.release_from({name: {} for name in self.parts}), released=False)
-
-    def release_from(self, rows: dict[str, dict[tuple[Any, ...], dict[str, Any]]]) -> Answer:
-        """Post-process given output rows by key (no rows: an answer without values)."""
-        from stats import figures  # the post-processing, one function per query kind
-
-        return figures.answer(self, rows)
-
-
-def _describe(spec: QuerySpec, name: str, part: Part, distribution: str, scale: float) -> str:
-    if distribution in ("GumbelMin", "ExponentialMin"):  # the exponential mechanism under zCDP, under pure DP
-        q = spec.q or 0.5
-        return f"OpenDP exponential mechanism (report noisy min), scale {part.global_scale * max(q, 1 - q):.4g} ranks"
-    names = {"Integer Gaussian": "discrete Gaussian", "Integer Laplace": "discrete Laplace"}
-    shown = f"OpenDP {names.get(distribution, distribution)}, scale {scale:.4g}"
-    if part.approx:
-        shown += " (its zCDP loss converted to (ε, δ) by OpenDP)"
-    return shown + {"histogram": " on a histogram", "count": " on the group's count, for the suppression rule"}.get(
-        name, ""
-    )
 
 
 def _share(loss: Loss, share: Fraction) -> Loss:
@@ -510,6 +297,16 @@ def prepare(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol) -> Prepare
     return Prepared(spec, protocol, data, tuple(columns), keys, flags, parts, candidates, bins)
 
 
+def release(prepared: Prepared) -> Answer:
+    """Run each of the query's OpenDP measurements once and post-process the output."""
+    return figures.answer(prepared, {name: part.rows(prepared.data) for name, part in prepared.parts.items()})
+
+
+def preview(prepared: Prepared) -> Answer:
+    """The answer's shape and stated accuracy, with no values: spends nothing."""
+    return replace(figures.answer(prepared, {name: {} for name in prepared.parts}), released=False)
+
+
 def cost_for_half_width(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol, target: float) -> QuerySpec:
     """The query at the least cost whose cells' stated half-width is at most ``target`` (a plan; spends nothing).
 
@@ -542,7 +339,7 @@ def cost_for_half_width(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol
         rounded = math.ceil(amount * 10**digits) / 10**digits
         cost = Loss.from_json({measure: f"{rounded:.{max(digits, 0)}f}", "delta": float(spec.cost.delta)})
         candidate = replace(spec, cost=cost)
-        cells = prepare(table, candidate, protocol).preview().cells
+        cells = preview(prepare(table, candidate, protocol)).cells
         if all(cell.half_width is None or cell.half_width <= target for cell in cells):
             return candidate
         amount = rounded * 1.05
@@ -556,7 +353,7 @@ def _search_cost(table: pl.DataFrame, spec: QuerySpec, protocol: Protocol, targe
     for _ in range(40):
         middle = math.sqrt(low * high)
         spec_at = replace(spec, cost=Loss.of(epsilon=f"{middle:.6g}", delta=float(spec.cost.delta)))
-        widths = [c.half_width or 0 for c in prepare(table, spec_at, protocol).preview().cells]
+        widths = [c.half_width or 0 for c in preview(prepare(table, spec_at, protocol)).cells]
         low, high = (low, middle) if max(widths) <= target else (middle, high)
         if high / low < 1.01:
             break
@@ -633,8 +430,8 @@ def answer_query(
     """
     prepared = _bounded(lambda: prepare(table, spec, protocol), timeout, "planning the query")
     if dry_run:
-        return _noted(prepared.preview(), protocol)
-    answer = _bounded(prepared.release, timeout, "the release")
+        return _noted(preview(prepared), protocol)
+    answer = _bounded(lambda: release(prepared), timeout, "the release")
     with spend(who, spec.text(), spec.cost) as receipt:
         receipt.mechanism = prepared.mechanism
     return _noted(answer, protocol)
@@ -666,7 +463,7 @@ def answer_queries(
     text = f"{label}: " + "; ".join(spec.text() for spec in specs)
     limit = timeout * len(specs)  # each query of the batch has its own time
     prepared = _bounded(lambda: [prepare(table, spec, protocol) for spec in specs], limit, "planning the queries")
-    answers = _bounded(lambda: [item.release() for item in prepared], limit, "the release")
+    answers = _bounded(lambda: [release(item) for item in prepared], limit, "the release")
     with spend(who, text, total) as receipt:
         receipt.mechanism = "; ".join(dict.fromkeys(item.mechanism for item in prepared))
     return [_noted(answer, protocol) for answer in answers]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stats.accuracy import (
     count_lower,
@@ -38,11 +38,10 @@ from stats.accuracy import (
     shown_count_interval,
     sum_half_width,
 )
+from stats.answers import Answer, Cell
 from stats.cells import OutputRules, least_shown, project_to_counts, withheld_sums
 from stats.entities import membership_patterns
-
-if TYPE_CHECKING:
-    from stats.dp import Answer, Cell, Prepared
+from stats.prepared import Prepared
 
 __all__ = ["answer", "overlap_cell_interval"]
 
@@ -77,8 +76,6 @@ def _statistic(prepared: Prepared) -> str:
 
 
 def _answer(prepared: Prepared, cells: list[Cell], derived: list[Cell], interval: str, notes: list[str]) -> Answer:
-    from stats.dp import Answer
-
     if not all(prepared.possible):
         notes = [*notes, "groups the filter rules out for everyone (by who reports what) are exactly 0, without noise"]
     return Answer(
@@ -96,8 +93,6 @@ def _answer(prepared: Prepared, cells: list[Cell], derived: list[Cell], interval
 
 
 def _cell(key: tuple[Any, ...], value: float | None, width: float | None, note: str = "", **bounds: Any) -> Cell:
-    from stats.dp import Cell
-
     return Cell(key, value, width, note, bounds.get("lower"), bounds.get("upper"))
 
 

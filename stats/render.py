@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from linkage.free_text import escape_text
+from stats.answers import Answer, Cell
 from stats.budget import Budget
-from stats.dp import Answer, Cell
 
 __all__ = ["format_answer", "format_budget", "show_key"]
 

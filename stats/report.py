@@ -31,8 +31,8 @@ import yaml
 
 from linkage.errors import BudgetExceeded, InputError
 from linkage.protocol import Protocol, equivalent_delta
+from stats.answers import Answer, Cell
 from stats.budget import Budget, Loss, check_affordable
-from stats.dp import Answer, Cell
 from stats.query import QuerySpec, parse_query
 from stats.render import show_key
 

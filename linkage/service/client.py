@@ -593,7 +593,7 @@ class ServiceClient:
     def query(
         self, query: str | Mapping[str, Any], *, dry_run: bool = False, target_half_width: float | None = None
     ) -> dict[str, Any]:
-        """A differentially private answer (analyst credential), as the JSON of ``stats.dp.Answer``.
+        """A differentially private answer (analyst credential), as the JSON of ``stats.answers.Answer``.
 
         Args:
             query: the query language as one string, or the query's JSON form.

@@ -90,7 +90,7 @@ class ApproxBody(BaseModel):
 
 
 class AnswerBody(BaseModel):
-    """A differentially private answer (see `stats.dp.Answer`)."""
+    """A differentially private answer (see `stats.answers.Answer`)."""
 
     query: str
     kind: str

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from linkage.protocol import parse_protocol
+from stats import figures
 from stats.accuracy import (
     Z,
     _worst_quantile_miss,
@@ -23,7 +24,7 @@ from stats.accuracy import (
     shown_count_interval,
 )
 from stats.cells import OutputRules
-from stats.dp import prepare
+from stats.dp import prepare, release
 from stats.query import parse_query
 from tests.helpers import noise_pmf, people_table
 
@@ -75,7 +76,7 @@ def test_a_count_interval_holds_every_truth_95_to_97_percent_of_the_time_small_c
     top = 4 * h + 5
     intervals = {}  # the interval the answer states for each shown value
     for shown in range(0, top + support[-1] + 1):
-        cell = prepared.release_from({"main": {(): {"len": shown}}}).cells[0]
+        cell = figures.answer(prepared, {"main": {(): {"len": shown}}}).cells[0]
         intervals[shown] = (cell.lower, cell.upper)
     two_sided = probabilities[np.abs(support) <= h].sum()
     one_sided = probabilities[support <= one_sided_width(distribution, scale)].sum()
@@ -110,7 +111,7 @@ def test_small_counts_are_covered_95_not_97_percent_of_the_time_by_opendps_own_n
     prepared = prepare(tiny, parse_query(pure, ["count", "--epsilon", "2"]), pure)
     hits = 0
     for _ in range(2000):
-        cell = prepared.release().cells[0]
+        cell = release(prepared).cells[0]
         hits += cell.lower <= 1 <= cell.upper
     assert 0.93 <= hits / 2000 <= 0.97, hits
 

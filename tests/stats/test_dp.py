@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 
 from linkage.errors import BudgetExceeded, InputError, ProtocolError
 from linkage.protocol import parse_protocol
+from stats import figures
 from stats.accuracy import half_width, shown_count_interval
+from stats.answers import Answer
 from stats.budget import FileLedger, Loss
 from stats.cells import project_to_counts
-from stats.dp import Answer, answer_query, prepare
+from stats.dp import answer_query, prepare, preview, release
 from stats.entities import entity_table, membership_patterns
 from stats.query import parse_query
 from tests.helpers import people
@@ -26,8 +28,8 @@ from tests.helpers import people
 NOISELESS = "--rho 1000000000"  # a sum of weeks (9 rows of up to 52 a person) gets noise of scale 0.01: exact
 
 
-def release(table, protocol, text):
-    return prepare(table, parse_query(protocol, shlex.split(text)), protocol).release()
+def released(table, protocol, text):
+    return release(prepare(table, parse_query(protocol, shlex.split(text)), protocol))
 
 
 def values(answer):
@@ -35,7 +37,7 @@ def values(answer):
 
 
 def test_counts_follow_filters_and_groups_with_every_public_key(protocol, table):
-    answer = release(table, protocol, f"count --by region --where member:police,msd {NOISELESS}")
+    answer = released(table, protocol, f"count --by region --where member:police,msd {NOISELESS}")
     both = table.filter(pl.col("member:police") & pl.col("member:msd"))
     exact = dict(both.group_by("region").len().iter_rows())
     expected_keys = {(region,) for region in protocol.attribute("region").categories} | {(None,)}
@@ -44,7 +46,7 @@ def test_counts_follow_filters_and_groups_with_every_public_key(protocol, table)
 
 
 def test_keys_of_empty_groups_are_still_answered(protocol, table):
-    answer = release(table, protocol, f"count --by region --where region=Otago {NOISELESS}")
+    answer = released(table, protocol, f"count --by region --where region=Otago {NOISELESS}")
     got = values(answer)
     assert len(got) == len(protocol.attribute("region").categories) + 1
     assert got[("Otago",)] == table.filter(pl.col("region") == "Otago").height
@@ -53,16 +55,16 @@ def test_keys_of_empty_groups_are_still_answered(protocol, table):
 
 def test_sum_mean_and_quantile_are_the_exact_statistics_without_noise(protocol, table):
     weeks = table["weeks_supported"].drop_nulls()
-    assert values(release(table, protocol, f"sum weeks_supported {NOISELESS}"))[()] == weeks.sum()
-    mean = values(release(table, protocol, f"mean weeks_supported {NOISELESS}"))[()]
+    assert values(released(table, protocol, f"sum weeks_supported {NOISELESS}"))[()] == weeks.sum()
+    mean = values(released(table, protocol, f"mean weeks_supported {NOISELESS}"))[()]
     assert mean == pytest.approx(weeks.mean(), abs=1e-3)
     housed = table.filter(pl.col("member:haven"))
-    shares = values(release(table, protocol, f"mean housed_within_90_days --by member:police {NOISELESS}"))
+    shares = values(released(table, protocol, f"mean housed_within_90_days --by member:police {NOISELESS}"))
     for flag in (True, False):
         group = housed.filter(pl.col("member:police") == flag)["housed_within_90_days"].drop_nulls()
         assert shares[(flag,)] == pytest.approx(group.mean(), abs=1e-3)
     months = table["months_in_nz"].drop_nulls().sort()
-    median = values(release(table, protocol, f"quantile months_in_nz {NOISELESS}"))[()]
+    median = values(released(table, protocol, f"quantile months_in_nz {NOISELESS}"))[()]
     rank = months.search_sorted(median)
     assert abs(rank - len(months) / 2) <= 0.02 * len(months)
 
@@ -73,7 +75,7 @@ def test_the_noise_is_no_more_than_the_cost_requires(protocol, table):
     scale = count.summary["scale"][0]
     assert scale == pytest.approx(rows / math.sqrt(2 * 0.1), rel=1e-6), "a count's zCDP scale is k/sqrt(2 rho)"
     assert count.measurement.map(rows) <= 0.1
-    assert count.preview().cells[0].half_width == 39.0, "OpenDP accuracy 40 means |error| <= 39 w.p. 95%"
+    assert preview(count).cells[0].half_width == 39.0, "OpenDP accuracy 40 means |error| <= 39 w.p. 95%"
     total = prepare(table, parse_query(protocol, ["sum", "weeks_supported", "--rho", "0.1"]), protocol)
     assert total.summary["scale"][0] == pytest.approx(rows * 52 / math.sqrt(0.2), rel=1e-6)
 
@@ -116,7 +118,7 @@ def test_a_pure_epsilon_protocol_gets_laplace_noise(protocol, table):
 
 
 def test_overlap_cells_are_consistent_non_negative_integers(protocol, table):
-    answer = release(table, protocol, "overlap --by region --rho 0.05")
+    answer = released(table, protocol, "overlap --by region --rho 0.05")
     patterns = membership_patterns(protocol)
     by_region: dict = {}
     for cell in answer.cells:
@@ -132,7 +134,7 @@ def test_overlap_cells_are_consistent_non_negative_integers(protocol, table):
 
 
 def test_overlap_without_noise_is_the_exact_membership_histogram(protocol, table):
-    answer = release(table, protocol, f"overlap {NOISELESS}")
+    answer = released(table, protocol, f"overlap {NOISELESS}")
     exact = dict(table.group_by("pattern").len().iter_rows())
     assert values(answer) == {(p,): exact.get(p, 0) for p in membership_patterns(protocol)}
 
@@ -148,7 +150,7 @@ def test_output_rules_round_to_base_three_and_suppress_small_counts(protocol, ta
     document = copy.deepcopy(protocol.document)
     document["releases"]["output_rules"] = {"suppress_below": 40, "round_to_base": 3}
     ruled = parse_protocol(document)
-    answer = release(table, ruled, "count --by region --where member:haven --rho 0.5")
+    answer = released(table, ruled, "count --by region --where member:haven --rho 0.5")
     assert all(cell.value is None or cell.value % 3 == 0 for cell in answer.cells)
     assert any(cell.value is None and "suppressed: below 40" in cell.note for cell in answer.cells)
     assert all(cell.value is None or cell.value >= 40 for cell in answer.cells)
@@ -170,7 +172,7 @@ def test_a_refused_query_releases_nothing_and_a_dry_run_spends_nothing(protocol,
 
 
 def test_answers_survive_json(protocol, table):
-    answer = release(table, protocol, "overlap --rho 0.1")
+    answer = released(table, protocol, "overlap --rho 0.1")
     assert Answer.from_json(answer.to_json()) == answer
 
 
@@ -182,7 +184,7 @@ def test_people_fixture_is_what_the_tests_think(protocol):
 
 
 def test_a_histogram_by_two_attributes_has_every_pair_of_public_keys(protocol, table):
-    answer = release(table, protocol, f"count --by region,member:police {NOISELESS}")
+    answer = released(table, protocol, f"count --by region,member:police {NOISELESS}")
     exact = {(r, p): n for r, p, n in table.group_by("region", "member:police").len().iter_rows()}
     regions = (*protocol.attribute("region").categories, None)
     assert values(answer) == {(r, p): exact.get((r, p), 0) for r in regions for p in (True, False)}
@@ -209,7 +211,7 @@ def test_a_quantile_is_stated_with_an_interval_in_the_attributes_units_for_every
     truth = true_quantiles(months, q)
     covered = released = 0
     for _ in range(40):
-        cell = prepared.release().cells[0]
+        cell = release(prepared).cells[0]
         if cell.value is None:
             # No figure for this small group in this release (its noisy histogram summed under
             # the suppression threshold: about 1 run in 50 at q 0.9): no interval either.
@@ -244,7 +246,7 @@ def test_a_discrete_laplace_count_interval_covers_95_percent_at_epsilon_2(protoc
     pure = parse_protocol(document)
     prepared = prepare(table, parse_query(pure, ["count", "--epsilon", "2"]), pure)
     scale = prepared.summary["scale"][0]
-    width = prepared.preview().cells[0].half_width
+    width = preview(prepared).cells[0].half_width
     p = math.exp(-1 / scale)
     exact = (1 - p) / (1 + p) * (1 + 2 * sum(p**k for k in range(1, int(width) + 1)))
     assert exact >= 0.95, f"P(|noise| <= {width}) is {exact:.3f} for OpenDP's discrete Laplace at scale {scale}"
@@ -252,7 +254,7 @@ def test_a_discrete_laplace_count_interval_covers_95_percent_at_epsilon_2(protoc
     # 2,000 releases: at 95% coverage the hits are 1,900 +- 9.7, so 92.5% is 5 standard
     # deviations down (a false alarm under one in a million runs; 300 releases at 92% failed
     # about one run in 200, and did in CI), while the old half-width's 76% fails at once.
-    hits = sum(abs(prepared.release().cells[0].value - truth) <= width for _ in range(2000))
+    hits = sum(abs(release(prepared).cells[0].value - truth) <= width for _ in range(2000))
     assert hits >= 0.925 * 2000, f"{hits} of 2000"
 
 
@@ -262,32 +264,32 @@ def test_overlap_under_a_filter_noises_only_the_patterns_it_leaves_possible(prot
         protocol, shlex.split(f"overlap --where member:haven --rho {0.05 * protocol.rows_per_person**2}")
     )
     prepared = prepare(table, spec, protocol)
-    preview = {cell.key[-1]: cell for cell in prepared.preview().cells}
+    shown = {cell.key[-1]: cell for cell in preview(prepared).cells}
     for pattern in ("msd", "police", "msd+police"):
-        assert preview[pattern].value == 0 and preview[pattern].half_width == 0
-        assert "no one can be in this group" in preview[pattern].note
+        assert shown[pattern].value == 0 and shown[pattern].half_width == 0
+        assert "no one can be in this group" in shown[pattern].note
     assert prepared.parts["main"].keys.height == 4, "only patterns with haven go to OpenDP"
     haven = table.filter(pl.col("member:haven")).height
     errors = []
     for _ in range(150):
-        derived = {cell.key[-1]: cell.value for cell in prepared.release().derived}
+        derived = {cell.key[-1]: cell.value for cell in release(prepared).derived}
         errors.append(derived["haven"] - haven)
     assert abs(sum(errors) / len(errors)) < 1.5, "no mass pushed off the real cells onto impossible ones"
 
 
 def test_cells_a_filter_rules_out_are_exact_zeros_and_a_filter_that_rules_out_everyone_is_refused(protocol, table):
-    answer = release(
+    answer = released(
         table, protocol, "count --by member:police,region --where nonmember:police --where region=Otago --rho 0.1"
     )
     for cell in answer.cells:
         if cell.key != (False, "Otago"):
             assert cell.value == 0 and cell.half_width == 0, cell
-    mean = release(table, protocol, "mean weeks_supported --by member:msd --rho 0.1")
+    mean = released(table, protocol, "mean weeks_supported --by member:msd --rho 0.1")
     assert {c.key: c.note for c in mean.cells}[(False,)].startswith("no one can be in this group")
     with pytest.raises(InputError, match="rules out everyone"):
-        release(table, protocol, "count --where nonmember:msd,police,haven --rho 0.1")
+        released(table, protocol, "count --where nonmember:msd,police,haven --rho 0.1")
     with pytest.raises(InputError, match="rules out everyone"):
-        release(table, protocol, "count --where weeks_supported>=60 --rho 0.1")
+        released(table, protocol, "count --where weeks_supported>=60 --rho 0.1")
 
 
 def ruled(protocol, **rules):
@@ -330,9 +332,9 @@ def test_no_suppressed_overlap_cell_can_be_worked_out_from_the_figures_shown(pro
         (pattern,): {"pattern": pattern, "len": count}
         for pattern, count in zip(membership_patterns(strict), counts, strict=True)
     }
-    answer = prepared.release_from({"main": rows})
+    answer = figures.answer(prepared, {"main": rows})
     unruled = prepare(table, parse_query(protocol, shlex.split("overlap --rho 0.1")), protocol)
-    values = [cell.value for cell in unruled.release_from({"main": rows}).cells]
+    values = [cell.value for cell in figures.answer(unruled, {"main": rows}).cells]
     assert recoverable(list(answer.cells), list(answer.derived), values, 20) == []
     assert all(cell.value is None or cell.value >= 20 for cell in answer.cells)
     for cell in answer.derived:
@@ -346,13 +348,13 @@ def test_a_count_shown_under_a_suppression_rule_states_its_interval_given_that_i
     prepared = prepare(table, parse_query(strict, shlex.split("count --rho 0.1")), strict)
     distribution, scale = prepared.parts["main"].noise("Length")
     for value in (20, 45, 400):
-        cell = prepared.release_from({"main": {prepared.keys[0]: {"len": value}}}).cells[0]
+        cell = figures.answer(prepared, {"main": {prepared.keys[0]: {"len": value}}}).cells[0]
         lower, upper = shown_count_interval(value, 20, distribution, scale, lambda y: max(0, y))
         assert (cell.value, cell.lower, cell.upper) == (value, lower, upper)
         assert cell.half_width is not None and cell.half_width >= max(value - lower, upper - value)
     assert (lower, upper) == (400 - half_width(distribution, scale), 400 + half_width(distribution, scale))
     unruled = prepare(table, parse_query(protocol, shlex.split("count --rho 0.1")), protocol)
-    cell = unruled.release_from({"main": {unruled.keys[0]: {"len": 20}}}).cells[0]
+    cell = figures.answer(unruled, {"main": {unruled.keys[0]: {"len": 20}}}).cells[0]
     assert cell.upper == 20 + half_width(distribution, scale)  # without a rule, every count is shown
 
 
@@ -370,7 +372,7 @@ def test_means_over_groups_below_the_threshold_are_withheld_and_intervals_stay_w
         (False,): {"member:police": False, "housed_within_90_days": 39, "len": 40},
     }
     sizes = {(True,): {"len": 29}, (False,): {"len": 30}}
-    cells = {cell.key: cell for cell in prepared.release_from({"main": rows, "count": sizes}).cells}
+    cells = {cell.key: cell for cell in figures.answer(prepared, {"main": rows, "count": sizes}).cells}
     assert cells[(True,)].value is None and "suppressed: fewer than 30 people" in cells[(True,)].note
     kept = cells[(False,)]
     assert kept.value == pytest.approx(39 / 40)
@@ -410,7 +412,7 @@ def test_the_intervals_of_the_means_shown_hold_the_mean_95_percent_of_the_time(p
                               "len": int(group + draws["main"]["Length"][i])}}}  # fmt: skip
         if "count" in draws:
             rows["count"] = {(): {"len": int(group + draws["count"]["Length"][i])}}
-        cell = prepared.release_from(rows).cells[0]
+        cell = figures.answer(prepared, rows).cells[0]
         if cell.value is not None:
             shown += 1
             held += cell.lower <= truth <= cell.upper
@@ -439,7 +441,7 @@ def test_an_epsilon_delta_query_is_answered_within_its_loss(protocol, table):
         spec = prepared.spec
         assert spent_epsilon <= float(spec.cost.amount) * (1 + 1e-9), text
         assert spent_delta <= float(spec.cost.delta), text
-        assert all(cell.value is not None for cell in prepared.release().cells)
+        assert all(cell.value is not None for cell in release(prepared).cells)
         if spec.kind == "quantile":  # OpenDP's report-noisy-min under pure DP, named and scaled in ranks
             assert "exponential mechanism" in prepared.mechanism and "ExponentialMin" not in prepared.mechanism
 
@@ -482,10 +484,10 @@ def test_the_ledger_is_held_only_to_check_and_record_never_while_opendp_plans_or
             yield receipt
         held.pop()
 
-    real_prepare, real_release = stats.dp.prepare, stats.dp.Prepared.release
+    real_prepare, real_release = stats.dp.prepare, stats.dp.release
     monkeypatch.setattr(stats.dp, "prepare", lambda *a: work.append(("plan", bool(held))) or real_prepare(*a))
     monkeypatch.setattr(
-        stats.dp.Prepared, "release", lambda self: work.append(("release", bool(held))) or real_release(self)
+        stats.dp, "release", lambda prepared: work.append(("release", bool(held))) or real_release(prepared)
     )
     answer = answer_query(table, parse_query(protocol, ["count", "--rho", "0.1"]), protocol, spend, "ana")
     assert answer.released and work == [("plan", False), ("release", False)]
@@ -500,7 +502,7 @@ def test_a_release_that_takes_too_long_is_refused_cleanly_and_spends_nothing(pro
 
     ledger = FileLedger(tmp_path / "l", protocol)
     stuck = threading.Event()
-    monkeypatch.setattr(stats.dp.Prepared, "release", lambda _self: stuck.wait(30))
+    monkeypatch.setattr(stats.dp, "release", lambda _prepared: stuck.wait(30))
     spec = parse_query(protocol, ["count", "--rho", "0.1"])
     try:
         with pytest.raises(
@@ -529,14 +531,14 @@ def test_a_large_noise_scale_gets_its_accuracy_quickly_and_truly(protocol, table
     assert fast >= exact and fast - exact <= 1, "the continuous tail agrees with OpenDP's at the switch"
     prepared = prepare(table, parse_query(protocol, shlex.split("count --rho 1e-10")), protocol)
     rows = protocol.rows_per_person  # the noise protects the rows one person can move (issue 16)
-    assert prepared.preview().cells[0].half_width == pytest.approx(1.96 * 70711 * rows, rel=1e-3)
+    assert preview(prepared).cells[0].half_width == pytest.approx(1.96 * 70711 * rows, rel=1e-3)
 
 
 # -- issue 16, section 3: what analysts expect -------------------------------------------------
 
 
 def test_binned_groups_count_the_people_in_each_public_bin(protocol, table):
-    answer = release(table, protocol, f"count --by weeks_supported,member:police {NOISELESS}")
+    answer = released(table, protocol, f"count --by weeks_supported,member:police {NOISELESS}")
     weeks = table["weeks_supported"]
     police = table["member:police"]
     bins = {"0-12": (0, 12), "13-25": (13, 25), "26-38": (26, 38), "39-52": (39, 52)}
@@ -547,7 +549,7 @@ def test_binned_groups_count_the_people_in_each_public_bin(protocol, table):
             low, high = bins[label]
             expected = table.filter(weeks.is_between(low, high) & (police == flag)).height
         assert value == expected, (label, flag)
-    means = release(table, protocol, f"mean weeks_supported --by 'weeks_supported[0,26]' {NOISELESS}")
+    means = released(table, protocol, f"mean weeks_supported --by 'weeks_supported[0,26]' {NOISELESS}")
     low = table.filter(pl.col("weeks_supported") < 26)["weeks_supported"].mean()
     assert values(means)[("0-25",)] == pytest.approx(low, abs=1e-3)
     assert values(means)[(None,)] is None, "no one without weeks_supported has a mean of it"
@@ -561,9 +563,9 @@ def test_the_cost_for_a_target_half_width_is_the_least_that_gives_it(protocol, t
     spec = parse_query(protocol, shlex.split(text), default_cost=Loss.of(rho=1))
     target = 5 if "sum" not in text else 400
     found = cost_for_half_width(table, spec, protocol, target)
-    assert all(cell.half_width <= target for cell in prepare(table, found, protocol).preview().cells)
+    assert all(cell.half_width <= target for cell in preview(prepare(table, found, protocol)).cells)
     cheaper = replace(found, cost=Loss.of(rho=float(found.cost.amount) * 0.9))
-    assert any(cell.half_width > target for cell in prepare(table, cheaper, protocol).preview().cells)
+    assert any(cell.half_width > target for cell in preview(prepare(table, cheaper, protocol)).cells)
     with pytest.raises(InputError, match="depends on how many people each group has"):
         cost_for_half_width(table, replace(spec, kind="mean"), protocol, 5)
 
@@ -597,9 +599,9 @@ def test_a_quantile_s_suppression_is_decided_on_its_own_count_not_on_the_histogr
     rows = protocol.rows_per_person
     spent = sum(part.measurement.map(rows) for part in prepared.parts.values())
     assert spent <= 0.08 * (1 + 1e-9), spent
-    shown = prepared.release_from(_quantile_rows(prepared, histogram=5, size=50)).cells[0]
+    shown = figures.answer(prepared, _quantile_rows(prepared, histogram=5, size=50)).cells[0]
     assert shown.value == 30 and shown.lower is not None, "a small histogram total does not withhold it"
-    hidden = prepared.release_from(_quantile_rows(prepared, histogram=500, size=12)).cells[0]
+    hidden = figures.answer(prepared, _quantile_rows(prepared, histogram=500, size=12)).cells[0]
     assert hidden.value is None and "suppressed: fewer than 20 people" in hidden.note
     assert "on the group's count, for the suppression rule" in prepared.mechanism
 
@@ -609,5 +611,5 @@ def test_without_a_suppression_rule_a_quantile_is_never_withheld(protocol, table
     # releases that noise let through (93-94% for the quantile of 1 or 2 people).
     prepared = prepare(table, parse_query(protocol, shlex.split("quantile months_in_nz --rho 0.08")), protocol)
     assert set(prepared.parts) == {"main", "histogram"}
-    cell = prepared.release_from(_quantile_rows(prepared, histogram=0)).cells[0]
+    cell = figures.answer(prepared, _quantile_rows(prepared, histogram=0)).cells[0]
     assert cell.value == 30 and cell.lower is not None and cell.upper is not None

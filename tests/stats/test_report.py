@@ -164,7 +164,7 @@ def test_a_report_under_a_suppression_rule_gives_no_suppressed_cell_away(protoco
 def test_a_count_whose_interval_is_not_centred_is_printed_as_a_range():
     # A count shown under a suppression rule (or a small one, whose interval starts at 0) has an
     # interval that is not value +- half-width; the report printed "± 20" for 0 to 27.
-    from stats.dp import Answer, Cell
+    from stats.answers import Answer, Cell
     from stats.report import _figure_value
 
     def figure(cell: Cell) -> tuple[str, str]:

@@ -221,14 +221,14 @@ def test_a_slow_release_holds_no_database_lock_that_blocks_other_projects(client
     assert encodings.status_code == 201, encodings.text
     started, finish = threading.Event(), threading.Event()
     gave_up = []
-    real_release = stats.dp.Prepared.release
+    real_release = stats.dp.release
 
-    def slow_release(self):
+    def slow_release(prepared):
         started.set()
         gave_up.append(not finish.wait(30))  # the upload below sets it, unless it waits for this release
-        return real_release(self)
+        return real_release(prepared)
 
-    monkeypatch.setattr(stats.dp.Prepared, "release", slow_release)
+    monkeypatch.setattr(stats.dp, "release", slow_release)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(ask, client, project_id, credentials["analyst"], query="count --rho 0.1")
         assert started.wait(60), "the release began"
