@@ -418,7 +418,8 @@ def run_separation(args: argparse.Namespace) -> None:
 def run_link(args: argparse.Namespace) -> None:
     """The example hardened, linked by the engine, with its CLK replaced by a fallback variant and other bars."""
     from linkage.agency import records as records_module
-    from linkage.evaluation.scores import client_clusters, encode_and_link, pairwise_scores, true_pairs
+    from linkage.agency.risk import encode_and_link
+    from linkage.evaluation.scores import client_clusters, pairwise_scores, true_pairs
     from linkage.matching import compare
 
     example = load_protocol(EXAMPLE)

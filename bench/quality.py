@@ -39,12 +39,12 @@ import numpy as np
 
 from linkage.agency.hashing import load_clkhash_schema
 from linkage.agency.records import prepare_rows
+from linkage.agency.risk import encode_and_link
 from linkage.evaluation.blocking import analyse_blocking
 from linkage.evaluation.febrl import febrl_protocol, write_febrl4
 from linkage.evaluation.scores import (
     PairwiseScores,
     client_clusters,
-    encode_and_link,
     pairwise_scores,
     read_truth,
     record_people,

@@ -25,6 +25,7 @@ from linkage.agency.attacks import (
     pattern_mining_attack,
     random_secret,
 )
+from linkage.agency.encode import encode_csv
 from linkage.agency.hashing import derive_keys, salted, tokenize
 from linkage.agency.prepare import Value, prepare_rows
 from linkage.agency.records import RecordEncoder, salts_for
@@ -33,12 +34,12 @@ from linkage.errors import InputError
 from linkage.evaluation.scores import (
     PairwiseScores,
     client_clusters,
-    encode_and_link,
     pairwise_scores,
     read_truth,
     true_pairs,
 )
 from linkage.evaluation.synth import synthesise_population
+from linkage.matching.engine import LinkResult, link, load_inputs
 from linkage.protocol import STRING_KINDS, Hardening, Protocol, with_hardening
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "assess_risk",
     "attack_encodings",
     "build_reference",
+    "encode_and_link",
     "encode_values",
     "hardening_options",
     "LinkageQuality",
@@ -392,6 +394,22 @@ class LinkageQuality:
 
     overall: PairwiseScores
     with_salt: PairwiseScores
+
+
+def encode_and_link(
+    protocol: Protocol, secret: bytes, data_dir: Path, work_dir: Path, *, workers: int = 1
+) -> tuple[LinkResult, list[Path]]:
+    """Encode every party's ``data_dir/<party>.csv`` into ``work_dir/<party>``, then link them all.
+
+    The agencies' and the linkage service's steps in one process, for studies on synthetic
+    data (benchmarks, ``pprl risk``). Returns the link result and the parties' folders.
+    """
+    outs = []
+    for party in protocol.parties:
+        out = work_dir / party.id
+        encode_csv(protocol, party.id, secret, data_dir / f"{party.id}.csv", out, workers=workers)
+        outs.append(out)
+    return link(protocol, load_inputs(protocol, outs), workers=workers), outs
 
 
 def linkage_quality(

@@ -15,12 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from linkage.agency.encode import encode_csv
 from linkage.encodings import Encodings
 from linkage.errors import InputError
-from linkage.matching.engine import LinkResult, link, load_inputs
+from linkage.matching.engine import LinkResult
 from linkage.matching.solve import solve_entities
-from linkage.protocol import Protocol
 from linkage.token_files import read_keymap, read_rows
 
 __all__ = [
@@ -88,22 +86,6 @@ def true_pairs(
     clusters = [sorted(group) for group in people.values() if len({p for p, _ in group}) > 1]
     pairs = {pair for group in clusters for pair in _pairs_of(group)}
     return pairs, clusters
-
-
-def encode_and_link(
-    protocol: Protocol, secret: bytes, data_dir: Path, work_dir: Path, *, workers: int = 1
-) -> tuple[LinkResult, list[Path]]:
-    """Encode every party's ``data_dir/<party>.csv`` into ``work_dir/<party>``, then link them all.
-
-    The agencies' and the linkage service's steps in one process, for studies on synthetic
-    data (benchmarks, ``pprl risk``). Returns the link result and the parties' folders.
-    """
-    outs = []
-    for party in protocol.parties:
-        out = work_dir / party.id
-        encode_csv(protocol, party.id, secret, data_dir / f"{party.id}.csv", out, workers=workers)
-        outs.append(out)
-    return link(protocol, load_inputs(protocol, outs), workers=workers), outs
 
 
 def client_clusters(result: LinkResult, outs: Sequence[Path]) -> list[list[Record]]:

@@ -11,9 +11,9 @@ import pytest
 
 from linkage.agency.hashing import apply_hardening, clkhash_schema, derive_keys, filter_hardening
 from linkage.agency.records import RecordEncoder
-from linkage.agency.risk import hardening_options, linkage_quality
+from linkage.agency.risk import encode_and_link, hardening_options, linkage_quality
 from linkage.errors import ProtocolError
-from linkage.evaluation.scores import client_clusters, encode_and_link
+from linkage.evaluation.scores import client_clusters
 from linkage.evaluation.synth import synthesise_population
 from linkage.matching.compare import PartyFeatures, compare_pairs, comparisons_for
 from linkage.protocol import Hardening, load_protocol, parse_protocol, with_hardening
