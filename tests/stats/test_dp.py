@@ -1,10 +1,12 @@
 """Differentially private answers: right plans, tight calibration, consistent overlaps, honest intervals."""
 
+import contextlib
 import copy
 import math
 import shlex
 from dataclasses import replace
 from fractions import Fraction
+from types import SimpleNamespace
 
 import numpy as np
 import opendp.prelude as dp
@@ -615,6 +617,12 @@ def test_without_a_suppression_rule_a_quantile_is_never_withheld(protocol, table
     assert cell.value == 30 and cell.lower is not None and cell.upper is not None
 
 
+@contextlib.contextmanager
+def free_spend(_who, _query, _cost):
+    """A ledger that pays for anything: only the query's own checks refuse."""
+    yield SimpleNamespace(mechanism=None)
+
+
 @pytest.fixture(scope="module")
 def small_people(protocol):
     return people_table(protocol, 200)
@@ -649,16 +657,9 @@ _QUERIES = st.tuples(
 def test_every_query_is_answered_or_refused_with_the_fix_never_a_crash(protocol, small_people, words, dry_run):
     # Issue 16's goal: no query input reaches a 500. `count --epsilon 1e5` did: OpenDP states
     # the discrete Laplace's accuracy as -inf at so small a scale, and math.ceil(-inf) raised.
-    import contextlib
-    from types import SimpleNamespace
-
-    @contextlib.contextmanager
-    def spend(who, query, cost):
-        yield SimpleNamespace(mechanism=None)
-
     try:
         answer = answer_query(
-            small_people, parse_query(protocol, words, files=False), protocol, spend, "ana", dry_run=dry_run
+            small_people, parse_query(protocol, words, files=False), protocol, free_spend, "ana", dry_run=dry_run
         )
     except PprlError as exc:
         assert exc.message
@@ -670,3 +671,13 @@ def test_every_query_is_answered_or_refused_with_the_fix_never_a_crash(protocol,
 def test_a_huge_epsilon_is_answered_with_no_noise_to_speak_of(protocol, small_people, kind):
     answer = preview(prepare(small_people, parse_query(protocol, [*kind.split(), "--epsilon", "1e5"]), protocol))
     assert all(cell.half_width == 0 for cell in answer.cells)
+
+
+@pytest.mark.parametrize("cost", ["--epsilon 1", "--epsilon 35881"])
+def test_a_dry_run_refuses_a_cost_in_another_measure_as_the_release_does(protocol, small_people, cost):
+    # The dry run planned `overlap --epsilon 35881` on a rho budget (and, before the half-width
+    # fix, crashed doing it) while the release refused it: a dry run must say what the release will.
+    spec = parse_query(protocol, ["overlap", *cost.split()])
+    for dry_run in (True, False):
+        with pytest.raises(InputError, match="budget is in rho, so give the query's cost as --rho, not --epsilon"):
+            answer_query(small_people, spec, protocol, free_spend, "ana", dry_run=dry_run)
