@@ -89,6 +89,10 @@ def half_width(distribution: str, scale: float) -> int:
         accuracy = float(dp.discrete_gaussian_scale_to_accuracy(scale, ALPHA))
     else:
         accuracy = float(dp.discrete_laplacian_scale_to_accuracy(scale, ALPHA))
+    if accuracy == -math.inf:
+        # OpenDP's answer below scale ~0.0014 (a count at epsilon 1e5): the noise is 0 but
+        # with a chance under 1e-300, so no interval is wider than the value itself.
+        return 0
     return max(0, math.ceil(accuracy) - 1)
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "Loss",
     "budget_of",
     "check_affordable",
+    "check_measure",
     "epsilon_of_rho",
 ]
 
@@ -325,6 +326,26 @@ def _approx_json(loss: Loss, delta: float) -> dict[str, float]:
     return {"epsilon": epsilon, "delta": delta}
 
 
+def check_measure(total: Loss, cost: Loss) -> None:
+    """Refuse a cost the budget ``total`` cannot be charged in, whatever is left of it.
+
+    Raises:
+        InputError: the cost is in another measure, or has a delta a pure ε budget lacks.
+
+    >>> check_measure(Loss.of(rho=1), Loss.of(epsilon=1))
+    Traceback (most recent call last):
+    ...
+    linkage.errors.InputError: this protocol's budget is in rho, so give the query's cost as --rho, not --epsilon
+    """
+    if cost.measure != total.measure:
+        raise InputError(
+            f"this protocol's budget is in {total.measure}, so give the query's cost as "
+            f"--{total.measure}, not --{cost.measure}"
+        )
+    if total.measure == "epsilon" and cost.delta and not total.delta:
+        raise InputError("this protocol's budget is pure ε-DP (no delta); leave delta out")
+
+
 def check_affordable(budget: Budget, cost: Loss) -> None:
     """Refuse a release the budget cannot pay for.
 
@@ -333,13 +354,7 @@ def check_affordable(budget: Budget, cost: Loss) -> None:
         BudgetExceeded: spending it would take the ledger over the total; the message
             says what is left.
     """
-    if cost.measure != budget.total.measure:
-        raise InputError(
-            f"this protocol's budget is in {budget.total.measure}, so give the query's cost as "
-            f"--{budget.total.measure}, not --{cost.measure}"
-        )
-    if budget.total.measure == "epsilon" and cost.delta and not budget.total.delta:
-        raise InputError("this protocol's budget is pure ε-DP (no delta); leave delta out")
+    check_measure(budget.total, cost)
     if not (budget.spent + cost).fits_within(budget.total):
         raise BudgetExceeded(
             f"this query costs {cost} but only {budget.remaining} of the project's {budget.total} is left "

@@ -41,7 +41,7 @@ from linkage.protocol import Protocol, equivalent_delta
 from stats import figures
 from stats.accuracy import CONFIDENCE, noise_variance, scale_for_half_width
 from stats.answers import Answer
-from stats.budget import Loss, Receipt, epsilon_of_rho
+from stats.budget import Loss, Receipt, budget_of, check_measure, epsilon_of_rho
 from stats.cells import OutputRules, Possible
 from stats.entities import membership_patterns
 from stats.prepared import Part, Prepared
@@ -428,6 +428,7 @@ def answer_query(
             out everyone, OpenDP cannot make the plan private).
         ReleaseTimeout: planning or releasing took too long (nothing is recorded).
     """
+    check_measure(budget_of(protocol), spec.cost)  # a dry run refuses what the release would
     prepared = _bounded(lambda: prepare(table, spec, protocol), timeout, "planning the query")
     if dry_run:
         return _noted(preview(prepared), protocol)
@@ -460,6 +461,7 @@ def answer_queries(
     if not specs:
         raise InputError("send at least one query")
     total = sum((spec.cost for spec in specs[1:]), specs[0].cost)
+    check_measure(budget_of(protocol), total)
     text = f"{label}: " + "; ".join(spec.text() for spec in specs)
     limit = timeout * len(specs)  # each query of the batch has its own time
     prepared = _bounded(lambda: [prepare(table, spec, protocol) for spec in specs], limit, "planning the queries")

@@ -47,6 +47,15 @@ def test_widths_are_the_least_whole_numbers_that_hold_95_percent_of_the_noise(di
     assert h1 <= h
 
 
+@pytest.mark.parametrize("distribution", DISTRIBUTIONS)
+@pytest.mark.parametrize("scale", [1e-3, 1e-6, 1e-9])
+def test_noise_too_small_to_move_a_count_has_a_width_of_zero(distribution, scale):
+    """OpenDP gives the discrete Laplace's accuracy as -inf below scale ~0.0014 (a count at
+    epsilon 1e5): ``math.ceil`` of it raised OverflowError, a 500 from the service."""
+    assert half_width(distribution, scale) == 0
+    assert one_sided_width(distribution, scale) == 0
+
+
 def _pure(protocol):
     document = copy.deepcopy(protocol.document)
     document["releases"]["budget"] = {"epsilon": 20.0}

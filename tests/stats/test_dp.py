@@ -1,10 +1,12 @@
 """Differentially private answers: right plans, tight calibration, consistent overlaps, honest intervals."""
 
+import contextlib
 import copy
 import math
 import shlex
 from dataclasses import replace
 from fractions import Fraction
+from types import SimpleNamespace
 
 import numpy as np
 import opendp.prelude as dp
@@ -13,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from linkage.errors import BudgetExceeded, InputError, ProtocolError
+from linkage.errors import BudgetExceeded, InputError, PprlError, ProtocolError
 from linkage.protocol import parse_protocol
 from stats import figures
 from stats.accuracy import half_width, shown_count_interval
@@ -23,7 +25,7 @@ from stats.cells import project_to_counts
 from stats.dp import answer_query, prepare, preview, release
 from stats.entities import entity_table, membership_patterns
 from stats.query import parse_query
-from tests.helpers import people
+from tests.helpers import people, people_table
 
 NOISELESS = "--rho 1000000000"  # a sum of weeks (9 rows of up to 52 a person) gets noise of scale 0.01: exact
 
@@ -613,3 +615,69 @@ def test_without_a_suppression_rule_a_quantile_is_never_withheld(protocol, table
     assert set(prepared.parts) == {"main", "histogram"}
     cell = figures.answer(prepared, _quantile_rows(prepared, histogram=0)).cells[0]
     assert cell.value == 30 and cell.lower is not None and cell.upper is not None
+
+
+@contextlib.contextmanager
+def free_spend(_who, _query, _cost):
+    """A ledger that pays for anything: only the query's own checks refuse."""
+    yield SimpleNamespace(mechanism=None)
+
+
+@pytest.fixture(scope="module")
+def small_people(protocol):
+    return people_table(protocol, 200)
+
+
+_COLUMNS = ["region", "member:msd", "member:police,msd", "nonmember:haven", "shared", "weeks_supported", "months_in_nz"]
+_COLUMNS += ["police_contacts", "police_contacts[0,1,5]", "police_contacts[5,1]", "housed_within_90_days", "x", ""]
+_NUMBERS = ["0", "-1", "1e-20", "1e-3", "0.05", "1", "100", "1e5", "1e9", "1e10", "nan", "inf", "0x10", "", "1e308"]
+_CONDITIONS = st.tuples(
+    st.sampled_from(_COLUMNS), st.sampled_from(["=", ">=", "<=", "<"]), st.sampled_from(_NUMBERS)
+).map("".join)
+_OPTIONS = st.one_of(
+    st.tuples(st.sampled_from(["--rho", "--epsilon", "--delta", "--q"]), st.sampled_from(_NUMBERS)),
+    st.tuples(st.just("--by"), st.sampled_from(_COLUMNS)),
+    st.tuples(st.just("--where"), st.one_of(st.sampled_from(_COLUMNS), _CONDITIONS)),
+    st.tuples(st.sampled_from(["--rho=1e5", "--epsilon=1e5", "--by", "--x", "region"])),
+    st.tuples(st.sampled_from(["--by", "--where", "--rho"]), st.text(max_size=6)),
+)
+_COSTS = st.tuples(
+    st.sampled_from(["--rho", "--epsilon"]), st.sampled_from(["0.05", "1", "1e5", "1e9", "1e-20", "nan"])
+)
+_QUERIES = st.tuples(
+    st.sampled_from(["count", "sum", "mean", "quantile", "overlap", "Count"]),
+    st.lists(st.sampled_from(_COLUMNS), max_size=1),
+    st.lists(_OPTIONS, max_size=2),
+    _COSTS,
+).map(lambda parts: [parts[0], *parts[1], *[word for option in (*parts[2], parts[3]) for word in option]])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(words=_QUERIES, dry_run=st.booleans())
+def test_every_query_is_answered_or_refused_with_the_fix_never_a_crash(protocol, small_people, words, dry_run):
+    # Issue 16's goal: no query input reaches a 500. `count --epsilon 1e5` did: OpenDP states
+    # the discrete Laplace's accuracy as -inf at so small a scale, and math.ceil(-inf) raised.
+    try:
+        answer = answer_query(
+            small_people, parse_query(protocol, words, files=False), protocol, free_spend, "ana", dry_run=dry_run
+        )
+    except PprlError as exc:
+        assert exc.message
+    else:
+        assert answer.cells
+
+
+@pytest.mark.parametrize("kind", ["count --by region", "overlap", "sum weeks_supported"])
+def test_a_huge_epsilon_is_answered_with_no_noise_to_speak_of(protocol, small_people, kind):
+    answer = preview(prepare(small_people, parse_query(protocol, [*kind.split(), "--epsilon", "1e5"]), protocol))
+    assert all(cell.half_width == 0 for cell in answer.cells)
+
+
+@pytest.mark.parametrize("cost", ["--epsilon 1", "--epsilon 35881"])
+def test_a_dry_run_refuses_a_cost_in_another_measure_as_the_release_does(protocol, small_people, cost):
+    # The dry run planned `overlap --epsilon 35881` on a rho budget (and, before the half-width
+    # fix, crashed doing it) while the release refused it: a dry run must say what the release will.
+    spec = parse_query(protocol, ["overlap", *cost.split()])
+    for dry_run in (True, False):
+        with pytest.raises(InputError, match="budget is in rho, so give the query's cost as --rho, not --epsilon"):
+            answer_query(small_people, spec, protocol, free_spend, "ana", dry_run=dry_run)
