@@ -23,6 +23,7 @@ import itertools
 import tempfile
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from linkage.matching.compare import (
     rejected,
 )
 from linkage.matching.engine import load_inputs, score_candidates, select_and_solve
+from linkage.matching.link_state import LinkState
 from linkage.matching.passes import weigh_pairs
 from linkage.matching.tasks import frequencies_of
 from linkage.protocol import Hardening, Protocol, load_protocol, with_hardening
@@ -316,6 +318,131 @@ def _calibration(scored, threshold, people, party_features, comparisons) -> None
     print(f"  kept pairs at 0.02 <= p < threshold: {total}, true {true}, mean p {mean:.3f}")
     for vector, (count, hits, psum) in sorted(tally.items(), key=lambda kv: -kv[1][0])[:25]:
         print(f"    {count:4d} true {hits:4d} mean p {psum / count:.3f}  {vector}")
+
+
+def state_causes(
+    protocol: Protocol,
+    state: LinkState,
+    plaintext: Callable[[int, int], dict[str, str]],
+    person: Callable[[int, int], str],
+    show: int,
+) -> None:
+    """Every true pair of a linkage state's records, within and across parties, by cause.
+
+    For `bench/refresh.py --causes` (duplicates within parties, `--dedupe`): each missed
+    true pair is put in the first that applies of
+      * no candidate: no shared block key (within a party, keys skipped there count as none);
+      * rejected: "different" on every field of a `reject_when_different` rule;
+      * below threshold: match probability under the model's threshold;
+      * below dedupe_threshold (within a party): at or above the threshold, under the
+        protocol's `dedupe_threshold`;
+      * a duplicate not grouped (across parties): one of the pair's records has another
+        record of its own party in the other record's entity (the solver's one record per
+        party per entity chose that one);
+      * lost in the solver: accepted, but not in one entity;
+    and described by what differs in its plaintext (`plaintext_tags`).
+    """
+    comparisons = comparisons_for(protocol)
+    features = features_for(comparisons, protocol.comparison_groups)
+    model = state.model
+    entity = state.entity
+    features_of = [PartyFeatures.from_records(records, comparisons) for records in state.records]
+    keys = [np.asarray(records["block"]).reshape(len(records), -1) for records in state.records]
+    accepted = {
+        (int(pa), int(ra), int(pb), int(rb))
+        for pa, ra, pb, rb in zip(
+            state.pairs.party_a, state.pairs.record_a, state.pairs.party_b, state.pairs.record_b, strict=True
+        )
+    }
+    people: dict[str, list[tuple[int, int]]] = {}
+    for p, ids in enumerate(entity):
+        for r in range(len(ids)):
+            people.setdefault(person(p, r), []).append((p, r))
+    members: dict[int, set[tuple[int, int]]] = {}
+    for p, ids in enumerate(entity):
+        for r, number in enumerate(ids.tolist()):
+            members.setdefault(number, set()).add((p, r))
+    pairs: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for records in people.values():
+        for (pa, ra), (pb, rb) in itertools.combinations(sorted(records), 2):
+            pairs.setdefault((pa, pb), []).append((ra, rb))
+    dedupe_threshold = max(model.threshold, protocol.dedupe_threshold or 0.0)
+    causes: Counter[tuple[str, str]] = Counter()
+    by_reason: Counter[tuple[str, str, str]] = Counter()
+    by_levels: Counter[tuple[str, str, str]] = Counter()
+    examples: list[str] = []
+    for (a, b), found in sorted(pairs.items()):
+        kind = "within" if a == b else "across"
+        index_a = np.array([i for i, _ in found], dtype=np.int64)
+        index_b = np.array([j for _, j in found], dtype=np.int64)
+        levels, similarity = compare_and_measure(features_of[a], features_of[b], index_a, index_b, comparisons)
+        prior = model.prior_of(state.parties[a], state.parties[b])
+        _, strength, probability = weigh_pairs(
+            levels, comparisons, features, (model.model, {(a, b): prior}, 0.0), (a, b), ([], []), similarity
+        )
+        reject = rejected(levels, comparisons)
+        if a == b:
+            skipped = state.within_oversized.get(state.parties[a], ())
+        else:
+            skipped = model.oversized_for(list(state.parties), keys[a].shape[1]).get((a, b), ())
+        shared = (keys[a][index_a] == keys[b][index_b]) & (keys[a][index_a] != 0)
+        for column, oversized in enumerate(skipped):
+            if len(oversized):
+                shared[:, column] &= ~np.isin(keys[a][index_a, column], oversized)
+        candidate = shared.any(axis=1)
+        for n, (i, j) in enumerate(found):
+            if entity[a][i] == entity[b][j]:
+                causes[(kind, "linked")] += 1
+                continue
+            if not candidate[n]:
+                cause = "no candidate"
+            elif reject[n]:
+                cause = "rejected"
+            elif probability[n] < model.threshold:
+                cause = "below threshold"
+            elif a == b and probability[n] < dedupe_threshold:
+                cause = "below dedupe_threshold"
+            elif a != b and (
+                any(q == a and r != i for q, r in members[int(entity[b][j])])
+                or any(q == b and r != j for q, r in members[int(entity[a][i])])
+            ):
+                cause = "a duplicate not grouped"
+            else:
+                cause = "lost in the solver" + ("" if (a, i, b, j) in accepted else " (pair not accepted)")
+            causes[(kind, cause)] += 1
+            row_a, row_b = plaintext(a, i), plaintext(b, j)
+            tags = plaintext_tags(row_a, row_b)
+            salted = [k for k, c in enumerate(comparisons) if c.salted]
+            unsalted = bool(salted) and all(levels[n, k] == comparisons[k].missing for k in salted)
+            by_reason[(kind, cause, primary_reason(tags) + (" [no shared salt]" if unsalted else ""))] += 1
+            vector = " ".join(
+                f"{c.field.name[:4]}={'-' if levels[n, k] == c.missing else levels[n, k]}"
+                for k, c in enumerate(comparisons)
+            )
+            by_levels[(kind, cause, vector)] += 1
+            if len(examples) < show:
+                examples.append(
+                    f"  [{kind}, {cause}] p={probability[n]:.3g} w={strength[n]:.1f} {vector}\n"
+                    f"      {_brief(row_a)}\n      {_brief(row_b)}"
+                )
+    print(
+        f"\n== true pairs by cause (threshold {model.threshold:.4f}, dedupe_threshold {dedupe_threshold:.4f}, "
+        f"priors {', '.join(f'{a}+{b} {p:.2e}' for (a, b), p in sorted(model.priors.items()))})"
+    )
+    for kind in ("within", "across"):
+        total = sum(count for (k, _), count in causes.items() if k == kind)
+        print(f"  {kind} parties: {total:,} true pairs")
+        for (k, cause), count in sorted(causes.items(), key=lambda kv: -kv[1]):
+            if k == kind:
+                print(f"    {count:6d}  {cause}")
+    print("  missed, by cause and primary reason:")
+    for (kind, cause, reason), count in sorted(by_reason.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[1])):
+        print(f"    {count:5d}  {kind:<7} {cause:<24} {reason}")
+    print("  missed, by cause and comparison levels (top 30):")
+    for (kind, cause, vector), count in by_levels.most_common(30):
+        print(f"    {count:5d}  {kind:<7} {cause:<24} {vector}")
+    print("  examples:")
+    print("\n".join(examples))
 
 
 def _brief(row: dict[str, str]) -> str:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.recall_causes import state_causes
 from linkage.agency.encode import encode_csv
 from linkage.encodings import EncodingsWriter, read_encodings
 from linkage.evaluation.scores import pairwise_scores, read_truth, true_pairs
@@ -181,6 +182,12 @@ def main() -> None:
     parser.add_argument("--dedupe", action="store_true", help="link and dedupe (pprl link --dedupe)")
     parser.add_argument("--repeat", type=int, default=3, help="time each side this many times, keep the fastest")
     parser.add_argument("--profile", action="store_true", help="print where the first batch's time goes")
+    parser.add_argument(
+        "--causes",
+        type=int,
+        metavar="N",
+        help="after the last batch, put every missed true pair in a cause (bench/recall_causes.py); show N",
+    )
     args = parser.parse_args()
     protocol = load_protocol(EXAMPLE)
     parties = [p.id for p in protocol.parties]
@@ -375,6 +382,17 @@ def run(args: argparse.Namespace, protocol: Protocol, parties: list[str], work: 
                 f"F1 {f1_all_pairs:.4f} ({errors})"
             )
     print(f"time ratio per batch: {', '.join(f'{r:.3f}' for r in ratios)} (max {max(ratios):.3f})")
+    if args.causes is not None:
+
+        def client_of(party: int, record: int) -> Record:
+            name = state.parties[party]
+            return name, clients[name][state.records[party]["token"][record].tobytes()]
+
+        def plaintext(party: int, record: int) -> dict[str, str]:
+            name, client = client_of(party, record)
+            return dict(zip(headers[name], rows[name][client], strict=True))
+
+        state_causes(protocol, state, plaintext, lambda party, record: truth[client_of(party, record)], args.causes)
 
 
 if __name__ == "__main__":

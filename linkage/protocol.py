@@ -29,6 +29,7 @@ __all__ = [
     "Salt",
     "Protocol",
     "RecordLevelRelease",
+    "RejectField",
     "SimilarityRule",
     "attribute_bins",
     "equivalent_delta",
@@ -323,7 +324,7 @@ class Protocol:
     max_block_pairs: int
     comparison_groups: tuple[tuple[str, ...], ...]
     clk_prefilter: float | None
-    reject_when_different: tuple[tuple[str, ...], ...]
+    reject_when_different: tuple[tuple[RejectField, ...], ...]
     threshold: float | None
     dedupe_threshold: float | None
     attributes: tuple[AttributeSpec, ...]
@@ -681,8 +682,32 @@ def _salted_groups(doc: Mapping[str, Any], field_kinds: Mapping[str, str]) -> li
 PARTLY = "partly"
 
 
+@dataclass(frozen=True)
+class RejectField:
+    """One field of a ``matching.reject_when_different`` rule.
+
+    Attributes:
+        name: the identifier field.
+        partly: written ``name:partly``: the field also counts as different where it
+            agrees only in part (its first level above "different").
+    """
+
+    name: str
+    partly: bool = False
+
+    @classmethod
+    def parse(cls, entry: str) -> RejectField:
+        """An entry as the protocol writes it, ``"name"`` or ``"name:partly"`` (checked by :func:`_reject_problems`).
+
+        >>> RejectField.parse("date_of_birth:partly")
+        RejectField(name='date_of_birth', partly=True)
+        """
+        name, _, part = entry.partition(":")
+        return cls(name, part == PARTLY)
+
+
 def reject_rules(value: Sequence[Any]) -> tuple[tuple[str, ...], ...]:
-    """``matching.reject_when_different`` as rules: one list of fields is one rule, a list of lists several.
+    """``matching.reject_when_different`` as rules of entries: one list of fields is one rule, a list of lists several.
 
     >>> reject_rules(["given_name", "date_of_birth"])
     (('given_name', 'date_of_birth'),)
@@ -766,7 +791,10 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
         max_block_pairs=doc["matching"].get("max_block_pairs", 1_000_000),
         clk_prefilter=doc["matching"].get("clk_prefilter"),
         comparison_groups=tuple(tuple(group) for group in doc["matching"].get("comparison_groups", ())),
-        reject_when_different=reject_rules(doc["matching"].get("reject_when_different", ())),
+        reject_when_different=tuple(
+            tuple(RejectField.parse(entry) for entry in rule)
+            for rule in reject_rules(doc["matching"].get("reject_when_different", ()))
+        ),
         threshold=None if threshold == "auto" else float(threshold),
         dedupe_threshold=doc["matching"].get("dedupe_threshold"),
         attributes=tuple(

@@ -35,7 +35,7 @@ import numpy as np
 
 from linkage.encodings import PLACEHOLDER_DAY
 from linkage.matching.block import rule_spans
-from linkage.protocol import PARTLY, BlockingRule, FieldSpec, Protocol
+from linkage.protocol import BlockingRule, FieldSpec, Protocol
 
 __all__ = [
     "COMPARE_BATCH",
@@ -183,13 +183,12 @@ def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
 
 def _rejects(protocol: Protocol, name: str) -> tuple[tuple[int, int], ...]:
     """The ``reject_when_different`` rules that hold a field, with the highest level that counts as different."""
-    out = []
-    for rule, entries in enumerate(protocol.reject_when_different):
-        for entry in entries:
-            field, _, part = entry.partition(":")
-            if field == name:
-                out.append((rule, 1 if part == PARTLY else 0))
-    return tuple(out)
+    return tuple(
+        (rule, 1 if entry.partly else 0)
+        for rule, entries in enumerate(protocol.reject_when_different)
+        for entry in entries
+        if entry.name == name
+    )
 
 
 def _name_keys(protocol: Protocol) -> tuple[int, ...]:

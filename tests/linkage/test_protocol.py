@@ -4,7 +4,7 @@ import json
 import pytest
 
 from linkage.errors import InputError, ProtocolError
-from linkage.protocol import load_protocol, parse_protocol
+from linkage.protocol import RejectField, load_protocol, parse_protocol
 from tests.helpers import EXAMPLE_PROTOCOL
 
 
@@ -114,13 +114,14 @@ def test_placeholder_days_are_for_dates_and_change_the_fingerprint():
 
 def test_reject_when_different_names_identifier_fields():
     doc = document()
+    given, date = RejectField("given_name"), RejectField("date_of_birth")
     assert parse_protocol(doc).reject_when_different == (
-        ("given_name", "date_of_birth:partly"),
-        ("given_name:partly", "date_of_birth"),
-        ("given_name", "sex"),
+        (given, RejectField("date_of_birth", partly=True)),
+        (RejectField("given_name", partly=True), date),
+        (given, RejectField("sex")),
     )
     doc["matching"]["reject_when_different"] = ["given_name", "date_of_birth"]  # one rule, as a flat list
-    assert parse_protocol(doc).reject_when_different == (("given_name", "date_of_birth"),)
+    assert parse_protocol(doc).reject_when_different == ((given, date),)
     doc["matching"]["reject_when_different"] = ["given_name", "nickname"]
     with pytest.raises(ProtocolError, match=r"\$.matching.reject_when_different\[1\]: 'nickname' is not an identifier"):
         parse_protocol(doc)
