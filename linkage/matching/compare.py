@@ -101,6 +101,9 @@ class Comparison:
         name_keys: for the CLK fallback, the block key columns of the exact blocking
             rules made of names alone (two or more name fields): a pair whose two dates
             share no salt is compared on the CLK too when it shares one of these keys.
+        swapped: one of the protocol's ``swapped_names``: its filters share a key with the
+            other's, and a pair whose two names agree only crossed (one record's given
+            name with the other's surname) is compared crossed (:func:`_uncrossed`).
         rejects: the rules of the protocol's ``reject_when_different`` that hold the field,
             each as (rule, the highest level that counts as different there: 0, or 1 for
             ``field:partly``); a pair different on every field of a rule is never linked
@@ -118,6 +121,7 @@ class Comparison:
     salt_parts: tuple[str, ...] = ()
     name_keys: tuple[int, ...] = ()
     rejects: tuple[tuple[int, int], ...] = ()
+    swapped: bool = False
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -168,7 +172,18 @@ def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
             labels = ("different", *(f"dice >= {t}" for t in reversed(thresholds)))
             salted = salts_filters and spec.name != salt_field
             copies = len(parts) if salted else 1
-            out.append(Comparison(spec, labels, thresholds, salted=salted, taps=taps, copies=copies, rejects=rejects))
+            out.append(
+                Comparison(
+                    spec,
+                    labels,
+                    thresholds,
+                    salted=salted,
+                    taps=taps,
+                    copies=copies,
+                    rejects=rejects,
+                    swapped=spec.name in protocol.swapped_names,
+                )
+            )
     if hardening.fallback == "clk" and parts:
         spec = FieldSpec("clk", "clk", 0, 0, num_bits=protocol.clk_bits)
         thresholds = _DICE_LEVELS["clk"]
@@ -567,6 +582,9 @@ def _compare_batch(
             levels = (a == b).astype(np.int8)
             levels[(a == 0) | (b == 0)] = comparison.missing
             out[:, column] = levels
+    swapped = [column for column, c in enumerate(comparisons) if c.swapped]
+    if len(swapped) == 2:
+        _uncrossed(features_a, features_b, index_a, index_b, comparisons, swapped, salt, out, scores)
     apart = salt < 0
     if any(c.fallback for c in comparisons):
         # The CLK stands in where a record lacks the salt field. Where both hold it and
@@ -588,6 +606,82 @@ def _compare_batch(
     missing_level = np.array([c.missing for c in comparisons], dtype=np.int8)
     scores[out == missing_level] = 0.0
     return out, scores.sum(axis=1)
+
+
+def _crossed_dice(
+    features_a: PartyFeatures,
+    features_b: PartyFeatures,
+    index_a: np.ndarray,
+    index_b: np.ndarray,
+    filter_a: np.ndarray,
+    filter_b: np.ndarray,
+    width: int,
+    taps: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair, the Dice of ``a``'s filter ``filter_a[i]`` with ``b``'s ``filter_b[i]``, and whether one is empty.
+
+    The filters are ``width`` words long; a hardened Dice is mapped back to the built scale.
+    """
+    columns = np.arange(width)
+    words_a = features_a.words[index_a[:, None], features_a.starts[filter_a][:, None] + columns]
+    words_b = features_b.words[index_b[:, None], features_b.starts[filter_b][:, None] + columns]
+    shared = np.bitwise_count(words_a & words_b).sum(axis=1, dtype=np.int32)
+    rows = np.arange(len(index_a))
+    counts_a = features_a.popcounts[index_a, filter_a]
+    counts_b = features_b.popcounts[index_b, filter_b]
+    totals = counts_a + counts_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(totals > 0, 2.0 * shared / totals, 0.0)
+        if taps > 1:
+            dice = _unmixed_dice(dice, counts_a, counts_b, np.full(len(rows), width * 64), taps)
+    return dice, (counts_a == 0) | (counts_b == 0)
+
+
+def _uncrossed(
+    features_a: PartyFeatures,
+    features_b: PartyFeatures,
+    index_a: np.ndarray,
+    index_b: np.ndarray,
+    comparisons: Sequence[Comparison],
+    swapped: Sequence[int],
+    salt: np.ndarray,
+    out: np.ndarray,
+    scores: np.ndarray,
+) -> None:
+    """Compare the two swapped names crossed where they agree better so than straight (in place).
+
+    One record's given name is compared with the other's surname and the other way round
+    (their filters share a key). Where both crossed levels are above both straight ones
+    (a given name and surname written the other way round), the pair takes the crossed
+    levels and Dice instead: each name is still weighed once. A household member, who
+    shares the surname straight, keeps its straight levels.
+    """
+    first, second = swapped
+    # Each comparison's first filter among the pair's filters (a salted field has a copy per salt).
+    starts, filters = {}, 0
+    for column, comparison in enumerate(comparisons):
+        if comparison.dice_thresholds:
+            starts[column] = filters
+            filters += comparison.copies
+    copy = np.maximum(salt, 0) if comparisons[first].copies > 1 else np.zeros(len(salt), dtype=np.intp)
+    filter_first, filter_second = starts[first] + copy, starts[second] + copy
+    taps, width = comparisons[first].taps, (comparisons[first].field.num_bits or 0) // 64
+    dice_1, missing_1 = _crossed_dice(
+        features_a, features_b, index_a, index_b, filter_first, filter_second, width, taps
+    )
+    dice_2, missing_2 = _crossed_dice(
+        features_a, features_b, index_a, index_b, filter_second, filter_first, width, taps
+    )
+    level_1 = _dice_levels(dice_1, missing_1, comparisons[first])
+    level_2 = _dice_levels(dice_2, missing_2, comparisons[second])
+    straight_1, straight_2 = out[:, first], out[:, second]
+    present = ~(missing_1 | missing_2) & (straight_1 != comparisons[first].missing)
+    present &= straight_2 != comparisons[second].missing
+    crossed = present & (np.minimum(level_1, level_2) > np.maximum(straight_1, straight_2))
+    out[crossed, first] = level_1[crossed]
+    out[crossed, second] = level_2[crossed]
+    scores[crossed, first] = dice_1[crossed]
+    scores[crossed, second] = dice_2[crossed]
 
 
 def rejected(levels: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:
