@@ -380,10 +380,11 @@ def _date_levels(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.nda
 
     A day and month sent as ``PLACEHOLDER_DAY`` are unknown (a protocol's placeholder day,
     such as 1 January for people whose birth day was never recorded), so such a date is
-    compared by its year alone: two placeholders of the same year are equal, and any other
-    pair with a placeholder is "different". Before, two members of a refugee family
-    registered on 1 January of different years agreed on two parts of three, the level of
-    a mistyped year.
+    compared by its year alone: two placeholders of the same year are equal, a placeholder
+    and a real date of its year agree on two parts of three (one agency knew the day, the
+    other did not; before, such a pair was "different"), and any other pair with a
+    placeholder is "different". Before, two members of a refugee family registered on 1
+    January of different years agreed on two parts of three, the level of a mistyped year.
 
     >>> day, month, year, other, unknown = 11, 12, 1982, 1964, PLACEHOLDER_DAY
     >>> a = np.array([[day, month, year], [unknown, unknown, year], [unknown, unknown, year],
@@ -392,7 +393,7 @@ def _date_levels(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.nda
     ...               [day, month, year], [day, unknown, year], [day, month, year]])
     >>> date = Comparison(FieldSpec("d", "date", 100, 10), ("different", "two parts", "swapped", "exact"))
     >>> _date_levels(a, b, date).tolist()
-    [3, 3, 0, 2, 0, 1]
+    [3, 3, 0, 2, 1, 1]
     """
     placeholder_a, placeholder_b = a[:, 0] == PLACEHOLDER_DAY, b[:, 0] == PLACEHOLDER_DAY
     same = a == b
@@ -403,6 +404,8 @@ def _date_levels(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.nda
     levels[swapped] = 2
     levels[parts_equal == 3] = 3
     levels[(placeholder_a | placeholder_b) & ~(placeholder_a & placeholder_b & same[:, 2])] = 0
+    # A placeholder against a real date of its year: one agency knew the day, the other did not.
+    levels[(placeholder_a != placeholder_b) & same[:, 2]] = 1
     levels[(a[:, 2] == 0) | (b[:, 2] == 0)] = comparison.missing
     return levels
 
@@ -463,6 +466,8 @@ def date_level_counts(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> n
     exact = _equal_keys((day_a * parts + month_a) * years + year_a, (day_b * parts + month_b) * years + year_b)
     # Two placeholders of one year are equal; a placeholder against any other date differs.
     placeholders = _equal_keys(present_a[held_a][:, 2], present_b[held_b][:, 2])
+    # A placeholder against a real date of its year agrees on two parts of three.
+    half_known = _equal_keys(present_a[held_a][:, 2], real_b[:, 2]) + _equal_keys(real_a[:, 2], present_b[held_b][:, 2])
     two_parts = (
         _equal_keys(day_a * parts + month_a, day_b * parts + month_b)
         + _equal_keys(day_a * years + year_a, day_b * years + year_b)
@@ -474,7 +479,7 @@ def date_level_counts(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> n
     swapped -= _equal_keys(day_a[same_a] * years + year_a[same_a], day_b[same_b] * years + year_b[same_b])
     out[3] = exact + placeholders
     out[2] = swapped
-    out[1] = two_parts - 3 * exact
+    out[1] = two_parts - 3 * exact + half_known
     out[0] = len(present_a) * len(present_b) - out[1:3].sum() - out[3]
     return out
 
