@@ -335,6 +335,9 @@ class Protocol:
     safeguards: Safeguards
     document: Mapping[str, Any]
     fingerprint: str
+    # Two name fields whose own filters share a key, so that a pair is compared crossed too
+    # (``identifiers.swapped_names``); empty when not declared.
+    swapped_names: tuple[str, ...] = ()
 
     @property
     def block_limits(self) -> tuple[int, ...]:
@@ -468,6 +471,25 @@ def parse_protocol(document: Any) -> Protocol:
     return _build(document)
 
 
+def _swapped_names_problems(identifiers: Mapping[str, Any]) -> list[str]:
+    """Swapped names must be two name fields whose own filters have the same length and bits per token."""
+    names = identifiers.get("swapped_names", ())
+    specs = {f["name"]: f for f in identifiers["fields"]}
+    problems = [
+        f"$.identifiers.swapped_names: {name!r} is not a name field"
+        for name in names
+        if name not in specs or specs[name]["kind"] != "name"
+    ]
+    if not problems and names:
+        shapes = {(specs[name].get("num_bits"), specs[name].get("bits_per_token")) for name in names}
+        if len(shapes) > 1:
+            problems.append(
+                f"$.identifiers.swapped_names: {' and '.join(names)} need the same num_bits and bits_per_token"
+                " (their filters are compared with each other)"
+            )
+    return problems
+
+
 def _duplicates(values: list[str]) -> list[str]:
     seen: set[str] = set()
     return sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
@@ -490,6 +512,7 @@ def _consistency_problems(doc: Mapping[str, Any]) -> list[str]:
                 dt.date(2000, int(day[:2]), int(day[3:]))  # a leap year: 02-29 is a day
             except ValueError:
                 problems.append(f"{where}[{k}]: {day} is no day of the year; write MM-DD, e.g. 01-01")
+    problems += _swapped_names_problems(doc["identifiers"])
     problems += [
         f"$.identifiers.fields: field {d!r} is declared twice"
         for d in _duplicates([f["name"] for f in doc["identifiers"]["fields"]])
@@ -817,6 +840,7 @@ def _build(doc: Mapping[str, Any]) -> Protocol:
         safeguards=Safeguards.from_json(doc["releases"].get("safeguards", {})),
         document=doc,
         fingerprint="",
+        swapped_names=tuple(doc["identifiers"].get("swapped_names", ())),
     )
     return _with_fingerprint(protocol)
 
@@ -844,6 +868,9 @@ def encoding_settings(protocol: Protocol) -> dict[str, Any]:
         "ngram": protocol.ngram,
         "blocking": [rule.name for rule in protocol.blocking],
     }
+    if protocol.swapped_names:
+        # Only when declared, so that other protocols keep the fingerprints they always had.
+        settings["swapped_names"] = list(protocol.swapped_names)
     if protocol.hardening.active:
         # Only when on, so that unhardened protocols keep the fingerprints they always had.
         settings["hardening"] = protocol.hardening.settings()

@@ -217,11 +217,17 @@ class RecordEncoder:
         hardening = protocol.hardening
         position = {spec.name: i for i, spec in enumerate(protocol.fields)}
         self._clk_plan = filter_hardening(keys.hardening, hardening, protocol.clk_bits, "clk")
+        # Swapped names share the first one's key and hardening, so that the service can
+        # compare one record's given name with the other's surname.
+        own_key = [
+            position[protocol.swapped_names[0]] if spec.name in protocol.swapped_names else i
+            for i, spec in enumerate(protocol.fields)
+        ]
         self._own_plans = [
-            filter_hardening(keys.hardening, hardening, spec.num_bits, f"field/{spec.name}")
+            filter_hardening(keys.hardening, hardening, spec.num_bits, f"field/{protocol.fields[own_key[i]].name}")
             if spec.kind in STRING_KINDS and spec.num_bits
             else None
-            for spec in protocol.fields
+            for i, spec in enumerate(protocol.fields)
         ]
         # The salt field's own tokens are not salted; every other field's are.
         salt_field = position[hardening.salt[0]] if hardening.salt else -1
@@ -238,7 +244,7 @@ class RecordEncoder:
                 keys.clk[i],
                 spec.clk_bits_per_token,
                 self._clk_plan.build_bits,
-                (keys.field[i], spec.bits_per_token, plan.build_bits)  # type: ignore[arg-type]
+                (keys.field[own_key[i]], spec.bits_per_token, plan.build_bits)  # type: ignore[arg-type]
                 if plan is not None
                 else None,
                 similarity_key=keys.block if i in self._similarity.readers else None,

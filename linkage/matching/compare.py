@@ -101,6 +101,9 @@ class Comparison:
         name_keys: for the CLK fallback, the block key columns of the exact blocking
             rules made of names alone (two or more name fields): a pair whose two dates
             share no salt is compared on the CLK too when it shares one of these keys.
+        swapped: one of the protocol's ``swapped_names``: its filters share a key with the
+            other's, and a pair whose two names agree only crossed (one record's given
+            name with the other's surname) is compared crossed (:func:`_uncrossed`).
         rejects: the rules of the protocol's ``reject_when_different`` that hold the field,
             each as (rule, the highest level that counts as different there: 0, or 1 for
             ``field:partly``); a pair different on every field of a rule is never linked
@@ -118,6 +121,7 @@ class Comparison:
     salt_parts: tuple[str, ...] = ()
     name_keys: tuple[int, ...] = ()
     rejects: tuple[tuple[int, int], ...] = ()
+    swapped: bool = False
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -168,7 +172,18 @@ def comparisons_for(protocol: Protocol) -> tuple[Comparison, ...]:
             labels = ("different", *(f"dice >= {t}" for t in reversed(thresholds)))
             salted = salts_filters and spec.name != salt_field
             copies = len(parts) if salted else 1
-            out.append(Comparison(spec, labels, thresholds, salted=salted, taps=taps, copies=copies, rejects=rejects))
+            out.append(
+                Comparison(
+                    spec,
+                    labels,
+                    thresholds,
+                    salted=salted,
+                    taps=taps,
+                    copies=copies,
+                    rejects=rejects,
+                    swapped=spec.name in protocol.swapped_names,
+                )
+            )
     if hardening.fallback == "clk" and parts:
         spec = FieldSpec("clk", "clk", 0, 0, num_bits=protocol.clk_bits)
         thresholds = _DICE_LEVELS["clk"]
@@ -364,10 +379,11 @@ def _date_levels(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.nda
 
     A day and month sent as ``PLACEHOLDER_DAY`` are unknown (a protocol's placeholder day,
     such as 1 January for people whose birth day was never recorded), so such a date is
-    compared by its year alone: two placeholders of the same year are equal, and any other
-    pair with a placeholder is "different". Before, two members of a refugee family
-    registered on 1 January of different years agreed on two parts of three, the level of
-    a mistyped year.
+    compared by its year alone: two placeholders of the same year are equal, a placeholder
+    and a real date of its year agree on two parts of three (one agency knew the day, the
+    other did not; before, such a pair was "different"), and any other pair with a
+    placeholder is "different". Before, two members of a refugee family registered on 1
+    January of different years agreed on two parts of three, the level of a mistyped year.
 
     >>> day, month, year, other, unknown = 11, 12, 1982, 1964, PLACEHOLDER_DAY
     >>> a = np.array([[day, month, year], [unknown, unknown, year], [unknown, unknown, year],
@@ -376,7 +392,7 @@ def _date_levels(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.nda
     ...               [day, month, year], [day, unknown, year], [day, month, year]])
     >>> date = Comparison(FieldSpec("d", "date", 100, 10), ("different", "two parts", "swapped", "exact"))
     >>> _date_levels(a, b, date).tolist()
-    [3, 3, 0, 2, 0, 1]
+    [3, 3, 0, 2, 1, 1]
     """
     placeholder_a, placeholder_b = a[:, 0] == PLACEHOLDER_DAY, b[:, 0] == PLACEHOLDER_DAY
     same = a == b
@@ -387,6 +403,8 @@ def _date_levels(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> np.nda
     levels[swapped] = 2
     levels[parts_equal == 3] = 3
     levels[(placeholder_a | placeholder_b) & ~(placeholder_a & placeholder_b & same[:, 2])] = 0
+    # A placeholder against a real date of its year: one agency knew the day, the other did not.
+    levels[(placeholder_a != placeholder_b) & same[:, 2]] = 1
     levels[(a[:, 2] == 0) | (b[:, 2] == 0)] = comparison.missing
     return levels
 
@@ -447,6 +465,8 @@ def date_level_counts(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> n
     exact = _equal_keys((day_a * parts + month_a) * years + year_a, (day_b * parts + month_b) * years + year_b)
     # Two placeholders of one year are equal; a placeholder against any other date differs.
     placeholders = _equal_keys(present_a[held_a][:, 2], present_b[held_b][:, 2])
+    # A placeholder against a real date of its year agrees on two parts of three.
+    half_known = _equal_keys(present_a[held_a][:, 2], real_b[:, 2]) + _equal_keys(real_a[:, 2], present_b[held_b][:, 2])
     two_parts = (
         _equal_keys(day_a * parts + month_a, day_b * parts + month_b)
         + _equal_keys(day_a * years + year_a, day_b * years + year_b)
@@ -458,7 +478,7 @@ def date_level_counts(a: np.ndarray, b: np.ndarray, comparison: Comparison) -> n
     swapped -= _equal_keys(day_a[same_a] * years + year_a[same_a], day_b[same_b] * years + year_b[same_b])
     out[3] = exact + placeholders
     out[2] = swapped
-    out[1] = two_parts - 3 * exact
+    out[1] = two_parts - 3 * exact + half_known
     out[0] = len(present_a) * len(present_b) - out[1:3].sum() - out[3]
     return out
 
@@ -566,6 +586,9 @@ def _compare_batch(
             levels = (a == b).astype(np.int8)
             levels[(a == 0) | (b == 0)] = comparison.missing
             out[:, column] = levels
+    swapped = [column for column, c in enumerate(comparisons) if c.swapped]
+    if len(swapped) == 2:
+        _uncrossed(features_a, features_b, index_a, index_b, comparisons, swapped, salt, out, scores)
     apart = salt < 0
     if any(c.fallback for c in comparisons):
         # The CLK stands in where a record lacks the salt field. Where both hold it and
@@ -587,6 +610,82 @@ def _compare_batch(
     missing_level = np.array([c.missing for c in comparisons], dtype=np.int8)
     scores[out == missing_level] = 0.0
     return out, scores.sum(axis=1)
+
+
+def _crossed_dice(
+    features_a: PartyFeatures,
+    features_b: PartyFeatures,
+    index_a: np.ndarray,
+    index_b: np.ndarray,
+    filter_a: np.ndarray,
+    filter_b: np.ndarray,
+    width: int,
+    taps: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair, the Dice of ``a``'s filter ``filter_a[i]`` with ``b``'s ``filter_b[i]``, and whether one is empty.
+
+    The filters are ``width`` words long; a hardened Dice is mapped back to the built scale.
+    """
+    columns = np.arange(width)
+    words_a = features_a.words[index_a[:, None], features_a.starts[filter_a][:, None] + columns]
+    words_b = features_b.words[index_b[:, None], features_b.starts[filter_b][:, None] + columns]
+    shared = np.bitwise_count(words_a & words_b).sum(axis=1, dtype=np.int32)
+    rows = np.arange(len(index_a))
+    counts_a = features_a.popcounts[index_a, filter_a]
+    counts_b = features_b.popcounts[index_b, filter_b]
+    totals = counts_a + counts_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(totals > 0, 2.0 * shared / totals, 0.0)
+        if taps > 1:
+            dice = _unmixed_dice(dice, counts_a, counts_b, np.full(len(rows), width * 64), taps)
+    return dice, (counts_a == 0) | (counts_b == 0)
+
+
+def _uncrossed(
+    features_a: PartyFeatures,
+    features_b: PartyFeatures,
+    index_a: np.ndarray,
+    index_b: np.ndarray,
+    comparisons: Sequence[Comparison],
+    swapped: Sequence[int],
+    salt: np.ndarray,
+    out: np.ndarray,
+    scores: np.ndarray,
+) -> None:
+    """Compare the two swapped names crossed where they agree better so than straight (in place).
+
+    One record's given name is compared with the other's surname and the other way round
+    (their filters share a key). Where both crossed levels are above both straight ones
+    (a given name and surname written the other way round), the pair takes the crossed
+    levels and Dice instead: each name is still weighed once. A household member, who
+    shares the surname straight, keeps its straight levels.
+    """
+    first, second = swapped
+    # Each comparison's first filter among the pair's filters (a salted field has a copy per salt).
+    starts, filters = {}, 0
+    for column, comparison in enumerate(comparisons):
+        if comparison.dice_thresholds:
+            starts[column] = filters
+            filters += comparison.copies
+    copy = np.maximum(salt, 0) if comparisons[first].copies > 1 else np.zeros(len(salt), dtype=np.intp)
+    filter_first, filter_second = starts[first] + copy, starts[second] + copy
+    taps, width = comparisons[first].taps, (comparisons[first].field.num_bits or 0) // 64
+    dice_1, missing_1 = _crossed_dice(
+        features_a, features_b, index_a, index_b, filter_first, filter_second, width, taps
+    )
+    dice_2, missing_2 = _crossed_dice(
+        features_a, features_b, index_a, index_b, filter_second, filter_first, width, taps
+    )
+    level_1 = _dice_levels(dice_1, missing_1, comparisons[first])
+    level_2 = _dice_levels(dice_2, missing_2, comparisons[second])
+    straight_1, straight_2 = out[:, first], out[:, second]
+    present = ~(missing_1 | missing_2) & (straight_1 != comparisons[first].missing)
+    present &= straight_2 != comparisons[second].missing
+    crossed = present & (np.minimum(level_1, level_2) > np.maximum(straight_1, straight_2))
+    out[crossed, first] = level_1[crossed]
+    out[crossed, second] = level_2[crossed]
+    scores[crossed, first] = dice_1[crossed]
+    scores[crossed, second] = dice_2[crossed]
 
 
 def rejected(levels: np.ndarray, comparisons: Sequence[Comparison]) -> np.ndarray:

@@ -35,7 +35,7 @@ def test_fingerprint_follows_encoding_settings_only():
     reworded["releases"]["budget"] = {"rho": 2.0}
     assert parse_protocol(reworded).fingerprint == base.fingerprint
     changed = document()
-    changed["identifiers"]["fields"][0]["bits_per_token"] = 11
+    changed["identifiers"]["fields"][4]["bits_per_token"] = 11
     assert parse_protocol(changed).fingerprint != base.fingerprint
     defaults = document()
     defaults["encoding"]["ngram"] = 2  # the default, written out
@@ -110,6 +110,21 @@ def test_placeholder_days_are_for_dates_and_change_the_fingerprint():
     text = str(info.value)
     assert "$.identifiers.fields[0].placeholder_days: only a date field has placeholder days" in text
     assert "$.identifiers.fields[2].placeholder_days[0]" in text
+
+
+def test_swapped_names_are_two_name_fields_of_one_shape_and_change_the_fingerprint():
+    base = parse_protocol(document())
+    assert base.swapped_names == ("given_name", "surname")
+    doc = document()
+    del doc["identifiers"]["swapped_names"]
+    assert parse_protocol(doc).fingerprint != base.fingerprint  # the surname's filter has another key
+    doc["identifiers"]["swapped_names"] = ["given_name", "city"]
+    with pytest.raises(ProtocolError, match=r"\$.identifiers.swapped_names: 'city' is not a name field"):
+        parse_protocol(doc)
+    doc["identifiers"]["swapped_names"] = ["given_name", "surname"]
+    doc["identifiers"]["fields"][1]["num_bits"] = 512
+    with pytest.raises(ProtocolError, match="given_name and surname need the same num_bits and bits_per_token"):
+        parse_protocol(doc)
 
 
 def test_reject_when_different_names_identifier_fields():
