@@ -1,7 +1,7 @@
 """Linkage quality: pprl against its anchors, on the same records, in one run.
 
     .venv/bin/python bench/quality.py [--people 20000] [--seed 7] [--profile realistic] [--workers 2]
-                                      [--skip-febrl] [--skip-splink]
+                                      [--skip-synth] [--skip-febrl] [--skip-splink]
 
 Datasets, both linked under the example protocol (`schemas/examples/social_services.json`):
   * synth: `pprl synth` data (3 agencies, the realistic profile by default: see
@@ -271,6 +271,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", default="realistic", help="synth profile: realistic (default) or basic")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip-synth", action="store_true")
     parser.add_argument("--skip-febrl", action="store_true")
     parser.add_argument("--skip-splink", action="store_true")
     args = parser.parse_args()
@@ -278,10 +279,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         protocol = load_protocol(EXAMPLE)
-        synthesise_population(protocol, args.people, args.seed, tmp / "synth", profile=args.profile)
-        (tmp / "work-synth").mkdir()
-        title = f"synth ({args.profile}), {args.people:,} people, seed {args.seed}, example protocol"
-        evaluate(title, protocol, tmp / "synth", tmp / "work-synth", args)
+        if not args.skip_synth:
+            synthesise_population(protocol, args.people, args.seed, tmp / "synth", profile=args.profile)
+            (tmp / "work-synth").mkdir()
+            title = f"synth ({args.profile}), {args.people:,} people, seed {args.seed}, example protocol"
+            evaluate(title, protocol, tmp / "synth", tmp / "work-synth", args)
         if not args.skip_febrl:
             parties = ("msd", "police")
             febrl = febrl_protocol(protocol, parties)
