@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from linkage.agency.columns import ColumnChoice
 from linkage.agency.prepare import RowProblem
-from linkage.agency.sheets import SPREADSHEET_SUFFIXES, parse_sheet
+from linkage.agency.sheets import SPREADSHEET_SUFFIXES, SheetCells, SheetRows, parse_sheet
 from linkage.errors import InputError
 
 if TYPE_CHECKING:  # numpy is imported where it is used: the check never needs it
@@ -70,8 +70,9 @@ _SAVE_AS_CSV = "save it as comma-separated CSV (in Excel: Save As > CSV UTF-8), 
 # rows in the sheet that the worker already holds (see :meth:`ClientFile.chunks`).
 Payload = str | list[list[Any]]
 Task = tuple[int, Payload | range]
-# A chunk whose rows are at hand, as read_rows and read_columns take it (see task_rows).
-ReadTask = tuple[int, Payload]
+# A chunk whose rows are at hand, as read_rows and read_columns take it (see task_rows): a
+# chunk of a sheet held here is a view of the sheet's rows, made only if they are needed.
+ReadTask = tuple[int, Payload | SheetRows]
 Rows = Sequence[list[Any]]
 Result = TypeVar("Result")
 
@@ -500,6 +501,12 @@ def read_columns(
             # No row is empty: a client id in every row says so, else every row is looked at.
             if "" not in map(str.strip, everything[positions[0]]) or "" not in map(str.strip, map("".join, records)):
                 return list(range(first_line, first_line + len(records))), [everything[p] for p in positions], []
+    elif isinstance(payload, SheetRows) and len(payload):
+        # Every row of a sheet has every column: the chosen ones are taken from the sheet's
+        # columns, with no list made per row nor text for the other columns.
+        columns = [_column_text(column) for column in payload.columns(positions)]
+        if "" not in map(str.strip, columns[0]) or "" not in map(str.strip, map("".join, zip(*columns, strict=True))):
+            return list(range(first_line, first_line + len(payload))), columns, []
     elif payload and min(map(len, payload)) > max(positions):
         # A spreadsheet's rows, each with every chosen column: cells as text, a column at a time
         # (taken by itemgetter: a zip over thousands of rows costs three times as much).
@@ -575,6 +582,8 @@ def task_rows(task: Task, rows: Rows | None) -> ReadTask:
     if isinstance(payload, range):
         if rows is None:
             raise ValueError("a chunk names its rows, but no sheet was handed to this worker")
+        if isinstance(rows, SheetCells):
+            return first_line, rows.span(payload.start, payload.stop)
         return first_line, list(rows[payload.start : payload.stop])
     return first_line, payload
 
