@@ -4,11 +4,11 @@ Parsing a sheet is most of the time it takes to read a spreadsheet (about 0.6 s 
 100,000 rows of 13 columns, then 0.2 s to hand its cells over as Arrow columns) and runs in Rust
 without Python's lock. fastexcel parses the same sheet as python-calamine in about half
 the time, and hands it over as Arrow columns rather than a Python object per cell; every
-cell is asked for as text, and :func:`_column_text` makes that text what
-:func:`~linkage.agency.sources.cell_text` gives for calamine's typed cells (a date cell
-``YYYY-MM-DD``). :func:`read_ahead` starts the parse in a thread as soon as the file is
-known, so that a command can import and set up the rest (numpy, the normaliser, the
-protocol) meanwhile; :func:`parse_sheet`, which
+cell is asked for as text, and :func:`_column_text` makes that text what a CSV export of
+the same cells holds (a date cell ``YYYY-MM-DD``, a whole number without ``.0``).
+:func:`read_ahead` starts the parse in a thread as soon as the file is known, so that a
+command can import and set up the rest (numpy, the normaliser, the protocol) meanwhile;
+:func:`parse_sheet`, which
 :func:`~linkage.agency.sources.open_client_file` calls, then takes the parsed sheet, or
 parses it there and then. This module imports nothing heavy, so that calling it first
 costs nothing.
@@ -36,8 +36,7 @@ class SheetCells(Sequence[list[str]]):
     The cells stay in fastexcel's Arrow columns until rows are asked for, a slice at a time:
     a chunk's rows are made where the chunk is read (in a pool worker, which holds the
     columns already), not all of them in one process before any chunk is read. Cells are
-    as :func:`~linkage.agency.sources.cell_text` would write them, but for the few that
-    fastexcel writes otherwise (see :func:`_column_text`).
+    as a CSV export of them would read (see :func:`_column_text`).
 
     Attributes:
         first_column: the used range's first column (0 for A).
