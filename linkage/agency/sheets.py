@@ -96,8 +96,8 @@ class SheetRows(Sequence[list[str]]):
     """Consecutive rows of a sheet (a chunk), its cells still in the sheet's columns.
 
     A chunk that is read a column at a time takes its chosen columns from the sheet
-    (:meth:`columns`) without making a list per row, the rows and the columns the check does
-    not read; walked or indexed, it makes its rows, once.
+    (:meth:`columns`): no list is made per row, and no text for the columns not chosen.
+    Walked or indexed, it makes its rows, once.
     """
 
     def __init__(self, cells: SheetCells, start: int, stop: int) -> None:
