@@ -4,11 +4,11 @@ Parsing a sheet is most of the time it takes to read a spreadsheet (about 0.6 s 
 100,000 rows of 13 columns, then 0.2 s to hand its cells over as Arrow columns) and runs in Rust
 without Python's lock. fastexcel parses the same sheet as python-calamine in about half
 the time, and hands it over as Arrow columns rather than a Python object per cell; every
-cell is asked for as text, and :func:`_column_text` makes that text what
-:func:`~linkage.agency.sources.cell_text` gives for calamine's typed cells (a date cell
-``YYYY-MM-DD``). :func:`read_ahead` starts the parse in a thread as soon as the file is
-known, so that a command can import and set up the rest (numpy, the normaliser, the
-protocol) meanwhile; :func:`parse_sheet`, which
+cell is asked for as text, and :func:`_column_text` makes that text what a CSV export of
+the same cells holds (a date cell ``YYYY-MM-DD``, a whole number without ``.0``).
+:func:`read_ahead` starts the parse in a thread as soon as the file is known, so that a
+command can import and set up the rest (numpy, the normaliser, the protocol) meanwhile;
+:func:`parse_sheet`, which
 :func:`~linkage.agency.sources.open_client_file` calls, then takes the parsed sheet, or
 parses it there and then. This module imports nothing heavy, so that calling it first
 costs nothing.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
-__all__ = ["SPREADSHEET_SUFFIXES", "ParsedSheet", "SheetCells", "parse_sheet", "read_ahead"]
+__all__ = ["SPREADSHEET_SUFFIXES", "ParsedSheet", "SheetCells", "SheetRows", "parse_sheet", "read_ahead"]
 
 SPREADSHEET_SUFFIXES = frozenset({".xlsx", ".xlsm", ".xlsb", ".xls", ".ods"})
 
@@ -36,8 +36,7 @@ class SheetCells(Sequence[list[str]]):
     The cells stay in fastexcel's Arrow columns until rows are asked for, a slice at a time:
     a chunk's rows are made where the chunk is read (in a pool worker, which holds the
     columns already), not all of them in one process before any chunk is read. Cells are
-    as :func:`~linkage.agency.sources.cell_text` would write them, but for the few that
-    fastexcel writes otherwise (see :func:`_column_text`).
+    as a CSV export of them would read (see :func:`_column_text`).
 
     Attributes:
         first_column: the used range's first column (0 for A).
@@ -71,12 +70,68 @@ class SheetCells(Sequence[list[str]]):
         for start in range(0, len(self), _ROWS_AT_ONCE):
             yield from self._rows(start, min(start + _ROWS_AT_ONCE, len(self)))
 
+    def span(self, start: int, stop: int) -> SheetRows:
+        """Rows ``start`` to ``stop`` (not included), made only when they are walked (see :class:`SheetRows`)."""
+        start, stop, _ = slice(start, stop).indices(len(self))
+        return SheetRows(self, start, max(start, stop))
+
+    def columns(self, start: int, stop: int, positions: Sequence[int]) -> list[list[str]]:
+        """The cells of rows ``start`` to ``stop`` in the columns at ``positions``, as text, a list per column.
+
+        Only those columns are turned into Python text, and no row is made.
+        """
+        if stop <= start:
+            return [[] for _ in positions]
+        part = self._batch.slice(start, stop - start)
+        return [_arrow_text(part.column(position)) for position in positions]
+
     def _rows(self, start: int, stop: int) -> list[list[str]]:
         if stop <= start:
             return []
         part = self._batch.slice(start, stop - start)
-        columns = [_column_text(column.to_pylist(), has_empty=column.null_count > 0) for column in part.columns]
-        return list(map(list, zip(*columns, strict=True)))
+        return list(map(list, zip(*map(_arrow_text, part.columns), strict=True)))
+
+
+class SheetRows(Sequence[list[str]]):
+    """Consecutive rows of a sheet (a chunk), its cells still in the sheet's columns.
+
+    A chunk that is read a column at a time takes its chosen columns from the sheet
+    (:meth:`columns`): no list is made per row, and no text for the columns not chosen.
+    Walked or indexed, it makes its rows, once.
+    """
+
+    def __init__(self, cells: SheetCells, start: int, stop: int) -> None:
+        self._cells, self._start, self._stop = cells, start, stop
+        self._made: list[list[str]] | None = None
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @overload
+    def __getitem__(self, index: int) -> list[str]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[list[str]]: ...
+
+    def __getitem__(self, index: int | slice) -> list[str] | list[list[str]]:
+        return self._rows()[index]
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return iter(self._rows())
+
+    def columns(self, positions: Sequence[int]) -> list[list[str]]:
+        """The cells of these rows in the columns at ``positions``, as text, a list per column."""
+        return self._cells.columns(self._start, self._stop, positions)
+
+    def _rows(self) -> list[list[str]]:
+        if self._made is None:
+            self._made = self._cells[self._start : self._stop]
+        return self._made
+
+
+def _arrow_text(column: Any) -> list[str]:
+    """One Arrow column of fastexcel's text as :func:`_column_text` makes it."""
+    return _column_text(column.to_pylist(), has_empty=column.null_count > 0)
 
 
 # Rows made at once when a sheet's rows are walked (as many as a chunk holds).

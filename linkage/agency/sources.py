@@ -16,12 +16,10 @@ column C`` (the spreadsheet's own numbering).
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import gc
 import hashlib
 import io
 import itertools
-import math
 import multiprocessing
 import operator
 from array import array
@@ -33,7 +31,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from linkage.agency.columns import ColumnChoice
 from linkage.agency.prepare import RowProblem
-from linkage.agency.sheets import SPREADSHEET_SUFFIXES, parse_sheet
+from linkage.agency.sheets import SPREADSHEET_SUFFIXES, SheetCells, SheetRows, parse_sheet
 from linkage.errors import InputError
 
 if TYPE_CHECKING:  # numpy is imported where it is used: the check never needs it
@@ -43,7 +41,6 @@ __all__ = [
     "CHUNK_ROWS",
     "SPREADSHEET_SUFFIXES",
     "ClientFile",
-    "cell_text",
     "client_id_hashes",
     "column_letter",
     "duplicate_lines",
@@ -66,53 +63,15 @@ _SAVE_AS_CSV = "save it as comma-separated CSV (in Excel: Save As > CSV UTF-8), 
 
 # What one chunk of a client file is: its first line (or row) number, and either CSV text
 # (parsed where it is encoded, which costs far less than sending parsed rows between
-# processes), a spreadsheet's rows of cells as calamine gives them, or the range of those
-# rows in the sheet that the worker already holds (see :meth:`ClientFile.chunks`).
-Payload = str | list[list[Any]]
+# processes), a spreadsheet's rows of cells as text (see sheets.SheetCells), or the range of
+# those rows in the sheet that the worker already holds (see :meth:`ClientFile.chunks`).
+Payload = str | list[list[str]]
 Task = tuple[int, Payload | range]
-# A chunk whose rows are at hand, as read_rows and read_columns take it (see task_rows).
-ReadTask = tuple[int, Payload]
-Rows = Sequence[list[Any]]
+# A chunk whose rows are at hand, as read_rows and read_columns take it (see task_rows): a
+# chunk of a sheet held here is a view of the sheet's rows, made only if they are needed.
+ReadTask = tuple[int, Payload | SheetRows]
+Rows = Sequence[list[str]]
 Result = TypeVar("Result")
-
-
-def cell_text(value: Any) -> str:
-    """The text of one spreadsheet cell, as the same value would read in a CSV.
-
-    Dates (and date-times, whose time of day is dropped) become ``YYYY-MM-DD``; whole
-    numbers lose the ``.0`` a spreadsheet stores them with; booleans become ``true`` or
-    ``false``; an empty cell, and an error cell such as ``#N/A``, is empty.
-
-    >>> cell_text(dt.date(1984, 3, 7)), cell_text(dt.datetime(1984, 3, 7, 13, 5))
-    ('1984-03-07', '1984-03-07')
-    >>> cell_text(110.0), cell_text(12.5), cell_text(True), cell_text("Aroha")
-    ('110', '12.5', 'true', 'Aroha')
-    """
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return _float_text(value)
-    if isinstance(value, dt.datetime):
-        return value.date().isoformat()
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if value is None:
-        return ""
-    return str(value)
-
-
-def _float_text(value: float) -> str:
-    """A number cell's text: whole numbers without the ``.0`` (exactly, below 2**53)."""
-    if value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(value)
-
-
-# The text of a cell by its exact type, for the types a column is usually made of (dates,
-# numbers): a column of them is converted by one call per cell, not a walk down cell_text.
-_TEXT_OF_TYPE: dict[type, Callable[[Any], str]] = {dt.date: dt.date.isoformat, float: _float_text}
 
 
 def column_letter(index: int) -> str:
@@ -337,13 +296,13 @@ class _Spreadsheet(ClientFile):
             (
                 index
                 for index, row in enumerate(self._rows)
-                if sum(1 for cell in row if cell_text(cell).strip()) >= _MIN_HEADER_CELLS
+                if sum(1 for cell in row if cell.strip()) >= _MIN_HEADER_CELLS
             ),
             None,
         )
         if header_index is None:
             raise InputError(f"{self.where()}: no header row; the first row must name the columns", path=name, line=1)
-        self.header = tuple(_flatten(cell_text(cell)).strip() for cell in self._rows[header_index])
+        self.header = tuple(_flatten(cell).strip() for cell in self._rows[header_index])
         self.header_line = header_index + 1
         self.total = max(len(self._rows) - self.header_line, 1)
 
@@ -439,12 +398,12 @@ def read_rows(
         for offset, cells in enumerate(payload):
             if len(cells) < needed:
                 cells = [*cells, *[""] * (needed - len(cells))]
-            # Most cells are text already; joined, a row is searched for breaks and content at C speed.
-            values = [cell if cell.__class__ is str else cell_text(cell) for cell in pick(cells)]
+            # Joined, a row is searched for breaks and content at C speed.
+            values = list(pick(cells))
             joined = "".join(values)
             if "\n" in joined or "\r" in joined:
                 values = [_flatten(value) for value in values]
-            if joined.strip() or any(cell_text(cell).strip() for cell in cells):
+            if joined.strip() or "".join(cells).strip():
                 rows.append((first_line + offset, values))
         return rows, problems
     reader = csv.reader(io.StringIO(payload, newline=""), strict=True)
@@ -500,6 +459,12 @@ def read_columns(
             # No row is empty: a client id in every row says so, else every row is looked at.
             if "" not in map(str.strip, everything[positions[0]]) or "" not in map(str.strip, map("".join, records)):
                 return list(range(first_line, first_line + len(records))), [everything[p] for p in positions], []
+    elif isinstance(payload, SheetRows) and len(payload):
+        # Every row of a sheet has every column: the chosen ones are taken from the sheet's
+        # columns, with no list made per row nor text for the other columns.
+        columns = [_column_text(column) for column in payload.columns(positions)]
+        if "" not in map(str.strip, columns[0]) or "" not in map(str.strip, map("".join, zip(*columns, strict=True))):
+            return list(range(first_line, first_line + len(payload))), columns, []
     elif payload and min(map(len, payload)) > max(positions):
         # A spreadsheet's rows, each with every chosen column: cells as text, a column at a time
         # (taken by itemgetter: a zip over thousands of rows costs three times as much).
@@ -513,42 +478,17 @@ def read_columns(
     return lines, columns, problems
 
 
-def _column_text(cells: Sequence[Any]) -> Sequence[str]:
-    r"""A spreadsheet column's cells as text, as :func:`cell_text` gives them, line breaks as spaces.
+def _column_text(cells: Sequence[str]) -> Sequence[str]:
+    r"""A spreadsheet column's cells, line breaks as spaces.
 
-    Most columns are text already (empty cells are text); most others hold one other type
-    besides text, such as dates or numbers.
-
-    >>> _column_text(["", dt.date(1984, 3, 7), "31/02/1990"]), _column_text([110.0, 12.5])
-    (['', '1984-03-07', '31/02/1990'], ['110', '12.5'])
     >>> _column_text(["461 Whangatipu Street\nRD 6", "Mere"])
     ['461 Whangatipu Street RD 6', 'Mere']
     """
-    try:
-        # Only text joins: one pass at C speed tells a text column, and finds its line breaks.
-        joined = "".join(cells)
-    except TypeError:
-        cells = _typed_column_text(cells)
-        joined = "".join(cells)
+    # One join at C speed finds whether any cell holds a line break.
+    joined = "".join(cells)
     if "\n" in joined or "\r" in joined:
         return [_flatten(cell) for cell in cells]
     return cells
-
-
-def _typed_column_text(cells: Sequence[Any]) -> Sequence[str]:
-    """The text of a column that holds other cells than text (see :func:`_column_text`)."""
-    types = set(map(type, cells))
-    types.discard(str)
-    if len(types) == 1 and (convert := _TEXT_OF_TYPE.get(kind := types.pop())) is not None:
-        if kind is float:
-            # A column of numbers repeats a few values: each is converted once, then looked up
-            # at C speed, a text cell being its own default (dates rarely repeat within a
-            # chunk: not worth it). A NaN, equal to nothing, would not be found.
-            texts = {cell: convert(cell) for cell in set(cells) if cell.__class__ is float}
-            if not any(map(math.isnan, texts)):
-                return list(map(texts.get, cells, cells))
-        return [cell if cell.__class__ is str else convert(cell) for cell in cells]
-    return [cell if cell.__class__ is str else cell_text(cell) for cell in cells]
 
 
 def rows_by_reference(workers: int) -> bool:
@@ -575,6 +515,8 @@ def task_rows(task: Task, rows: Rows | None) -> ReadTask:
     if isinstance(payload, range):
         if rows is None:
             raise ValueError("a chunk names its rows, but no sheet was handed to this worker")
+        if isinstance(rows, SheetCells):
+            return first_line, rows.span(payload.start, payload.stop)
         return first_line, list(rows[payload.start : payload.stop])
     return first_line, payload
 
