@@ -251,11 +251,14 @@ def project_create(server: str, admin_secret_file: Path | None, protocol_path: P
         credential_files(out_dir, [*(p.id for p in protocol.parties), "analyst"])
     with ServiceClient(server, read_admin_secret(admin_secret_file)) as client:
         created = client.create_project(protocol.document)
+    roles = [*(p.id for p in protocol.parties), "analyst"]
+    # The tokens exist nowhere else (the server keeps their hashes): write them before any
+    # print, which can fail (a closed pipe) and would lose them.
+    written = write_credentials(created.credentials, out_dir, roles) if out_dir is not None else None
     click.echo(f"project {created.project_id}: {created.name}")
     click.echo(f"fingerprint: {created.fingerprint}")
-    roles = [*(p.id for p in protocol.parties), "analyst"]
-    if out_dir is not None:
-        for path in write_credentials(created.credentials, out_dir, roles):
+    if written is not None:
+        for path in written:
             click.echo(f"  {path.stem}: {path} (mode 0600)")
         return
     click.echo("credentials (shown once; the server keeps only their hashes):")
@@ -299,13 +302,14 @@ def project_add_analyst(
         raise click.UsageError(f"{out} exists already; token files are never overwritten")
     with ServiceClient(server, read_admin_secret(admin_secret_file)) as client:
         added = client.add_analyst(project_id, name, budget)
-    limit = f", own budget {json.dumps(dict(added.budget))}" if added.budget else ""
-    click.echo(f"analyst {added.name} of project {added.project_id}{limit}")
-    if out is not None:
+    if out is not None:  # before any print, as in `project create`
         descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.fchmod(descriptor, 0o600)
         with os.fdopen(descriptor, "w", encoding="ascii") as handle:
             handle.write(added.credential + "\n")
+    limit = f", own budget {json.dumps(dict(added.budget))}" if added.budget else ""
+    click.echo(f"analyst {added.name} of project {added.project_id}{limit}")
+    if out is not None:
         click.echo(f"  token: {out} (mode 0600)")
         return
     click.echo(f"  token (shown once; the server keeps only its hash): {added.credential}")

@@ -267,6 +267,50 @@ def test_project_create_writes_token_files_only_under_the_protocols_names(runner
     assert not out.exists(), "nothing was written"
 
 
+def test_project_create_writes_the_token_files_before_it_prints(runner, admin_file, tmp_path, monkeypatch):
+    """Found by attack: `pprl project create --out-dir D | head -1` made a project and wrote no token.
+
+    The server keeps only the tokens' hashes, so a print that fails (a closed pipe) must not
+    come between the project's creation and its token files.
+    """
+    from linkage.service.client import NewProject
+
+    tokens = {"msd": "pprl_a", "police": "pprl_b", "haven": "pprl_c", "analyst": "pprl_d"}
+    monkeypatch.setattr(
+        "linkage.service.client.ServiceClient.create_project",
+        lambda *_: NewProject("p1", "example", "f" * 64, tokens),
+    )
+
+    def closed_pipe(*_args, **_kwargs):
+        raise BrokenPipeError
+
+    monkeypatch.setattr("cli.service.click.echo", closed_pipe)
+    out = tmp_path / "tokens"
+    invoke(runner, "project", "create", "--server", SERVER, "--admin-secret-file", admin_file,
+           "--protocol", EXAMPLE_PROTOCOL, "--out-dir", out)  # fmt: skip
+    assert {path.name: path.read_text().strip() for path in out.iterdir()} == {
+        f"{role}.token": token for role, token in tokens.items()
+    }
+
+
+def test_add_analyst_writes_the_token_file_before_it_prints(runner, admin_file, tmp_path, monkeypatch):
+    from linkage.service.client import NewAnalyst
+
+    monkeypatch.setattr(
+        "linkage.service.client.ServiceClient.add_analyst",
+        lambda *_: NewAnalyst("p1", "ana", None, "pprl_e"),
+    )
+
+    def closed_pipe(*_args, **_kwargs):
+        raise BrokenPipeError
+
+    monkeypatch.setattr("cli.service.click.echo", closed_pipe)
+    out = tmp_path / "ana.token"
+    invoke(runner, "project", "add-analyst", "--server", SERVER, "--admin-secret-file", admin_file,
+           "--project", "p1", "ana", "--out", out)  # fmt: skip
+    assert out.read_text() == "pprl_e\n"
+
+
 def test_keygen_says_what_the_secret_is_for(runner, tmp_path):
     """Issue 15 row 14: an admin secret was told to be kept away from the linkage service it is for."""
     admin = invoke(runner, "keygen", "--out", tmp_path / "admin.secret", "--purpose", "admin")
