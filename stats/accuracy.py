@@ -516,8 +516,8 @@ def quantile_threshold(distribution: str, scale: float, q: float, bins: int) -> 
     >>> round(quantile_threshold("Integer Gaussian", 32.86, 0.5, 61), 2)
     1.85
     """
-    if bins < 3:
-        return Z
+    if bins < 3 or noise_variance(distribution, scale) == 0:
+        return Z  # (without noise, as at epsilon 1e5, every z keeps exactly the true bin)
     low, high = Z_ONE_SIDED, Z
     for _ in range(12):
         middle = (low + high) / 2

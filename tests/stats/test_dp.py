@@ -681,3 +681,11 @@ def test_a_dry_run_refuses_a_cost_in_another_measure_as_the_release_does(protoco
     for dry_run in (True, False):
         with pytest.raises(InputError, match="budget is in rho, so give the query's cost as --rho, not --epsilon"):
             answer_query(small_people, spec, protocol, free_spend, "ana", dry_run=dry_run)
+
+
+def test_a_quantile_with_no_noise_to_speak_of_is_planned_without_dividing_by_zero(protocol, small_people):
+    # Found by attack: at --epsilon 1e5 the histogram's noise has no variance, and the search
+    # for the interval's threshold divided by its standard deviation (a RuntimeWarning).
+    spec = parse_query(protocol, ["quantile", "months_in_nz", "--epsilon", "1e5"])
+    cell = release(prepare(small_people, spec, protocol)).cells[0]
+    assert cell.lower is not None and cell.upper is not None and cell.lower <= cell.value <= cell.upper
